@@ -4,18 +4,21 @@ environment alone, stopped by a signal; every wait bounded by HANG."""
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import HANG, wait_for
+from runfixtures import HANG, mdl_as_child, wait_for
 
 # what every AWS library in these tests sees besides the run's key: no metadata endpoint, no
 # profile of the developer's, nothing but 127.0.0.1
@@ -154,6 +157,42 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=HANG)
+
+
+def serve_in_process(*args: str, env: Mapping[str, str], env_file: Path) -> tuple[int | None, str]:
+    """``mdl serve --port 0 --no-progress --env-file ENV_FILE ARGS`` run in this process with
+    exactly ``env``: (exit code, stderr) when it ends by itself; (None, stderr) when it started
+    serving instead (it wrote ``env_file``), then stopped by a Ctrl-C (after HANG at the latest).
+    For what a start refuses (a bad flag, a port in use, an env file it did not write), with no
+    process of its own."""
+
+    def seen() -> tuple[int, int, int] | None:
+        with contextlib.suppress(FileNotFoundError):
+            st = env_file.stat()
+            return st.st_ino, st.st_mtime_ns, st.st_size
+        return None
+
+    before, ended, served = seen(), threading.Event(), threading.Event()
+
+    def stop_once_serving() -> None:  # as a person's Ctrl-C: the main thread's KeyboardInterrupt
+        waited = 0.0
+        while not ended.wait(0.02):
+            waited += 0.02
+            now = seen()
+            if (now != before and now is not None and now[2] > 0) or waited > HANG:
+                served.set()
+                _thread.interrupt_main()
+                return
+
+    watcher = threading.Thread(target=stop_once_serving, daemon=True)
+    watcher.start()
+    try:
+        command = ["serve", "--port", "0", "--no-progress", "--env-file", str(env_file), *args]
+        result = mdl_as_child(command, env=env)
+    finally:
+        ended.set()
+        watcher.join(HANG)
+    return (None if served.is_set() else result.exit_code), result.stderr
 
 
 def model_catalog(

@@ -1,13 +1,16 @@
 """Keys and signatures made in the test: EC P-256 key pairs, and model.sig files made by
-model_signing's own CLI.
+model_signing's own CLI (run in this process).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
+import logging
 import subprocess
-import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,33 @@ def key_pair(folder: Path, name: str = "signer") -> tuple[Path, Path]:
 
 
 def official(*args: str) -> subprocess.CompletedProcess[str]:
-    """model_signing's own CLI (the judge), in a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "model_signing", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    """model_signing's own CLI (the judge), run in this process as ``python -m model_signing``
+    runs it (its ``__main__`` calls this click group): its stdout and stderr captured, its logging
+    set up anew on that stderr and put back after, what a child would print as a traceback on its
+    stderr with exit 1. A child's start and imports were a CPU-second a call."""
+    from model_signing._cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out, err = io.StringIO(), io.StringIO()
+    code: int = 0
+    root.handlers.clear()  # its basicConfig then sets the root up, as in a child
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main.main(args=list(args), prog_name="model_signing")  # ends in SystemExit
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        for made in root.handlers:
+            made.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return subprocess.CompletedProcess(
+        ["model_signing", *args], code, out.getvalue(), err.getvalue()
     )
 
 

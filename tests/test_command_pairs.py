@@ -6,7 +6,8 @@ on one destination at once and checks that both end with a documented exit code 
 traceback — and that every byte each one was asked for is right. A run that moves bytes (pull, get)
 or asks the Hub (lock, add) goes first and is held at its server until the other has started (or
 finished); two offline commands start together. Pairs run side by side, each with its own Hub, CDN,
-catalog and destination. The other tests here: two `get`s of one file into one folder, a resumed
+catalog and destination; each command a real process forked from one zygote (tests/zygote.py: no
+interpreter's start and imports per command), the setup in this process. The other tests here: two `get`s of one file into one folder, a resumed
 `get`, a waiting run naming the holder's pid, and per-file locks.
 """
 
@@ -18,19 +19,21 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from runfixtures import HANG, make_hf_run, recorded, wait_for
+from runfixtures import HANG, make_hf_run, mdl_as_child, recorded, wait_for
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
+from zygote import Forked, Zygote
 
 pytestmark = pytest.mark.slow  # the real-process matrix
 
@@ -98,12 +101,15 @@ def tree(folder: Path) -> list[str]:
 
 @dataclass
 class Kit:
-    """What every pair shares: a pulled `base` to copy, an archive to unpack, the S3 endpoint."""
+    """What every pair shares: a pulled `base` to copy, an archive to unpack, the S3 endpoint and
+    a client of it, the zygote its commands are forked from."""
 
     template: Path
     archive: Path
     archive_files: dict[str, bytes]
     s3: S3
+    bucket: Any
+    zygote: Zygote
 
 
 @dataclass
@@ -132,12 +138,11 @@ class Pair:
             "publish": ["publish", "base", "--to", f"s3://{BUCKET}/{self.name}"],
         }[cmd]
 
-    def spawn(self, index: int, cmd: str, kit: Kit) -> subprocess.Popen[bytes]:
-        out = (self.root / f"{index}-{cmd}.out").open("wb")
-        err = (self.root / f"{index}-{cmd}.err").open("wb")
-        with out, err:
-            argv = [sys.executable, "-m", "mdl", *self.argv(cmd, kit)]
-            return subprocess.Popen(argv, env=self.env, cwd=self.root, stdout=out, stderr=err)
+    def spawn(self, index: int, cmd: str, kit: Kit) -> Forked:
+        out, err = self.root / f"{index}-{cmd}.out", self.root / f"{index}-{cmd}.err"
+        return kit.zygote.spawn(
+            self.argv(cmd, kit), env=self.env, cwd=self.root, stdout=out, stderr=err
+        )
 
     def stderr(self, index: int, cmd: str) -> str:
         return (self.root / f"{index}-{cmd}.err").read_text(errors="replace")
@@ -248,7 +253,7 @@ def check_effects(pair: Pair, cmds: set[str], kit: Kit) -> None:
         if not {"base", "fresh"} <= names:
             pair.problems.append(f"catalog.lock pins {sorted(names)}")
     if "publish" in cmds:
-        listed = kit.s3.client().list_objects_v2(
+        listed = kit.bucket.list_objects_v2(
             Bucket=BUCKET, Prefix=f"{pair.name}/.mdl/versions/base/"
         )
         if not listed.get("Contents"):
@@ -256,10 +261,22 @@ def check_effects(pair: Pair, cmds: set[str], kit: Kit) -> None:
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory: pytest.TempPathFactory, s3_server: S3) -> dict[str, list[str]]:  # noqa: F811
+def zygote() -> Iterator[Zygote]:
+    """Where the module's commands are forked from (boto3 preloaded: publish's client)."""
+    with Zygote(preload=["boto3"]) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def matrix(
+    tmp_path_factory: pytest.TempPathFactory,
+    s3_server: S3,  # noqa: F811
+    zygote: Zygote,
+) -> dict[str, list[str]]:
     """Run every pair once, side by side; each pair's problems (empty: it passed)."""
     root = tmp_path_factory.mktemp("pairs")
-    s3_server.client().create_bucket(Bucket=BUCKET)
+    bucket = s3_server.client()
+    bucket.create_bucket(Bucket=BUCKET)
     hub = make_hub()
     try:
         env = {
@@ -269,47 +286,19 @@ def matrix(tmp_path_factory: pytest.TempPathFactory, s3_server: S3) -> dict[str,
         }
         (root / "catalog.toml").write_text(CATALOG)
         template = root / "template"
-        pulled = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mdl",
-                "pull",
-                "base",
-                "--catalog",
-                "catalog.toml",
-                "--dest",
-                str(template),
-            ],
-            env=env,
-            cwd=root,
-            capture_output=True,
-        )
-        assert pulled.returncode == 0, pulled.stderr.decode()
+        args = ["pull", "base", "--catalog", "catalog.toml", "--dest", str(template)]
+        pulled = mdl_as_child(args, env=env, cwd=root)
+        assert pulled.exit_code == 0, pulled.stderr
     finally:
         hub.stop()
     make_hf_run(root / "run", steps=(10, 20))
     archive = root / "ckpt.zip"
-    packed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mdl",
-            "pack",
-            str(root / "run"),
-            "-o",
-            str(archive),
-            "--checkpoint",
-            "latest",
-        ],
-        env=env,
-        cwd=root,
-        capture_output=True,
-    )
-    assert packed.returncode == 0, packed.stderr.decode()
+    args = ["pack", str(root / "run"), "-o", str(archive), "--checkpoint", "latest"]
+    packed = mdl_as_child(args, env=env, cwd=root)
+    assert packed.exit_code == 0, packed.stderr
     with zipfile.ZipFile(archive) as zf:
         files = {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
-    kit = Kit(template, archive, files, s3_server)
+    kit = Kit(template, archive, files, s3_server, bucket, zygote)
     pairs = {f"{a}-{b}": make_pair(f"{a}-{b}", root, kit) for a, b in PAIRS}
 
     def one(names: tuple[str, str]) -> None:
@@ -354,15 +343,19 @@ def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    cwd = Path(env["MDL_CATALOG"]).parent
-    cmd = [sys.executable, "-m", "mdl", *args]
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+_RUNS = itertools.count()  # each run's own stdout and stderr files
 
 
-def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+def spawn(zygote: Zygote, env: dict[str, str], *args: str) -> Forked:
+    """``mdl ARGS`` as a process of its own (forked from the zygote), in the catalog's folder."""
+    cwd, number = Path(env["MDL_CATALOG"]).parent, next(_RUNS)
+    out, err = cwd / f"run-{number}.out", cwd / f"run-{number}.err"
+    return zygote.spawn(args, env=env, cwd=cwd, stdout=out, stderr=err)
+
+
+def finish(proc: Forked) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=HANG)
-    return proc.returncode, out.decode(), err.decode()
+    return proc.wait(), out.decode(), err.decode()
 
 
 def log_says_waiting(env: dict[str, str], pid: int) -> bool:
@@ -380,14 +373,14 @@ def hold_blobs(hub: HubServer, prefix: str = "/blobs/") -> tuple[threading.Event
 
 
 def test_two_gets_of_one_file_into_one_folder(
-    hub: HubServer, env: dict[str, str], tmp_path: Path
+    hub: HubServer, env: dict[str, str], tmp_path: Path, zygote: Zygote
 ) -> None:
     same = tmp_path / "SAMEDIR"
     gate, held = hold_blobs(hub)
-    first = spawn(env, "get", TINY_URI, "-d", str(same))
+    first = spawn(zygote, env, "get", TINY_URI, "-d", str(same))
     try:
         wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first get at the CDN")
-        second = spawn(env, "get", TINY_URI, "-d", str(same))
+        second = spawn(zygote, env, "get", TINY_URI, "-d", str(same))
         wait_for(
             lambda: held.seen > 1 or log_says_waiting(env, second.pid) or second.poll() is not None
         )
@@ -417,7 +410,7 @@ def saved(folder: Path) -> bool:
 
 
 def test_a_resumed_get_leaves_no_empty_state_folders(
-    hub: HubServer, env: dict[str, str], tmp_path: Path
+    hub: HubServer, env: dict[str, str], tmp_path: Path, zygote: Zygote
 ) -> None:
     same = tmp_path / "SAMEDIR"
     # every answer sends its first 400 kB, then holds the rest until the get was cut: the get is
@@ -426,7 +419,7 @@ def test_a_resumed_get_leaves_no_empty_state_folders(
     hub.cdn.faults.add(
         Fault.stall(after_bytes=400_000, until=gate, path_prefix="/blobs/", times=None)
     )
-    first = spawn(env, "get", TINY_URI, "-d", str(same), "--connections", "2")
+    first = spawn(zygote, env, "get", TINY_URI, "-d", str(same), "--connections", "2")
     try:
         wait_for(lambda: saved(same) or first.poll() is not None, what="a partial's record")
         first.send_signal(signal.SIGTERM)
@@ -436,7 +429,7 @@ def test_a_resumed_get_leaves_no_empty_state_folders(
         gate.set()
     assert code == 130, err
     assert any(p.endswith(".part") for p in tree(same)), f"nothing kept to resume: {tree(same)}"
-    code, out, err = finish(spawn(env, "get", TINY_URI, "-d", str(same), "--json"))
+    code, out, err = finish(spawn(zygote, env, "get", TINY_URI, "-d", str(same), "--json"))
     assert code == 0, err
     assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
     assert tree(same) == [".mdl", ".mdl/get.json", "model.safetensors"], (
@@ -446,15 +439,15 @@ def test_a_resumed_get_leaves_no_empty_state_folders(
 
 
 def test_a_waiting_pull_names_the_pid_that_holds_the_lock(
-    hub: HubServer, env: dict[str, str]
+    hub: HubServer, env: dict[str, str], zygote: Zygote
 ) -> None:
     gate, held = hold_blobs(hub)
-    first = spawn(env, "pull", "tiny")
+    first = spawn(zygote, env, "pull", "tiny")
     try:
         wait_for(
             lambda: held.seen > 0 or first.poll() is not None, what="the first pull at the CDN"
         )
-        second = spawn(env, "pull", "tiny")
+        second = spawn(zygote, env, "pull", "tiny")
         wait_for(
             lambda: log_says_waiting(env, second.pid) or second.poll() is not None,
             what="the second waiting",
@@ -471,12 +464,12 @@ def test_a_waiting_pull_names_the_pid_that_holds_the_lock(
 
 
 def test_a_file_another_run_finished_is_not_held_by_its_big_file(
-    hub: HubServer, env: dict[str, str]
+    hub: HubServer, env: dict[str, str], zygote: Zygote
 ) -> None:
     big = f"/blobs/{hub.repo('org/mixed').files['big.safetensors'].sha256}"
     gate, held = hold_blobs(hub, big)
     dest = Path(env["MDL_DEST"]) / "mixed"
-    first = spawn(env, "pull", "mixed")
+    first = spawn(zygote, env, "pull", "mixed")
     try:
         wait_for(
             lambda: held.seen > 0 or first.poll() is not None,
@@ -491,7 +484,9 @@ def test_a_file_another_run_finished_is_not_held_by_its_big_file(
             what="the small files recorded",
         )
         assert first.poll() is None, finish(first)
-        code, out, err = finish(spawn(env, "pull", "mixed", "--lock-timeout", "2", "--json"))
+        code, out, err = finish(
+            spawn(zygote, env, "pull", "mixed", "--lock-timeout", "2", "--json")
+        )
     finally:
         gate.set()
     code1, _, err1 = finish(first)

@@ -8,25 +8,38 @@ and ``get`` without ``--json`` report on stderr only) or its whole output fitted
 the reader left. Never a traceback, never "internal error"; commands that only print stop their
 work, commands that change the disk finish it (no half-written file). A command that fails keeps its
 own exit code (its error is on stderr).
+
+One case of each behaviour runs the real console script as a child (what a shell sees of a
+process); the rest run in this process (``run_closed_here``: fd 1 a real pipe, the same end), with
+the same assertions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import select
 import subprocess
 import sys
+import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from runfixtures import HANG, make_hf_run
+import typer
+from runfixtures import HANG, make_hf_run, mdl_as_child
 from servers import HubServer, make_data
 from terminal import unstamped
 
 from mdl import api
+from mdl.cli.app import app as mdl_app
+from mdl.cli.run import invoke
+from mdl.cli.stdout import silence_stdout
 
 EXIT_CLOSED = 141
 WEIGHTS = make_data(3_000_000, seed=11)
@@ -92,6 +105,58 @@ def run_closed(args: list[str], env: dict[str, str], stderr_file: Path, *, read_
         return proc.wait(timeout=120)
 
 
+def run_closed_here(
+    args: list[str], env: dict[str, str], stderr_file: Path, *, read_lines: int, app: Any = mdl_app
+) -> int:
+    """:func:`run_closed` in this process, where the proof is the command's and not its
+    process's: fd 1 a pipe whose reader (a thread) leaves after ``read_lines`` lines (none: before
+    the command starts), sys.stdout on it as a child's, sys.stderr to ``stderr_file``, exactly
+    ``env`` and ``sys.argv``; the console script's own end (:func:`mdl.cli.run.invoke`), then the
+    interpreter's last flush of stdout, its failure said on stderr as a child's shutdown says it.
+    Everything is put back after it."""
+    read_fd, write_fd = os.pipe()
+
+    def reader() -> None:
+        with os.fdopen(read_fd, "rb") as pipe:
+            for _ in range(read_lines):
+                pipe.readline()
+
+    leaving = threading.Thread(target=reader)
+    saved, saved_fd = (sys.stdout, sys.stderr, sys.argv[:], dict(os.environ)), os.dup(1)
+    os.dup2(write_fd, 1)
+    os.close(write_fd)
+    here = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (closed below)
+    with stderr_file.open("w") as err:
+        try:
+            sys.stdout, sys.stderr, sys.argv[:] = here, err, ["mdl", *args]
+            os.environ.clear()
+            os.environ.update(env)
+            leaving.start()
+            if read_lines == 0:
+                leaving.join(HANG)  # the reader has left before the command starts
+            code = invoke(app)
+            try:
+                here.flush()
+            except OSError as exc:  # what a child's interpreter says of it at exit
+                err.write(f"Exception ignored in: <_io.TextIOWrapper name='<stdout>'>\n{exc!r}\n")
+        finally:
+            sys.stdout, sys.stderr, sys.argv[:] = saved[:3]
+            os.environ.clear()
+            os.environ.update(saved[3])
+            silence_stdout()  # what is still buffered goes nowhere
+            with contextlib.suppress(OSError):
+                here.close()
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
+            leaving.join(HANG)
+    return code
+
+
+# Where a case runs: the real console script as a child (one case per behaviour: what a shell sees
+# of a process), else in this process (the same assertions, no interpreter to start).
+RUNS: dict[str, Callable[..., int]] = {"process": run_closed, "here": run_closed_here}
+
+
 def _stderr(world: dict[str, Path]) -> str:
     return (world["tmp"] / "err").read_text(errors="replace")
 
@@ -109,32 +174,34 @@ def assert_quiet(stderr_file: Path) -> None:
 
 
 # Commands that print and change nothing: they stop as soon as the reader leaves (exit 141 with none
-# read).
+# read); where each runs (RUNS).
 PRINTING = [
-    (["list"], 0),
-    (["list"], 1),
-    (["list", "--json"], 0),
-    (["show", "m1"], 0),
-    (["show", "m1"], 1),
-    (["show", "m1", "--json"], 0),
-    (["resolve", "--all"], 0),
-    (["resolve", "--all"], 1),
-    (["resolve", "--all", "--json"], 0),
-    (["verify", "--all"], 0),
-    (["verify", "--all"], 1),
-    (["verify", "--all", "--json"], 0),
-    (["clean", "--json"], 0),
+    (["list"], 0, "process"),
+    (["list"], 1, "process"),
+    (["list", "--json"], 0, "here"),
+    (["show", "m1"], 0, "here"),
+    (["show", "m1"], 1, "here"),
+    (["show", "m1", "--json"], 0, "here"),
+    (["resolve", "--all"], 0, "here"),
+    (["resolve", "--all"], 1, "here"),
+    (["resolve", "--all", "--json"], 0, "here"),
+    (["verify", "--all"], 0, "here"),
+    (["verify", "--all"], 1, "here"),
+    (["verify", "--all", "--json"], 0, "here"),
+    (["clean", "--json"], 0, "here"),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("args", "read_lines"), PRINTING, ids=[f"{' '.join(a)}-read{n}" for a, n in PRINTING]
+    ("args", "read_lines", "where"),
+    PRINTING,
+    ids=[f"{' '.join(a)}-read{n}-{w}" for a, n, w in PRINTING],
 )
 def test_printing_commands_end_quietly(
-    world: dict[str, Path], hub: HubServer, args: list[str], read_lines: int
+    world: dict[str, Path], hub: HubServer, args: list[str], read_lines: int, where: str
 ) -> None:
-    code = run_closed(
+    code = RUNS[where](
         [*args, "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=read_lines
     )
     # With no line read the pipe is closed before mdl writes: always 141. After one line, the rest
@@ -148,7 +215,7 @@ def test_printing_commands_end_quietly(
 
 @pytest.mark.slow
 def test_clean_with_nothing_to_print_exits_0(world: dict[str, Path], hub: HubServer) -> None:
-    code = run_closed(
+    code = run_closed_here(
         ["clean", "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=0
     )
     assert code == 0  # nothing to clean: no line for stdout, so nothing found the pipe closed
@@ -156,14 +223,14 @@ def test_clean_with_nothing_to_print_exits_0(world: dict[str, Path], hub: HubSer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("json_out", [False, True])
+@pytest.mark.parametrize(("json_out", "where"), [(False, "process"), (True, "here")])
 def test_pull_finishes_every_file_then_ends_quietly(
-    world: dict[str, Path], hub: HubServer, json_out: bool
+    world: dict[str, Path], hub: HubServer, json_out: bool, where: str
 ) -> None:
     fresh = world["tmp"] / "fresh"
     env = {**_env(hub, world), "MDL_DEST": str(fresh)}
     args = ["pull", "m1", "m2", "big", "--no-progress", *(["--json"] if json_out else [])]
-    code = run_closed(args, env, world["tmp"] / "err", read_lines=0)
+    code = RUNS[where](args, env, world["tmp"] / "err", read_lines=0)
     # Its folders (or, with --json, its one document) meet the closed pipe: 141, after the downloads
     # finished.
     assert code == EXIT_CLOSED
@@ -176,10 +243,8 @@ def test_pull_finishes_every_file_then_ends_quietly(
         if (fresh / ".mdl" / "partial").exists()
         else True
     )
-    verify = subprocess.run(
-        [sys.executable, "-m", "mdl", "verify", "m1", "m2", "big", "-q"], env=env
-    )
-    assert verify.returncode == 0
+    verify = mdl_as_child(["verify", "m1", "m2", "big", "-q"], env=env)
+    assert verify.exit_code == 0
 
 
 @pytest.mark.slow
@@ -189,7 +254,7 @@ def test_get_finishes_the_file_then_ends_quietly(
 ) -> None:
     out = world["tmp"] / "got"
     args = ["get", "hf://org/tiny/model.safetensors", "-d", str(out), "--no-progress"]
-    code = run_closed(
+    code = run_closed_here(
         [*args, *(["--json"] if json_out else [])],
         _env(hub, world),
         world["tmp"] / "err",
@@ -218,7 +283,7 @@ def test_pack_to_a_file_finishes_the_archive(
         "--no-progress",
         *(["--json"] if json_out else []),
     ]
-    code = run_closed(args, _env(hub, world), world["tmp"] / "err", read_lines=read_lines)
+    code = run_closed_here(args, _env(hub, world), world["tmp"] / "err", read_lines=read_lines)
     assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (
         code,
         _stderr(world),
@@ -236,7 +301,7 @@ def test_pack_to_a_file_finishes_the_archive(
 @pytest.mark.slow
 def test_pack_to_stdout_stops(world: dict[str, Path], hub: HubServer) -> None:
     args = ["pack", str(world["tmp"] / "run"), "-o", "-", "--no-progress"]
-    code = run_closed(args, _env(hub, world), world["tmp"] / "err", read_lines=0)
+    code = run_closed_here(args, _env(hub, world), world["tmp"] / "err", read_lines=0)
     assert code == EXIT_CLOSED
     assert_quiet(world["tmp"] / "err")
 
@@ -249,10 +314,8 @@ def test_unpack_finishes_then_ends_quietly(
 ) -> None:
     archive = world["tmp"] / "out.zip"
     env = _env(hub, world)
-    packed = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", str(world["tmp"] / "run"), "-o", str(archive), "-q"]
-    )
-    assert packed.returncode == 0
+    packed = mdl_as_child(["pack", str(world["tmp"] / "run"), "-o", str(archive), "-q"], env=env)
+    assert packed.exit_code == 0
     target = world["tmp"] / "unpacked"
     args = [
         "unpack",
@@ -262,7 +325,7 @@ def test_unpack_finishes_then_ends_quietly(
         "--no-progress",
         *(["--json"] if json_out else []),
     ]
-    code = run_closed(args, env, world["tmp"] / "err", read_lines=read_lines)
+    code = run_closed_here(args, env, world["tmp"] / "err", read_lines=read_lines)
     assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (
         code,
         _stderr(world),
@@ -276,13 +339,19 @@ def test_unpack_finishes_then_ends_quietly(
 
 def _seconds_to_hash(nbytes: int) -> float:
     """How long this machine takes to sha256 ``nbytes`` of zeros (measured once, on 256 MiB)."""
+    return _seconds_per_byte() * nbytes
+
+
+@functools.cache
+def _seconds_per_byte() -> float:
+    """sha256 of 256 MiB of zeros, timed once in this process (each look was a CPU-second)."""
     block = bytes(8 << 20)
     sample = 256 << 20
     started = time.perf_counter()
     digest = hashlib.sha256()
     for _ in range(sample // len(block)):
         digest.update(block)
-    return (time.perf_counter() - started) * nbytes / sample
+    return (time.perf_counter() - started) / sample
 
 
 @pytest.mark.slow
@@ -351,15 +420,21 @@ def test_verify_streams_each_row_so_head_1_ends_it_early(
     assert_quiet(world["tmp"] / "err")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["list", "--help"]], ids=" ".join)
-def test_output_click_writes_itself_ends_quietly(tmp_path: Path, args: list[str]) -> None:
-    code = run_closed(args, dict(os.environ), tmp_path / "err", read_lines=0)
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [(["--help"], "process"), (["--version"], "here"), (["list", "--help"], "here")],
+    ids=["--help-process", "--version-here", "list --help-here"],
+)
+def test_output_click_writes_itself_ends_quietly(
+    tmp_path: Path, args: list[str], where: str
+) -> None:
+    code = RUNS[where](args, dict(os.environ), tmp_path / "err", read_lines=0)
     assert code == EXIT_CLOSED
     assert_quiet(tmp_path / "err")
 
 
 def test_a_usage_error_keeps_its_code_when_no_one_reads_the_json(tmp_path: Path) -> None:
-    code = run_closed(
+    code = run_closed_here(
         ["list", "--bogus", "--json"], dict(os.environ), tmp_path / "err", read_lines=0
     )
     assert code == 2  # the error is what happened; it is still said on stderr
@@ -372,7 +447,7 @@ def test_a_failure_keeps_its_own_exit_code(world: dict[str, Path], hub: HubServe
     catalog = world["tmp"] / "gone.toml"
     catalog.write_text('[models.gone]\nrepo = "org/does-not-exist"\n')
     env = {**_env(hub, world), "MDL_CATALOG": str(catalog)}
-    code = run_closed(
+    code = run_closed_here(
         ["pull", "gone", "--json", "--no-progress"], env, world["tmp"] / "err", read_lines=0
     )
     assert code == 4  # not found upstream: what happened matters more than who read the JSON
@@ -385,28 +460,19 @@ def test_a_failure_keeps_its_own_exit_code(world: dict[str, Path], hub: HubServe
     )
 
 
-def test_a_late_stop_that_reaches_typer_is_still_141() -> None:
+def test_a_late_stop_that_reaches_typer_is_still_141(tmp_path: Path) -> None:
     """The watch's stop (a KeyboardInterrupt) run late on a busy machine can pass the command's
     guard; Typer turns it into 130 unsaid. With stdout's reader gone, the exit is cat's 141 (it was
-    130 one run in five under load)."""
-    script = (
-        "import os, select, sys, typer\n"
-        "from mdl.cli.run import invoke\n"
-        "app = typer.Typer()\n"
-        "@app.command()\n"
-        "def late() -> None:\n"
-        "    raise KeyboardInterrupt\n"
-        "@app.command()\n"
-        "def other() -> None:\n"
-        "    pass\n"
-        "poller = select.poll(); poller.register(1, 0)\n"
-        "while not poller.poll(100): pass  # until the reader has left\n"
-        "sys.exit(invoke(app))\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, "late"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    proc.stdout.close()
-    _, err = proc.communicate(timeout=HANG)
-    assert proc.returncode == EXIT_CLOSED, err
+    130 one run in five under load). (In this process: the proof is invoke's.)"""
+    late_app = typer.Typer()
+
+    @late_app.command()
+    def late() -> None:
+        raise KeyboardInterrupt
+
+    @late_app.command()
+    def other() -> None:
+        pass
+
+    code = run_closed_here(["late"], dict(os.environ), tmp_path / "err", read_lines=0, app=late_app)
+    assert code == EXIT_CLOSED, (tmp_path / "err").read_text()

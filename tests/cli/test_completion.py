@@ -1,6 +1,6 @@
 """Shell completion: Typer's own scripts (`mdl --show-completion`), model names from the catalog on
-Tab, and the fixed choices of a few options. Each case runs `python -m mdl` as the shell's
-completion script does."""
+Tab, and the fixed choices of a few options. Each case runs mdl as the shell's completion script
+does (in this process but for the one about what a Tab press loads)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl
+from runfixtures import mdl, mdl_as_child
 
 CATALOG = (
     '[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny-two]\nrepo ='
@@ -34,13 +34,10 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def mdl_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mdl", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=60,
-    )
+    """``mdl ARGS`` as the shell's completion script runs it, with ``env`` besides ours: in this
+    process (the answer is the proof; test_completion_stays_light keeps a real one)."""
+    done = mdl_as_child(args, env={**os.environ, **env})
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
 
 
 def bash_complete(line: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Tables fit the terminal (issue 25): on a terminal of 60 or 80 columns every table line fits,
 headers stay whole, text folds at its spaces and values without spaces (paths, URLs, hashes) are cut
 with `…`, never a word broken mid-way; off a terminal (a pipe) every value is whole. End to end
-through a real pty, and a Hypothesis property on the renderer."""
+through a real pty (each run a process forked from a zygote), and a Hypothesis property on the
+renderer."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ import io
 import os
 import pty
 import re
+import select
 import struct
-import subprocess
-import sys
 import termios
+import time
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
-from runfixtures import make_hf_run, mdl
+from runfixtures import HANG, make_hf_run, mdl, mdl_as_child
 from servers import HubServer, make_data
+from zygote import Zygote
 
 from mdl.cli.render.console import ELLIPSIS, fit_cell, fit_path, render_table
 
@@ -39,52 +42,50 @@ repo = "org/never"
 """
 
 
+@pytest.fixture(scope="module")
+def zygote() -> Iterator[Zygote]:
+    """Where the module's terminal runs are forked from (tests/zygote.py)."""
+    with Zygote() as made:
+        yield made
+
+
 def on_terminal(
-    args: list[str], *, columns: int, env: dict[str, str], cwd: Path, use_env: bool
+    args: list[str], *, columns: int, env: dict[str, str], cwd: Path, use_env: bool, zygote: Zygote
 ) -> str:
-    """``mdl ARGS`` with stdout on a pty ``columns`` wide (told by ``$COLUMNS``, or only by the
-    terminal itself).
+    """``mdl ARGS`` as a process of its own (forked from ``zygote``) with stdout on a pty
+    ``columns`` wide (told by ``$COLUMNS``, or only by the terminal itself).
     """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     environ = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
     environ.update(TERM="xterm", NO_COLOR="1", **({"COLUMNS": str(columns)} if use_env else {}))
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mdl", *args],
-            stdout=slave,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            env=environ,
-            cwd=cwd,
-        )
-    finally:
-        os.close(slave)
     chunks = []
     try:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed its end
+        # the child opens the terminal by its name, as its own stdout; ours stays open until it
+        # ended (a read of the terminal fails once no one has it open: not before the child did)
+        proc = zygote.spawn(
+            args, env=environ, cwd=cwd, stdout=Path(os.ttyname(slave)), stderr=Path(os.devnull)
+        )
+        ended, deadline = False, time.monotonic() + HANG
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                chunks.append(os.read(master, 65536))
+            elif ended:
                 break
-            if not data:
-                break
-            chunks.append(data)
+            else:
+                ended = proc.poll() is not None  # one more look after its end: what it wrote last
         assert proc.wait(timeout=60) == 0
     finally:
+        os.close(slave)
         os.close(master)
     return _ESCAPES.sub("", b"".join(chunks).decode()).replace("\r\n", "\n")
 
 
 def on_pipe(args: list[str], *, env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "mdl", *args],
-        capture_output=True,
-        text=True,
-        env={**env, "COLUMNS": "60"},
-        cwd=cwd,
-    )
-    assert done.returncode == 0, done.stderr
+    """``mdl ARGS``'s stdout off a terminal (in this process: CliRunner's stdout is no terminal)."""
+    done = mdl_as_child(args, env={**env, "COLUMNS": "60"}, cwd=cwd)
+    assert done.exit_code == 0, done.stderr
     return done.stdout
 
 
@@ -133,7 +134,7 @@ def world(hub: HubServer, tmp_path: Path) -> dict[str, object]:
 @pytest.mark.slow
 @pytest.mark.parametrize("columns", [60, 80])
 def test_every_table_fits_the_terminal(
-    world: dict[str, object], columns: int, tmp_path: Path
+    world: dict[str, object], columns: int, tmp_path: Path, zygote: Zygote
 ) -> None:
     env, cwd = world["env"], world["cwd"]
     assert isinstance(env, dict) and isinstance(cwd, Path)
@@ -152,11 +153,16 @@ def test_every_table_fits_the_terminal(
             on_pipe(args, env=env, cwd=cwd)
             continue
         # (verify streams
-        whole = table(on_terminal(args, columns=500, env=env, cwd=cwd, use_env=True), header)
+        whole = table(
+            on_terminal(args, columns=500, env=env, cwd=cwd, use_env=True, zygote=zygote), header
+        )
         # rows without a table into a pipe: a terminal wide enough for every value is the reference)
         # every other case tells the width by $COLUMNS; the rest only by the terminal's own size
         narrow = table(
-            on_terminal(args, columns=columns, env=env, cwd=cwd, use_env=number % 2 == 0), header
+            on_terminal(
+                args, columns=columns, env=env, cwd=cwd, use_env=number % 2 == 0, zygote=zygote
+            ),
+            header,
         )
         assert_fits(narrow, whole, columns)
         # it had to give way: something was cut or folded
@@ -165,13 +171,16 @@ def test_every_table_fits_the_terminal(
 
 
 @pytest.mark.slow
-def test_show_at_60_columns_keeps_source_whole_and_cuts_values(world: dict[str, object]) -> None:
+def test_show_at_60_columns_keeps_source_whole_and_cuts_values(
+    world: dict[str, object], zygote: Zygote
+) -> None:
     """The issue's report: at 60 columns `mdl show` split the SOURCE header into `S` / `OURCE`."""
     env, cwd = world["env"], world["cwd"]
     assert isinstance(env, dict) and isinstance(cwd, Path)
     on_pipe(["pull", "tiny", "-q"], env=env, cwd=cwd)
     shown = table(
-        on_terminal(["show", "tiny"], columns=60, env=env, cwd=cwd, use_env=False), "PATH"
+        on_terminal(["show", "tiny"], columns=60, env=env, cwd=cwd, use_env=False, zygote=zygote),
+        "PATH",
     )
     assert shown[0].split() == ["PATH", "STATE", "SIZE", "SHA256", "SOURCE"]
     assert any(ELLIPSIS in line for line in shown[1:])  # the long path and the URLs are cut…
@@ -181,10 +190,12 @@ def test_show_at_60_columns_keeps_source_whole_and_cuts_values(world: dict[str, 
 
 
 @pytest.mark.slow
-def test_list_folds_the_description_at_its_spaces(world: dict[str, object]) -> None:
+def test_list_folds_the_description_at_its_spaces(world: dict[str, object], zygote: Zygote) -> None:
     env, cwd = world["env"], world["cwd"]
     assert isinstance(env, dict) and isinstance(cwd, Path)
-    listed = table(on_terminal(["list"], columns=60, env=env, cwd=cwd, use_env=True), "NAME")
+    listed = table(
+        on_terminal(["list"], columns=60, env=env, cwd=cwd, use_env=True, zygote=zygote), "NAME"
+    )
     start = listed[0].index("DESCRIPTION")
     folded = " ".join(line[start:].strip() for line in listed[1:] if line[start:].strip())
     assert (
@@ -277,13 +288,15 @@ def test_headers_that_only_just_fit_leave_the_first_column_no_extra_room() -> No
 
 @pytest.mark.slow
 def test_show_cuts_a_long_dest_with_an_ellipsis_never_mid_name(
-    world: dict[str, object], tmp_path: Path
+    world: dict[str, object], tmp_path: Path, zygote: Zygote
 ) -> None:
     """Issue 88: at 60 columns `mdl show` let the terminal wrap its `dest:` path mid-name."""
     env, cwd = world["env"], world["cwd"]
     assert isinstance(env, dict) and isinstance(cwd, Path)
     on_pipe(["pull", "tiny", "-q"], env=env, cwd=cwd)
-    shown = on_terminal(["show", "tiny"], columns=60, env=env, cwd=cwd, use_env=False)
+    shown = on_terminal(
+        ["show", "tiny"], columns=60, env=env, cwd=cwd, use_env=False, zygote=zygote
+    )
     (dest,) = [line for line in shown.splitlines() if line.startswith("dest:")]
     folder = str(tmp_path / "models" / "tiny")
     assert len(folder) > 60 - 13

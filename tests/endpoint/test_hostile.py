@@ -37,7 +37,15 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from runfixtures import HANG, wait_for
-from serveproc import AWS_ISOLATION, ServeProcess, UnsignedFlood, aws_cli, isolated, model_catalog
+from serveproc import (
+    AWS_ISOLATION,
+    ServeProcess,
+    UnsignedFlood,
+    aws_cli,
+    isolated,
+    model_catalog,
+    serve_in_process,
+)
 from servers import CdnServer, Fault, make_data
 
 from mdl.endpoint.server import MOST_CONNECTIONS, REFUSALS_SAID
@@ -1351,8 +1359,8 @@ def test_sigterm_while_a_loader_downloads_slowly_ends_it_promptly_with_0(site: S
 def _run_until_ready_or_exit(
     folder: Path, env: dict[str, str], *args: str
 ) -> tuple[int | None, str]:
-    """(exit code, stderr) of ``mdl serve ARGS``; (None, stderr) when it started serving instead
-    (then stopped)."""
+    """(exit code, stderr) of the real ``mdl serve ARGS``; (None, stderr) when it started serving
+    instead (then stopped)."""
     with ServeProcess(folder, *args, env=env) as serve:
         wait_for(lambda: serve.env_file.exists() or serve.process.poll() is not None,
                  what="mdl serve to listen or exit")  # fmt: skip
@@ -1360,6 +1368,12 @@ def _run_until_ready_or_exit(
             serve.stop()
             return None, serve.stderr
         return serve.process.returncode, serve.stderr
+
+
+def _start_refused(folder: Path, env: dict[str, str], *args: str) -> tuple[int | None, str]:
+    """(exit code, stderr) of ``mdl serve ARGS`` run in this process (its start is the proof, not
+    its process); (None, stderr) when it started serving instead (then stopped)."""
+    return serve_in_process(*args, env=env, env_file=folder / "loader.env")
 
 
 @pytest.fixture
@@ -1371,7 +1385,7 @@ def offline(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_an_unknown_model_is_exit_2_naming_it(offline: tuple[Path, dict[str, str]]) -> None:
     folder, env = offline
-    code, stderr = _run_until_ready_or_exit(folder, env, "m", "nosuch-model")
+    code, stderr = _start_refused(folder, env, "m", "nosuch-model")
     assert code == 2 and "nosuch-model" in stderr and "Traceback" not in stderr
 
 
@@ -1380,24 +1394,27 @@ def test_a_port_another_endpoint_holds_is_exit_2_naming_it(
 ) -> None:
     folder, env = offline
     port = site.address[1]
-    code, stderr = _run_until_ready_or_exit(folder, env, "m", "--port", str(port))
+    code, stderr = _start_refused(folder, env, "m", "--port", str(port))
     assert code == 2, stderr
     assert f"port {port} on 127.0.0.1 is in use" in stderr and "--port 0" in stderr
 
 
+BAD_FLAGS = [
+    (("--port", "70000"), "--port"),
+    (("--port", "-1"), "--port"),
+    (("--wait", "-1"), "--wait"),
+    (("--wait", "soon"), "--wait"),
+    (("--wait", "nan"), "--wait"),
+    (("--wait", "inf"), "--wait"),
+    (("--bucket", ""), "--bucket"),
+    (("--bucket", "a/b"), "--bucket"),
+    (("--bucket", "two words"), "--bucket"),
+]
+
+
 @pytest.mark.parametrize(
     ("args", "flag"),
-    [
-        (("--port", "70000"), "--port"),
-        (("--port", "-1"), "--port"),
-        (("--wait", "-1"), "--wait"),
-        (("--wait", "soon"), "--wait"),
-        (("--wait", "nan"), "--wait"),
-        (("--wait", "inf"), "--wait"),
-        (("--bucket", ""), "--bucket"),
-        (("--bucket", "a/b"), "--bucket"),
-        (("--bucket", "two words"), "--bucket"),
-    ],
+    BAD_FLAGS,
     ids=["port-70000", "port-minus-1", "wait-minus-1", "wait-soon", "wait-nan", "wait-inf",
          "bucket-empty", "bucket-slash", "bucket-space"],
 )  # fmt: skip
@@ -1407,12 +1424,25 @@ def test_a_bad_flag_value_is_exit_2_naming_the_flag(
     """Fixed defect for two of them, as found: ``--wait inf`` passes the flag's check, then the environment's
     ``int((wait + 30) * 1000)`` raises OverflowError: exit 1, "internal error". ``--bucket ''``,
     ``--bucket a/b`` or ``--bucket 'two words'`` are taken, and it serves a bucket no S3 client
-    can name (``s3:///m``, ``s3://a/b/m``): every request is NoSuchBucket."""
+    can name (``s3:///m``, ``s3://a/b/m``): every request is NoSuchBucket. (In this process: the
+    flag's check is the proof; the real command's exit is the next test's.)"""
     folder, env = offline
-    code, stderr = _run_until_ready_or_exit(folder, env, "m", *args)
+    code, stderr = _start_refused(folder, env, "m", *args)
     assert code is not None, f"mdl serve m {' '.join(args)!r} was accepted and served"
     assert code == 2, f"exit {code}: {stderr[-300:]}"
     assert flag in stderr and "Traceback" not in stderr
+
+
+def test_a_bad_flag_value_ends_the_real_command_with_exit_2(
+    offline: tuple[Path, dict[str, str]],
+) -> None:
+    """The exit code a shell sees from the real ``mdl serve`` (``--wait inf``, the one that was
+    an internal error), as a process: one case for all of the flags above."""
+    folder, env = offline
+    code, stderr = _run_until_ready_or_exit(folder, env, "m", "--wait", "inf")
+    assert code is not None, "mdl serve m --wait inf was accepted and served"
+    assert code == 2, f"exit {code}: {stderr[-300:]}"
+    assert "--wait" in stderr and "Traceback" not in stderr
 
 
 def test_a_host_it_cannot_listen_on_is_exit_2_naming_it(
@@ -1420,7 +1450,7 @@ def test_a_host_it_cannot_listen_on_is_exit_2_naming_it(
 ) -> None:
     folder, env = offline
     # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, nothing is sent anywhere
-    code, stderr = _run_until_ready_or_exit(folder, env, "m", "--host", "192.0.2.1")
+    code, stderr = _start_refused(folder, env, "m", "--host", "192.0.2.1")
     assert code == 2 and "cannot listen on 192.0.2.1" in stderr
 
 
@@ -1545,12 +1575,9 @@ def test_an_env_file_mdl_did_not_write_is_refused_and_left_alone(
                 target.read_text())  # fmt: skip
 
     before = left_alone()
-    done = subprocess.run(
-        [sys.executable, "-m", "mdl", "serve", "m", "--port", "0", "--env-file", str(target)],
-        env=env, capture_output=True, text=True, timeout=HANG, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert done.returncode == 7, done.stderr
-    assert f"--env-file {target}" in done.stderr and "Traceback" not in done.stderr
+    code, stderr = serve_in_process("m", env=env, env_file=target)  # (its start is the proof)
+    assert code == 7, stderr
+    assert f"--env-file {target}" in stderr and "Traceback" not in stderr
     assert left_alone() == before
     assert list(shared.iterdir()) == [target]  # no temporary left beside it
 

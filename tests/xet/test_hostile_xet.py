@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from pytest_httpx2 import HTTPXMock
-from runfixtures import HANG, mdl, use_catalog, wait_for
+from runfixtures import HANG, mdl, mdl_as_child, use_catalog, wait_for
 from servers import TOKEN, Fault, make_data
 from signkeys import key_pair, official_sign, write_files
 from xetserver import XetHubServer, bearer
@@ -170,10 +170,11 @@ def test_the_record_of_a_xet_pull_is_the_plain_path_s(xet_hub: XetHubServer, cat
 
 
 def _interrupted(
-    tmp_path: Path, hub: XetHubServer, *, seed: int, plain: bool = False
+    tmp_path: Path, hub: XetHubServer, *, seed: int, plain: bool = False, real: bool = False
 ) -> tuple[dict[str, str], bytes]:
-    """A child ``mdl pull m`` stopped by SIGINT once some of the file is on disk: exit 130, the
-    partial kept.
+    """``mdl pull m`` stopped by SIGINT once some of the file is on disk: exit 130, the partial
+    kept. ``real``: a child process and its Ctrl-C (the one test whose proof is the signal's);
+    else in this process (the partial it leaves is the proof), its main thread sent the SIGINT.
     """
     parts = [make_data(512 << 10, seed=seed + i) for i in range(6)]
     whole = b"".join(parts)
@@ -208,19 +209,45 @@ def _interrupted(
             return bool(body.get("pieces") if plain else body.get("terms"))
         return False
 
-    args = [sys.executable, "-m", "mdl", "pull", "m", *(["--no-xet"] if plain else [])]
-    child = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        wait_for(saved, what="a resume record")
-    finally:
-        child.send_signal(signal.SIGINT)
-        sent.set()
-        _, stderr = child.communicate(timeout=HANG)
-        hub.cas.faults.clear()
-        hub.cdn.faults.clear()
-    assert child.returncode == 130, stderr
+    args = ["pull", "m", *(["--no-xet"] if plain else [])]
+    if real:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "mdl", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(saved, what="a resume record")
+        finally:
+            child.send_signal(signal.SIGINT)
+            sent.set()
+            _, stderr = child.communicate(timeout=HANG)
+            hub.cas.faults.clear()
+            hub.cdn.faults.clear()
+        code = child.returncode
+    else:  # the same pull in this process, its Ctrl-C a SIGINT to this process's main thread
+        main = threading.main_thread().ident
+        assert main == threading.get_ident() and main is not None
+
+        def press_ctrl_c() -> None:
+            try:
+                wait_for(saved, what="a resume record")
+            finally:
+                signal.pthread_kill(main, signal.SIGINT)
+                sent.set()
+
+        pressing = threading.Thread(target=press_ctrl_c)
+        pressing.start()
+        try:
+            result = mdl_as_child(args, env=env)
+        finally:
+            pressing.join(HANG)
+            hub.cas.faults.clear()
+            hub.cdn.faults.clear()
+        code, stderr = result.exit_code, result.stderr
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     assert list(state.glob("*.part")), "the partial is kept"
     hub.cas.throttle_bps = hub.cdn.throttle_bps = None
@@ -234,16 +261,9 @@ def test_a_xet_partial_is_never_misread_by_the_plain_engine(tmp_path: Path, then
         env, whole = _interrupted(tmp_path, hub, seed=120)
         if then == "cas-down":
             hub.cas.down = "503"
-        args = [
-            sys.executable,
-            "-m",
-            "mdl",
-            "pull",
-            "m",
-            *(["--no-xet"] if then == "no-xet" else []),
-        ]
-        result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
+        args = ["pull", "m", *(["--no-xet"] if then == "no-xet" else [])]
+        result = mdl_as_child(args, env=env)
+        assert result.exit_code == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
         assert "unreadable resume record" not in result.stderr
         assert "unreadable resume record" not in (tmp_path / "mdl.log").read_text()
@@ -254,25 +274,13 @@ def test_ctrl_c_then_resume_fetches_only_missing_terms_and_clean_names_the_parti
     tmp_path: Path,
 ) -> None:
     with XetHubServer() as hub:
-        env, whole = _interrupted(tmp_path, hub, seed=130)
-        listed = subprocess.run(
-            [sys.executable, "-m", "mdl", "clean", "--dry-run"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert listed.returncode == 0, listed.stderr
+        env, whole = _interrupted(tmp_path, hub, seed=130, real=True)
+        listed = mdl_as_child(["clean", "--dry-run"], env=env)
+        assert listed.exit_code == 0, listed.stderr
         assert WEIGHTS in listed.stdout + listed.stderr
         first = hub.cas.xorb_bytes()
-        result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
+        result = mdl_as_child(["pull", "m"], env=env)
+        assert result.exit_code == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
         assert hub.cas.xorb_bytes() - first < len(whole)  # what was on disk was not fetched again
 
@@ -282,14 +290,8 @@ def test_a_plain_partial_is_resumed_by_the_plain_path(tmp_path: Path) -> None:
     with XetHubServer() as hub:
         env, whole = _interrupted(tmp_path, hub, seed=140, plain=True)
         before = sum(r.bytes_sent for r in hub.cdn.log.records())
-        result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
+        result = mdl_as_child(["pull", "m"], env=env)
+        assert result.exit_code == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
         assert sum(r.bytes_sent for r in hub.cdn.log.records()) - before < len(whole)
 
@@ -601,14 +603,8 @@ def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(
             record.write_text("{not json")
         else:
             record.write_text(json.dumps(body))
-        result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
+        result = mdl_as_child(["pull", "m"], env=env)
+        assert result.exit_code == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
 
@@ -730,14 +726,8 @@ def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(
             os.link(outside, part)
         else:
             part.symlink_to(outside)
-        result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
+        result = mdl_as_child(["pull", "m"], env=env)
+        assert result.exit_code == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
         assert outside.read_bytes() == b"precious" * 1000
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
-from runfixtures import wait_for
+from runfixtures import mdl_as_child, wait_for
 from servers import Fault, make_data
 from xetserver import XetFile, XetHubServer
 
@@ -40,7 +40,7 @@ def _claimed(state: Path) -> int:
 
 
 class Pull:
-    """``mdl pull m`` in a subprocess against ``hub``, in ``root``."""
+    """``mdl pull m`` against ``hub``, in ``root``: interrupted as a subprocess, rerun here."""
 
     def __init__(self, hub: XetHubServer, root: Path, connections: int) -> None:
         (root / "catalog.toml").write_text('[models.m]\nrepo = "org/m"\n')
@@ -81,15 +81,10 @@ class Pull:
         return _claimed(self.state)
 
     def rerun(self) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            env=self.env,
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
+        """The pull again, in this process (what it fetches is the proof; the interrupt was a
+        process's)."""
+        result = mdl_as_child(["pull", "m"], env=self.env, cwd=self.root)
+        assert result.exit_code == 0, result.stderr
 
     @property
     def installed(self) -> Path:
