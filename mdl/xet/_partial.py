@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from mdl.background import Background
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.confined import open_file
+from mdl.transfer.hasher import Hasher
 from mdl.transfer.job import Landing, TransferJob
 from mdl.transfer.resume import (
     WRITEBACK_EVERY,
-    Hasher,
     boot_id,
     discard_partial,
     job_root,
@@ -347,39 +346,22 @@ class Partial:
     # --- hashing and verification
     # ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def hashing(self) -> Iterator[None]:
+    def hashing(self) -> contextlib.AbstractContextManager[None]:
         """A thread hashing the file's contiguous start as it grows (read back where no stream
         offered it from memory): the sha256 keeps pace with the streams instead of reading the whole
-        file after the last byte."""
-        # its end is waited for: ``finish`` and the record's last save come after its last read
-        follower = Background(
-            f"xet-hash:{self.job.label}", self._follow_frontier, join=None
-        ).start()
-        try:
-            yield
-        finally:
-            follower.stopping.set()
-            with self.record.lock:
-                self.record.wrote.notify_all()
-            follower.stop()
+        file after the last byte; its end is waited for (``finish`` and the record's last save come
+        after its last read)."""
+        label = self.job.label
+        return self.hasher.following(
+            self.record.wrote, self.record.contiguous, name=f"xet-hash:{label}", each=self._quiet
+        )
 
-    def _follow_frontier(self, finished: threading.Event) -> None:
-        hasher, record = self.hasher, self.record
-        while True:
-            with record.lock:
-                if record.contiguous() <= hasher.position and not finished.is_set():
-                    record.wrote.wait(0.5)
-                target = record.contiguous()
-            if target > hasher.position:
-                hasher.catch_up(target)
-            elif finished.is_set():
-                return
-            try:  # streams that went quiet leave a record due by time: saved here, not by them
-                self.checkpoint()
-            # a record not saved costs only a later resume its bytes
-            except (OSError, MdlError) as exc:
-                log.info("%s: could not save the resume record (%s)", self.job.label, exc)
+    def _quiet(self) -> None:
+        try:  # streams that went quiet leave a record due by time: saved here, not by them
+            self.checkpoint()
+        # a record not saved costs only a later resume its bytes
+        except (OSError, MdlError) as exc:
+            log.info("%s: could not save the resume record (%s)", self.job.label, exc)
 
     def finish(self, refused: Callable[[str], object] | None = None) -> None:
         """Every byte hashed and checked, then flushed: the Xet file hash from every chunk's hash,
