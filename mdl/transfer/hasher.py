@@ -151,7 +151,7 @@ class Hasher:
     @contextlib.contextmanager
     def following(
         self,
-        lock: threading.Condition,
+        lock: contextlib.AbstractContextManager[object],
         contiguous: Callable[[], int],
         *,
         name: str,
