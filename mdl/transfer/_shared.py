@@ -13,9 +13,10 @@ import httpx2
 
 from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
+from mdl.transfer._state import DownloadState
+from mdl.transfer.http import RetryableError, transport_error
 from mdl.transfer.job import EngineConfig, Opening
 from mdl.transfer.replies import locate
-from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import RateLimiter, StreamStopped
 from mdl.units import human_size
 
@@ -115,3 +116,14 @@ class Shared:
             on_retry=state.job.retries.add,
             announce=lambda _, line: self.progress.note(f"{state.job.label}: {line}"),
         )
+
+
+def retryable(
+    exc: RetryableError | httpx2.TransportError | httpx2.StreamClosed, *, what: str, url: str
+) -> RetryableError:
+    """The error a failed try is retried as (httpx2's said in one line, ``transport_error``);
+    raised at once when no try would cure it (a refused certificate)."""
+    err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=what, url=url)
+    if not isinstance(err, RetryableError):
+        raise err from exc
+    return err

@@ -1,42 +1,34 @@
-"""One stream's requests for one piece of a file: each answer checked against the file and the
-request, then its body written at the piece's frontier (the bytes it repeats compared with those on
-disk, never a byte past the piece); tried again from the frontier when a connection fails or
-stalls, or a signed URL expires."""
+"""One stream's requests for one piece of a file, till it is complete: what each asks for (from
+the piece's frontier, less the bytes on disk it repeats, up to a window of the piece), sent or the
+probe's answer taken, checked against the file and the request (``PieceRequests``), its body handed
+to ``BodyCopy``; tried again from the frontier when a connection fails or stalls, or a signed URL
+expires, within the piece's retry budget (``PieceStream``)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import errno
 import functools
 import itertools
 import logging
-import math
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx2
 
 from mdl.errors import MdlError, NetworkError
+from mdl.transfer._copy import BodyCopy, NearEnd
 from mdl.transfer._headers import content_range_total, is_encoded
-from mdl.transfer._shared import IGNORED_RANGE, Shared
+from mdl.transfer._shared import IGNORED_RANGE, Shared, retryable
+from mdl.transfer._state import DownloadState
 from mdl.transfer._target import Resolve
-from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
+from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import set_read_timeout
-from mdl.transfer.http import (
-    ExpiredURLError,
-    RetryableError,
-    Tries,
-    error_for_status,
-    follow,
-    transport_error,
-)
-from mdl.transfer.job import Landing, Opening, RangesIgnoredError, SourceChanged
-from mdl.transfer.replies import check_range, check_size, check_version, size_differs
-from mdl.transfer.resume import HASH_BLOCK, DownloadState, round_trip_bytes
+from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow
+from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
+from mdl.transfer.replies import check_range, check_size, check_version
 from mdl.transfer.scheduling import MiB, Piece, window
 from mdl.units import human_seconds
 
@@ -51,88 +43,17 @@ CUTS_PER_SOURCE = 3
 CUT_SPAN = 64 * MiB
 
 
-# told once when a piece's last answer is about a round trip from its end (run_pieces' overlap)
-NearEnd = Callable[[], None]
-
-
 class _ClosedEarly(RetryableError):
     """The body ended before the piece did: the connection was lost mid-answer."""
-
-
-class _Whole(RangesIgnoredError):
-    """A 200 of this version to one of the parallel ranges: the whole file, its body unread."""
-
-
-class RangeGate:
-    """A file's parallel ranges wait for one answer that honours a range (a 206 of the file)
-    before they are sent, when nothing has shown yet that the server does: one stream (the
-    pioneer) asks first, the others a round trip later. A server that ignores Range (nginx
-    ``max_ranges 0``) then sends the whole file once, read on as the one stream, never once per
-    stream into buffers closed unread (issue 86)."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._pioneer = self._open = self._shut = False
-
-    def enter(self, stopped: Callable[[], bool]) -> bool:
-        """Wait till ranges are proved (False), or become the pioneer (True); False too once
-        ``stopped`` (a shut gate waits for it: the file starts over)."""
-        with self._changed:
-            while not self._open and not stopped():
-                if not self._pioneer and not self._shut:
-                    self._pioneer = True
-                    return True
-                self._changed.wait(0.1)
-            return False
-
-    def leave(self, *, proved: bool, shut: bool = False) -> None:
-        """The pioneer's try ended: ranges proved, the file starting over (``shut``: the whole
-        file came, or another version), or another may ask first."""
-        with self._changed:
-            self._open, self._shut = self._open or proved, self._shut or shut
-            self._pioneer = False
-            self._changed.notify_all()
-
-
-@dataclasses.dataclass(frozen=True)
-class Ask:
-    """One request for (part of) a piece: from byte ``offset`` less the ``back`` bytes on disk it
-    repeats, up to ``end`` (None: the file's end); ``opening``: the probe's answer, taken
-    instead."""
-
-    url: str
-    offset: int
-    back: int
-    end: int | None
-    ranged: bool
-    validator: str | None
-    opening: Opening | None
-
-    def headers(self) -> dict[str, str]:
-        if not self.ranged:
-            return {}
-        last = "" if self.end is None else self.end - 1
-        headers = {"Range": f"bytes={self.offset - self.back}-{last}"}
-        # RFC 9110 §13.1.5: a changed file comes back whole
-        if self.validator:
-            headers["If-Range"] = self.validator
-        return headers
 
 
 class PieceStream:
     """One stream working on one piece till it is complete, with the piece's retry budget."""
 
-    def __init__(
-        self,
-        shared: Shared,
-        state: DownloadState,
-        piece: Piece,
-        near_end: NearEnd | None = None,
-        gate: RangeGate | None = None,
-    ) -> None:
+    def __init__(self, requests: PieceRequests) -> None:
+        self.requests = requests  # its requests built, sent and read (the body copied)
+        shared, state, piece = requests.shared, requests.state, requests.piece
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
-        self.near_end, self.gate, self.proved = near_end, gate, False
-        self.checks = _Checks(shared, state, piece)
         said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
             shared.config.retry,
@@ -196,7 +117,7 @@ class PieceStream:
         # others stop waiting (a failure before the target was known is theirs too, and theirs
         # who aim after it, till they tried once more).
         try:
-            answered_end = self.request(url, asking)
+            answered_end = self.requests.request(url, asking)
         except MdlError as exc:
             target.unanswered(asking, exc)
             raise
@@ -248,14 +169,7 @@ class PieceStream:
     ) -> None:
         """A failed try: waited for; the error once the budget (or a mirror's cuts) is spent."""
         self.shared.check_stop(self.state)
-        err = (
-            exc
-            if isinstance(exc, RetryableError)
-            else transport_error(exc, what=self.job.label, url=url)
-        )
-        # a refused certificate: trying again changes nothing
-        if not isinstance(err, RetryableError):
-            raise err from exc
+        err = retryable(exc, what=self.job.label, url=url)  # (a refused certificate: raised)
         reached = self.piece.start + self.piece.done
         # this try moved the piece on: the budget is for tries that did not
         if reached >= self.high + PROGRESS:
@@ -270,6 +184,83 @@ class PieceStream:
             cut = f"its answers were cut mid-body {self.cuts} times (the last at byte {reached})"
             raise NetworkError(f"{self.job.label}: {cut}") from exc
         self.tries.failed(err, lost=lost)
+
+
+class _Whole(RangesIgnoredError):
+    """A 200 of this version to one of the parallel ranges: the whole file, its body unread."""
+
+
+class RangeGate:
+    """A file's parallel ranges wait for one answer that honours a range (a 206 of the file)
+    before they are sent, when nothing has shown yet that the server does: one stream (the
+    pioneer) asks first, the others a round trip later. A server that ignores Range (nginx
+    ``max_ranges 0``) then sends the whole file once, read on as the one stream, never once per
+    stream into buffers closed unread (issue 86)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._pioneer = self._open = self._shut = False
+
+    def enter(self, stopped: Callable[[], bool]) -> bool:
+        """Wait till ranges are proved (False), or become the pioneer (True); False too once
+        ``stopped`` (a shut gate waits for it: the file starts over)."""
+        with self._changed:
+            while not self._open and not stopped():
+                if not self._pioneer and not self._shut:
+                    self._pioneer = True
+                    return True
+                self._changed.wait(0.1)
+            return False
+
+    def leave(self, *, proved: bool, shut: bool = False) -> None:
+        """The pioneer's try ended: ranges proved, the file starting over (``shut``: the whole
+        file came, or another version), or another may ask first."""
+        with self._changed:
+            self._open, self._shut = self._open or proved, self._shut or shut
+            self._pioneer = False
+            self._changed.notify_all()
+
+
+@dataclasses.dataclass(frozen=True)
+class Ask:
+    """One request for (part of) a piece: from byte ``offset`` less the ``back`` bytes on disk it
+    repeats, up to ``end`` (None: the file's end); ``opening``: the probe's answer, taken
+    instead."""
+
+    url: str
+    offset: int
+    back: int
+    end: int | None
+    ranged: bool
+    validator: str | None
+    opening: Opening | None
+
+    def headers(self) -> dict[str, str]:
+        if not self.ranged:
+            return {}
+        last = "" if self.end is None else self.end - 1
+        headers = {"Range": f"bytes={self.offset - self.back}-{last}"}
+        # RFC 9110 §13.1.5: a changed file comes back whole
+        if self.validator:
+            headers["If-Range"] = self.validator
+        return headers
+
+
+class PieceRequests:
+    """One piece's requests: what the next asks for, sent (or the probe's answer taken), its
+    answer checked and its body copied."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        state: DownloadState,
+        piece: Piece,
+        near_end: NearEnd | None = None,
+        gate: RangeGate | None = None,
+    ) -> None:
+        self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
+        self.near_end, self.gate, self.proved = near_end, gate, False
+        self.checks = _Checks(shared, state, piece)
 
     def request(self, url: str, asking: Resolve | None = None) -> int | None:
         """One request for (part of) the piece; returns where its answer ends (None: the end of the
@@ -464,188 +455,3 @@ class _Checks:
 
     def drop(self, why: str) -> None:
         self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
-
-
-# bytes an answer lands between two tellings of ``JobContext.landing`` (and at its piece's end, and
-# its own): a listener hears of a part soon after it is whole, not of every chunk
-LANDED_STEP = 1 * MiB
-
-
-class BodyCopy:
-    """One answer's body written at its piece's frontier (this stream alone moves it)."""
-
-    def __init__(
-        self,
-        shared: Shared,
-        state: DownloadState,
-        piece: Piece,
-        span: Span,
-        *,
-        near_end: NearEnd | None = None,
-    ) -> None:
-        self.shared, self.state, self.piece, self.span = shared, state, piece, span
-        # (the answer ends the piece) told once the bytes left take about a round trip to come
-        self.near_end, self.near = near_end, math.inf
-        if near_end is not None and piece.end is not None:
-            # (twice: the next piece's request may need a connection of its own first)
-            early = 2 * round_trip_bytes(state, shared.config.streams(state.size))
-            # (never before half the answer: no more than twice the streams read at full)
-            self.near = max((piece.start + piece.done + piece.end) // 2, piece.end - early)
-        # bytes before ``told`` are told (``JobContext.landing``: looked up once, not per chunk);
-        # after it, up to the frontier, not yet
-        self.start = self.offset = self.told = piece.start + piece.done
-        self.landing = state.beside.landing
-
-    def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
-        """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
-        first ``back`` bytes are compared with those on disk before the frontier, never written."""
-        state, began = self.state, time.monotonic()
-        chunks = read_body(resp, self.span, encoded=encoded, what=state.job.label)
-        try:
-            # compared before the loop: the chunks after the overlap go straight to ``take``
-            if back:
-                rest = repeated(state, chunks, self.start - back, back)
-                chunks = itertools.chain((rest,), chunks) if len(rest) else chunks
-            for chunk in chunks:
-                if self.take(chunk):
-                    break
-        except BodyOverrunError:
-            # which of its bytes were not the file's, nothing tells
-            self.shared.progress.advance(state.job.label, -state.take_back(self.piece, self.start))
-            raise
-        finally:
-            self._count_answer(back)
-            if self.landing is not None:
-                self._tell(self.landing, done=True)
-        self._measure_rate(began)
-
-    def take(self, chunk: bytes | memoryview) -> bool:
-        """Write one chunk at the frontier; True: read no further (another stream has the rest)."""
-        state, piece = self.state, self.piece
-        # read per chunk: a steal may have given this piece's tail to another stream
-        limit = piece.end
-        # asked on past it
-        carrying = limit is not None and self.offset + len(chunk) > limit and piece.asked > limit
-        # Reading on into the next pieces, it claims and writes their bytes under the lock: an
-        # answer for one of them that begins meanwhile (``state.begin``) finds every byte it no
-        # longer owns on disk.
-        with state.lock if carrying else contextlib.nullcontext():
-            chunk = self._clip(chunk, limit, carrying=carrying)
-            written = write_at(state.fd, chunk, self.offset)
-            state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
-            counted, complete, save = self._advance(written)
-        self.offset += written
-        if self.offset >= self.near and self.near_end is not None:
-            self.near = math.inf
-            self.near_end()
-        if self.landing is not None:
-            self._tell(self.landing, done=complete)
-        self._pass_on(written, counted)
-        if complete and piece.end != piece.asked and state.free_after(piece) is None:
-            # its answer runs on, but the bytes after are another stream's (its answer has begun)
-            return True
-        if save:
-            self._checkpoint()
-        return False
-
-    def _clip(
-        self, chunk: bytes | memoryview, limit: int | None, *, carrying: bool
-    ) -> bytes | memoryview:
-        """``chunk`` cut at the piece's end (first moved on over free pieces when ``carrying``)."""
-        if carrying:
-            limit = self.state.carry(self.piece, self.offset + len(chunk))
-        if limit is None or self.offset + len(chunk) <= limit:
-            return chunk
-        if not self.span.ranged:  # a whole body longer than the file we expect
-            raise size_differs(self.state, self.offset + len(chunk))
-        # never write past our piece, whatever the server sends
-        return chunk[: max(0, limit - self.offset)]
-
-    def _advance(self, written: int) -> tuple[int, bool, bool]:
-        """Move the frontier over ``written`` bytes: the bytes counted, whether the piece is
-        complete, whether a record is due."""
-        state, piece = self.state, self.piece
-        with state.lock:
-            # its end may have moved in
-            counted = written if piece.end is None else min(written, piece.left)
-            piece.done += counted
-            state.fetched += counted
-            complete = piece.complete
-            # a block for the hasher, not every chunk
-            if complete or (piece.done % HASH_BLOCK) < counted:
-                state.lock.notify_all()
-            return counted, complete, state.save_due(self.shared.config.checkpoint_interval)
-
-    def _tell(self, hear: Landing, *, done: bool) -> None:
-        """The bytes this answer landed since the last telling, told once they are LANDED_STEP
-        (``done``: however few); none past what the piece claims (a body cut back claims less)."""
-        landed = self.piece.start + self.piece.done  # its frontier: this stream alone moves it
-        if landed - self.told >= (1 if done else LANDED_STEP):
-            hear.landed(self.told, landed)
-            self.told = landed
-
-    def _pass_on(self, written: int, counted: int) -> None:
-        """The display told, Ctrl-C heeded, the rate cap paid."""
-        shared = self.shared
-        shared.progress.advance(self.state.job.label, counted)
-        # after the write: a Ctrl-C keeps (and records) every byte that had arrived
-        shared.check_stop(self.state)
-        if shared.limiter is not None:
-            shared.limiter.consume(written, shared.cancel)
-
-    def _checkpoint(self) -> None:
-        # the keeper writes it: a stream never waits on a rename or a flush
-        if self.state.background:
-            self.state.save_wanted.set()
-        # a lone stream (a small file) saves its own, cheap (no flush where there is a boot id)
-        else:
-            self.state.save()
-
-    def _count_answer(self, back: int) -> None:
-        state, wrote = self.state, self.offset - self.start
-        self.piece.answered = wrote + back  # what the next answer's overlap is sized by
-        if wrote > 0:  # one more answer the file is made of (broken off or not)
-            with state.lock:
-                state.answers += 1
-
-    def _measure_rate(self, began: float) -> None:
-        wrote, elapsed = self.offset - self.start, time.monotonic() - began
-        if wrote >= MiB and elapsed > 0:  # what sizes this stream's next window
-            self.piece.rate = wrote / elapsed
-
-
-def write_at(fd: int, data: bytes | memoryview, offset: int) -> int:
-    """Write all of ``data`` at ``offset``: a short write is continued, so the next call raises what
-    stopped it (a full disk). Kept short, the rest of the chunk would be lost and the next one
-    written where it should have been."""
-    view, done = memoryview(data), 0
-    while done < len(view):
-        written = os.pwrite(fd, view[done:], offset + done)
-        if written == 0:
-            raise OSError(errno.EIO, f"wrote nothing at byte {offset + done}")
-        done += written
-    return done
-
-
-def repeated(
-    state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int
-) -> bytes | memoryview:
-    """Read the body's first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule
-    15: an answer continuing another's proves it is of the same version; else ``SourceChanged``);
-    returns what the last chunk read held past them (the rest of ``body`` is left to read, off this
-    check)."""
-    seen = 0
-    for chunk in body:
-        take = min(len(chunk), count - seen)
-        # short: the .part ends before its record says
-        if chunk[:take] != os.pread(state.fd, take, at + seen):
-            log.info(
-                "%s: the bytes before byte %d differ from those on disk",
-                state.job.label,
-                at + count,
-            )
-            raise SourceChanged
-        seen += take
-        if seen == count:
-            return chunk[take:]
-    return b""  # the body ended within the overlap: nothing of it continues the file

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx2
 
+from mdl.errors import IntegrityError
 from mdl.report import WARNING_CAUSE
 from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
@@ -280,3 +281,13 @@ class HashMismatch(Exception):
         self.kind, self.expected, self.actual = kind, expected, actual
         # bytes this try fetched (counted in the run's totals though they are thrown away)
         self.fetched = 0
+
+    def error(self, label: str, fetched: int) -> IntegrityError:
+        """The user's error (exit 6): the file's bytes were removed; ``fetched``, then refused,
+        counted in the run's byte counts."""
+        error = IntegrityError(
+            f"{label}: {self.kind} mismatch: expected {self.expected}, got {self.actual}",
+            hint="the source changed or is corrupt; the partial file was removed",
+        )
+        error.fetched = fetched
+        return error

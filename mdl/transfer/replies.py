@@ -14,11 +14,11 @@ import httpx2
 
 from mdl.errors import NetworkError
 from mdl.transfer._headers import content_range_total, is_encoded, served_sha256
+from mdl.transfer._state import DownloadState
 from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import drain
 from mdl.transfer.http import Credentials, error_for_status, follow
 from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged, Version
-from mdl.transfer.resume import DownloadState
 
 
 def locate(client: httpx2.Client, state: DownloadState, *, keep: Callable[[Opening], None]) -> str:

@@ -9,34 +9,21 @@ is not the whole file, or names another size, is refused as there."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import httpx2
 
-from mdl.errors import (
-    IntegrityError,
-    InterruptedByUserError,
-    LocalFSError,
-    NetworkError,
-    disk_error,
-)
+from mdl.errors import InterruptedByUserError, LocalFSError, NetworkError, disk_error
 from mdl.progress import Progress
 from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._headers import is_encoded
-from mdl.transfer._shared import Shared
+from mdl.transfer._shared import Shared, retryable
 from mdl.transfer.body import promised, read_body
 from mdl.transfer.context import JobContext
-from mdl.transfer.http import (
-    ExpiredURLError,
-    RetryableError,
-    Tries,
-    error_for_status,
-    follow,
-    transport_error,
-)
-from mdl.transfer.job import TransferJob, TransferResult
+from mdl.transfer.hasher import Hasher
+from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow
+from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import validators
 from mdl.transfer.resume import discard_partial, finish_part, job_root
 
@@ -98,13 +85,7 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
         except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
             if shared.cancel.is_set():
                 raise InterruptedByUserError(f"{label}: interrupted") from exc
-            err = (
-                exc
-                if isinstance(exc, RetryableError)
-                else transport_error(exc, what=label, url=job.url)
-            )
-            if not isinstance(err, RetryableError):
-                raise err from exc
+            err = retryable(exc, what=label, url=job.url)
             tries.failed(err, lost=err is not exc)
     sha256, git_oid = _verified(job, body)
     _place(job, body, dirs)
@@ -130,44 +111,27 @@ def _get(shared: Shared, job: TransferJob, size: int) -> tuple[bytes, str | None
                 f"{label}: the server sent {span.shown} when the whole file was asked"
             )
         if span.total is not None and span.total != size:
-            raise _mismatch(job, "size", f"{size} bytes", f"{span.total} bytes (server)", 0)
+            raise HashMismatch("size", f"{size} bytes", f"{span.total} bytes (server)").error(
+                label, 0
+            )
         body = bytearray()
         for chunk in read_body(resp, span, encoded=encoded, what=label):
             body += chunk
             if len(body) > size:
-                raise _mismatch(job, "size", f"{size} bytes", f"more than {size} bytes", size)
+                raise HashMismatch("size", f"{size} bytes", f"more than {size} bytes").error(
+                    label, size
+                )
         etag, modified = validators(resp)
     return bytes(body), etag or modified
 
 
 def _verified(job: TransferJob, body: bytes) -> tuple[str, str | None]:
-    """(sha256, git blob id) of ``body``, each the one expected, as ``DownloadState.verify``."""
-    ident, size = job.identity, len(body)
-    if size != ident.size:
-        raise _mismatch(job, "size", f"{ident.size} bytes", f"{size} bytes", size)
-    sha256 = hashlib.sha256(body).hexdigest()
-    if ident.sha256 and sha256 != ident.sha256:
-        raise _mismatch(job, "sha256", ident.sha256, sha256, size)
-    git_oid = None
-    if ident.git_oid:
-        blob = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
-        blob.update(body)
-        git_oid = blob.hexdigest()
-        if git_oid != ident.git_oid:
-            raise _mismatch(job, "git blob id", ident.git_oid, git_oid, size)
-    return sha256, git_oid
-
-
-def _mismatch(
-    job: TransferJob, kind: str, expected: str, actual: str, fetched: int
-) -> IntegrityError:
-    """The error of bytes that are not the file: the words ``PartFetch`` says it in."""
-    error = IntegrityError(
-        f"{job.label}: {kind} mismatch: expected {expected}, got {actual}",
-        hint="the source changed or is corrupt; the partial file was removed",
-    )
-    error.fetched = fetched
-    return error
+    """(sha256, git blob id) of ``body``, each the one expected (``Hasher.mismatch``)."""
+    hasher = Hasher(-1, len(body), git=job.identity.git_oid is not None)
+    hasher.offer(0, body)
+    if (bad := hasher.mismatch(job, len(body))) is not None:
+        raise bad.error(job.label, len(body))
+    return hasher.sha256.hexdigest(), None if hasher.sha1 is None else hasher.sha1.hexdigest()
 
 
 def _place(job: TransferJob, body: bytes, dirs: DirSyncs | None) -> None:

@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from mdl.background import Background
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.confined import open_file
+from mdl.transfer.hasher import Hasher
 from mdl.transfer.job import Landing, TransferJob
 from mdl.transfer.resume import (
     WRITEBACK_EVERY,
-    Hasher,
     boot_id,
     discard_partial,
     job_root,
@@ -71,7 +70,6 @@ class Record:
         ] = {}  # terms being written: bytes of each on disk from its start
         self.frontier = 0  # terms before this index are all done
         self.lock = threading.Lock()
-        self.wrote = threading.Condition(self.lock)  # the sha256's frontier may have moved on
         self._sinks: list[Sink] = []  # streams that wrote chunks of unfinished terms
         self._told: Landing | None = None  # told each term on disk
 
@@ -93,7 +91,6 @@ class Record:
             self.moving.pop(index, None)
             self.kept.pop(index, None)
             self._advance()
-            self.wrote.notify()
             if (told := self._told) is not None:
                 told.landed(*self._span(index))
 
@@ -133,8 +130,6 @@ class Record:
                 self.moving[index] = written
             else:
                 self.moving.pop(index, None)
-            if index == self.frontier:
-                self.wrote.notify()
 
     def left(self, terms: Sequence[int]) -> list[int]:
         """The ``terms`` not done (what a retried stream writes, and counts, again)."""
@@ -264,13 +259,13 @@ class Partial:
     # ----------------------------------------------------------------------------------------------
 
     def write(self, offset: int, parts: Sequence[bytes | memoryview]) -> None:
-        """``parts`` at ``offset``: hashed from memory when at the sha256's frontier, counted."""
+        """``parts`` at ``offset``: handed to the hasher while in memory, counted."""
         total = sum(len(p) for p in parts)
         done = os.pwritev(self.fd, parts, offset)
         if done != total:  # a regular file writes all of it or fails; a short write is a full disk
             raise OSError(errno.ENOSPC, "short write")
         at = offset
-        # hashed from memory when at the frontier of the sha256, else read back later
+        # hashed from memory when within the hasher's window, else read back once reached
         for part in parts:
             self.hasher.offer(at, part)
             at += len(part)
@@ -347,39 +342,22 @@ class Partial:
     # --- hashing and verification
     # ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def hashing(self) -> Iterator[None]:
+    def hashing(self) -> contextlib.AbstractContextManager[None]:
         """A thread hashing the file's contiguous start as it grows (read back where no stream
         offered it from memory): the sha256 keeps pace with the streams instead of reading the whole
-        file after the last byte."""
-        # its end is waited for: ``finish`` and the record's last save come after its last read
-        follower = Background(
-            f"xet-hash:{self.job.label}", self._follow_frontier, join=None
-        ).start()
-        try:
-            yield
-        finally:
-            follower.stopping.set()
-            with self.record.lock:
-                self.record.wrote.notify_all()
-            follower.stop()
+        file after the last byte; its end is waited for (``finish`` and the record's last save come
+        after its last read)."""
+        label = self.job.label
+        return self.hasher.following(
+            self.record.lock, self.record.contiguous, name=f"xet-hash:{label}", each=self._quiet
+        )
 
-    def _follow_frontier(self, finished: threading.Event) -> None:
-        hasher, record = self.hasher, self.record
-        while True:
-            with record.lock:
-                if record.contiguous() <= hasher.position and not finished.is_set():
-                    record.wrote.wait(0.5)
-                target = record.contiguous()
-            if target > hasher.position:
-                hasher.catch_up(target)
-            elif finished.is_set():
-                return
-            try:  # streams that went quiet leave a record due by time: saved here, not by them
-                self.checkpoint()
-            # a record not saved costs only a later resume its bytes
-            except (OSError, MdlError) as exc:
-                log.info("%s: could not save the resume record (%s)", self.job.label, exc)
+    def _quiet(self) -> None:
+        try:  # streams that went quiet leave a record due by time: saved here, not by them
+            self.checkpoint()
+        # a record not saved costs only a later resume its bytes
+        except (OSError, MdlError) as exc:
+            log.info("%s: could not save the resume record (%s)", self.job.label, exc)
 
     def finish(self, refused: Callable[[str], object] | None = None) -> None:
         """Every byte hashed and checked, then flushed: the Xet file hash from every chunk's hash,

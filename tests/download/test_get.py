@@ -24,7 +24,7 @@ from mdl.download.session import PullSession
 from mdl.progress import NullProgress
 from mdl.sources.joboutput import InlineFile
 from mdl.sources.oneoff import parse_sources
-from mdl.transfer.resume import OVERLAP
+from mdl.transfer._state import OVERLAP
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, plan_pieces
 
 DATA = make_data(2_500_000, seed=11)

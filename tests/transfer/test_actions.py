@@ -18,7 +18,7 @@ from servers import CdnServer, Fault, make_data
 from typer.testing import Result
 
 from mdl.errors import ExitCode
-from mdl.transfer.resume import OVERLAP
+from mdl.transfer._state import OVERLAP
 
 DATA = make_data(3_000_000, seed=21)
 CUT = 1_000_000

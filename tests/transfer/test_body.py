@@ -21,9 +21,9 @@ from mdl.progress import NullProgress
 from mdl.transfer.body import RAW_LEAST, _received, promised, raw_socket
 from mdl.transfer.connection import WireStream, read_buffer
 from mdl.transfer.engine import Engine
+from mdl.transfer.hasher import Hasher
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.job import EngineConfig
-from mdl.transfer.resume import Hasher
 
 
 @pytest.fixture

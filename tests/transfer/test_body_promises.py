@@ -35,11 +35,11 @@ from servers import make_data
 
 from mdl.errors import ExitCode, MdlError, NetworkError
 from mdl.progress import NullProgress
+from mdl.transfer._state import OVERLAP
 from mdl.transfer.body import Span, promised
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.job import EngineConfig
-from mdl.transfer.resume import OVERLAP
 
 MiB = 1 << 20
 PATH = "/f.bin"

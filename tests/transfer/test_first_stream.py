@@ -12,7 +12,8 @@ import pytest
 from runfixtures import HANG, mdl, transfer_job, wait_for
 from servers import CdnServer, Fault, make_data
 
-from mdl.transfer.resume import DownloadState, load_state
+from mdl.transfer._state import DownloadState
+from mdl.transfer.resume import load_state
 from mdl.transfer.scheduling import Piece
 
 MiB = 1 << 20
@@ -137,12 +138,12 @@ def test_a_record_saved_without_a_flush_is_not_trusted_after_a_restart(
     fd = os.open(job.part_path, os.O_RDWR)
     state = DownloadState(job, fd, [Piece(0, len(data), done=2 * MiB)], None)
     try:
-        state.save()  # cheap: marked with this boot
+        state.record.save()  # cheap: marked with this boot
         record = json.loads(job.state_path.read_text())
         if "boot" not in record:
             pytest.skip("no boot id on this system: every record is saved durable")
         assert load_state(job) is not None, "this boot's record is trusted"
-        state.save()
+        state.record.save()
         record = json.loads(job.state_path.read_text())
         job.state_path.write_text(json.dumps({**record, "boot": "another-boot"}))
         assert load_state(job) is None, (
@@ -150,7 +151,7 @@ def test_a_record_saved_without_a_flush_is_not_trusted_after_a_restart(
         )
         assert not job.part_path.exists(), "its partial goes with it"
         job.part_path.write_bytes(data[: 2 * MiB] + bytes(MiB))
-        state.save(durable=True)  # an exit's: the bytes flushed first, no boot mark
+        state.record.save(durable=True)  # an exit's: the bytes flushed first, no boot mark
         assert "boot" not in json.loads(job.state_path.read_text())
         assert load_state(job) is not None
     finally:
@@ -169,12 +170,12 @@ def test_a_record_is_due_every_two_percent_of_the_file_or_its_interval(
     state = DownloadState(
         transfer_job(tmp_path, "http://127.0.0.1:9/f.bin", size=size), -1, [Piece(0, size)], None
     )
-    assert state.save_every == every
-    assert not state.save_due(60.0)
+    assert state.record.every == every
+    assert not state.record.due(60.0)
     state.fetched = every - 1
-    assert not state.save_due(60.0)
+    assert not state.record.due(60.0)
     state.fetched = every
-    assert state.save_due(60.0)
+    assert state.record.due(60.0)
     state.fetched = 0
-    state.last_save -= 0.25
-    assert state.save_due(0.2) and not state.save_due(1.0)
+    state.record.last_save -= 0.25
+    assert state.record.due(0.2) and not state.record.due(1.0)

@@ -19,7 +19,7 @@ from servers import CdnServer, Fault, make_data
 
 from mdl.errors import NetworkError
 from mdl.progress import Progress
-from mdl.transfer._stream import LANDED_STEP
+from mdl.transfer._copy import LANDED_STEP
 from mdl.transfer.context import JobContext
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client

@@ -27,10 +27,10 @@ from servers import make_data
 
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
+from mdl.transfer._state import OVERLAP
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
-from mdl.transfer.resume import OVERLAP
 
 MiB = 1 << 20
 SIZE = 6 * MiB

@@ -25,12 +25,12 @@ from servers import Fault, HubServer, RequestRecord, make_data
 
 from mdl.errors import ExitCode, InterruptedByUserError
 from mdl.progress import NullProgress
-from mdl.transfer._stream import PieceStream
+from mdl.transfer._state import DownloadState
+from mdl.transfer._stream import PieceRequests, PieceStream
 from mdl.transfer._target import lapses_at
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
-from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece, StreamStopped
 
 MB = 1_000_000
@@ -213,7 +213,7 @@ def test_a_stream_waiting_for_the_resolve_heeds_ctrl_c_and_a_failed_sibling(
 
             def wait() -> None:
                 try:
-                    PieceStream(engine, state, state.pieces[1]).run()
+                    PieceStream(PieceRequests(engine, state, state.pieces[1])).run()
                 except BaseException as exc:  # what ended the stream
                     raised.append(exc)
 

@@ -15,11 +15,12 @@ from runfixtures import HANG, mdl, transfer_job
 from servers import make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer._stream import PieceStream
+from mdl.transfer._state import DownloadState
+from mdl.transfer._stream import PieceRequests
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
-from mdl.transfer.resume import DownloadState, parse_state
+from mdl.transfer.resume import parse_state
 from mdl.transfer.scheduling import Piece
 
 MiB = 1 << 20
@@ -115,7 +116,7 @@ def test_a_piece_taken_whole_just_before_its_request_asks_no_unsatisfiable_range
         with make_client(timeout=5, pool_size=4) as client:
             engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
             try:
-                PieceStream(engine, state, taken).request(url)
+                PieceRequests(engine, state, taken).request(url)
             except Exception as exc:  # what the answer to that request made of the download
                 raised: Exception | None = exc
             else:
@@ -152,9 +153,8 @@ def test_a_resumed_run_does_not_make_its_durable_record_untrusted_before_any_new
     job.part_path.write_bytes(data[:half] + bytes(len(data) - half))
     fd = os.open(job.part_path, os.O_RDWR)
     try:  # run 1's exit: the first half on disk, its record durable
-        DownloadState(job, fd, [Piece(0, half, done=half), Piece(half, len(data))], '"v1"').save(
-            durable=True
-        )
+        state = DownloadState(job, fd, [Piece(0, half, done=half), Piece(half, len(data))], '"v1"')
+        state.record.save(durable=True)
     finally:
         os.close(fd)
     assert "boot" not in json.loads(job.state_path.read_text())

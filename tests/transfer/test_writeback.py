@@ -16,11 +16,11 @@ from servers import CdnServer, make_data
 
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
-from mdl.transfer._stream import write_at
+from mdl.transfer._copy import write_at
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
-from mdl.transfer.resume import DownloadState, start_writeback
+from mdl.transfer.resume import Record, start_writeback
 
 
 @pytest.fixture
@@ -115,13 +115,13 @@ def test_the_keeper_writes_every_record_the_streams_find_due(
     cdn.throttle_bps = 3_000_000
     job = transfer_job(tmp_path, url, data)
     savers: list[str] = []
-    save = DownloadState.save
+    save = Record.save
 
-    def recorded(state: DownloadState, *, durable: bool = False) -> None:
+    def recorded(record: Record, *, durable: bool = False) -> None:
         savers.append(threading.current_thread().name)
-        save(state, durable=durable)
+        save(record, durable=durable)
 
-    monkeypatch.setattr(DownloadState, "save", recorded)
+    monkeypatch.setattr(Record, "save", recorded)
     # no nudge: only the streams' asks wake it
     monkeypatch.setattr("mdl.transfer.resume.WRITEBACK_EVERY", 60.0)
     config = EngineConfig(
@@ -150,13 +150,13 @@ def test_a_long_download_flushes_a_record_now_and_then(
     cdn.throttle_bps = 3_000_000
     job = transfer_job(tmp_path, url, data)
     saves: list[tuple[str, bool]] = []
-    save = DownloadState.save
+    save = Record.save
 
-    def recorded(state: DownloadState, *, durable: bool = False) -> None:
+    def recorded(record: Record, *, durable: bool = False) -> None:
         saves.append((threading.current_thread().name, durable))
-        save(state, durable=durable)
+        save(record, durable=durable)
 
-    monkeypatch.setattr(DownloadState, "save", recorded)
+    monkeypatch.setattr(Record, "save", recorded)
     monkeypatch.setattr("mdl.transfer.resume.DURABLE_EVERY", 0.5)
     engine(client, connections=2).fetch(job)
     assert job.final_path.read_bytes() == data
