@@ -134,7 +134,7 @@ def created_now() -> str:
 
 def manifest_body(config: Blob, files: Sequence[ReadyFile], *, created: str | None) -> bytes:
     """The image manifest of the artifact: the config and one raw layer per file, in path order,
-    stating ``created`` (None: no time, as mdl before 0.14 wrote)."""
+    stating ``created`` (None: no time)."""
     layers: list[dict[str, Any]] = [
         {
             "mediaType": media_type_of(f.path),

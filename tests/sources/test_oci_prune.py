@@ -228,7 +228,7 @@ def test_a_repository_several_models_share_is_kept_whole(
 def test_versions_that_state_no_time_go_only_with_keep_versions_0(
     plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = plain_registry  # what oras or mdl before 0.14 wrote: a manifest stating no time
+    registry = plain_registry  # another tool's manifests, stating no time
     catalog = f'[models.tiny]\noci = "oci://{registry.host}/origin/undated:rel"\n'
     use_catalog(tmp_path, monkeypatch, catalog)
     registry.push_model("origin/undated", "rel", version(2))
