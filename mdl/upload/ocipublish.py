@@ -19,6 +19,7 @@ from typing import Any
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import (
+    IntegrityError,
     InterruptedByUserError,
     MdlError,
     NotFoundError,
@@ -270,9 +271,9 @@ class _Run:
         layers, whatever time it states (its bytes, and so its time, are kept: ``plan.body``)."""
         try:
             digest, there = self.registry.manifest(plan.ref, what=what)
-        except (NotFoundError, RegistryReplyError):  # no such tag, or no manifest mdl reads
+        except (NotFoundError, RegistryReplyError, IntegrityError):  # none, or none mdl reads
             digest, there = "", None
-        if there is not None and not there.is_index:
+        if there is not None:  # (an index never hashes as this manifest)
             kept = manifest_body(plan.config, plan.files, created=there.annotations.get(CREATED))
             if manifest_digest(kept) == digest:
                 plan.body = kept
