@@ -31,6 +31,7 @@ ACCEPT = ", ".join((MANIFEST, INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
 MODELPACK_PATH = "org.cncf.model.filepath"  # CNCF ModelPack: the file's path in the model
 TITLE = "org.opencontainers.image.title"  # what oras push writes: the file's name
+CREATED = "org.opencontainers.image.created"  # the time a manifest states (RFC 3339)
 ORAS_UNPACK = "io.deis.oras.content.unpack"  # oras push of a folder: a tarball to unpack
 # a layer media type that is a tar archive (+gzip, +zstd, Docker's rootfs.diff.tar.gzip)
 _TAR = re.compile(r"[.+]tar(?:$|[.+])")

@@ -168,12 +168,6 @@ class RegistryWriter:
         self._ask("PUT", url, what=what, ok=(201,), content=lambda: data, headers=headers)
         return digest
 
-    def tagged(self, tag: str, *, accept: str, what: str) -> str | None:
-        """The digest the registry states for ``tag`` (``HEAD``; None: no such tag)."""
-        url = f"{self.ref.base}/manifests/{tag}"
-        reply = self._ask("HEAD", url, what=what, ok=(200, 404), headers={"Accept": accept})
-        return reply.headers.get("Docker-Content-Digest") if reply.status == 200 else None
-
     def _uploads(self, query: str = "") -> str:
         return f"{self.ref.base}/blobs/uploads/" + (f"?{query}" if query else "")
 

@@ -12,12 +12,20 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
-from mdl.errors import InterruptedByUserError, MdlError, UsageError
+from mdl.errors import (
+    IntegrityError,
+    InterruptedByUserError,
+    MdlError,
+    NotFoundError,
+    RegistryReplyError,
+    UsageError,
+)
 from mdl.lockfile.model import LockedModel
 from mdl.paths import OciRef, is_model_file_name, parse_oci_ref, parse_oci_source
 from mdl.progress import Progress
@@ -25,6 +33,7 @@ from mdl.report import FileOutcome, failed
 from mdl.signing.statement import SIGNATURE_FILE
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import (
+    CREATED,
     MANIFEST,
     MAX_LAYERS,
     MAX_MANIFEST_BYTES,
@@ -118,8 +127,15 @@ def config_of(model: LocalModel, files: Sequence[ReadyFile], *, id: str) -> byte
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def manifest_body(config: Blob, files: Sequence[ReadyFile]) -> bytes:
-    """The image manifest of the artifact: the config and one raw layer per file, in path order."""
+def created_now() -> str:
+    """Now by the publisher's clock, as the RFC 3339 time (UTC, to the millisecond) a manifest
+    states: what ``prune --mirror oci://…`` orders versions by."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def manifest_body(config: Blob, files: Sequence[ReadyFile], *, created: str | None) -> bytes:
+    """The image manifest of the artifact: the config and one raw layer per file, in path order,
+    stating ``created`` (None: no time)."""
     layers: list[dict[str, Any]] = [
         {
             "mediaType": media_type_of(f.path),
@@ -136,6 +152,8 @@ def manifest_body(config: Blob, files: Sequence[ReadyFile]) -> bytes:
         "config": {"mediaType": CONFIG, "digest": config.digest, "size": config.size},
         "layers": layers,
     }
+    if created is not None:
+        doc["annotations"] = {CREATED: created}
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -148,7 +166,8 @@ class _Plan:
     writer: RegistryWriter
     version: str  # the version's id (mdl.buckets.versions), as a bucket's publish names it
     files: list[ReadyFile]  # by path
-    body: bytes  # the manifest
+    config: Blob
+    body: bytes  # the manifest (stating the time of its first publish, once _manifest has run)
     there: set[str]  # sha256 of the contents the repository holds
 
     @property
@@ -191,9 +210,9 @@ class _Run:
         files = sorted(model.ready, key=lambda f: f.path)
         version = manifest_of(model, locked).id
         config = Blob.of(config_of(model, files, id=version))
-        body = manifest_body(config, files)
+        body = manifest_body(config, files, created=created_now())
         writer = RegistryWriter(self.registry, ref, chunk_size=self.chunk_size, cancel=self.stop)
-        plan = _Plan(model, writer, version, files, body, set())
+        plan = _Plan(model, writer, version, files, config, body, set())
         try:
             if len(files) > MAX_LAYERS or len(body) > MAX_MANIFEST_BYTES:
                 raise UsageError(
@@ -248,14 +267,20 @@ class _Run:
         return outcomes, [Published(name, plan.version, manifest, action)]
 
     def _manifest(self, plan: _Plan, *, what: str) -> str:
-        """The manifest by tag, unless the tag names these very bytes already."""
-        tag = plan.ref.tag
-        assert tag is not None
-        if plan.writer.tagged(tag, accept=MANIFEST, what=what) == manifest_digest(plan.body):
-            return "skip" if self.dry_run else "skipped"
+        """The manifest by tag, unless the tag names this version's already: the same config and
+        layers, whatever time it states (its bytes, and so its time, are kept: ``plan.body``)."""
+        try:
+            digest, there = self.registry.manifest(plan.ref, what=what)
+        except (NotFoundError, RegistryReplyError, IntegrityError):  # none, or none mdl reads
+            digest, there = "", None
+        if there is not None:  # (an index never hashes as this manifest)
+            kept = manifest_body(plan.config, plan.files, created=there.annotations.get(CREATED))
+            if manifest_digest(kept) == digest:
+                plan.body = kept
+                return "skip" if self.dry_run else "skipped"
         if self.dry_run:
             return "upload"
-        plan.writer.push_manifest(plan.body, media_type=MANIFEST, what=what, tag=tag)
+        plan.writer.push_manifest(plan.body, media_type=MANIFEST, what=what, tag=plan.ref.tag)
         log.info("%s: written", what)
         return "uploaded"
 

@@ -38,7 +38,7 @@ from mdl.errors import (
 from mdl.paths import OciRef, parse_oci_ref, parse_oci_source
 from mdl.redact import printable
 from mdl.sources.oci import Registry
-from mdl.sources.ocimanifest import MODELPACK_ARTIFACT, Manifest, layer_files
+from mdl.sources.ocimanifest import CREATED, MODELPACK_ARTIFACT, Manifest, layer_files
 from mdl.sources.resolve import ResolvedModel
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.upload.keptversions import AHEAD, JUNK, UNKEPT, UNPROVEN, KeptLocks
@@ -47,7 +47,6 @@ from mdl.upload.mirrorprune import MirrorEntry, MirrorPruneReport
 log = logging.getLogger("mdl.prune")
 
 Files = frozenset[tuple[str, int, str]]  # a version: its files' paths, sizes and sha256
-CREATED = "org.opencontainers.image.created"  # the time a manifest states (oras, ModelPack)
 MOST_TAGS = 10_000  # a repository's tags prune reads: more, and every version of it is kept
 NO_VERSION = "not a version of the model (an index, a referrer, another artifact): kept"
 UNDATED = f"states no time ({CREATED}): kept, never counted (--keep-versions 0: the locks' only)"

@@ -31,6 +31,7 @@ from servers import HubServer, make_data
 from typer.testing import Result
 
 pytestmark = NEEDS_REGISTRY
+CREATED = "org.opencontainers.image.created"
 MiB = 1 << 20
 SHARDS = {f"model-0000{i}-of-00004.safetensors": make_data(MiB + i, seed=i) for i in range(1, 5)}
 FILES = {
@@ -144,17 +145,30 @@ def test_publish_writes_a_modelpack_artifact_that_get_reads_back(
 
 
 def test_republish_sends_nothing_and_a_changed_shard_sends_itself_config_and_manifest(
-    pulled: Path, hub: HubServer, gate: RegistryGate
+    pulled: Path,
+    hub: HubServer,
+    gate: RegistryGate,
+    registry: DistributionRegistry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     to = f"oci://{host_of(gate.url)}/team/shards"
-    assert publish(pulled, to).exit_code == 0
+    clock = iter(
+        ["2026-11-01T10:00:00.000Z", "2026-11-02T10:00:00.000Z", "2026-11-03T10:00:00.000Z"]
+    )
+    monkeypatch.setattr("mdl.upload.ocipublish.created_now", lambda: next(clock))
+    first = publish(pulled, to)
+    assert first.exit_code == 0, first.stderr
+    stamped = manifest_of(registry, "team/shards", "latest")
+    assert stamped["annotations"] == {CREATED: "2026-11-01T10:00:00.000Z"}  # the publisher's clock
     gate.clear()
-    again = publish(pulled, to)
+    again = publish(pulled, to)  # a day later: the same config and layers
     assert again.exit_code == 0, again.stderr
-    assert uploads(gate) == []
+    assert uploads(gate) == []  # no blob, no manifest PUT
+    assert manifest_of(registry, "team/shards", "latest") == stamped  # its first time kept
     report = json.loads(again.stdout)
     assert {f["action"] for f in report["files"]} == {"skipped"}
     assert report["versions"][0]["action"] == "skipped"
+    assert report["versions"][0]["manifest"] == json.loads(first.stdout)["versions"][0]["manifest"]
     # the next version: shard 2 of 4 changed upstream, pulled, published
     changed = {**FILES, "model-00002-of-00004.safetensors": make_data(MiB + 2, seed=77)}
     hub.add_repo("org/tiny", changed)
@@ -167,6 +181,9 @@ def test_republish_sends_nothing_and_a_changed_shard_sends_itself_config_and_man
     assert len([p for p in puts if "/blobs/uploads/" in p]) == 2  # the shard and the config
     assert [p for p in puts if "/manifests/" in p] == ["PUT /v2/team/shards/manifests/latest"]
     rows = {f["path"]: f["action"] for f in json.loads(third.stdout)["files"]}
+    assert manifest_of(registry, "team/shards", "latest")["annotations"] == {
+        CREATED: "2026-11-03T10:00:00.000Z"
+    }
     assert [p for p, a in rows.items() if a == "uploaded"] == ["model-00002-of-00004.safetensors"]
 
 

@@ -228,7 +228,7 @@ def test_a_repository_several_models_share_is_kept_whole(
 def test_versions_that_state_no_time_go_only_with_keep_versions_0(
     plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = plain_registry  # what publish writes: a manifest of the same bytes each time
+    registry = plain_registry  # another tool's manifests, stating no time
     catalog = f'[models.tiny]\noci = "oci://{registry.host}/origin/undated:rel"\n'
     use_catalog(tmp_path, monkeypatch, catalog)
     registry.push_model("origin/undated", "rel", version(2))
@@ -243,6 +243,48 @@ def test_versions_that_state_no_time_go_only_with_keep_versions_0(
     assert locks_only.exit_code == 0, locks_only.stderr
     assert manifest_status(registry, "undated/tiny", old) == 404
     assert manifest_status(registry, "undated/tiny", kept) == 200
+
+
+def test_the_default_prunes_what_mdl_published_older_than_the_newest_two_locked(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four versions published by ``mdl publish`` (each manifest states its publish time), the
+    last two locked: the default ``--keep-versions 2`` counts those two, deletes the two before
+    them, and keeps one published after catalog.lock's version (no lock pins it yet)."""
+    registry = plain_registry
+    use_catalog(
+        tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{registry.host}/origin/dated:rel"\n'
+    )
+    times = iter(f"2026-11-0{day}T09:00:00.000Z" for day in range(1, 6))
+    monkeypatch.setattr("mdl.upload.ocipublish.created_now", lambda: next(times))
+    (tmp_path / "releases").mkdir()
+    mirror, published = f"oci://{registry.host}/dated/{{model}}", {}
+    for n in range(5):
+        registry.push_model("origin/dated", "rel", version(n))
+        locked = mdl("lock", "tiny", "--upgrade")
+        assert locked.exit_code == 0, locked.stderr
+        shutil.copy(tmp_path / "catalog.lock", tmp_path / "releases" / f"v{n}.lock")
+        assert mdl("pull", "tiny", "--dest", str(tmp_path / f"v{n}")).exit_code == 0
+        to = mirror.replace("{model}", f"tiny:v{n}")
+        done = mdl("publish", "tiny", "--to", to, "--dest", str(tmp_path / f"v{n}"), "--json")
+        assert done.exit_code == 0, done.stderr
+        published[n] = json.loads(done.stdout)["versions"][0]["manifest"]
+    shutil.copy(tmp_path / "releases" / "v3.lock", tmp_path / "catalog.lock")  # v4: not yet
+    only_one = mdl("prune", "--mirror", mirror, "--json")  # catalog.lock's version counted only
+    assert only_one.exit_code == 0, only_one.stderr
+    assert json.loads(only_one.stdout)["removed"] == []
+    release = str(tmp_path / "releases" / "v2.lock")
+    done = mdl("prune", "--mirror", mirror, "--lock", release, "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(e["uri"] for e in report["removed"]) == [published[0], published[1]]
+    kept = {e["uri"]: e["reason"] for e in report["kept"]}
+    assert kept[published[2]].endswith("v2.lock pins")
+    assert kept[published[3]] == "the manifest of a version catalog.lock pins"
+    assert "newer than the version catalog.lock pins" in kept[published[4]]
+    for n, manifest in published.items():
+        status = manifest_status(registry, "dated/tiny", manifest.rpartition("@")[2])
+        assert status == (404 if n < 2 else 200)
 
 
 class _Tags(BaseHTTPRequestHandler):

@@ -10,10 +10,11 @@ the model a team publishes. What is substituted, and nothing else:
   the publish printed;
 - what a block needs to exist first: the publisher's catalog (``[models.granite] repo =
   "ibm/granite"``) and ``granite`` pulled into it; a key pair made as the signed tests make them
-  (tests/signkeys.py), ``keys/team.pem`` with the publisher, ``keys/team.pub`` on the node; the lock
-  the prune block names (``releases/v1.lock``, a copy of the publisher's ``catalog.lock``); and, to
-  give the prune something to remove, an older version published by the page's own ``--all`` line
-  with the tag ``2026-10`` in place of ``2026-11`` before the Hub's next commit.
+  (tests/signkeys.py), ``keys/team.pem`` with the publisher, ``keys/team.pub`` on the node; two older
+  versions published by the page's own ``--all`` line with the tags ``2026-09`` and ``2026-10`` in
+  place of ``2026-11``, each before the Hub's next commit; the lock the prune block names
+  (``releases/v1.lock``, the publisher's ``catalog.lock`` as it pinned ``2026-10``, the release
+  before the current one).
 
 The signatures section gives its publish command in prose (``mdl publish NAME --to oci://…
 --sign KEY.pem``): the test runs it as ``mdl publish granite --to
@@ -23,9 +24,9 @@ with the key. The mirror's catalog is the node's catalog (the Hub model and the 
 
 What the page promises is checked: the files ``get`` writes are the published bytes, by tag, by
 digest and through a lock; the signed catalog refuses the version before it is signed (exit 6,
-no referrer), then installs the referrer's bundle as ``model.sig``; the
-prune's dry run deletes nothing, then the prune deletes the unlocked version's manifest and keeps
-the locked one's."""
+no referrer), then installs the referrer's bundle as ``model.sig``; the prune (its default
+``--keep-versions 2``) in a dry run deletes nothing, then deletes the oldest version's manifest (no
+lock pins it, and it is older than the two locked versions counted) and keeps the locked ones'."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ OLD = {
     "config.json": b'{"model_type": "granite"}\n',
     "model.safetensors": pseudo_random(5000, "granite-old"),
 }
+OLDEST = {**OLD, "model.safetensors": pseudo_random(4000, "granite-oldest")}
 NEW = {**OLD, "model.safetensors": pseudo_random(6000, "granite-new"), "README.md": b"# granite\n"}
 
 
@@ -191,18 +193,24 @@ def test_the_registry_page_runs_as_written(
     every_model = publishing.splitlines()[1]
     assert "--all" in every_model and ":2026-11'" in every_model, every_model
 
-    # the publisher: an older version published and not locked, then the current one, locked
-    hub.add_repo("ibm/granite", OLD)
+    # the publisher: the oldest version published and no longer locked, the one before the
+    # current one published and kept as a release's lock, then the current one, locked
+    hub.add_repo("ibm/granite", OLDEST)
     publisher = page.folder(tmp_path / "publisher", PUBLISHER)
     page.run("mdl pull granite", publisher)
+    page.run(every_model.replace(":2026-11'", ":2026-09'"), publisher)
+    hub.commit("ibm/granite", {"model.safetensors": OLD["model.safetensors"]})
+    page.run("mdl lock --upgrade granite && mdl pull granite", publisher)
     page.run(every_model.replace(":2026-11'", ":2026-10'"), publisher)
+    (publisher / "releases").mkdir()
+    shutil.copy(publisher / "catalog.lock", publisher / "releases" / "v1.lock")
     hub.commit("ibm/granite", {p: NEW[p] for p in ("model.safetensors", "README.md")})
     page.run("mdl lock --upgrade granite && mdl pull granite", publisher)
     said = page.run(publishing, publisher)
     assert files_in(publisher / "granite") == NEW, "what a node reads back is what was published"
     digest = manifest_digest(registry, "team/granite", "v3")
     assert digest is not None and f"@{digest}" in said, said
-    assert sorted(tags(registry, "models/granite")) == ["2026-10", "2026-11"]
+    assert sorted(tags(registry, "models/granite")) == ["2026-09", "2026-10", "2026-11"]
 
     # a node reads it: by tag, by digest, through a lock
     node = page.folder(tmp_path / "node", reader)
@@ -243,18 +251,19 @@ def test_the_registry_page_runs_as_written(
     page.run("mdl pull granite --frozen", fleet, MDL_DEST=str(tmp_path / "fleet-models"))
     assert files_in(tmp_path / "fleet-models" / "granite") == NEW
 
-    # prune: the locked version kept, the older one's manifest deleted (after a dry run)
-    (publisher / "releases").mkdir()
-    shutil.copy(publisher / "catalog.lock", publisher / "releases" / "v1.lock")
+    # prune: the two locked versions counted and kept, the oldest one's manifest deleted (after a
+    # dry run)
     dry, real = prune.splitlines()
-    old = manifest_digest(registry, "models/granite", "2026-10")
+    assert "--keep-versions" not in prune, "the default"
+    old = manifest_digest(registry, "models/granite", "2026-09")
     assert old is not None
     would = page.run(dry, publisher)
-    assert f"would remove  oci://{page.host}/models/granite:2026-10@{old}" in would, would
-    assert sorted(tags(registry, "models/granite")) == ["2026-10", "2026-11"], "a dry run"
+    assert f"would remove  oci://{page.host}/models/granite:2026-09@{old}" in would, would
+    assert would.count("would remove  oci://") == 1, would
+    assert len(tags(registry, "models/granite")) == 3, "a dry run"
     did = page.run(real, publisher)
-    assert f"removed  oci://{page.host}/models/granite:2026-10@{old}" in did, did
-    assert tags(registry, "models/granite") == ["2026-11"], "the unlocked version's manifest"
+    assert f"removed  oci://{page.host}/models/granite:2026-09@{old}" in did, did
+    assert sorted(tags(registry, "models/granite")) == ["2026-10", "2026-11"], "the oldest's"
     gone = httpx2.get(
         f"{registry.url}/v2/models/granite/manifests/{old}",
         headers={"Accept": MANIFEST},
