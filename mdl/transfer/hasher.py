@@ -151,7 +151,7 @@ class Hasher:
     @contextlib.contextmanager
     def following(
         self,
-        lock: contextlib.AbstractContextManager[object],
+        lock: threading.Condition,
         contiguous: Callable[[], int],
         *,
         name: str,

@@ -70,6 +70,7 @@ class Record:
         ] = {}  # terms being written: bytes of each on disk from its start
         self.frontier = 0  # terms before this index are all done
         self.lock = threading.Lock()
+        self.wrote = threading.Condition(self.lock)  # the sha256's frontier may have moved on
         self._sinks: list[Sink] = []  # streams that wrote chunks of unfinished terms
         self._told: Landing | None = None  # told each term on disk
 
@@ -91,6 +92,7 @@ class Record:
             self.moving.pop(index, None)
             self.kept.pop(index, None)
             self._advance()
+            self.wrote.notify()
             if (told := self._told) is not None:
                 told.landed(*self._span(index))
 
@@ -130,6 +132,8 @@ class Record:
                 self.moving[index] = written
             else:
                 self.moving.pop(index, None)
+            if index == self.frontier:
+                self.wrote.notify()
 
     def left(self, terms: Sequence[int]) -> list[int]:
         """The ``terms`` not done (what a retried stream writes, and counts, again)."""
@@ -259,13 +263,13 @@ class Partial:
     # ----------------------------------------------------------------------------------------------
 
     def write(self, offset: int, parts: Sequence[bytes | memoryview]) -> None:
-        """``parts`` at ``offset``: handed to the hasher while in memory, counted."""
+        """``parts`` at ``offset``: hashed from memory when at the sha256's frontier, counted."""
         total = sum(len(p) for p in parts)
         done = os.pwritev(self.fd, parts, offset)
         if done != total:  # a regular file writes all of it or fails; a short write is a full disk
             raise OSError(errno.ENOSPC, "short write")
         at = offset
-        # hashed from memory when within the hasher's window, else read back once reached
+        # hashed from memory when at the frontier of the sha256, else read back later
         for part in parts:
             self.hasher.offer(at, part)
             at += len(part)
@@ -349,7 +353,7 @@ class Partial:
         after its last read)."""
         label = self.job.label
         return self.hasher.following(
-            self.record.lock, self.record.contiguous, name=f"xet-hash:{label}", each=self._quiet
+            self.record.wrote, self.record.contiguous, name=f"xet-hash:{label}", each=self._quiet
         )
 
     def _quiet(self) -> None:
