@@ -6,9 +6,8 @@ loopback nginx.
 
 ``mdl get URL --sha256 … -d DEST`` (verified, durable) with the raw reader on (``RAW_LEAST`` as
 shipped) and off (``RAW_LEAST`` past any file), alternating: wall, CPU, peak RSS and the requests
-and connections nginx saw, and the share of the file the hasher read back from disk (issue 90, from
-the log). ``--strace`` adds one run each under ``strace -c -f`` (the system calls per byte);
-``--tree DIR`` (or ``--variant``) runs another checkout's ``mdl`` beside this one.
+and connections nginx saw. ``--strace`` adds one run each under ``strace -c -f`` (the system calls
+per byte); ``--tree DIR`` (or ``--variant``) runs another checkout's ``mdl`` beside this one.
 """
 
 from __future__ import annotations
@@ -76,7 +75,6 @@ def main() -> None:
         mine = [get(mode) for mode in args.modes.split(",")]
         tools = mine + r.variants_of(mine, [*args.tree, *args.variant])
         env = r.clean_env(work)
-        (work / "mdl.log").unlink(missing_ok=True)  # (this run's lines only, read below)
         runs = r.measure(
             tools,
             reps=args.reps,
@@ -87,13 +85,6 @@ def main() -> None:
             counter=r.RequestCounter(work / "access.log"),
         )
         print(r.side_by_side(runs, nbytes=data.size))
-        # issue 90's counter: the share of the file the hasher read back from disk, each run of a
-        # tree that logs it (``hashed N bytes, M of them read back from disk``), in run order
-        log = work / "mdl.log"
-        text = log.read_text("utf-8") if log.exists() else ""
-        told = re.findall(r"hashed (\d+) bytes, (\d+) of them read back", text)
-        if told:
-            print("read back by the hasher:", ", ".join(f"{int(b) / int(h):.1%}" for h, b in told))
         for tool in tools if args.strace else ():
             trace = work / "strace.txt"
             dest = work / "out" / "strace"

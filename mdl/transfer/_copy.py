@@ -18,6 +18,7 @@ import httpx2
 from mdl.transfer._shared import Shared
 from mdl.transfer._state import DownloadState, round_trip_bytes
 from mdl.transfer.body import BodyOverrunError, Span, read_body
+from mdl.transfer.hasher import HASH_BLOCK
 from mdl.transfer.job import Landing, SourceChanged
 from mdl.transfer.replies import size_differs
 from mdl.transfer.scheduling import MiB, Piece
@@ -132,6 +133,9 @@ class BodyCopy:
             piece.done += counted
             state.fetched += counted
             complete = piece.complete
+            # a block for the hasher, not every chunk
+            if complete or (piece.done % HASH_BLOCK) < counted:
+                state.lock.notify_all()
             return counted, complete, state.record.due(self.shared.config.checkpoint_interval)
 
     def _tell(self, hear: Landing, *, done: bool) -> None:

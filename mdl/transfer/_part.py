@@ -243,15 +243,7 @@ class PartFetch:
         if state.size is None:  # unknown size: the stream ended, its length is the size
             state.pieces[0].end = state.pieces[0].done
             os.ftruncate(fd, state.pieces[0].done)
-        hasher = state.hasher
-        hasher.catch_up(state.contiguous())
-        # what the streams did not hand over in memory (a bench holds it: issue 90)
-        log.info(
-            "%s: hashed %d bytes, %d of them read back from disk",
-            self.job.label,
-            hasher.position,
-            hasher.read_back,
-        )
+        state.hasher.catch_up(state.contiguous())
         size = os.fstat(fd).st_size
         if (bad := state.hasher.mismatch(self.job, size)) is not None:
             raise bad
@@ -493,9 +485,9 @@ class Restarts:
         def put(index: int, data: bytes) -> None:
             start, end = swarm.spans[index]  # (a part the swarm hands no stream, checked whole)
             os.pwrite(state.fd, data, start)
-            state.hasher.offer(start, data)  # (before it is claimed: a take-back drops it)
             with state.lock:
                 pieces[start].done = end - start
+                state.lock.notify_all()  # the hashing thread: the prefix may have grown
             shared.progress.advance(state.job.label, end - start)
             if (hear := state.beside.landing) is not None:
                 hear.landed(start, end)

@@ -106,7 +106,7 @@ class DownloadState:
         every state function that unclaims bytes calls it, under the lock. The hasher starts over
         if it read past ``start``; which of the bytes claimed were the file's, no flushed layout
         tells any more."""
-        self.hasher.unclaim(start, end)
+        self.hasher.unclaim(start)
         self.record.flushed = None
         if end > start and (hear := self.beside.landing) is not None:
             hear.taken_back(start, end)
