@@ -38,6 +38,7 @@ from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import job_root
+from mdl.wait import Wait
 
 if TYPE_CHECKING:
     from mdl.download._owned import Target
@@ -142,7 +143,7 @@ def _swarmed(
         job,
         holder=session.owned.fills.holder,
         token=token,
-        cancel=session.cancel,
+        wait=Wait(cancel=session.cancel),
         # (an object of another size is not the file: junk there ends no swarm)
         there=lambda: _version(writer, place.uri, size=sources.remote.size),
         term=session.owned.fills.term,
