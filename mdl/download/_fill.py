@@ -468,7 +468,7 @@ def _waited(
             place.uri,
             place.lease,
             size=sources.remote.size or 0,
-            cancel=session.cancel,
+            wait=Wait(cancel=session.cancel),
             term=session.owned.fills.term,
             over=over,
             step=streamer.step if streamer is not None else lambda token: 0,
