@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Wait:
-    """Till ``deadline`` (by ``clock``; ``math.inf``: till cancelled), or till ``cancel`` is set."""
+    """Till ``deadline`` (by ``clock``; ``math.inf``: till cancelled), or till ``cancel`` is set;
+    ``seconds``: how long it was given (said when it ran out)."""
 
     deadline: float = math.inf
     cancel: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.monotonic
+    seconds: float = math.inf
 
     @classmethod
     def within(
@@ -28,7 +30,7 @@ class Wait:
         clock: Callable[[], float] = time.monotonic,
     ) -> Wait:
         """A wait of ``seconds`` from now."""
-        return cls(clock() + seconds, cancel or threading.Event(), clock)
+        return cls(clock() + seconds, cancel or threading.Event(), clock, seconds)
 
     def left(self) -> float:
         """Seconds till the deadline (0 once past)."""
@@ -41,7 +43,7 @@ class Wait:
 
     def child(self, seconds: float) -> Wait:
         """A wait of ``seconds`` at most inside this one (its deadline, if sooner; its cancel)."""
-        return Wait(min(self.deadline, self.clock() + seconds), self.cancel, self.clock)
+        return Wait(min(self.deadline, self.clock() + seconds), self.cancel, self.clock, seconds)
 
     def pause(
         self, seconds: float, on: threading.Event | threading.Condition | None = None
