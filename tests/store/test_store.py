@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from clocks import FakeClock
 from filelock import FileLock
 from runfixtures import HANG
 
@@ -315,16 +315,25 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "held"
         waited: list[bool] = []
-        started = time.monotonic()
+        clock = FakeClock()  # 0.05 s a look at it: the timeout is never waited out
+
+        def ticking() -> float:
+            clock.now += 0.05
+            return clock.now
+
+        started = clock.now
         with (
             pytest.raises(LockTimeoutError) as info,
             store.acquire_file_lock(
-                "m", "a.bin", Wait.within(0.3), on_wait=lambda holder: waited.append(True)
+                "m",
+                "a.bin",
+                Wait.within(0.3, clock=ticking),
+                on_wait=lambda holder: waited.append(True),
             ),
         ):
             pytest.fail("the lock must not be obtained")
-        # it waited its timeout (a slow machine only adds to it)
-        assert time.monotonic() - started >= 0.25
+        # it waited its timeout, by its clock
+        assert clock.now - started >= 0.3 and "(waited 0.3s)" in info.value.message
         assert waited == [True]
         assert info.value.exit_code == ExitCode.LOCAL == 7
         assert "m/a.bin" in info.value.message
