@@ -49,8 +49,10 @@ class Wait:
         self, seconds: float, on: threading.Event | threading.Condition | None = None
     ) -> bool:
         """Wait ``seconds`` at most, never past the deadline, on ``on`` (an event, or a condition
-        whose lock the caller holds: told early) or else on the cancel; whether the wait may go
-        on (False: cancelled or out of time)."""
-        if not self.over:
-            (on or self.cancel).wait(min(seconds, self.left()))
-        return not self.over
+        whose lock the caller holds: told early) or else on the cancel; False at once, without
+        waiting, when the wait is over (cancelled or out of time): the caller looks again at
+        what it waits for after a pause, and gives up when one is refused."""
+        if self.over:
+            return False
+        (on or self.cancel).wait(min(seconds, self.left()))
+        return True

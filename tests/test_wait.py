@@ -49,8 +49,8 @@ def test_a_pause_hears_the_cancel_at_once() -> None:
     cancel = threading.Event()
     wait = Wait(cancel=cancel)
     threading.Thread(target=cancel.set).start()
-    assert wait.pause(3600.0) is False
-    assert wait.pause(3600.0) is False
+    wait.pause(10 * HANG)  # (set before it, or while it waits)
+    assert wait.over and wait.pause(10 * HANG) is False
 
 
 def test_a_pause_on_a_condition_ends_when_it_is_told() -> None:

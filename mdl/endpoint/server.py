@@ -209,10 +209,9 @@ class Connections:
                 if silent is not None:
                     self._drop(silent)
                     _close(silent)
-                elif wait.over:
+                # (a request read meanwhile makes room unannounced: looked at again soon)
+                elif not wait.pause(0.05, self._room):
                     return False
-                else:  # (a request read meanwhile makes room unannounced: looked at again soon)
-                    wait.pause(0.05, self._room)
             self._unsigned[sock] = time.monotonic() + REQUEST_DEADLINE
             self._reading.add(sock)
             return True

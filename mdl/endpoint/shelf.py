@@ -235,9 +235,8 @@ class Shelf:
                     if self._on_wait is not None:
                         self._on_wait(found.model, found.path)
                     told = True
-            if wait.over:
+            if not wait.pause(look.left()):
                 raise NotServed(503, "ServiceUnavailable", self._not_yet(found))
-            look.pause(look.left())
 
     def _not_yet(self, obj: ShelfObject) -> str:
         """Why a wait for ``obj``'s bytes ended without them."""

@@ -242,9 +242,8 @@ def _take(root: Path, where: Path, poll: Wait, *, own: bool) -> _Held | None:
         if held is not None:
             return held
         os.close(dir_fd)
-        if poll.over:
+        if not poll.pause(_RETRY):
             return None
-        poll.pause(_RETRY)
 
 
 def _refused(root: Path, where: Path, exc: OSError) -> MdlError:
