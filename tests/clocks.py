@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType, ModuleType
 from typing import Any
@@ -46,7 +47,8 @@ class VirtualWaits:
 
     def wrap(self, wait_for: Callable[..., Any]) -> Callable[..., Any]:
         def waiting(*args: Any, began: float | None = None, **kwargs: Any) -> Any:
-            return wait_for(*args, clock=self.clock, poll=self.poll, **kwargs)
+            wait = replace(kwargs.pop("wait"), clock=self.clock)
+            return wait_for(*args, wait=wait, poll=self.poll, **kwargs)
 
         return waiting
 

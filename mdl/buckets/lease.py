@@ -39,6 +39,7 @@ from mdl.buckets import names
 from mdl.buckets.protocol import Listed, Seen, Writer
 from mdl.errors import InterruptedByUserError, MdlError, NetworkError, OutsideJSONError
 from mdl.outsidejson import read_json
+from mdl.wait import Wait
 
 log = logging.getLogger("mdl.lease")
 
@@ -60,9 +61,9 @@ def numbered(writer: Writer, prefix: str) -> dict[int, Listed] | None:
     skipped and costs only its listing.
     None: more than ``LISTED_LIMIT`` names, or a listing longer than ``LISTING_TIME``: unknown."""
     found: dict[int, Listed] = {}
-    deadline = time.monotonic() + LISTING_TIME
+    listing = Wait.within(LISTING_TIME)
     for count, item in enumerate(writer.listing(prefix, most=LISTED_LIMIT + 1)):
-        if count >= LISTED_LIMIT or time.monotonic() > deadline:
+        if count >= LISTED_LIMIT or listing.over:
             return None
         said = None if "/" in item.uri[len(prefix) :] else names.Part.parse(item.uri)
         if said is not None:
@@ -387,11 +388,10 @@ def wait_for(
     lease: names.Generation,
     *,
     size: int,
-    cancel: threading.Event,
+    wait: Wait,
     term: float = TERM,
     over: str | None = None,
     poll: Callable[[int], float] = default_poll,
-    clock: Callable[[], float] = time.monotonic,
     step: Callable[[str | None], int] = lambda token: 0,
     trusted: bool = False,
     rate: Callable[[], float | None] = lambda: None,
@@ -407,22 +407,22 @@ def wait_for(
     (``trusted``: each part's ranges checked against hashes that chain to the pin) more is
     progress, and looked again at once; without one, a part is no progress (anyone who read the
     lease can write one). ``rate``: this machine's measured rate from the origin (None: not
-    measured yet); ``began``: when this file's waits began (by ``clock``), now unless told.
+    measured yet); ``began``: when this file's waits began (by the wait's clock), now unless told.
     ``stale`` (told each live generation seen): the waiter's own judgement that it was not renewed
     (its version unchanged for a term by the waiter's clock, whatever the store's clock says):
     "free", then taken over as ``take``'s ``dead`` judges. A look that fails is waited on as a
-    live lease. ``cancel``: the run's (heard at once)."""
-    started = moved = clock()
+    live lease. ``wait``: the run's cancel (heard at once) and this machine's clock."""
+    started = moved = wait.clock()
     started = started if began is None else began
     attempt, holder, had, token, number = 0, "", 0, None, 0  # holder: the last said ("": none)
     while True:
-        if cancel.is_set():
+        if wait.cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
         try:
             if (got := step(token)) > had:  # parts arrive: read on at once, within the bound
                 # verified: the holder is alive, and the wait goes on; else no progress
-                had, attempt, moved = got, 0, clock() if trusted else moved
-                now = clock()
+                had, attempt, moved = got, 0, wait.clock() if trusted else moved
+                now = wait.clock()
                 if not _past(_bound(size, term, trusted, rate()), now - started, now - moved):
                     continue
             if _there(writer, object_uri, over):
@@ -438,11 +438,11 @@ def wait_for(
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them
             return "streamed"
-        number, now = found.number, clock()
+        number, now = found.number, wait.clock()
         if gave_up := _past(_bound(size, term, trusted, rate()), now - started, now - moved):
             return gave_up
         token, holder, attempt = _heard(object_uri, found, token, holder, attempt)
-        cancel.wait(poll(attempt))
+        wait.pause(poll(attempt))
         attempt += 1
 
 

@@ -39,6 +39,7 @@ from mdl.store.records import FileRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
 from mdl.transfer.job import RetryLog, TransferJob, TransferResult
 from mdl.units import human_size
+from mdl.wait import Wait
 
 if TYPE_CHECKING:
     from mdl.transfer.engine import Paused
@@ -182,7 +183,7 @@ class Heads:
         session, remote, placement = self.session, plan.remote, plan.placement
         try:
             held = placement.store.acquire_file_lock(
-                remote.model, remote.path, timeout=0, cancel=session.cancel,
+                remote.model, remote.path, Wait.within(0, session.cancel),
                 shared_lock=placement.lock,
             )  # fmt: skip
         except MdlError:  # another run fetches it: its own fetch, as before
@@ -420,13 +421,11 @@ def file_lock(
         log.info("%s: another mdl run is fetching it; waiting for its lock%s", label, by)
         session.progress.waiting(label, f"another mdl run is fetching it{by}")
 
-    timeout, cancel = session.settings.lock_timeout, session.cancel
     return store.acquire_file_lock(
         remote.model,
         remote.path,
-        timeout=timeout,
+        Wait.within(session.settings.lock_timeout, session.cancel),
         on_wait=on_wait,
-        cancel=cancel,
         shared_lock=shared_lock,
     )
 

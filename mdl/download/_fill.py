@@ -38,6 +38,7 @@ from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import job_root
+from mdl.wait import Wait
 
 if TYPE_CHECKING:
     from mdl.download._owned import Target
@@ -142,7 +143,7 @@ def _swarmed(
         job,
         holder=session.owned.fills.holder,
         token=token,
-        cancel=session.cancel,
+        wait=Wait(cancel=session.cancel),
         # (an object of another size is not the file: junk there ends no swarm)
         there=lambda: _version(writer, place.uri, size=sources.remote.size),
         term=session.owned.fills.term,
@@ -467,7 +468,7 @@ def _waited(
             place.uri,
             place.lease,
             size=sources.remote.size or 0,
-            cancel=session.cancel,
+            wait=Wait(cancel=session.cancel),
             term=session.owned.fills.term,
             over=over,
             step=streamer.step if streamer is not None else lambda token: 0,

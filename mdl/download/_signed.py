@@ -30,6 +30,7 @@ from mdl.store.records import ExpectedFile, SignatureRecord
 from mdl.store.verify import read_signature
 from mdl.transfer.job import RetryLog
 from mdl.transfer.resume import discard_partial
+from mdl.wait import Wait
 
 if TYPE_CHECKING:
     from mdl.transfer.ranges import Digests
@@ -217,9 +218,8 @@ def _fetch_signature(
     held = store.acquire_file_lock(
         sig.model,
         sig.path,
-        timeout=session.settings.lock_timeout,
+        Wait.within(session.settings.lock_timeout, session.cancel),
         on_wait=on_wait,
-        cancel=session.cancel,
     )
     try:
         fetch_from_sources(session, job, sig)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -39,6 +38,7 @@ from mdl.download._claims import Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.download._swarmparts import LEFT, PartStates
 from mdl.errors import MdlError
+from mdl.wait import Wait
 
 if TYPE_CHECKING:
     from mdl.buckets.protocol import Writer
@@ -71,16 +71,14 @@ class Swarm:
         *,
         holder: str,
         token: str,
-        cancel: threading.Event,
+        wait: Wait,
         there: Callable[[], str | None],
         term: float = TERM,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.parts, self.trust, self.job = parts, trust, job
-        self.holder, self.token, self.term, self.cancel = holder, token, term, cancel
+        self.holder, self.token, self.term, self.wait = holder, token, term, wait
         # the object at the final name (``there``: the version of one of the file's size)
         self.final = Final(there, job.label)
-        self.clock = clock  # this machine's own (a claim's age, a part's time here)
         self.spans: Sequence[tuple[int, int]] = [parts.span(n) for n in range(1, parts.count + 1)]
         # told of each part read from the others before it is written (the publisher: sent not)
         self.heard: Callable[[int], None] = lambda index: None
@@ -88,7 +86,7 @@ class Swarm:
         self._lock = threading.Condition()
         # every part's state and the counts (under ``_lock``); a held claim's handle: its lease
         self.state: PartStates[tuple[Lease, Renewing]] = PartStates([e - s for s, e in self.spans])
-        self.claims = Claims(term, clock)  # what this machine saw of the others' claims
+        self.claims = Claims(term, wait.clock)  # what this machine saw of the others' claims
         self._polling = False
         self._looked = threading.Event()  # the first look of a fetch is done
         self._quiet = 0  # looks in a row that found nothing
@@ -107,10 +105,10 @@ class Swarm:
         try:
             return self._next(have, put, stopped)
         except SwarmEnded:  # the parts in flight here land first (a term at most): none of
-            deadline = time.monotonic() + self.term  # them is fetched twice here
+            drain = Wait.within(self.term, self.wait.cancel)  # them is fetched twice here
             with self._lock:
-                while self.state.held and not stopped() and time.monotonic() < deadline:
-                    self._lock.wait(POLL_MOST)
+                while self.state.held and not stopped() and drain.pause(POLL_MOST, self._lock):
+                    pass
             raise
 
     def _next(
@@ -149,7 +147,7 @@ class Swarm:
             renewing = Renewing(lease).__enter__()
             self.claims.forget(index)
             with self._lock:  # (a part fetched again here: its earlier claim let go)
-                before = self.state.claimed(index, (lease, renewing), self.clock())
+                before = self.state.claimed(index, (lease, renewing), self.wait.clock())
             if before is not None:
                 _release(*before)
             return True
@@ -205,7 +203,7 @@ class Swarm:
     def sent(self, index: int) -> None:
         """Part ``index`` is published, or could not be (``Publisher``): its claim released."""
         with self._lock:
-            held = self.state.sent(index, self.clock())
+            held = self.state.sent(index, self.wait.clock())
             self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
         if held is not None:
             _release(*held)
@@ -231,7 +229,7 @@ class Swarm:
                     said = f"swarm: {state.fetched} parts here, {read} from others ({held} held)"
             if not changed:
                 self.waiting(said)
-                self.cancel.wait(min(POLL_FIRST * 2**quiet, POLL_MOST))
+                self.wait.pause(min(POLL_FIRST * 2**quiet, POLL_MOST))
         finally:
             with self._lock:
                 self._polling = False

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from mdl.endpoint.shelf import Early, NotServed, Shelf, ShelfObject
+from mdl.wait import Wait
 
 MAX_KEYS = 1000  # the most one listing page holds, as S3's
 # ASCII digits (``\d`` would read other scripts' digits too); a number past 19 digits is past
@@ -180,7 +181,7 @@ def answer(
     if bucket != endpoint.bucket:
         return s3_error(404, "NoSuchBucket", "The specified bucket does not exist", resource)
     try:
-        shelf.settle(deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+        shelf.settle(Wait.within(endpoint.wait, cancel))
         return _read(operation, endpoint, shelf, key=key, params=params, headers=headers,
                      cancel=cancel)  # fmt: skip
     except NotServed as exc:
@@ -428,13 +429,13 @@ def _object(
     of them (the verified file, or the range asked, released early)."""
     part = _part_number(params, headers)
     overrides = _overrides(params)
-    deadline = time.monotonic() + endpoint.wait
-    obj = shelf.described(key, etag=method == "GET", deadline=deadline, cancel=cancel)
+    wait = Wait.within(endpoint.wait, cancel)
+    obj = shelf.described(key, etag=method == "GET", wait=wait)
     reply = _answer_for(obj, part, headers, overrides, method)
     if method == "HEAD" or reply.status not in (200, 206):
         return reply
     span = (reply.offset, reply.offset + reply.count) if reply.status == 206 else None
-    sent = shelf.read(obj, span, deadline=deadline, cancel=cancel)
+    sent = shelf.read(obj, span, wait)
     if isinstance(sent, Early):
         reply.early = sent
     else:
@@ -616,7 +617,7 @@ def _attributes(
             "InvalidArgument",
             "x-amz-object-attributes must list some of " + ", ".join(ATTRIBUTES),
         )
-    obj = shelf.described(key, etag=False, deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+    obj = shelf.described(key, etag=False, wait=Wait.within(endpoint.wait, cancel))
     fields = []
     if "ETag" in wanted:
         fields.append(f"<ETag>{escape(obj.etag.strip(chr(34)))}</ETag>")

@@ -29,6 +29,7 @@ from mdl.endpoint import auth, s3api
 from mdl.endpoint.shelf import Early, Shelf
 from mdl.errors import UsageError
 from mdl.redact import safe_text
+from mdl.wait import Wait
 
 log = logging.getLogger("mdl.serve")
 
@@ -199,7 +200,7 @@ class Connections:
         request on its way, it waits for one to end (REQUEST_DEADLINE at most; the next
         connections wait in the backlog meanwhile, as a server at its limit does). False: no
         room came, or the endpoint stops."""
-        until = time.monotonic() + REQUEST_DEADLINE
+        wait = Wait.within(REQUEST_DEADLINE, self._cancel)
         with self._room:
             while len(self._unsigned) >= MOST_UNSIGNED:
                 silent = next(
@@ -208,10 +209,9 @@ class Connections:
                 if silent is not None:
                     self._drop(silent)
                     _close(silent)
-                elif self._cancel.is_set() or time.monotonic() > until:
+                # (a request read meanwhile makes room unannounced: looked at again soon)
+                elif not wait.pause(0.05, self._room):
                     return False
-                else:  # (a request read meanwhile makes room unannounced: looked at again soon)
-                    self._room.wait(0.05)
             self._unsigned[sock] = time.monotonic() + REQUEST_DEADLINE
             self._reading.add(sock)
             return True

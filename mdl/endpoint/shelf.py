@@ -26,6 +26,7 @@ from mdl.store.confined import open_file, read_bytes, write_atomic
 from mdl.store.inventory import INSTALLED, LocalFile, model_status
 from mdl.store.layout import Layout
 from mdl.transfer import ranges
+from mdl.wait import Wait
 
 log = logging.getLogger("mdl.serve")
 # seconds between two looks at a file a loader waits on (a record write is the news)
@@ -85,10 +86,8 @@ def _windows(
     part_paths: Sequence[Path],
     start: int,
     end: int,
-    cancel: threading.Event,
-    deadline: float,
-    *,
-    until: float = 0.0,
+    wait: Wait,
+    verified: Wait,
 ) -> Generator[memoryview, None, None]:
     """Bytes ``[start, end)`` of the file a fetch of this pull checks range by range (its
     ``.part`` one of ``part_paths``), as its check gives them (``RangeCheck.windows``); nothing
@@ -98,7 +97,7 @@ def _windows(
     if check is None:
         return
     try:
-        yield from check.windows(start, end, cancel, deadline, verified_by=until)
+        yield from check.windows(start, end, wait, verified)
     finally:
         check.unshare()
 
@@ -138,15 +137,13 @@ class Shelf:
         self.pulling = threading.Event()  # a pull of this run may still bring files
         self._releases = releases  # the range checks of this run's pull (None: no pull)
 
-    def settle(self, *, deadline: float, cancel: threading.Event) -> None:
-        """Wait (until ``deadline``, monotonic) while this run's pull does not know the models'
-        files yet: a listing before then would miss them, a key would be unknown. NotServed when
-        it never does in time."""
+    def settle(self, wait: Wait) -> None:
+        """Wait (while ``wait`` lasts) while this run's pull does not know the models' files
+        yet: a listing before then would miss them, a key would be unknown. NotServed when it
+        never does in time."""
         while self._planned is not None and not self._planned.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0 or cancel.is_set():
+            if not wait.pause(LOOK_EVERY, self._planned):
                 raise NotServed(503, "ServiceUnavailable", "the models' files are not known yet")
-            self._planned.wait(min(LOOK_EVERY, left))
 
     @property
     def models(self) -> list[str]:
@@ -186,34 +183,25 @@ class Shelf:
         with self._lock:
             self._failed[f"{model}/{path}"] = why
 
-    def described(
-        self, key: str, *, etag: bool, deadline: float, cancel: threading.Event
-    ) -> ShelfObject:
+    def described(self, key: str, *, etag: bool, wait: Wait) -> ShelfObject:
         """The object once what an answer says of it holds till its bytes leave: its size known
         and, with ``etag``, its ETag and date the ones it keeps (its sha256 known); before that,
         waiting for its bytes to verify, as ``read`` does."""
-        for found in self._awaited(key, deadline=deadline, cancel=cancel):
+        for found in self._awaited(key, wait):
             if found.verified or (
                 found.size is not None and (found.sha256 is not None or not etag)
             ):
                 return found
         raise AssertionError("unreachable: the looks end in NotServed")
 
-    def read(
-        self,
-        obj: ShelfObject,
-        span: tuple[int, int] | None,
-        *,
-        deadline: float,
-        cancel: threading.Event,
-    ) -> int | Early:
-        """What an answer about ``obj`` sends, waiting (looking every LOOK_EVERY s) until
-        ``deadline`` (monotonic): a read-only descriptor of its verified file (looked at again
+    def read(self, obj: ShelfObject, span: tuple[int, int] | None, wait: Wait) -> int | Early:
+        """What an answer about ``obj`` sends, waiting (looking every LOOK_EVERY s) while
+        ``wait`` lasts: a read-only descriptor of its verified file (looked at again
         when it changed since); or, for bytes ``span`` (``[start, end)``) of a file whose sha256
         is known and that a fetch of this process checks range by range, those bytes as soon as
         every range they touch verified (``Early``). NotServed (503) when neither comes in time,
         or the file became another one than ``obj`` (the answer would not be its)."""
-        for found in self._awaited(obj.key, deadline=deadline, cancel=cancel, first=obj):
+        for found in self._awaited(obj.key, wait, first=obj):
             same = (found.etag, found.size) == (obj.etag, obj.size)
             if found.verified:
                 if not same:  # another version verified: this answer is not its
@@ -222,26 +210,21 @@ class Shelf:
                 if fd is not None:
                     return fd
             elif same and span is not None and found.sha256 is not None:
-                early = self._early(found, span, deadline=deadline, cancel=cancel)
+                early = self._early(found, span, wait)
                 if early is not None:
                     return early
         raise AssertionError("unreachable: the looks end in NotServed")
 
     def _awaited(
-        self,
-        key: str,
-        *,
-        deadline: float,
-        cancel: threading.Event,
-        first: ShelfObject | None = None,
+        self, key: str, wait: Wait, first: ShelfObject | None = None
     ) -> Iterator[ShelfObject]:
         """The object at ``key`` (``first``, then) as looked at every LOOK_EVERY s, till the
         caller has what it waits for; the first look it does not end tells ``on_wait``.
-        NotServed once ``deadline`` (monotonic) passes (503, saying why), when there is no such
+        NotServed once ``wait`` is over (503, saying why), when there is no such
         object (404), or when its bytes will never verify (403)."""
         told = False
         while True:
-            looked = time.monotonic()
+            look = wait.child(LOOK_EVERY)
             found = first or self._found(key)
             first = None
             yield found
@@ -252,10 +235,8 @@ class Shelf:
                     if self._on_wait is not None:
                         self._on_wait(found.model, found.path)
                     told = True
-            left = deadline - time.monotonic()
-            if left <= 0 or cancel.is_set():
+            if not wait.pause(look.left()):
                 raise NotServed(503, "ServiceUnavailable", self._not_yet(found))
-            cancel.wait(max(0.0, min(LOOK_EVERY - (time.monotonic() - looked), left)))
 
     def _not_yet(self, obj: ShelfObject) -> str:
         """Why a wait for ``obj``'s bytes ended without them."""
@@ -284,15 +265,13 @@ class Shelf:
                 f"{obj.key} has no known hash to verify it against: mdl serves verified bytes",
             )
 
-    def _early(
-        self, obj: ShelfObject, span: tuple[int, int], *, deadline: float, cancel: threading.Event
-    ) -> Early | None:
+    def _early(self, obj: ShelfObject, span: tuple[int, int], wait: Wait) -> Early | None:
         """``span`` of ``obj`` once every range it touches verified, waiting on the check of its
         fetch for LOOK_EVERY s at most; None: not by then (or no fetch of this process checks it
-        by range). Each range then waits for room to be read till ``deadline``, the request's."""
-        until = min(deadline, time.monotonic() + LOOK_EVERY)
+        by range). Each range then waits for room to be read till the request's ``wait`` ends."""
         paths = self._part_paths(obj.model, obj.path)
-        windows = partial(_windows, self._releases, paths, *span, cancel, deadline, until=until)
+        verified = wait.child(LOOK_EVERY)
+        windows = partial(_windows, self._releases, paths, *span, wait, verified)
         early = Early(obj, windows)
         if early.ready:
             log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)
@@ -391,8 +370,13 @@ class _Looks:
     another look runs, it waits for it: NotServed (503) once ``stop`` is set or LOOK_WAIT has
     passed."""
 
-    def __init__(self, look: Callable[[str], list[ShelfObject]], stop: threading.Event) -> None:
-        self._look, self._stop = look, stop
+    def __init__(
+        self,
+        look: Callable[[str], list[ShelfObject]],
+        stop: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._look, self._stop, self._clock = look, stop, clock
         self._changed = threading.Condition()  # told when a look ends
         self._tickets = itertools.count()  # (taken under the condition's lock)
         self._running: set[str] = set()  # the models being looked at
@@ -400,17 +384,15 @@ class _Looks:
 
     def of(self, model: str) -> list[ShelfObject]:
         """The model's objects, as a look that began after this call says."""
-        until = time.monotonic() + LOOK_WAIT
+        wait = Wait.within(LOOK_WAIT, self._stop, self._clock)
         with self._changed:
             asked = next(self._tickets)
             if model in self._running:
                 log.debug("a request waits for the look at %s under way", model)
             while model in self._running:
-                left = until - time.monotonic()
-                if left <= 0 or self._stop.is_set():
+                if not wait.pause(LOOK_EVERY, self._changed):
                     why = f"the files of {model} are slow to look at: try again"
                     raise NotServed(503, "ServiceUnavailable", why)
-                self._changed.wait(min(LOOK_EVERY, left))
                 ticket, found = self._last.get(model, (asked, []))
                 if ticket > asked:
                     return found

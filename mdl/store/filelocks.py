@@ -11,8 +11,6 @@ import fcntl
 import logging
 import os
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from mdl.errors import (
 from mdl.paths import open_dir
 from mdl.redact import printable
 from mdl.store import confined
+from mdl.wait import Wait
 
 log = logging.getLogger("mdl.store")
 
@@ -137,30 +136,28 @@ def acquire_locks(
     paths: Sequence[Path],
     *,
     label: str,
-    timeout: float,
+    wait: Wait,
     on_wait: Callable[[str], None] | None = None,
-    cancel: threading.Event | None = None,
 ) -> HeldLocks:
-    """Take locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if
-    another run holds any.
+    """Take locks at ``paths`` in order within one ``wait`` (its cancel heard between two
+    polls); ``on_wait(holder)`` once if another run holds any.
     """
     held = HeldLocks([])
-    deadline = time.monotonic() + timeout
     try:
         for index, where in enumerate(paths):
             waited = False
             # the first is our own per-file lock, the second huggingface_hub's blob lock
             while (
-                taken := _take(root, where, waited=waited, deadline=deadline, own=index == 0)
+                taken := _take(root, where, wait.child(POLL if waited else 0.0), own=index == 0)
             ) is None:
-                if cancel is not None and cancel.is_set():
+                if wait.cancel.is_set():
                     raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock")
-                if waited and time.monotonic() >= deadline:
+                if waited and wait.over:
                     holder = holder_of(root, where)
                     held_by = f"{holder}; " if holder else ""
                     raise LockTimeoutError(
                         f"{label}: another mdl run holds the lock {where} ({held_by}waited"
-                        f" {timeout:g}s)",
+                        f" {wait.seconds:g}s)",
                         hint="raise --lock-timeout, or check that process",
                     )
                 if on_wait is not None:  # once, however many of the locks we wait for
@@ -178,7 +175,7 @@ def try_lock(root: Path, where: Path) -> HeldLocks | None:
     """The lock at ``where`` if no run holds it now, else None (clean-up never waits, nor takes a
     lock file that is a link or no file: it leaves what that lock guards alone)."""
     try:
-        taken = _take(root, where, waited=False, deadline=0.0, own=True)
+        taken = _take(root, where, Wait(0.0), own=True)
     except (OSError, MdlError):
         return None
     return HeldLocks([taken]) if taken is not None else None
@@ -218,11 +215,10 @@ def _open_lock(dir_fd: int, where: Path, *, own: bool) -> tuple[int, bool]:
         ).refusal() from None
 
 
-def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) -> _Held | None:
-    """The lock at ``where`` (at once, or within a poll once ``waited``), None while another run
+def _take(root: Path, where: Path, poll: Wait, *, own: bool) -> _Held | None:
+    """The lock at ``where`` (tried till ``poll`` is over, once at least), None while another run
     holds it. A lock file of mdl's own that mdl did not make is set aside once held (unlinked, as a
     release does: a waiting run opens anew) and made fresh; its other name keeps its bytes."""
-    until = time.monotonic() + (_poll_for(deadline) if waited else 0.0)
     vanished = 0
     while True:
         try:
@@ -246,14 +242,8 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
         if held is not None:
             return held
         os.close(dir_fd)
-        if time.monotonic() >= until:
+        if not poll.pause(_RETRY):
             return None
-        time.sleep(_RETRY)
-
-
-def _poll_for(deadline: float) -> float:
-    """Seconds a waiting run polls a lock: one poll, never past its deadline."""
-    return min(POLL, max(0.0, deadline - time.monotonic()))
 
 
 def _refused(root: Path, where: Path, exc: OSError) -> MdlError:

@@ -30,6 +30,7 @@ from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, CleanedFile, judge, m
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
 from mdl.store.store import Store, key_pattern
+from mdl.wait import Wait
 
 log = logging.getLogger("mdl.store")
 
@@ -416,7 +417,9 @@ def _lock_files(
     for (_, path), placement in placements.items():
         store = placement.store if placement is not None else layout.plain
         shared = placement.lock if placement is not None and placement.lock not in taken else None
-        held.locks.extend(store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks)
+        held.locks.extend(
+            store.acquire_file_lock(model, path, Wait.within(0), shared_lock=shared).locks
+        )
         taken |= {store.lock_path(model, path), *((shared,) if shared else ())}
     return taken
 

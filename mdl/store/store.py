@@ -33,6 +33,7 @@ from mdl.store.records import (
     record_of,
     unchanged,
 )
+from mdl.wait import Wait
 
 _T = TypeVar("_T")
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -146,10 +147,9 @@ class Store:
         self,
         model: str,
         path: str,
+        wait: Wait,
         *,
-        timeout: float,
         on_wait: Callable[[str], None] | None = None,
-        cancel: threading.Event | None = None,
         shared_lock: Path | None = None,
     ) -> HeldLocks:
         """Take the per-file lock (not tied to a thread: pull releases it once the record is
@@ -157,9 +157,7 @@ class Store:
         once if another run holds one."""
         paths = (self.lock_path(model, path), *((shared_lock,) if shared_lock else ()))
         label = f"{model}/{path}" if model else path
-        return acquire_locks(
-            self.dest, paths, label=label, timeout=timeout, on_wait=on_wait, cancel=cancel
-        )
+        return acquire_locks(self.dest, paths, label=label, wait=wait, on_wait=on_wait)
 
     def read_record(self, model: str) -> ModelRecord | None:
         """The model's record, or None if absent or unreadable (then files are re-checked, never
@@ -299,7 +297,7 @@ class Store:
         # ".").
         lock = self.state_dir / "locks" / f"{model or '.get'}.record.lock"
         label = f"{model or 'get'}: its record"
-        return acquire_locks(self.dest, [lock], label=label, timeout=RECORD_LOCK_TIMEOUT)
+        return acquire_locks(self.dest, [lock], label=label, wait=Wait.within(RECORD_LOCK_TIMEOUT))
 
     def free_bytes(self) -> int:
         """Free space where the destination is (or would be): the nearest existing parent's

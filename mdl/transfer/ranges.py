@@ -26,7 +26,6 @@ import logging
 import mmap
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Self
 
 from mdl.background import Background
 from mdl.transfer.job import Landing, RangeTrust
+from mdl.wait import Wait
 
 log = logging.getLogger("mdl.transfer")
 
@@ -176,16 +176,14 @@ class _Budget:
         self._free = threading.Condition()
 
     @contextmanager
-    def buffer(
-        self, size: int, cancel: threading.Event, until: float | None = None
-    ) -> Iterator[memoryview | None]:
+    def buffer(self, size: int, wait: Wait) -> Iterator[memoryview | None]:
         """A buffer of ``size`` bytes while the ``with`` lasts (its bytes are another reader's
-        after it); None when ``cancel`` is set or ``until`` (monotonic) passes while it waits for
+        after it); None when ``wait`` is over (cancelled, or out of time) while it waits for
         room. ValueError when ``size`` is over the budget."""
         if not 0 < size <= self._most:
             raise ValueError(f"a buffer of {size} bytes in a budget of {self._most}")
         with self._free:
-            start = self._room(size, cancel, until)
+            start = self._room(size, wait)
             if self._region is None:  # private: a child forked meanwhile never shares it
                 flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
                 self._region = memoryview(mmap.mmap(-1, self._most, flags=flags))
@@ -200,19 +198,17 @@ class _Budget:
                 self._spans = merged([*self._spans, (start, start + size)])
                 self._free.notify_all()
 
-    def _room(self, size: int, cancel: threading.Event, until: float | None) -> int | None:
+    def _room(self, size: int, wait: Wait) -> int | None:
         """(Under the lock) The start of a free piece of ``size`` bytes, taken once there is one
-        (the first that fits); None when ``cancel`` is set or ``until`` passes first."""
+        (the first that fits); None when ``wait`` is over first."""
         while True:
             for index, (start, end) in enumerate(self._spans):
                 if end - start >= size:
                     rest = [(start + size, end)] if end > start + size else []
                     self._spans[index : index + 1] = rest
                     return start
-            left = None if until is None else until - time.monotonic()
-            if cancel.is_set() or (left is not None and left <= 0):
+            if not wait.pause(0.1, self._free):
                 return None
-            self._free.wait(0.1 if left is None else min(0.1, left))
 
 
 class Landings:
@@ -392,7 +388,7 @@ class RangeCheck(Landings):
     # -- the checker (on the ``Landings`` thread) ------------------------------------------------
     def _check(self, index: int, epoch: int, stop: threading.Event) -> bool:
         start, end = self.spans[index]
-        with self._budgets.checks.buffer(end - start, stop) as held:
+        with self._budgets.checks.buffer(end - start, Wait(cancel=stop)) as held:
             if held is None:
                 return False
             try:
@@ -432,35 +428,29 @@ class RangeCheck(Landings):
         with self._lock:
             return merged([self.spans[i] for i in self.verified])
 
-    def windows(
-        self, start: int, end: int, cancel: threading.Event, until: float, *, verified_by: float
-    ) -> Iterator[memoryview]:
+    def windows(self, start: int, end: int, wait: Wait, verified: Wait) -> Iterator[memoryview]:
         """Bytes ``[start, end)`` a range at a time, once every range they touch verified
-        (waited for till ``verified_by``, monotonic: each round of checks is heard), each as
+        (waited for while ``verified`` lasts: each round of checks is heard), each as
         ``reading`` gives it; ends early when one does not leave (taken back, refuted, no room
-        to read it by ``until``)."""
+        to read it while ``wait`` lasts)."""
         indexes = touching(self.spans, start, end)
         with self._lock:
             while not all(i in self.verified for i in indexes):
-                left = verified_by - time.monotonic()
-                if left <= 0 or cancel.is_set():
+                if not verified.pause(verified.left(), self._lock):
                     return
-                self._lock.wait(left)
         for index in indexes:
             first, last = self.spans[index]
-            with self.reading(max(first, start), min(last, end), cancel, until) as view:
+            with self.reading(max(first, start), min(last, end), wait) as view:
                 if view is None:
                     return
                 yield view
 
     @contextmanager
-    def reading(
-        self, start: int, end: int, cancel: threading.Event, until: float | None = None
-    ) -> Iterator[memoryview | None]:
+    def reading(self, start: int, end: int, wait: Wait) -> Iterator[memoryview | None]:
         """Bytes ``[start, end)`` while the ``with`` lasts, if every range they touch verified and
         none of its bytes was taken back from before the read to its end (the take-back epoch
         compared): the bytes the check hashed, read once more, never hashed again; None otherwise
-        (also when the read budget has no room by ``until``, monotonic). The bytes held count
+        (also when the read budget has no room while ``wait`` lasts). The bytes held count
         against the process's read budget till the end."""
         indexes = touching(self.spans, start, end)
         with self._lock:
@@ -469,7 +459,7 @@ class RangeCheck(Landings):
         if not known or not 0 < end - start <= READ_BUDGET or self.refuted:
             yield None
             return
-        with self._budgets.reads.buffer(end - start, cancel, until) as view:
+        with self._budgets.reads.buffer(end - start, wait) as view:
             try:
                 view = None if view is None else _read_into(self.fd, view, start)
             except OSError:

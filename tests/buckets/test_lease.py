@@ -44,6 +44,7 @@ from mdl.buckets.lease import (
 )
 from mdl.buckets.names import Generation, in_namespace, namespace, object_of
 from mdl.errors import InterruptedByUserError, NetworkError
+from mdl.wait import Wait
 
 TEMPLATE = "s3://mirror/models/{model}/{path}"
 ROOT = "s3://mirror/models/.mdl/"
@@ -310,7 +311,7 @@ def test_any_object_at_a_lease_name_is_stepped_over(
     found = look(writer, lease)
     assert found.state != "live"
     hour = threading.Event()
-    state = wait_for(writer, obj, lease, size=10, cancel=hour, poll=lambda n: 3600.0)
+    state = wait_for(writer, obj, lease, size=10, wait=Wait(cancel=hour), poll=lambda n: 3600.0)
     assert state == "free"  # at once: nothing there holds the object
     took = take(writer, lease, holder="me")
     assert took is not None and took.number >= 2
@@ -678,9 +679,8 @@ def waiting(
         OBJECT,
         LEASE,
         size=size,
-        cancel=cancel or threading.Event(),
+        wait=Wait(cancel=cancel or threading.Event(), clock=fake.clock),
         poll=fake.poll(step),
-        clock=fake.clock,
         step=parts,
         trusted=trusted,
         rate=lambda: rate,
@@ -838,10 +838,9 @@ def test_the_wait_for_a_replacement_is_not_ended_by_the_bad_object() -> None:
             OBJECT,
             LEASE,
             size=SIZE,
-            cancel=threading.Event(),
+            wait=Wait(clock=fake.clock),
             over=bad.etag,
             poll=fake.poll(step),
-            clock=fake.clock,
         )
         == "ready"
     )
@@ -859,7 +858,9 @@ def test_cancel_ends_a_wait_at_once() -> None:
 
     def wait() -> None:
         try:
-            wait_for(store, OBJECT, LEASE, size=SIZE, cancel=cancel, poll=lambda n: 3600.0)
+            wait_for(
+                store, OBJECT, LEASE, size=SIZE, wait=Wait(cancel=cancel), poll=lambda n: 3600.0
+            )
         except InterruptedByUserError as exc:
             caught.append(exc)
 

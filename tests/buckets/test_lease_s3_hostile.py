@@ -4,7 +4,6 @@ ends as documented within a bound, and one machine at most holds the lease after
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
@@ -12,6 +11,7 @@ from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from mdl.buckets._s3write import S3Writer
 from mdl.buckets.lease import TERM, GaveUp, lease_body, look, take, wait_for
 from mdl.buckets.names import Generation
+from mdl.wait import Wait
 
 PREFIX = "s3://mirror/.mdl/leases/t/w.bin/"
 OBJECT = "s3://mirror/t/w.bin"
@@ -48,9 +48,8 @@ def test_anything_a_tenant_writes_under_a_lease_ends_within_a_bound(s3: S3, case
         OBJECT,
         LEASE,
         size=100,
-        cancel=threading.Event(),
+        wait=Wait(clock=lambda: float(next(clock))),
         poll=lambda n: 0.0,
-        clock=lambda: float(next(clock)),
     )
     # a live lease claiming no progress is given up on after a few terms; the others are free
     assert isinstance(waited, GaveUp) if state == "live" else waited == "free"

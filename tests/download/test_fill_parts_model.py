@@ -47,6 +47,7 @@ from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.errors import InterruptedByUserError
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import load_state
+from mdl.wait import Wait
 
 TEMPLATE = "s3://mirror/models/{model}/{path}"
 ROOT = "s3://mirror/models/.mdl/"
@@ -289,10 +290,9 @@ class Fleet:
                 OBJECT,
                 LEASE,
                 size=SIZE,
-                cancel=cancel,
+                wait=Wait(cancel=cancel, clock=lambda: 0.0),  # its bounds: the "finish" step's
                 term=TERM,
                 poll=once,
-                clock=lambda: 0.0,  # its own bounds are the "finish" step's
                 step=m.streamer.step,
             )
         except InterruptedByUserError:

@@ -36,6 +36,7 @@ from mdl.transfer import ranges
 from mdl.transfer.http import Credentials
 from mdl.transfer.job import Identity, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
+from mdl.wait import Wait
 
 PART = 1 << 20  # the tests' part size (MiB): 8 parts and 3 bytes
 WEIGHTS = make_data(8 * PART + 3, seed=70)
@@ -261,10 +262,9 @@ def test_a_wait_counts_only_verified_parts(
         object_uri(root),
         lease,
         size=len(WEIGHTS),
-        cancel=threading.Event(),
+        wait=Wait(clock=lambda: float(next(ticks))),
         term=3600,
         poll=lambda attempt: 0,
-        clock=lambda: float(next(ticks)),
         step=lambda token: looked.append(streamer.step(token)) or looked[-1],
     )
     assert isinstance(state, GaveUp) and looked and set(looked) == {0}, (state, looked)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.transfer.ranges import Digests
+from mdl.wait import Wait
 
 PART = 1 << 20
 WEIGHTS = make_data(12 * PART + 5, seed=78)
@@ -108,7 +108,7 @@ class Picks:
             self.job,
             holder="here:1:x",
             token="ab" * 16,
-            cancel=threading.Event(),
+            wait=Wait(),
             there=lambda: None,
             term=3600,
         )

@@ -31,6 +31,7 @@ from mdl.download._claims import Claims
 from mdl.download._parts import PartSet, Publisher
 from mdl.download._swarm import Swarm
 from mdl.download.session import TERM_VARIABLE
+from mdl.wait import Wait
 
 MiB = 1 << 20
 YEAR = 365 * 24 * 3600.0
@@ -167,10 +168,9 @@ def two_machines(parts: Parts, clock: FakeClock) -> tuple[Swarm, Swarm]:
             parts.job,
             holder=holder,
             token=token,
-            cancel=threading.Event(),
+            wait=Wait(clock=clock),
             there=lambda: None,
             term=3600,
-            clock=clock,
         )
 
     return machine("a:1:x", "aa" * 16), machine("b:1:x", "bb" * 16)

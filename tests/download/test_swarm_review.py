@@ -34,6 +34,7 @@ from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
 from mdl.transfer.ranges import Digests
 from mdl.transfer.resume import seed
+from mdl.wait import Wait
 
 MiB = 1 << 20
 
@@ -239,7 +240,7 @@ def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
         job,
         holder="here:1:x",
         token="ab" * 16,
-        cancel=threading.Event(),
+        wait=Wait(),
         there=lambda: None,
         term=3600,
     )

@@ -52,7 +52,7 @@ class _Shelf:
 
     keys: list[str]
 
-    def settle(self, **_: object) -> None:
+    def settle(self, wait: object) -> None:
         """Nothing to wait for: no pull is resolving these."""
 
     def objects(self) -> list[ShelfObject]:

@@ -27,6 +27,7 @@ from typer.testing import Result
 
 from mdl.store.confined import ForeignEntryError, not_own, open_file, read_bytes
 from mdl.store.store import Store
+from mdl.wait import Wait
 
 CONFIG = b'{"model_type": "bert"}\n'
 WEIGHTS = make_data(400_000, seed=37)
@@ -289,7 +290,7 @@ def test_a_lock_set_aside_still_excludes_every_other_taker(tmp_path: Path) -> No
     def taker() -> None:
         try:
             for _ in range(20):
-                with acquire_locks(tmp_path / "dest", [lock], label="x", timeout=30):
+                with acquire_locks(tmp_path / "dest", [lock], label="x", wait=Wait.within(30)):
                     with guard:
                         inside[0] += 1
                         if inside[0] > 1:

@@ -22,6 +22,7 @@ from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import LockTimeoutError
 from mdl.store.store import Store
+from mdl.wait import Wait
 
 WEIGHTS = make_data(300_000, seed=39)
 CONFIG = b'{"hidden_size": 8}'
@@ -199,7 +200,7 @@ def test_a_model_being_pulled_is_skipped_and_its_files_kept(world: dict[str, Pat
     taken, done = threading.Event(), threading.Event()
 
     def puller() -> None:
-        with store.acquire_file_lock("tiny", "model.safetensors", timeout=5):
+        with store.acquire_file_lock("tiny", "model.safetensors", Wait.within(5)):
             taken.set()
             done.wait(HANG)
 
@@ -234,7 +235,7 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
     def set_aside_then_look(path: str, *args: object, **kwargs: object) -> None:
         if not waited and str(path) == "config.json":
             try:
-                store.acquire_file_lock("tiny", "config.json", timeout=0)
+                store.acquire_file_lock("tiny", "config.json", Wait.within(0))
             except LockTimeoutError:
                 waited.append(True)
             else:

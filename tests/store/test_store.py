@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from clocks import FakeClock
 from filelock import FileLock
 from runfixtures import HANG
 
@@ -27,6 +27,7 @@ from mdl.errors import (
 from mdl.store.filesystem import hash_file, stat_file
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
+from mdl.wait import Wait
 
 
 def rec(path: str, n: int = 1) -> FileRecord:
@@ -265,7 +266,7 @@ def test_file_lock_uncontended_does_not_call_on_wait(tmp_path: Path) -> None:
     store.ensure_dirs()
     waited: list[bool] = []
     with store.acquire_file_lock(
-        "m", "a.bin", timeout=1, on_wait=lambda holder: waited.append(True)
+        "m", "a.bin", Wait.within(1), on_wait=lambda holder: waited.append(True)
     ):
         assert store.lock_path("m", "a.bin").exists()
     assert waited == []
@@ -292,7 +293,7 @@ def test_file_lock_waits_for_a_holder_in_another_thread(tmp_path: Path) -> None:
     try:
         assert held.wait(HANG)
         on_wait = lambda holder: (waited.append(True), waiting.set())  # noqa: E731
-        with store.acquire_file_lock("m", "a.bin", timeout=HANG, on_wait=on_wait):
+        with store.acquire_file_lock("m", "a.bin", Wait.within(HANG), on_wait=on_wait):
             assert released.is_set()
     finally:
         thread.join()
@@ -314,16 +315,25 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "held"
         waited: list[bool] = []
-        started = time.monotonic()
+        clock = FakeClock()  # 0.05 s a look at it: the timeout is never waited out
+
+        def ticking() -> float:
+            clock.now += 0.05
+            return clock.now
+
+        started = clock.now
         with (
             pytest.raises(LockTimeoutError) as info,
             store.acquire_file_lock(
-                "m", "a.bin", timeout=0.3, on_wait=lambda holder: waited.append(True)
+                "m",
+                "a.bin",
+                Wait.within(0.3, clock=ticking),
+                on_wait=lambda holder: waited.append(True),
             ),
         ):
             pytest.fail("the lock must not be obtained")
-        # it waited its timeout (a slow machine only adds to it)
-        assert time.monotonic() - started >= 0.25
+        # it waited its timeout, by its clock
+        assert clock.now - started >= 0.3 and "(waited 0.3s)" in info.value.message
         assert waited == [True]
         assert info.value.exit_code == ExitCode.LOCAL == 7
         assert "m/a.bin" in info.value.message
@@ -332,7 +342,7 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         proc.kill()
         proc.wait()
     # Once the holder is gone the lock is free again.
-    with store.acquire_file_lock("m", "a.bin", timeout=1):
+    with store.acquire_file_lock("m", "a.bin", Wait.within(1)):
         pass
 
 
@@ -358,7 +368,7 @@ def test_file_lock_wait_is_cancellable(tmp_path: Path) -> None:
             pytest.raises(
                 InterruptedByUserError, match="interrupted while waiting for a lock"
             ) as info,
-            store.acquire_file_lock("m", "a.bin", timeout=10 * HANG, cancel=cancel),
+            store.acquire_file_lock("m", "a.bin", Wait.within(10 * HANG, cancel)),
         ):
             pytest.fail("the lock must not be obtained")
         assert info.value.exit_code == ExitCode.INTERRUPTED
@@ -379,7 +389,7 @@ def test_a_folder_where_a_lock_file_goes_is_exit_7_naming_it(tmp_path: Path) -> 
     with pytest.raises(
         LocalFSError, match=r"cannot lock .*\.lock: it is a folder, not a file"
     ) as caught:
-        store.acquire_file_lock("m", "a.bin", timeout=1)
+        store.acquire_file_lock("m", "a.bin", Wait.within(1))
     assert caught.value.exit_code == 7
 
 

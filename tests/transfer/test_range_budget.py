@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mdl.transfer import ranges
+from mdl.wait import Wait
 
 MOST = 1 << 16
 
@@ -30,7 +31,7 @@ def test_held_buffers_never_share_a_byte_and_freed_ones_are_reused(
     for tag, (take, size) in enumerate(steps):
         if take:
             stack = ExitStack()
-            view = stack.enter_context(budget.buffer(size, never, until=0.0))
+            view = stack.enter_context(budget.buffer(size, Wait(0.0, never)))
             if view is None:  # no room now, which only a buffer held makes
                 assert held
                 stack.close()
@@ -45,10 +46,10 @@ def test_held_buffers_never_share_a_byte_and_freed_ones_are_reused(
         assert all(bytes(view) == mark for _, view, mark in held), "two buffers share bytes"
     for stack, _, _ in held:
         stack.close()
-    with budget.buffer(MOST, never, until=0.0) as whole:
+    with budget.buffer(MOST, Wait(0.0, never)) as whole:
         assert whole is not None and (region is None or whole.obj is region)
 
 
 def test_a_buffer_over_the_budget_is_refused() -> None:
-    with pytest.raises(ValueError), ranges._Budget(MOST).buffer(MOST + 1, threading.Event()):
+    with pytest.raises(ValueError), ranges._Budget(MOST).buffer(MOST + 1, Wait()):
         pass

@@ -28,6 +28,7 @@ from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
 from mdl.transfer.resume import seed
+from mdl.wait import Wait
 
 PART = 1 << 20
 DATA = make_data(8 * PART + 12_345, seed=71)
@@ -138,9 +139,9 @@ def test_a_range_leaves_only_verified_and_never_once_taken_back(
             shared = releases.share(path)
             assert shared is check
             check.unshare()
-            with check.reading(10, PART + 10, cancel) as got:
+            with check.reading(10, PART + 10, Wait(cancel=cancel)) as got:
                 assert got is not None and bytes(got) == DATA[10 : PART + 10]
-            with check.reading(2 * PART - 1, 2 * PART + 1, cancel) as got:
+            with check.reading(2 * PART - 1, 2 * PART + 1, Wait(cancel=cancel)) as got:
                 assert got is None, "a range that did not land is not read"
             read = ranges._read_into
 
@@ -150,13 +151,13 @@ def test_a_range_leaves_only_verified_and_never_once_taken_back(
 
             with monkeypatch.context() as m:
                 m.setattr(ranges, "_read_into", taken_back_meanwhile)
-                with check.reading(PART, PART + 10, cancel) as got:
+                with check.reading(PART, PART + 10, Wait(cancel=cancel)) as got:
                     assert got is None, "bytes taken back as they were read never leave"
-            with check.reading(PART, PART + 10, cancel) as got:
+            with check.reading(PART, PART + 10, Wait(cancel=cancel)) as got:
                 assert got is None, "a range taken back leaves only once it verified again"
             check.landed(PART, 2 * PART)
             assert check.settle(cancel) == []
-            with check.reading(PART, PART + 10, cancel) as got:
+            with check.reading(PART, PART + 10, Wait(cancel=cancel)) as got:
                 assert got is not None and bytes(got) == DATA[PART : PART + 10]
         assert releases.share(path) is None
     finally:
@@ -290,11 +291,11 @@ def test_a_range_being_read_outlives_the_fetch_s_descriptor(tmp_path: Path) -> N
         assert check.settle(cancel) == []
         assert check.share()  # (an answer's, taken while the fetch runs)
     os.close(fd)
-    with check.reading(PART - 10, PART + 10, cancel) as got:
+    with check.reading(PART - 10, PART + 10, Wait(cancel=cancel)) as got:
         assert got is not None and bytes(got) == DATA[PART - 10 : PART + 10]
     check.unshare()  # the last share: the check's descriptor closes, nothing more is read
     assert not check.share()
-    with check.reading(PART - 10, PART + 10, cancel) as got:
+    with check.reading(PART - 10, PART + 10, Wait(cancel=cancel)) as got:
         assert got is None
 
 
@@ -311,9 +312,9 @@ def test_a_read_with_no_room_by_its_deadline_gets_nothing(tmp_path: Path) -> Non
         with RangeCheck(trust_of(DATA), fd, path, releases) as check:
             check.landed(0, len(DATA))
             assert check.settle(cancel) == []
-            with check.reading(0, 2 * PART, cancel) as held:
+            with check.reading(0, 2 * PART, Wait(cancel=cancel)) as held:
                 assert held is not None  # the whole budget
-                with check.reading(len(DATA) - 5, len(DATA), cancel, until=0.0) as got:
+                with check.reading(len(DATA) - 5, len(DATA), Wait(0.0, cancel)) as got:
                     assert got is None
     finally:
         os.close(fd)
@@ -333,13 +334,13 @@ def test_a_refuted_check_lets_nothing_more_leave_and_tells_the_ranges_that_left(
         with RangeCheck(trust_of(DATA), fd, path, releases, label="m/f") as check:
             check.landed(0, len(DATA))
             assert check.settle(cancel) == []
-            with check.reading(10, 20, cancel) as got:
+            with check.reading(10, 20, Wait(cancel=cancel)) as got:
                 assert got is not None
-            with check.reading(4 * PART, 4 * PART + 1, cancel) as got:
+            with check.reading(4 * PART, 4 * PART + 1, Wait(cancel=cancel)) as got:
                 assert got is not None  # being sent as the file is refused
                 assert releases.wrong(path) == ()
                 releases.refuted(check, "its sha256 refused the file")
-            with check.reading(10, 20, cancel) as got:
+            with check.reading(10, 20, Wait(cancel=cancel)) as got:
                 assert got is None, "nothing leaves once the file is refused"
         assert releases.wrong(path) == ((0, PART), (4 * PART, 5 * PART))
         assert ranges.Releases().wrong(path) == (), "another pull's releases: none of its own"
@@ -392,7 +393,7 @@ def test_a_verified_range_is_hashed_once_however_often_it_is_read(tmp_path: Path
             assert sum(counted.hashed) == len(DATA)
             for start in range(0, len(DATA), 128 << 10):
                 end = min(start + (128 << 10), len(DATA))
-                with check.reading(start, end, cancel) as got:
+                with check.reading(start, end, Wait(cancel=cancel)) as got:
                     assert got is not None and len(got) == end - start
                     assert bytes(got) == DATA[start:end]
             assert sum(counted.hashed) == len(DATA), "no byte hashed twice"

@@ -34,6 +34,7 @@ from mdl.download.demand import Demand
 from mdl.endpoint import serving
 from mdl.lockfile.parts import PartHashes, write_parts
 from mdl.transfer import ranges
+from mdl.wait import Wait
 
 WEIGHTS = "model.safetensors"
 OTHER = "other.safetensors"  # another file of the repo, as big (whose Xet hash a Hub may name)
@@ -240,9 +241,9 @@ def test_windows_verify_and_read_back_before_the_file_is_whole(
     assert all(end <= held for _, end in spans)  # nothing of the held term
     start, end = spans[0][0] + 1000, spans[0][1] - 1000
     cancel = threading.Event()
-    with check.reading(start, end, cancel) as view:
+    with check.reading(start, end, Wait(cancel=cancel)) as view:
         assert view is not None and bytes(view) == pull.data[start:end]
-    with check.reading(held - 10, held + 10, cancel) as view:
+    with check.reading(held - 10, held + 10, Wait(cancel=cancel)) as view:
         assert view is None  # touches bytes not verified
     # the same through the endpoint: a loader's ranged GET of verified windows is answered now,
     # the object's ETag and no whole-object checksum; a whole GET still waits for the file
@@ -319,7 +320,7 @@ def test_a_lying_answer_releases_nothing_before_the_file_verified(
     pull.landed_but_last()
     wait_for(lambda: len(check.bad) >= 2, what="the landed windows checked")
     assert check.verified_spans() == []
-    with check.reading(0, 100, threading.Event()) as view:
+    with check.reading(0, 100, Wait()) as view:
         assert view is None
     pull.release()
 
