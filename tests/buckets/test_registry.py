@@ -96,7 +96,7 @@ def test_mirror_templates_of_the_store_are_checked_by_it(fake: FakeStore) -> Non
         check_mirror("ftp://m/{path}", where="--mirror")
     # every registered store's scheme, the test's last: a real new store breaks nothing here
     assert store_schemes().endswith(" or fake://")
-    assert f"http(s) or {store_schemes()} URL template" in caught.value.message
+    assert f"or one in a store ({store_schemes()})" in caught.value.message
 
 
 def test_a_catalog_mirror_in_the_store_may_name_its_endpoint(fake: FakeStore) -> None:
