@@ -199,6 +199,35 @@ def test_bulk_ranges_read_past_the_parser_keep_their_connection(
     assert RAW_LEAST >= 16 << 20  # the shipped threshold: far above a small answer's size
 
 
+@pytest.mark.parametrize("gone", ["closed", "expired"])
+def test_a_kept_connection_the_server_closed_or_left_idle_too_long_is_not_reused(
+    gone: str, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As httpcore2 treats an idle connection in its pool: one the server closed meanwhile, or
+    idle past the keep-alive, is closed and a new one opened (a request sent on it would fail)."""
+    monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 1 << 20)
+    if gone == "expired":
+        monkeypatch.setattr("mdl.transfer.connection.KEEPALIVE_SECONDS", 0.0)
+    data = make_data(3_000_000, seed=44)
+    url = cdn.add_file("/f.bin", data)
+    whole = {"Range": "bytes=0-"}
+    with make_client(pool_size=1, timeout=10) as client:
+        with follow(client, url, credentials=Credentials(), headers=whole, what="f") as resp:
+            span = promised(resp, what="f")
+            stream = raw_socket(resp, span)
+            assert stream is not None
+            assert (
+                b"".join(bytes(c) for c in read_body(resp, span, encoded=False, what="f")) == data
+            )
+        if gone == "closed":
+            cdn.drop_connections()
+            wait_for(lambda: stream.get_extra_info("is_readable"))  # its end came
+        # httpx2 alone: no retry to hide a request sent on a dead connection
+        assert client.get(url, headers=whole).content == data
+    first, second = (record.connection for record in cdn.log.records(method="GET"))
+    assert first != second
+
+
 def test_a_raw_body_cut_short_fails_and_costs_its_connection(
     cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
