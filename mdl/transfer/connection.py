@@ -347,24 +347,22 @@ class WireBackend(httpcore2.NetworkBackend):
             self._kept.append((time.monotonic(), origin, stream))
 
     def _take(self, origin: tuple[str, int]) -> WireStream | None:
-        """The newest connection kept for ``origin`` that is still fresh (the stale ones closed)."""
-        while self._kept:
-            now = time.monotonic()
-            with self._lock:
-                stale = [k for k in self._kept if now - k[0] >= KEEPALIVE_SECONDS]
-                self._kept = [k for k in self._kept if now - k[0] < KEEPALIVE_SECONDS]
-                found = next((k for k in reversed(self._kept) if k[1] == origin), None)
-                if found is not None:
-                    self._kept.remove(found)
-            for _, _, old in stale:
-                old.close()
-            if found is None:
-                return None
-            # readable while idle: the server closed it (or sent what no request asked for)
-            if not found[2].get_extra_info("is_readable"):
-                return found[2]
-            found[2].close()
-        return None
+        """The newest connection kept for ``origin``, once the stale ones are closed: idle too long,
+        or readable while idle (the server closed it, or sent what no request asked for)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [
+                kept
+                for kept in self._kept
+                if now - kept[0] >= KEEPALIVE_SECONDS or kept[2].get_extra_info("is_readable")
+            ]
+            self._kept = [kept for kept in self._kept if kept not in stale]
+            found = next((kept for kept in reversed(self._kept) if kept[1] == origin), None)
+            if found is not None:
+                self._kept.remove(found)
+        for _, _, old in stale:
+            old.close()
+        return None if found is None else found[2]
 
     def close(self) -> None:
         with self._lock:
