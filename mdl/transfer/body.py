@@ -23,8 +23,10 @@ from mdl.transfer.connection import Pace, WireStream, httpx2_errors, pace_of, re
 
 MiB = 1 << 20
 # A body read past the parser skips h11's four copies of every byte (0.75 CPU-s per GiB here,
-# bench/raw.py); its connection, which h11 left mid-body, is kept below the pool (WireStream).
-RAW_LEAST = 16 * MiB
+# bench/raw.py); its connection, which h11 left mid-body, is kept below the pool (WireStream), at
+# the cost of a new pool entry (well under what parsing a MiB costs). RAW_LEAST: a read or two past
+# the parser's first (connection.READ_SIZE).
+RAW_LEAST = 2 * MiB
 
 
 class BodyOverrunError(NetworkError):
