@@ -23,11 +23,10 @@ from mdl.transfer.connection import Pace, WireStream, httpx2_errors, pace_of, re
 
 MiB = 1 << 20
 # A body read past the parser skips h11's four copies of every byte (0.75 CPU-s per GiB here,
-# bench/bench_raw.py) but costs its connection: h11 never saw the end, so it closes it. RAW_LEAST is
-# worth a handshake of RAW_HANDSHAKE; a connection whose handshake took longer needs proportionally
-# more (on a far link its reuse is worth more).
-RAW_LEAST = 16 * MiB
-RAW_HANDSHAKE = 0.012  # seconds: about what copying RAW_LEAST bytes through the parser costs
+# bench/raw.py); its connection, which h11 left mid-body, is kept below the pool (WireStream), at
+# the cost of a new pool entry (well under what parsing a MiB costs). RAW_LEAST: a read or two past
+# the parser's first (connection.READ_SIZE).
+RAW_LEAST = 2 * MiB
 
 
 class BodyOverrunError(NetworkError):
@@ -120,9 +119,10 @@ def read_body(
     if sock is not None and limit is not None:
         # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
         first = next(chunks, b"")
-        rest = _received(
-            sock, read_buffer(), limit - len(first), response.request, pace=pace_of(response)
-        )
+        left, pace, keep = limit - len(first), pace_of(response), _keeps(response)
+        rest: Iterator[bytes | memoryview] = chunks  # all of it came: the parser sees its end
+        if left > 0:
+            rest = _received(sock, read_buffer(), left, response.request, pace=pace, keep=keep)
         body = itertools.chain([first], rest)
     if limit is None:
         yield from body
@@ -154,7 +154,7 @@ def _parsed(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[
 
 def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:
     """The connection a big range framed by its Content-Length (``promised`` checked it is the
-    range's) is read from, or None (read by the parser, the connection kept)."""
+    range's) is read from, or None (read by the parser)."""
     if (
         not span.ranged
         or span.length is None
@@ -166,9 +166,13 @@ def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:
     if parse_decimal(response.headers.get("Content-Length")) != span.length:
         return None  # no length: the body ends with its connection, which only the parser sees
     stream = response.extensions.get("network_stream")
-    if not isinstance(stream, WireStream) or not stream.can_read_into:
-        return None
-    return stream if span.length >= RAW_LEAST * max(1.0, stream.handshake / RAW_HANDSHAKE) else None
+    return stream if isinstance(stream, WireStream) and stream.can_read_into else None
+
+
+def _keeps(response: httpx2.Response) -> bool:
+    """Whether the answer leaves its connection open for the next request (as h11 judges it)."""
+    connection = response.headers.get("Connection", "").lower()
+    return response.http_version == "HTTP/1.1" and "close" not in connection
 
 
 def _received(
@@ -178,6 +182,7 @@ def _received(
     request: httpx2.Request,
     *,
     pace: Pace | None = None,
+    keep: bool = False,
 ) -> Iterator[memoryview]:
     # each read bounded as the parser's are
     timeout = (request.extensions.get("timeout") or {}).get("read")
@@ -193,4 +198,6 @@ def _received(
                 f"the connection ended with {left} bytes of the body to come", request=request
             )
         left -= got
+        # the last byte: the next answer starts at the socket's next one (``keep``: kept for it)
+        stream.ended = keep and left == 0
         yield view[:got]

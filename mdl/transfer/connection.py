@@ -197,15 +197,23 @@ class WireStream(httpcore2.NetworkStream):
     """A connection as httpcore2 sees it: reads ``READ_SIZE`` at a time into the thread's buffer,
     with the socket's timeout set only when it changes (httpcore2's own stream sets it, an ioctl, at
     every read); while a header block is awaited every call is cut to the request's budget. TLS
-    inside a proxy's TLS is left to httpcore2's stream."""
+    inside a proxy's TLS is left to httpcore2's stream. ``home``: where a direct connection goes
+    back to once its answer's body was read past the parser to its last byte (``ended``)."""
 
     def __init__(
-        self, inner: httpcore2.NetworkStream, *, layers: int, live: LiveStreams, handshake: float
+        self,
+        inner: httpcore2.NetworkStream,
+        *,
+        layers: int,
+        live: LiveStreams,
+        home: Callable[[WireStream], None] | None = None,
     ) -> None:
         # layers 0: TCP, 1: TLS, 2: TLS inside TLS
-        self._inner, self._layers, self._live = inner, layers, live
-        # seconds its connect (and TLS) took: what opening another one would cost
-        self.handshake = handshake
+        self._inner, self._layers, self._live, self._home = inner, layers, live, home
+        # the raw reader took the whole body: the next answer starts at the socket's next byte,
+        # which h11 (left mid-body) does not know, so httpcore2 closes it: it goes ``home`` instead
+        self.ended = False
+        self._moved = False
         sock = inner.get_extra_info("socket")
         own = isinstance(sock, socket.socket) and layers == (
             1 if isinstance(sock, ssl.SSLSocket) else 0
@@ -252,6 +260,15 @@ class WireStream(httpcore2.NetworkStream):
         self._inner.write(buffer, timeout=_cut(timeout, httpcore2.WriteTimeout))
 
     def close(self) -> None:
+        if self._moved:  # gone home: its next connection owns it
+            return
+        if self.ended and self._home is not None:
+            # a new stream for the next connection: this one's owner may close it again
+            self._moved = True
+            self._home(
+                WireStream(self._inner, layers=self._layers, live=self._live, home=self._home)
+            )
+            return
         # wakes a read another thread waits in: a bare close() leaves it waiting for data
         if self._sock is not None:
             with suppress(OSError):
@@ -264,10 +281,11 @@ class WireStream(httpcore2.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore2.NetworkStream:
-        limit, began = _cut(timeout, httpcore2.ConnectTimeout), time.monotonic()
+        if self._layers and self._home is not None:
+            return self  # a direct TLS connection back from home: its pool's context, its host
+        limit = _cut(timeout, httpcore2.ConnectTimeout)
         inner = self._inner.start_tls(ssl_context, server_hostname=server_hostname, timeout=limit)
-        handshake = self.handshake + time.monotonic() - began
-        return WireStream(inner, layers=self._layers + 1, live=self._live, handshake=handshake)
+        return WireStream(inner, layers=self._layers + 1, live=self._live, home=self._home)
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -292,9 +310,16 @@ class LiveStreams:
 
 
 class WireBackend(httpcore2.NetworkBackend):
-    def __init__(self) -> None:
+    """One pool's connections, on the run's ``live`` list. A direct pool's (``keep``) come back
+    from bodies read past the parser (:class:`WireStream`) and serve its next new connection to
+    the same host while fresh, as an idle one in the pool would (``KEEPALIVE_SECONDS``, not closed
+    by the server)."""
+
+    def __init__(self, live: LiveStreams, *, keep: bool) -> None:
         self._backend = httpcore2.SyncBackend()
-        self.live = LiveStreams()
+        self.live, self._keep = live, keep
+        self._kept: list[tuple[float, tuple[str, int], WireStream]] = []
+        self._lock = threading.Lock()
 
     def connect_tcp(
         self,
@@ -304,11 +329,46 @@ class WireBackend(httpcore2.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.NetworkStream:
-        limit, began = _cut(timeout, httpcore2.ConnectTimeout), time.monotonic()
+        kept = self._take((host, port))
+        if kept is not None:
+            return kept
         inner = self._backend.connect_tcp(
-            host, port, timeout=limit, local_address=local_address, socket_options=socket_options
+            host,
+            port,
+            timeout=_cut(timeout, httpcore2.ConnectTimeout),
+            local_address=local_address,
+            socket_options=socket_options,
         )
-        return WireStream(inner, layers=0, live=self.live, handshake=time.monotonic() - began)
+        home = partial(self._put, (host, port)) if self._keep else None
+        return WireStream(inner, layers=0, live=self.live, home=home)
+
+    def _put(self, origin: tuple[str, int], stream: WireStream) -> None:
+        with self._lock:
+            self._kept.append((time.monotonic(), origin, stream))
+
+    def _take(self, origin: tuple[str, int]) -> WireStream | None:
+        """The newest connection kept for ``origin``, once the stale ones are closed: idle too long,
+        or readable while idle (the server closed it, or sent what no request asked for)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [
+                kept
+                for kept in self._kept
+                if now - kept[0] >= KEEPALIVE_SECONDS or kept[2].get_extra_info("is_readable")
+            ]
+            self._kept = [kept for kept in self._kept if kept not in stale]
+            found = next((kept for kept in reversed(self._kept) if kept[1] == origin), None)
+            if found is not None:
+                self._kept.remove(found)
+        for _, _, old in stale:
+            old.close()
+        return None if found is None else found[2]
+
+    def close(self) -> None:
+        with self._lock:
+            kept, self._kept = self._kept, []
+        for _, _, stream in kept:
+            stream.close()
 
 
 @dataclass
@@ -374,7 +434,7 @@ def pace_of(response: httpx2.Response) -> Pace | None:
 
 
 class Route(httpx2.BaseTransport):
-    """One way out, direct or through one proxy: an httpcore2 pool on the run's backend, made at its
+    """One way out, direct or through one proxy: an httpcore2 pool on its own backend, made at its
     first request (so a run that never opens TLS never loads the CAs); an error through a proxy
     names it (``exc.mdl_proxy``)."""
 
@@ -384,8 +444,10 @@ class Route(httpx2.BaseTransport):
         *,
         timeout: float,
         proxy: Proxy | None,
+        backend: WireBackend,
     ):
         self._open_pool, self.timeout, self.proxy = open_pool, timeout, proxy
+        self._backend = backend
         self._pool: httpcore2.ConnectionPool | None = None
         self._lock = threading.Lock()
 
@@ -432,12 +494,13 @@ class Route(httpx2.BaseTransport):
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
+        self._backend.close()
 
 
 class NetTransport:
     """The run's routes, built once from its environ: ``mounts`` for ``httpx2.Client`` (see
-    :func:`route_table`), a direct ``default``, all on one backend so ``abort`` reaches every
-    connection (``make_client`` takes it)."""
+    :func:`route_table`), a direct ``default``, their connections on one list so ``abort`` reaches
+    every one (``make_client`` takes it)."""
 
     def __init__(
         self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10
@@ -448,7 +511,7 @@ class NetTransport:
         # first TLS connection.
         ca_locations(self._environ)
         self._pool_size = pool_size
-        self._backend = WireBackend()
+        self._live = LiveStreams()
         # direct, by scheme
         routes = {scheme: self._route(None, tls=scheme == "https") for scheme in SCHEMES}
         self.mounts: dict[str, httpx2.BaseTransport | None] = {}
@@ -461,9 +524,18 @@ class NetTransport:
         self.default = routes["http"]  # for schemes no mount names: httpcore2 refuses them
 
     def _route(self, proxy: Proxy | None, *, tls: bool) -> Route:
-        return Route(partial(self._pool, proxy, tls=tls), timeout=self.timeout, proxy=proxy)
+        # only a direct connection is handed from one request to the next below the pool
+        backend = WireBackend(self._live, keep=proxy is None)
+        return Route(
+            partial(self._pool, proxy, backend, tls=tls),
+            timeout=self.timeout,
+            proxy=proxy,
+            backend=backend,
+        )
 
-    def _pool(self, proxy: Proxy | None, *, tls: bool) -> httpcore2.ConnectionPool:
+    def _pool(
+        self, proxy: Proxy | None, backend: WireBackend, *, tls: bool
+    ) -> httpcore2.ConnectionPool:
         parts = urlsplit(proxy.url if proxy is not None else "http://direct")
         if proxy is not None and (parts.scheme.lower() not in SCHEMES or not parts.hostname):
             # said at its first use: a run that needs no network is not stopped by a proxy it would
@@ -482,7 +554,7 @@ class NetTransport:
             "max_keepalive_connections": self._pool_size,
         }
         common.update(
-            ssl_context=context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=self._backend
+            ssl_context=context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=backend
         )
         if proxy is None:
             return httpcore2.ConnectionPool(**common)
@@ -505,7 +577,7 @@ class NetTransport:
         """Shut every open connection down (Ctrl-C): closing a response does not wake a read
         already waiting.
         """
-        for stream in self._backend.live.snapshot():
+        for stream in self._live.snapshot():
             sock = stream.get_extra_info("socket")
             if isinstance(sock, socket.socket):
                 # the fd's shutdown, not SSLSocket's unwrap: a waiting read wakes at EOF

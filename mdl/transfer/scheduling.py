@@ -13,9 +13,7 @@ MiB = 1024 * 1024
 SPLIT_THRESHOLD = 32 * MiB  # files at least this big are fetched as parallel ranges
 MIN_PIECE = 4 * MiB  # no first range is smaller: below this a request costs more than its bytes
 # Streams take pieces this big in file order, so the hashed prefix trails the newest byte by about
-# streams x PIECE (the hash left after the last byte). Twice what is read past the parser
-# (body.RAW_LEAST, more where a connection's handshake was slow: a busy machine's loopback took
-# 16 MiB pieces through it, four copies a byte, 1.5 CPU-s more for 2 GiB) ...
+# streams x PIECE (the hash left after the last byte) ...
 PIECE = 32 * MiB
 MAX_PIECES = 1024  # ... but a file is cut into no more (its resume record stays small)
 # a stolen tail is at least this big (and at least what a request's round trip costs)
