@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +25,7 @@ import httpx2
 from mdl.errors import UsageError
 from mdl.redact import REDACTED
 from mdl.transfer._headers import parse_decimal
+from mdl.transfer.tls import ca_locations, shared_ssl_context
 
 DEFAULT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused
@@ -663,107 +663,3 @@ def drain(response: httpx2.Response) -> None:
             set_body_deadline(response, DRAIN_SECONDS)  # a trickle is not worth its connection
             for _ in response.iter_raw():
                 pass
-
-
-# Which CAs to trust, read from the run's environment in this order: a bundle file in
-# REQUESTS_CA_BUNDLE (requests), CURL_CA_BUNDLE (curl) or SSL_CERT_FILE (OpenSSL); a folder of
-# hashed certificates in SSL_CERT_DIR; else the system's.
-CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-CA_DIR_VARIABLE = "SSL_CERT_DIR"
-_OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
-CA_HINT = (
-    "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or"
-    " SSL_CERT_FILE at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl"
-    " reads them in that order"
-)
-
-
-def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
-    """(cafile, capath, the variable that named them) from the environment, checked to exist
-    (else exit 2).
-    """
-    cafile = capath = None
-    name = next((n for n in CA_FILE_VARIABLES if environ.get(n, "").strip()), None)
-    if name is not None:
-        path = Path(environ[name].strip()).expanduser()
-        if path.is_dir():  # requests accepts a folder in REQUESTS_CA_BUNDLE
-            capath = str(path)
-        elif path.is_file():
-            cafile = str(path)
-        else:
-            raise UsageError(f"${name}: no such CA bundle {str(path)!r}", hint=CA_HINT)
-    if folder := environ.get(CA_DIR_VARIABLE, "").strip():
-        if not Path(folder).expanduser().is_dir():
-            raise UsageError(
-                f"${CA_DIR_VARIABLE}: no such folder {str(Path(folder).expanduser())!r}",
-                hint=CA_HINT,
-            )
-        capath = capath or str(Path(folder).expanduser())
-    return cafile, capath, name or (CA_DIR_VARIABLE if folder else None)
-
-
-# The process's contexts, one per CA setting: loading the CAs costs ~30 ms of CPU, paid at the first
-# TLS connection of the first client that needs them and never again (a context is shared between
-# threads and clients as it is between one pool's connections; nothing changes it once built).
-_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
-_CONTEXTS_LOCK = threading.Lock()
-
-
-def _stamp(path: str | None) -> tuple[int, int, int] | None:
-    """What tells a CA file or folder rewritten in place from the one a context was built from."""
-    if path is None:
-        return None
-    try:
-        found = Path(path).stat()
-    except OSError:  # gone since ca_locations looked: loading it says why
-        return None
-    return found.st_ino, found.st_size, found.st_mtime_ns
-
-
-def shared_ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
-    """The process's context for the CAs ``environ`` names (see :func:`ssl_context`), built once per
-    CA setting (and per version of its file or folder), by one thread while the others wait."""
-    cafile, capath, where = ca_locations(environ)
-    if where is None:  # the system's store: a long-lived process sees update-ca-certificates too
-        system = ssl.get_default_verify_paths()
-        cafile, capath = system.cafile, system.capath
-    key = (where, cafile, capath, _stamp(cafile), _stamp(capath))
-    with _CONTEXTS_LOCK:
-        context = _CONTEXTS.get(key)
-        if context is None:
-            context = _CONTEXTS[key] = ssl_context(environ)
-        return context
-
-
-def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
-    """A new context trusting the CAs ``environ`` names (``CA_FILE_VARIABLES``, ``SSL_CERT_DIR``),
-    else the system's (httpx2's default, without reading the process's own environment)."""
-    cafile, capath, where = ca_locations(environ)
-    if where is None:
-        return httpx2.create_ssl_context(trust_env=False)
-    try:
-        return ssl.create_default_context(cafile=cafile, capath=capath)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise UsageError(
-            f"${where}: cannot load the CA certificates: {exc}", hint=CA_HINT
-        ) from None
-
-
-def certificate_problem(exc: BaseException) -> str | None:
-    """The verification failure behind a transport error (``certificate has expired``, ...), if
-    it is one.
-    """
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    for link in chain:
-        if isinstance(link, ssl.SSLCertVerificationError):
-            return str(link.verify_message or link.reason or "certificate verify failed")
-    for link in chain:  # wrapped without its cause: only the text is left
-        text = str(link)
-        if "CERTIFICATE_VERIFY_FAILED" in text:
-            detail = text.split("certificate verify failed:", 1)[-1]
-            return _OPENSSL_SOURCE.sub("", detail).strip(" ()_") or "certificate verify failed"
-    return None

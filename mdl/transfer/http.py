@@ -41,16 +41,9 @@ from mdl.redact import (
 from mdl.report import SERVER_TEXT_LIMIT
 from mdl.transfer._files import FolderTransport
 from mdl.transfer._headers import retry_after_seconds as retry_after_seconds
-from mdl.transfer.connection import (
-    CA_HINT,
-    DEFAULT_TIMEOUT,
-    NetTransport,
-    Proxy,
-    certificate_problem,
-    drain,
-    origin,
-)
+from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, Proxy, drain, origin
 from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubWaits, Refusal, refusal_of
+from mdl.transfer.tls import CA_HINT, certificate_problem
 from mdl.units import human_seconds
 from mdl.version import __version__
 

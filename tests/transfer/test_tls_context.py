@@ -111,7 +111,7 @@ def test_the_system_store_rewritten_is_loaded_again(
 ) -> None:
     """A long-lived API process after `update-ca-certificates`: the system's bundle, rewritten in
     place, gives a new context; unchanged, the same one."""
-    from mdl.transfer.connection import shared_ssl_context
+    from mdl.transfer.tls import shared_ssl_context
 
     bundle = tmp_path / "ca-certificates.crt"
     bundle.write_text("one")
