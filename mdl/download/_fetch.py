@@ -675,8 +675,8 @@ def fetch_from_sources(
 ) -> TransferResult:
     """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the
     protocol cannot deliver it: then over plain HTTP, as any file), into ``job.final_path``,
-    verified. Its ``fetched`` (or its error's) counts the bytes a mirror sent that were refused too:
-    they crossed the network."""
+    verified. Its ``fetched`` (or its error's) is the file's ledger's, read once: the bytes of
+    every source and try (a mirror's refused too: they crossed the network)."""
     sources = FileSources(session, job, remote, fresh=fresh, paused=paused)
     try:
         if not remote.url or (remote.signature and not is_http_url(remote.url)):
@@ -693,14 +693,14 @@ def fetch_from_sources(
         from mdl.download._nowhere import not_found_anywhere  # (a file found nowhere: rare)
 
         found = not_found_anywhere(sources, exc)
-        found.fetched = exc.fetched + sum(sources.refused)
+        found.fetched = sources.ledger.fetched
         if found is exc:
             raise
         raise found from None
     except MdlError as exc:
-        exc.fetched += sum(sources.refused)
+        exc.fetched = sources.ledger.fetched
         raise
-    return replace(result, fetched=result.fetched + sum(sources.refused))
+    return replace(result, fetched=sources.ledger.fetched)
 
 
 def _unplaced(label: str) -> TransferResult:

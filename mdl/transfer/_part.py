@@ -88,7 +88,6 @@ class PartFetch:
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):
-                error.fetched += state.fetched
                 keep_on_full_disk(state)
             raise error from exc
         except HashMismatch as exc:
@@ -152,7 +151,7 @@ class PartFetch:
             git_oid=state.hasher.sha1.hexdigest() if state.hasher.sha1 is not None else None,
             etag=state.validator,
             resumed_from=resumed_from,
-            fetched=size - resumed_from + (check.refetched_bytes if check is not None else 0),
+            fetched=self.beside.ledger.fetched,
             verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
             discarded=state.discarded,
             trust=check.trust.kind if check is not None else None,
@@ -277,6 +276,7 @@ class PartFetch:
                 break
             check.refetching(bad)
             for start, end in bad:
+                self.beside.ledger.add("refetched", end - start)
                 state.refetch(start, end)
                 self.shared.progress.advance(job.label, start - end)
             if job.fallback:  # kept unclaimed: the next source resumes on the rest
@@ -293,6 +293,7 @@ class PartFetch:
         cure it."""
         job = self.job
         # thrown away: not progress
+        self.beside.ledger.add("thrown", state.on_disk())
         self.shared.progress.advance(job.label, resumed_from - state.on_disk())
         discard_partial(job)
         # ranges no version tied together
@@ -300,20 +301,15 @@ class PartFetch:
         # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched
         # again from zero.
         suspect = (resumed_from > 0 and not state.restarted) or spliced
-        exc.fetched = state.fetched
         if job.retry_on_mismatch and suspect:
             return
         error = IntegrityError(
             f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
             hint="the source changed or is corrupt; the partial file was removed",
         )
-        # fetched, then refused: the run's byte counts include them
-        error.fetched = state.fetched
         raise error from None
 
     def _keep(self, state: DownloadState, exc: BaseException) -> None:
-        if isinstance(exc, MdlError):
-            exc.fetched += state.fetched
         with contextlib.suppress(OSError):
             if state.on_disk() > 0:
                 state.save(durable=True)  # keep what we have for the next run

@@ -245,6 +245,7 @@ class DownloadState:
             piece.done -= dropped
             self.flushed = None  # which of the bytes it claimed were the file's, nothing tells
             self.fetched -= dropped
+            self.beside.ledger.add("thrown", dropped)
             if self.hasher.position > frontier:
                 self.hasher.reset()
         return dropped

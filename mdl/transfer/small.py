@@ -27,7 +27,7 @@ from mdl.store.filesystem import DirSyncs
 from mdl.transfer._headers import is_encoded
 from mdl.transfer._shared import Shared
 from mdl.transfer.body import promised, read_body
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger, sent_by
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -67,7 +67,9 @@ def said(progress: Progress, label: str, line: str) -> None:
     progress.waiting(label, line)
 
 
-def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferResult:
+def fetch(
+    shared: Shared, job: TransferJob, dirs: DirSyncs | None, ledger: Ledger
+) -> TransferResult:
     """The file in place, verified; a failed try (a reset, a 5xx, an expired signed target) is
     asked again from the job's URL within the retry budget. A bad size or hash is exit 6 and
     leaves nothing behind (a fresh single answer: nothing a second try would do otherwise)."""
@@ -87,7 +89,7 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
         if shared.cancel.is_set():
             raise InterruptedByUserError(f"{label}: interrupted")
         try:
-            body, etag = _get(shared, job, size)
+            body, etag = _get(shared, job, size, ledger)
             break
         except ExpiredURLError as exc:  # the resolve URL signs a fresh target: one try spent
             if not job.renewable:
@@ -110,11 +112,11 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
     _place(job, body, dirs)
     shared.progress.advance(label, size)
     return TransferResult(
-        size=size, sha256=sha256, git_oid=git_oid, etag=etag, resumed_from=0, fetched=size
+        size=size, sha256=sha256, git_oid=git_oid, etag=etag, resumed_from=0, fetched=ledger.fetched
     )
 
 
-def _get(shared: Shared, job: TransferJob, size: int) -> tuple[bytes, str | None]:
+def _get(shared: Shared, job: TransferJob, size: int, ledger: Ledger) -> tuple[bytes, str | None]:
     """The whole file's bytes from one answer, and its validator. A body longer than ``size`` is
     refused at its ``size + 1``-th byte: never more is read."""
     label = job.label
@@ -130,12 +132,13 @@ def _get(shared: Shared, job: TransferJob, size: int) -> tuple[bytes, str | None
                 f"{label}: the server sent {span.shown} when the whole file was asked"
             )
         if span.total is not None and span.total != size:
-            raise _mismatch(job, "size", f"{size} bytes", f"{span.total} bytes (server)", 0)
+            raise _mismatch(job, "size", f"{size} bytes", f"{span.total} bytes (server)")
         body = bytearray()
-        for chunk in read_body(resp, span, encoded=encoded, what=label):
+        chunks = read_body(resp, span, encoded=encoded, what=label)
+        for chunk in ledger.counting(sent_by(job), chunks):
             body += chunk
             if len(body) > size:
-                raise _mismatch(job, "size", f"{size} bytes", f"more than {size} bytes", size)
+                raise _mismatch(job, "size", f"{size} bytes", f"more than {size} bytes")
         etag, modified = validators(resp)
     return bytes(body), etag or modified
 
@@ -144,30 +147,26 @@ def _verified(job: TransferJob, body: bytes) -> tuple[str, str | None]:
     """(sha256, git blob id) of ``body``, each the one expected, as ``DownloadState.verify``."""
     ident, size = job.identity, len(body)
     if size != ident.size:
-        raise _mismatch(job, "size", f"{ident.size} bytes", f"{size} bytes", size)
+        raise _mismatch(job, "size", f"{ident.size} bytes", f"{size} bytes")
     sha256 = hashlib.sha256(body).hexdigest()
     if ident.sha256 and sha256 != ident.sha256:
-        raise _mismatch(job, "sha256", ident.sha256, sha256, size)
+        raise _mismatch(job, "sha256", ident.sha256, sha256)
     git_oid = None
     if ident.git_oid:
         blob = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
         blob.update(body)
         git_oid = blob.hexdigest()
         if git_oid != ident.git_oid:
-            raise _mismatch(job, "git blob id", ident.git_oid, git_oid, size)
+            raise _mismatch(job, "git blob id", ident.git_oid, git_oid)
     return sha256, git_oid
 
 
-def _mismatch(
-    job: TransferJob, kind: str, expected: str, actual: str, fetched: int
-) -> IntegrityError:
+def _mismatch(job: TransferJob, kind: str, expected: str, actual: str) -> IntegrityError:
     """The error of bytes that are not the file: the words ``PartFetch`` says it in."""
-    error = IntegrityError(
+    return IntegrityError(
         f"{job.label}: {kind} mismatch: expected {expected}, got {actual}",
         hint="the source changed or is corrupt; the partial file was removed",
     )
-    error.fetched = fetched
-    return error
 
 
 def _place(job: TransferJob, body: bytes, dirs: DirSyncs | None) -> None:
