@@ -99,7 +99,7 @@ def _shared(sources: FileSources, place: Place, *, over: str | None = None) -> T
         sources.job,
         side_of(sources.remote.source),
         sources.beside.trust,  # (a lock's: cut at its part size)
-        sources.ledger,
+        ledger=sources.ledger,
     )
     why = _unswarmable(sources, parts)
     if why is None and parts is not None:
@@ -205,12 +205,12 @@ def _rest(
     parts it brought counted as the others'; None when it is not the file (read and refused,
     said as any mirror's bad bytes: the swarm goes on)."""
     log.info("%s: mirror %s was made meanwhile: the rest from it", sources.job.label, place.uri)
-    before = sources.ledger["mirror"]
+    before = sources.ledger.bytes["mirror"]
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
     swarm.final.proved = ended.version
-    theirs = -(-(sources.ledger["mirror"] - before) // swarm.parts.part)
+    theirs = -(-(sources.ledger.bytes["mirror"] - before) // swarm.parts.part)
     return replace(rest, parts_here=0, parts_peers=theirs)
 
 
@@ -514,14 +514,11 @@ class _Said:
     waited: float = 0.0
     began: float = field(default_factory=time.monotonic)  # the file's waits' bound counts from it
 
-    @property
-    def streamed(self) -> int:
-        return self.streamer.streamed if self.streamer is not None else 0
-
     def __call__(self, result: TransferResult, fill: str | None) -> TransferResult:
         # of the parts read, those the file kept: at most what its last fetch resumed on (a
         # partial they made that failed the hash was thrown away, and they with it)
-        kept = min(self.streamed, result.resumed_from)
+        read = self.streamer.streamed if self.streamer is not None else 0
+        kept = min(read, result.resumed_from)
         fill = fill or result.fill
         return replace(
             result,

@@ -261,10 +261,10 @@ class FileSources:
         """The file from its origin (by Xet chunk where it can), its rate measured."""
         if self.paused is not None and self.paused.engine is not self.session.owned.engine:
             self.paused.close()  # a head paused at a mirror that then failed: let go
-        started, before = time.monotonic(), self.ledger["origin"]
+        started, before = time.monotonic(), self.ledger.bytes["origin"]
         result = self._origin()
         self.session.owned.origin_rate.add(
-            self.ledger["origin"] - before, time.monotonic() - started
+            self.ledger.bytes["origin"] - before, time.monotonic() - started
         )
         return result
 

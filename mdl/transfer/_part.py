@@ -95,8 +95,8 @@ class PartFetch:
                 self._refuted(self.check, f"its {exc.kind} refused the file")
             self._refuse(state, exc, self.resumed_from)
             raise
-        except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
-            self._keep(state, exc)
+        except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
+            self._keep(state)
             raise
         finally:
             os.close(self.fd)
@@ -114,7 +114,7 @@ class PartFetch:
             Restarts(self.shared, state, until=end).run()
             state.save(durable=True)
         except (MdlError, OSError, httpx2.HTTPError, KeyboardInterrupt) as exc:
-            self.abandon(exc)
+            self.abandon()
             if isinstance(exc, KeyboardInterrupt):
                 raise
             log.info("%s: its head was not fetched first: %s", self.job.label, exc)
@@ -122,12 +122,12 @@ class PartFetch:
         self.paused = True
         return True
 
-    def abandon(self, exc: BaseException | None = None) -> None:
+    def abandon(self) -> None:
         """A fetch begun (``ahead``), not to be run on: its bytes kept to resume, its check
         ended."""
         try:
             with self.running:
-                self._keep(self.state, exc or InterruptedError())
+                self._keep(self.state)
         finally:
             os.close(self.fd)
 
@@ -309,7 +309,7 @@ class PartFetch:
         )
         raise error from None
 
-    def _keep(self, state: DownloadState, exc: BaseException) -> None:
+    def _keep(self, state: DownloadState) -> None:
         with contextlib.suppress(OSError):
             if state.on_disk() > 0:
                 state.save(durable=True)  # keep what we have for the next run

@@ -26,7 +26,6 @@ from mdl.transfer._shared import IGNORED_RANGE, Shared
 from mdl.transfer._target import Resolve
 from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
 from mdl.transfer.connection import set_read_timeout
-from mdl.transfer.context import sent_by
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -501,8 +500,9 @@ class BodyCopy:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
         first ``back`` bytes are compared with those on disk before the frontier, never written."""
         state, began = self.state, time.monotonic()
-        body = read_body(resp, self.span, encoded=encoded, what=state.job.label)
-        chunks = state.beside.ledger.counting(sent_by(state.job), body)
+        chunks = state.beside.ledger.counting(
+            state.job, read_body(resp, self.span, encoded=encoded, what=state.job.label)
+        )
         try:
             # compared before the loop: the chunks after the overlap go straight to ``take``
             if back:

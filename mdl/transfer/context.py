@@ -6,9 +6,10 @@ place a new listener of a fetch plugs in (docs/maintaining.md)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sized
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from mdl.transfer.job import Landing, Opening, PartSource, RangeTrust, TransferJob
@@ -16,44 +17,39 @@ if TYPE_CHECKING:
 
 
 # how bytes move: from a file's origin, a mirror, the others' parts (a swarm, a fill); copied from
-# files here; and, of those, fetched again (a range that failed its hash), fetched twice (a
-# part another machine fetched too) or thrown away (taken back, dropped, refused)
-Way = Literal["origin", "mirror", "peers", "reused", "refetched", "duplicated", "thrown"]
+# files here; and, of those, fetched again (a range that failed its hash) or thrown away (taken
+# back, refused)
+Way = Literal["origin", "mirror", "peers", "reused", "refetched", "thrown"]
 NETWORK: tuple[Way, ...] = ("origin", "mirror", "peers")  # a file's ``fetched``: their sum
-C = TypeVar("C", bound=Sized)
 
 
 class Ledger:
     """The bytes of one file's fetch by the way they moved, counted where they move: every source
-    and try of the file adds to one ledger, from any thread; read once into its result."""
+    and try of the file adds to one ledger, from any thread; read once into its result
+    (``bytes``: by way)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._bytes: dict[Way, int] = dict.fromkeys(NETWORK, 0)
+        self.bytes: Counter[Way] = Counter()
 
     def add(self, way: Way, n: int) -> None:
         with self._lock:
-            self._bytes[way] = self._bytes.get(way, 0) + n
+            self.bytes[way] += n
 
-    def counting(self, way: Way, chunks: Iterable[C]) -> Iterator[C]:
-        """``chunks`` as they come, each counted as it comes (a body read: cut short or not)."""
+    def counting(
+        self, job: TransferJob, chunks: Iterable[bytes | memoryview]
+    ) -> Iterator[bytes | memoryview]:
+        """The body of an answer to ``job``, each chunk counted as it comes (cut short or not):
+        a mirror's bytes (a job that falls back), else its origin's."""
+        way: Way = "mirror" if job.fallback else "origin"
         for chunk in chunks:
             self.add(way, len(chunk))
             yield chunk
 
-    def __getitem__(self, way: Way) -> int:
-        return self._bytes.get(way, 0)
-
     @property
     def fetched(self) -> int:
         """The bytes that crossed the network, whatever became of them."""
-        with self._lock:
-            return sum(self._bytes[way] for way in NETWORK)
-
-
-def sent_by(job: TransferJob) -> Way:
-    """The way a job's answers move bytes: a mirror's (a job that falls back), else the origin's."""
-    return "mirror" if job.fallback else "origin"
+        return sum(self.bytes[way] for way in NETWORK)
 
 
 @dataclass(frozen=True)

@@ -278,5 +278,3 @@ class HashMismatch(Exception):
     def __init__(self, kind: str, expected: str, actual: str) -> None:
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
-        # bytes this try fetched (counted in the run's totals though they are thrown away)
-        self.fetched = 0

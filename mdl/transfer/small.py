@@ -27,7 +27,7 @@ from mdl.store.filesystem import DirSyncs
 from mdl.transfer._headers import is_encoded
 from mdl.transfer._shared import Shared
 from mdl.transfer.body import promised, read_body
-from mdl.transfer.context import JobContext, Ledger, sent_by
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -134,8 +134,7 @@ def _get(shared: Shared, job: TransferJob, size: int, ledger: Ledger) -> tuple[b
         if span.total is not None and span.total != size:
             raise _mismatch(job, "size", f"{size} bytes", f"{span.total} bytes (server)")
         body = bytearray()
-        chunks = read_body(resp, span, encoded=encoded, what=label)
-        for chunk in ledger.counting(sent_by(job), chunks):
+        for chunk in ledger.counting(job, read_body(resp, span, encoded=encoded, what=label)):
             body += chunk
             if len(body) > size:
                 raise _mismatch(job, "size", f"{size} bytes", f"more than {size} bytes")

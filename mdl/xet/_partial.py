@@ -215,8 +215,8 @@ class Partial:
         progress: Progress,
         ledger: Ledger,
     ) -> None:
-        self.job, self.rec, self.ref, self.progress = job, rec, ref, progress
-        self.ledger = ledger  # the file's: what comes over the wire, what is copied
+        # (``ledger``: the file's: what comes over the wire, what is copied)
+        self.job, self.rec, self.ref, self.progress, self.ledger = job, rec, ref, progress, ledger
         self.root = job_root(job)
         self.offsets = rec.offsets
         self.record = Record(rec)
@@ -295,10 +295,6 @@ class Partial:
         with self.record.lock:
             self._saves.unsaved += size
         self.checkpoint()
-
-    def arrived(self, size: int) -> None:
-        """``size`` bytes more came over the wire."""
-        self.ledger.add("origin", size)
 
     def copied(self, size: int) -> None:
         """``size`` bytes more were copied from files already here."""
