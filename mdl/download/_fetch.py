@@ -37,6 +37,7 @@ from mdl.store.filesystem import hash_descriptor, hash_file
 from mdl.store.recordqueue import RECORD_FLUSH_INTERVAL, SERVED_FLUSH_INTERVAL, RecordQueue
 from mdl.store.records import FileRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
+from mdl.transfer.context import Ledger
 from mdl.transfer.job import RetryLog, TransferJob, TransferResult
 from mdl.units import human_size
 
@@ -677,7 +678,10 @@ def fetch_from_sources(
     protocol cannot deliver it: then over plain HTTP, as any file), into ``job.final_path``,
     verified. Its ``fetched`` (or its error's) is the file's ledger's, read once: the bytes of
     every source and try (a mirror's refused too: they crossed the network)."""
-    sources = FileSources(session, job, remote, fresh=fresh, paused=paused)
+    # (a fetch paused after its head counts on in the ledger it began)
+    sources = FileSources(
+        session, job, remote, paused.ledger if paused else Ledger(), fresh=fresh, paused=paused
+    )
     try:
         if not remote.url or (remote.signature and not is_http_url(remote.url)):
             # a signature kept in the team's bucket only (kept_in_bucket): its mirrors are all

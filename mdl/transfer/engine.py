@@ -32,7 +32,8 @@ class Paused:
     file, ``close`` ends it, its bytes kept to resume; one holder at a time."""
 
     def __init__(self, engine: Engine, fetch: PartFetch) -> None:
-        self.engine = engine  # (the engine that paused it goes on with it)
+        # (the engine that paused it goes on with it; the bytes counted in its file's ledger)
+        self.engine, self.ledger = engine, fetch.beside.ledger
         self._fetch: PartFetch | None = fetch
 
     def resume(self, job: TransferJob) -> TransferResult:
