@@ -66,7 +66,7 @@ class PartSet:
         side: str | None = None,
         trust: RangeTrust | None = None,
         *,
-        ledger: Ledger,
+        ledger: Ledger | None = None,
     ) -> PartSet | None:
         """The set for ``job``'s file at ``uri`` (``root``: the mirror's namespace; ``side``: whose
         it is), cut at its lock's part size when ``trust`` is its lock's (``partsize.cut_at``);
@@ -80,7 +80,11 @@ class PartSet:
         part = partsize.cut_at(ident.size, locked)
         first = names.Part.of(root, uri, pin=pin, size=ident.size, part=part)
         # one part: the object itself comes as soon
-        return cls(writer, first, ident.size, side, ledger) if ident.size > first.size else None
+        return (
+            cls(writer, first, ident.size, side, ledger or Ledger())
+            if ident.size > first.size
+            else None
+        )
 
     def read(self, number: int) -> tuple[bytes, Seen] | None:
         """Part ``number`` as the mirror holds it (no more than its size; None: not there), its
