@@ -37,6 +37,7 @@ from mdl.store.filesystem import hash_descriptor, hash_file
 from mdl.store.recordqueue import RECORD_FLUSH_INTERVAL, SERVED_FLUSH_INTERVAL, RecordQueue
 from mdl.store.records import FileRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
+from mdl.transfer.context import Ledger
 from mdl.transfer.job import RetryLog, TransferJob, TransferResult
 from mdl.units import human_size
 from mdl.wait import Wait
@@ -674,9 +675,12 @@ def fetch_from_sources(
 ) -> TransferResult:
     """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the
     protocol cannot deliver it: then over plain HTTP, as any file), into ``job.final_path``,
-    verified. Its ``fetched`` (or its error's) counts the bytes a mirror sent that were refused too:
-    they crossed the network."""
-    sources = FileSources(session, job, remote, fresh=fresh, paused=paused)
+    verified. Its ``fetched`` (or its error's) is the file's ledger's, read once: the bytes of
+    every source and try (a mirror's refused too: they crossed the network)."""
+    # (a fetch paused after its head counts on in the ledger it began)
+    sources = FileSources(
+        session, job, remote, paused.ledger if paused else Ledger(), fresh=fresh, paused=paused
+    )
     try:
         if not remote.url or (remote.signature and not is_http_url(remote.url)):
             # a signature kept in the team's bucket only (kept_in_bucket): its mirrors are all
@@ -692,14 +696,14 @@ def fetch_from_sources(
         from mdl.download._nowhere import not_found_anywhere  # (a file found nowhere: rare)
 
         found = not_found_anywhere(sources, exc)
-        found.fetched = exc.fetched + sum(sources.refused)
+        found.fetched = sources.ledger.fetched
         if found is exc:
             raise
         raise found from None
     except MdlError as exc:
-        exc.fetched += sum(sources.refused)
+        exc.fetched = sources.ledger.fetched
         raise
-    return replace(result, fetched=result.fetched + sum(sources.refused))
+    return replace(result, fetched=sources.ledger.fetched)
 
 
 def _unplaced(label: str) -> TransferResult:

@@ -100,6 +100,7 @@ def _shared(sources: FileSources, place: Place, *, over: str | None = None) -> T
         sources.job,
         side_of(sources.remote.source),
         sources.beside.trust,  # (a lock's: cut at its part size)
+        ledger=sources.ledger,
     )
     why = _unswarmable(sources, parts)
     if why is None and parts is not None:
@@ -150,7 +151,6 @@ def _swarmed(
     )
     if over is not None:
         swarm.final.refuse(over)
-    spent = 0  # bytes fetched in rounds of the swarm that ended on an object refused after
     publisher = Publisher(parts, job, sent=swarm.sent)
     swarm.heard = publisher.there
     swarm.waiting = lambda said: session.progress.waiting(job.label, said)
@@ -163,8 +163,7 @@ def _swarmed(
                 except SwarmEnded as ended:
                     result = _rest(sources, place, swarm, ended)
                     if result is None:  # not the file (said): the swarm goes on, the object
-                        spent += ended.fetched  # replaced by the machine that makes it
-                        over = ended.version
+                        over = ended.version  # replaced by the machine that makes it
                         swarm.final.refuse(ended.version)
                 except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
                     job.retries.warn(f"{failed.message}; fetched under the file's lease")
@@ -185,7 +184,6 @@ def _swarmed(
         # parts fetched here that another machine had published (``Publisher.twice``) or made
         # the object of (``Swarm.late``: sent once the object proved the file was there)
         duplicated=sum(_size(parts, i + 1) for i in _twice(swarm, publisher)),
-        fetched=result.fetched + swarm.state.refused + spent,
     )
 
 
@@ -208,14 +206,13 @@ def _rest(
     parts it brought counted as the others'; None when it is not the file (read and refused,
     said as any mirror's bad bytes: the swarm goes on)."""
     log.info("%s: mirror %s was made meanwhile: the rest from it", sources.job.label, place.uri)
+    before = sources.ledger.bytes["mirror"]
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
     swarm.final.proved = ended.version
-    # what the swarm wrote, the rest's fetch resumed on: fetched all the same
-    fetched = rest.fetched + ended.fetched + swarm.state.read
-    theirs = -(-rest.fetched // swarm.parts.part)
-    return replace(rest, fetched=fetched, parts_here=0, parts_peers=theirs)
+    theirs = -(-(sources.ledger.bytes["mirror"] - before) // swarm.parts.part)
+    return replace(rest, parts_here=0, parts_peers=theirs)
 
 
 def _place(sources: FileSources) -> Place | None:
@@ -518,23 +515,17 @@ class _Said:
     waited: float = 0.0
     began: float = field(default_factory=time.monotonic)  # the file's waits' bound counts from it
 
-    @property
-    def streamed(self) -> int:
-        return self.streamer.streamed if self.streamer is not None else 0
-
     def __call__(self, result: TransferResult, fill: str | None) -> TransferResult:
-        # the bytes of parts the range trust refused crossed the network too
-        refused = self.streamer.refused if self.streamer is not None else 0
         # of the parts read, those the file kept: at most what its last fetch resumed on (a
         # partial they made that failed the hash was thrown away, and they with it)
-        kept = min(self.streamed, result.resumed_from)
+        read = self.streamer.streamed if self.streamer is not None else 0
+        kept = min(read, result.resumed_from)
         fill = fill or result.fill
         return replace(
             result,
             waited=result.waited + self.waited,
             fill=READ if fill == STREAMED and not kept else fill,
             streamed=kept,
-            fetched=result.fetched + self.streamed + refused,
         )
 
 

@@ -29,9 +29,10 @@ from typing import Literal, NamedTuple
 from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.lease import LISTED_LIMIT, numbered
-from mdl.buckets.protocol import Writer
+from mdl.buckets.protocol import Seen, Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
+from mdl.transfer.context import Ledger
 from mdl.transfer.job import RangeTrust, TransferJob
 from mdl.transfer.ranges import Landings, covered, merged, touching
 from mdl.transfer.resume import job_root, load_state, seed
@@ -52,6 +53,8 @@ class PartSet:
     first: names.Part  # its first part: the version's, then (``under``) a holder's
     size: int
     side: str | None = None  # whose the file is (``side_of``): parts are marked as every upload
+    # the file's (``JobContext.ledger``): every part read counts there, as the others' bytes
+    ledger: Ledger = field(default_factory=Ledger, compare=False)
 
     @classmethod
     def of(
@@ -62,6 +65,8 @@ class PartSet:
         job: TransferJob,
         side: str | None = None,
         trust: RangeTrust | None = None,
+        *,
+        ledger: Ledger | None = None,
     ) -> PartSet | None:
         """The set for ``job``'s file at ``uri`` (``root``: the mirror's namespace; ``side``: whose
         it is), cut at its lock's part size when ``trust`` is its lock's (``partsize.cut_at``);
@@ -75,7 +80,19 @@ class PartSet:
         part = partsize.cut_at(ident.size, locked)
         first = names.Part.of(root, uri, pin=pin, size=ident.size, part=part)
         # one part: the object itself comes as soon
-        return cls(writer, first, ident.size, side) if ident.size > first.size else None
+        return (
+            cls(writer, first, ident.size, side, ledger or Ledger())
+            if ident.size > first.size
+            else None
+        )
+
+    def read(self, number: int) -> tuple[bytes, Seen] | None:
+        """Part ``number`` as the mirror holds it (no more than its size; None: not there), its
+        bytes counted as the others' however they check."""
+        start, end = self.span(number)
+        found = self.writer.read(self.uri(number), limit=end - start, aged=False)
+        self.ledger.add("peers", len(found[0]) if found is not None else 0)
+        return found
 
     def under(self, token: str) -> PartSet:
         """The parts the holder of the lease generation ``token`` publishes."""
@@ -374,7 +391,7 @@ def _read(parts: PartSet, fd: int, trust: RangeTrust | None, number: int) -> _Go
     """Part ``number`` written at its place in ``fd`` (with ``trust``, only its verified ranges:
     :func:`_verified`); None: gone (the object is there), or not whole yet."""
     start, end = parts.span(number)
-    found = parts.writer.read(parts.uri(number), limit=end - start, aged=False)
+    found = parts.read(number)
     if found is None or len(found[0]) != end - start:
         return None
     if trust is None:

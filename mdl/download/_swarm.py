@@ -261,7 +261,7 @@ class Swarm:
         (start, end), uri = self.spans[index], self.parts.uri(index + 1)
         size = end - start
         try:
-            found = self.parts.writer.read(uri, limit=size, aged=False)
+            found = self.parts.read(index + 1)
         except MdlError as exc:
             log.info("%s: part %d not read: %s", self.job.label, index + 1, exc)
             found = None

@@ -35,7 +35,7 @@ from mdl.sources.resolve import RemoteFile, mirror_targets, registry_mirror, wit
 from mdl.store.layout import Layout
 from mdl.store.store import Store
 from mdl.transfer.connection import origin
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.job import Landing, PartSource, TransferJob, TransferResult
 from mdl.transfer.replies import Probed, probe
@@ -216,13 +216,13 @@ def label_of(remote: RemoteFile) -> str:
 @dataclass(frozen=True)
 class FileSources:
     """One file's sources, as its fetch (and, with --fill-mirror, mdl.download._fill) asks them:
-    its mirrors, one mirror, its origin. ``refused``: the bytes each source that failed sent (a
-    mirror, a Xet fetch that fell back to plain HTTP): the file's ``fetched`` counts them."""
+    its mirrors, one mirror, its origin. ``ledger``: the bytes every source and try of the file
+    moved (a mirror refused, a Xet fetch that fell back to plain HTTP: all the same)."""
 
     session: PullSession
     job: TransferJob
     remote: RemoteFile
-    refused: list[int] = field(default_factory=list)
+    ledger: Ledger = field(default_factory=Ledger)
     missed: list[tuple[str, MdlError]] = field(default_factory=list)  # a failed mirror: url, why
     landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
     swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
@@ -243,6 +243,7 @@ class FileSources:
             # (a check needs them: a trust's, or a Xet file's a loader reads as it lands)
             releases=self.session.owned.releases if trust is not None or served else None,
             swarm=self.swarm,
+            ledger=self.ledger,
         )
 
     def ahead(self, end: int) -> Paused | None:
@@ -260,9 +261,11 @@ class FileSources:
         """The file from its origin (by Xet chunk where it can), its rate measured."""
         if self.paused is not None and self.paused.engine is not self.session.owned.engine:
             self.paused.close()  # a head paused at a mirror that then failed: let go
-        started = time.monotonic()
+        started, before = time.monotonic(), self.ledger.bytes["origin"]
         result = self._origin()
-        self.session.owned.origin_rate.add(result.fetched, time.monotonic() - started)
+        self.session.owned.origin_rate.add(
+            self.ledger.bytes["origin"] - before, time.monotonic() - started
+        )
         return result
 
     def _origin(self) -> TransferResult:
@@ -274,7 +277,6 @@ class FileSources:
             try:
                 return session.xet.fetch(job, remote.xet, self.beside)
             except XetFallback as why:
-                self.refused.append(why.fetched)
                 pull_log.info(
                     "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
                 )
@@ -332,7 +334,6 @@ class FileSources:
         except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
             raise
         except MdlError as exc:
-            self.refused.append(exc.fetched)
             self.missed.append((url, exc))
             if session.cancel.is_set():
                 raise InterruptedByUserError(INTERRUPTED) from exc

@@ -62,7 +62,9 @@ class BodyCopy:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
         first ``back`` bytes are compared with those on disk before the frontier, never written."""
         state, began = self.state, time.monotonic()
-        chunks = read_body(resp, self.span, encoded=encoded, what=state.job.label)
+        chunks = state.beside.ledger.counting(
+            state.job, read_body(resp, self.span, encoded=encoded, what=state.job.label)
+        )
         try:
             # compared before the loop: the chunks after the overlap go straight to ``take``
             if back:

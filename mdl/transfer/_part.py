@@ -80,7 +80,6 @@ class PartFetch:
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):
-                error.fetched += state.fetched
                 state.record.keep_on_full_disk()
             raise error from exc
         except HashMismatch as exc:
@@ -88,8 +87,8 @@ class PartFetch:
                 self._refuted(self.check, f"its {exc.kind} refused the file")
             self._refuse(state, exc, self.resumed_from)
             raise
-        except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
-            self._keep(state, exc)
+        except (MdlError, KeyboardInterrupt, httpx2.HTTPError):
+            self._keep(state)
             raise
         finally:
             os.close(self.fd)
@@ -107,7 +106,7 @@ class PartFetch:
             Restarts(self.shared, state, until=end).run()
             state.record.save(durable=True)
         except (MdlError, OSError, httpx2.HTTPError, KeyboardInterrupt) as exc:
-            self.abandon(exc)
+            self.abandon()
             if isinstance(exc, KeyboardInterrupt):
                 raise
             log.info("%s: its head was not fetched first: %s", self.job.label, exc)
@@ -115,12 +114,12 @@ class PartFetch:
         self.paused = True
         return True
 
-    def abandon(self, exc: BaseException | None = None) -> None:
+    def abandon(self) -> None:
         """A fetch begun (``ahead``), not to be run on: its bytes kept to resume, its check
         ended."""
         try:
             with self.running:
-                self._keep(self.state, exc or InterruptedError())
+                self._keep(self.state)
         finally:
             os.close(self.fd)
 
@@ -144,7 +143,7 @@ class PartFetch:
             git_oid=state.hasher.sha1.hexdigest() if state.hasher.sha1 is not None else None,
             etag=state.validator,
             resumed_from=resumed_from,
-            fetched=size - resumed_from + (check.refetched_bytes if check is not None else 0),
+            fetched=self.beside.ledger.fetched,
             verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
             discarded=state.discarded,
             trust=check.trust.kind if check is not None else None,
@@ -270,6 +269,7 @@ class PartFetch:
                 break
             check.refetching(bad)
             for start, end in bad:
+                self.beside.ledger.add("refetched", end - start)
                 state.refetch(start, end)
                 self.shared.progress.advance(job.label, start - end)
             if job.fallback:  # kept unclaimed: the next source resumes on the rest
@@ -286,6 +286,7 @@ class PartFetch:
         cure it."""
         job = self.job
         # thrown away: not progress
+        self.beside.ledger.add("thrown", state.on_disk())
         self.shared.progress.advance(job.label, resumed_from - state.on_disk())
         discard_partial(job)
         # ranges no version tied together
@@ -293,14 +294,11 @@ class PartFetch:
         # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched
         # again from zero.
         suspect = (resumed_from > 0 and not state.restarted) or spliced
-        exc.fetched = state.fetched
         if job.retry_on_mismatch and suspect:
             return
-        raise exc.error(job.label, state.fetched) from None  # (fetched, then refused)
+        raise exc.error(job.label) from None
 
-    def _keep(self, state: DownloadState, exc: BaseException) -> None:
-        if isinstance(exc, MdlError):
-            exc.fetched += state.fetched
+    def _keep(self, state: DownloadState) -> None:
         with contextlib.suppress(OSError):
             if state.on_disk() > 0:
                 state.record.save(durable=True)  # keep what we have for the next run

@@ -130,6 +130,7 @@ class DownloadState:
             self._unclaim(frontier, frontier + dropped)
             piece.done -= dropped
             self.fetched -= dropped
+            self.beside.ledger.add("thrown", dropped)
         return dropped
 
     def refetch(self, start: int, end: int) -> None:

@@ -1,16 +1,55 @@
 """What a fetch is handed beside its ``TransferJob`` (what the file is): who hears it land, the
 trust its ranges are checked against, the order its pieces go in, this run's probe answer, and
-where its range check is found while it runs. The one place a new listener of a fetch plugs in
-(docs/maintaining.md)."""
+where its range check is found while it runs, and the ledger its bytes are counted in. The one
+place a new listener of a fetch plugs in (docs/maintaining.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from mdl.transfer.job import Landing, Opening, PartSource, RangeTrust
+    from mdl.transfer.job import Landing, Opening, PartSource, RangeTrust, TransferJob
     from mdl.transfer.ranges import Releases
+
+
+# how bytes move: from a file's origin, a mirror, the others' parts (a swarm, a fill); copied from
+# files here; and, of those, fetched again (a range that failed its hash) or thrown away (taken
+# back, refused)
+Way = Literal["origin", "mirror", "peers", "reused", "refetched", "thrown"]
+NETWORK: tuple[Way, ...] = ("origin", "mirror", "peers")  # a file's ``fetched``: their sum
+
+
+class Ledger:
+    """The bytes of one file's fetch by the way they moved, counted where they move: every source
+    and try of the file adds to one ledger, from any thread; read once into its result
+    (``bytes``: by way)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bytes: Counter[Way] = Counter()
+
+    def add(self, way: Way, n: int) -> None:
+        with self._lock:
+            self.bytes[way] += n
+
+    def counting(
+        self, job: TransferJob, chunks: Iterable[bytes | memoryview]
+    ) -> Iterator[bytes | memoryview]:
+        """The body of an answer to ``job``, each chunk counted as it comes (cut short or not):
+        a mirror's bytes (a job that falls back), else its origin's."""
+        way: Way = "mirror" if job.fallback else "origin"
+        for chunk in chunks:
+            self.add(way, len(chunk))
+            yield chunk
+
+    @property
+    def fetched(self) -> int:
+        """The bytes that crossed the network, whatever became of them."""
+        return sum(self.bytes[way] for way in NETWORK)
 
 
 @dataclass(frozen=True)
@@ -33,3 +72,5 @@ class JobContext:
     # the fleet's swarm (``PartSource``): the parts this machine fetches are the ones it says,
     # one piece each; the rest it writes from the others' (checked); None: every part fetched here
     swarm: PartSource | None = None
+    # the bytes the fetch moves, counted where they move (a file's sources share one)
+    ledger: Ledger = field(default_factory=Ledger, compare=False)

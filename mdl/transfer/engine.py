@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import logging
 
-from mdl.errors import MdlError
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer import small
 from mdl.transfer._part import PartFetch
@@ -33,7 +32,8 @@ class Paused:
     file, ``close`` ends it, its bytes kept to resume; one holder at a time."""
 
     def __init__(self, engine: Engine, fetch: PartFetch) -> None:
-        self.engine = engine  # (the engine that paused it goes on with it)
+        # (the engine that paused it goes on with it; the bytes counted in its file's ledger)
+        self.engine, self.ledger = engine, fetch.beside.ledger
         self._fetch: PartFetch | None = fetch
 
     def resume(self, job: TransferJob) -> TransferResult:
@@ -94,8 +94,7 @@ class Engine(Shared):
         """
         beside = beside or JobContext()
         if fresh and small.fits(self, job, beside):
-            return small.fetch(self, job, self.dirs)
-        thrown = 0  # bytes of a first try whose hash did not match: fetched, so counted
+            return small.fetch(self, job, self.dirs, beside.ledger)
         if job.retry_on_mismatch:
             try:
                 return self._fetch_once(job, beside, paused)
@@ -103,15 +102,9 @@ class Engine(Shared):
                 log.warning("%s: %s mismatch, retrying once from zero", job.label, exc.kind)
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
-                thrown = exc.fetched
-        try:
-            # the last try
-            job = dataclasses.replace(job, retry_on_mismatch=False)
-            result = self._fetch_once(job, dataclasses.replace(beside, opening=None), paused)
-        except MdlError as exc:
-            exc.fetched += thrown
-            raise
-        return dataclasses.replace(result, fetched=result.fetched + thrown)
+        # the last try
+        job = dataclasses.replace(job, retry_on_mismatch=False)
+        return self._fetch_once(job, dataclasses.replace(beside, opening=None), paused)
 
     def _fetch_once(
         self, job: TransferJob, beside: JobContext, paused: Paused | None

@@ -279,15 +279,10 @@ class HashMismatch(Exception):
     def __init__(self, kind: str, expected: str, actual: str) -> None:
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
-        # bytes this try fetched (counted in the run's totals though they are thrown away)
-        self.fetched = 0
 
-    def error(self, label: str, fetched: int) -> IntegrityError:
-        """The user's error (exit 6): the file's bytes were removed; ``fetched``, then refused,
-        counted in the run's byte counts."""
-        error = IntegrityError(
+    def error(self, label: str) -> IntegrityError:
+        """The user's error (exit 6): the file's bytes were removed (the ledger counted them)."""
+        return IntegrityError(
             f"{label}: {self.kind} mismatch: expected {self.expected}, got {self.actual}",
             hint="the source changed or is corrupt; the partial file was removed",
         )
-        error.fetched = fetched
-        return error

@@ -349,7 +349,6 @@ class RangeCheck(Landings):
         self.bad: set[int] = set()
         # the ranges fetched again alone, this fetch (each once, whatever the rounds)
         self.refetched: set[int] = set()
-        self.refetched_bytes = 0
         self._released: set[int] = set()  # ranges whose bytes left (``reading``)
         self.refuted = False  # the whole file's hash refused it: nothing more leaves
         super().__init__(trust.spans, self._check, name=f"mdl-ranges:{label}", forget=self._forget)
@@ -422,7 +421,6 @@ class RangeCheck(Landings):
             for span in spans:
                 self.bad.discard(self.spans.index(span))
             self.refetched.update(self.spans.index(span) for span in spans)
-            self.refetched_bytes += sum(end - start for start, end in spans)
 
     def verified_spans(self) -> list[tuple[int, int]]:
         with self._lock:

@@ -20,7 +20,7 @@ from mdl.store.filesystem import DirSyncs
 from mdl.transfer._headers import is_encoded
 from mdl.transfer._shared import Shared, retryable
 from mdl.transfer.body import promised, read_body
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.hasher import Hasher
 from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
@@ -54,7 +54,9 @@ def said(progress: Progress, label: str, line: str) -> None:
     progress.waiting(label, line)
 
 
-def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferResult:
+def fetch(
+    shared: Shared, job: TransferJob, dirs: DirSyncs | None, ledger: Ledger
+) -> TransferResult:
     """The file in place, verified; a failed try (a reset, a 5xx, an expired signed target) is
     asked again from the job's URL within the retry budget. A bad size or hash is exit 6 and
     leaves nothing behind (a fresh single answer: nothing a second try would do otherwise)."""
@@ -74,7 +76,7 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
         if shared.cancel.is_set():
             raise InterruptedByUserError(f"{label}: interrupted")
         try:
-            body, etag = _get(shared, job, size)
+            body, etag = _get(shared, job, size, ledger)
             break
         except ExpiredURLError as exc:  # the resolve URL signs a fresh target: one try spent
             if not job.renewable:
@@ -91,11 +93,11 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
     _place(job, body, dirs)
     shared.progress.advance(label, size)
     return TransferResult(
-        size=size, sha256=sha256, git_oid=git_oid, etag=etag, resumed_from=0, fetched=size
+        size=size, sha256=sha256, git_oid=git_oid, etag=etag, resumed_from=0, fetched=ledger.fetched
     )
 
 
-def _get(shared: Shared, job: TransferJob, size: int) -> tuple[bytes, str | None]:
+def _get(shared: Shared, job: TransferJob, size: int, ledger: Ledger) -> tuple[bytes, str | None]:
     """The whole file's bytes from one answer, and its validator. A body longer than ``size`` is
     refused at its ``size + 1``-th byte: never more is read."""
     label = job.label
@@ -111,16 +113,12 @@ def _get(shared: Shared, job: TransferJob, size: int) -> tuple[bytes, str | None
                 f"{label}: the server sent {span.shown} when the whole file was asked"
             )
         if span.total is not None and span.total != size:
-            raise HashMismatch("size", f"{size} bytes", f"{span.total} bytes (server)").error(
-                label, 0
-            )
+            raise HashMismatch("size", f"{size} bytes", f"{span.total} bytes (server)").error(label)
         body = bytearray()
-        for chunk in read_body(resp, span, encoded=encoded, what=label):
+        for chunk in ledger.counting(job, read_body(resp, span, encoded=encoded, what=label)):
             body += chunk
             if len(body) > size:
-                raise HashMismatch("size", f"{size} bytes", f"more than {size} bytes").error(
-                    label, size
-                )
+                raise HashMismatch("size", f"{size} bytes", f"more than {size} bytes").error(label)
         etag, modified = validators(resp)
     return bytes(body), etag or modified
 
@@ -130,7 +128,7 @@ def _verified(job: TransferJob, body: bytes) -> tuple[str, str | None]:
     hasher = Hasher(-1, len(body), git=job.identity.git_oid is not None)
     hasher.offer(0, body)
     if (bad := hasher.mismatch(job, len(body))) is not None:
-        raise bad.error(job.label, len(body))
+        raise bad.error(job.label)
     return hasher.sha256.hexdigest(), None if hasher.sha1 is None else hasher.sha1.hexdigest()
 
 

@@ -20,6 +20,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.confined import open_file
+from mdl.transfer.context import Ledger
 from mdl.transfer.hasher import Hasher
 from mdl.transfer.job import Landing, TransferJob
 from mdl.transfer.resume import (
@@ -205,13 +206,20 @@ class Partial:
     recorded."""
 
     def __init__(
-        self, job: TransferJob, rec: Reconstruction, *, ref: XetRef, progress: Progress
+        self,
+        job: TransferJob,
+        rec: Reconstruction,
+        *,
+        ref: XetRef,
+        progress: Progress,
+        ledger: Ledger,
     ) -> None:
-        self.job, self.rec, self.ref, self.progress = job, rec, ref, progress
+        # (``ledger``: the file's: what comes over the wire, what is copied)
+        self.job, self.rec, self.ref, self.progress, self.ledger = job, rec, ref, progress, ledger
         self.root = job_root(job)
         self.offsets = rec.offsets
         self.record = Record(rec)
-        self.resumed = self.reused = self.fetched = 0
+        self.resumed = self.reused = 0
         self._saves = _Saves(save_threshold(rec.size))
         self._save_lock = threading.Lock()  # one record written at a time
         self._nudged = time.monotonic()
@@ -287,15 +295,11 @@ class Partial:
             self._saves.unsaved += size
         self.checkpoint()
 
-    def arrived(self, size: int) -> None:
-        """``size`` bytes more came over the wire."""
-        with self.record.lock:
-            self.fetched += size
-
     def copied(self, size: int) -> None:
         """``size`` bytes more were copied from files already here."""
         with self.record.lock:
             self.reused += size
+        self.ledger.add("reused", size)
 
     def finished(self, index: int, written: Written) -> None:
         """Term ``index`` is on disk, all of it: in the record, saved when one is due."""

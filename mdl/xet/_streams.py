@@ -586,10 +586,11 @@ class Streams:
         index = fetch.start
         limiter, decoding = self.wire.limiter, self.wire.decoding
         try:
-            for block in read_body(response, span, encoded=False, what=what):
+            for block in partial.ledger.counting(
+                partial.job, read_body(response, span, encoded=False, what=what)
+            ):
                 if cas.cancel.is_set() or self.stop.is_set():
                     raise Stopped
-                partial.arrived(len(block))
                 if limiter is not None:
                     limiter.consume(len(block), cas.cancel)
                 with decoding.turn(sink.at()):

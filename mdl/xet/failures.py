@@ -6,10 +6,8 @@ from __future__ import annotations
 
 class XetFallback(Exception):
     """The protocol cannot deliver this file now (why: the message); the plain resolve path
-    fetches it. ``fetched``: the bytes its attempts got before (the file's all the same).
+    fetches it (the bytes its attempts got before are in the file's ledger all the same).
     """
-
-    fetched = 0
 
 
 class Refused(Exception):

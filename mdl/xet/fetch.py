@@ -14,11 +14,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from mdl import partsize
-from mdl.errors import LocalFSError, MdlError
+from mdl.errors import LocalFSError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs, stat_file
@@ -66,20 +66,12 @@ class XetSource(Cas):
         self, job: TransferJob, ref: XetRef, beside: JobContext | None = None
     ) -> TransferResult:
         """The file into ``job.final_path``, verified; XetFallback when the plain path must fetch
-        it. Its ``fetched`` (or its error's, or its XetFallback's) counts the bytes of every
-        attempt: those of one cut short came over the network all the same.
+        it. The bytes of every attempt (those of one cut short came over the network all the same)
+        are counted in ``beside``'s ledger.
         """
-        spent: list[int] = []  # the bytes of each attempt cut short
-        try:
-            result = self._fetch(job, ref, spent, beside or JobContext())
-        except (MdlError, XetFallback) as exc:
-            exc.fetched += sum(spent)
-            raise
-        return replace(result, fetched=result.fetched + sum(spent))
+        return self._fetch(job, ref, beside or JobContext())
 
-    def _fetch(
-        self, job: TransferJob, ref: XetRef, spent: list[int], beside: JobContext
-    ) -> TransferResult:
+    def _fetch(self, job: TransferJob, ref: XetRef, beside: JobContext) -> TransferResult:
         """:meth:`fetch`'s attempts: resumed, unsplit, then whole without reuse."""
         if not (size := job.identity.size):
             raise XetFallback("its size is not known")
@@ -94,11 +86,11 @@ class XetSource(Cas):
         kept = loaded.terms if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else ()
         try:
             try:
-                return self._attempt(job, beside, ref, rec, kept, spent)
+                return self._attempt(job, beside, ref, rec, kept)
             except Unsplittable as exc:
                 log.info("%s: %s; fetching its xorb ranges whole", job.label, exc)
                 discard_partial(job)
-                return self._attempt(job, beside, ref, rec, (), spent, split=False)
+                return self._attempt(job, beside, ref, rec, (), split=False)
         except Suspect as exc:
             log.warning(
                 "%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc
@@ -107,7 +99,7 @@ class XetSource(Cas):
             discard_partial(job)
             del rec
             fresh = self.reconstruction(ref, job.label, size=size)
-            return self._attempt(job, beside, ref, fresh, (), spent, split=False, reuse=False)
+            return self._attempt(job, beside, ref, fresh, (), split=False, reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
         """The chunks of the model's Xet files on disk (read once per run and model; files this
@@ -129,39 +121,33 @@ class XetSource(Cas):
         ref: XetRef,
         rec: Reconstruction,
         kept: Sequence[Written],
-        spent: list[int],
         *,
         split: bool = True,
         reuse: bool = True,
     ) -> TransferResult:
-        """One attempt at one file: resume, copy, fetch, verify, move into place (cut short: its
-        bytes added to ``spent``)."""
-        partial = Partial(job, rec, ref=ref, progress=self.progress)
-        try:
-            with partial.writing(fresh=not kept):
-                resumed = partial.check_record(kept)
-                find = self.index_for(job).find if reuse else None
-                want = self.streams(rec.size)
-                plan = plan_tasks(rec, resumed, find=find, streams=want, split=split)
-                partial.record.adopt(resumed, plan.moving)
-                _say_resumed(job.label, plan)
-                self.progress.start(
-                    job.label,
-                    label=job.label,
-                    total=rec.size,
-                    completed=partial.resumed,
-                    model=job.model,
-                    path=job.path,
-                )
-                release = self._release(job, beside, ref, partial)
-                with release.running() if release else contextlib.nullcontext(), partial.hashing():
-                    if plan.tasks:
-                        streams = max(1, min(want, len(plan.tasks)))
-                        Streams(self.wire, partial, plan).run(plan.tasks, streams)
-                    partial.finish(release.refute if release is not None else None)
-        except BaseException:
-            spent.append(partial.fetched)
-            raise
+        """One attempt at one file: resume, copy, fetch, verify, move into place."""
+        partial = Partial(job, rec, ref=ref, progress=self.progress, ledger=beside.ledger)
+        with partial.writing(fresh=not kept):
+            resumed = partial.check_record(kept)
+            find = self.index_for(job).find if reuse else None
+            want = self.streams(rec.size)
+            plan = plan_tasks(rec, resumed, find=find, streams=want, split=split)
+            partial.record.adopt(resumed, plan.moving)
+            _say_resumed(job.label, plan)
+            self.progress.start(
+                job.label,
+                label=job.label,
+                total=rec.size,
+                completed=partial.resumed,
+                model=job.model,
+                path=job.path,
+            )
+            release = self._release(job, beside, ref, partial)
+            with release.running() if release else contextlib.nullcontext(), partial.hashing():
+                if plan.tasks:
+                    streams = max(1, min(want, len(plan.tasks)))
+                    Streams(self.wire, partial, plan).run(plan.tasks, streams)
+                partial.finish(release.refute if release is not None else None)
         self._install(job, ref, partial)
         return TransferResult(
             size=rec.size,
@@ -169,7 +155,7 @@ class XetSource(Cas):
             git_oid=None,
             etag=None,
             resumed_from=partial.resumed,
-            fetched=partial.fetched,
+            fetched=beside.ledger.fetched,
             reused=partial.reused,
             xet=ref.hash,
             trust=release.check.trust.kind if release and release.check is not None else None,

@@ -5,6 +5,7 @@ the rest held till the test says), so "at once" and "before" are events, not tim
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 from pathlib import Path
@@ -117,7 +118,13 @@ def test_every_shard_s_head_comes_first_from_a_mirror_too(tmp_path: Path) -> Non
         _hold(cdn, f"/mirror/m/{first}", held)
         # one file at a time: the other shards' own fetches wait behind the first
         with _serve(
-            tmp_path, files, "--jobs", "1", mirror=f"{cdn.url}/mirror/{{model}}/{{path}}"
+            tmp_path,
+            files,
+            "--jobs",
+            "1",
+            "--progress",
+            "json",
+            mirror=f"{cdn.url}/mirror/{{model}}/{{path}}",
         ) as serve:
             s3 = serve.ready().boto3(read_timeout=HANG)
             for name, data in shards.items():  # every head, while the first shard is held
@@ -132,6 +139,9 @@ def test_every_shard_s_head_comes_first_from_a_mirror_too(tmp_path: Path) -> Non
             assert not _asked(cdn, f"/{name}"), f"{name}: nothing from the origin"
             records = cdn.log.records(method="GET", path_prefix=f"/mirror/m/{name}")
             assert sum(r.bytes_sent for r in records) == len(data), f"{name}: no byte twice"
+    # each shard's bytes counted once, its head's with its tail's (one ledger per file)
+    end = json.loads(serve.stderr.splitlines()[-1])
+    assert end["event"] == "end" and end["summary"]["bytes"] == sum(map(len, shards.values()))
     log = _log(tmp_path)
     for name in rest:
         assert f"m/{name}: head fetched first" in log, name
