@@ -30,8 +30,8 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         freeze_loaded()  # (the process is the CLI's: what its imports make is frozen)
         with Watch().loading(), loading():
-            # a plain `get` line runs without Typer (mdl.cli.plainget); any other is Typer's
-            from mdl.cli.plainget import get_plainly, recognised
+            # a plain get or verify line runs without Typer (mdl.cli.plain); any other is Typer's
+            from mdl.cli.plain import recognised, run_plainly
             from mdl.cli.run import invoke
 
             plain = recognised(sys.argv[1:], os.environ)
@@ -45,7 +45,7 @@ def main() -> None:
         raise
     try:
         # every way it ends, as an exit code (mdl.cli.translate, the one translator)
-        code = invoke(app) if plain is None else get_plainly(plain)
+        code = invoke(app) if plain is None else run_plainly(plain)
         # Teardown's full collections would walk the ~50k objects the imports made (0.1 s of a small
         # `mdl get`); frozen ones are skipped, while atexit handlers and thread joins still run.
         gc.freeze()

@@ -17,7 +17,7 @@ import typer.main
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar, one_value
-from mdl.cli.plainget import plain
+from mdl.cli.plain import plain
 from mdl.errors import EXIT_MEANINGS
 from mdl.version import __version__
 

@@ -12,7 +12,7 @@ import typer
 
 from mdl import api
 from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command
-from mdl.cli.render.console import isatty
+from mdl.cli.plain import verify_files
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report, units
 from mdl.errors import UsageError
@@ -111,37 +111,7 @@ def verify_cmd(
     """Re-hash local files against the record and the catalog, or catalog.lock where it pins them
     (offline); with --quick, judge them by their records and sizes alone.
     """
-    # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so `mdl
-    # verify --all | head -1` ends at the first row; on a terminal the table follows the progress
-    # display. A probe (--quick) prints no row: its answer is its exit code and one line.
-    streaming = not run.json and not isatty(run.stdout)
-
-    def row(outcome: "FileOutcome") -> None:
-        if streaming and not outcome.failing:
-            run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
-            run.stdout.flush()
-
-    with run.reporter() as progress:
-        report = api.verify(
-            *(names or ()),
-            all=all_models,
-            **where,
-            environ=run.environ,
-            progress=progress,
-            on_file=None if quick else row,
-            quick=quick,
-        )
-
-    def table() -> None:  # on a terminal, after the progress display: the files that are right
-        rows = [f.to_json() for f in report.files if not f.failing]
-        if rows:
-            run.table(
-                rows,
-                [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")],
-            )
-
-    data = None if streaming or quick else table
-    return render_report(run, report, verb="checked" if quick else "verified", data=data)
+    return verify_files(run, names, all_models=all_models, quick=quick, **where)
 
 
 @command(progress=False)

@@ -1,5 +1,5 @@
 """``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder; its
-body is mdl.cli.plainget's."""
+body is mdl.cli.plain's."""
 
 from pathlib import Path
 from typing import Annotated, Unpack
@@ -7,7 +7,7 @@ from typing import Annotated, Unpack
 import typer
 
 from mdl.cli.options import command
-from mdl.cli.plainget import get_files
+from mdl.cli.plain import get_files
 from mdl.cli.run import Run
 from mdl.setting import Getting
 

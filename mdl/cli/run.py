@@ -56,7 +56,7 @@ _CREDENTIAL = re.compile("TOKEN|SECRET|PASSWORD|API_?KEY|CREDENTIAL")
 
 class Exit(Exception):
     """A command's end with its exit code (:func:`guarded`'s; the Typer command turns it into
-    Typer's, mdl.cli.plainget returns it)."""
+    Typer's, mdl.cli.plain returns it)."""
 
     def __init__(self, exit_code: int = 0) -> None:
         super().__init__(exit_code)

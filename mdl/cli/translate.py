@@ -115,7 +115,7 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
 
 def _typer(name: str) -> tuple[type[Any], ...]:
     """Typer's exception class ``name`` when Typer is loaded (none of its exceptions is raised
-    where it is not: mdl.cli.plainget runs without it)."""
+    where it is not: mdl.cli.plain runs without it)."""
     typer = sys.modules.get("typer")
     return (getattr(typer, name),) if typer is not None else ()
 

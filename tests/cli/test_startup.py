@@ -50,7 +50,7 @@ NOT_FOR_PLAIN_GET = (
     *NOT_FOR_GET,
     "pydantic",
     "rich",
-    # issue 90: a plain line (get SOURCE... -o/-d/-q) runs without Typer (mdl.cli.plainget)
+    # issue 90: a plain line (get SOURCE... -o/-d/-q) runs without Typer (mdl.cli.plain)
     "typer",
     "mdl.cli.app",
     "mdl.cli.options",
@@ -125,7 +125,7 @@ NOT_FOR_PLAIN_GET = (
 # the places get wrote (mdl.store.oneoffs: list, prune, remove and clean see them), issue 88; 80
 # with the one bounded reader of outside JSON (mdl.outsidejson: its records are read through it),
 # issue 86; 79 with no Typer for a plain line (mdl.cli.app, .options and .get not loaded; its body
-# is mdl.cli.plainget's) and a file's state judged by mdl.store.states, not the inventory, issue 90.
+# is mdl.cli.plain's) and a file's state judged by mdl.store.states, not the inventory, issue 90.
 PLAIN_GET_MODULES = 79
 MDL_MODULES = tuple(
     sorted(
@@ -184,7 +184,7 @@ def test_list_is_offline_and_light(tmp_path: Path) -> None:
 
 def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:
     url = cdn.add_file("/x.bin", b"forty-two bytes of a very small model file")
-    # a plain line runs without Typer (mdl.cli.plainget), so without get's Typer command too
+    # a plain line runs without Typer (mdl.cli.plain), so without get's Typer command too
     assert loaded(tmp_path, (*NOT_FOR_GET, *COMMAND_MODULES), "get", url, "-o", "x.bin") == []
     assert loaded(tmp_path, COMMAND_MODULES, "get", url, "-o", "y.bin", "--force") == [
         "mdl.cli.get"
@@ -270,7 +270,8 @@ def test_the_readiness_probe_loads_no_log_file_handler(tmp_path: Path, cdn: CdnS
     assert loaded(tmp_path, (), "pull", "one") == []
     assert loaded(tmp_path, (), "lock") == []
     handlers = ("mdl.cli.render.logfile", "logging.handlers")
-    watched = (*handlers, "rich", *NET)
+    # nor Typer: a plain verify line runs without it (mdl.cli.plain), issue 90
+    watched = (*handlers, "rich", *NET, "typer", "mdl.cli.app")
     assert loaded(tmp_path, watched, "verify", "--all", "--quick", "--locked") == []
     # Catalog and lock checked before, their bytes unchanged (mdl.lockfile.remembered): not
     # checked again, so neither pydantic nor the rules' modules nor a TOML parser is loaded.

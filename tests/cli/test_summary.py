@@ -18,7 +18,7 @@ from terminal import PLAIN, unstamped
 from typer.testing import Result
 
 from mdl.cli.download import model_folders
-from mdl.cli.plainget import fetched_paths
+from mdl.cli.plain import fetched_paths
 from mdl.cli.summary import summary_line
 from mdl.report import FileOutcome
 
