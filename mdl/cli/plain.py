@@ -57,10 +57,9 @@ def recognised(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any
         if name is not None and given.get(name) not in (None, False):
             return None  # given twice: Typer's
         if name in VALUED:
-            value = next(tokens, "-")
-            if value.startswith("-") or not plain(Path, value):
+            given[name] = _path(next(tokens, "-"))
+            if given[name] is None:
                 return None
-            given[name] = Path(value)
         elif name is not None:
             given[name] = True
         elif token.startswith("-") or not plain(str, token):
@@ -68,6 +67,12 @@ def recognised(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any
         else:
             given[words].append(token)
     return given if given[words] or words != "sources" else None
+
+
+def _path(value: str) -> Path | None:
+    """An option's value as Typer hands on a path; None for one that is Typer's (a flag's spelling,
+    or a path it would refuse)."""
+    return None if value.startswith("-") or not plain(Path, value) else Path(value)
 
 
 def run_plainly(given: dict[str, Any]) -> int:
