@@ -15,6 +15,7 @@ from mdl import api
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, ended, ran
 from mdl.cli.summary import ok, render_report
+from mdl.cli.translate import translate
 from mdl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -80,9 +81,13 @@ def run_plainly(given: dict[str, Any]) -> int:
     options = dict(given)
     command, quiet = options.pop("command"), options.pop("quiet")
     body, output_only = BODIES[command]
-    # (a probe, verify --quick, writes no log unless --log-file names one, as its command says)
-    run = Run(quiet=quiet, command=command, logged=not options.get("quick"))
-    return ended(ran(run, body, options, output_only=output_only))
+    try:
+        # (a probe, verify --quick, writes no log unless --log-file names one, as its command says)
+        run = Run(quiet=quiet, command=command, logged=not options.get("quick"))
+        code = ran(run, body, options, output_only=output_only)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated, as by invoke
+        code = translate(exc)
+    return ended(code)
 
 
 def get_files(
