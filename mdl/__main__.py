@@ -30,7 +30,7 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         freeze_loaded()  # (the process is the CLI's: what its imports make is frozen)
         with Watch().loading(), loading():
-            # a plain get or verify line runs without Typer (mdl.cli.plain); any other is Typer's
+            # a plain get, pull or verify line runs without Typer (mdl.cli.plain); others: Typer's
             from mdl.cli.plain import recognised, run_plainly
             from mdl.cli.run import invoke
 

@@ -4,7 +4,6 @@ disk, checked, and tidied."""
 import re
 import shlex
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Unpack, cast
 
@@ -12,15 +11,13 @@ import typer
 
 from mdl import api
 from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command
-from mdl.cli.plain import verify_files
+from mdl.cli.plain import pull_files, verify_files
 from mdl.cli.run import Run
-from mdl.cli.summary import ok, render_report, units
 from mdl.errors import UsageError
 from mdl.setting import Pinned, Places, Pulling
 from mdl.units import human_size
 
 if TYPE_CHECKING:
-    from mdl.report import FileOutcome
     from mdl.store.prune import PrunedPath, PruneReport
     from mdl.upload.mirrorprune import MirrorPruneReport
 
@@ -55,38 +52,16 @@ def pull_cmd(
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and
     checked against its locked sha256, without asking the Hub to list anything."""
-    with run.reporter() as progress:
-        report = api.pull(
-            *(names or ()),
-            all=all_models,
-            verify=not no_verify,
-            force=force,
-            unsigned=unsigned,
-            dry_run=dry_run,
-            **where,
-            environ=run.environ,
-            progress=progress,
-            secrets=run.secrets,
-        )
-    # `DIR=$(mdl pull tiny)`: the data is where each model is
-    return render_report(
-        run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files))
+    return pull_files(
+        run,
+        names,
+        all_models=all_models,
+        no_verify=no_verify,
+        force=force,
+        unsigned=unsigned,
+        dry_run=dry_run,
+        **where,
     )
-
-
-def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
-    """The folder of each model that is all here (each of its folders if several), in order:
-    ``pull``'s stdout.
-    """
-    # with its paths and redaction: ~7 ms that --help and list need not pay
-    from mdl.report import folder
-
-    folders: list[str] = []
-    for unit in units(outcomes).values():
-        files = [f for f in unit if f.path is not None and f.dest is not None]
-        if unit[0].model and files and ok(unit):
-            folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
-    return list(dict.fromkeys(folders))
 
 
 @command(output_only=True, logged=lambda options: not options["quick"])

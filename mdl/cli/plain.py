@@ -1,8 +1,9 @@
-"""The bodies of ``mdl get`` and ``mdl verify``, and their plainest command lines run without
-Typer (Typer and its command are ~0.03 of a tiny get's 0.2 CPU-s, and of the readiness probe's):
-``get SOURCE...`` with ``-o FILE``, ``-d DIR``; ``verify [NAME...]`` with ``--all``, ``--quick``,
-``--locked``; ``-q`` with either. Those lines are a subset of each command's: each token means what
-it means to Typer, and anything else is Typer's (tests/cli/test_plain.py runs each both ways)."""
+"""The bodies of ``mdl get``, ``mdl pull`` and ``mdl verify``, and their plainest command lines run
+without Typer (Typer and its command are ~0.03 of a tiny get's 0.2 CPU-s, and of the readiness
+probe's): ``get SOURCE...`` with ``-o FILE``, ``-d DIR``; ``pull [NAME...]`` with ``--all``;
+``verify [NAME...]`` with ``--all``, ``--quick``, ``--locked``; ``-q`` with each. Those lines are a
+subset of each command's: each token means what it means to Typer, and anything else is Typer's
+(tests/cli/test_plain.py runs each both ways)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Unpack
 from mdl import api
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run, ended, ran
-from mdl.cli.summary import ok, render_report
+from mdl.cli.summary import ok, render_report, units
 from mdl.cli.translate import translate
 from mdl.errors import UsageError
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
-    from mdl.setting import Getting, Pinned
+    from mdl.setting import Getting, Pinned, Pulling
 
 # Each plain command's options a plain line may give, each once, as a separate token (the
 # commands' own spellings, which tests/cli/test_plain.py holds to Typer's): the parameter each
@@ -28,9 +29,10 @@ if TYPE_CHECKING:
 # parameter the other words fill.
 LINES: dict[str, dict[str, str]] = {
     "get": {"-o": "output", "--output": "output", "-d": "directory", "--dir": "directory"},
+    "pull": {"--all": "all_models"},
     "verify": {"--all": "all_models", "--quick": "quick", "--locked": "locked"},
 }
-WORDS = {"get": "sources", "verify": "names"}
+WORDS = {"get": "sources", "pull": "names", "verify": "names"}
 VALUED = ("output", "directory")
 QUIET = ("-q", "--quiet")
 
@@ -208,8 +210,55 @@ def verify_files(
     return render_report(run, report, verb="checked" if quick else "verified", data=data)
 
 
+def pull_files(
+    run: Run,
+    names: Sequence[str] | None = None,
+    *,
+    all_models: bool = False,
+    no_verify: bool = False,
+    force: bool = False,
+    unsigned: bool = False,
+    dry_run: bool = False,
+    **where: Unpack[Pulling],
+) -> int:
+    """``mdl pull``: the catalog's models onto this disk, the folder of each on stdout."""
+    with run.reporter() as progress:
+        report = api.pull(
+            *(names or ()),
+            all=all_models,
+            verify=not no_verify,
+            force=force,
+            unsigned=unsigned,
+            dry_run=dry_run,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
+    # `DIR=$(mdl pull tiny)`: the data is where each model is
+    return render_report(
+        run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files))
+    )
+
+
+def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
+    """The folder of each model that is all here (each of its folders if several), in order:
+    ``pull``'s stdout.
+    """
+    # with its paths and redaction: ~7 ms that --help and list need not pay
+    from mdl.report import folder
+
+    folders: list[str] = []
+    for unit in units(outcomes).values():
+        files = [f for f in unit if f.path is not None and f.dest is not None]
+        if unit[0].model and files and ok(unit):
+            folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
+    return list(dict.fromkeys(folders))
+
+
 # each plain command's body, and whether it stops when stdout's reader goes (as its command says)
 BODIES: dict[str, tuple[Callable[..., int], bool]] = {
     "get": (get_files, False),
+    "pull": (pull_files, False),
     "verify": (verify_files, True),
 }

@@ -1,4 +1,4 @@
-"""Issue 90: a plain get or verify line runs without Typer (mdl.cli.plain). Each line it takes means to
+"""Issue 90: a plain get, pull or verify line runs without Typer (mdl.cli.plain). Each line it takes means to
 Typer's own get command what it means there, token by token; anything else is Typer's; and a line
 run both ways says the same, writes the same and ends with the same code."""
 
@@ -29,10 +29,12 @@ PLAIN = (
     ["verify", "--all", "--quick", "--locked"],
     ["verify", "-q", "tiny", "other"],
     ["verify"],
+    ["pull", "one", "-q"],
+    ["pull", "--all"],
 )
 TYPER_S = (
     ["get"],  # (Typer says what is missing)
-    ["pull", "https://h/x.bin"],
+    ["publish", "https://h/x.bin"],
     ["-q", "get", "https://h/x.bin"],
     ["get", "https://h/x.bin", "-ox.bin"],
     ["get", "https://h/x.bin", "--output=x.bin"],
@@ -53,7 +55,9 @@ TYPER_S = (
     ["verify", "--all", "--json"],
     ["verify", "--all", "-o", "x"],
     ["verify", "--quick", "--frozen"],
-    ["pull", "tiny"],
+    ["pull", "tiny", "--dry-run"],
+    ["pull", "--all", "--quick"],
+    ["lock"],
 )
 
 
@@ -114,14 +118,18 @@ def test_a_plain_get_run_both_ways_says_and_writes_the_same(
         ("--all",),  # re-hashed, a row each
         ("one", "-q"),
         ("--all", "--quick", "--locked", "--", "broken"),  # (Typer's: the file changed, exit 6)
+        ("pull", "one"),  # (a pull of what is there: its folder on stdout)
+        ("pull", "--all", "-q"),
     ],
 )
-def test_a_plain_verify_run_both_ways_says_the_same(
+def test_a_plain_verify_or_pull_run_both_ways_says_the_same(
     tmp_path: Path, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch, shape: tuple[str, ...]
 ) -> None:
     url = cdn.add_file("/w.bin", b"weights")
     broken = shape[-1] == "broken"
     argv = ["verify", *shape[:-2]] if broken else ["verify", *shape]
+    if shape[0] == "pull":
+        argv = list(shape)
 
     def pulled(here: Path) -> None:
         (here / "catalog.toml").write_text(
