@@ -30,8 +30,13 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         freeze_loaded()  # (the process is the CLI's: what its imports make is frozen)
         with Watch().loading(), loading():
-            from mdl.cli.app import app
+            # a plain get, pull or verify line runs without Typer (mdl.cli.plain); others: Typer's
+            from mdl.cli.plain import recognised, run_plainly
             from mdl.cli.run import invoke
+
+            plain = recognised(sys.argv[1:], os.environ)
+            if plain is None:
+                from mdl.cli.app import app
     except KeyboardInterrupt:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)
@@ -40,7 +45,7 @@ def main() -> None:
         raise
     try:
         # every way it ends, as an exit code (mdl.cli.translate, the one translator)
-        code = invoke(app)
+        code = invoke(app) if plain is None else run_plainly(plain)
         # Teardown's full collections would walk the ~50k objects the imports made (0.1 s of a small
         # `mdl get`); frozen ones are skipped, while atexit handlers and thread joins still run.
         gc.freeze()

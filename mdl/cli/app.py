@@ -7,7 +7,6 @@ module when used.
 # Tab included).
 import importlib
 import inspect
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer.main
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar, one_value
+from mdl.cli.plain import plain
 from mdl.errors import EXIT_MEANINGS
 from mdl.version import __version__
 
@@ -211,15 +211,6 @@ def _plain_all(param: Any, value: Any, multiple: bool) -> bool:
     listed = isinstance(value, (list, tuple))
     values = value if multiple and listed else (value,)
     return multiple == listed and all(plain(param.given_as, v) for v in values)
-
-
-def plain(kind: type | None, value: object) -> bool:
-    """Whether Typer converts ``value`` to ``kind`` by calling it: text as text, a path Typer
-    would not refuse (one that exists but cannot be read is refused: exit 2)."""
-    if kind is None or not isinstance(value, str) or "\0" in value:
-        return False  # (a NUL: Typer says why it is no path)
-    # (os.path: False for a name with a NUL, which Path.exists raises on)
-    return kind is str or not os.path.exists(value) or os.access(value, os.R_OK)  # noqa: PTH110
 
 
 class GivenOption(TyperOption):

@@ -4,7 +4,6 @@ disk, checked, and tidied."""
 import re
 import shlex
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Unpack, cast
 
@@ -12,15 +11,13 @@ import typer
 
 from mdl import api
 from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command
-from mdl.cli.render.console import isatty
+from mdl.cli.plain import pull_files, verify_files
 from mdl.cli.run import Run
-from mdl.cli.summary import ok, render_report, units
 from mdl.errors import UsageError
 from mdl.setting import Pinned, Places, Pulling
 from mdl.units import human_size
 
 if TYPE_CHECKING:
-    from mdl.report import FileOutcome
     from mdl.store.prune import PrunedPath, PruneReport
     from mdl.upload.mirrorprune import MirrorPruneReport
 
@@ -55,38 +52,16 @@ def pull_cmd(
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and
     checked against its locked sha256, without asking the Hub to list anything."""
-    with run.reporter() as progress:
-        report = api.pull(
-            *(names or ()),
-            all=all_models,
-            verify=not no_verify,
-            force=force,
-            unsigned=unsigned,
-            dry_run=dry_run,
-            **where,
-            environ=run.environ,
-            progress=progress,
-            secrets=run.secrets,
-        )
-    # `DIR=$(mdl pull tiny)`: the data is where each model is
-    return render_report(
-        run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files))
+    return pull_files(
+        run,
+        names,
+        all_models=all_models,
+        no_verify=no_verify,
+        force=force,
+        unsigned=unsigned,
+        dry_run=dry_run,
+        **where,
     )
-
-
-def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
-    """The folder of each model that is all here (each of its folders if several), in order:
-    ``pull``'s stdout.
-    """
-    # with its paths and redaction: ~7 ms that --help and list need not pay
-    from mdl.report import folder
-
-    folders: list[str] = []
-    for unit in units(outcomes).values():
-        files = [f for f in unit if f.path is not None and f.dest is not None]
-        if unit[0].model and files and ok(unit):
-            folders.extend(str(folder(f) or Path(str(f.dest)).parent) for f in files)
-    return list(dict.fromkeys(folders))
 
 
 @command(output_only=True, logged=lambda options: not options["quick"])
@@ -111,37 +86,7 @@ def verify_cmd(
     """Re-hash local files against the record and the catalog, or catalog.lock where it pins them
     (offline); with --quick, judge them by their records and sizes alone.
     """
-    # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so `mdl
-    # verify --all | head -1` ends at the first row; on a terminal the table follows the progress
-    # display. A probe (--quick) prints no row: its answer is its exit code and one line.
-    streaming = not run.json and not isatty(run.stdout)
-
-    def row(outcome: "FileOutcome") -> None:
-        if streaming and not outcome.failing:
-            run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
-            run.stdout.flush()
-
-    with run.reporter() as progress:
-        report = api.verify(
-            *(names or ()),
-            all=all_models,
-            **where,
-            environ=run.environ,
-            progress=progress,
-            on_file=None if quick else row,
-            quick=quick,
-        )
-
-    def table() -> None:  # on a terminal, after the progress display: the files that are right
-        rows = [f.to_json() for f in report.files if not f.failing]
-        if rows:
-            run.table(
-                rows,
-                [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")],
-            )
-
-    data = None if streaming or quick else table
-    return render_report(run, report, verb="checked" if quick else "verified", data=data)
+    return verify_files(run, names, all_models=all_models, quick=quick, **where)
 
 
 @command(progress=False)

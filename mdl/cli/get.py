@@ -1,20 +1,15 @@
-"""``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder."""
+"""``mdl get``: one-off sources (URLs, hf:// files, serverless job outputs) into a folder; its
+body is mdl.cli.plain's."""
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Unpack
+from typing import Annotated, Unpack
 
 import typer
 
-from mdl import api
 from mdl.cli.options import command
+from mdl.cli.plain import get_files
 from mdl.cli.run import Run
-from mdl.cli.summary import ok, render_report
-from mdl.errors import UsageError
 from mdl.setting import Getting
-
-if TYPE_CHECKING:
-    from mdl.report import FileOutcome
 
 
 @command()
@@ -100,58 +95,20 @@ def get_cmd(
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job
     outputs.
     """
-    from mdl.catalog.headers import check_headers, parse_header
-
-    refuse_hf_only(token=token, cache_dir=cache_dir)
-    headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
-    with run.reporter() as progress:
-        report = api.get(
-            *(sources or ()),
-            output=output,
-            directory=directory,
-            sha256=sha256,
-            **where,
-            environ=run.environ,
-            progress=progress,
-            force=force,
-            include=include or (),
-            exclude=exclude or (),
-            headers=headers,
-            input_file=input_file,
-            secrets=run.secrets,
-            revision=revision,
-            repo_type=repo_type,
-        )
-    # `P=$(mdl get URL)`: the data is where each file is
-    return render_report(
-        run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files))
+    return get_files(
+        run,
+        sources,
+        output=output,
+        directory=directory,
+        revision=revision,
+        repo_type=repo_type,
+        token=token,
+        cache_dir=cache_dir,
+        sha256=sha256,
+        include=include,
+        exclude=exclude,
+        force=force,
+        header=header,
+        input_file=input_file,
+        **where,
     )
-
-
-def refuse_hf_only(*, token: str | None, cache_dir: Path | None) -> None:
-    """hf download's flags mdl spells otherwise: exit 2 naming mdl's spelling."""
-    if token is not None:  # (its value is never said: a secret on a command line)
-        raise UsageError(
-            "--token: mdl reads the token from HF_TOKEN (or the file `hf auth login` wrote), not"
-            " from a flag, which other users can see in the process list",
-            hint="HF_TOKEN=... mdl get ...",
-        )
-    if cache_dir is not None:
-        raise UsageError(
-            "--cache-dir: mdl get saves into a folder (-d DIR); the Hugging Face cache is"
-            " HF_HUB_CACHE (HF_HOME/hub), filled by --layout hf-cache",
-            hint=f"HF_HUB_CACHE={cache_dir} mdl get ... --layout hf-cache",
-        )
-
-
-def fetched_paths(outcomes: Sequence["FileOutcome"]) -> list[str]:
-    """Each file ``get`` has (fetched, or skipped as the same file), in order, and once the folder
-    of a whole repo that is all there (as ``hf download`` prints it), in place of its files: its
-    stdout."""
-    broken = {f.within for f in outcomes if f.within is not None and not ok([f])}
-    paths = [
-        f.within or f.dest
-        for f in outcomes
-        if f.dest is not None and ok([f]) and f.within not in broken
-    ]
-    return list(dict.fromkeys(p for p in paths if p is not None))

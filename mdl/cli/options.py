@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 import typer
 
 from mdl import api
-from mdl.cli.run import ProgressChoice, Run, guarded
+from mdl.cli.run import ProgressChoice, Run, ran
 from mdl.setting import SETTING, SETTINGS, Setting
 
 
@@ -286,12 +286,10 @@ def command(
                 headers=tuple(options.get("header") or ()),
                 logged=logged is None or logged(options),
             )
-            with guarded(
-                run, output_only=output_only(options) if callable(output_only) else output_only
-            ):
-                code = body(run, **options)
-                if code:
-                    raise typer.Exit(code)
+            only = output_only(options) if callable(output_only) else output_only
+            code = ran(run, body, options, output_only=only)
+            if code:
+                raise typer.Exit(code)
 
         keyword, params = (
             inspect.Parameter.KEYWORD_ONLY,

@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
 
-import typer
-
 from mdl.cli.render.console import (
     Console,
     EventStream,
@@ -54,6 +52,15 @@ log = logging.getLogger("mdl.cli")
 T = TypeVar("T")
 # an environment variable whose name says credential: its value is hidden, used by mdl or not
 _CREDENTIAL = re.compile("TOKEN|SECRET|PASSWORD|API_?KEY|CREDENTIAL")
+
+
+class Exit(Exception):
+    """A command's end with its exit code (:func:`guarded`'s; the Typer command turns it into
+    Typer's, mdl.cli.plain returns it)."""
+
+    def __init__(self, exit_code: int = 0) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -270,7 +277,7 @@ def logged_argv(argv: Sequence[str], *, headers: Sequence[str] = ()) -> list[str
 
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
-    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the
+    """Every way a command ends becomes :class:`Exit` with its code (:func:`translate`), the
     events' ``end`` last.
     """
     log.info("mdl %s: %s", __version__, " ".join(logged_argv(sys.argv[1:], headers=run.headers)))
@@ -286,20 +293,20 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
                 yield
             run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
             code = 0
-        except typer.Exit as exc:
+        except Exit as exc:
             code = int(exc.exit_code or 0)
             # the work stopped for the reader that left, as for a Ctrl-C: 141
             if code == 130 and run.watch.fired:
                 log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
                 code = EXIT_STDOUT_CLOSED
-                raise typer.Exit(code) from None
+                raise Exit(code) from None
             if code:  # a failure's own code says more than 141 ("no one read the output")
                 with unread_if_failing(failing=True):
                     run.stdout.flush()
             raise
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
             code = translate(exc, run)
-            raise typer.Exit(code) from None
+            raise Exit(code) from None
     finally:
         seconds = time.monotonic() - run.started
         # the last event: the run's counts and seconds (cli.summary's, the summary line's own;
@@ -308,6 +315,25 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             summary = run.summary or run_summary((), seconds=seconds, text=None)
             run.events.end(exit_code=code, summary=summary)
         log.info("done in %.1fs", seconds)
+
+
+def ran(
+    run: Run,
+    body: Callable[..., int | None],
+    options: Mapping[str, Any],
+    *,
+    output_only: bool = False,
+) -> int:
+    """The exit code of command ``body`` given ``run`` and its ``options``, run under
+    :func:`guarded`."""
+    try:
+        with guarded(run, output_only=output_only):
+            code = body(run, **options)
+            if code:
+                raise Exit(code)
+    except Exit as exc:
+        return int(exc.exit_code)
+    return 0
 
 
 @contextlib.contextmanager
@@ -367,6 +393,12 @@ def invoke(app: Any) -> int:
         code = EXIT_STDOUT_CLOSED
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
         code = translate(exc)
+    return ended(code)
+
+
+def ended(code: int) -> int:
+    """The exit code of a run that ended with ``code``: 141 when stdout's reader left, stdout
+    flushed (silenced when no one reads it)."""
     if code == ExitCode.INTERRUPTED and stdout_closed():
         # The watch's stop (a KeyboardInterrupt) that reached Typer past the command's own guard (a
         # busy machine runs its handler late), which Typer turns into 130 unsaid: the reader left,

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any, Protocol, TextIO
 
-import typer
-
 from mdl.cli.render.console import EventStream, run_summary, stderr_sink
 from mdl.cli.stdout import (
     EXIT_STDOUT_CLOSED,
@@ -102,17 +100,24 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
     """What ended mdl as one of its errors, by type."""
     if isinstance(exc, MdlError):
         return exc
-    if isinstance(exc, KeyboardInterrupt | typer.Abort):  # Typer's word for Ctrl-C
+    if isinstance(exc, (KeyboardInterrupt, *_typer("Abort"))):  # Typer's word for Ctrl-C
         return InterruptedByUserError("interrupted")
     if _out_of_memory(exc):
         return _memory_error(exc)
     # a parse error (Typer's public base of Click's): its usage, exit 2
-    if isinstance(exc, typer.TyperException):
+    if isinstance(exc, _typer("TyperException")):
         # a usage error's command
         context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
         spelt = HF_SPELLINGS.get(getattr(exc, "option_name", None) or "")
         return UsageError(exc.format_message(), hint=spelt or f"see {context} --help")
     return _internal_error(exc, run)
+
+
+def _typer(name: str) -> tuple[type[Any], ...]:
+    """Typer's exception class ``name`` when Typer is loaded (none of its exceptions is raised
+    where it is not: mdl.cli.plain runs without it)."""
+    typer = sys.modules.get("typer")
+    return (getattr(typer, name),) if typer is not None else ()
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -163,7 +168,7 @@ def _tell_without_run(exc: BaseException, error: MdlError) -> int:
         return code
     # Typer's own usage text (its ClickException, not exported, has show)
     show = getattr(exc, "show", None)
-    if isinstance(exc, typer.TyperException) and callable(show):
+    if isinstance(exc, _typer("TyperException")) and callable(show):
         show(file=stderr_sink(sys.stderr))
         if error.hint in HF_SPELLINGS.values():  # Typer's words are not the last: mdl's spelling
             stderr_sink(sys.stderr).write(f"  hint: {error.hint}\n")

@@ -1,5 +1,5 @@
 """``get``'s memory: the folder's record (``DIR/.mdl/get.json``) judged as pull judges its own (size
-and mtime, ``inventory.judge``), so a no-op get reads no byte back and an offline get answers from
+and mtime, ``states.judge``), so a no-op get reads no byte back and an offline get answers from
 what it saved."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from mdl.sources.joboutput import UrlFile
 from mdl.sources.oneoff import Parsed
 from mdl.sources.resolve import RemoteFile
 from mdl.store.filesystem import stat_file
-from mdl.store.inventory import INSTALLED, judge
 from mdl.store.layout import hub_source, parse_hub_source, selected
 from mdl.store.records import FileRecord
+from mdl.store.states import INSTALLED, judge
 from mdl.store.store import Store
 
 # A get's record is the store's record of model "" (keyed by file name).

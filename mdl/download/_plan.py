@@ -16,9 +16,9 @@ from mdl.paths import path_clash, shown_path
 from mdl.redact import record_text
 from mdl.report import FileOutcome, failed
 from mdl.sources.resolve import RemoteFile, ResolvedModel
-from mdl.store.inventory import INSTALLED, MISSING, RECHECK_REASON, judge
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import FileRecord
+from mdl.store.states import INSTALLED, MISSING, RECHECK_REASON, judge
 from mdl.store.store import Store
 from mdl.transfer.job import Identity
 from mdl.transfer.resume import saved_progress

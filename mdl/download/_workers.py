@@ -224,10 +224,12 @@ class WorkQueue:
         waits far longer waits on a round trip (or a disk) that more workers overlap: as many as
         keep the CPU busy through it (Little's law: the wait over the work, plus one). Judged by the
         median of the last few files: one slow answer decides nothing."""
-        import statistics  # (fractions, decimal: not for a run of one file)
-
         with self._lock:
             self._waits.append(waited / worked if worked > 0 else float(self.most))
+            if not self._bulk and not self._small:
+                return 0  # no file left to take (_grow adds none): a run of one file ends here
+            import statistics  # (fractions, decimal: ~5 ms, only while files are left)
+
             ratio = statistics.median(self._waits)
             return self._grow(int(ratio) + 1) if ratio > GROW_AFTER * FIRST_WORKERS else 0
 

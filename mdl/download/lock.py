@@ -32,8 +32,9 @@ from mdl.report import FileOutcome, failed
 from mdl.signing.library import require_library
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.filesystem import stat_file
-from mdl.store.inventory import INSTALLED, file_state
+from mdl.store.inventory import file_state
 from mdl.store.layout import Layout
+from mdl.store.states import INSTALLED
 
 log = logging.getLogger("mdl.lock")
 

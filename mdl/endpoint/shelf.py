@@ -23,8 +23,9 @@ from mdl.catalog.specs import ModelSpec
 from mdl.errors import MdlError
 from mdl.outsidejson import read_json
 from mdl.store.confined import open_file, read_bytes, write_atomic
-from mdl.store.inventory import INSTALLED, LocalFile, model_status
+from mdl.store.inventory import LocalFile, model_status
 from mdl.store.layout import Layout
+from mdl.store.states import INSTALLED
 from mdl.transfer import ranges
 from mdl.wait import Wait
 

@@ -1,6 +1,7 @@
-"""What is on disk, judged from records and ``lstat`` alone: the one state vocabulary that ``show``,
-``list``, ``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree; and the
-offline commands built on it: ``list``, ``show`` and ``clean`` (``verify`` is in verify.py)."""
+"""What is on disk, judged from records and ``lstat`` alone, in the one state vocabulary
+(mdl.store.states) that ``show``, ``list``, ``verify``, ``publish`` and ``pull --dry-run`` share, so
+they never disagree; and the offline commands built on it: ``list``, ``show`` and ``clean``
+(``verify`` is in verify.py)."""
 
 from __future__ import annotations
 
@@ -20,40 +21,8 @@ from mdl.store import confined
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, parse_hub_source, repo_folder, selected
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
+from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, OUTDATED, PARTIAL, judge
 from mdl.store.store import Store, key_pattern
-
-INSTALLED = "installed"  # recorded, same size and mtime as when mdl verified it
-# recorded, same size, but touched since it was verified: only a re-hash can tell
-MODIFIED_MAYBE = "modified?"
-MODIFIED = "modified"  # recorded, but its size is not the size mdl verified
-UNRECORDED = "unrecorded"  # present, but mdl never verified it (no record)
-# a partial download is waiting to be resumed (or the snapshot entry is not linked)
-PARTIAL = "partial"
-MISSING = "missing"  # not on disk
-# recorded and intact, but not the version the lock pins (pull fetches the pinned one)
-OUTDATED = "outdated"
-# The mtime a record keeps for a file verify found wrong: no file has it, so pull and list re-check
-# it, never trust it.
-UNTRUSTED_MTIME = 0
-
-# Why a present file must be hashed again before it is trusted (``pull --dry-run``'s reason for
-# ``check``).
-RECHECK_REASON = {
-    MODIFIED_MAYBE: "modified? (same size, but changed since it was verified): re-hash it",
-    MODIFIED: "modified (its size changed since it was verified): re-hash it",
-    UNRECORDED: "unrecorded (present, never verified by mdl): hash it",
-}
-
-
-def judge(entry: FileRecord | None, size: int | None, mtime_ns: int | None) -> str:
-    """A present-or-absent file's state against its record."""
-    if size is None:
-        return MISSING
-    if entry is None:
-        return UNRECORDED
-    if size != entry.size:
-        return MODIFIED
-    return MODIFIED_MAYBE if mtime_ns != entry.mtime_ns else INSTALLED
 
 
 @dataclass(frozen=True)

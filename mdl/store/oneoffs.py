@@ -1,7 +1,7 @@
 """What ``get`` fetched, for the commands that look and tidy (``list``, ``clean``, ``prune``): a
 register of the places one-offs went, ``<user data dir>/mdl/one-offs/<key>.json``, one small file
 per folder a ``get -d`` saved into (or Hugging Face cache a ``get --layout hf-cache`` wrote), each
-place then judged from its own records and ``lstat`` (``inventory.judge``), never re-hashed."""
+place then judged from its own records and ``lstat`` (``states.judge``), never re-hashed."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from mdl.errors import MdlError, OutsideJSONError, UsageError
 from mdl.outsidejson import read_json
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
-from mdl.store.inventory import INSTALLED, MISSING, judge
 from mdl.store.layout import BLOB_NAME, parse_hub_source, repo_folder
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
+from mdl.store.states import INSTALLED, MISSING, judge
 from mdl.store.store import Store
 
 if TYPE_CHECKING:  # (prune's module loads only for a removal: a plain get registers its folder)

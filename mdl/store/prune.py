@@ -26,9 +26,10 @@ from mdl.paths import GIT_OID_HEX
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import hash_descriptor
-from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, CleanedFile, judge, model_status
+from mdl.store.inventory import CleanedFile, model_status
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
+from mdl.store.states import INSTALLED, MODIFIED_MAYBE, judge
 from mdl.store.store import Store, key_pattern
 from mdl.wait import Wait
 

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import Exit, Run, guarded
 from mdl.cli.translate import translate
 
 
@@ -41,7 +40,7 @@ def test_a_wrong_mdl_debug_is_a_usage_error_when_a_command_starts(
     monkeypatch.setattr(sys, "stderr", stderr)
     run = Run(command="list", environ={"MDL_DEBUG": "garbage"})
     ran = []
-    with pytest.raises(typer.Exit) as ended, guarded(run):
+    with pytest.raises(Exit) as ended, guarded(run):
         ran.append(True)
     assert ended.value.exit_code == 2 and not ran
     assert "$MDL_DEBUG: expected 1, true, yes, on or 0, false, no, off, got 'garbage'" in (

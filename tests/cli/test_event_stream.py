@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
 
 from mdl.cli.render.console import EventStream, run_summary
-from mdl.cli.run import Run, guarded
+from mdl.cli.run import Exit, Run, guarded
 from mdl.cli.translate import failed_to_start, wants_events
 
 WEIGHTS = make_data(300_000, seed=31)
@@ -137,7 +136,7 @@ def test_an_internal_error_still_ends_the_stream(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(sys, "stderr", stderr)
     monkeypatch.delenv("MDL_DEBUG", raising=False)
     run = Run(progress="json")
-    with pytest.raises(typer.Exit) as ended, guarded(run):
+    with pytest.raises(Exit) as ended, guarded(run):
         raise RuntimeError("a bug")
     assert ended.value.exit_code == 1
     events = stream(stderr.getvalue())
@@ -330,8 +329,8 @@ def test_work_stopped_for_a_reader_that_left_ends_141_in_the_exit_code_and_the_e
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     run = Run(progress="json", command="verify")
-    with pytest.raises(typer.Exit) as ended, guarded(run):
+    with pytest.raises(Exit) as ended, guarded(run):
         run.watch.fired = True  # what the watcher does when stdout's reader leaves mid-work
-        raise typer.Exit(130)
+        raise Exit(130)
     assert ended.value.exit_code == 141
     assert end_of(stream(stderr.getvalue()))["exit_code"] == 141

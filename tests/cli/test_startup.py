@@ -50,6 +50,12 @@ NOT_FOR_PLAIN_GET = (
     *NOT_FOR_GET,
     "pydantic",
     "rich",
+    # issue 90: a plain line (get SOURCE... -o/-d/-q) runs without Typer (mdl.cli.plain)
+    "typer",
+    "mdl.cli.app",
+    "mdl.cli.options",
+    # a run of one file asks no median of its small files' waits (fractions, decimal)
+    "statistics",
     "model_signing",
     "blake3",
     "lz4",
@@ -74,6 +80,9 @@ NOT_FOR_PLAIN_GET = (
     "mdl.signing.library",
     "mdl.store.prune",
     "mdl.store.verify",
+    # a file judged against its record is mdl.store.states' (a model's state, list and show are
+    # the inventory's: 6 dataclasses, ~5 ms)
+    "mdl.store.inventory",
     "mdl.catalog.edit",
     "mdl.catalog.files",
     "mdl.api._download",
@@ -115,8 +124,9 @@ NOT_FOR_PLAIN_GET = (
 # 79 with get's memory (mdl.download._getrecord: a no-op get reads no file back) and the register of
 # the places get wrote (mdl.store.oneoffs: list, prune, remove and clean see them), issue 88; 80
 # with the one bounded reader of outside JSON (mdl.outsidejson: its records are read through it),
-# issue 86.
-PLAIN_GET_MODULES = 80
+# issue 86; 79 with no Typer for a plain line (mdl.cli.app, .options and .get not loaded; its body
+# is mdl.cli.plain's) and a file's state judged by mdl.store.states, not the inventory, issue 90.
+PLAIN_GET_MODULES = 79
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
@@ -174,7 +184,9 @@ def test_list_is_offline_and_light(tmp_path: Path) -> None:
 
 def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:
     url = cdn.add_file("/x.bin", b"forty-two bytes of a very small model file")
-    assert loaded(tmp_path, (*NOT_FOR_GET, *COMMAND_MODULES), "get", url, "-o", "x.bin") == [
+    # a plain line runs without Typer (mdl.cli.plain), so without get's Typer command too
+    assert loaded(tmp_path, (*NOT_FOR_GET, *COMMAND_MODULES), "get", url, "-o", "x.bin") == []
+    assert loaded(tmp_path, COMMAND_MODULES, "get", url, "-o", "y.bin", "--force") == [
         "mdl.cli.get"
     ]
     assert (tmp_path / "x.bin").read_bytes() == b"forty-two bytes of a very small model file"
@@ -258,7 +270,8 @@ def test_the_readiness_probe_loads_no_log_file_handler(tmp_path: Path, cdn: CdnS
     assert loaded(tmp_path, (), "pull", "one") == []
     assert loaded(tmp_path, (), "lock") == []
     handlers = ("mdl.cli.render.logfile", "logging.handlers")
-    watched = (*handlers, "rich", *NET)
+    # nor Typer: a plain verify line runs without it (mdl.cli.plain), issue 90
+    watched = (*handlers, "rich", *NET, "typer", "mdl.cli.app")
     assert loaded(tmp_path, watched, "verify", "--all", "--quick", "--locked") == []
     # Catalog and lock checked before, their bytes unchanged (mdl.lockfile.remembered): not
     # checked again, so neither pydantic nor the rules' modules nor a TOML parser is loaded.

@@ -17,8 +17,7 @@ from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 from terminal import PLAIN, unstamped
 from typer.testing import Result
 
-from mdl.cli.download import model_folders
-from mdl.cli.get import fetched_paths
+from mdl.cli.plain import fetched_paths, model_folders
 from mdl.cli.summary import summary_line
 from mdl.report import FileOutcome
 
