@@ -126,7 +126,10 @@ NOT_FOR_PLAIN_GET = (
 # with the one bounded reader of outside JSON (mdl.outsidejson: its records are read through it),
 # issue 86; 79 with no Typer for a plain line (mdl.cli.app, .options and .get not loaded; its body
 # is mdl.cli.plain's) and a file's state judged by mdl.store.states, not the inventory, issue 90.
-PLAIN_GET_MODULES = 79
+# 84, issue 89: the same code split by job into five more modules a get runs (the claim state
+# transfer._state, the body copy transfer._copy, transfer.hasher, transfer.tls out of connection,
+# and the one wait value mdl.wait); no new work, and the get's CPU fell (bench/startup.py)
+PLAIN_GET_MODULES = 84
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
