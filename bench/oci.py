@@ -3,23 +3,29 @@ re-publish and a one-shard change (blobs sent, counted by the registry), ``mdl p
 ModelPack artifact by tag against the same bytes from nginx, and a pull killed (``kill -9``) at 50 %
 and again at 75 % then run to the end (bytes the registry sent over the model's size).
 
-    python bench/oci.py [--mib 2048] [--reps 2] [--variant DIR]... [--workdir DIR] [--json FILE]
+    python bench/oci.py [--mib 2048] [--reps 2] [--kill-rate 200] [--variant DIR]... [--workdir DIR]
+        [--json FILE]
 
 The registry is Debian's ``docker-registry`` (CNCF distribution, filesystem storage) on 127.0.0.1,
 started fresh (empty) before each publish so neither tool finds the other's blobs; nginx serves the
 same four shards from ``/fast/``. Targets: pull by tag ≤ 1.05 × the same pull from nginx (wall);
 publish ≤ 1.0 × ``oras push`` (wall); a re-publish sends 0 blobs; a version that changes 1 of 4
 shards sends that shard, the config and the manifest; the killed pull's extra bytes ≤ one part.
+The killed pull goes through a counting proxy shaped to ``--kill-rate`` MB/s (a link's worth in
+flight, not loopback's socket buffers); the registry's own CPU per pull by tag is said beside (on
+two cores a Go server copying every byte competes with the client; nginx sends files by sendfile).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -77,6 +83,12 @@ class Registry:
                 time.sleep(0.05)
         raise RuntimeError(f"docker-registry did not start: {self.log.read_text()[-800:]}")
 
+    def cpu(self) -> float:
+        """The registry process's CPU-seconds so far (user + system, /proc)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is not None:
             r.kill_group(self.proc.pid)
@@ -104,8 +116,11 @@ class CountingProxy:
     """A TCP forwarder in front of the registry counting the bytes it sends back: what a pull
     fetched, whatever the tool says."""
 
-    def __init__(self, target: int) -> None:
-        self.target, self.sent, self._lock = target, 0, threading.Lock()
+    def __init__(self, target: int, *, rate: float) -> None:
+        # ``rate``: bytes/s the link back carries (all connections): what a kill finds in flight
+        # is then a link's worth, not loopback's socket buffers
+        self.target, self.sent, self._lock, self.rate = target, 0, threading.Lock(), rate
+        self.began = time.monotonic()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -122,11 +137,13 @@ class CountingProxy:
 
     def _pipe(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
         try:
-            while data := src.recv(1 << 20):
-                dst.sendall(data)
+            while data := src.recv(256 << 10):
                 if count:
                     with self._lock:
                         self.sent += len(data)
+                        due = self.began + self.sent / self.rate
+                    time.sleep(max(0.0, due - time.monotonic()))
+                dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -144,6 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     r.add_common(parser, reps=2)
     parser.add_argument("--mib", type=int, default=2048, help="the model's size (4 shards)")
+    parser.add_argument(
+        "--kill-rate", type=float, default=200, help="MB/s of the killed pull's link (default 200)"
+    )
     args = r.parse(parser)
     r.ensure_tools(("nginx", "time"))
     work = args.workdir
@@ -208,8 +228,10 @@ def main() -> None:
             again = r.run_measured(publish("v1"), env=env, log=log)
             counts["re-publish: blobs sent"] = blobs_sent(registry.requests(mark))
             runs["mdl re-publish"] = [again]
-            pull_rows(args, work, registry, env, log, runs)
-            killed_row(work, registry, env, log, counts, total)
+            registry_cpu: list[float] = []
+            pull_rows(args, work, registry, env, log, runs, registry_cpu)
+            counts["registry CPU-s per pull by tag"] = round(statistics.median(registry_cpu), 2)
+            killed_row(work, registry, args.kill_rate, env, log, counts, total)
             one_shard_row(work, registry, nginx.url, files, src, publish, env, log, counts)
         finally:
             registry.stop()
@@ -234,20 +256,26 @@ def pull_rows(
     env: dict[str, str],
     log: Path,
     runs: dict[str, list[r.Measure]],
+    registry_cpu: list[float],
 ) -> None:
-    """``mdl pull`` by tag from the registry against the same catalog pull from nginx."""
+    """``mdl pull`` by tag from the registry against the same catalog pull from nginx (and the
+    CPU-seconds the registry spent serving each pull by tag, in ``registry_cpu``)."""
     (work / "oci.toml").write_text(f'[models.m]\noci = "oci://{registry.host}/{REPO}:v1"\n')
     for _, kind in r.rotations(["pull by tag", "pull from nginx"], args.reps):
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         catalog = work / ("oci.toml" if kind == "pull by tag" else "nginx.toml")
         argv = r.mdl("pull", "m", "--catalog", str(catalog), "--dest", str(out), "-q")
+        served = registry.cpu()
         runs.setdefault(kind, []).append(r.run_measured(argv, env=env, log=log))
+        if kind == "pull by tag":  # the server's share of a 2-core machine (nginx: sendfile)
+            registry_cpu.append(registry.cpu() - served)
 
 
 def killed_row(
     work: Path,
     registry: Registry,
+    rate_mbps: float,
     env: dict[str, str],
     log: Path,
     counts: dict[str, int | float],
@@ -255,7 +283,7 @@ def killed_row(
 ) -> None:
     """``mdl get oci://…`` killed at 50 % and at 75 % of the model's bytes sent, then to the end:
     the bytes the registry sent over the model's size."""
-    proxy = CountingProxy(registry.port)
+    proxy = CountingProxy(registry.port, rate=rate_mbps * 1e6)
     out = work / "killed"
     shutil.rmtree(out, ignore_errors=True)
     argv = r.mdl("get", f"oci://127.0.0.1:{proxy.port}/{REPO}:v1", "-d", str(out), "-q")
