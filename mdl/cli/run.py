@@ -233,7 +233,7 @@ def make_reporter(
     """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through
     ``events``, the run's own; ``none`` says the run's waits unless ``quiet``.
     """
-    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter, RunWaits
+    from mdl.cli.render.progress import JsonReporter, PlainReporter, RunWaits, Silent
 
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
         from mdl.cli.render.bars import RichReporter  # (rich itself when the display is made)
@@ -250,7 +250,7 @@ def make_reporter(
         return JsonReporter(
             events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock
         )
-    return Reporter()
+    return Silent()
 
 
 def logged_argv(argv: Sequence[str], *, headers: Sequence[str] = ()) -> list[str]:
