@@ -21,6 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from mdl.buckets.lease import GaveUp, Lease, Look, Renewing, new_token, take, wa
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._claims import Claims, SwarmEnded
-from mdl.download._parts import PartSet, Publisher, Streamer
+from mdl.download._parts import READERS, PartSet, Publisher, Streamer
 from mdl.download._swarm import Swarm, SwarmFailed, remove_claims
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
@@ -128,6 +129,14 @@ def _unswarmable(sources: FileSources, parts: PartSet | None) -> str | None:
 def _swarmed(
     sources: FileSources, place: Place, over: str | None, parts: PartSet
 ) -> TransferResult:
+    """The file from the swarm (``_swarm_on``), its mirror reads on one pool for its whole run."""
+    with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as readers:
+        return _swarm_on(sources, place, over, parts, readers)
+
+
+def _swarm_on(
+    sources: FileSources, place: Place, over: str | None, parts: PartSet, readers: Executor
+) -> TransferResult:
     """The file from the swarm (its parts claimed and fetched here, the rest read from the
     others'), then the final object made of the parts unless another machine made it first; once
     one is there while this machine still swarms, the rest read from it (verified: one that is not
@@ -147,6 +156,7 @@ def _swarmed(
         wait=Wait(cancel=session.cancel),
         # (an object of another size is not the file: junk there ends no swarm)
         there=lambda: _version(writer, place.uri, size=sources.remote.size),
+        readers=readers,
         term=session.owned.fills.term,
     )
     if over is not None:

@@ -28,7 +28,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -73,6 +73,7 @@ class Swarm:
         token: str,
         wait: Wait,
         there: Callable[[], str | None],
+        readers: Executor,
         term: float = TERM,
     ) -> None:
         self.parts, self.trust, self.job = parts, trust, job
@@ -90,8 +91,9 @@ class Swarm:
         self._polling = False
         self._looked = threading.Event()  # the first look of a fetch is done
         self._quiet = 0  # looks in a row that found nothing
-        # the mirror's parts read on these, one look at a time (threads started as first used)
-        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm")
+        # the mirror's parts read on these, one look at a time: the caller's pool, made once for
+        # the swarm and shut down after it (``_fill``: ``with``, the one way a pool is kept)
+        self._readers = readers
 
     # -- the engine's side (``PartSource``) ---------------------------------------------------
     def streams(self, most: int) -> int:
@@ -305,7 +307,6 @@ class Swarm:
 
     def __exit__(self, *exc: object) -> None:
         """Every claim still held released (its part not published: the others take it)."""
-        self._readers.shutdown(wait=True)
         with self._lock:
             held = self.state.release()
         for lease, renewing in held:

@@ -110,6 +110,7 @@ class Picks:
             token="ab" * 16,
             wait=Wait(),
             there=lambda: None,
+            readers=ThreadPoolExecutor(2),  # (idle once the test is done)
             term=3600,
         )
         self.have: set[int] = set()

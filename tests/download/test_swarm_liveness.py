@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -170,6 +171,7 @@ def two_machines(parts: Parts, clock: FakeClock) -> tuple[Swarm, Swarm]:
             token=token,
             wait=Wait(clock=clock),
             there=lambda: None,
+            readers=ThreadPoolExecutor(2),  # (idle once the test is done)
             term=3600,
         )
 
@@ -303,7 +305,13 @@ def test_junk_of_the_files_size_at_the_final_name_mid_swarm_costs_one_read_not_t
     assert spent < 2 * len(fleet.data), (spent / len(fleet.data), outcomes)
     assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
     refused = [w for o in outcomes for w in o.warnings if "holds bad bytes" in w]
-    assert refused and all("tiny/model.safetensors" in w for w in refused), outcomes
+    # A machine that looks at the final name while the junk is there reads it once, refuses it
+    # and says so, naming it; when every part came before any machine looked there (the swarm's
+    # pace, which the test does not set), none reads it: either way the origin sends the file
+    # once (above) and the maker replaces the junk (below). test_swarm_hostile's forged final
+    # object holds the read and the refusal themselves.
+    assert all("tiny/model.safetensors" in w for w in refused), outcomes
+    assert len(refused) <= MACHINES, outcomes
     found = fleet.writer.read(fleet.object, limit=len(fleet.data) + 1)
     assert found is not None and found[0] == fleet.data, "the junk was left at the final name"
 

@@ -242,6 +242,7 @@ def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
         token="ab" * 16,
         wait=Wait(),
         there=lambda: None,
+        readers=ThreadPoolExecutor(2),  # (idle once the test is done)
         term=3600,
     )
     config = EngineConfig(connections=4, retry=RetryPolicy(retries=0, base=0.01, cap=0.05))

@@ -206,6 +206,7 @@ NO_RULES = {
     "lockfile/remembered.py",
     "store/confined.py",
     "store/filelocks.py",
+    "wait.py",  # how long the catalog's file lock is waited for: no rule of a catalog or a lock
     "store/filesystem.py",
     "store/records.py",
     "store/store.py",

@@ -25,6 +25,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from releases import store_clock_past, writer_of
 from runfixtures import HANG, mdl, pseudo_random
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
@@ -235,6 +236,14 @@ def flow(
                 "publish", MODEL, *seeder, "--to", store.prefix, "--sign", str(private)
             )
             assert published["template"] == store.template, "what the nodes read it with"
+            # the next version newer by the store's clock (S3 says seconds: a tie is kept, never
+            # ordered by prune; a folder's mtime has ticks, and its clock would be one more file)
+            (manifest,) = [v["manifest"] for v in published["versions"]]  # type: ignore[index]
+            with pytest.MonkeyPatch.context() as patch:  # (the store's endpoint, as mdl's)
+                for name, value in store.env.items():
+                    patch.setenv(name, value)
+                if store.kind != "folder":
+                    store_clock_past(writer_of(store.prefix), manifest)
             built.run(
                 "lock", "--upgrade", MODEL, "--catalog", str(built.deploy),
                 "--dest", str(root / "seeder"),

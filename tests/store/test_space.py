@@ -19,7 +19,7 @@ import pytest
 from runfixtures import mdl as run_mdl
 from servers import Fault, HubServer, make_data
 
-import mdl.transfer._stream
+import mdl.transfer._copy
 from mdl.store.store import Store
 
 MB = 1_000_000
@@ -262,9 +262,9 @@ def test_injected_enospc_mid_download_keeps_the_part_and_exits_7(
         written["bytes"] += n
         return n
 
-    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", pwrite)
+    monkeypatch.setattr(mdl.transfer._copy.os, "pwrite", pwrite)
     result = run_mdl("pull", "medium", "--json")
-    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", real_pwrite)
+    monkeypatch.setattr(mdl.transfer._copy.os, "pwrite", real_pwrite)
     assert result.exit_code == 7, result.stderr
     entry = json.loads(result.stdout)["files"][0]
     assert entry["action"] == "failed" and "no space left" in entry["error"].lower()
@@ -291,10 +291,10 @@ def test_a_full_disk_while_reading_a_mirror_is_not_taken_to_the_next_source(
         written["bytes"] += n
         return n
 
-    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", pwrite)
+    monkeypatch.setattr(mdl.transfer._copy.os, "pwrite", pwrite)
     mirror = f"file://{shared}/{{model}}/{{path}}"
     result = run_mdl("pull", "medium", "--mirror", mirror, "--json")
-    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", real_pwrite)
+    monkeypatch.setattr(mdl.transfer._copy.os, "pwrite", real_pwrite)
     assert result.exit_code == 7, result.stderr
     assert "trying the next source" not in result.stderr, result.stderr
     assert world.cdn.log.records(method="GET") == [], "the origin was asked after a full disk"
