@@ -192,7 +192,7 @@ class RegistryWriter:
             before = session.offset
             try:
                 if session.lost:
-                    session = self._resumed(session, what=what)
+                    session = self._resumed(session, blob.size, what=what)
                 self._send(blob, session, what=what, sent=reached)
                 return
             except RetryableError as exc:
@@ -221,13 +221,17 @@ class RegistryWriter:
                 "PATCH", session.location, what=what, ok=(202,), content=body, headers=headers
             )
             session.location = reply.location(what=what)
-            session.offset = _end(reply) or start + length
+            session.offset = _held(reply, start + length, what=what)
 
-    def _resumed(self, session: _Session, *, what: str) -> _Session:
+    def _resumed(self, session: _Session, size: int, *, what: str) -> _Session:
         """Where the session stands (``GET`` its location: ``Range: 0-N``), or a new session
         when the registry dropped it or holds nothing of it yet."""
         reply = self._request("GET", session.location, what=what, ok=(204, 200, 400, 404, 416))
         end = _end(reply) if reply.status in (200, 204) else None
+        if end is not None and end > size:
+            raise RegistryReplyError(
+                f"{what}: the registry says the upload holds {end} bytes of a {size}-byte blob"
+            )
         if end is None:
             log.info("%s: the registry kept nothing of the upload; starting it again", what)
             return self._start(what=what)
@@ -303,6 +307,19 @@ class RegistryWriter:
                 f" make it (HTTP 404{': ' + said if said else ''})"
             )
         return error_for_status(response, what=what, credentials=self.credentials)
+
+
+def _held(reply: _Reply, sent: int, *, what: str) -> int:
+    """Where a session stands after a chunk that ended at byte ``sent``: there, as the registry's
+    ``Range`` says (or does not); any other answer is refused, never sent from again (a registry
+    that says it holds less each time would be sent the same chunk forever)."""
+    said = _end(reply)
+    if said is not None and said != sent:
+        raise RegistryReplyError(
+            f"{what}: the registry says the upload holds {said} bytes after a chunk that ended at"
+            f" byte {sent}"
+        )
+    return sent
 
 
 def _end(reply: _Reply) -> int | None:

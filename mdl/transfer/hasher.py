@@ -114,9 +114,8 @@ class Hasher:
                     if contiguous() <= self.position and not done.is_set():
                         lock.wait(0.5)
                     target = contiguous()
-                    epoch = (
-                        self.epoch
-                    )  # read with the frontier: a reset is made under the same lock
+                    # read with the frontier: a reset is made under the same lock
+                    epoch = self.epoch
                 if target > self.position:
                     self.catch_up(target, epoch=epoch)
                 elif done.is_set():

@@ -145,3 +145,42 @@ def test_bytes_sent_again_after_a_cut_are_told_once(
     assert sum(told) == len(data)  # the 200 kB sent before the cut are not told twice
     got = httpx2.get(f"{plain_registry.url}/v2/push/cut/blobs/{blob.digest}")
     assert got.content == data
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["after-a-chunk", "on-resume"])
+def test_a_registry_that_misstates_what_an_upload_holds_is_refused_not_sent_to_forever(
+    cut: bool, tmp_path: Path
+) -> None:
+    """After a chunk the registry must hold what was sent; on a resume, no more than the blob: a
+    registry saying it holds 100 bytes after every chunk (or 10 past the blob) is exit 5, named,
+    after one request of each kind, not a loop sending the same chunk again."""
+    from mdl.errors import RegistryReplyError
+
+    data = make_data((2 << 20) + 7, seed=11)
+    (tmp_path / "w.bin").write_bytes(data)
+    blob = Blob(Blob.of(data).digest, len(data), path=tmp_path / "w.bin")
+    asked: list[str] = []
+    upload = "http://127.0.0.1:9/v2/push/h/blobs/uploads/u1"
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        asked.append(request.method)
+        if request.method == "HEAD":
+            return httpx2.Response(404)
+        if request.method == "PATCH" and cut:
+            request.read()
+            raise httpx2.ReadError("cut", request=request)
+        held = f"0-{len(data) + 9}" if cut else "0-99"
+        return httpx2.Response(202 if request.method != "GET" else 204,
+                               headers={"Location": upload, "Range": held})  # fmt: skip
+
+    with make_client(pool_size=1, environ={}, transport=httpx2.MockTransport(answer)) as client:
+        push = writer(client, "oci://127.0.0.1:9/push/h")
+        with pytest.raises(RegistryReplyError) as caught:
+            push.push_blob(blob, what="w.bin")
+    message = caught.value.message
+    assert message.startswith("w.bin: the registry says the upload holds"), message
+    if cut:
+        assert f"holds {len(data) + 10} bytes of a {len(data)}-byte blob" in message, message
+    else:
+        assert "holds 100 bytes after a chunk that ended at byte" in message, message
+    assert asked.count("PATCH") == 1 and asked.count("POST") == 1, asked
