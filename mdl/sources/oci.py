@@ -201,8 +201,12 @@ def _next_page(link: str | None, ref: OciRef, *, what: str) -> str | None:
     found = _NEXT.search(link or "")
     if found is None:
         return None
-    url: str = urljoin(ref.base, found[1])
-    if origin(url) != origin(ref.base):
+    try:
+        url: str = urljoin(ref.base, found[1])
+        elsewhere = origin(url) != origin(ref.base)
+    except ValueError as exc:  # (a host or port no URL has: the standard library refuses it)
+        raise RegistryReplyError(f"{what}: the next page of tags is no URL: {exc}") from None
+    if elsewhere:
         raise RegistryReplyError(f"{what}: the next page of tags is on another host: {url!r}")
     return url
 

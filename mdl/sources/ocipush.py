@@ -86,8 +86,13 @@ class _Reply:
     def location(self, *, what: str) -> str:
         """The upload session's URL the reply names (a relative one against the request's)."""
         said = self.headers.get("Location")
-        where = urljoin(self.url, said or "")
-        if not said or urlsplit(where).scheme not in ("https", urlsplit(self.url).scheme):
+        try:  # (a host or port no URL has: the standard library refuses it)
+            where = urljoin(self.url, said or "")
+            parts = urlsplit(where)
+            scheme = parts.scheme if parts.port != -1 else ""  # (.port raises on one out of range)
+        except ValueError:
+            where, scheme = said or "", ""
+        if not said or scheme not in ("https", urlsplit(self.url).scheme):
             raise RegistryReplyError(
                 f"{what}: the registry named no upload location mdl sends to (http(s), never"
                 f" https to http): {redact_url(where)}"

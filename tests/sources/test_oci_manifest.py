@@ -213,3 +213,71 @@ def test_a_pinned_source_round_trips() -> None:
     parsed = parse_oci_source(ref.source("w/x.bin"))
     assert parsed is not None and parsed[0].given == ref.given and parsed[1] == "w/x.bin"
     assert parse_oci_source("oci://r.io/a:v1/x") is None
+
+
+HEADER_TEXT = st.text(max_size=200) | st.sampled_from(["0-0", "0-1", "bytes=0-41", "0-", "5-9"])
+
+
+@FUZZ
+@given(HEADER_TEXT)
+def test_an_upload_sessions_range_is_a_count_or_nothing(said: str) -> None:
+    """The registry's ``Range`` of an upload session, whatever it says: the bytes held (at least
+    2: ``0-0`` may mean none or one) or None, never an error of its own."""
+    import httpx2
+
+    from mdl.sources.ocipush import _end, _Reply
+
+    try:
+        headers = httpx2.Headers({"Range": said})
+    except (UnicodeEncodeError, ValueError):
+        return  # (not a header value httpx2 carries)
+    held = _end(_Reply(202, headers, "http://127.0.0.1:9/u"))
+    assert held is None or held >= 2
+
+
+@FUZZ
+@given(
+    HEADER_TEXT
+    | st.builds(
+        lambda u: f'<{u}>; rel="next"',
+        st.text(max_size=80)
+        | st.sampled_from(["http://[::1", "//h:99999999/a", "http://127.0.0.1:5000:1/a", "/v2/x"]),
+    )
+)
+def test_a_tag_lists_next_page_is_on_the_registry_or_refused(link: str) -> None:
+    """A ``Link`` header of a tag list, whatever it says: no next page, one on the registry's own
+    origin, or exit 5 naming it; never a page elsewhere, never another error."""
+    from mdl.sources.oci import _next_page
+    from mdl.transfer.connection import origin
+
+    ref = parse_oci_ref("oci://127.0.0.1:5000/team/m", where="t")
+    try:
+        url = _next_page(link, ref, what="tags")
+    except RegistryReplyError as exc:
+        assert exc.exit_code == ExitCode.NETWORK and exc.message.startswith("tags: "), exc.message
+        return
+    assert url is None or origin(url) == origin(ref.base)
+
+
+@FUZZ
+@given(
+    HEADER_TEXT | st.sampled_from(["http://[::1/x", "//h:99999999/a", "/v2/a/u?s=1", "ftp://h/u"])
+)
+def test_an_upload_location_is_one_mdl_sends_to_or_refused(said: str) -> None:
+    """An upload's ``Location``, whatever the registry says: an http(s) URL (never https to
+    http) or exit 5 naming it; never another error."""
+    import httpx2
+
+    from mdl.sources.ocipush import _Reply
+
+    try:
+        headers = httpx2.Headers({"Location": said})
+    except (UnicodeEncodeError, ValueError):
+        return  # (not a header value httpx2 carries)
+    reply = _Reply(202, headers, "https://127.0.0.1:5000/v2/a/blobs/uploads/")
+    try:
+        where = reply.location(what="w.bin")
+    except RegistryReplyError as exc:
+        assert exc.exit_code == ExitCode.NETWORK and exc.message.startswith("w.bin: "), exc.message
+        return
+    assert where.startswith("https://")
