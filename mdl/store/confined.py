@@ -81,21 +81,30 @@ class _Folders:
 
 
 _reused: _Folders | None = None
+_users = 0  # blocks inside ``reused`` now, in any thread: the folders close with the last
+_users_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def reused() -> Iterator[None]:
-    """Folders opened once for the block (``_Folders``), in every thread; nested: the outer's."""
-    global _reused
-    if _reused is not None:
-        yield
-        return
-    _reused = kept = _Folders()
+    """Folders opened once for the block (``_Folders``), in every thread; blocks at once (nested,
+    or two pulls of one process: the API's) share them, closed when the last ends (closed with
+    the first, the other's descriptors would be gone under it, or another file's)."""
+    global _reused, _users
+    with _users_lock:
+        if _reused is None:
+            _reused = _Folders()
+        _users += 1
     try:
         yield
     finally:
-        _reused = None
-        kept.close()
+        with _users_lock:
+            _users -= 1
+            kept, last = _reused, _users == 0
+            if last:
+                _reused = None
+        if last and kept is not None:
+            kept.close()
 
 
 def not_own(found: os.stat_result, *, reading: bool = False) -> str | None:

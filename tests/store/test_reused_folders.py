@@ -1,0 +1,41 @@
+"""Folders opened once (``confined.reused``) shared by two pulls of one process (the API's, or a
+fleet of machines in one test process): the first to end leaves the other's descriptors open."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from mdl.store.confined import folder, reused
+
+
+def test_a_pull_that_ends_first_leaves_the_others_folders_open(tmp_path: Path) -> None:
+    """Two blocks at once, each in its own thread: the first ends while the second holds a
+    folder's descriptor; it still names that folder (a rename in it succeeds), and every
+    descriptor is closed once the last block ends."""
+    (tmp_path / "records").mkdir()
+    holding, first_done, second_done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def second() -> None:
+        with reused(), folder(tmp_path, tmp_path / "records") as fd:
+            holding.set()
+            assert first_done.wait(30)
+            try:
+                (tmp_path / "records" / "a.tmp").write_bytes(b"x")
+                os.rename("a.tmp", "a.json", src_dir_fd=fd, dst_dir_fd=fd)
+                seen.append(os.fstat(fd).st_ino)
+            except OSError as exc:
+                seen.append(exc)
+        second_done.set()
+
+    worker = threading.Thread(target=second)
+    with reused():
+        worker.start()
+        assert holding.wait(30)
+    first_done.set()
+    assert second_done.wait(30)
+    worker.join(30)
+    assert seen == [(tmp_path / "records").stat().st_ino], seen
+    assert (tmp_path / "records" / "a.json").read_bytes() == b"x"
