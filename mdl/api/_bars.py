@@ -56,29 +56,33 @@ class ProgressBars(Progress):
             if not self._live:
                 self._bars.start()
                 self._live = True
-            self._apply(event)
+            getattr(self, f"_on_{event.kind}")(event)  # (each kind of Event has its method)
             now = time.monotonic()
             if event.kind != "advance" or now - self._drawn >= REDRAW_SECONDS:
                 self._drawn = now
                 self._bars.refresh()
 
-    def _apply(self, event: Event) -> None:
-        kind, key = event.kind, event.key
-        if kind == "begin":
-            self._row(TOTAL, "total", event.total, 0)
-        elif kind == "start":
-            self._row(key, event.label or key, event.total, event.completed)
-        elif kind == "advance":
-            for one in dict.fromkeys((key, TOTAL)):
-                if one in self._rows:
-                    self._bars.advance(self._rows[one][0], event.nbytes)
-        elif kind == "finish" and key in self._rows and key != TOTAL:
-            self._bars.remove_task(self._rows.pop(key)[0])
-        elif kind == "waiting" and (key or TOTAL) in self._rows:
-            task, label = self._rows[key or TOTAL]
-            self._bars.update(task, description=f"{label} ({event.message})")
-        elif kind == "note":
-            self._bars.console.print(event.message, markup=False, highlight=False)
+    def _on_begin(self, event: Event) -> None:
+        self._row(TOTAL, "total", event.total, 0)
+
+    def _on_start(self, event: Event) -> None:
+        self._row(event.key, event.label or event.key, event.total, event.completed)
+
+    def _on_advance(self, event: Event) -> None:
+        for one in dict.fromkeys((event.key, TOTAL)):  # the item's row and the total's
+            if one in self._rows:
+                self._bars.advance(self._rows[one][0], event.nbytes)
+
+    def _on_finish(self, event: Event) -> None:
+        if event.key != TOTAL and event.key in self._rows:
+            self._bars.remove_task(self._rows.pop(event.key)[0])
+
+    def _on_waiting(self, event: Event) -> None:
+        if (row := self._rows.get(event.key)) is not None:  # (a run-wide wait: the key TOTAL)
+            self._bars.update(row[0], description=f"{row[1]} ({event.message})")
+
+    def _on_note(self, event: Event) -> None:
+        self._bars.console.print(event.message, markup=False, highlight=False)
 
     def _row(self, key: str, label: str, total: int | None, completed: int) -> None:
         """Item ``key``'s row, made or started again (a retry), with its label and sizes."""
