@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mdl.catalog.settings import Settings
     from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
-    from mdl.report import RunReport
+    from mdl.report import FileOutcome, RunReport
 
 
 @checked
@@ -96,14 +96,16 @@ def get(
         repo_type=repo_type,
     )
     report = get_sources(request, settings, progress=progress or NullProgress())
-    if any(not f.failing for f in report.files):
-        _remember(settings, request.output)
+    _remember(settings, request.output, report.files)
     return replace(report, files=hidden(report.files, settings.secrets))
 
 
-def _remember(settings: Settings, output: Path | None) -> None:
-    """Note where this get wrote, for ``list``, ``clean`` and ``prune`` (a folder only once its
-    record is there: inline job files alone are not recorded)."""
+def _remember(settings: Settings, output: Path | None, files: Sequence[FileOutcome]) -> None:
+    """Note where this get wrote ``files`` (when one of them is there), for ``list``, ``clean`` and
+    ``prune`` (a folder only once its record is there: inline job files alone are not
+    recorded)."""
+    if all(f.failing for f in files):
+        return
     from mdl.store.oneoffs import CACHE, FOLDER, remember
     from mdl.store.store import Store
 
