@@ -8,7 +8,7 @@ subset of each command's: each token means what it means to Typer, and anything 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -56,26 +56,31 @@ def recognised(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any
     given: dict[str, Any] = {"command": argv[0], "quiet": False, words: []}
     tokens = iter(argv[1:])
     for token in tokens:
-        name = "quiet" if token in QUIET else flags.get(token)
-        if name is not None and given.get(name) not in (None, False):
-            return None  # given twice: Typer's
-        if name in VALUED:
-            given[name] = _path(next(tokens, "-"))
-            if given[name] is None:
-                return None
-        elif name is not None:
-            given[name] = True
-        elif token.startswith("-") or not plain(str, token):
+        name, value = _meaning(token, tokens, flags, words)
+        if value is None:
             return None
+        if name == words:
+            given[words].append(value)
+        elif given.get(name) not in (None, False):
+            return None  # given twice: Typer's
         else:
-            given[words].append(token)
+            given[name] = value
     return given if given[words] or words != "sources" else None
 
 
-def _path(value: str) -> Path | None:
-    """An option's value as Typer hands on a path; None for one that is Typer's (a flag's spelling,
-    or a path it would refuse)."""
-    return None if value.startswith("-") or not plain(Path, value) else Path(value)
+def _meaning(
+    token: str, tokens: Iterator[str], flags: dict[str, str], words: str
+) -> tuple[str, Any]:
+    """The parameter ``token`` fills (``words`` for a word) and its value (a valued option's: the
+    next of ``tokens``, as Typer hands on a path); a value of None: the line is Typer's (an
+    option's spelling not in ``flags``, a flag's spelling as a path, a value Typer would refuse)."""
+    name = "quiet" if token in QUIET else flags.get(token)
+    if name in VALUED:
+        path = next(tokens, "-")
+        return name, None if path.startswith("-") or not plain(Path, path) else Path(path)
+    if name is not None:
+        return name, True
+    return words, None if token.startswith("-") or not plain(str, token) else token
 
 
 def run_plainly(given: dict[str, Any]) -> int:
