@@ -58,7 +58,7 @@ def _published(
     """NotFoundError (exit 4) when ``prefix`` holds versions of the model but no manifest of the
     one ``locked`` pins; the store's own error when it cannot be read."""
     signature = spec.signature.installed_as if spec.signature is not None else SIGNATURE_FILE
-    rows = [(f.path, f.size or 0, f.sha256 or "") for f in locked.files]
+    rows = [(f.path, f.size, f.sha256) for f in locked.files]  # (a lock pins both: never None)
     ids = versions.version_ids(rows, signature=signature)
     store = store_for(template)
     assert store is not None
@@ -78,14 +78,19 @@ def _published(
         # or by hand), not by this flow; nothing to hold the lock to
         log.info("%s: no version of it is published to %s", spec.name, redact_url(prefix))
         return
+    raise _unpublished(spec, locked, prefix, versions.manifest_uri(prefix, spec.name, ids[0]))
+
+
+def _unpublished(spec: ModelSpec, locked: LockedModel, prefix: str, uri: str) -> NotFoundError:
+    """The failure of a lock whose version (its manifest: ``uri``) is not published to ``prefix``,
+    with the order of the release flow that fixes it."""
     shown = redact_url(prefix)
     commit = f" (commit {locked.commit[:12]})" if locked.commit else ""
     name = shlex.quote(spec.name)
     sign = " --sign KEY.pem" if spec.signature is not None else ""
-    raise NotFoundError(
+    return NotFoundError(
         f"{spec.name}: the version the lock pins{commit} is not published to {shown}: no manifest"
-        f" of it there ({redact_url(versions.manifest_uri(prefix, spec.name, ids[0]))}); nodes"
-        " would not find its files in the bucket",
+        f" of it there ({redact_url(uri)}); nodes would not find its files in the bucket",
         hint=(
             f"publish it, then lock: mdl pull {name} --unsigned; mdl publish {name} --to"
             f" {shlex.quote(shown)}{sign}; mdl lock --upgrade {name} (docs/releases.md)"
