@@ -17,29 +17,36 @@ def not_found_anywhere(sources: FileSources, exc: NotFoundError) -> MdlError:
     itself when every mirror of the file answered that it has none (or it has no mirror)."""
     label = sources.job.label
     origin = exc.message.removeprefix(f"{label}: ")
-    for url, failure in sources.missed:
-        if isinstance(failure, IntegrityError):
-            return IntegrityError(
-                f"{label}: mirror {redact_url(url)} holds bad bytes of it"
-                f" ({_why(failure, label)}), and its origin has none ({origin})",
-                hint=failure.hint,
-            )
+    bad = next(((u, e) for u, e in sources.missed if isinstance(e, IntegrityError)), None)
+    if bad is not None:
+        return IntegrityError(
+            f"{label}: mirror {redact_url(bad[0])} holds bad bytes of it"
+            f" ({_why(bad[1], label)}), and its origin has none ({origin})",
+            hint=bad[1].hint,
+        )
     unread = [(t, e) for t, e in sources.missed if not isinstance(e, NotFoundError)]
-    session = sources.session
-    dead = [
-        template
-        for template, url in mirror_targets(session.settings.mirrors, sources.remote)
-        if template in session.owned.dead_mirrors and url not in {u for u, _ in unread}
-    ]
-    if not unread and not dead:
-        return exc
     said = [f"mirror {redact_url(u)} could not be read ({_why(e, label)})" for u, e in unread]
-    said += [f"mirror {redact_url(t)} is not usable in this run" for t in dead]
+    said += [
+        f"mirror {redact_url(t)} is not usable in this run"
+        for t in _skipped(sources, {u for u, _ in unread})
+    ]
+    if not said:
+        return exc
     kind = AuthError if unread and isinstance(unread[0][1], AuthError) else NetworkError
     return kind(
         f"{label}: its origin has none ({origin}) and {'; '.join(said)}",
         hint="retry once the mirror answers: the file may be there",
     )
+
+
+def _skipped(sources: FileSources, tried: set[str]) -> list[str]:
+    """The mirrors of the file this run no longer reads (found down earlier in the run) whose URL
+    of it was not ``tried``: its place there is not known either."""
+    return [
+        template
+        for template, url in mirror_targets(sources.session.settings.mirrors, sources.remote)
+        if template in sources.session.owned.dead_mirrors and url not in tried
+    ]
 
 
 def _why(exc: MdlError, label: str) -> str:
