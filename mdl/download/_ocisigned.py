@@ -20,7 +20,7 @@ from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
 from mdl.paths import OciRef, parse_oci_source
 from mdl.report import FileOutcome, failed
-from mdl.signing.statement import SignedManifest
+from mdl.signing.statement import SignedManifest, Trust
 from mdl.sources.ocisigs import signature_layers
 from mdl.sources.resolve import RemoteFile, ResolvedModel, marked_signature
 from mdl.store.layout import signed_name
@@ -94,10 +94,24 @@ def with_referred_signature(
             continue
         log.info("%s: signed by %s (referrer bundle %s)", spec.name, trust.by(), layer.digest)
         return replace(model, files=tuple(sorted((*model.files, sig), key=lambda f: f.path)))
+    return _none_held(session, spec, trust, model, ref, refused)
+
+
+def _none_held(
+    session: PullSession,
+    spec: ModelSpec,
+    trust: Trust,
+    model: ResolvedModel,
+    ref: OciRef,
+    refused: IntegrityError | None,
+) -> ResolvedModel:
+    """A signed registry model none of whose referrers holds: the first refusal, else (no
+    signature referrer at all) the model with its signature left unfetched under ``pull
+    --unsigned``, else IntegrityError."""
     if refused is not None:
         raise refused
     if session.settings.unsigned:  # its files fetched, held to their digests, never installed
-        unsigned = RemoteFile(spec.name, path, "", signature=True)
+        unsigned = RemoteFile(spec.name, trust.installed_as, "", signature=True)
         return replace(model, files=(*model.files, unsigned))
     raise IntegrityError(
         f"{spec.name}: the catalog asks for a signature (by {trust.by()}) and {spec.oci}"
