@@ -198,7 +198,8 @@ class Swarm:
             if self.state.parts[index].refused:
                 return False
         seen = _unless_failed(
-            lambda: self.parts.writer.head(self.parts.uri(index + 1)), self.job.label
+            lambda: self.parts.writer.head(self.parts.uri(index + 1)),
+            f"{self.job.label}: a look at the mirror failed",
         )
         return seen is not None and seen.size == self.state.parts[index].size
 
@@ -252,7 +253,10 @@ class Swarm:
         """Parts to read now (``READING``): the ones listed under the version's own set, or,
         when that listing is too long to judge, a few held by others, by name."""
         parts = self.parts
-        listed = _unless_failed(lambda: numbered(parts.writer, parts.first.prefix), self.job.label)
+        listed = _unless_failed(
+            lambda: numbered(parts.writer, parts.first.prefix),
+            f"{self.job.label}: a look at the mirror failed",
+        )
         sizes = None if listed is None else {n - 1: item.size for n, item in listed.items()}
         with self._lock:
             return self.state.found(sizes, lookups=LOOKUPS, most=READERS * 4)
@@ -260,31 +264,25 @@ class Swarm:
     def _fetch(self, index: int, put: Callable[[int, bytes], None]) -> bool:
         """Part ``index`` read from the mirror, checked, written (``put``); False: not there, or
         not the file's (refused: to do again, free to be claimed, never read again)."""
-        (start, end), uri = self.spans[index], self.parts.uri(index + 1)
-        size = end - start
-        try:
-            found = self.parts.read(index + 1)
-        except MdlError as exc:
-            log.info("%s: part %d not read: %s", self.job.label, index + 1, exc)
-            found = None
-        whole = found is not None and len(found[0]) == size
-        # checked by its range hash before a byte of it is written
-        good, failed = (
-            verified(self.trust, start, memoryview(found[0])) if whole and found else ([], True)
+        span, label = self.spans[index], self.job.label
+        found = _unless_failed(
+            lambda: self.parts.read(index + 1), f"{label}: part {index + 1} not read"
         )
-        held = whole and not failed and good == [(start, end)]
-        if held and found is not None:
+        data = found[0] if found is not None and len(found[0]) == span[1] - span[0] else None
+        # checked by its range hash before a byte of it is written: its one range holds, none fails
+        checked = verified(self.trust, span[0], memoryview(data)) if data is not None else None
+        held = checked == ([span], False)
+        if held and data is not None:
             self.heard(index)
-            put(index, found[0])
+            put(index, data)
         with self._lock:
-            self.state.read_from_others(index, held=held if whole else None)
-            said = whole and not held and self.state.refused == size  # the first refused, once
-        if whole:
+            first = self.state.read_from_others(index, held=None if data is None else held)
+        if data is not None:
             self.claims.forget(index)
-        if said:
+        if first:
             self.job.retries.warn(
-                f"{self.job.label}: another machine's part {uri} failed its {self.trust.kind}"
-                " hash; its bytes are fetched again"
+                f"{label}: another machine's part {self.parts.uri(index + 1)} failed its"
+                f" {self.trust.kind} hash; its bytes are fetched again"
             )
         return held
 
@@ -313,14 +311,14 @@ class Swarm:
             _release(lease, renewing)
 
 
-def _unless_failed(look: Callable[[], _T], label: str) -> _T | None:
-    """What a look at the mirror finds; None when it fails: the mirror failing never fails the
-    fetch (a part not known published is claimed and fetched here, parts not listed are looked up
-    by name)."""
+def _unless_failed(look: Callable[[], _T], failed: str) -> _T | None:
+    """What a read of the mirror finds; None when it fails (said in the log after ``failed``): the
+    mirror failing never fails the fetch (a part not known published is claimed and fetched here,
+    parts not listed are looked up by name, a part not read is claimed again)."""
     try:
         return look()
     except MdlError as exc:
-        log.info("%s: a look at the mirror failed: %s", label, exc)
+        log.info("%s: %s", failed, exc)
         return None
 
 

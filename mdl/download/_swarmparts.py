@@ -130,9 +130,10 @@ class PartStates(Generic[H]):
             parts[i].back, parts[i].state = parts[i].state, State.READING
         return found
 
-    def read_from_others(self, index: int, *, held: bool | None) -> None:
+    def read_from_others(self, index: int, *, held: bool | None) -> bool:
         """Part ``index`` read from the mirror: it ``held`` its hash (``READ``), failed it
-        (refused: ``FREE``, never read again), or (None) was not there whole (back as it was)."""
+        (refused: ``FREE``, never read again), or (None) was not there whole (back as it was).
+        Whether it is the first part refused (said once)."""
         part = self.parts[index]
         if held is None:
             part.state = part.back
@@ -142,6 +143,7 @@ class PartStates(Generic[H]):
         else:
             part.state, part.refused = State.FREE, True
             self.refused += part.size
+        return held is False and self.refused == part.size
 
     def theirs(self) -> set[int]:
         """The parts another machine held when last tried (being read or not)."""
