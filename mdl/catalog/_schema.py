@@ -368,15 +368,6 @@ class ModelEntry(Table):
     oci: Annotated[Text, _reworded(lambda ref: parse_oci_ref(ref, where="oci").given)] | None = None
     signature: SignatureTable | None = None
 
-    def needs_signature_url(self, signature: SignatureTable) -> bool:
-        """Whether ``signature`` (its own, or [settings]'s) cannot name a file in the model's one
-        Hub repo.
-        """
-        if not self.files or "://" in signature.file:
-            return False
-        repos = {(f.repo, f.revision or "main", f.repo_type or "model") for f in self.files}
-        return len(repos) != 1 or None in {f.repo for f in self.files}
-
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         given = self.model_fields_set
