@@ -124,6 +124,14 @@ class Scope:
         """Whether the lock keeps an entry this run did not renew."""
         return name in self.in_catalog or not self.everything
 
+    def stale(self, old: Lock | None) -> set[str]:
+        """The models ``old`` does not pin as the catalog says now: each selected one it lacks or
+        pins otherwise, and (``everything``) each it pins that the catalog no longer has."""
+        stale = {s.name for s in self.specs if old is None or old.fresh(s) is None}
+        if self.everything and old is not None:
+            stale |= {name for name in old.models if name not in self.in_catalog}
+        return stale
+
     def shown(self, base: Lock, new: Lock) -> set[str]:
         """The models whose changes the report lists."""
         if self.everything:
@@ -138,9 +146,6 @@ def _checked(
     (asking nothing), and of those it does, the signed ones whose pinned signature does not verify
     or cover the files it pins (fetched by its sha256: CI catches a lock a pull would refuse), and
     those not published to the catalog's bucket."""
-    stale = {s.name for s in scope.specs if old is None or old.fresh(s) is None}
-    if scope.everything and old is not None:
-        stale |= {name for name in old.models if name not in scope.in_catalog}
     failures = []
     if old is not None and any(s.signature is not None and old.fresh(s) for s in scope.specs):
         # (the fetch stage, loaded only for a signed model the lock pins)
@@ -155,7 +160,7 @@ def _checked(
     return LockReport(
         path,
         False,
-        stale=tuple(sorted(stale)),
+        stale=tuple(sorted(scope.stale(old))),
         missing=old is None,
         checked=True,
         failures=tuple(failures),
