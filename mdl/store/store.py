@@ -77,7 +77,66 @@ class PartialFile:
     identity: tuple[int, int] | None = None
 
 
-class Store:
+class Leftovers:
+    """What runs leave under a destination's ``.mdl`` besides its records: partial downloads,
+    orphan resume records and stray temp files, listed and removed by ``clean``, and the per-file
+    locks it takes only when no run holds them (a ``Store`` is one: ``dest``, ``state_dir``)."""
+
+    dest: Path
+    state_dir: Path
+
+    def partials(self) -> list[PartialFile]:
+        """Partial downloads, orphan resume records and stray temp files: regular files with
+        mdl's names only.
+        """
+        folder = self.state_dir / "partial"
+        listed = confined.entries(self.dest, folder)
+        names = {name for name, found in listed if stat.S_ISREG(found.st_mode)}
+        found: list[PartialFile] = []
+        for name, info in listed:
+            if name not in names or not _OWN_PARTIAL.fullmatch(name):
+                continue
+            entry, ident = folder / name, (info.st_dev, info.st_ino)
+            if name.endswith(".part"):
+                state = entry.with_name(name + ".json")
+                found.append(
+                    PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), ident)
+                )
+            elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
+                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), ident))
+        return found
+
+    def remove_partial(self, partial: PartialFile) -> bool:
+        """Delete a partial file and its resume record (the entries, never a link's target); the
+        partial only if it is still the file listed (``identity``), else both stay (False)."""
+        paths = {partial.part_path, partial.state_path}
+        if (listed := partial.identity) is not None:
+            removal = confined.unlink_checked(
+                self.dest, partial.part_path, lambda now: (now.st_dev, now.st_ino) == listed
+            )
+            if not removal.removed and removal.found is not None:
+                return False
+            paths.discard(partial.part_path)  # whatever has its name now is not the file listed
+        for path in paths:
+            confined.unlink(self.dest, path)
+        return True
+
+    def try_file_lock(self, key: str) -> HeldLocks | None:
+        """The lock of the store key ``key`` if no run holds it now (clean-up never waits)."""
+        return try_lock(self.dest, self.state_dir / "locks" / f"{key}.lock")
+
+    def _label_of(self, state_path: Path) -> str:
+        try:
+            data = confined.read_bytes(self.dest, state_path, limit=1 << 20)
+            doc = read_json(data, source=str(state_path), limit=1 << 20)
+        # not one mdl made, or too big: named by its name
+        except (OSError, MdlError):
+            doc = None
+        source = doc.get("source", "") if isinstance(doc, dict) else ""
+        return str(source) or state_path.name
+
+
+class Store(Leftovers):
     """Paths and records of one destination root."""
 
     def __init__(
@@ -307,56 +366,6 @@ class Store:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         return shutil.disk_usage(probe).free
-
-    def partials(self) -> list[PartialFile]:
-        """Partial downloads, orphan resume records and stray temp files: regular files with
-        mdl's names only.
-        """
-        folder = self.state_dir / "partial"
-        listed = confined.entries(self.dest, folder)
-        names = {name for name, found in listed if stat.S_ISREG(found.st_mode)}
-        found: list[PartialFile] = []
-        for name, info in listed:
-            if name not in names or not _OWN_PARTIAL.fullmatch(name):
-                continue
-            entry, ident = folder / name, (info.st_dev, info.st_ino)
-            if name.endswith(".part"):
-                state = entry.with_name(name + ".json")
-                found.append(
-                    PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), ident)
-                )
-            elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
-                found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), ident))
-        return found
-
-    def remove_partial(self, partial: PartialFile) -> bool:
-        """Delete a partial file and its resume record (the entries, never a link's target); the
-        partial only if it is still the file listed (``identity``), else both stay (False)."""
-        paths = {partial.part_path, partial.state_path}
-        if (listed := partial.identity) is not None:
-            removal = confined.unlink_checked(
-                self.dest, partial.part_path, lambda now: (now.st_dev, now.st_ino) == listed
-            )
-            if not removal.removed and removal.found is not None:
-                return False
-            paths.discard(partial.part_path)  # whatever has its name now is not the file listed
-        for path in paths:
-            confined.unlink(self.dest, path)
-        return True
-
-    def try_file_lock(self, key: str) -> HeldLocks | None:
-        """The lock of the store key ``key`` if no run holds it now (clean-up never waits)."""
-        return try_lock(self.dest, self.state_dir / "locks" / f"{key}.lock")
-
-    def _label_of(self, state_path: Path) -> str:
-        try:
-            data = confined.read_bytes(self.dest, state_path, limit=1 << 20)
-            doc = read_json(data, source=str(state_path), limit=1 << 20)
-        # not one mdl made, or too big: named by its name
-        except (OSError, MdlError):
-            doc = None
-        source = doc.get("source", "") if isinstance(doc, dict) else ""
-        return str(source) or state_path.name
 
 
 def _or_old(new: _T | None, old: _T | None) -> _T | None:
