@@ -22,21 +22,16 @@ from mdl.paths import HfUri, OciRef
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed, log_outcome
-from mdl.sources.joboutput import (
-    InlineCheck,
-    InlineFile,
-    UrlFile,
-    check_expected_sha256,
-    write_inline,
-)
+from mdl.sources.joboutput import InlineCheck, InlineFile, UrlFile, write_inline
 from mdl.sources.oneoff import (
     GetRequest,
+    OneOffs,
     Parsed,
     Source,
     check_payloads,
     list_registry_files,
     list_repos,
-    read_sources,
+    read_request,
     save_targets,
 )
 from mdl.sources.resolve import RemoteFile, resolve_file
@@ -57,25 +52,27 @@ UNUSED_HEADERS = (
 )
 
 
-def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) -> RunReport:
-    """Fetch one-off sources (and ``input_file``'s) into ``settings.dest`` (or ``output``), verified
-    and atomic; a file already there is kept with the expected bytes or as a get wrote it if
-    upstream is unchanged (wget -N), else refused unless forced."""
-    expected = check_expected_sha256(request.sha256)
-    output = request.output
-    given = read_sources(
+def get(request: GetRequest, settings: Settings, *, progress: Progress) -> RunReport:
+    """A get as asked: its sources read once (read_request), then the layout says the way, once:
+    into the Hugging Face cache is a pull of them (get_into_cache), into a folder the get's own
+    (get_sources)."""
+    asked = read_request(
         request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
     )
-    _refuse_misuse(given, request, expected=expected)
     if settings.layout == "hf-cache":
         from mdl.download.getcache import get_into_cache
 
-        return get_into_cache(given, request, settings, progress=progress)
-    unused = bool(request.headers) and not any(
-        isinstance(item, UrlFile) and item.headers for item in given
-    )
-    if unused:
+        return get_into_cache(asked, settings, progress=progress)
+    return get_sources(asked, settings, progress=progress)
+
+
+def get_sources(request: OneOffs, settings: Settings, *, progress: Progress) -> RunReport:
+    """Fetch one-off sources into ``settings.dest`` (or ``output``), verified and atomic; a file
+    already there is kept with the expected bytes or as a get wrote it if upstream is unchanged
+    (wget -N), else refused unless forced."""
+    if request.unused_headers:
         log.warning("%s", UNUSED_HEADERS)
+    output = request.output
     folder = settings.dest if output is None else output.parent  # -o names one file
     # One run for the listing and the files, exactly where -o/-d say, never into the Hugging Face
     # cache; opened when first needed: after the local checks, which name the file a folder that
@@ -89,15 +86,15 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         return opened[0]
 
     try:
-        items = _listed(given, run, request)
+        items = _listed(request, run)
         report = fetch_sources(
             items,
             settings,
             run=run,
             output=output,
-            sha256=expected,
+            sha256=request.sha256,
             progress=progress,
-            unused=unused,
+            unused=request.unused_headers,
         )
         # the run's waits (the Hub's rate limits, a mirror's fill) when it opened a session (a
         # local-only get: none)
@@ -118,12 +115,10 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
 
 
-def _listed(
-    given: Sequence[Parsed], run: Callable[[], PullSession], request: GetRequest
-) -> Sequence[Parsed]:
+def _listed(request: OneOffs, run: Callable[[], PullSession]) -> Sequence[Parsed]:
     """The sources with each registry model and whole Hub repo among them as its files (offline:
     the repo's files this folder's record holds)."""
-    items: Sequence[Parsed] = given
+    items: Sequence[Parsed] = request.items
     if any(isinstance(item, OciRef) for item in items):
         items = list_registry_files(items, run().owned.registry)
     if not any(isinstance(item, HfUri) for item in items):
@@ -133,24 +128,6 @@ def _listed(
     if hub is None:
         return recorded_repos(items, run().store, **filters)
     return list_repos(items, hub, **filters)
-
-
-def _refuse_misuse(given: Sequence[Parsed], request: GetRequest, *, expected: str | None) -> None:
-    """The flags that do not fit the sources: usage errors before the Hub is asked."""
-    repo = next((item.given for item in given if isinstance(item, HfUri)), None)
-    if repo is None:
-        for flag, filters in (("--include", request.include), ("--exclude", request.exclude)):
-            if filters:
-                raise UsageError(
-                    f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one"
-                )
-    elif request.output is not None:
-        raise UsageError(
-            f"-o names one file, but {repo} is a whole repo",
-            hint="use -d DIR to save its files there",
-        )
-    elif expected is not None:
-        raise UsageError(f"--sha256 applies to a single file, but {repo} is a whole repo")
 
 
 def fetch_sources(
