@@ -63,100 +63,92 @@ def get(request: GetRequest, settings: Settings, *, progress: Progress) -> RunRe
         from mdl.download.getcache import get_into_cache
 
         return get_into_cache(asked, settings, progress=progress)
-    return get_sources(asked, settings, progress=progress)
+    # exactly where -o/-d say, never into the Hugging Face cache
+    folder = settings.dest if asked.output is None else asked.output.parent  # -o names one file
+    plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+    return get_sources(asked, plain, progress=progress)
 
 
 def get_sources(request: OneOffs, settings: Settings, *, progress: Progress) -> RunReport:
-    """Fetch one-off sources into ``settings.dest`` (or ``output``), verified and atomic; a file
-    already there is kept with the expected bytes or as a get wrote it if upstream is unchanged
-    (wget -N), else refused unless forced."""
+    """Fetch one-off sources into ``settings.dest`` (``output``'s folder with -o, a plain layout),
+    verified and atomic; a file already there is kept with the expected bytes or as a get wrote it
+    if upstream is unchanged (wget -N), else refused unless forced."""
     if request.unused_headers:
         log.warning("%s", UNUSED_HEADERS)
-    output = request.output
-    folder = settings.dest if output is None else output.parent  # -o names one file
-    # One run for the listing and the files, exactly where -o/-d say, never into the Hugging Face
-    # cache; opened when first needed: after the local checks, which name the file a folder that
-    # cannot be created is in the way of.
-    opened: list[PullSession] = []
-
-    def run() -> PullSession:
-        if not opened:
-            plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
-            opened.append(PullSession(plain, progress=progress))
-        return opened[0]
-
-    try:
+    with GetRun(settings, progress) as run:
         items = _listed(request, run)
-        report = fetch_sources(
-            items,
-            settings,
-            run=run,
-            output=output,
-            sha256=request.sha256,
-            progress=progress,
-            unused=request.unused_headers,
-        )
-        # the run's waits (the Hub's rate limits, a mirror's fill) when it opened a session (a
-        # local-only get: none)
-        if not opened:
-            return replace(report, hub_wait_seconds=0.0)
-        session = opened[0]
-        return replace(
-            report,
-            hub_wait_seconds=session.owned.hub_wait_seconds,
-            waited=session.owned.fill_waits.seconds,
-        )
-    finally:
-        for session in opened:
+        sha256, unused = request.sha256, request.unused_headers
+        report = fetch_sources(items, run, output=request.output, sha256=sha256, unused=unused)
+        return run.waits(report)
+
+
+class GetRun:
+    """A get's run: its session (the listing's and the downloads') opened when first needed, after
+    the local checks, which name the file a folder that cannot be created is in the way of; closed
+    with the get, which leaves no empty state folder under .mdl."""
+
+    def __init__(self, settings: Settings, progress: Progress) -> None:
+        self.settings, self.progress = settings, progress
+        self.opened: PullSession | None = None
+
+    @property
+    def session(self) -> PullSession:
+        if self.opened is None:
+            self.opened = PullSession(self.settings, progress=self.progress)
+        return self.opened
+
+    def __enter__(self) -> GetRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if (session := self.opened) is not None:
             session.owned.close()
-            # A finished get leaves no empty state folder under .mdl (deepest first; a partial or
-            # another run's stays).
+            # deepest first; a partial or another run's stays
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
 
+    def waits(self, report: RunReport) -> RunReport:
+        """``report`` with the run's waits (the Hub's rate limits, a mirror's fill) when it opened
+        a session (a local-only get: none)."""
+        if (session := self.opened) is None:
+            return replace(report, hub_wait_seconds=0.0)
+        owned = session.owned
+        return replace(
+            report, hub_wait_seconds=owned.hub_wait_seconds, waited=owned.fill_waits.seconds
+        )
 
-def _listed(request: OneOffs, run: Callable[[], PullSession]) -> Sequence[Parsed]:
+
+def _listed(request: OneOffs, run: GetRun) -> Sequence[Parsed]:
     """The sources with each registry model and whole Hub repo among them as its files (offline:
     the repo's files this folder's record holds)."""
     items: Sequence[Parsed] = request.items
     if any(isinstance(item, OciRef) for item in items):
-        items = list_registry_files(items, run().owned.registry)
+        items = list_registry_files(items, run.session.owned.registry)
     if not any(isinstance(item, HfUri) for item in items):
         return items
     filters = {"include": request.include, "exclude": request.exclude}
-    hub = run().hub
+    hub = run.session.hub
     if hub is None:
-        return recorded_repos(items, run().store, **filters)
+        return recorded_repos(items, run.session.store, **filters)
     return list_repos(items, hub, **filters)
 
 
 def fetch_sources(
     items: Sequence[Parsed],
-    settings: Settings,
+    run: GetRun,
     *,
-    run: Callable[[], PullSession],
     output: Path | None,
     sha256: str | None,
-    progress: Progress,
     unused: bool = False,
 ) -> RunReport:
-    """What can be checked locally first (names, inline payloads, files in the way); then inline
-    writes, downloads (a whole repo's files said to be ``within`` the folder; ``unused``: -H went to
-    no URL, said with every file)."""
+    """What can be checked and done locally first (names, inline payloads, files in the way, inline
+    writes); then the downloads (a whole repo's files said to be ``within`` the folder; ``unused``:
+    -H went to no URL, said with every file)."""
     files = [item for item in items if not isinstance(item, HfUri | OciRef)]
     _refuse_one_file_flags(files, output=output, sha256=sha256)
-    force = settings.force
-    targets = save_targets(files, output=output, directory=settings.dest, force=force)
-    root = settings.dest if output is None else output.parent  # nothing is written above it
-    checks = check_payloads(files, sha256=sha256, progress=progress)
-    outcomes = {} if force else _already_there(files, targets, checks, root=root, expected=sha256)
-    writes = {index: check for index, check in checks.items() if index not in outcomes}
-    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
-    for index, check in writes.items():
-        target = targets[index]
-        outcomes[index] = _write(
-            files[index], (root, target), check, force=force, progress=progress
-        )
+    folder, force = run.settings.dest, run.settings.force
+    targets = save_targets(files, output=output, directory=folder, force=force)
+    outcomes = _written(files, targets, run, sha256=sha256)
     # the files to download: (index, source, target) of each URL not done already
     remote = [
         (i, item, targets[i])
@@ -164,9 +156,25 @@ def fetch_sources(
         if isinstance(item, UrlFile) and i not in outcomes
     ]
     if remote:
-        outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
-    within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
+        outcomes.update(_fetch_remote(run.session, remote, sha256=sha256))
+    within, warning = str(folder), UNUSED_HEADERS if unused else None
     return RunReport(tuple(_said(outcomes[i], files[i], within, warning) for i in sorted(outcomes)))
+
+
+def _written(
+    files: Sequence[Source], targets: Sequence[Path], run: GetRun, *, sha256: str | None
+) -> dict[int, FileOutcome]:
+    """Inline payloads checked, files already at their targets judged (kept, or the whole get
+    refused), then the inline files written: the outcomes of the files done here."""
+    force, root, progress = run.settings.force, run.settings.dest, run.progress
+    checks = check_payloads(files, sha256=sha256, progress=progress)
+    outcomes = {} if force else _already_there(files, targets, checks, root=root, expected=sha256)
+    writes = {index: check for index, check in checks.items() if index not in outcomes}
+    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
+    for index, check in writes.items():
+        place = (root, targets[index])  # nothing is written above root
+        outcomes[index] = _write(files[index], place, check, force=force, progress=progress)
+    return outcomes
 
 
 def _refuse_one_file_flags(
