@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec
-from mdl.download._getrecord import ONE_OFF, as_recorded, offline_outcome, recorded_repos
+from mdl.download._getrecord import ONE_OFF, offline_outcome, recorded_repos, vouched
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.paths import HfUri, OciRef
@@ -36,10 +36,12 @@ from mdl.sources.oneoff import (
 )
 from mdl.sources.resolve import RemoteFile, resolve_file
 from mdl.store.confined import rmdir_empty
+from mdl.store.filesystem import stat_file
 from mdl.store.store import Store
 
 if TYPE_CHECKING:
     from mdl.download._plan import PlannedFile
+    from mdl.store.layout import OnDisk
     from mdl.transfer.job import Opening
 
 log = logging.getLogger("mdl.get")
@@ -240,6 +242,8 @@ def _already_there(
     """Files already at their targets with the expected bytes are kept (``skipped``); any other but
     those a get wrote refuses the whole get (``in_place``: Hub files are held to theirs once the Hub
     has said them)."""
+    from mdl.download._outcomes import kept_in_place
+
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
     folder = Store(root.absolute())
@@ -247,25 +251,36 @@ def _already_there(
         if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
         path = target.relative_to(root).as_posix()  # as the folder's record names it
-        if not isinstance(item, InlineFile) and as_recorded(folder, path) is not None:
+        if (ours := _ours(folder, item, target, path)) is None:
             continue  # the plan decides from the record, reading no byte back
-        from mdl.download._outcomes import kept_in_place  # (only for a file already there)
-
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
-            ours = not isinstance(item, InlineFile) and _ours(root, path)
-            if (
-                done := kept_in_place(target, path, sha256=want, where=item.where, ours=ours)
-            ) is not None:
-                kept[index] = done
+            done = kept_in_place(target, path, sha256=want, where=item.where, ours=ours)
         except UsageError as exc:
             refused.append(exc)
+            continue
+        if done is not None:
+            kept[index] = done
     if refused:
         first = refused[0]
         more = f"; {len(refused) - 1} more file(s) are in the way too" if len(refused) > 1 else ""
         first.hint = f"{first.hint}{more}; nothing was written"
         raise first
     return kept
+
+
+def _ours(folder: Store, item: Source, target: Path, path: str) -> bool | None:
+    """Whether the file at ``target`` (``path`` in the folder) is the one a get wrote there, by the
+    folder's record, read once (else it is the user's; an inline file always is); None when the
+    record vouches for it by size and mtime alone."""
+    if isinstance(item, InlineFile):
+        return False
+    entry = folder.entry(ONE_OFF, path, sha256=None, git_oid=None)
+    if vouched(entry, None if entry is None else stat_file(target)) is not None:
+        return None
+    from mdl.download._outcomes import still_verified
+
+    return still_verified(target, entry)
 
 
 def _fetch_remote(
@@ -275,14 +290,12 @@ def _fetch_remote(
     it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
     planned: dict[int, PlannedFile] = {}
-    # ours (_already_there), or --force
-    present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     # the transfer's modules load while the first probe is out (waited for before their first use)
     loaded = session.owned.transfer_loaded
     try:
+        carry = len(items) == 1
         for index, item, target in items:
-            carry = len(items) == 1 and index not in present
             found = _planned(
                 session, item, target, sha256=sha256, carry=carry, openings=openings, loaded=loaded
             )
@@ -317,33 +330,36 @@ def _planned(
     openings: list[Opening | None],
     loaded: Callable[[], None],
 ) -> PlannedFile | FileOutcome:
-    """The file's plan, or its outcome: kept in place, or failed (logged). ``carry``: its probe may
-    carry its first bytes (``openings``: where such an answer is kept until the get ends)."""
+    """The file's plan, or its outcome: kept in place, or failed (logged), from one look at the
+    folder (``placed``). ``carry``: its probe may carry its first bytes when nothing is there, not
+    even a partial (``openings``: where such an answer is kept until the get ends)."""
+    from mdl.download._plan import placed, planned
+
     # its path in the folder (Hub files: with theirs)
     name = target.absolute().relative_to(session.store.dest).as_posix()
     force, offline = session.settings.force, session.settings.offline
     try:
         if item.hub is not None and session.hub is None:  # HF_HUB_OFFLINE: the record answers
-            return offline_outcome(session.store, item, name, target, force=force)
+            _, disk = placed(
+                session.layout, RemoteFile("", name, "", source=item.where), offline=True
+            )
+            return offline_outcome(disk, item, name, target, force=force)
+        remote = (
+            _hub_file(session, item, name, sha256=sha256)
+            if item.hub
+            else _url_file(item, name, sha256=sha256)
+        )
+        placement, disk = placed(session.layout, remote, offline=offline)
         if item.hub is not None:
-            remote = _hub_file(session, item, name, sha256=sha256)
             loaded()
-            # a file this folder's record vouches for (its size and mtime as verified): the plan
-            # decides from the record, as pull's does, reading no byte back
-            if not force and os.path.lexists(target) and as_recorded(session.store, name) is None:
-                from mdl.download._outcomes import kept_in_place
-
-                oid, where = remote.git_oid, item.where
-                kept = kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)
-                if kept is not None:
-                    return kept
+            kept = None if force else _kept(remote, disk, target, name, where=item.where)
+            if kept is not None:
+                return kept
         else:
-            remote = _url_file(session, item, name, sha256=sha256, carry=carry)
+            remote = _probed(session, remote, item, disk, carry=carry)
             openings.append(remote.opening)
         loaded()
-        from mdl.download._plan import plan_file
-
-        return plan_file(session.layout, remote, force=force, offline=offline)
+        return planned(remote, placement, disk, force=force)
     except MdlError as exc:
         outcome = failed("", name, exc, dest=target, source=item.where)
         warning = session.netrc_warning(typed=item.typed)
@@ -352,6 +368,20 @@ def _planned(
             outcome = replace(outcome, warning=warning)
         log_outcome(outcome)
         return outcome
+
+
+def _kept(
+    remote: RemoteFile, disk: OnDisk, target: Path, name: str, *, where: str
+) -> FileOutcome | None:
+    """A Hub file found where it goes: None when nothing is there or this folder's record vouches
+    for it (its size and mtime as verified: the plan decides from the record, as pull's does,
+    reading no byte back); else kept with the bytes the Hub names, or refused (kept_in_place)."""
+    if disk.final is None or vouched(disk.entry, disk.final) is not None:
+        return None
+    from mdl.download._outcomes import kept_in_place
+
+    oid = remote.git_oid
+    return kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)
 
 
 def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | None) -> RemoteFile:
@@ -365,11 +395,9 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
     return item.listed or resolve_file("", spec, hub=hub, environ={})
 
 
-def _url_file(
-    session: PullSession, item: UrlFile, name: str, *, sha256: str | None, carry: bool
-) -> RemoteFile:
-    """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE); a
-    registry's blob as its manifest lists it."""
+def _url_file(item: UrlFile, name: str, *, sha256: str | None) -> RemoteFile:
+    """A direct URL's file as given (probed later unless its size and sha256 are known, or
+    HF_HUB_OFFLINE); a registry's blob as its manifest lists it."""
     assert item.url is not None
     if item.listed is not None:
         if sha256 and sha256 != item.listed.sha256:
@@ -378,7 +406,7 @@ def _url_file(
                 f" {item.listed.sha256}; nothing was fetched"
             )
         return replace(item.listed, path=name)
-    remote = RemoteFile(
+    return RemoteFile(
         "",
         name,
         item.url,
@@ -388,17 +416,19 @@ def _url_file(
         headers=item.headers,
         typed=item.typed,
     )
-    # a sha256 never turns ranges off
-    if session.settings.offline or (remote.size is not None and remote.sha256):
+
+
+def _probed(
+    session: PullSession, remote: RemoteFile, item: UrlFile, disk: OnDisk, *, carry: bool
+) -> RemoteFile:
+    """A direct URL's size and ETag, unless its size and sha256 are known (a sha256 never turns
+    ranges off), a registry's manifest lists it, or HF_HUB_OFFLINE; ``carry``: one file, nothing
+    where it goes, not even a partial (it may be unchanged): its probe carries its first bytes. A
+    size that contradicts the one given (the job output's, or the store's for an ``s3://`` object)
+    is refused before any byte moves."""
+    if item.listed or session.settings.offline or (remote.size is not None and remote.sha256):
         return remote
-    # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
-    part, _ = session.store.part_paths(ONE_OFF, name)
-    return _probe(session, remote, item, carry=carry and not part.exists())
-
-
-def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
-    """A direct URL's size and ETag; a size that contradicts the one given (the job output's, or the
-    store's for an ``s3://`` object) is refused before any byte moves."""
+    carry = carry and disk.final is None and not disk.partial
     probed = session.probe(replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
@@ -411,12 +441,3 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
             f" {probed.size} bytes"
         )
     return replace(probed, size=item.size, size_pinned=True)
-
-
-def _ours(root: Path, path: str) -> bool:
-    """Whether the file at ``path`` below ``root`` is the one a get wrote there (else it is the
-    user's): the folder's record names it by its path, folders and all."""
-    from mdl.download._outcomes import still_verified
-
-    entry = Store(root.absolute()).entry(ONE_OFF, path, sha256=None, git_oid=None)
-    return still_verified(root / path, entry)
