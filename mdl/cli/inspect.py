@@ -64,11 +64,6 @@ def list_cmd(
     _one_offs(run, listing)
 
 
-def _older(nbytes: int) -> str:
-    """What a model's older revisions still hold in the Hugging Face cache (prune frees it)."""
-    return f", older revisions {human_size(nbytes)}" if nbytes else ""
-
-
 def _one_offs(run: Run, listing: "ModelList") -> None:
     """What get fetched (stdout, after the catalog's models: data), and the total (stderr)."""
     if listing.one_offs:

@@ -244,19 +244,18 @@ def placed(layout: Layout, file: RemoteFile, *, offline: bool) -> tuple[Placemen
         if offline:  # never pulled: where it would go is only known upstream
             raise offline_error(file) from None
         raise
-    return placement, _disk(layout, placement, file)
+    return placement, layout.look(
+        placement, file.model, file.path, sha256=file.sha256, git_oid=file.git_oid
+    )
 
 
 def look(remote: RemoteFile, placement: Placement, layout: Layout, *, force: bool) -> PlannedFile:
     """Decide from the disk as it is now (the fetch stage looks again once it holds the file's
     lock)."""
-    return planned(remote, placement, _disk(layout, placement, remote), force=force)
-
-
-def _disk(layout: Layout, placement: Placement, remote: RemoteFile) -> OnDisk:
-    return layout.look(
+    disk = layout.look(
         placement, remote.model, remote.path, sha256=remote.sha256, git_oid=remote.git_oid
     )
+    return planned(remote, placement, disk, force=force)
 
 
 def planned(remote: RemoteFile, placement: Placement, disk: OnDisk, *, force: bool) -> PlannedFile:

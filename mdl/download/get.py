@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,7 +78,7 @@ def get_sources(request: OneOffs, settings: Settings, *, progress: Progress) -> 
     if upstream is unchanged (wget -N), else refused unless forced."""
     if request.unused_headers:
         log.warning("%s", UNUSED_HEADERS)
-    with GetRun(settings, progress) as run:
+    with closing(GetRun(settings, progress)) as run:
         items = _listed(request, run)
         sha256, unused = request.sha256, request.unused_headers
         report = fetch_sources(items, run, output=request.output, sha256=sha256, unused=unused)
@@ -99,10 +100,7 @@ class GetRun:
             self.opened = PullSession(self.settings, progress=self.progress)
         return self.opened
 
-    def __enter__(self) -> GetRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         if (session := self.opened) is not None:
             session.owned.close()
             # deepest first; a partial or another run's stays

@@ -597,7 +597,7 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
         del whole
     finally:
         tracemalloc.stop()
-        run.__exit__()
+        run.close()
     assert report.ok, report.files
     assert report.files[0].sha256 == digest and report.files[0].size == decoded
     assert whole_peak > limit
