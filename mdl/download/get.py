@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,16 +93,14 @@ class GetRun:
 
     def __init__(self, settings: Settings, progress: Progress) -> None:
         self.settings, self.progress = settings, progress
-        self.opened: PullSession | None = None
 
-    @property
+    @cached_property
     def session(self) -> PullSession:
-        if self.opened is None:
-            self.opened = PullSession(self.settings, progress=self.progress)
-        return self.opened
+        return PullSession(self.settings, progress=self.progress)
 
     def close(self) -> None:
-        if (session := self.opened) is not None:
+        # (a cached_property's value is in the instance's dict once made)
+        if (session := vars(self).get("session")) is not None:
             session.owned.close()
             # deepest first; a partial or another run's stays
             for sub in ("partial", "locks", "records", ""):
@@ -110,7 +109,7 @@ class GetRun:
     def waits(self, report: RunReport) -> RunReport:
         """``report`` with the run's waits (the Hub's rate limits, a mirror's fill) when it opened
         a session (a local-only get: none)."""
-        if (session := self.opened) is None:
+        if (session := vars(self).get("session")) is None:
             return replace(report, hub_wait_seconds=0.0)
         owned = session.owned
         return replace(

@@ -99,21 +99,22 @@ def read_request(
         combined, revision=request.revision, repo_type=request.repo_type, note=progress.note
     )
     combined = read_hub_pages(combined, endpoint=endpoint, progress=progress)
-    named = request.output is not None  # -o gives the file its name
     given = parse_sources(
-        combined, read_text=read_text, named=named, headers=request.headers, secrets=secrets
+        combined,
+        read_text=read_text,
+        named=request.output is not None,  # -o gives the file its name
+        headers=request.headers,
+        secrets=secrets,
     )
     _refuse_misuse(given, request, expected=expected)
-    unused = bool(request.headers) and not any(
-        isinstance(item, UrlFile) and item.headers for item in given
-    )
     return OneOffs(
         tuple(given),
         request.output,
         expected,
         tuple(request.include),
         tuple(request.exclude),
-        unused_headers=unused,
+        unused_headers=bool(request.headers)
+        and not any(isinstance(item, UrlFile) and item.headers for item in given),
     )
 
 
