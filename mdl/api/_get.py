@@ -55,7 +55,7 @@ def get(
     neither (as ``hf download``'s ``--revision``, ``--repo-type``)."""
     with loading():
         from mdl.catalog.headers import check_headers
-        from mdl.download.get import get_sources
+        from mdl.download.get import get
         from mdl.report import hidden
         from mdl.sources.joboutput import read_job_output
         from mdl.sources.oneoff import GetRequest
@@ -95,7 +95,7 @@ def get(
         revision=revision,
         repo_type=repo_type,
     )
-    report = get_sources(request, settings, progress=progress or NullProgress())
+    report = get(request, settings, progress=progress or NullProgress())
     _remember(settings, request.output, report.files)
     return replace(report, files=hidden(report.files, settings.secrets))
 

@@ -4,6 +4,7 @@ what it saved."""
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,8 +17,7 @@ from mdl.report import FileOutcome, failed, log_outcome
 from mdl.sources.joboutput import UrlFile
 from mdl.sources.oneoff import Parsed
 from mdl.sources.resolve import RemoteFile
-from mdl.store.filesystem import stat_file
-from mdl.store.layout import hub_source, parse_hub_source, selected
+from mdl.store.layout import OnDisk, hub_source, parse_hub_source, selected
 from mdl.store.records import FileRecord
 from mdl.store.states import INSTALLED, judge
 from mdl.store.store import Store
@@ -33,12 +33,10 @@ OFFLINE_NOTE = (
 _Wanted = tuple[str, str, str | None, str | None]
 
 
-def as_recorded(store: Store, path: str) -> FileRecord | None:
-    """The record of the file at ``path`` in the folder when, by that record and ``lstat`` alone,
-    it is the file a get verified there (same size and mtime); None otherwise. No byte is read."""
-    entry = store.entry(ONE_OFF, path, sha256=None, git_oid=None)
-    found = None if entry is None else stat_file(store.dest / path)
-    if found is None or not stat.S_ISREG(found.st_mode):
+def vouched(entry: FileRecord | None, found: os.stat_result | None) -> FileRecord | None:
+    """``entry`` when, by it and ``found`` (the file's ``lstat``) alone, the file is the one a get
+    verified there (same size and mtime); None otherwise. No byte is read."""
+    if entry is None or found is None or not stat.S_ISREG(found.st_mode):
         return None
     return entry if judge(entry, found.st_size, found.st_mtime_ns) == INSTALLED else None
 
@@ -77,14 +75,14 @@ def recorded_repos(
 
 
 def offline_outcome(
-    store: Store, item: UrlFile, name: str, target: Path, *, force: bool
+    disk: OnDisk, item: UrlFile, name: str, target: Path, *, force: bool
 ) -> FileOutcome:
     """Offline, a Hub file saved as ``name``: kept (``skipped``, with ``OFFLINE_NOTE``) when the
     folder's record vouches for it as this file of that repo, else (or ``force``: fetch it again)
     failed as a file that must be fetched (exit 5, naming it). Logged."""
     assert item.hub is not None
     repo_type, repo, revision, path = item.hub
-    entry = None if force else as_recorded(store, name)
+    entry = None if force else vouched(disk.entry, disk.final)
     outcome: FileOutcome
     if entry is not None and _of(entry, (repo_type, repo, revision, path)) is not None:
         kept = FileOutcome(

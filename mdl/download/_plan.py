@@ -16,7 +16,7 @@ from mdl.paths import path_clash, shown_path
 from mdl.redact import record_text
 from mdl.report import FileOutcome, failed
 from mdl.sources.resolve import RemoteFile, ResolvedModel
-from mdl.store.layout import Layout, Placement
+from mdl.store.layout import Layout, OnDisk, Placement
 from mdl.store.records import FileRecord
 from mdl.store.states import INSTALLED, MISSING, RECHECK_REASON, judge
 from mdl.store.store import Store
@@ -224,7 +224,13 @@ def plan_models(
 
 
 def plan_file(layout: Layout, file: RemoteFile, *, force: bool, offline: bool) -> PlannedFile:
-    """Where the file goes in ``layout`` and what to do with it (``look``)."""
+    """Where the file goes in ``layout`` and what to do with it, the disk looked at once."""
+    return planned(file, *placed(layout, file, offline=offline), force=force)
+
+
+def placed(layout: Layout, file: RemoteFile, *, offline: bool) -> tuple[Placement, OnDisk]:
+    """Where the file goes in ``layout``, and what is on disk for it there (``Layout.look``): the
+    one look a plan takes."""
     try:
         placement = layout.place(
             file.model,
@@ -238,16 +244,22 @@ def plan_file(layout: Layout, file: RemoteFile, *, force: bool, offline: bool) -
         if offline:  # never pulled: where it would go is only known upstream
             raise offline_error(file) from None
         raise
-    return look(file, placement, layout, force=force)
+    return placement, layout.look(
+        placement, file.model, file.path, sha256=file.sha256, git_oid=file.git_oid
+    )
 
 
 def look(remote: RemoteFile, placement: Placement, layout: Layout, *, force: bool) -> PlannedFile:
-    """Decide from the disk as it is now, looked at once (the fetch stage looks again once it holds
-    the file's lock).
-    """
+    """Decide from the disk as it is now (the fetch stage looks again once it holds the file's
+    lock)."""
     disk = layout.look(
         placement, remote.model, remote.path, sha256=remote.sha256, git_oid=remote.git_oid
     )
+    return planned(remote, placement, disk, force=force)
+
+
+def planned(remote: RemoteFile, placement: Placement, disk: OnDisk, *, force: bool) -> PlannedFile:
+    """What to do with the file, decided from ``disk`` as it was looked at."""
     # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it
     # aside.
     partial = saved_progress(disk.state, identity_of(remote)) if disk.state else 0

@@ -1,50 +1,50 @@
-"""``mdl get``: one-off sources into a folder, as a pull of them: the sources parsed (mdl.sources:
-URLs, ``hf://`` files and whole repos, ``s3://``, job outputs) → resolved (Hub files asked, URLs
-probed) → planned (a file already there by plan's GET rules) → fetched and recorded in the folder's
-.mdl/get.json; a job's inline files are written."""
+"""``mdl get``: one-off sources into a folder, as a pull of them: the sources read once into one
+value (``OneOffs``: URLs, ``hf://`` files and whole repos, ``s3://``, job outputs) and the layout's
+way decided once (``get``) → listed → resolved (Hub files asked, URLs probed) → planned from one
+look at the folder per file (a file already there by plan's GET rules) → fetched and recorded in the
+folder's .mdl/get.json; a job's inline files are written."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec
-from mdl.download._getrecord import ONE_OFF, as_recorded, offline_outcome, recorded_repos
+from mdl.download._getrecord import ONE_OFF, offline_outcome, recorded_repos, vouched
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.paths import HfUri, OciRef
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed, log_outcome
-from mdl.sources.joboutput import (
-    InlineCheck,
-    InlineFile,
-    UrlFile,
-    check_expected_sha256,
-    write_inline,
-)
+from mdl.sources.joboutput import InlineCheck, InlineFile, UrlFile, write_inline
 from mdl.sources.oneoff import (
     GetRequest,
+    OneOffs,
     Parsed,
     Source,
     check_payloads,
     list_registry_files,
     list_repos,
-    read_sources,
+    read_request,
     save_targets,
 )
 from mdl.sources.resolve import RemoteFile, resolve_file
 from mdl.store.confined import rmdir_empty
+from mdl.store.filesystem import stat_file
 from mdl.store.store import Store
 
 if TYPE_CHECKING:
     from mdl.download._plan import PlannedFile
+    from mdl.store.layout import OnDisk
     from mdl.transfer.job import Opening
 
 log = logging.getLogger("mdl.get")
@@ -57,129 +57,98 @@ UNUSED_HEADERS = (
 )
 
 
-def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) -> RunReport:
-    """Fetch one-off sources (and ``input_file``'s) into ``settings.dest`` (or ``output``), verified
-    and atomic; a file already there is kept with the expected bytes or as a get wrote it if
-    upstream is unchanged (wget -N), else refused unless forced."""
-    expected = check_expected_sha256(request.sha256)
-    output = request.output
-    given = read_sources(
+def get(request: GetRequest, settings: Settings, *, progress: Progress) -> RunReport:
+    """A get as asked: its sources read once (read_request), then the layout says the way, once:
+    into the Hugging Face cache is a pull of them (get_into_cache), into a folder the get's own
+    (get_sources)."""
+    asked = read_request(
         request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
     )
-    _refuse_misuse(given, request, expected=expected)
     if settings.layout == "hf-cache":
         from mdl.download.getcache import get_into_cache
 
-        return get_into_cache(given, request, settings, progress=progress)
-    unused = bool(request.headers) and not any(
-        isinstance(item, UrlFile) and item.headers for item in given
-    )
-    if unused:
+        return get_into_cache(asked, settings, progress=progress)
+    # exactly where -o/-d say, never into the Hugging Face cache
+    folder = settings.dest if asked.output is None else asked.output.parent  # -o names one file
+    plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+    return get_sources(asked, plain, progress=progress)
+
+
+def get_sources(request: OneOffs, settings: Settings, *, progress: Progress) -> RunReport:
+    """Fetch one-off sources into ``settings.dest`` (``output``'s folder with -o, a plain layout),
+    verified and atomic; a file already there is kept with the expected bytes or as a get wrote it
+    if upstream is unchanged (wget -N), else refused unless forced."""
+    if request.unused_headers:
         log.warning("%s", UNUSED_HEADERS)
-    folder = settings.dest if output is None else output.parent  # -o names one file
-    # One run for the listing and the files, exactly where -o/-d say, never into the Hugging Face
-    # cache; opened when first needed: after the local checks, which name the file a folder that
-    # cannot be created is in the way of.
-    opened: list[PullSession] = []
+    with closing(GetRun(settings, progress)) as run:
+        items = _listed(request, run)
+        sha256, unused = request.sha256, request.unused_headers
+        report = fetch_sources(items, run, output=request.output, sha256=sha256, unused=unused)
+        return run.waits(report)
 
-    def run() -> PullSession:
-        if not opened:
-            plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
-            opened.append(PullSession(plain, progress=progress))
-        return opened[0]
 
-    try:
-        items = _listed(given, run, request)
-        report = fetch_sources(
-            items,
-            settings,
-            run=run,
-            output=output,
-            sha256=expected,
-            progress=progress,
-            unused=unused,
-        )
-        # the run's waits (the Hub's rate limits, a mirror's fill) when it opened a session (a
-        # local-only get: none)
-        if not opened:
-            return replace(report, hub_wait_seconds=0.0)
-        session = opened[0]
-        return replace(
-            report,
-            hub_wait_seconds=session.owned.hub_wait_seconds,
-            waited=session.owned.fill_waits.seconds,
-        )
-    finally:
-        for session in opened:
+class GetRun:
+    """A get's run: its session (the listing's and the downloads') opened when first needed, after
+    the local checks, which name the file a folder that cannot be created is in the way of; closed
+    with the get, which leaves no empty state folder under .mdl."""
+
+    def __init__(self, settings: Settings, progress: Progress) -> None:
+        self.settings, self.progress = settings, progress
+
+    @cached_property
+    def session(self) -> PullSession:
+        return PullSession(self.settings, progress=self.progress)
+
+    def close(self) -> None:
+        # (a cached_property's value is in the instance's dict once made)
+        if (session := vars(self).get("session")) is not None:
             session.owned.close()
-            # A finished get leaves no empty state folder under .mdl (deepest first; a partial or
-            # another run's stays).
+            # deepest first; a partial or another run's stays
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
 
+    def waits(self, report: RunReport) -> RunReport:
+        """``report`` with the run's waits (the Hub's rate limits, a mirror's fill) when it opened
+        a session (a local-only get: none)."""
+        if (session := vars(self).get("session")) is None:
+            return replace(report, hub_wait_seconds=0.0)
+        owned = session.owned
+        return replace(
+            report, hub_wait_seconds=owned.hub_wait_seconds, waited=owned.fill_waits.seconds
+        )
 
-def _listed(
-    given: Sequence[Parsed], run: Callable[[], PullSession], request: GetRequest
-) -> Sequence[Parsed]:
+
+def _listed(request: OneOffs, run: GetRun) -> Sequence[Parsed]:
     """The sources with each registry model and whole Hub repo among them as its files (offline:
     the repo's files this folder's record holds)."""
-    items: Sequence[Parsed] = given
+    items: Sequence[Parsed] = request.items
     if any(isinstance(item, OciRef) for item in items):
-        items = list_registry_files(items, run().owned.registry)
+        items = list_registry_files(items, run.session.owned.registry)
     if not any(isinstance(item, HfUri) for item in items):
         return items
     filters = {"include": request.include, "exclude": request.exclude}
-    hub = run().hub
+    hub = run.session.hub
     if hub is None:
-        return recorded_repos(items, run().store, **filters)
+        return recorded_repos(items, run.session.store, **filters)
     return list_repos(items, hub, **filters)
-
-
-def _refuse_misuse(given: Sequence[Parsed], request: GetRequest, *, expected: str | None) -> None:
-    """The flags that do not fit the sources: usage errors before the Hub is asked."""
-    repo = next((item.given for item in given if isinstance(item, HfUri)), None)
-    if repo is None:
-        for flag, filters in (("--include", request.include), ("--exclude", request.exclude)):
-            if filters:
-                raise UsageError(
-                    f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one"
-                )
-    elif request.output is not None:
-        raise UsageError(
-            f"-o names one file, but {repo} is a whole repo",
-            hint="use -d DIR to save its files there",
-        )
-    elif expected is not None:
-        raise UsageError(f"--sha256 applies to a single file, but {repo} is a whole repo")
 
 
 def fetch_sources(
     items: Sequence[Parsed],
-    settings: Settings,
+    run: GetRun,
     *,
-    run: Callable[[], PullSession],
     output: Path | None,
     sha256: str | None,
-    progress: Progress,
     unused: bool = False,
 ) -> RunReport:
-    """What can be checked locally first (names, inline payloads, files in the way); then inline
-    writes, downloads (a whole repo's files said to be ``within`` the folder; ``unused``: -H went to
-    no URL, said with every file)."""
+    """What can be checked and done locally first (names, inline payloads, files in the way, inline
+    writes); then the downloads (a whole repo's files said to be ``within`` the folder; ``unused``:
+    -H went to no URL, said with every file)."""
     files = [item for item in items if not isinstance(item, HfUri | OciRef)]
     _refuse_one_file_flags(files, output=output, sha256=sha256)
-    force = settings.force
-    targets = save_targets(files, output=output, directory=settings.dest, force=force)
-    root = settings.dest if output is None else output.parent  # nothing is written above it
-    checks = check_payloads(files, sha256=sha256, progress=progress)
-    outcomes = {} if force else _already_there(files, targets, checks, root=root, expected=sha256)
-    writes = {index: check for index, check in checks.items() if index not in outcomes}
-    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
-    for index, check in writes.items():
-        target = targets[index]
-        outcomes[index] = _write(
-            files[index], (root, target), check, force=force, progress=progress
-        )
+    folder, force = run.settings.dest, run.settings.force
+    targets = save_targets(files, output=output, directory=folder, force=force)
+    outcomes = _written(files, targets, run, sha256=sha256)
     # the files to download: (index, source, target) of each URL not done already
     remote = [
         (i, item, targets[i])
@@ -187,9 +156,25 @@ def fetch_sources(
         if isinstance(item, UrlFile) and i not in outcomes
     ]
     if remote:
-        outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
-    within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
+        outcomes.update(_fetch_remote(run.session, remote, sha256=sha256))
+    within, warning = str(folder), UNUSED_HEADERS if unused else None
     return RunReport(tuple(_said(outcomes[i], files[i], within, warning) for i in sorted(outcomes)))
+
+
+def _written(
+    files: Sequence[Source], targets: Sequence[Path], run: GetRun, *, sha256: str | None
+) -> dict[int, FileOutcome]:
+    """Inline payloads checked, files already at their targets judged (kept, or the whole get
+    refused), then the inline files written: the outcomes of the files done here."""
+    force, root, progress = run.settings.force, run.settings.dest, run.progress
+    checks = check_payloads(files, sha256=sha256, progress=progress)
+    outcomes = {} if force else _already_there(files, targets, checks, root=root, expected=sha256)
+    writes = {index: check for index, check in checks.items() if index not in outcomes}
+    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
+    for index, check in writes.items():
+        place = (root, targets[index])  # nothing is written above root
+        outcomes[index] = _write(files[index], place, check, force=force, progress=progress)
+    return outcomes
 
 
 def _refuse_one_file_flags(
@@ -255,6 +240,8 @@ def _already_there(
     """Files already at their targets with the expected bytes are kept (``skipped``); any other but
     those a get wrote refuses the whole get (``in_place``: Hub files are held to theirs once the Hub
     has said them)."""
+    from mdl.download._outcomes import kept_in_place
+
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
     folder = Store(root.absolute())
@@ -262,25 +249,36 @@ def _already_there(
         if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
         path = target.relative_to(root).as_posix()  # as the folder's record names it
-        if not isinstance(item, InlineFile) and as_recorded(folder, path) is not None:
+        if (ours := _ours(folder, item, target, path)) is None:
             continue  # the plan decides from the record, reading no byte back
-        from mdl.download._outcomes import kept_in_place  # (only for a file already there)
-
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
-            ours = not isinstance(item, InlineFile) and _ours(root, path)
-            if (
-                done := kept_in_place(target, path, sha256=want, where=item.where, ours=ours)
-            ) is not None:
-                kept[index] = done
+            done = kept_in_place(target, path, sha256=want, where=item.where, ours=ours)
         except UsageError as exc:
             refused.append(exc)
+            continue
+        if done is not None:
+            kept[index] = done
     if refused:
         first = refused[0]
         more = f"; {len(refused) - 1} more file(s) are in the way too" if len(refused) > 1 else ""
         first.hint = f"{first.hint}{more}; nothing was written"
         raise first
     return kept
+
+
+def _ours(folder: Store, item: Source, target: Path, path: str) -> bool | None:
+    """Whether the file at ``target`` (``path`` in the folder) is the one a get wrote there, by the
+    folder's record, read once (else it is the user's; an inline file always is); None when the
+    record vouches for it by size and mtime alone."""
+    if isinstance(item, InlineFile):
+        return False
+    entry = folder.entry(ONE_OFF, path, sha256=None, git_oid=None)
+    if vouched(entry, None if entry is None else stat_file(target)) is not None:
+        return None
+    from mdl.download._outcomes import still_verified
+
+    return still_verified(target, entry)
 
 
 def _fetch_remote(
@@ -290,14 +288,12 @@ def _fetch_remote(
     it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
     planned: dict[int, PlannedFile] = {}
-    # ours (_already_there), or --force
-    present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     # the transfer's modules load while the first probe is out (waited for before their first use)
     loaded = session.owned.transfer_loaded
     try:
+        carry = len(items) == 1
         for index, item, target in items:
-            carry = len(items) == 1 and index not in present
             found = _planned(
                 session, item, target, sha256=sha256, carry=carry, openings=openings, loaded=loaded
             )
@@ -332,33 +328,36 @@ def _planned(
     openings: list[Opening | None],
     loaded: Callable[[], None],
 ) -> PlannedFile | FileOutcome:
-    """The file's plan, or its outcome: kept in place, or failed (logged). ``carry``: its probe may
-    carry its first bytes (``openings``: where such an answer is kept until the get ends)."""
+    """The file's plan, or its outcome: kept in place, or failed (logged), from one look at the
+    folder (``placed``). ``carry``: its probe may carry its first bytes when nothing is there, not
+    even a partial (``openings``: where such an answer is kept until the get ends)."""
+    from mdl.download._plan import placed, planned
+
     # its path in the folder (Hub files: with theirs)
     name = target.absolute().relative_to(session.store.dest).as_posix()
     force, offline = session.settings.force, session.settings.offline
     try:
         if item.hub is not None and session.hub is None:  # HF_HUB_OFFLINE: the record answers
-            return offline_outcome(session.store, item, name, target, force=force)
+            _, disk = placed(
+                session.layout, RemoteFile("", name, "", source=item.where), offline=True
+            )
+            return offline_outcome(disk, item, name, target, force=force)
+        remote = (
+            _hub_file(session, item, name, sha256=sha256)
+            if item.hub
+            else _url_file(item, name, sha256=sha256)
+        )
+        placement, disk = placed(session.layout, remote, offline=offline)
         if item.hub is not None:
-            remote = _hub_file(session, item, name, sha256=sha256)
             loaded()
-            # a file this folder's record vouches for (its size and mtime as verified): the plan
-            # decides from the record, as pull's does, reading no byte back
-            if not force and os.path.lexists(target) and as_recorded(session.store, name) is None:
-                from mdl.download._outcomes import kept_in_place
-
-                oid, where = remote.git_oid, item.where
-                kept = kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)
-                if kept is not None:
-                    return kept
+            kept = None if force else _kept(remote, disk, target, name, where=item.where)
+            if kept is not None:
+                return kept
         else:
-            remote = _url_file(session, item, name, sha256=sha256, carry=carry)
+            remote = _probed(session, remote, item, disk, carry=carry)
             openings.append(remote.opening)
         loaded()
-        from mdl.download._plan import plan_file
-
-        return plan_file(session.layout, remote, force=force, offline=offline)
+        return planned(remote, placement, disk, force=force)
     except MdlError as exc:
         outcome = failed("", name, exc, dest=target, source=item.where)
         warning = session.netrc_warning(typed=item.typed)
@@ -367,6 +366,20 @@ def _planned(
             outcome = replace(outcome, warning=warning)
         log_outcome(outcome)
         return outcome
+
+
+def _kept(
+    remote: RemoteFile, disk: OnDisk, target: Path, name: str, *, where: str
+) -> FileOutcome | None:
+    """A Hub file found where it goes: None when nothing is there or this folder's record vouches
+    for it (its size and mtime as verified: the plan decides from the record, as pull's does,
+    reading no byte back); else kept with the bytes the Hub names, or refused (kept_in_place)."""
+    if disk.final is None or vouched(disk.entry, disk.final) is not None:
+        return None
+    from mdl.download._outcomes import kept_in_place
+
+    oid = remote.git_oid
+    return kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)
 
 
 def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | None) -> RemoteFile:
@@ -380,11 +393,9 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
     return item.listed or resolve_file("", spec, hub=hub, environ={})
 
 
-def _url_file(
-    session: PullSession, item: UrlFile, name: str, *, sha256: str | None, carry: bool
-) -> RemoteFile:
-    """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE); a
-    registry's blob as its manifest lists it."""
+def _url_file(item: UrlFile, name: str, *, sha256: str | None) -> RemoteFile:
+    """A direct URL's file as given (probed later unless its size and sha256 are known, or
+    HF_HUB_OFFLINE); a registry's blob as its manifest lists it."""
     assert item.url is not None
     if item.listed is not None:
         if sha256 and sha256 != item.listed.sha256:
@@ -393,7 +404,7 @@ def _url_file(
                 f" {item.listed.sha256}; nothing was fetched"
             )
         return replace(item.listed, path=name)
-    remote = RemoteFile(
+    return RemoteFile(
         "",
         name,
         item.url,
@@ -403,17 +414,19 @@ def _url_file(
         headers=item.headers,
         typed=item.typed,
     )
-    # a sha256 never turns ranges off
-    if session.settings.offline or (remote.size is not None and remote.sha256):
+
+
+def _probed(
+    session: PullSession, remote: RemoteFile, item: UrlFile, disk: OnDisk, *, carry: bool
+) -> RemoteFile:
+    """A direct URL's size and ETag, unless its size and sha256 are known (a sha256 never turns
+    ranges off), a registry's manifest lists it, or HF_HUB_OFFLINE; ``carry``: one file, nothing
+    where it goes, not even a partial (it may be unchanged): its probe carries its first bytes. A
+    size that contradicts the one given (the job output's, or the store's for an ``s3://`` object)
+    is refused before any byte moves."""
+    if item.listed or session.settings.offline or (remote.size is not None and remote.sha256):
         return remote
-    # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
-    part, _ = session.store.part_paths(ONE_OFF, name)
-    return _probe(session, remote, item, carry=carry and not part.exists())
-
-
-def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
-    """A direct URL's size and ETag; a size that contradicts the one given (the job output's, or the
-    store's for an ``s3://`` object) is refused before any byte moves."""
+    carry = carry and disk.final is None and not disk.partial
     probed = session.probe(replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
@@ -426,12 +439,3 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
             f" {probed.size} bytes"
         )
     return replace(probed, size=item.size, size_pinned=True)
-
-
-def _ours(root: Path, path: str) -> bool:
-    """Whether the file at ``path`` below ``root`` is the one a get wrote there (else it is the
-    user's): the folder's record names it by its path, folders and all."""
-    from mdl.download._outcomes import still_verified
-
-    entry = Store(root.absolute()).entry(ONE_OFF, path, sha256=None, git_oid=None)
-    return still_verified(root / path, entry)

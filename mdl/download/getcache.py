@@ -5,7 +5,6 @@ transient model per repo (no catalog written or read), its record in the cache n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,14 +15,12 @@ from mdl.paths import HfUri, OciRef
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, folder
 from mdl.sources.joboutput import UrlFile
-from mdl.sources.oneoff import GetRequest, Parsed
+from mdl.sources.oneoff import OneOffs
 from mdl.store.layout import repo_folder
 from mdl.store.records import ONE_OFF_CATALOG
 
 
-def get_into_cache(
-    given: Sequence[Parsed], request: GetRequest, settings: Settings, *, progress: Progress
-) -> RunReport:
+def get_into_cache(request: OneOffs, settings: Settings, *, progress: Progress) -> RunReport:
     """Pull the ``hf://`` repos and files given into ``settings.hf_cache`` (one model per repo,
     named as its cache folder: ``models--owner--name``); a whole repo's files say its snapshot
     folder (``within``)."""
@@ -35,18 +32,18 @@ def get_into_cache(
             " cache",
             hint="leave out -o, or --layout",
         )
-    specs = _specs(given, request)
+    specs = _specs(request)
     run = replace(settings, catalog_path=Path(ONE_OFF_CATALOG), lock_path=None, lock_mode="auto")
     report = pull_models(specs, run, progress=progress)
     whole = {spec.name for spec in specs if spec.is_snapshot}
     return replace(report, files=tuple(_said(f, whole) for f in report.files))
 
 
-def _specs(given: Sequence[Parsed], request: GetRequest) -> list[ModelSpec]:
+def _specs(request: OneOffs) -> list[ModelSpec]:
     """One model per repo: its snapshot (filtered), or the files of it given."""
     whole: dict[str, ModelSpec] = {}
     files: dict[str, list[FileSpec]] = {}
-    for item in given:
+    for item in request.items:
         if isinstance(item, HfUri):
             name = repo_folder(item.repo, item.repo_type)
             spec = ModelSpec(name, repo=item.repo, repo_type=item.repo_type)

@@ -34,6 +34,7 @@ from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
     UrlFile,
+    check_expected_sha256,
     check_inline,
     check_url,
     decoded_size,
@@ -73,22 +74,66 @@ class GetRequest:
     repo_type: str | None = None  # ... and its --repo-type
 
 
-def read_sources(
+@dataclass(frozen=True)
+class OneOffs:
+    """A get's request with its sources read (read_request), held to its flags: what the get's
+    workflow, or the pull into the Hugging Face cache, works from."""
+
+    items: tuple[Parsed, ...]
+    output: Path | None = None  # -o: the one file's path
+    sha256: str | None = None  # --sha256, checked (lower case)
+    include: tuple[str, ...] = ()  # a whole repo's files: only these globs
+    exclude: tuple[str, ...] = ()
+    unused_headers: bool = False  # -H given, and no http(s) URL among the sources to send it to
+
+
+def read_request(
     request: GetRequest, *, endpoint: str, progress: Progress, secrets: Secrets | None = None
-) -> list[Parsed]:
+) -> OneOffs:
     """The SOURCE arguments and the ``-i`` list's, Hub page URLs read as their hf://, each parsed
-    (parse_sources).
-    """
+    (parse_sources); the flags that do not fit them are usage errors before the Hub is asked."""
+    expected = check_expected_sha256(request.sha256)
     read_text = request.read_text
     combined = combined_sources(request.sources, input_file=request.input_file, read_text=read_text)
     combined = hub_words(
         combined, revision=request.revision, repo_type=request.repo_type, note=progress.note
     )
     combined = read_hub_pages(combined, endpoint=endpoint, progress=progress)
-    named = request.output is not None  # -o gives the file its name
-    return parse_sources(
-        combined, read_text=read_text, named=named, headers=request.headers, secrets=secrets
+    given = parse_sources(
+        combined,
+        read_text=read_text,
+        named=request.output is not None,  # -o gives the file its name
+        headers=request.headers,
+        secrets=secrets,
     )
+    _refuse_misuse(given, request, expected=expected)
+    return OneOffs(
+        tuple(given),
+        request.output,
+        expected,
+        tuple(request.include),
+        tuple(request.exclude),
+        unused_headers=bool(request.headers)
+        and not any(isinstance(item, UrlFile) and item.headers for item in given),
+    )
+
+
+def _refuse_misuse(given: Sequence[Parsed], request: GetRequest, *, expected: str | None) -> None:
+    """The flags that do not fit the sources: usage errors before the Hub is asked."""
+    repo = next((item.given for item in given if isinstance(item, HfUri)), None)
+    if repo is None:
+        for flag, filters in (("--include", request.include), ("--exclude", request.exclude)):
+            if filters:
+                raise UsageError(
+                    f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one"
+                )
+    elif request.output is not None:
+        raise UsageError(
+            f"-o names one file, but {repo} is a whole repo",
+            hint="use -d DIR to save its files there",
+        )
+    elif expected is not None:
+        raise UsageError(f"--sha256 applies to a single file, but {repo} is a whole repo")
 
 
 def parse_sources(

@@ -131,6 +131,7 @@ class OnDisk:
     # the resume record of a partial mdl made; None: no partial, or not mdl's (a hard link,
     # another user's file: never resumed, set aside)
     state: Path | None
+    partial: bool = False  # a partial is there (mdl's or not)
 
 
 class Layout:
@@ -240,7 +241,7 @@ class Layout:
             None,
         )
         own = found is not None and confined.not_own(found) is None
-        return OnDisk(entry, final, odd, state=state if own else None)
+        return OnDisk(entry, final, odd, state=state if own else None, partial=found is not None)
 
     def link(self, placement: Placement) -> None:
         """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when

@@ -19,8 +19,7 @@ from runfixtures import mdl
 from servers import Fault, HubServer, make_data
 
 from mdl.catalog.settings import build_settings
-from mdl.download.get import fetch_sources
-from mdl.download.session import PullSession
+from mdl.download.get import GetRun, fetch_sources
 from mdl.progress import NullProgress
 from mdl.sources.joboutput import InlineFile
 from mdl.sources.oneoff import parse_sources
@@ -585,13 +584,11 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
     assert isinstance(item, InlineFile)
     settings = build_settings(environ={}, dest=tmp_path / "out")
     limit = decoded // 4
-    session = PullSession(settings, progress=NullProgress())
+    run = GetRun(settings, NullProgress())
 
     tracemalloc.start()
     try:
-        report = fetch_sources(
-            items, settings, run=lambda: session, output=None, sha256=None, progress=NullProgress()
-        )
+        report = fetch_sources(items, run, output=None, sha256=None)
         _, peak = tracemalloc.get_traced_memory()
         # The yardstick is sound: decoding the whole string at once would blow through it.
         tracemalloc.reset_peak()
@@ -600,7 +597,7 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
         del whole
     finally:
         tracemalloc.stop()
-        session.owned.close()
+        run.close()
     assert report.ok, report.files
     assert report.files[0].sha256 == digest and report.files[0].size == decoded
     assert whole_peak > limit

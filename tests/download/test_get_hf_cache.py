@@ -82,3 +82,18 @@ def test_offline_a_repo_in_the_cache_is_its_snapshot_folder(
     assert offline.exit_code == 0, offline.stderr
     assert offline.stdout == first.stdout
     assert hub.log.records() == []
+
+
+def test_a_sha256_in_upper_case_is_the_same_digest_in_the_cache(
+    hub: HubServer, cache: Path
+) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(WEIGHTS).hexdigest()
+    source = "hf://org/tiny/model.safetensors"
+    # read once, before the layout says the way: the cache's pull holds the file to it as a plain
+    # get does (it was compared as typed: exit 6)
+    result = mdl("get", source, "--layout", "hf-cache", "--sha256", digest.upper())
+    assert result.exit_code == 0, result.stderr
+    wrong = mdl("get", source, "--layout", "hf-cache", "--sha256", "AB" * 32, "--force")
+    assert wrong.exit_code == 6, wrong.stderr
