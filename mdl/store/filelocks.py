@@ -57,6 +57,10 @@ class _Held:
             # ours is unlinked).
             with contextlib.suppress(OSError):
                 if self.remove and _still_named(self.fd, self.dir_fd, self.name):
+                    # Its holder's note goes first: dropping a file that still holds bytes costs
+                    # ext4 1-4 ms more (300 locks: a second at a pull's end), an empty one ~10 us.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self.fd, 0)
                     os.unlink(self.name, dir_fd=self.dir_fd)
             with contextlib.suppress(OSError):
                 _unlock(self.fd)

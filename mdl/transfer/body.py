@@ -153,14 +153,9 @@ def _parsed(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[
 
 
 def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:
-    """The connection a big range framed by its Content-Length (``promised`` checked it is the
-    range's) is read from, or None (read by the parser)."""
-    if (
-        not span.ranged
-        or span.length is None
-        or span.length < RAW_LEAST
-        or "Transfer-Encoding" in response.headers
-    ):
+    """The connection a big body framed by its Content-Length (``promised`` checked it is the
+    range's or the whole file's) is read from, or None (read by the parser)."""
+    if span.length is None or span.length < RAW_LEAST or "Transfer-Encoding" in response.headers:
         # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
         return None
     if parse_decimal(response.headers.get("Content-Length")) != span.length:

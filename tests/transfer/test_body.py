@@ -18,7 +18,7 @@ from runfixtures import transfer_job
 from servers import CdnServer, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer.body import RAW_LEAST, _received, promised, raw_socket
+from mdl.transfer.body import RAW_LEAST, _received, promised, raw_socket, read_body
 from mdl.transfer.connection import WireStream, read_buffer
 from mdl.transfer.engine import Engine
 from mdl.transfer.hasher import Hasher
@@ -56,7 +56,7 @@ def test_a_short_206_keeps_its_connection_for_the_next_request(
 
 
 @pytest.mark.usefixtures("raw_from_any_size")
-def test_a_plain_206_is_read_from_its_socket_a_200_is_not(
+def test_a_plain_206_and_a_whole_200_are_read_from_their_socket(
     cdn: CdnServer, client: httpx2.Client
 ) -> None:
     data = make_data(3_000_000, seed=91)
@@ -76,8 +76,14 @@ def test_a_plain_206_is_read_from_its_socket_a_200_is_not(
         assert first + rest == data[10:]
     with follow(client, url, credentials=Credentials(), headers={}, what="f") as resp:
         assert resp.status_code == 200
-        # a whole body goes through httpx2 (its length is checked there)
-        assert raw_socket(resp, promised(resp, what="f")) is None
+        # a whole body framed by its Content-Length too (a shard of a repo, fetched in one GET)
+        span = promised(resp, what="f")
+        assert not span.ranged and raw_socket(resp, span) is not None
+        assert b"".join(bytes(v) for v in read_body(resp, span, encoded=False, what="f")) == data
+    with follow(client, url, credentials=Credentials(), headers={}, what="f") as resp:
+        assert resp.read() == data  # on the connection the raw read left exactly at its end
+    connections = [r.connection for r in cdn.log.records(method="GET")]
+    assert connections[-1] == connections[-2]
 
 
 @pytest.mark.usefixtures("raw_from_any_size")
