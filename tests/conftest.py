@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Iterator
@@ -118,6 +119,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files of ``FIRST`` first, in its order (each worker sorts alike: one collection)."""
     rank = {name: place for place, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(FIRST)))
+
+
+@pytest.fixture(autouse=True)
+def logging_lock_left_free() -> Iterator[None]:
+    """A Ctrl-C that a test sends this process (the in-process runs of interrupts: a real SIGINT to
+    the main thread) lands between two bytecodes, and can land inside logging's module lock, after
+    it is taken and before the ``try`` that releases it. A process would then exit; this worker
+    would hang its next test on the first log line of a second thread (a clean-clone run did, in a
+    pull's crew). A lock the main thread still holds after a test is freed here."""
+    yield
+    lock = logging._lock  # what logging._acquireLock takes
+    while lock._is_owned():
+        lock.release()
 
 
 @pytest.fixture(autouse=True)
