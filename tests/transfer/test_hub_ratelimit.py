@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.sources.hub import Hub
-from mdl.transfer.http import RetryableError, RetryPolicy, Tries, error_for_status, make_client
+from mdl.transfer.failures import RetryableError
+from mdl.transfer.http import RetryPolicy, Tries, error_for_status, make_client
 from mdl.transfer.ratelimit import (
     HEADER_LIMIT,
     HUB_REFUSALS,
