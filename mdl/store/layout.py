@@ -30,7 +30,7 @@ from mdl.store.filesystem import (
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
-_HUB_SOURCE = re.compile(
+_HUB_SOURCE = (
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)"
     r"(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
@@ -62,7 +62,7 @@ def parse_hub_source(source: str) -> HubFileRef | None:
     """``hf://[datasets/|spaces/]owner/name@commit/path`` parsed; None for anything else (direct
     URLs).
     """
-    if (match := _HUB_SOURCE.match(source)) is None:
+    if (match := re.match(_HUB_SOURCE, source)) is None:
         return None
     return HubFileRef(
         _TYPES[match.group("type")], match.group("repo"), match.group("commit"), match.group("path")

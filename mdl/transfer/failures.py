@@ -121,15 +121,13 @@ def body_start(response: httpx2.Response, size: int, *, into: bytearray | None =
 
 
 # Markup that starts an HTML document (an XML or JSON body is left alone: its text is the message).
-_HTML_START = re.compile(
-    r"<(?:!doctype\s+html|html|head|body|title|meta|h1|center)\b", re.IGNORECASE
-)
+_HTML_START = r"(?i)<(?:!doctype\s+html|html|head|body|title|meta|h1|center)\b"
 _SCAN_CHARS = 64 * 1024  # a title past this is not worth looking for
 
 
 def looks_like_html(text: str) -> bool:
     head = text.lstrip()[:2048]
-    return head.startswith("<") and _HTML_START.search(head) is not None
+    return head.startswith("<") and re.search(_HTML_START, head) is not None
 
 
 def body_excerpt(text: str) -> str:
