@@ -31,7 +31,7 @@ _REPO_PART = r"[\w.-]+"
 _OWNER = r"[A-Za-z0-9][\w.-]*"
 # refs/pr/N and refs/convert/X: the revisions with slashes hf:// can name
 _REF_KINDS = ("pr", "convert")
-_REF = re.compile(r"refs/(?:pr|convert)/[\w.-]+")  # as mdl.paths's hf:// pattern takes them
+_REF = r"refs/(?:pr|convert)/[\w.-]+"  # as mdl.paths's hf:// pattern takes them
 
 
 def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
@@ -97,7 +97,7 @@ def _page_in_repo(url: str, repo: str, rest: list[str]) -> str | None:
     revision, parts = _revision(rest[1:])
     # '..' or '%2E%2E' would ask for the default branch
     check_revision(revision, where=redact_url(url))
-    if "/" in revision and not _REF.fullmatch(revision):
+    if "/" in revision and not re.fullmatch(_REF, revision):
         return None
     file = "/".join(parts)
     if kind == "tree" and file:  # a folder's page: no hf:// names a folder alone

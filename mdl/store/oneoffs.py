@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import stat as st
 import sys
 from collections.abc import Iterator
@@ -185,7 +186,7 @@ def _blob(cache: Path, entry: FileRecord) -> Path | None:
     """Where a cache file's bytes are: ``<repo>/blobs/<git blob id or sha256>``."""
     hub = parse_hub_source(entry.source)
     etag = entry.git_oid or entry.sha256
-    if hub is None or not BLOB_NAME.fullmatch(etag):
+    if hub is None or not re.fullmatch(BLOB_NAME, etag):
         return None
     try:
         return cache / repo_folder(hub.repo, hub.repo_type) / "blobs" / etag

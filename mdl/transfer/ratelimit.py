@@ -48,12 +48,13 @@ REFUSALS = frozenset({429, 503})
 _EXTENSION = "mdl_hub_gate"
 _MARK = "mdl_hub_refusal"
 
-_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]{0,63}")
-_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]{0,255}")
-_INTEGER = re.compile(r"-?[0-9]{1,15}")
-_DECIMAL = re.compile(r"-?[0-9]{1,12}\.[0-9]{1,3}")
-_STRING = re.compile(r'"((?:[ !#-\[\]-~]|\\["\\]){0,256})"')
-_OTHER = re.compile(r"\?[01]|:[A-Za-z0-9+/=]{0,1024}:")  # booleans, byte sequences: not used
+_KEY = r"[a-z*][a-z0-9_\-.*]{0,63}"
+# an sf-token (RFC 8941 §3.3.4)
+_SYMBOL = r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]{0,255}"
+_INTEGER = r"-?[0-9]{1,15}"
+_DECIMAL = r"-?[0-9]{1,12}\.[0-9]{1,3}"
+_STRING = r'"((?:[ !#-\[\]-~]|\\["\\]){0,256})"'
+_OTHER = r"\?[01]|:[A-Za-z0-9+/=]{0,1024}:"  # booleans, byte sequences: not used
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,15 @@ class RateLimits:
 
 def _bare(text: str) -> tuple[str, object] | None:
     """A bare item (kind, value): a string, token, integer, decimal, boolean or byte sequence."""
-    if match := _STRING.fullmatch(text):
+    if match := re.fullmatch(_STRING, text):
         return "string", re.sub(r"\\(.)", r"\1", match.group(1))
-    if _DECIMAL.fullmatch(text):
+    if re.fullmatch(_DECIMAL, text):
         return "number", float(text)
-    if _INTEGER.fullmatch(text):
+    if re.fullmatch(_INTEGER, text):
         return "integer", int(text)
-    if _TOKEN.fullmatch(text):
+    if re.fullmatch(_SYMBOL, text):
         return "token", text
-    return ("other", text) if _OTHER.fullmatch(text) else None
+    return ("other", text) if re.fullmatch(_OTHER, text) else None
 
 
 def _split(text: str, sep: str) -> list[str] | None:
@@ -121,11 +122,11 @@ def _member(text: str) -> tuple[str, dict[str, object]] | None:
     for segment in segments[1:]:
         segment = segment.strip(" \t")
         key, eq, value = segment.partition("=")
-        if eq and _KEY.fullmatch(key):
+        if eq and re.fullmatch(_KEY, key):
             if (item := _bare(value)) is None:
                 return None
             params[key] = item[1] if item[0] in ("integer", "number") else None
-        elif _KEY.fullmatch(segment):
+        elif re.fullmatch(_KEY, segment):
             params[segment] = None  # a flag: true, nothing mdl reads
         elif (item := _bare(segment)) is not None and item[0] == "string":
             name = str(item[1])
