@@ -104,7 +104,7 @@ def get(
 def _remember(settings: Settings, output: Path | None) -> None:
     """Note where this get wrote, for ``list``, ``clean`` and ``prune`` (a folder only once its
     record is there: inline job files alone are not recorded)."""
-    from mdl.store.oneoffs import CACHE, FOLDER, remember
+    from mdl.store.register import CACHE, FOLDER, remember
     from mdl.store.store import Store
 
     if settings.layout == "hf-cache" and settings.hf_cache is not None:
