@@ -327,7 +327,7 @@ def is_http_url(value: str) -> bool:
 
 # hf://[datasets/|spaces/|models/]owner/name[@revision][/path]; refs/pr/N and refs/convert/X may
 # hold slashes.
-_HF_URI = re.compile(
+_HF_URI = (
     r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
     r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?(?:/(?P<path>.+))?$"
 )
@@ -387,7 +387,7 @@ def parse_hf_uri(text: str) -> HfUri:
     """``hf://...`` -> HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe
     path.
     """
-    match = _HF_URI.match(text.rstrip("/"))
+    match = re.match(_HF_URI, text.rstrip("/"))
     if match is None:
         # one line, however it came
         raise UsageError(f"{printable(text, limit=300)}: expected {HF_URI_FORMS}")
@@ -602,14 +602,14 @@ def _size_limit(limit: int) -> str:
 # huggingface_hub's rule for a repo id (utils/_validators.py ``validate_repo_id``), written out:
 # importing it loads the HTTP stack (~0.1 s), which a readiness probe reading catalog.lock never
 # needs. tests/store/test_repo_ids.py holds the two equal.
-_REPO_ID = re.compile(r"(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b", re.ASCII)
+_REPO_ID = r"(?a)(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b"
 
 
 def repo_id_problem(repo: str) -> str | None:
     """Why huggingface_hub refuses ``repo`` as a repo id, or None."""
     if repo.count("/") > 1:
         return "it must be 'name' or 'namespace/name'"
-    if not _REPO_ID.fullmatch(repo):
+    if not re.fullmatch(_REPO_ID, repo):
         return "it must use letters, digits, '-', '_' or '.', 1 to 96 of them, not ending in '-'"
     if "--" in repo or ".." in repo:
         return "it cannot hold '--' or '..'"
@@ -625,8 +625,8 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = rf"(?P<repository>{_COMPONENT}(?:/{_COMPONENT})*)"
 _TAG = r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?"
 _DIGEST = r"(?:@(?P<digest>[A-Za-z0-9_+.-]+:[A-Za-z0-9=_-]+))?"
-_REFERENCE = re.compile(f"oci://{_REGISTRY}/{_REPOSITORY}{_TAG}{_DIGEST}")
-_SOURCE = re.compile(f"oci://{_REGISTRY}/{_REPOSITORY}@sha256:(?P<hex>[0-9a-f]{{64}})/(?P<path>.+)")
+_REFERENCE = f"oci://{_REGISTRY}/{_REPOSITORY}{_TAG}{_DIGEST}"
+_SOURCE = f"oci://{_REGISTRY}/{_REPOSITORY}@sha256:(?P<hex>[0-9a-f]{{64}})/(?P<path>.+)"
 MAX_REFERENCE = 4096  # characters: longer is no reference (distribution caps a name at 255)
 OCI_FORM = "oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:DIGEST"
 
@@ -681,7 +681,7 @@ def parse_oci_ref(text: str, *, where: str | None = None) -> OciRef:
     """``oci://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]``, or UsageError naming ``where``; a
     digest must be sha256 (the one hash mdl verifies)."""
     where = where or shown(text)
-    found = _REFERENCE.fullmatch(text) if len(text) <= MAX_REFERENCE else None
+    found = re.fullmatch(_REFERENCE, text) if len(text) <= MAX_REFERENCE else None
     if found is None:
         raise UsageError(f"{where}: not an OCI reference", hint=f"write {OCI_FORM}")
     digest = found["digest"]
@@ -693,7 +693,7 @@ def parse_oci_ref(text: str, *, where: str | None = None) -> OciRef:
 def parse_oci_source(source: str) -> tuple[OciRef, str] | None:
     """A pinned source (``oci://REG/REPO@sha256:HEX/PATH``): the reference and the file's path;
     None for anything else."""
-    found = _SOURCE.fullmatch(source) if len(source) <= MAX_REFERENCE else None
+    found = re.fullmatch(_SOURCE, source) if len(source) <= MAX_REFERENCE else None
     if found is None:
         return None
     ref = OciRef(found["registry"], found["repository"], None, f"sha256:{found['hex']}")

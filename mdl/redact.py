@@ -30,11 +30,11 @@ _SECRET_PARAM_PART = re.compile(
 # whole names only: as parts they are in ordinary words
 _SECRET_PARAM_NAMES = frozenset({"sid", "ssid"})
 _SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-", "x-obs-", "q-")
-_LOWER_HEX = re.compile("%[0-9A-F]{2}")
-_UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding changes them
+_LOWER_HEX = "%[0-9A-F]{2}"
+_UNRESERVED = "[A-Za-z0-9._~-]+"  # RFC 3986 unreserved: no encoding changes them
 # Parameters whose name makes a query secret but whose value is public: when it was signed, how, for
 # how long, which headers. Registering "host" or "3600" would redact those words everywhere.
-_PUBLIC_PARAM = re.compile(
+_PUBLIC_PARAM = (
     r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list"
     r"|url-param-list"
     r"|additional-headers)\Z"
@@ -84,13 +84,13 @@ _FORMAT = (
 )
 # C0/C1 controls, line separators and format characters: anything that could move the cursor,
 # retitle a terminal, forge a log line or hide text. Tab and newline only in multi-line text.
-_UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{_FORMAT}]")
+_UNPRINTABLE = f"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{_FORMAT}]"
 # What a secret is matched across: line breaks, header folding, the spaces of a wrapped page, format
 # characters.
-_IGNORABLE = re.compile(f"([\\s{_FORMAT}]+)")
-_FORMATS = re.compile(f"[{_FORMAT}]+")
+_IGNORABLE = f"([\\s{_FORMAT}]+)"
+_FORMATS = f"[{_FORMAT}]+"
 # a hex value matches in any case (a signature a server upper-cases)
-_HEX = re.compile("[0-9a-fA-F]+")
+_HEX = "[0-9a-fA-F]+"
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _GRAM = 4
 # probing every _STEP characters, some probe falls wholly inside any secret
@@ -105,7 +105,7 @@ def _fold(text: str) -> str:
 def _squeeze(text: str) -> str:
     """``text`` without whitespace and format characters: the form a secret is matched in."""
     squeezed = "".join(text.split())  # (str.split's whitespace is the regular expressions' \s)
-    return _FORMATS.sub("", squeezed) if _FORMATS.search(squeezed) else squeezed
+    return re.sub(_FORMATS, "", squeezed) if re.search(_FORMATS, squeezed) else squeezed
 
 
 class Secrets:
@@ -201,7 +201,7 @@ class Secrets:
             return False
         head = _fold(form[:MIN_SECRET_LENGTH])
         exact, folded = self.heads.setdefault(head, {}).setdefault(len(form), (set(), set()))
-        if _HEX.fullmatch(form):
+        if re.fullmatch(_HEX, form):
             folded.add(_fold(form))
         else:
             exact.add(form)
@@ -221,12 +221,12 @@ def encoded_forms(value: str) -> frozenset[str]:
     HTML-escaped.
     """
     # a hex signature, a base64url token: every encoding leaves it as it is
-    if _UNRESERVED.fullmatch(value):
+    if re.fullmatch(_UNRESERVED, value):
         return frozenset((value,))
     forms = {value, printable(value)}
     for safe in ("", "/"):
         for encoded in (quote(value, safe=safe), quote_plus(value, safe=safe)):
-            forms.update((encoded, _LOWER_HEX.sub(lambda m: m.group(0).lower(), encoded)))
+            forms.update((encoded, re.sub(_LOWER_HEX, lambda m: m.group(0).lower(), encoded)))
     for ascii_only in (True, False):
         escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
         forms.update((escaped, escaped.replace("/", "\\/")))
@@ -313,7 +313,7 @@ def _secret_name(raw: str) -> bool:
     ones.
     """
     name = unquote_plus(raw).lower()
-    return is_secret_param(name) and not _PUBLIC_PARAM.search(name)
+    return is_secret_param(name) and not re.search(_PUBLIC_PARAM, name)
 
 
 def _redact_urls(text: str) -> str:
@@ -328,7 +328,7 @@ def _redact_found_url(url: str) -> str:
 
 def _where(text: str) -> Callable[[int], int]:
     """Where each character of ``text`` squeezed is in ``text``."""
-    parts = _IGNORABLE.split(text)
+    parts = re.split(_IGNORABLE, text)
     if len(parts) == 1:
         return lambda at: at
     # where each kept piece starts in ``text``
@@ -343,7 +343,7 @@ def _where(text: str) -> Callable[[int], int]:
 
 
 # the _GRAM characters at every _STEP-th index
-_PROBES = re.compile(f"(?s)(.{{{_GRAM}}}).{{0,{_STEP - _GRAM}}}")
+_PROBES = f"(?s)(.{{{_GRAM}}}).{{0,{_STEP - _GRAM}}}"
 
 
 def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
@@ -364,7 +364,7 @@ def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
 def _found(squeezed: str, low: str, secrets: Secrets) -> set[tuple[int, int]]:
     """Where secrets stand in ``squeezed`` (``low``: folded): checked only where a probe is a piece
     of some secret's head."""
-    probes = _PROBES.findall(low)
+    probes = re.findall(_PROBES, low)
     chosen = set(probes).intersection(secrets.grams)
     matched: set[tuple[int, int]] = set()
     for at in [k * _STEP for k, piece in enumerate(probes) if piece in chosen]:
@@ -424,7 +424,7 @@ def _remove_secrets(text: str, secrets: Secrets | None) -> tuple[str, bool]:
 # escapes (and the \xNN, \UNNNNNNNN ones ``printable`` writes: a message made printable before it
 # reached its sink).
 _MAY_BE_ENCODED = re.compile(r"[%&\\]")
-_ESCAPE = re.compile(
+_ESCAPE = (
     r"\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|U(00(?:0[0-9a-fA-F]|10)[0-9a-fA-F]{4})"
     r'|(["\\/bfnrt]))'
 )
@@ -445,9 +445,9 @@ def _unescape(text: str) -> str:
         code = m.group(1) or m.group(2) or m.group(3)
         return chr(int(code, 16)) if code else _JSON_SIMPLE[m.group(4)]
 
-    decoded = _ESCAPE.sub(one, text)
+    decoded = re.sub(_ESCAPE, one, text)
     # "\\ud83d\\ude00" is one character; lone halves stay (printable escapes them)
-    if _SURROGATES.search(decoded):
+    if re.search(_SURROGATES, decoded):
         decoded = decoded.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
     return decoded
 
@@ -526,8 +526,8 @@ def redact_text(text: str, *, secrets: Secrets | None = None) -> str:
 
 # Lone surrogates (from bytes decoded with "surrogateescape") cannot be encoded as UTF-8 by any
 # sink.
-_SURROGATES = re.compile("[\ud800-\udfff]")
-_NEWLINES = re.compile("[\t\n]")
+_SURROGATES = "[\ud800-\udfff]"
+_NEWLINES = "[\t\n]"
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
@@ -536,10 +536,12 @@ def printable(text: str, *, limit: int | None = None, multiline: bool = False) -
     """
     if text.isprintable():  # (none of them: the common case, answered in C)
         return _cut(text, limit)
-    cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
-    cleaned = _SURROGATES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", cleaned)
+    cleaned = re.sub(
+        _UNPRINTABLE, lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text
+    )
+    cleaned = re.sub(_SURROGATES, lambda m: f"\\u{ord(m.group(0)):04x}", cleaned)
     if not multiline:
-        cleaned = _NEWLINES.sub(" ", cleaned)
+        cleaned = re.sub(_NEWLINES, " ", cleaned)
     return _cut(cleaned, limit)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from servers import Exchange, LoopbackServer
 
 from mdl.redact import REDACTED, Secrets, safe_text
-from mdl.transfer.http import Credentials, follow, make_client, server_text
+from mdl.transfer.failures import server_text
+from mdl.transfer.http import Credentials, follow, make_client
 
 FIRST = "c0ffee1234deadbeef0123"  # the signature of the URL asked for
 SECOND = "Zm9vYmFyLXNlY3JldC10b2tlbg"  # the signature of the URL it redirects to

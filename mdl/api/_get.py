@@ -106,7 +106,7 @@ def _remember(settings: Settings, output: Path | None, files: Sequence[FileOutco
     recorded)."""
     if all(f.failing for f in files):
         return
-    from mdl.store.oneoffs import CACHE, FOLDER, remember
+    from mdl.store.register import CACHE, FOLDER, remember
     from mdl.store.store import Store
 
     if settings.layout == "hf-cache" and settings.hf_cache is not None:

@@ -14,7 +14,7 @@ from typing import Any
 # A key path as tomllib's nesting gives it: table keys and array indexes, outermost first.
 KeyPath = tuple[str | int, ...]
 
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_BARE_KEY_RE = r"[A-Za-z0-9_-]+"
 # Names people bring from huggingface_hub, pooch or other tools; difflib cannot guess these.
 ALIASES = {
     **dict.fromkeys(("branch", "rev", "ref"), "revision"),
@@ -44,7 +44,7 @@ def did_you_mean(word: str, choices: Collection[str]) -> str:
 
 def format_key(key: str) -> str:
     """A key as TOML writes it: bare when it can be, else quoted."""
-    return key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key)
+    return key if re.fullmatch(_BARE_KEY_RE, key) else json.dumps(key)
 
 
 def format_path(path: KeyPath) -> str:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
 
 # RFC 9110 §5.6.2: a field name is a token.
-HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_NAME_RE = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # What mdl sets itself to fetch ranges and check what it got: another value would break resume and
 # verification.
 MANAGED_HEADERS = frozenset(
@@ -28,7 +28,7 @@ _SECRET_HEADERS = frozenset({"cookie", "proxy-authorization"})
 
 def header_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a header mdl sends for a user, or None."""
-    if not HEADER_NAME_RE.fullmatch(name):
+    if not re.fullmatch(HEADER_NAME_RE, name):
         return "is not a valid HTTP header name"
     if name.lower() in MANAGED_HEADERS:
         return "is a header mdl sets itself (ranges, resume, verification)"
@@ -66,7 +66,7 @@ def parse_header(text: str, *, flag: str = "--header") -> tuple[str, str]:
     name, colon, value = text.partition(":")
     if not colon:
         # Show it only when it is a bare name: anything else may be a token pasted without its name.
-        shown = f" {text!r}" if HEADER_NAME_RE.fullmatch(text) else ""
+        shown = f" {text!r}" if re.fullmatch(HEADER_NAME_RE, text) else ""
         raise UsageError(
             f"{flag}{shown}: expected 'Name: value' (no ':' found)",
             hint="write 'Name: value', e.g. -H 'X-Api-Key: ...'",

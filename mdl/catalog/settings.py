@@ -26,7 +26,7 @@ LAYOUTS = SETTING["layout"].choices
 LOCK_MODE = ("locked", "frozen")
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
+_RATE_RE = r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$"
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
     """Parse a rate like ``50M``, ``500k`` or ``1.5G`` into bytes per second (binary units, as
     curl and aria2c).
     """
-    match = _RATE_RE.match(value)
+    match = re.match(_RATE_RE, value)
     if not match:
         raise UsageError(f"{where}: expected a rate such as 50M or 500K, got {value!r}")
     scaled = (
@@ -209,8 +209,8 @@ NO_OVERRIDES = Overrides()
 
 # ASCII digits only, for every number a flag, a variable or the catalog gives (int() and float()
 # also take '١٦' and '1_6'); a sign is read so that -1 is refused by the bounds, naming them.
-_WHOLE_RE = re.compile(r"[+-]?[0-9]+")
-_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WHOLE_RE = r"[+-]?[0-9]+"
+_DECIMAL_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 
 
 def parse_number(setting: Setting, value: object, *, where: str) -> int | float:
@@ -235,7 +235,7 @@ def _as_number(value: object, *, whole: bool) -> int | float | None:
     a count); None: not one."""
     if isinstance(value, str):
         text = value.strip(" \t")
-        if not (_WHOLE_RE if whole else _DECIMAL_RE).fullmatch(text):
+        if not re.fullmatch(_WHOLE_RE if whole else _DECIMAL_RE, text):
             return None
         # (int() of 5000 digits raises)
         return int(text) if whole and len(text) <= 20 else float(text)
@@ -482,7 +482,7 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     return on[0] if on else "auto"
 
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_PLACEHOLDER = r"\{([^{}]*)\}"
 
 
 def fixed_part(template: str) -> str:
@@ -499,7 +499,7 @@ def parse_template(
     """
     parts: list[str | Placeholder] = []
     at = 0
-    for match in _PLACEHOLDER.finditer(template):
+    for match in re.finditer(_PLACEHOLDER, template):
         parts.append(_literal(template[at : match.start()], template, where=where))
         name = match.group(1)
         bare = re.split(r"[:!]", name, maxsplit=1)[0]

@@ -27,7 +27,7 @@ from mdl.sources.resolve import RemoteFile, ResolvedModel, marked_signature, res
 from mdl.store.inventory import file_state, model_status, unplaced_path
 from mdl.store.layout import Layout, adopt_cached
 from mdl.store.records import ModelRecord
-from mdl.transfer.http import UnreachableError
+from mdl.transfer.failures import UnreachableError
 
 log = logging.getLogger("mdl.pull")
 FORCE_NEEDS_HUB = (

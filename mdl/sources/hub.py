@@ -19,18 +19,20 @@ from mdl.paths import check_revision, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url
 from mdl.transfer.body import promised
 from mdl.transfer.connection import drain, origin, set_reply_deadline
+from mdl.transfer.failures import (
+    body_start,
+    hub_auth_hint,
+    refusal_error,
+    server_text,
+    transport_error,
+)
 from mdl.transfer.http import (
     Credentials,
     RetryPolicy,
     TokenGuard,
-    body_start,
     follow,
-    hub_auth_hint,
     make_client,
-    refusal_error,
     refuse_redirect,
-    server_text,
-    transport_error,
 )
 
 # pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)

@@ -27,11 +27,11 @@ _NOT_OWNERS = frozenset(
     {"api", "docs", "blog", "papers", "collections", "organizations", "settings", "models"}
 )
 _PREFIXES = {"datasets": "datasets/", "spaces": "spaces/"}
-_REPO_PART = re.compile(r"[\w.-]+")
-_OWNER = re.compile(r"[A-Za-z0-9][\w.-]*")
+_REPO_PART = r"[\w.-]+"
+_OWNER = r"[A-Za-z0-9][\w.-]*"
 # refs/pr/N and refs/convert/X: the revisions with slashes hf:// can name
 _REF_KINDS = ("pr", "convert")
-_REF = re.compile(r"refs/(?:pr|convert)/[\w.-]+")  # as mdl.paths's hf:// pattern takes them
+_REF = r"refs/(?:pr|convert)/[\w.-]+"  # as mdl.paths's hf:// pattern takes them
 
 
 def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
@@ -83,7 +83,7 @@ def _repo_named(segs: list[str]) -> tuple[str, list[str]] | None:
         segs = segs[1:]
     if len(segs) < 2 or segs[0] in _NOT_OWNERS:
         return None
-    if not _OWNER.fullmatch(segs[0]) or not _REPO_PART.fullmatch(segs[1]):
+    if not re.fullmatch(_OWNER, segs[0]) or not re.fullmatch(_REPO_PART, segs[1]):
         return None
     return f"{prefix}{segs[0]}/{segs[1]}", segs[2:]
 
@@ -97,7 +97,7 @@ def _page_in_repo(url: str, repo: str, rest: list[str]) -> str | None:
     revision, parts = _revision(rest[1:])
     # '..' or '%2E%2E' would ask for the default branch
     check_revision(revision, where=redact_url(url))
-    if "/" in revision and not _REF.fullmatch(revision):
+    if "/" in revision and not re.fullmatch(_REF, revision):
         return None
     file = "/".join(parts)
     if kind == "tree" and file:  # a folder's page: no hf:// names a folder alone
@@ -142,7 +142,7 @@ def read_hub_pages(sources: Sequence[str], *, endpoint: str, progress: Progress)
 
 # what ``hf download`` takes as a repo id, then the path of one file in it
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(?:/[^\s]+)?")
-_HF = re.compile(r"hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[^/@]+/[^/@]+)(?P<rest>.*)")
+_HF = r"hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[^/@]+/[^/@]+)(?P<rest>.*)"
 _TYPE_OF = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
 
 
@@ -217,7 +217,7 @@ def _check_used(read: Sequence[str], *, revision: str | None, repo_type: str | N
 def _with(uri: str, *, revision: str | None, repo_type: str | None) -> str:
     """``uri`` with ``revision`` (as ``@rev`` after the repo) and ``repo_type`` (as its
     ``datasets/``, ``spaces/`` prefix), unless it says another (exit 2, naming both)."""
-    match = _HF.fullmatch(uri)
+    match = re.fullmatch(_HF, uri)
     if match is None or (revision is None and repo_type is None):
         return uri  # (a malformed one is parse_hf_uri's to refuse, in its words)
     kind, repo, rest = match.group("type"), match.group("repo"), match.group("rest")

@@ -30,7 +30,8 @@ from mdl.sources.ocimanifest import (
 )
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.transfer.connection import origin
-from mdl.transfer.http import Credentials, RetryPolicy, body_start, error_for_status, follow
+from mdl.transfer.failures import body_start
+from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow
 
 log = logging.getLogger("mdl.oci")
 TAGS_PAGE = 1000  # tags asked per page of a tag list

@@ -25,7 +25,8 @@ from mdl.paths import read_small_file
 from mdl.redact import Secrets, printable, redact_url
 from mdl.sources.ocimanifest import read_registry_json
 from mdl.transfer.connection import origin
-from mdl.transfer.http import Credentials, RetryPolicy, body_start, error_for_status, follow
+from mdl.transfer.failures import body_start
+from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow
 
 log = logging.getLogger("mdl.oci")
 MAX_AUTH_FILE = 1 << 20  # an auth.json or config.json: a few kB

@@ -25,7 +25,8 @@ from mdl.redact import redact_url
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import manifest_digest
 from mdl.transfer.connection import drain
-from mdl.transfer.http import RetryableError, Tries, error_for_status, server_text, transport_error
+from mdl.transfer.failures import RetryableError, server_text, transport_error
+from mdl.transfer.http import Tries, error_for_status
 
 log = logging.getLogger("mdl.oci")
 CHUNK_SIZE = 64 << 20  # bytes per PATCH: what a lost connection can cost again, at most

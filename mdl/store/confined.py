@@ -381,9 +381,7 @@ def symlink(root: Path, target: str, path: Path) -> None:
 # unlink_checked's private name: ``.<the name's first 64 characters>.<12 hex>.mdl-prune``; the
 # pattern finds one a killed prune left (store.prune), its ``start`` the name's first characters
 ASIDE_KEEPS, ASIDE_SUFFIX = 64, ".mdl-prune"
-ASIDE_NAME = re.compile(
-    rf"\.(?P<start>.{{1,{ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(ASIDE_SUFFIX)}", re.DOTALL
-)
+ASIDE_NAME = rf"(?s)\.(?P<start>.{{1,{ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(ASIDE_SUFFIX)}"
 
 
 @dataclass(frozen=True)

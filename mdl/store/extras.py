@@ -5,6 +5,7 @@ the files mdl never installed there are named and left."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def _note_unrecorded(run: _Pruning, model: str, recorded: set[str]) -> None:
         for name in sorted((*files, *links)):
             path = here / name
             relative = path.relative_to(folder).as_posix()
-            if relative in recorded or path in said or confined.ASIDE_NAME.fullmatch(name):
+            if relative in recorded or path in said or re.fullmatch(confined.ASIDE_NAME, name):
                 continue
             run.kept.append(KeptPath(path, model, NOT_INSTALLED))
 

@@ -30,12 +30,12 @@ from mdl.store.filesystem import (
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
-_HUB_SOURCE = re.compile(
+_HUB_SOURCE = (
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)"
     r"(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
 # a cache blob's name: git blob id or sha256
-BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")
+BLOB_NAME = f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}"
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
 # huggingface_hub's shared store of Xet-fetched files (huggingface_hub/utils/_shared_blobs.py,
 # layout version 1)
@@ -62,7 +62,7 @@ def parse_hub_source(source: str) -> HubFileRef | None:
     """``hf://[datasets/|spaces/]owner/name@commit/path`` parsed; None for anything else (direct
     URLs).
     """
-    if (match := _HUB_SOURCE.match(source)) is None:
+    if (match := re.match(_HUB_SOURCE, source)) is None:
         return None
     return HubFileRef(
         _TYPES[match.group("type")], match.group("repo"), match.group("commit"), match.group("path")
@@ -173,7 +173,7 @@ class Layout:
                 f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF"
                 " cache"
             )
-        if (etag := git_oid or sha256) is None or not BLOB_NAME.fullmatch(etag):
+        if (etag := git_oid or sha256) is None or not re.fullmatch(BLOB_NAME, etag):
             raise UsageError(
                 f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache"
             )
@@ -391,7 +391,7 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
     for entry in sorted(snapshot.rglob("*")):
         # the blob's name: sha256 (LFS) or git blob id
         etag = entry.readlink().name if entry.is_symlink() else ""
-        if not BLOB_NAME.fullmatch(etag) or not entry.is_file():
+        if not re.fullmatch(BLOB_NAME, etag) or not entry.is_file():
             continue  # not a link into blobs/ (or a dangling one): not something we can verify
         path = entry.relative_to(snapshot).as_posix()
         # A git file's sha256 is unknown until hashed; mtime -1 never matches: it is re-hashed

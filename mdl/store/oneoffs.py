@@ -1,28 +1,25 @@
-"""What ``get`` fetched, for the commands that look and tidy (``list``, ``clean``, ``prune``): a
-register of the places one-offs went, ``<user data dir>/mdl/one-offs/<key>.json``, one small file
-per folder a ``get -d`` saved into (or Hugging Face cache a ``get --layout hf-cache`` wrote), each
-place then judged from its own records and ``lstat`` (``states.judge``), never re-hashed."""
+"""What ``get`` fetched, for the commands that look and tidy (``list``, ``clean``, ``prune``): each
+place the register names (``mdl.store.register``) judged from its own records and ``lstat``
+(``states.judge``), never re-hashed."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
+import re
 import stat as st
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdl.errors import MdlError, OutsideJSONError, UsageError
-from mdl.outsidejson import read_json
+from mdl.errors import MdlError, UsageError
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import BLOB_NAME, parse_hub_source, repo_folder
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
+from mdl.store.register import CACHE, FOLDER, registered
 from mdl.store.states import INSTALLED, MISSING, judge
 from mdl.store.store import Store
 
@@ -31,61 +28,7 @@ if TYPE_CHECKING:  # (prune's module loads only for a removal: a plain get regis
 
 log = logging.getLogger("mdl.store")
 
-FOLDER, CACHE = "folder", "hf-cache"  # the kinds of place a get wrote into
 PARTIAL, GONE = "partial", "gone"
-REGISTER = "one-offs"
-
-
-def register_dir() -> Path:
-    """``<user data dir>/mdl/one-offs`` (read at call time so tests can isolate it). On Linux by
-    platformdirs' rule written out (importing it costs ~10 ms of every small get;
-    tests/store/test_one_offs.py holds the two equal), elsewhere by platformdirs."""
-    if sys.platform.startswith("linux"):
-        base = os.environ.get("XDG_DATA_HOME", "")
-        data = Path(base) if base.strip() else Path("~/.local/share").expanduser()
-        return data / "mdl" / REGISTER
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir()) / "mdl" / REGISTER
-
-
-def remember(place: Path, *, kind: str) -> None:
-    """Note that a get wrote into ``place`` (a folder, or the Hugging Face cache): idempotent,
-    atomic; a register that cannot be written is a log line, never a failed get."""
-    place = place.absolute()
-    key = hashlib.sha1(f"{kind}\0{place}".encode()).hexdigest()[:16]
-    root = register_dir()
-    entry = root / f"{key}.json"
-    try:
-        if stat_file(entry) is not None:
-            return
-        data = json.dumps({"path": str(place), "kind": kind}).encode()
-        root.mkdir(parents=True, exist_ok=True)
-        confined.write_atomic(root, entry, data)
-    except OSError as exc:
-        log.warning("cannot note %s in %s: %s", place, root, exc.strerror or exc)
-
-
-def _places() -> Iterator[tuple[Path, str, Path]]:
-    """Every place the register names: (place, kind, its register entry); an unreadable entry is
-    skipped (logged)."""
-    root = register_dir()
-    with contextlib.suppress(FileNotFoundError):
-        for name, found in sorted(confined.entries(root, root)):
-            if not (name.endswith(".json") and st.S_ISREG(found.st_mode)):
-                continue
-            try:
-                data = confined.read_bytes(root, root / name, limit=1 << 16)
-                raw: Any = read_json(data, source=str(root / name), limit=1 << 16)
-                place, kind = Path(raw["path"]), raw["kind"]
-                if not (place.is_absolute() and kind in (FOLDER, CACHE)):
-                    raise ValueError(f"not a place: {raw!r}"[:200])
-            except OutsideJSONError as exc:
-                log.warning("ignoring %s", exc.message)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring %s: %s", root / name, exc)
-                continue
-            yield place, kind, root / name
 
 
 @dataclass(frozen=True)
@@ -116,7 +59,7 @@ class OneOff:
 def one_offs() -> list[OneOff]:
     """What the register names, each place judged from its records."""
     found: list[OneOff] = []
-    for place, kind, _ in _places():
+    for place, kind, _ in registered():
         if kind == FOLDER:
             found.append(_folder(place))
         else:
@@ -127,14 +70,14 @@ def one_offs() -> list[OneOff]:
 def one_off_folders() -> list[Path]:
     """The ``get -d`` folders the register names that are still there (``clean`` looks in them
     too)."""
-    return [place for place, kind, _ in _places() if kind == FOLDER and place.is_dir()]
+    return [place for place, kind, _ in registered() if kind == FOLDER and place.is_dir()]
 
 
 def forget_gone(*, dry_run: bool) -> list[Path]:
     """Drop from the register the places no longer there (removed with ``rm -rf``): the places
     dropped (``dry_run``: that would be)."""
     dropped = []
-    for place, _, entry in _places():
+    for place, _, entry in registered():
         if not place.is_dir():
             if not dry_run:
                 with contextlib.suppress(FileNotFoundError):
@@ -185,7 +128,7 @@ def _blob(cache: Path, entry: FileRecord) -> Path | None:
     """Where a cache file's bytes are: ``<repo>/blobs/<git blob id or sha256>``."""
     hub = parse_hub_source(entry.source)
     etag = entry.git_oid or entry.sha256
-    if hub is None or not BLOB_NAME.fullmatch(etag):
+    if hub is None or not re.fullmatch(BLOB_NAME, etag):
         return None
     try:
         return cache / repo_folder(hub.repo, hub.repo_type) / "blobs" / etag
@@ -272,7 +215,7 @@ def _tidy_folder(place: Path, removed: list[Path], *, whole: bool) -> None:
         confined.rmdir_empty(place, place / ".mdl" / sub)
     with contextlib.suppress(OSError):
         place.rmdir()
-    for known, _, entry in _places():
+    for known, _, entry in registered():
         if known == place:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()

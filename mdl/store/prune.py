@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat as st
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -695,7 +696,7 @@ def recover_asides(
     removed: list[PrunedPath] = []
     kept: list[KeptPath] = []
     for root, aside, info in _asides(layout):
-        start = confined.ASIDE_NAME.fullmatch(aside.name)
+        start = re.fullmatch(confined.ASIDE_NAME, aside.name)
         assert start is not None
         name = _original(aside.parent, start["start"], recorded)
         try:
@@ -726,7 +727,7 @@ def _asides(layout: Layout) -> Iterator[tuple[Path, Path, os.stat_result]]:
         for where, _, files in os.walk(store.dest):
             for name in files:
                 path = Path(where) / name
-                if confined.ASIDE_NAME.fullmatch(name) is None:
+                if re.fullmatch(confined.ASIDE_NAME, name) is None:
                     continue
                 with contextlib.suppress(OSError):
                     info = path.lstat()

@@ -40,7 +40,7 @@ _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", a fill's "<key>.lease" (its
 # lease generation's token), and their temp files
 # (pid-tagged or not)
-_OWN_PARTIAL = re.compile(
+_OWN_PARTIAL = (
     r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*"
     r"(?:\.part(?:\.json)?|\.hash|\.signed|\.lease)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
@@ -94,7 +94,7 @@ class Leftovers:
         names = {name for name, found in listed if stat.S_ISREG(found.st_mode)}
         found: list[PartialFile] = []
         for name, info in listed:
-            if name not in names or not _OWN_PARTIAL.fullmatch(name):
+            if name not in names or not re.fullmatch(_OWN_PARTIAL, name):
                 continue
             entry, ident = folder / name, (info.st_dev, info.st_ino)
             if name.endswith(".part"):

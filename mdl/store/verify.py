@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import pwd
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -483,7 +484,7 @@ def _blob_name(file: LocalFile) -> str | None:
     """The content name of a repo blob (not an entry of huggingface_hub's shared store, named by
     its Xet hash); None for any other file."""
     named = file.final != file.dest and file.final.parent.name == "blobs"
-    return file.final.name if named and BLOB_NAME.fullmatch(file.final.name) else None
+    return file.final.name if named and re.fullmatch(BLOB_NAME, file.final.name) else None
 
 
 def _hold_to(

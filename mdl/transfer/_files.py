@@ -19,7 +19,7 @@ import httpx2
 from mdl.paths import kind_of
 
 CHUNK = 1 << 20  # bytes read per chunk of a body (the wire's read size)
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = r"bytes=(\d*)-(\d*)"
 # the transport's words for what cannot be read (a mirror's reason for falling through)
 NOT_THERE = "not in the folder"
 DENIED = "permission denied"
@@ -77,7 +77,7 @@ def byte_range(value: str | None, size: int) -> tuple[int, int] | Literal[False]
     """The one range a ``Range`` header asks of a ``size``-byte file as ``(start, end)``; None: the
     whole file (no header, several ranges, or one that is not valid: ignored, RFC 9110 §14.2);
     False: none of the file (416)."""
-    found = _RANGE.fullmatch((value or "").replace(" ", ""))
+    found = re.fullmatch(_RANGE, (value or "").replace(" ", ""))
     if found is None or not (found.group(1) or found.group(2)):
         return None
     first, last = found.group(1), found.group(2)

@@ -17,10 +17,7 @@ from mdl.redact import redact_url
 MAX_DIGITS = 19  # ASCII digits a number may have (``int()`` takes '²' and chokes on 5000 digits)
 _NUMBER = rf"[0-9]{{1,{MAX_DIGITS}}}"
 _DECIMAL = re.compile(rf"[ \t]*({_NUMBER})[ \t]*", re.ASCII)
-_CONTENT_RANGE = re.compile(
-    rf"[ \t]*bytes[ \t]+(?:({_NUMBER})-({_NUMBER})|\*)/({_NUMBER}|\*)[ \t]*",
-    re.ASCII | re.IGNORECASE,
-)
+_CONTENT_RANGE = rf"(?ai)[ \t]*bytes[ \t]+(?:({_NUMBER})-({_NUMBER})|\*)/({_NUMBER}|\*)[ \t]*"
 
 
 class ContentRangeError(ValueError):
@@ -29,7 +26,7 @@ class ContentRangeError(ValueError):
 
 def parse_content_range(value: str) -> tuple[int, int, int | None]:
     """``bytes a-b/total`` → (a, b, total or None for ``*``); anything else is an error."""
-    if not (match := _CONTENT_RANGE.fullmatch(value or "")) or match.group(1) is None:
+    if not (match := re.fullmatch(_CONTENT_RANGE, value or "")) or match.group(1) is None:
         raise ContentRangeError(f"unparseable Content-Range {value[:100]!r}")
     start, end = int(match.group(1)), int(match.group(2))
     total = None if match.group(3) == "*" else int(match.group(3))
@@ -50,7 +47,7 @@ def content_range_total(value: str | None) -> int | None:
     """The complete length in a Content-Range (``bytes a-b/N``, or ``bytes */N`` of a 416), or
     None.
     """
-    match = _CONTENT_RANGE.fullmatch(value or "")
+    match = re.fullmatch(_CONTENT_RANGE, value or "")
     return int(match.group(3)) if match and match.group(3) != "*" else None
 
 
@@ -109,9 +106,9 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 # (Digest: ``SHA-256=base64``); S3's full-object ``x-amz-checksum-sha256`` (base64; a composite one,
 # of the parts, ends in ``-N``). Each names the sha256 of the whole representation, whatever range
 # the reply carries.
-_REPR_SHA256 = re.compile(r"(?:^|,)[ \t]*sha-256[ \t]*=[ \t]*:([A-Za-z0-9+/]{43}=):", re.ASCII)
-_DIGEST_SHA256 = re.compile(r"(?:^|,)[ \t]*sha-256[ \t]*=[ \t]*([A-Za-z0-9+/]{43}=)", re.I | re.A)
-_BASE64_SHA256 = re.compile(r"[ \t]*([A-Za-z0-9+/]{43}=)[ \t]*", re.ASCII)
+_REPR_SHA256 = r"(?a)(?:^|,)[ \t]*sha-256[ \t]*=[ \t]*:([A-Za-z0-9+/]{43}=):"
+_DIGEST_SHA256 = r"(?ai)(?:^|,)[ \t]*sha-256[ \t]*=[ \t]*([A-Za-z0-9+/]{43}=)"
+_BASE64_SHA256 = r"(?a)[ \t]*([A-Za-z0-9+/]{43}=)[ \t]*"
 
 
 def served_sha256(headers: httpx2.Headers) -> str | None:
@@ -123,10 +120,10 @@ def served_sha256(headers: httpx2.Headers) -> str | None:
     found: set[str] = set()
     for name, pattern in (("repr-digest", _REPR_SHA256), ("digest", _DIGEST_SHA256)):
         for value in headers.get_list(name):
-            found.update(m.group(1) for m in pattern.finditer(value))
+            found.update(m.group(1) for m in re.finditer(pattern, value))
     checksum = headers.get("x-amz-checksum-sha256")
     composite = headers.get("x-amz-checksum-type", "").strip().upper() == "COMPOSITE"
-    if checksum is not None and not composite and (m := _BASE64_SHA256.fullmatch(checksum)):
+    if checksum is not None and not composite and (m := re.fullmatch(_BASE64_SHA256, checksum)):
         found.add(m.group(1))
     digests = {b64decode(value).hex() for value in found}
     # two that disagree say nothing

@@ -14,7 +14,7 @@ import httpx2
 from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
 from mdl.transfer._state import DownloadState
-from mdl.transfer.http import RetryableError, transport_error
+from mdl.transfer.failures import RetryableError, transport_error
 from mdl.transfer.job import EngineConfig, Opening
 from mdl.transfer.replies import locate
 from mdl.transfer.scheduling import RateLimiter, StreamStopped

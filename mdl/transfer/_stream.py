@@ -26,7 +26,8 @@ from mdl.transfer._state import DownloadState
 from mdl.transfer._target import Resolve
 from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import set_read_timeout
-from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow
+from mdl.transfer.failures import ExpiredURLError, RetryableError
+from mdl.transfer.http import Tries, error_for_status, follow
 from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.replies import check_range, check_size, check_version
 from mdl.transfer.scheduling import MiB, Piece, window

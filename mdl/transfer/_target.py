@@ -182,11 +182,11 @@ def lapses_at(url: str) -> float | None:
                 when = calendar.timegm(time.strptime(signed, "%Y%m%dT%H%M%SZ"))
             except ValueError:
                 return None
-            return when + int(lasts) if _SECONDS.fullmatch(lasts) else None
+            return when + int(lasts) if re.fullmatch(_SECONDS, lasts) else None
     expires = query.get("expires", "")
-    return float(expires) if _SECONDS.fullmatch(expires) else None
+    return float(expires) if re.fullmatch(_SECONDS, expires) else None
 
 
 # a count of seconds a signer writes: ASCII digits only (str.isdigit takes '²', which int refuses),
 # and no more than 12 (past year 30,000; int refuses a 4,301-digit string)
-_SECONDS = re.compile(r"[0-9]{1,12}")
+_SECONDS = r"[0-9]{1,12}"

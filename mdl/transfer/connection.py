@@ -73,7 +73,7 @@ def _scheme_proxy(scheme: str, environ: Mapping[str, str]) -> Proxy | None:
     return Proxy(value if "://" in value else f"http://{value}", source)
 
 
-_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+_HOST_NAME = r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?"
 
 
 def _split_port(entry: str) -> tuple[str, int | None]:
@@ -105,7 +105,7 @@ def _no_proxy_host(entry: str) -> str | None:
     # a host name: itself and its subdomains ("*example.com" is not "notexample.com")
     except ValueError:
         name = name.lstrip(".").removeprefix("*.")
-        if not _HOST_NAME.fullmatch(name):
+        if not re.fullmatch(_HOST_NAME, name):
             return None
         # httpx2 cannot put its wildcard before a punycode label ("*xn--…"): such a name is matched
         # exactly

@@ -1,25 +1,19 @@
-"""The Hub's rate limits: its ``RateLimit``/``RateLimit-Policy`` headers read (untrusted, never
-raising) and the one gate every Hub request of a run passes (closed while the Hub says wait -- at
-least MIN_HUB_WAIT a refusal, MAX_HUB_WAIT in all a run (HubWaits) -- and paced while it says few
-requests remain; docs/transfers.md "The Hub's rate limits").
-
-The headers are draft-ietf-httpapi-ratelimit-headers: Lists (RFC 8941) of items naming a policy,
-with ``r`` (requests remaining) and ``t`` (seconds until the window resets) on ``RateLimit`` and
-``q`` (quota) and ``w`` (window) on ``RateLimit-Policy``. The Hub writes its policy as
-``"fixed window";"resolvers";q=1000;w=300`` -- a second string where RFC 8941 wants a parameter, so
-a strict structured-field parser (http-sf) throws the whole field away. This small hand parser reads
-the subset the draft uses, that quirk included, and drops only the member it cannot read.
+"""The Hub's rate limits: the one gate every Hub request of a run passes (closed while the Hub says
+wait -- at least MIN_HUB_WAIT a refusal, MAX_HUB_WAIT in all a run (HubWaits) -- and paced while it
+says few requests remain; docs/transfers.md "The Hub's rate limits"), and a refusal decided once
+(``refusal_of``). What the headers say is read by mdl.transfer.rateheaders, loaded when a reply may
+state a limit (a Hub reply, a 429 or 503): a plain URL's get never loads it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -27,6 +21,9 @@ from mdl.errors import InterruptedByUserError
 from mdl.transfer._headers import retry_after_seconds
 from mdl.transfer.connection import origin
 from mdl.units import human_seconds, plural
+
+if TYPE_CHECKING:
+    from mdl.transfer.rateheaders import Limit, RateLimits
 
 log = logging.getLogger("mdl.http")
 
@@ -40,143 +37,11 @@ MIN_HUB_WAIT = 1.0
 # refusals with a stated wait one operation takes before giving up (they cost no try: a Hub that
 # says "wait 0 s" forever must still end)
 HUB_REFUSALS = 100
-HEADER_LIMIT = 4096  # characters of a header read at most: past it, the header is ignored
-MEMBER_LIMIT = 64  # members of one list read at most
 # fewer remaining than this share of the quota: the run slows down before it is refused
 FEW_SHARE = 0.1
 REFUSALS = frozenset({429, 503})
 _EXTENSION = "mdl_hub_gate"
 _MARK = "mdl_hub_refusal"
-
-_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]{0,63}")
-_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]{0,255}")
-_INTEGER = re.compile(r"-?[0-9]{1,15}")
-_DECIMAL = re.compile(r"-?[0-9]{1,12}\.[0-9]{1,3}")
-_STRING = re.compile(r'"((?:[ !#-\[\]-~]|\\["\\]){0,256})"')
-_OTHER = re.compile(r"\?[01]|:[A-Za-z0-9+/=]{0,1024}:")  # booleans, byte sequences: not used
-
-
-@dataclass(frozen=True)
-class Limit:
-    """One ``RateLimit`` item: its policy's name, remaining requests, seconds to the reset, and the
-    quota and window its ``RateLimit-Policy`` item gives (None: not said, or not a number)."""
-
-    name: str
-    remaining: int | None = None
-    reset: float | None = None
-    quota: int | None = None
-    window: int | None = None
-
-
-@dataclass(frozen=True)
-class RateLimits:
-    """What one reply's rate-limit headers say."""
-
-    limits: tuple[Limit, ...]
-
-    @property
-    def wait(self) -> float | None:
-        """How long a refusal asks to wait: the longest reset of the policies used up (none: of
-        all); None when no item names a reset."""
-        resets = [x.reset for x in self.limits if x.reset is not None and x.remaining == 0]
-        resets = resets or [x.reset for x in self.limits if x.reset is not None]
-        return max(resets) if resets else None
-
-    @property
-    def tightest(self) -> Limit | None:
-        """The policy with the fewest requests left (ties: the later reset)."""
-        known = [x for x in self.limits if x.remaining is not None and x.reset is not None]
-        return min(known, key=lambda x: (x.remaining, -(x.reset or 0.0)), default=None)
-
-
-def _bare(text: str) -> tuple[str, object] | None:
-    """A bare item (kind, value): a string, token, integer, decimal, boolean or byte sequence."""
-    if match := _STRING.fullmatch(text):
-        return "string", re.sub(r"\\(.)", r"\1", match.group(1))
-    if _DECIMAL.fullmatch(text):
-        return "number", float(text)
-    if _INTEGER.fullmatch(text):
-        return "integer", int(text)
-    if _TOKEN.fullmatch(text):
-        return "token", text
-    return ("other", text) if _OTHER.fullmatch(text) else None
-
-
-def _split(text: str, sep: str) -> list[str] | None:
-    """``text`` split at ``sep`` outside quoted strings (None: a string left open)."""
-    part = rf'(?:"(?:[^"\\]|\\.)*"|[^"{sep}])*'
-    if re.fullmatch(rf"{part}(?:{sep}{part})*", text, re.DOTALL) is None:
-        return None
-    return [m[0] for m in re.finditer(rf"(?:^|(?<={sep})){part}", text, re.DOTALL)]
-
-
-def _member(text: str) -> tuple[str, dict[str, object]] | None:
-    """One list member: its name and parameters; None when it cannot be read. A lone string among
-    the parameters renames the member (the Hub's ``"fixed window";"resolvers";q=…``)."""
-    if not (segments := _split(text.strip(" \t"), ";")):
-        return None
-    if (head := _bare(segments[0].strip(" \t"))) is None or head[0] not in ("string", "token"):
-        return None
-    name, params = str(head[1]), {}
-    for segment in segments[1:]:
-        segment = segment.strip(" \t")
-        key, eq, value = segment.partition("=")
-        if eq and _KEY.fullmatch(key):
-            if (item := _bare(value)) is None:
-                return None
-            params[key] = item[1] if item[0] in ("integer", "number") else None
-        elif _KEY.fullmatch(segment):
-            params[segment] = None  # a flag: true, nothing mdl reads
-        elif (item := _bare(segment)) is not None and item[0] == "string":
-            name = str(item[1])
-        else:
-            return None
-    return name, params
-
-
-def _members(value: str | None) -> list[tuple[str, dict[str, object]]]:
-    if not value or len(value) > HEADER_LIMIT:
-        return []
-    parts = _split(value, ",") or []
-    found = (_member(part) for part in parts[:MEMBER_LIMIT])
-    return [m for m in found if m is not None]
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and value >= 0 else None
-
-
-def _span(value: object) -> float | None:
-    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-        return float(value)
-    return None
-
-
-def read_rate_limits(ratelimit: str | None, policy: str | None = None) -> RateLimits | None:
-    """What ``RateLimit`` and ``RateLimit-Policy`` say (None: no readable item); never raises,
-    whatever the server sent."""
-    try:
-        policies = dict(_members(policy))
-        limits = []
-        for name, params in _members(ratelimit):
-            quota = policies.get(name, {})
-            limits.append(
-                Limit(
-                    name,
-                    remaining=_count(params.get("r")),
-                    reset=_span(params.get("t")),
-                    quota=_count(quota.get("q")),
-                    window=_count(quota.get("w")),
-                )
-            )
-    except (ValueError, OverflowError, RecursionError):  # the parser's bug, never the run's end
-        log.debug("unreadable RateLimit header ignored", exc_info=True)
-        return None
-    return RateLimits(tuple(limits)) if limits else None
-
-
-def rate_limits_of(headers: Mapping[str, str]) -> RateLimits | None:
-    return read_rate_limits(headers.get("RateLimit"), headers.get("RateLimit-Policy"))
 
 
 def refusal_wait(status: int, headers: Mapping[str, str]) -> float | None:
@@ -184,6 +49,8 @@ def refusal_wait(status: int, headers: Mapping[str, str]) -> float | None:
     stated)."""
     if status not in REFUSALS:
         return None
+    from mdl.transfer.rateheaders import rate_limits_of  # (a refusal: its headers read now)
+
     limits = rate_limits_of(headers)
     return limits.wait if limits is not None else None
 
@@ -337,6 +204,8 @@ class HubGate:
         """A refusal with a stated wait closes the gate for it (a wait past MAX_HUB_WAIT does not:
         the file fails instead; a Retry-After alone closes it too, but is an ordinary retry); a
         reply that says few requests remain paces the next ones. Returns the refusal it was."""
+        from mdl.transfer.rateheaders import rate_limits_of  # (a Hub reply: its headers read)
+
         limits = rate_limits_of(headers)
         if status not in REFUSALS:
             if limits is not None and (tight := limits.tightest) is not None:

@@ -21,8 +21,9 @@ from mdl.transfer._headers import is_encoded
 from mdl.transfer._shared import Shared, retryable
 from mdl.transfer.body import promised, read_body
 from mdl.transfer.context import JobContext, Ledger
+from mdl.transfer.failures import ExpiredURLError, RetryableError
 from mdl.transfer.hasher import Hasher
-from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow
+from mdl.transfer.http import Tries, error_for_status, follow
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import validators
 from mdl.transfer.resume import discard_partial, finish_part, job_root

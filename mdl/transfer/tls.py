@@ -18,7 +18,7 @@ from mdl.errors import UsageError
 # hashed certificates in SSL_CERT_DIR; else the system's.
 CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 CA_DIR_VARIABLE = "SSL_CERT_DIR"
-_OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
+_OPENSSL_SOURCE = r"\s*\(_ssl\.c:\d+\)"
 CA_HINT = (
     "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or"
     " SSL_CERT_FILE at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl"
@@ -113,5 +113,5 @@ def certificate_problem(exc: BaseException) -> str | None:
         text = str(link)
         if "CERTIFICATE_VERIFY_FAILED" in text:
             detail = text.split("certificate verify failed:", 1)[-1]
-            return _OPENSSL_SOURCE.sub("", detail).strip(" ()_") or "certificate verify failed"
+            return re.sub(_OPENSSL_SOURCE, "", detail).strip(" ()_") or "certificate verify failed"
     return None

@@ -16,14 +16,8 @@ from mdl.errors import AuthError, InterruptedByUserError, MdlError
 from mdl.redact import Secrets, redact_url
 from mdl.sources.resolve import XetRef
 from mdl.transfer.connection import origin, set_read_timeout, set_reply_deadline
-from mdl.transfer.http import (
-    Credentials,
-    RetryPolicy,
-    body_start,
-    error_for_status,
-    follow,
-    transport_error,
-)
+from mdl.transfer.failures import body_start, transport_error
+from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow
 from mdl.xet._protocol import (
     Fetch,
     Reconstruction,

@@ -19,14 +19,8 @@ import httpx2
 from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, MdlError, NetworkError
 from mdl.transfer.body import promised, read_body
 from mdl.transfer.connection import set_read_timeout
-from mdl.transfer.http import (
-    Credentials,
-    RetryableError,
-    Tries,
-    error_for_status,
-    follow,
-    transport_error,
-)
+from mdl.transfer.failures import RetryableError, transport_error
+from mdl.transfer.http import Credentials, Tries, error_for_status, follow
 from mdl.transfer.scheduling import RateLimiter
 from mdl.xet._cas import Cas, why
 from mdl.xet._hashing import chunk_hash

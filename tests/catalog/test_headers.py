@@ -44,7 +44,7 @@ def test_any_line_is_a_sendable_header_or_a_usage_error(line: str) -> None:
         assert "\n" not in exc.message and "\r" not in exc.message
         assert exc.message.startswith("--header")
         return
-    assert HEADER_NAME_RE.fullmatch(name)
+    assert re.fullmatch(HEADER_NAME_RE, name)
     assert name.lower() not in MANAGED_HEADERS
     assert value and value == value.strip(" \t")
     assert value.isascii()

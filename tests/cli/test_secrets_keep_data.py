@@ -21,7 +21,7 @@ from profiles import examples
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, HubServer, make_data
 
-from mdl.store.oneoffs import register_dir
+from mdl.store.register import register_dir
 
 REPO = "hf-internal-testing/tiny-random-classifier"
 MODEL = "distilbert-classifier"

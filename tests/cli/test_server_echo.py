@@ -262,7 +262,7 @@ def test_a_body_cut_inside_the_secret_shows_none_of_it(tmp_path: Path) -> None:
     """A body longer than mdl reads (8 KiB), mostly whitespace, whose cut splits the echoed
     signature: after the whitespace is folded the split start of the signature would be within the
     500 characters the log keeps."""
-    from mdl.transfer.http import ERROR_BODY_LIMIT
+    from mdl.transfer.failures import ERROR_BODY_LIMIT
 
     secret = "4f1d0c2b9a8e7d6c5b4a39281706f5e4d3c2b1a0"
 

@@ -83,6 +83,10 @@ NOT_FOR_PLAIN_GET = (
     # a file judged against its record is mdl.store.states' (a model's state, list and show are
     # the inventory's: 6 dataclasses, ~5 ms)
     "mdl.store.inventory",
+    # issue 90: judging the places get wrote is list's, clean's and prune's (a get notes its place in
+    # mdl.store.register); the Hub's RateLimit headers are read when a reply may state a limit
+    "mdl.store.oneoffs",
+    "mdl.transfer.rateheaders",
     "mdl.catalog.edit",
     "mdl.catalog.files",
     "mdl.api._download",
@@ -129,7 +133,10 @@ NOT_FOR_PLAIN_GET = (
 # 84, issue 89: the same code split by job into five more modules a get runs (the claim state
 # transfer._state, the body copy transfer._copy, transfer.hasher, transfer.tls out of connection,
 # and the one wait value mdl.wait); no new work, and the get's CPU fell (bench/startup.py)
-PLAIN_GET_MODULES = 84
+# 85, issues 89 and 90: transfer.http split by idea (a failed request's words are
+# mdl.transfer.failures); a get notes its folder in mdl.store.register and loads neither the
+# register's readers (mdl.store.oneoffs) nor the RateLimit parser (mdl.transfer.rateheaders)
+PLAIN_GET_MODULES = 85
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")

@@ -95,7 +95,7 @@ def test_the_register_is_in_the_user_data_dir_as_platformdirs_says(
 ) -> None:
     import platformdirs
 
-    from mdl.store.oneoffs import register_dir
+    from mdl.store.register import register_dir
 
     for value in (str(tmp_path / "data"), "", "  "):
         monkeypatch.setenv("XDG_DATA_HOME", value)

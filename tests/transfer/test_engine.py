@@ -30,7 +30,8 @@ from mdl.errors import (
 )
 from mdl.progress import Event, Progress
 from mdl.transfer.engine import Engine
-from mdl.transfer.http import Credentials, ExpiredURLError, RetryPolicy, make_client, origin
+from mdl.transfer.failures import ExpiredURLError
+from mdl.transfer.http import Credentials, RetryPolicy, make_client, origin
 from mdl.transfer.job import EngineConfig, Identity, TransferJob
 from mdl.transfer.scheduling import MiB, RateLimiter, plan_pieces
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdl.transfer.http import body_excerpt, looks_like_html
+from mdl.transfer.failures import body_excerpt, looks_like_html
 
 NGINX_404 = (
     "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not"

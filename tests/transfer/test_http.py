@@ -25,13 +25,11 @@ from mdl.errors import (
     NotFoundError,
 )
 from mdl.transfer import _headers
+from mdl.transfer.failures import ExpiredURLError, RetryableError, UnreachableError
 from mdl.transfer.http import (
     MAX_REDIRECTS,
     Credentials,
-    ExpiredURLError,
-    RetryableError,
     RetryPolicy,
-    UnreachableError,
     error_for_status,
     follow,
     make_client,

@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.sources.hub import Hub
-from mdl.transfer.http import RetryableError, RetryPolicy, Tries, error_for_status, make_client
+from mdl.transfer.failures import RetryableError
+from mdl.transfer.http import RetryPolicy, Tries, error_for_status, make_client
+from mdl.transfer.rateheaders import HEADER_LIMIT, read_rate_limits
 from mdl.transfer.ratelimit import (
-    HEADER_LIMIT,
     HUB_REFUSALS,
     MAX_HUB_WAIT,
     MIN_HUB_WAIT,
     HubGate,
     Refusal,
-    read_rate_limits,
     refusal_of,
     refusal_wait,
 )

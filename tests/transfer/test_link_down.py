@@ -19,7 +19,8 @@ from servers import Fault, HubServer, make_data
 
 from mdl.errors import ExitCode, InterruptedByUserError, NetworkError
 from mdl.transfer import http
-from mdl.transfer.http import ANSWERED_RETRIES, RetryableError, RetryPolicy, Tries
+from mdl.transfer.failures import RetryableError
+from mdl.transfer.http import ANSWERED_RETRIES, RetryPolicy, Tries
 
 MiB = 1024 * 1024
 WEIGHTS = make_data(6 * MiB, seed=88)
