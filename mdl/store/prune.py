@@ -26,7 +26,7 @@ from mdl.paths import GIT_OID_HEX
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import hash_descriptor
-from mdl.store.inventory import CleanedFile, model_status
+from mdl.store.inventory import CleanedFile, lock_keys, model_status
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
 from mdl.store.states import INSTALLED, MODIFIED_MAYBE, judge
@@ -430,12 +430,12 @@ def _lock_running(layout: Layout, model: str, taken: set[Path], held: HeldLocks)
     there), into ``held``: LockTimeoutError when a run holds one."""
     pattern = key_pattern(model, "lock")
     for store in layout.stores:
-        folder = store.state_dir / "locks"
-        for name, info in confined.entries(store.dest, folder):
-            if not (pattern.fullmatch(name) and st.S_ISREG(info.st_mode)) or folder / name in taken:
+        for key in lock_keys(store):
+            path = store.state_dir / "locks" / f"{key}.lock"
+            if not pattern.fullmatch(path.name) or path in taken:
                 continue
-            if (other := store.try_file_lock(name.removesuffix(".lock"))) is None:
-                raise LockTimeoutError(f"{model}: a run holds {folder / name}")
+            if (other := store.try_file_lock(key)) is None:
+                raise LockTimeoutError(f"{model}: a run holds {path}")
             held.locks.extend(other.locks)
 
 
