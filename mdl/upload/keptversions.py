@@ -188,8 +188,6 @@ def published_versions(
     manifest (junk, planted, another catalog's model of the name) only ever keeps."""
     found = Published()
     where = f"{prefix.rstrip('/')}/{names.NAMESPACE}versions/"
-    wanted = None if models is None else set(models)
-    by_model: dict[str, list[tuple[Listed, str]]] = {}
     try:
         listed = list(islice(writer.listing(where, most=MOST_MANIFESTS + 1), MOST_MANIFESTS + 1))
     except MdlError as exc:
@@ -203,21 +201,33 @@ def published_versions(
         )
         found.warnings.append(found.whole)
         return found
-    for item in listed:
-        version = names.parse(item.uri)
-        if not isinstance(version, names.Version) or not NAME_RE.fullmatch(version.model):
-            continue  # not a manifest's name (of a model a catalog may name): not prune's to judge
-        if wanted is None or version.model in wanted:
-            by_model.setdefault(version.model, []).append((item, version.id))
-    for model, manifests in by_model.items():
-        # the store's clock orders only what is proven this catalog's: nothing planted counts
-        newest = sorted(manifests, key=lambda m: (-m[0].modified, m[0].uri))
+    for model, newest in _by_model(listed, models).items():
         trust = (trusts or {}).get(model)
         judge = _Judge(writer, found, where.removesuffix("/"), model, trust)
         now = set((current or {}).get(model, ()))
         anchor = max((item.modified for item, vid in newest if vid in now), default=None)
         judge.judge(newest, keep, locked.get(model, {}), anchor)
     return found
+
+
+def _by_model(
+    listed: Iterable[Listed], models: Iterable[str] | None
+) -> dict[str, list[tuple[Listed, str]]]:
+    """The manifests listed of ``models`` (None: every model's), each with its version's id, by
+    model, newest first by the store's clock (which orders only what is proven this catalog's:
+    nothing planted counts)."""
+    wanted = None if models is None else set(models)
+    by_model: dict[str, list[tuple[Listed, str]]] = {}
+    for item in listed:
+        version = names.parse(item.uri)
+        if not isinstance(version, names.Version) or not NAME_RE.fullmatch(version.model):
+            continue  # not a manifest's name (of a model a catalog may name): not prune's to judge
+        if wanted is None or version.model in wanted:
+            by_model.setdefault(version.model, []).append((item, version.id))
+    return {
+        model: sorted(manifests, key=lambda m: (-m[0].modified, m[0].uri))
+        for model, manifests in by_model.items()
+    }
 
 
 @dataclass
