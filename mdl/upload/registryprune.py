@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -67,6 +67,11 @@ class _Found:
     tags: list[str]
     files: Files | None
     created: float | None
+
+    def pinned_by(self, pins: Mapping[str | Files, str]) -> str | None:
+        """The kept lock that pins this manifest (its digest, else its version's files), None:
+        none does."""
+        return pins.get(self.digest) or (pins.get(self.files) if self.files else None)
 
 
 def prune_registry(
@@ -225,17 +230,14 @@ class _RegistryRun:
         earliest time their manifests state (a copy of a version's manifest can only make it
         older); delete a manifest no lock pins only when the time it states is older than the
         last version counted."""
-        dated: dict[Files, float] = {}
         keep: list[tuple[_Found, str]] = []
         unpinned: list[_Found] = []
         for item in found.values():
-            by = pins.get(item.digest) or (pins.get(item.files) if item.files else None)
-            if by is None:
+            if (by := item.pinned_by(pins)) is None:
                 unpinned.append(item)
-                continue
-            keep.append((item, f"the manifest of a version {by} pins"))
-            if item.files is not None and item.created is not None:
-                dated[item.files] = min(dated.get(item.files, item.created), item.created)
+            else:
+                keep.append((item, f"the manifest of a version {by} pins"))
+        dated = _dated(item for item, _ in keep)
         anchor = dated.get(current) if current is not None else None
         cutoff = _cutoff(dated, anchor, self.keep)
         gone: list[_Found] = []
@@ -274,6 +276,16 @@ class _RegistryRun:
                 self.errors.append(exc)
                 return
         self.removed.append(MirrorEntry(shown, size, UNKEPT))
+
+
+def _dated(pinned: Iterable[_Found]) -> dict[Files, float]:
+    """Each pinned version's time: the earliest its manifests state (a copy of a version's
+    manifest can only make it older); one that states none is not dated."""
+    dated: dict[Files, float] = {}
+    for item in pinned:
+        if item.files is not None and item.created is not None:
+            dated[item.files] = min(dated.get(item.files, item.created), item.created)
+    return dated
 
 
 def _cutoff(dated: Mapping[Files, float], anchor: float | None, keep: int) -> float | None:
