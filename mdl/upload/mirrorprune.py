@@ -299,16 +299,23 @@ def prune_mirror(
     )
 
 
-@dataclass
-class _MirrorRun:
-    """One prune's tally."""
+@dataclass(kw_only=True)
+class Tally:
+    """A mirror prune's tally (a bucket's, a folder's, a registry's): what it removed and kept,
+    what failed, what was said."""
 
-    writer: Writer
-    dry_run: bool
     removed: list[MirrorEntry] = field(default_factory=list)
     kept: list[MirrorEntry] = field(default_factory=list)
     errors: list[MdlError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _MirrorRun(Tally):
+    """One prune of a bucket or a folder."""
+
+    writer: Writer
+    dry_run: bool
 
     def leases(self, leases: Sequence[Listed], now: float, held: _Held | None = None) -> set[str]:
         """Each lease judged (:meth:`lease`), the last generation of each run first (``held``:

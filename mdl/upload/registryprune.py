@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from mdl.sources.ocimanifest import CREATED, MODELPACK_ARTIFACT, Manifest, layer
 from mdl.sources.resolve import ResolvedModel
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.upload.keptversions import AHEAD, JUNK, UNKEPT, UNPROVEN, KeptLocks
-from mdl.upload.mirrorprune import MirrorEntry, MirrorPruneReport
+from mdl.upload.mirrorprune import MirrorEntry, MirrorPruneReport, Tally
 
 log = logging.getLogger("mdl.prune")
 
@@ -168,16 +168,12 @@ def _version(manifest: Manifest, *, what: str) -> Files | None:
 
 
 @dataclass
-class _RegistryRun:
-    """One registry prune's tally."""
+class _RegistryRun(Tally):
+    """One registry prune."""
 
     registry: Registry
     dry_run: bool
     keep: int
-    removed: list[MirrorEntry] = field(default_factory=list)
-    kept: list[MirrorEntry] = field(default_factory=list)
-    errors: list[MdlError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     refused: bool = False  # the registry refused a delete: no other is asked
 
     def model(self, ref: OciRef, pins: Mapping[str | Files, str], current: Files | None) -> None:
@@ -248,8 +244,9 @@ class _RegistryRun:
             else:
                 keep.append((item, why))
         held = {sha for item, _ in keep for _, _, sha in item.files or ()}
-        for item, why in keep:
-            self.kept.append(MirrorEntry(_shown(ref, item), _bytes(item, set()), why))
+        self.kept.extend(
+            MirrorEntry(_shown(ref, item), _bytes(item, set()), why) for item, why in keep
+        )
         for item in gone:
             self.delete(ref, item, size=_bytes(item, held))
 
