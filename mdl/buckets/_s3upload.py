@@ -417,8 +417,7 @@ class _Copies:
         (hashing it whole); None: a copy was refused, or is not its range of the file."""
         import botocore.exceptions
 
-        upload, sources, chunk = self.upload, self.sources, self.chunk
-        obj, client = upload.obj, upload.writer.client()
+        obj, client = self.upload.obj, self.upload.writer.client()
 
         def copy(number: int, source: S3Object, digest: str) -> dict[str, Any] | None:
             with s3_errors(obj.uri):
@@ -449,17 +448,17 @@ class _Copies:
 
         whole, read = hashlib.sha256(), 0
         futures: list[Future[dict[str, Any] | None]] = []
-        pool = ThreadPoolExecutor(upload.writer.parts)
+        pool = ThreadPoolExecutor(self.upload.writer.parts)
         try:
-            with upload.path.open("rb") as handle:
-                for number, source in enumerate(sources, 1):
-                    data = handle.read(chunk)
+            with self.upload.path.open("rb") as handle:
+                for number, source in enumerate(self.sources, 1):
+                    data = handle.read(self.chunk)
                     whole.update(data)
                     read += len(data)
                     digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
                     futures.append(pool.submit(copy, number, source, digest))
                 read += len(handle.read(1))  # a file that grew is not the verified one
-            upload._check(read, whole.hexdigest())
+            self.upload._check(read, whole.hexdigest())
             copied = [future.result() for future in futures]
         finally:
             pool.shutdown(cancel_futures=True)
