@@ -86,10 +86,11 @@ def lock_version(origin: str, template: str, resolved: ResolvedModel) -> KeptVer
     return KeptVersion(resolved.name, origin, resolved.commit, tuple(objects.items()))
 
 
-def lock_ids(locked: LockedModel, signature: str | None) -> tuple[str, ...]:
-    """The ids the version a lock pins is published under (``signature``: the path of its
-    signature file, else model.sig: what ``publish`` leaves out)."""
+def lock_ids(locked: LockedModel, spec: ModelSpec) -> tuple[str, ...]:
+    """The ids the version a lock pins is published under (its signature file: the one ``spec``,
+    its catalog entry, names, else model.sig: what ``publish`` leaves out)."""
     rows = [(f.path, f.size, f.sha256) for f in locked.files]
+    signature = spec.signature.installed_as if spec.signature is not None else ""
     return versions.version_ids(rows, signature=signature or SIGNATURE_FILE)
 
 
@@ -119,8 +120,7 @@ class KeptLocks:
         for spec in models:
             if (locked := lock.pinned(spec, doing=doing)) is not None:
                 pinned.append(self._keep(lock.name, spec, locked))
-                signature = spec.signature.installed_as if spec.signature is not None else None
-                self.current[spec.name] = set(lock_ids(locked, signature))
+                self.current[spec.name] = set(lock_ids(locked, spec))
         self.warnings.extend(lock.warnings.values())
         held = {model.name for model in pinned}
         return pinned, [spec.name for spec in models if spec.name not in held]
@@ -143,8 +143,7 @@ class KeptLocks:
         resolved = from_lock(self.settings, spec, locked)
         self.pins.append((origin, resolved))
         self.versions.append(lock_version(origin, self.template, resolved))
-        signature = spec.signature.installed_as if spec.signature is not None else None
-        for vid in lock_ids(locked, signature):
+        for vid in lock_ids(locked, spec):
             self.ids.setdefault(locked.name, {}).setdefault(vid, origin)
         return resolved
 
