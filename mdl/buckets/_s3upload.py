@@ -243,7 +243,7 @@ class S3Upload:
             )
             return None
         with _reading(self.obj.uri, self.path):
-            return self._multipart(lambda upload_id: self._copy_parts(upload_id, sources, chunk))
+            return self._multipart(_Copies(self, sources, chunk))
 
     def _multipart(
         self, fill: Callable[[str], list[dict[str, Any]] | None], tries: int = CONFLICT_TRIES
@@ -375,66 +375,6 @@ class S3Upload:
                         room.release()  # never sent: its room is back
                 raise
 
-    def _md5(self, number: int, chunk: int) -> str:
-        """The MD5 of part ``number`` of the local file (``chunk`` bytes a part)."""
-        with self.path.open("rb") as handle:
-            handle.seek((number - 1) * chunk)
-            return hashlib.md5(handle.read(chunk), usedforsecurity=False).hexdigest()
-
-    def _copy_parts(
-        self, upload_id: str, sources: list[S3Object], chunk: int
-    ) -> list[dict[str, Any]] | None:
-        """Copy each of ``sources`` as a part (a few at once) while the file is read here in
-        order (hashing it whole); None: a copy was refused, or is not its range of the file."""
-        import botocore.exceptions
-
-        obj, client = self.obj, self.writer.client()
-
-        def copy(number: int, source: S3Object, digest: str) -> dict[str, Any] | None:
-            with s3_errors(obj.uri):
-                try:
-                    said = client.upload_part_copy(
-                        Bucket=obj.bucket,
-                        Key=obj.key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": source.bucket, "Key": source.key},
-                    )["CopyPartResult"]
-                except botocore.exceptions.ClientError as exc:
-                    if reply_code(exc)[1] not in _NO_COPY:
-                        raise
-                    log.info("%s: the store does not copy %s into it: %s", obj.uri, source.uri, exc)
-                    return None
-            # the store's SHA-256 of the copy, else its ETag (a plain PUT's: the MD5 of the bytes,
-            # read again only then: most stores say the SHA-256)
-            checksum = said.get("ChecksumSHA256")
-            if (checksum or str(said.get("ETag")).strip('"')) != (
-                digest if checksum else self._md5(number, chunk)
-            ):
-                log.warning(
-                    "%s: %s is not part %d of the verified file", obj.uri, source.uri, number
-                )
-                return None
-            return {"PartNumber": number, "ETag": said["ETag"], "ChecksumSHA256": digest}
-
-        whole, read = hashlib.sha256(), 0
-        futures: list[Future[dict[str, Any] | None]] = []
-        pool = ThreadPoolExecutor(self.writer.parts)
-        try:
-            with self.path.open("rb") as handle:
-                for number, source in enumerate(sources, 1):
-                    data = handle.read(chunk)
-                    whole.update(data)
-                    read += len(data)
-                    digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-                    futures.append(pool.submit(copy, number, source, digest))
-                read += len(handle.read(1))  # a file that grew is not the verified one
-            self._check(read, whole.hexdigest())
-            copied = [future.result() for future in futures]
-        finally:
-            pool.shutdown(cancel_futures=True)
-        return None if None in copied else [part for part in copied if part]
-
     def _abort(self, upload_id: str) -> None:
         """Best effort: a failure is logged (the store's lifecycle rule, if any, reaps the parts);
         the caller's error says what went wrong."""
@@ -460,3 +400,72 @@ class S3Upload:
                 " not uploaded",
                 hint="run `mdl verify` and try again",
             )
+
+
+@dataclass(frozen=True)
+class _Copies:
+    """The parts of an upload made by the store from copies of ``sources`` (a fleet's published
+    parts, ``chunk`` bytes each but the last), each proved its range of the verified file: the
+    ``fill`` of :meth:`S3Upload._multipart` for :meth:`S3Upload.assembled`."""
+
+    upload: S3Upload
+    sources: list[S3Object]
+    chunk: int
+
+    def __call__(self, upload_id: str) -> list[dict[str, Any]] | None:
+        """Copy each source as a part (a few at once) while the file is read here in order
+        (hashing it whole); None: a copy was refused, or is not its range of the file."""
+        import botocore.exceptions
+
+        obj, client = self.upload.obj, self.upload.writer.client()
+
+        def copy(number: int, source: S3Object, digest: str) -> dict[str, Any] | None:
+            with s3_errors(obj.uri):
+                try:
+                    said = client.upload_part_copy(
+                        Bucket=obj.bucket,
+                        Key=obj.key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": source.bucket, "Key": source.key},
+                    )["CopyPartResult"]
+                except botocore.exceptions.ClientError as exc:
+                    if reply_code(exc)[1] not in _NO_COPY:
+                        raise
+                    log.info("%s: the store does not copy %s into it: %s", obj.uri, source.uri, exc)
+                    return None
+            # the store's SHA-256 of the copy, else its ETag (a plain PUT's: the MD5 of the bytes,
+            # read again only then: most stores say the SHA-256)
+            checksum = said.get("ChecksumSHA256")
+            if (checksum or str(said.get("ETag")).strip('"')) != (
+                digest if checksum else self._md5(number)
+            ):
+                log.warning(
+                    "%s: %s is not part %d of the verified file", obj.uri, source.uri, number
+                )
+                return None
+            return {"PartNumber": number, "ETag": said["ETag"], "ChecksumSHA256": digest}
+
+        whole, read = hashlib.sha256(), 0
+        futures: list[Future[dict[str, Any] | None]] = []
+        pool = ThreadPoolExecutor(self.upload.writer.parts)
+        try:
+            with self.upload.path.open("rb") as handle:
+                for number, source in enumerate(self.sources, 1):
+                    data = handle.read(self.chunk)
+                    whole.update(data)
+                    read += len(data)
+                    digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+                    futures.append(pool.submit(copy, number, source, digest))
+                read += len(handle.read(1))  # a file that grew is not the verified one
+            self.upload._check(read, whole.hexdigest())
+            copied = [future.result() for future in futures]
+        finally:
+            pool.shutdown(cancel_futures=True)
+        return None if None in copied else [part for part in copied if part]
+
+    def _md5(self, number: int) -> str:
+        """The MD5 of part ``number`` of the local file."""
+        with self.upload.path.open("rb") as handle:
+            handle.seek((number - 1) * self.chunk)
+            return hashlib.md5(handle.read(self.chunk), usedforsecurity=False).hexdigest()

@@ -412,38 +412,69 @@ def wait_for(
     (its version unchanged for a term by the waiter's clock, whatever the store's clock says):
     "free", then taken over as ``take``'s ``dead`` judges. A look that fails is waited on as a
     live lease. ``wait``: the run's cancel (heard at once) and this machine's clock."""
-    started = moved = wait.clock()
-    started = started if began is None else began
-    attempt, holder, had, token, number = 0, "", 0, None, 0  # holder: the last said ("": none)
+    now = wait.clock()
+    started = now if began is None else began
+    follow = _Following(wait, lambda: _bound(size, term, trusted, rate()), trusted, started, now)
+    holder, token, number = "", None, 0  # holder: the last said ("": none)
     while True:
         if wait.cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
         try:
-            if (got := step(token)) > had:  # parts arrive: read on at once, within the bound
-                # verified: the holder is alive, and the wait goes on; else no progress
-                had, attempt, moved = got, 0, wait.clock() if trusted else moved
-                now = wait.clock()
-                if not _past(_bound(size, term, trusted, rate()), now - started, now - moved):
-                    continue
+            if follow.read(got := step(token)):  # parts arrive: read on at once, within the bound
+                continue
             if _there(writer, object_uri, over):
                 return "ready"
             found = look(writer, lease, term=term, start=number)
         except NetworkError as exc:  # a look that failed is no progress, and never "free"
             log.info("looking at the lease of %s failed (%s): waiting on", object_uri, exc)
-            got, found = had, Look(number, "unknown", holder, token)  # (said as before)
-        if found.state == "live" and stale(found):
-            log.info("lease %s not renewed for a term as this machine saw it", found.uri)
-            return "ready" if _there(writer, object_uri, over) else "free"
-        if found.state not in ("live", "unknown"):
+            got, found = follow.had, Look(number, "unknown", holder, token)  # (said as before)
+        if found.state not in ("live", "unknown") or (found.state == "live" and stale(found)):
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them
             return "streamed"
-        number, now = found.number, wait.clock()
-        if gave_up := _past(_bound(size, term, trusted, rate()), now - started, now - moved):
+        number = found.number
+        if gave_up := follow.past():
             return gave_up
-        token, holder, attempt = _heard(object_uri, found, token, holder, attempt)
-        wait.pause(poll(attempt))
-        attempt += 1
+        token, holder, follow.attempt = _heard(object_uri, found, token, holder, follow.attempt)
+        wait.pause(poll(follow.attempt))
+        follow.attempt += 1
+
+
+@dataclass
+class _Following:
+    """A follower's progress through one wait, by the wait's clock: the bytes it has read of the
+    holder's parts (``had``), when they last moved (``moved``: a verified part, with a range trust
+    (``trusted``); else the wait's start), the backoff's attempt, and the wait's bound."""
+
+    wait: Wait
+    bound: Callable[[], Bound]
+    trusted: bool
+    started: float
+    moved: float
+    had: int = 0
+    attempt: int = 0
+
+    def read(self, got: int) -> bool:
+        """Whether ``got`` bytes read is progress to read on from at once: more than before
+        (the backoff starts again; with a range trust the stall is timed anew), within the
+        bound."""
+        if got <= self.had:
+            return False
+        self.had, self.attempt = got, 0
+        if self.trusted:  # verified: the holder is alive, and the wait goes on; else no progress
+            self.moved = self.wait.clock()
+        return self.past() is None
+
+    def past(self) -> GaveUp | None:
+        """The wait past its bound (``waited``: since the file's waits began; ``still``: since
+        the last verified part), or None."""
+        now = self.wait.clock()
+        bound, waited, still = self.bound(), now - self.started, now - self.moved
+        if waited > bound.most:
+            return GaveUp(f"waited {waited:.0f} s, {bound.worth}")
+        if still > bound.stall:
+            return GaveUp(f"no part of it was published for {still:.0f} s")
+        return None
 
 
 def _heard(
@@ -467,16 +498,6 @@ class Bound:
     worth: str
 
 
-def _past(bound: Bound, waited: float, still: float) -> GaveUp | None:
-    """A wait past its bound (``waited``: since the file's waits began; ``still``: since the
-    last verified part), or None."""
-    if waited > bound.most:
-        return GaveUp(f"waited {waited:.0f} s, {bound.worth}")
-    if still > bound.stall:
-        return GaveUp(f"no part of it was published for {still:.0f} s")
-    return None
-
-
 def _bound(size: int, term: float, trusted: bool, rate: float | None) -> Bound:
     """A wait's bound. With a range trust: ``STALL_TERMS`` terms without a verified part, and 2
     terms + the file's size at ``SLOW_RATE`` in all. Without one nothing the holder's side writes
@@ -494,9 +515,12 @@ def _bound(size: int, term: float, trusted: bool, rate: float | None) -> Bound:
 
 
 def _ended(writer: Writer, uri: str, over: str | None, found: Look) -> Waited:
-    """A wait whose lease is no longer held: "ready" when the object is there, else "free"."""
+    """A wait whose lease is no longer held (released, lapsed, not mdl's, or live but judged not
+    renewed by the waiter): "ready" when the object is there, else "free"."""
     if found.state == "lapsed":
         log.info("lease %s lapsed without %s", found.uri, uri)
+    elif found.state == "live":
+        log.info("lease %s not renewed for a term as this machine saw it", found.uri)
     # the holder uploads, then releases: look again, or we would fetch what is there
     return "ready" if _there(writer, uri, over) else "free"
 

@@ -26,7 +26,7 @@ from pydantic import (
 
 from mdl.errors import HubReplyError, OutsideJSONError
 from mdl.outsidejson import read_json
-from mdl.paths import GIT_OID_HEX
+from mdl.paths import GIT_OID_HEX, SHA256_HEX
 from mdl.redact import Secrets, printable, redact_text, redact_url
 from mdl.transfer.connection import origin
 
@@ -126,6 +126,16 @@ class FileMetadata:
     xet_auth: str | None = None
     # where the Hub redirected it (off its origin: the CDN), the URL its ranges are asked at
     location: str | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        """The ETag when it is a sha256 (an LFS file's), else None."""
+        return self.etag if SHA256_HEX.fullmatch(self.etag or "") else None
+
+    @property
+    def git_oid(self) -> str | None:
+        """The ETag when it is a git blob id (a file in git), else None."""
+        return self.etag if GIT_OID_HEX.fullmatch(self.etag or "") else None
 
 
 def parse_xet_head(

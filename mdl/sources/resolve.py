@@ -16,7 +16,7 @@ from mdl.catalog.load import expand_headers
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, fill_template, parse_template
 from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError, UsageError
-from mdl.paths import GIT_OID_HEX, SHA256_HEX, OciRef, parse_oci_ref, path_clash, path_problem
+from mdl.paths import GIT_OID_HEX, OciRef, parse_oci_ref, path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.store.layout import hub_source, ref_revision, selected
 from mdl.store.records import ModelRecord
@@ -351,9 +351,7 @@ def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
     meta = hub.file_metadata(
         file.repo, file.path, repo_type=repo_type, revision=revision, what=what
     )
-    etag = meta.etag or ""
-    sha256 = etag if SHA256_HEX.fullmatch(etag) else None
-    _check_against_catalog(file, sha256=sha256, size=meta.size, what=what)
+    _check_against_catalog(file, sha256=meta.sha256, size=meta.size, what=what)
     pinned = GIT_OID_HEX.fullmatch(revision) is not None
     if pinned and meta.commit is not None and meta.commit != revision:
         # its URL (and the CDN's it redirects to) may be another commit's file: the pin decides
@@ -368,8 +366,8 @@ def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
         path=file.save_path,
         url=hub.file_url(file.repo, file.path, repo_type=repo_type, revision=commit),
         size=meta.size if meta.size is not None else file.size,
-        sha256=file.sha256 or sha256,
-        git_oid=etag if GIT_OID_HEX.fullmatch(etag) else None,
+        sha256=file.sha256 or meta.sha256,
+        git_oid=meta.git_oid,
         commit=meta.commit,
         source=hub_source(file.repo, repo_type, meta.commit, file.path),
         hub=True,

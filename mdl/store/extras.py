@@ -10,8 +10,9 @@ from collections.abc import Collection
 from pathlib import Path
 
 from mdl.store import confined
+from mdl.store.asrecorded import place_of
 from mdl.store.layout import Layout
-from mdl.store.prune import KeptPath, PruneReport, _place, _prune_model, _Pruning
+from mdl.store.prune import KeptPath, PruneReport, _prune_model, _Pruning
 from mdl.store.records import FileRecord
 
 # why a file left in the folder stays: mdl did not install it there (the user's, another tool's)
@@ -36,7 +37,7 @@ def leave_version(
     plain = {
         path: entry
         for path, entry in extra.items()
-        if (placed := _place(layout, model, entry)) is None or placed.link is None
+        if (placed := place_of(layout, model, entry)) is None or placed.link is None
     }
     if plain:
         _prune_model(run, record, plain, {}, whole=False)
@@ -52,7 +53,7 @@ def _note_left(run: _Pruning, model: str, targets: dict[str, FileRecord]) -> Non
     why = "; ".join([*run.warnings, *(e.message for e in run.errors)]) or "not removed"
     done = {r.path for r in run.removed} | {k.path for k in run.kept}
     for entry in targets.values():
-        placed = _place(run.layout, model, entry)
+        placed = place_of(run.layout, model, entry)
         if placed is not None and placed.final not in done and os.path.lexists(placed.final):
             run.kept.append(KeptPath(placed.final, model, f"not removed: {why}"))
 

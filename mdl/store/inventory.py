@@ -530,9 +530,17 @@ def clean(settings: Settings, *, also: Sequence[Path] = ()) -> list[CleanedFile]
                     )
                 )
         if not settings.dry_run:  # idle lock files (a killed run's) go by being taken and released
-            for name, found in confined.entries(store.dest, store.state_dir / "locks"):
-                if name.endswith(".lock") and st.S_ISREG(found.st_mode):
-                    held = store.try_file_lock(name.removesuffix(".lock"))
-                    if held is not None:
-                        held.release()
+            for key in lock_keys(store):
+                if (held := store.try_file_lock(key)) is not None:
+                    held.release()
     return cleaned
+
+
+def lock_keys(store: Store) -> list[str]:
+    """The store keys of the lock files in ``store`` (regular files ``<key>.lock``: a link or a
+    folder is none)."""
+    return [
+        name.removesuffix(".lock")
+        for name, found in confined.entries(store.dest, store.state_dir / "locks")
+        if name.endswith(".lock") and st.S_ISREG(found.st_mode)
+    ]

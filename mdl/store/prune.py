@@ -15,7 +15,7 @@ import os
 import re
 import stat as st
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,11 @@ from mdl.catalog.specs import ModelSpec, is_model_name
 from mdl.errors import LocalFSError, LockTimeoutError, MdlError, worst_exit_code
 from mdl.paths import GIT_OID_HEX
 from mdl.store import confined
+from mdl.store.asrecorded import leads_to, lstat_in, place_of, unchanged, why_kept
 from mdl.store.filelocks import HeldLocks
-from mdl.store.filesystem import hash_descriptor
-from mdl.store.inventory import CleanedFile, model_status
+from mdl.store.inventory import CleanedFile, lock_keys, model_status
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
-from mdl.store.states import INSTALLED, MODIFIED_MAYBE, judge
 from mdl.store.store import Store, key_pattern
 from mdl.wait import Wait
 
@@ -253,18 +252,9 @@ def _paths_in_use(layout: Layout, spec: ModelSpec | None, record: ModelRecord) -
     extra = set(model_status(spec, layout).extra) if spec is not None else set()
     files = record.files if spec is not None else {**record.files, **record.earlier}
     for path, entry in files.items():
-        if path not in extra and (placement := _place(layout, record.name, entry)) is not None:
+        if path not in extra and (placement := place_of(layout, record.name, entry)) is not None:
             yield placement.final
             yield placement.shown
-
-
-def _place(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
-    try:
-        return layout.place(
-            model, entry.path, source=entry.source, sha256=entry.sha256, git_oid=entry.git_oid
-        )
-    except MdlError:
-        return None
 
 
 def _prune_model(
@@ -320,7 +310,7 @@ def _targets(
         "earlier": (earlier, GONE if whole else EARLIER),
     }
     return [
-        _Target((kind, key), entry, _place(layout, model, entry), reason)
+        _Target((kind, key), entry, place_of(layout, model, entry), reason)
         for kind, (entries, reason) in parts.items()
         for key, entry in entries.items()
     ]
@@ -431,12 +421,12 @@ def _lock_running(layout: Layout, model: str, taken: set[Path], held: HeldLocks)
     there), into ``held``: LockTimeoutError when a run holds one."""
     pattern = key_pattern(model, "lock")
     for store in layout.stores:
-        folder = store.state_dir / "locks"
-        for name, info in confined.entries(store.dest, folder):
-            if not (pattern.fullmatch(name) and st.S_ISREG(info.st_mode)) or folder / name in taken:
+        for key in lock_keys(store):
+            path = store.state_dir / "locks" / f"{key}.lock"
+            if not pattern.fullmatch(path.name) or path in taken:
                 continue
-            if (other := store.try_file_lock(name.removesuffix(".lock"))) is None:
-                raise LockTimeoutError(f"{model}: a run holds {folder / name}")
+            if (other := store.try_file_lock(key)) is None:
+                raise LockTimeoutError(f"{model}: a run holds {path}")
             held.locks.extend(other.locks)
 
 
@@ -457,12 +447,12 @@ def _remove_entry(
     if path in run.used:
         return _KEPT  # another model's file too (the same blob or snapshot entry): it stays
     try:
-        found = _lstat(root, path)
+        found = lstat_in(root, path)
         if found is None:
             return _GONE
-        why, checked = _why_kept(root, path, found, entry, link)
+        why, checked = why_kept(root, path, found, entry, link)
         if why is None and not run.dry_run:
-            removal = confined.unlink_checked(root, path, _unchanged(checked))
+            removal = confined.unlink_checked(root, path, unchanged(checked))
             if removal.found is None:
                 return _GONE
             found = removal.found
@@ -492,65 +482,6 @@ def _pruned(
     return PrunedPath(path, size, model, reason, linked)
 
 
-def _why_kept(
-    root: Path, path: Path, found: os.stat_result, entry: FileRecord, link: Placement | None
-) -> tuple[str | None, os.stat_result]:
-    """Why the entry at ``path`` is not what mdl wrote (None: it is), and the ``stat`` of the
-    object judged."""
-    if link is None:
-        return _not_as_recorded(root, path, found, entry)
-    if not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.blob):
-        return "not the link mdl made to its blob", found
-    return None, found
-
-
-def _not_as_recorded(
-    root: Path, path: Path, found: os.stat_result, entry: FileRecord
-) -> tuple[str | None, os.stat_result]:
-    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by
-    its hash), and the ``stat`` of the object judged (the one hashed, when it was)."""
-    if not st.S_ISREG(found.st_mode):
-        return "not the file mdl wrote (a link or no file)", found
-    if (state := judge(entry, found.st_size, found.st_mtime_ns)) == INSTALLED:
-        return None, found
-    changed = "changed since mdl wrote it"
-    if state != MODIFIED_MAYBE:
-        return changed, found
-    # hashed by descriptor, never by name again
-    fd = confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)
-    # taken before the bytes: a write meanwhile moves its mtime, and it is no longer this
-    hashed = os.fstat(fd)
-    _, sha256, _ = hash_descriptor(fd, path)
-    return (None if sha256 == entry.sha256 else changed), hashed
-
-
-def _unchanged(checked: os.stat_result) -> Callable[[os.stat_result], bool]:
-    """The judge of :func:`confined.unlink_checked`: whether the ``lstat`` of what is about to be
-    removed is the object ``checked``, unchanged since."""
-    return lambda now: _identity(now) == _identity(checked)
-
-
-def _identity(found: os.stat_result) -> tuple[int, ...]:
-    return found.st_dev, found.st_ino, st.S_IFMT(found.st_mode), found.st_size, found.st_mtime_ns
-
-
-def _lstat(root: Path, path: Path) -> os.stat_result | None:
-    """``lstat`` of ``path`` inside ``root``, never through a link on the way (UnsafePathError
-    names it)."""
-    try:
-        with confined.folder(root, path.parent, create=False) as dir_fd:
-            return os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _leads_to(link: Path, blob: Path) -> bool:
-    """Whether the symlink ``link`` names ``blob`` (read, never followed)."""
-    with contextlib.suppress(OSError):
-        return os.path.normpath(link.parent / link.readlink()) == os.path.normpath(blob)
-    return False
-
-
 def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     """Whether a snapshot entry prune does not remove leads to the blob (another revision,
     huggingface_hub's own)."""
@@ -562,7 +493,7 @@ def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     entries = (
         Path(at) / name for at, dirs, files in os.walk(snapshots) for name in (*files, *dirs)
     )
-    return any(e not in leaving and e.is_symlink() and _leads_to(e, blob) for e in entries)
+    return any(e not in leaving and e.is_symlink() and leads_to(e, blob) for e in entries)
 
 
 def _tidy(
@@ -625,13 +556,13 @@ def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -
         for name in files:
             ref = Path(folder) / name
             try:
-                checked = _lstat(root, ref)
+                checked = lstat_in(root, ref)
                 if (
                     checked is None
                     or confined.read_bytes(root, ref, limit=256, head=True) != commit.encode()
                 ):
                     continue
-                removal = confined.unlink_checked(root, ref, _unchanged(checked))
+                removal = confined.unlink_checked(root, ref, unchanged(checked))
                 # replaced since it was read: kept (under its set-aside name if one took it)
                 if not removal.removed:
                     if removal.kept_at is not None:
@@ -743,7 +674,7 @@ def _recorded_paths(
     found: dict[Path, tuple[str, Placement, FileRecord]] = {}
     for name, record in records.items():
         for entry in [] if record is None else [*record.files.values(), *record.earlier.values()]:
-            if (placement := _place(layout, name, entry)) is not None:
+            if (placement := place_of(layout, name, entry)) is not None:
                 found[placement.final] = found[placement.shown] = (name, placement, entry)
     return found
 
@@ -770,7 +701,7 @@ def _why_left(
         return None, LEFT_ASIDE
     model, placement, entry = recorded
     shown = placement.link is not None and aside.parent == placement.shown.parent
-    why, _ = _why_kept(root, aside, info, entry, placement if shown else None)
+    why, _ = why_kept(root, aside, info, entry, placement if shown else None)
     return model, None if why is None else LEFT_ASIDE
 
 

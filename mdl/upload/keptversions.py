@@ -86,10 +86,11 @@ def lock_version(origin: str, template: str, resolved: ResolvedModel) -> KeptVer
     return KeptVersion(resolved.name, origin, resolved.commit, tuple(objects.items()))
 
 
-def lock_ids(locked: LockedModel, signature: str | None) -> tuple[str, ...]:
-    """The ids the version a lock pins is published under (``signature``: the path of its
-    signature file, else model.sig: what ``publish`` leaves out)."""
+def lock_ids(locked: LockedModel, spec: ModelSpec) -> tuple[str, ...]:
+    """The ids the version a lock pins is published under (its signature file: the one ``spec``,
+    its catalog entry, names, else model.sig: what ``publish`` leaves out)."""
     rows = [(f.path, f.size, f.sha256) for f in locked.files]
+    signature = spec.signature.installed_as if spec.signature is not None else ""
     return versions.version_ids(rows, signature=signature or SIGNATURE_FILE)
 
 
@@ -119,8 +120,7 @@ class KeptLocks:
         for spec in models:
             if (locked := lock.pinned(spec, doing=doing)) is not None:
                 pinned.append(self._keep(lock.name, spec, locked))
-                signature = spec.signature.installed_as if spec.signature is not None else None
-                self.current[spec.name] = set(lock_ids(locked, signature))
+                self.current[spec.name] = set(lock_ids(locked, spec))
         self.warnings.extend(lock.warnings.values())
         held = {model.name for model in pinned}
         return pinned, [spec.name for spec in models if spec.name not in held]
@@ -143,8 +143,7 @@ class KeptLocks:
         resolved = from_lock(self.settings, spec, locked)
         self.pins.append((origin, resolved))
         self.versions.append(lock_version(origin, self.template, resolved))
-        signature = spec.signature.installed_as if spec.signature is not None else None
-        for vid in lock_ids(locked, signature):
+        for vid in lock_ids(locked, spec):
             self.ids.setdefault(locked.name, {}).setdefault(vid, origin)
         return resolved
 
@@ -188,8 +187,6 @@ def published_versions(
     manifest (junk, planted, another catalog's model of the name) only ever keeps."""
     found = Published()
     where = f"{prefix.rstrip('/')}/{names.NAMESPACE}versions/"
-    wanted = None if models is None else set(models)
-    by_model: dict[str, list[tuple[Listed, str]]] = {}
     try:
         listed = list(islice(writer.listing(where, most=MOST_MANIFESTS + 1), MOST_MANIFESTS + 1))
     except MdlError as exc:
@@ -203,21 +200,33 @@ def published_versions(
         )
         found.warnings.append(found.whole)
         return found
-    for item in listed:
-        version = names.parse(item.uri)
-        if not isinstance(version, names.Version) or not NAME_RE.fullmatch(version.model):
-            continue  # not a manifest's name (of a model a catalog may name): not prune's to judge
-        if wanted is None or version.model in wanted:
-            by_model.setdefault(version.model, []).append((item, version.id))
-    for model, manifests in by_model.items():
-        # the store's clock orders only what is proven this catalog's: nothing planted counts
-        newest = sorted(manifests, key=lambda m: (-m[0].modified, m[0].uri))
+    for model, newest in _by_model(listed, models).items():
         trust = (trusts or {}).get(model)
         judge = _Judge(writer, found, where.removesuffix("/"), model, trust)
         now = set((current or {}).get(model, ()))
         anchor = max((item.modified for item, vid in newest if vid in now), default=None)
         judge.judge(newest, keep, locked.get(model, {}), anchor)
     return found
+
+
+def _by_model(
+    listed: Iterable[Listed], models: Iterable[str] | None
+) -> dict[str, list[tuple[Listed, str]]]:
+    """The manifests listed of ``models`` (None: every model's), each with its version's id, by
+    model, newest first by the store's clock (which orders only what is proven this catalog's:
+    nothing planted counts)."""
+    wanted = None if models is None else set(models)
+    by_model: dict[str, list[tuple[Listed, str]]] = {}
+    for item in listed:
+        version = names.parse(item.uri)
+        if not isinstance(version, names.Version) or not NAME_RE.fullmatch(version.model):
+            continue  # not a manifest's name (of a model a catalog may name): not prune's to judge
+        if wanted is None or version.model in wanted:
+            by_model.setdefault(version.model, []).append((item, version.id))
+    return {
+        model: sorted(manifests, key=lambda m: (-m[0].modified, m[0].uri))
+        for model, manifests in by_model.items()
+    }
 
 
 @dataclass

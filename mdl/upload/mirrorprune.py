@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mdl.buckets import names, versions
 from mdl.buckets.lease import TERM, read_generation
@@ -299,16 +299,23 @@ def prune_mirror(
     )
 
 
-@dataclass
-class _MirrorRun:
-    """One prune's tally."""
+@dataclass(kw_only=True)
+class Tally:
+    """A mirror prune's tally (a bucket's, a folder's, a registry's): what it removed and kept,
+    what failed, what was said."""
 
-    writer: Writer
-    dry_run: bool
     removed: list[MirrorEntry] = field(default_factory=list)
     kept: list[MirrorEntry] = field(default_factory=list)
     errors: list[MdlError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _MirrorRun(Tally):
+    """One prune of a bucket or a folder."""
+
+    writer: Writer
+    dry_run: bool
 
     def leases(self, leases: Sequence[Listed], now: float, held: _Held | None = None) -> set[str]:
         """Each lease judged (:meth:`lease`), the last generation of each run first (``held``:
@@ -397,16 +404,9 @@ class _MirrorRun:
         if names.OldLease.parse(item.uri):  # not mdl's to remove now: said, once
             self.older_lease(item)
             return
-        try:
-            seen = self.writer.owned(item.uri, root=fixed_part(template))
-        except UsageError as exc:  # a name the store lists but cannot address (a folder's)
-            self.cannot_address(item, exc)
-            return
-        except MdlError as exc:
-            self.errors.append(exc)
-            return
-        if seen is None:
-            return  # removed meanwhile
+        root = fixed_part(template)
+        if (seen := self.asked(item, lambda: self.writer.owned(item.uri, root=root))) is None:
+            return  # removed meanwhile, or said
         if (why := _not_ours(seen, named, item.uri)) is not None:
             self.kept.append(MirrorEntry(item.uri, seen.size, why))
         elif now - seen.modified < keep_days * DAY:
@@ -531,20 +531,23 @@ class _MirrorRun:
         """A dead fill's part removed, judged by its mark as any object (on the version judged):
         one mdl wrote for another catalog's model of the name stays; one without mdl's mark at
         this name (a part of mdl 0.7 or before, which marked none) goes by its name and age."""
-        try:
-            seen = self.writer.owned(part.uri, root=folder)
-        except UsageError as exc:  # a name the store lists but cannot address (a folder's)
-            self.cannot_address(part, exc)
-            return False
-        except MdlError as exc:
-            self.errors.append(exc)
-            return False
-        if seen is None:
-            return False  # removed meanwhile
+        if (seen := self.asked(part, lambda: self.writer.owned(part.uri, root=folder))) is None:
+            return False  # removed meanwhile, or said
         if seen.mark is not None and named.theirs(target, seen.mark):
             self.kept.append(MirrorEntry(part.uri, seen.size, THEIRS))
             return False
         return self.gone(Listed(part.uri, seen.size, seen.modified), etag=seen.etag)
+
+    def asked(self, item: Listed, ask: Callable[[], _T]) -> _T | None:
+        """What the store answers ``ask`` of ``item``; None when it could not be asked (said: a
+        name the store lists but cannot address is kept, another failure is an error)."""
+        try:
+            return ask()
+        except UsageError as exc:  # a name the store lists but cannot address (a folder's)
+            self.cannot_address(item, exc)
+        except MdlError as exc:
+            self.errors.append(exc)
+        return None
 
     def cannot_address(self, item: Listed, exc: UsageError) -> None:
         self.kept.append(MirrorEntry(item.uri, item.size, CANNOT_ADDRESS))
@@ -560,16 +563,12 @@ class _MirrorRun:
         object's, the others go on."""
         if self.dry_run:
             return True
-        try:
-            if self.writer.delete(item.uri, etag=etag):
-                return True
+        if (deleted := self.asked(item, lambda: self.writer.delete(item.uri, etag=etag))) is False:
             log.info("%s: gone or changed before prune removed it", item.uri)
-        except UsageError as exc:  # a name the store lists but cannot address (a folder's)
-            self.cannot_address(item, exc)
-        except MdlError as exc:
-            self.errors.append(exc)
-        return False
+        return bool(deleted)
 
+
+_T = TypeVar("_T")
 
 # what mdl marks in its namespace (a folder's marks of those are forgotten with them)
 _OWN_MARKED = (names.PARTS, "versions/")

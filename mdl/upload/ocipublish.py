@@ -186,6 +186,11 @@ class _Plan:
             first.setdefault(f.sha256, f)
         return first
 
+    @property
+    def missing(self) -> list[ReadyFile]:
+        """The contents the repository does not hold: the bytes this publish sends."""
+        return [f for f in self.contents.values() if f.sha256 not in self.there]
+
 
 @dataclass
 class _Run:
@@ -400,14 +405,14 @@ def _published(
     outcomes: list[FileOutcome] = [f for model in models for f in model.failures]
     published: list[Published] = []
     plans: list[_Plan] = []
-    for model in (m for m in models if m.ready and not m.failures):
+    for model in (m for m in models if m.complete):
         ref = repository_of(target, model.spec.name)
         made = run.plan(model, ref, locked.get(model.spec.name))
         if isinstance(made, _Plan):
             plans.append(made)
         else:
             outcomes.append(made)
-    missing = [f for p in plans for f in p.contents.values() if f.sha256 not in p.there]
+    missing = [f for plan in plans for f in plan.missing]
     if not run.dry_run:
         run.progress.begin(total_bytes=sum(f.size for f in missing), files=len(missing))
     for plan in plans:

@@ -344,11 +344,7 @@ class _Signing:
         if signer is None:
             return cls(None, models, {})
         models = [signer.without_own(model) for model in models]
-        signatures = {
-            m.spec.name: signer.sign(m.spec.name, m.ready)
-            for m in models
-            if m.ready and not m.failures
-        }
+        signatures = {m.spec.name: signer.sign(m.spec.name, m.ready) for m in models if m.complete}
         return cls(signer, models, signatures)
 
 
@@ -483,6 +479,11 @@ class LocalModel:
     record: ModelRecord | None
     ready: tuple[ReadyFile, ...]
     failures: tuple[FileOutcome, ...]
+
+    @property
+    def complete(self) -> bool:
+        """Whether the model can be published whole: files ready and none failing."""
+        return bool(self.ready) and not self.failures
 
 
 def local_model(

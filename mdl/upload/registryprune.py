@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from mdl.sources.ocimanifest import CREATED, MODELPACK_ARTIFACT, Manifest, layer
 from mdl.sources.resolve import ResolvedModel
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.upload.keptversions import AHEAD, JUNK, UNKEPT, UNPROVEN, KeptLocks
-from mdl.upload.mirrorprune import MirrorEntry, MirrorPruneReport
+from mdl.upload.mirrorprune import MirrorEntry, MirrorPruneReport, Tally
 
 log = logging.getLogger("mdl.prune")
 
@@ -67,6 +67,11 @@ class _Found:
     tags: list[str]
     files: Files | None
     created: float | None
+
+    def pinned_by(self, pins: Mapping[str | Files, str]) -> str | None:
+        """The kept lock that pins this manifest (its digest, else its version's files), None:
+        none does."""
+        return pins.get(self.digest) or (pins.get(self.files) if self.files else None)
 
 
 def prune_registry(
@@ -163,16 +168,12 @@ def _version(manifest: Manifest, *, what: str) -> Files | None:
 
 
 @dataclass
-class _RegistryRun:
-    """One registry prune's tally."""
+class _RegistryRun(Tally):
+    """One registry prune."""
 
     registry: Registry
     dry_run: bool
     keep: int
-    removed: list[MirrorEntry] = field(default_factory=list)
-    kept: list[MirrorEntry] = field(default_factory=list)
-    errors: list[MdlError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     refused: bool = False  # the registry refused a delete: no other is asked
 
     def model(self, ref: OciRef, pins: Mapping[str | Files, str], current: Files | None) -> None:
@@ -225,17 +226,14 @@ class _RegistryRun:
         earliest time their manifests state (a copy of a version's manifest can only make it
         older); delete a manifest no lock pins only when the time it states is older than the
         last version counted."""
-        dated: dict[Files, float] = {}
         keep: list[tuple[_Found, str]] = []
         unpinned: list[_Found] = []
         for item in found.values():
-            by = pins.get(item.digest) or (pins.get(item.files) if item.files else None)
-            if by is None:
+            if (by := item.pinned_by(pins)) is None:
                 unpinned.append(item)
-                continue
-            keep.append((item, f"the manifest of a version {by} pins"))
-            if item.files is not None and item.created is not None:
-                dated[item.files] = min(dated.get(item.files, item.created), item.created)
+            else:
+                keep.append((item, f"the manifest of a version {by} pins"))
+        dated = _dated(item for item, _ in keep)
         anchor = dated.get(current) if current is not None else None
         cutoff = _cutoff(dated, anchor, self.keep)
         gone: list[_Found] = []
@@ -246,8 +244,9 @@ class _RegistryRun:
             else:
                 keep.append((item, why))
         held = {sha for item, _ in keep for _, _, sha in item.files or ()}
-        for item, why in keep:
-            self.kept.append(MirrorEntry(_shown(ref, item), _bytes(item, set()), why))
+        self.kept.extend(
+            MirrorEntry(_shown(ref, item), _bytes(item, set()), why) for item, why in keep
+        )
         for item in gone:
             self.delete(ref, item, size=_bytes(item, held))
 
@@ -274,6 +273,16 @@ class _RegistryRun:
                 self.errors.append(exc)
                 return
         self.removed.append(MirrorEntry(shown, size, UNKEPT))
+
+
+def _dated(pinned: Iterable[_Found]) -> dict[Files, float]:
+    """Each pinned version's time: the earliest its manifests state (a copy of a version's
+    manifest can only make it older); one that states none is not dated."""
+    dated: dict[Files, float] = {}
+    for item in pinned:
+        if item.files is not None and item.created is not None:
+            dated[item.files] = min(dated.get(item.files, item.created), item.created)
+    return dated
 
 
 def _cutoff(dated: Mapping[Files, float], anchor: float | None, keep: int) -> float | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeGuard
+from typing import Protocol, TypeGuard, TypeVar
 
 from mdl import partsize
 from mdl.background import Background
@@ -56,6 +56,7 @@ _MOST_NODES = 8192  # nodes in one summary
 _MOST_LEVELS = 64
 _ANSWER_KEYS = {"totalChunks", "fileSize", "windows", "hashRanges", "gapVerification"}
 _SUBTREE_KEYS = {"nodes", "levels", "at_start", "at_end"}
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -181,25 +182,28 @@ def _subtree(raw: object) -> Subtree | None:
     nodes, levels, at_start, at_end = (raw[k] for k in ("nodes", "levels", "at_start", "at_end"))
     if not (isinstance(at_start, bool) and isinstance(at_end, bool)):
         return None
-    if not (_listed(nodes, _MOST_NODES) and _listed(levels, _MOST_LEVELS)):
-        return None
-    found = [n for n in map(_node, nodes) if n is not None]
-    pairs = [p for p in map(_pair, levels) if p is not None]
-    if (len(found), len(pairs)) != (len(nodes), len(levels)):
-        return None
-    if sum(left + right for left, right in pairs) != len(found):
+    found, pairs = _listed(nodes, _MOST_NODES, _node), _listed(levels, _MOST_LEVELS, _pair)
+    if found is None or pairs is None:
         return None
     return _humped(found, pairs, at_start, at_end)
 
 
-def _listed(raw: object, most: int) -> TypeGuard[list[object]]:
-    return isinstance(raw, list) and 0 < len(raw) <= most
+def _listed(raw: object, most: int, read: Callable[[object], _T | None]) -> list[_T] | None:
+    """A list of 1 to ``most`` items, each as ``read`` reads it strictly; None for anything
+    else."""
+    if not isinstance(raw, list) or not 0 < len(raw) <= most:
+        return None
+    found = [item for item in map(read, raw) if item is not None]
+    return found if len(found) == len(raw) else None
 
 
 def _humped(
     nodes: list[Node], levels: list[tuple[int, int]], at_start: bool, at_end: bool
-) -> Subtree:
-    """The flat form's nodes (lefts from level 0 up, then rights from the top down) by level."""
+) -> Subtree | None:
+    """The flat form's nodes (lefts from level 0 up, then rights from the top down) by level;
+    None when the levels do not count every node."""
+    if sum(left + right for left, right in levels) != len(nodes):
+        return None
     lefts, at = [], 0
     for left, _ in levels:
         lefts.append(tuple(nodes[at : at + left]))
@@ -299,14 +303,21 @@ def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | 
         if None in found:
             return None
         groups = [group for batch in found if batch is not None for group in batch]
-        plan, start = [], 0
-        for held, close in [*groups, ([size], size)]:
-            # (a window of the request before may have reached past the first bytes of this one)
-            if kept := [end for end in held if end > start]:
-                plan.append((start, kept, close))
-                start = close
-        tiles = list(pool.map(window, *zip(*plan, strict=True)))
+        tiles = list(pool.map(window, *zip(*_tiling(groups, size), strict=True)))
     return tuple(w for w in tiles if w) if all(tiles) else None
+
+
+def _tiling(groups: Sequence[tuple[list[int], int]], size: int) -> list[tuple[int, list[int], int]]:
+    """The windows to ask, tiling the file: each from where the one before it closes, with the
+    ends it is to hold and where it closes (``groups``: the ends each window asked about held,
+    and its close), the last closing at the file's end."""
+    plan, start = [], 0
+    for held, close in [*groups, ([size], size)]:
+        # (a window of the request before may have reached past the first bytes of this one)
+        if kept := [end for end in held if end > start]:
+            plan.append((start, kept, close))
+            start = close
+    return plan
 
 
 class Release:
