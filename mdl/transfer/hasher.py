@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import heapq
 import math
+import mmap
 import os
 import threading
 import time
@@ -52,9 +53,11 @@ class Hasher:
         self.ledger = ledger or Ledger()  # where the bytes read back are counted
         self.lock = threading.Lock()  # held while hashing: the hashes and ``position`` move
         self._buffer: bytearray | None = None
-        # chunks landed past the frontier, by offset (their starts a heap), and their bytes
-        self._held: dict[int, bytes] = {}
+        # chunks landed past the frontier, by start (a heap of them) to end; their bytes are in a
+        # ring of the window's size, byte ``i`` of the file at ``i % WINDOW`` (made at the first)
+        self._held: dict[int, int] = {}
         self._starts: list[int] = []
+        self.window, self._ring = min(WINDOW, size or WINDOW) or 1, memoryview(b"")
         self._held_lock = threading.Lock()  # (the held chunks and ``position``: never waits long)
         self.held = self.most_held = 0  # bytes held now, and at most
         self._moved = threading.Condition()  # the prefix reached ``_wanted`` (``reach``)
@@ -92,10 +95,10 @@ class Hasher:
 
     def _drop_held(self, start: int) -> None:
         """Forget the held chunks that reach past ``start`` (under ``_held_lock``)."""
-        for at, chunk in list(self._held.items()):
-            if at + len(chunk) > start:
+        for at, end in list(self._held.items()):
+            if end > start:
                 del self._held[at]
-                self.held -= len(chunk)
+                self.held -= end - at
         self._starts = sorted(self._held)
 
     def _update(self, data: memoryview) -> None:
@@ -146,15 +149,27 @@ class Hasher:
     def _hold(self, offset: int, data: bytes | memoryview) -> None:
         with self._held_lock:
             start = max(offset, self.position)
-            end = min(offset + len(data), self.position + WINDOW)
+            end = min(offset + len(data), self.position + self.window)
             if start >= end or start in self._held:  # hashed, past the window, or held
                 return
-            whole = (start, end) == (offset, offset + len(data))
-            kept = data if isinstance(data, bytes) and whole else data[start - offset : end - offset]
-            self._held[start] = bytes(kept)  # (a bytes object is not copied)
+            source = memoryview(data)[start - offset : end - offset]
+            for into, part in self._slots(start, end):
+                into[:] = source[part]
+            self._held[start] = end
             heapq.heappush(self._starts, start)
             self.held += end - start
             self.most_held = max(self.most_held, self.held)
+
+    def _slots(self, start: int, end: int) -> list[tuple[memoryview, slice]]:
+        """Where the file's bytes ``[start, end)`` (within a window) lie in the ring: one or two
+        views, each with the part of those bytes it holds."""
+        if not self._ring:
+            # (anonymous pages: memory only as the window fills)
+            self._ring = memoryview(mmap.mmap(-1, self.window, flags=mmap.MAP_PRIVATE))
+        at, count = start % self.window, end - start
+        first = min(count, self.window - at)
+        slots = [(self._ring[at : at + first], slice(0, first))]
+        return slots + [(self._ring[: count - first], slice(first, count))] * (first < count)
 
     def _drain(self) -> None:
         """Hash the held chunks the prefix has reached, unless another thread hashes (it takes
@@ -171,12 +186,14 @@ class Hasher:
             with self._held_lock:
                 # a chunk the prefix went past (offered twice, over other bounds) is left: read
                 while self._starts and self._starts[0] < self.position:
-                    self.held -= len(self._held.pop(heapq.heappop(self._starts)))
-                if not self._starts or self._starts[0] != self.position:
+                    start = heapq.heappop(self._starts)
+                    self.held -= self._held.pop(start) - start
+                if not self._starts or (start := self._starts[0]) != self.position:
                     return
-                chunk = self._held.pop(heapq.heappop(self._starts))
-                self.held -= len(chunk)
-            self._update(memoryview(chunk))
+                end = self._held.pop(heapq.heappop(self._starts))
+                self.held -= end - start
+            for view, _ in self._slots(start, end):
+                self._update(view)
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
         """Hash bytes [position, limit): held ones from memory, the rest read back from the file
