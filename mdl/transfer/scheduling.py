@@ -16,7 +16,8 @@ MIN_PIECE = 4 * MiB  # no first range is smaller: below this a request costs mor
 # bound of that memory per file): what lands further out is read back from the ``.part`` ...
 HASH_WINDOW = 96 * MiB
 # ... so streams take pieces this big at most in file order, lowest first, the bytes in flight
-# (streams x a piece) two thirds of it at most, and a stream waits before it fetches past it
+# (streams x a piece) within it, and a stream waits before it fetches past it (a request costs
+# ~1-3 ms of CPU here: a piece no smaller than the window allows)
 PIECE = 8 * MiB
 MAX_PIECES = 1024  # ... but a file is cut into no more (its resume record stays small)
 # a stolen tail is at least this big (and at least what a request's round trip costs)
@@ -62,7 +63,7 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
     a stream that finds none left steals a tail."""
     if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
-    most = min(PIECE, 2 * HASH_WINDOW // (3 * connections), size // connections)
+    most = min(PIECE, HASH_WINDOW // connections, size // connections)
     least = max(MIN_PIECE, -(-size // MAX_PIECES), most)
     count = max(1, size // least)  # (evened out: no short last piece)
     if count > connections:  # whole rounds: no stream fetches a last piece while the others idle
