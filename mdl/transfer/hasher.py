@@ -147,14 +147,20 @@ class Hasher:
             self.lock.release()
 
     def _hold(self, offset: int, data: bytes | memoryview) -> None:
+        """The part of ``data`` within the window copied into the ring (off the lock: its place
+        is this chunk's alone, the window's bytes before it hashed), then held."""
         with self._held_lock:
             start = max(offset, self.position)
             end = min(offset + len(data), self.position + self.window)
             if start >= end or start in self._held:  # hashed, past the window, or held
                 return
-            source = memoryview(data)[start - offset : end - offset]
-            for into, part in self._slots(start, end):
-                into[:] = source[part]
+            epoch, slots = self.epoch, self._slots(start, end)
+        source = memoryview(data)[start - offset : end - offset]
+        for into, part in slots:
+            into[:] = source[part]
+        with self._held_lock:
+            if self.epoch != epoch or start in self._held:  # taken back meanwhile
+                return
             self._held[start] = end
             heapq.heappush(self._starts, start)
             self.held += end - start
