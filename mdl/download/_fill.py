@@ -158,6 +158,7 @@ def _swarm_on(
         there=lambda: _version(writer, place.uri, size=sources.remote.size),
         readers=readers,
         term=session.owned.fills.term,
+        ledger=sources.ledger,
     )
     if over is not None:
         swarm.final.refuse(over)
@@ -191,22 +192,9 @@ def _swarm_on(
         streamed=swarm.state.read,
         parts_here=result.parts_here + swarm.state.fetched,
         parts_peers=result.parts_peers + -(-swarm.state.read // parts.part),
-        # parts fetched here that another machine had published (``Publisher.twice``) or made
-        # the object of (``Swarm.late``: sent once the object proved the file was there)
-        duplicated=sum(_size(parts, i + 1) for i in _twice(swarm, publisher)),
+        # parts fetched here that another machine fetched too (``Swarm.sent``, ``Swarm.prove``)
+        duplicated=sources.ledger.bytes["duplicated"],
     )
-
-
-def _twice(swarm: Swarm, publisher: Publisher) -> set[int]:
-    """The parts fetched here that another machine fetched too: found published when sent, or
-    sent once the object proved the file was at the final name."""
-    late = {i for i, version in swarm.state.late.items() if version == swarm.final.proved}
-    return {n - 1 for n in publisher.twice} & swarm.state.mine | late
-
-
-def _size(parts: PartSet, number: int) -> int:
-    start, end = parts.span(number)
-    return end - start
 
 
 def _rest(
@@ -220,7 +208,7 @@ def _rest(
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
-    swarm.final.proved = ended.version
+    swarm.prove(ended.version)
     theirs = -(-(sources.ledger.bytes["mirror"] - before) // swarm.parts.part)
     return replace(rest, parts_here=0, parts_peers=theirs)
 
@@ -356,7 +344,7 @@ def _unproved(
     if len(publisher.done) == parts.count and not swarm.state.late and not parts.published():
         return over
     if writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256):
-        final.proved = there
+        swarm.prove(there)
         return over
     log.info("%s: mirror %s is not the file: replaced", job.label, place.uri)
     return there

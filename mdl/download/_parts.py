@@ -184,8 +184,9 @@ class Publisher(Landings):
     # parts found there already as our bytes when sent as they landed: another machine fetched
     # them too (a swarm's ``duplicated``, where the part was fetched here)
     twice: set[int] = field(default_factory=set)
-    # told of each part sent as it landed, or that could not be (its claim is not kept)
-    sent: Callable[[int], None] = lambda index: None
+    # told of each part sent (as it landed or at the end), or that could not be as it landed
+    # (its claim is not kept), and whether it was found there already (``twice``)
+    sent: Callable[[int, bool], None] = lambda index, twice: None
     _failed: bool = False
 
     def __post_init__(self) -> None:
@@ -211,14 +212,14 @@ class Publisher(Landings):
             else self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
         )
         if sent is None:  # not published (or moved into place): its claim, if any, not kept
-            self.sent(index)
+            self.sent(index, False)
             return True
         with self.changed:
             if not sent or self.epoch != epoch:
                 return False  # its bytes may have changed as they were read: sent again later
             self.done.add(index + 1)
         self.beside += sent
-        self.sent(index)
+        self.sent(index, index + 1 in self.twice)
         return True
 
     def there(self, index: int) -> None:
@@ -236,6 +237,7 @@ class Publisher(Landings):
             for number, sent in zip(numbers, sending, strict=True):
                 if sent is not None:
                     self.done.add(number)
+                    self.sent(number - 1, number in self.twice)
         # none, when they could not all be sent: the store cannot make the object of them
         return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 

@@ -7,20 +7,20 @@ check verified it (``Publisher``, at the version's own ``names.Part``), and writ
 from the mirror as it appears, checked against the trust first (a part that fails is refused, and
 its bytes come again). Where to start: a random part, then on from the last one claimed, else the
 middle of the longest run of parts nobody is known to hold. Another's claim is judged by what this
-machine saw of it over time (``mdl.download._claims``): one not renewed for a term by this
-machine's clock, or held past what fetching its part here takes (or a term, before this machine
-measured a part: the end game), is taken over, by one machine of the fleet, and its part fetched
-here; a lapsed or released one is taken over at once. A part fetched twice (a holder that went on
-fetching after its claim was taken over) is counted by the machine that publishes it second
-(``Publisher.twice``: ``duplicated``). The final object at its name ends the swarm only once read
-and verified (``SwarmEnded``, then the fill reads it): one refused is said, and the swarm goes on
-part by part (after ``REFUSALS`` of them, the name is no longer looked at until the swarm ends).
-What a co-tenant writes costs only the parts it touches: a forged claim its term (or the time to
-fetch the part here), a forged part its bytes, a forged final object one read, names that are not
-parts a bounded listing (then parts are looked up by name). A run that ends (killed) left claims
-under its token, kept beside the partial: its restart takes them back at once. What this machine
-knows of each part is one state in ``PartStates`` (``mdl.download._swarmparts``: pure, moved under
-the swarm's lock); the mirror is read on one pool of readers the swarm owns for its life."""
+machine saw of it over time (``mdl.download._claims``): one not renewed for a term by this machine's
+clock, or held past what fetching its part here takes (or a term, before this machine measured a
+part: the end game), is taken over, by one machine of the fleet, and its part fetched here; a lapsed
+or released one is taken over at once. A part fetched twice (a holder that went on fetching after
+its claim was taken over) is counted by the machine that publishes it second, in the file's ledger
+as it finds the part there (``duplicated``: ``Swarm.sent``). The final object at its name ends the
+swarm only once read and verified (``SwarmEnded``, then the fill reads it): one refused is said, and
+the swarm goes on part by part (after ``REFUSALS`` of them, the name is no longer looked at until
+the swarm ends). What a co-tenant writes costs only the parts it touches: a forged claim its term
+(or the time to fetch the part here), a forged part its bytes, a forged final object one read, names
+that are not parts a bounded listing (then parts are looked up by name). A run that ends (killed)
+left claims under its token, kept beside the partial: its restart takes them back at once. What this
+machine knows of each part is one state in ``PartStates`` (``mdl.download._swarmparts``: pure, moved
+under the swarm's lock); the mirror is read on one pool of readers the swarm owns for its life."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from mdl.download._claims import Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.download._swarmparts import LEFT, PartStates
 from mdl.errors import MdlError
+from mdl.transfer.context import Ledger
 from mdl.wait import Wait
 
 if TYPE_CHECKING:
@@ -75,8 +76,10 @@ class Swarm:
         there: Callable[[], str | None],
         readers: Executor,
         term: float = TERM,
+        ledger: Ledger | None = None,
     ) -> None:
         self.parts, self.trust, self.job = parts, trust, job
+        self.ledger = ledger or Ledger()  # the file's: the parts fetched here twice counted in it
         self.holder, self.token, self.term, self.wait = holder, token, term, wait
         # the object at the final name (``there``: the version of one of the file's size)
         self.final = Final(there, job.label)
@@ -202,16 +205,30 @@ class Swarm:
         )
         return seen is not None and seen.size == self.state.parts[index].size
 
-    def sent(self, index: int) -> None:
-        """Part ``index`` is published, or could not be (``Publisher``): its claim released."""
+    def sent(self, index: int, twice: bool = False) -> None:
+        """Part ``index`` is published, or could not be (``Publisher``): its claim released;
+        ``twice``: it was there already as these bytes (another machine fetched it too: its
+        bytes counted as ``duplicated`` in the ledger, once, if it was fetched here)."""
         with self._lock:
             held = self.state.sent(index, self.wait.clock())
             self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
+            if twice:
+                self.ledger.add("duplicated", self.state.duplicate(index))
         if held is not None:
             _release(*held)
-            if (version := self.final.found()) is not None:  # its copy there: duplicated, once
-                with self._lock:  # that object proves the file (read at the end)
+            if (version := self.final.found()) is not None:  # its copy there: duplicated once
+                with self._lock:  # that object proves the file (``prove``)
                     self.state.parts[index].late = version
+                    if version == self.final.proved:
+                        self.ledger.add("duplicated", self.state.duplicate(index))
+
+    def prove(self, version: str) -> None:
+        """The object ``version`` at the final name is the file (read, or checked against it:
+        ``Final.proved``): the parts sent here once it was there were fetched twice (counted)."""
+        with self._lock:
+            self.final.proved = version
+            for index in (i for i, late in self.state.late.items() if late == version):
+                self.ledger.add("duplicated", self.state.duplicate(index))
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:

@@ -25,7 +25,7 @@ from servers import Fault, HubServer, make_data
 
 from mdl import partsize
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, lease_body, look, take
+from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, look, take
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.download._claims import Claims
@@ -217,6 +217,59 @@ def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_
                 assert not publisher.twice
             else:
                 assert publisher.twice == {first + 1} and first in a.state.mine
+
+
+def test_the_ledger_counts_a_part_fetched_by_both_machines_once_where_it_is_found_twice(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """Issue 89 item 4: ``duplicated`` is a way of the file's ledger, counted where the swarm
+    finds a part it fetched already published by another machine (once, however often it is
+    told), and a part sent once the final object was there counted when that object proves the
+    file (not before, not for another version)."""
+    parts = Parts(mirror, tmp_path)
+    clock = FakeClock()
+    a, b = two_machines(parts, clock)
+    size = {i: end - start for i, (start, end) in enumerate(a.spans)}
+    with a, b:
+        stops = iter(range(100))
+        first = a.next(set(), lambda i, d: None, lambda: next(stops) > 4)
+        assert first is not None
+        have_b = {i for i in range(3) if i != first}  # B needs only A's part
+        stops = iter(range(100))
+        assert b.next(have_b, lambda i, d: None, lambda: next(stops) > 4) is None
+        clock.now += 3601.0  # A's claim never renewed for a term of B's clock: B takes it over
+        stops = iter(range(100))
+        assert b.next(have_b, lambda i, d: None, lambda: next(stops) > 4) == first
+        for machine, name in ((b, "b"), (a, "a")):  # B publishes first, then A finds it there
+            job = transfer_job(tmp_path / name, "http://127.0.0.1:9/f.bin", parts.data)
+            job.part_path.parent.mkdir(parents=True)
+            job.part_path.write_bytes(parts.data)
+            with Publisher(parts.parts, job, sent=machine.sent) as publisher:
+                start, end = parts.parts.span(first + 1)
+                publisher.landed(start, end)
+                wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
+        assert b.ledger.bytes["duplicated"] == 0
+        assert a.ledger.bytes["duplicated"] == size[first]
+        a.sent(first, True)  # told again (the end's send finds it there too): counted once
+        assert a.ledger.bytes["duplicated"] == size[first]
+        # a part B claims and sends once an object is at the final name
+        b.final.there = lambda: "v1"
+        late = next(i for i in range(3) if i != first)
+        b.state.pick(lambda n: 0)
+        b.state.claimed(late, a_claim(parts, late), clock())
+        b.sent(late)
+        assert b.ledger.bytes["duplicated"] == 0, "counted before the object proved the file"
+        b.prove("v0")
+        assert b.ledger.bytes["duplicated"] == 0, "counted for another version"
+        b.prove("v1")
+        assert b.ledger.bytes["duplicated"] == size[late]
+
+
+def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
+    """A claim on part ``index`` held by the test (as a swarm holds one: lease and renewal)."""
+    lease = parts.take(Claims(TERM), index, "c:1:x")
+    assert lease is not None
+    return lease, Renewing(lease).__enter__()
 
 
 def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_whole_file(
