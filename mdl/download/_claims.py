@@ -4,10 +4,12 @@ can check it. A claim another holds is taken over (the next generation, an exclu
 the machines that judge so at once, one wins the part) once this machine has seen the same
 generation either
 
-- at one version for a term: not renewed, whatever the store's clock says of it (a future mtime
-  set once on a shared folder, a body written once); a holder renews every third of a term, each
-  renewal a new version (S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode
-  and time), or
+- at one version for ``silence``: a renewal missed (a holder renews every third of a term, each
+  renewal a new version: S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode
+  and time) and slack, whatever the store's clock says to make it younger (a future mtime set
+  once on a shared folder, a body written once); what the store says of its age (when it was
+  last written) only ever makes it older: a dead machine's claim, first seen long after its
+  last renewal, is taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
   often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
@@ -27,6 +29,7 @@ from mdl.buckets.lease import Look
 from mdl.errors import MdlError
 
 REFUSALS = 3  # objects at the final name refused (not the file) before it is no longer looked at
+SLACK = 2.0  # seconds: a late renewal's, or a part's fetch time's, allowance
 
 
 class SwarmEnded(MdlError):
@@ -80,8 +83,18 @@ class _Seen:
     since: float  # when this machine first saw the part held, by any generation
 
     def over(self, now: float, term: float, bound: float) -> bool:
-        """Not renewed for a term, held past ``bound``, or the part held for twice that."""
-        return now - self.changed > term or now - self.first > bound or now - self.since > 2 * bound
+        """Not renewed for ``silence``, held past ``bound``, or the part held for twice that."""
+        return (
+            now - self.changed > silence(term)
+            or now - self.first > bound
+            or now - self.since > 2 * bound
+        )
+
+
+def silence(term: float) -> float:
+    """Seconds a claim may stay at one version before it is judged dead: its holder's first
+    missed renewal (every third of a term) and half a renewal's slack at least, never a term."""
+    return min(term, term / 2 + SLACK)
 
 
 class Claims:
@@ -101,11 +114,12 @@ class Claims:
         now = self.clock()
         with self._lock:
             seen = self._seen.get(index)
+            written = now - found.age  # (by the store: never later than now)
             if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
                 since = now if seen is None else seen.since
-                self._seen[index] = seen = _Seen(found.uri, found.etag, now, now, since)
+                self._seen[index] = seen = _Seen(found.uri, found.etag, now, written, since)
             elif seen.etag != found.etag:  # renewed since the last look
-                seen.etag, seen.changed = found.etag, now
+                seen.etag, seen.changed = found.etag, max(seen.changed, written)
             return seen.over(now, self.term, self.bound)
 
     def held(self, index: int) -> None:

@@ -28,7 +28,7 @@ from mdl.buckets import names
 from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, look, take
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
-from mdl.download._claims import Claims
+from mdl.download._claims import Claims, silence
 from mdl.download._parts import PartSet, Publisher
 from mdl.download._swarm import Swarm
 from mdl.download.session import TERM_VARIABLE
@@ -112,6 +112,38 @@ def test_a_claim_written_once_is_taken_over_after_a_term_of_our_clock_whatever_i
     clock.now += TERM / 2 + 1
     assert claims.due({0}) == {0}
     lease = parts.take(claims, 0, "b:1:x")
+    assert lease is not None and lease.number == 2
+
+
+def test_a_dead_machines_claim_is_taken_over_at_its_first_missed_renewal(
+    tmp_path: Path, small: None
+) -> None:
+    """Issue 90: a holder renews its claim every third of a term, so one at a version this
+    machine saw unchanged past ``silence`` (a renewal missed, and slack: well short of a term) is
+    taken over; and one the store says was last written that long ago is taken over at the
+    first look (a killed machine's claim, first seen here long after it died), while what the
+    store says never makes a claim younger than this machine saw it (a future mtime: above)."""
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
+    clock = FakeClock()
+    claims = Claims(TERM, clock)
+    assert TERM / 3 < silence(TERM) < TERM
+    parts.forge(0)  # written now, never renewed
+    assert parts.take(claims, 0, "b:1:x") is None
+    clock.now += silence(TERM) - 1
+    assert parts.take(claims, 0, "b:1:x") is None, "taken over before a renewal was missed"
+    assert claims.due({0}) == set()
+    clock.now += 2
+    assert claims.due({0}) == {0}
+    lease = parts.take(claims, 0, "b:1:x")
+    assert lease is not None and lease.number == 2
+    parts.forge(1, ahead=-(silence(TERM) + 1))  # its holder's last write, by the store's clock
+    lease = parts.take(claims, 1, "b:1:x")
+    assert lease is not None and lease.number == 2, "a dead claim waited on from its first look"
+    parts.forge(2, ahead=-(silence(TERM) / 2))  # renewed a while ago: held for the rest
+    assert parts.take(claims, 2, "b:1:x") is None
+    clock.now += silence(TERM) / 2 + 1
+    lease = parts.take(claims, 2, "b:1:x")
     assert lease is not None and lease.number == 2
 
 
