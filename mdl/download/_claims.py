@@ -82,12 +82,10 @@ class _Seen:
     changed: float  # when it last saw its version change (or first saw it)
     since: float  # when this machine first saw the part held, by any generation
 
-    def over(self, now: float, term: float, bound: float) -> bool:
-        """Not renewed for ``silence``, held past ``bound``, or the part held for twice that."""
+    def over(self, now: float, silent: float, bound: float) -> bool:
+        """Not renewed for ``silent``, held past ``bound``, or the part held for twice that."""
         return (
-            now - self.changed > silence(term)
-            or now - self.first > bound
-            or now - self.since > 2 * bound
+            now - self.changed > silent or now - self.first > bound or now - self.since > 2 * bound
         )
 
 
@@ -101,15 +99,19 @@ class Claims:
     """The claims this machine found held by others, each part's generation and versions as it
     saw them; thread-safe (the swarm's streams take parts at once)."""
 
-    def __init__(self, term: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.term, self.clock = term, clock
+    def __init__(
+        self, term: float, clock: Callable[[], float] = time.monotonic, *, whole: bool = False
+    ) -> None:
+        # ``whole``: a file's lease (judged dead after a term: wrongly, it costs the whole file)
+        self.clock = clock
+        self.silent = term if whole else silence(term)  # seconds at one version: not renewed
         self.bound = term  # seconds a generation may stay held: a part's fetch here (the swarm's)
         self._seen: dict[int, _Seen] = {}
         self._lock = threading.Lock()
 
     def over(self, index: int, found: Look) -> bool:
         """Whether ``found``, a live generation of part ``index``'s claim, is to be taken over
-        (not renewed for a term, or held past ``bound``, as this machine saw it); it is
+        (not renewed for ``silent``, or held past ``bound``, as this machine saw it); it is
         remembered either way."""
         now = self.clock()
         with self._lock:
@@ -120,7 +122,7 @@ class Claims:
                 self._seen[index] = seen = _Seen(found.uri, found.etag, now, written, since)
             elif seen.etag != found.etag:  # renewed since the last look
                 seen.etag, seen.changed = found.etag, max(seen.changed, written)
-            return seen.over(now, self.term, self.bound)
+            return seen.over(now, self.silent, self.bound)
 
     def held(self, index: int) -> None:
         """Part ``index`` is another's, whose claim was not read (a take refused, or lost to
@@ -131,13 +133,13 @@ class Claims:
 
     def due(self, indexes: set[int]) -> set[int]:
         """Of ``indexes`` (parts held by others), those to look at again now: a generation seen
-        at one version for a term (to see whether it was renewed) or held past ``bound``."""
+        at one version for ``silent`` (to see whether it was renewed) or held past ``bound``."""
         now = self.clock()
         with self._lock:
             return {
                 i
                 for i in indexes
-                if (seen := self._seen.get(i)) is None or seen.over(now, self.term, self.bound)
+                if (seen := self._seen.get(i)) is None or seen.over(now, self.silent, self.bound)
             }
 
     def forget(self, index: int) -> None:

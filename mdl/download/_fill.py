@@ -381,7 +381,7 @@ def _filled(
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
     # a lease is live only as far as this machine saw it renewed (a future mtime is no renewal)
-    seen, stale = Claims(fills.term), lambda found: seen.over(0, found)
+    seen, stale = Claims(fills.term, whole=True), lambda found: seen.over(0, found)
     seen.bound = math.inf  # (a file's holder is waited on within ``wait_for``'s bounds)
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)
