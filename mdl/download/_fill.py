@@ -162,7 +162,7 @@ def _swarm_on(
     )
     if over is not None:
         swarm.final.refuse(over)
-    publisher = Publisher(parts, job, sent=swarm.sent)
+    publisher = Publisher(parts, job, sent=swarm.sent, again=swarm.again)
     swarm.heard = publisher.there
     swarm.waiting = lambda said: session.progress.waiting(job.label, said)
     try:
@@ -192,7 +192,7 @@ def _swarm_on(
         streamed=swarm.state.read,
         parts_here=result.parts_here + swarm.state.fetched,
         parts_peers=result.parts_peers + -(-swarm.state.read // parts.part),
-        # parts fetched here that another machine fetched too (``Swarm.sent``, ``Swarm.prove``)
+        # parts fetched here that another machine fetched too (``Swarm.again``, ``Swarm.prove``)
         duplicated=sources.ledger.bytes["duplicated"],
     )
 

@@ -184,9 +184,10 @@ class Publisher(Landings):
     # parts found there already as our bytes when sent as they landed: another machine fetched
     # them too (a swarm's ``duplicated``, where the part was fetched here)
     twice: set[int] = field(default_factory=set)
-    # told of each part sent (as it landed or at the end), or that could not be as it landed
-    # (its claim is not kept), and whether it was found there already (``twice``)
-    sent: Callable[[int, bool], None] = lambda index, twice: None
+    # told of each part sent as it landed, or that could not be (its claim is not kept)
+    sent: Callable[[int], None] = lambda index: None
+    # told of each part found there already as our bytes, as it is (one of ``twice``)
+    again: Callable[[int], None] = lambda index: None
     _failed: bool = False
 
     def __post_init__(self) -> None:
@@ -212,14 +213,14 @@ class Publisher(Landings):
             else self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
         )
         if sent is None:  # not published (or moved into place): its claim, if any, not kept
-            self.sent(index, False)
+            self.sent(index)
             return True
         with self.changed:
             if not sent or self.epoch != epoch:
                 return False  # its bytes may have changed as they were read: sent again later
             self.done.add(index + 1)
         self.beside += sent
-        self.sent(index, index + 1 in self.twice)
+        self.sent(index)
         return True
 
     def there(self, index: int) -> None:
@@ -237,7 +238,6 @@ class Publisher(Landings):
             for number, sent in zip(numbers, sending, strict=True):
                 if sent is not None:
                     self.done.add(number)
-                    self.sent(number - 1, number in self.twice)
         # none, when they could not all be sent: the store cannot make the object of them
         return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
@@ -264,6 +264,7 @@ class Publisher(Landings):
             if put == "there":
                 with self.changed:
                     self.twice.add(number)
+                self.again(number - 1)
             return len(data) if put is not None else None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             if not self._failed:

@@ -12,7 +12,7 @@ missed) by this machine's clock, or held past what fetching its part here takes 
 this machine measured a part: the end game), is taken over, by one machine of the fleet, and its
 part fetched here; a lapsed or released one is taken over at once. A part fetched twice (a holder
 that went on fetching after its claim was taken over) is counted by the machine that publishes it
-second, in the file's ledger as it finds the part there (``duplicated``: ``Swarm.sent``). The final
+second, in the file's ledger as it finds the part there (``duplicated``: ``Swarm.again``). The final
 object at its name ends the swarm only once read and verified (``SwarmEnded``, then the fill reads
 it): one refused is said, and the swarm goes on part by part (after ``REFUSALS`` of them, the name
 is no longer looked at until the swarm ends). What a co-tenant writes costs only the parts it
@@ -205,15 +205,11 @@ class Swarm:
         )
         return seen is not None and seen.size == self.state.parts[index].size
 
-    def sent(self, index: int, twice: bool = False) -> None:
-        """Part ``index`` is published, or could not be (``Publisher``): its claim released;
-        ``twice``: it was there already as these bytes (another machine fetched it too: its
-        bytes counted as ``duplicated`` in the ledger, once, if it was fetched here)."""
+    def sent(self, index: int) -> None:
+        """Part ``index`` is published, or could not be (``Publisher``): its claim released."""
         with self._lock:
             held = self.state.sent(index, self.wait.clock())
             self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
-            if twice:
-                self.ledger.add("duplicated", self.state.duplicate(index))
         if held is not None:
             _release(*held)
             if (version := self.final.found()) is not None:  # its copy there: duplicated once
@@ -221,6 +217,12 @@ class Swarm:
                     self.state.parts[index].late = version
                     if version == self.final.proved:
                         self.ledger.add("duplicated", self.state.duplicate(index))
+
+    def again(self, index: int) -> None:
+        """Part ``index`` was found published as these bytes when sent (``Publisher``: another
+        machine fetched it too): its bytes counted as ``duplicated``, once, if fetched here."""
+        with self._lock:
+            self.ledger.add("duplicated", self.state.duplicate(index))
 
     def prove(self, version: str) -> None:
         """The object ``version`` at the final name is the file (read, or checked against it:

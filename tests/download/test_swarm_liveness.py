@@ -276,13 +276,13 @@ def test_the_ledger_counts_a_part_fetched_by_both_machines_once_where_it_is_foun
             job = transfer_job(tmp_path / name, "http://127.0.0.1:9/f.bin", parts.data)
             job.part_path.parent.mkdir(parents=True)
             job.part_path.write_bytes(parts.data)
-            with Publisher(parts.parts, job, sent=machine.sent) as publisher:
+            with Publisher(parts.parts, job, sent=machine.sent, again=machine.again) as publisher:
                 start, end = parts.parts.span(first + 1)
                 publisher.landed(start, end)
                 wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
         assert b.ledger.bytes["duplicated"] == 0
         assert a.ledger.bytes["duplicated"] == size[first]
-        a.sent(first, True)  # told again (the end's send finds it there too): counted once
+        a.again(first)  # told again (the end's send finds it there too): counted once
         assert a.ledger.bytes["duplicated"] == size[first]
         # a part B claims and sends once an object is at the final name
         b.final.there = lambda: "v1"
