@@ -8,8 +8,8 @@ generation either
   renewal a new version: S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode
   and time) and slack, whatever the store's clock says to make it younger (a future mtime set
   once on a shared folder, a body written once); what the store says of its age (when it was
-  last written) only ever makes it older: a dead machine's claim, first seen long after its
-  last renewal, is taken over at once, or
+  last written) only ever makes it older, here and below: a dead machine's claim, first seen
+  long after its last write, is taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
   often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
@@ -91,8 +91,10 @@ class _Seen:
 
 def silence(term: float) -> float:
     """Seconds a claim may stay at one version before it is judged dead: its holder's first
-    missed renewal (every third of a term) and half a renewal's slack at least, never a term."""
-    return min(term, term / 2 + SLACK)
+    missed renewal (every third of a term) and a renewal's slack (``SLACK`` at least), never a
+    term."""
+    every = term / 3
+    return min(term, every + max(every, SLACK))
 
 
 class Claims:
@@ -116,10 +118,12 @@ class Claims:
         now = self.clock()
         with self._lock:
             seen = self._seen.get(index)
-            written = now - found.age  # (by the store: never later than now)
+            # its last write, by the store's age of it: never later than now (held since then
+            # at least: a claim first seen here long after it was written is that old)
+            written = now - found.age
             if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
-                since = now if seen is None else seen.since
-                self._seen[index] = seen = _Seen(found.uri, found.etag, now, written, since)
+                since = written if seen is None else seen.since
+                self._seen[index] = seen = _Seen(found.uri, found.etag, written, written, since)
             elif seen.etag != found.etag:  # renewed since the last look
                 seen.etag, seen.changed = found.etag, max(seen.changed, written)
             return seen.over(now, self.silent, self.bound)
