@@ -203,8 +203,10 @@ class Publisher(Landings):
         )
 
     def _send_landed(self, index: int, epoch: int, stop: threading.Event) -> bool:
-        """Part ``index + 1``, whole on disk, sent from the ``.part`` (once: a failure to send
-        ends the sending beside the fetch); False: taken back meanwhile, sent again later."""
+        """Part ``index + 1``, whole on disk, sent from the ``.part``, or from the verified file
+        once that moved into place (before its claim is let go: a claim released on a part not
+        published sends another machine to the origin for it); once: a failure to send ends the
+        sending beside the fetch; False: taken back meanwhile, sent again later."""
         if index + 1 in self.done:
             return True
         sent = (
@@ -212,6 +214,8 @@ class Publisher(Landings):
             if self._failed
             else self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
         )
+        if sent is None and not self._failed:  # moved into place: its bytes verified
+            sent, epoch = self._send(index + 1, self.job.final_path), self.epoch
         if sent is None:  # not published (or moved into place): its claim, if any, not kept
             self.sent(index)
             return True

@@ -304,6 +304,31 @@ def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
     return lease, Renewing(lease).__enter__()
 
 
+def test_a_part_landed_as_the_file_moved_into_place_is_published_before_its_claim_goes(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """Issue 90: the fetch lands a part and moves the verified file into place before the
+    publisher reads the part from the ``.part``: it is sent from the file there, and only then
+    is the swarm told (its claim let go: released on a part not published, another machine
+    would fetch that part from the origin again)."""
+    parts = Parts(mirror, tmp_path)
+    job = transfer_job(tmp_path / "m", "http://127.0.0.1:9/f.bin", parts.data)
+    job.final_path.parent.mkdir(parents=True, exist_ok=True)
+    job.final_path.write_bytes(parts.data)  # in place, verified: no ``.part`` left
+    told: list[tuple[int, bool]] = []
+
+    def sent(index: int) -> None:
+        told.append((index, parts.writer.head(parts.parts.uri(index + 1)) is not None))
+
+    start, end = parts.parts.span(2)
+    with Publisher(parts.parts, job, sent=sent) as publisher:
+        publisher.landed(start, end)
+        wait_for(lambda: bool(told), what="the swarm told")
+    assert told == [(1, True)], "its claim let go before the part was published"
+    found = parts.writer.read(parts.parts.uri(2), limit=MiB)
+    assert found is not None and found[0] == parts.data[start:end]
+
+
 def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_whole_file(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
