@@ -1344,7 +1344,7 @@ def swarm_cells(
     what = {
         "swarm-alone": "this tree, one machine, no mirror",
         "swarm-fill": "this tree, --fill-mirror",
-        "swarm-kill": f"this tree, --fill-mirror, one killed at {x.kill_at:.0%}",
+        "swarm-kill": f"{x.tree or 'this tree'}, --fill-mirror, one killed at {x.kill_at:.0%}",
         "swarm-before": f"{x.tree}, --fill-mirror",
     }[x.variant]
     said_ = ", ".join(f"{k} {shown(v)}" for k, v in sorted(x.said.items())) or "—"
@@ -1386,7 +1386,10 @@ def swarm_verdicts(results: Sequence[Result]) -> list[str]:
             if value == value
         ]
         failed = f"{x.failed} failed: {'met' if x.failed == 0 and not x.problems else 'MISSED'}"
-        lines.append(f"- {x.row} (N = {x.nodes}, {x.mirror}://): " + "; ".join([*said_, failed]))
+        tree = f"{x.tree}, " if x.tree else ""
+        lines.append(
+            f"- {x.row} ({tree}N = {x.nodes}, {x.mirror}://): " + "; ".join([*said_, failed])
+        )
         if run.alone:  # what this box's cores alone allow: the fleet's CPU-s spread on all of them
             floor = sum(x.cpu) / (os.cpu_count() or 1)
             lines.append(
@@ -1632,7 +1635,7 @@ def run_swarm(
 ) -> list[Result]:
     """Issue 78's rows, each --reps times: per model one machine alone without a mirror (once a
     rep), then per row this tree's fleet with --fill-mirror (or with one killed) and each
-    --variant tree's fleet (not in the kill row); each tree warmed up once per mirror."""
+    --variant tree's fleet alike; each tree warmed up once per mirror."""
     names = [x for x in args.only if x in SWARM_ROWS]
     warmed: set[tuple[str, str]] = set()
     results: list[Result] = []
@@ -1662,8 +1665,9 @@ def run_swarm(
                 alone.add(model)
                 runs.append(("alone", "swarm-alone", 1, None))
             runs.append((name, "swarm-kill" if row.kill else "swarm-fill", row.nodes, None))
-            if not row.kill:
-                runs += [(name, "swarm-before", row.nodes, tree) for tree in args.variant]
+            # (the kill row: each --variant tree's fleet killed alike, beside this tree's)
+            variant = "swarm-kill" if row.kill else "swarm-before"
+            runs += [(name, variant, row.nodes, tree) for tree in args.variant]
             for what, variant, n, tree in runs:
                 label = f"{name}-{variant}-N{n}-{tree.name if tree else 'this'}-r{rep}"
                 res = one(variant, n, label, row, tree)

@@ -99,6 +99,9 @@ class Look:
     token: str | None = None  # where its holder publishes its parts (None: not an mdl body)
     uri: str | None = None
     etag: str | None = None  # the version read (the last generation is taken over on it)
+    # seconds since it was last written, by the store's clock as read (0: not read, or a time
+    # ahead): a claim's reader counts its silence from then at the latest (``_claims``)
+    age: float = 0.0
 
 
 def look(
@@ -156,7 +159,7 @@ def read_generation(
         state = "lapsed"
     else:
         state = "live"
-    return Look(number, state, said, ours, uri, seen.etag)
+    return Look(number, state, said, ours, uri, seen.etag, max(0.0, seen.now - seen.modified))
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
@@ -520,7 +523,7 @@ def _ended(writer: Writer, uri: str, over: str | None, found: Look) -> Waited:
     if found.state == "lapsed":
         log.info("lease %s lapsed without %s", found.uri, uri)
     elif found.state == "live":
-        log.info("lease %s not renewed for a term as this machine saw it", found.uri)
+        log.info("lease %s not renewed as this machine saw it", found.uri)
     # the holder uploads, then releases: look again, or we would fetch what is there
     return "ready" if _there(writer, uri, over) else "free"
 

@@ -4,10 +4,12 @@ can check it. A claim another holds is taken over (the next generation, an exclu
 the machines that judge so at once, one wins the part) once this machine has seen the same
 generation either
 
-- at one version for a term: not renewed, whatever the store's clock says of it (a future mtime
-  set once on a shared folder, a body written once); a holder renews every third of a term, each
-  renewal a new version (S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode
-  and time), or
+- at one version for ``silence``: a renewal missed (a holder renews every third of a term, each
+  renewal a new version: S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode
+  and time) and slack, whatever the store's clock says to make it younger (a future mtime set
+  once on a shared folder, a body written once); what the store says of its age (when it was
+  last written) only ever makes it older, here and below: a dead machine's claim, first seen
+  long after its last write, is taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
   often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
@@ -27,6 +29,7 @@ from mdl.buckets.lease import Look
 from mdl.errors import MdlError
 
 REFUSALS = 3  # objects at the final name refused (not the file) before it is no longer looked at
+SLACK = 2.0  # seconds: a late renewal's, or a part's fetch time's, allowance
 
 
 class SwarmEnded(MdlError):
@@ -79,34 +82,51 @@ class _Seen:
     changed: float  # when it last saw its version change (or first saw it)
     since: float  # when this machine first saw the part held, by any generation
 
-    def over(self, now: float, term: float, bound: float) -> bool:
-        """Not renewed for a term, held past ``bound``, or the part held for twice that."""
-        return now - self.changed > term or now - self.first > bound or now - self.since > 2 * bound
+    def over(self, now: float, silent: float, bound: float) -> bool:
+        """Not renewed for ``silent``, held past ``bound``, or the part held for twice that."""
+        return (
+            now - self.changed > silent or now - self.first > bound or now - self.since > 2 * bound
+        )
+
+
+def silence(term: float) -> float:
+    """Seconds a claim may stay at one version before it is judged dead: its holder's first
+    missed renewal (every third of a term) and a renewal's slack (``SLACK`` at least), never a
+    term."""
+    every = term / 3
+    return min(term, every + max(every, SLACK))
 
 
 class Claims:
     """The claims this machine found held by others, each part's generation and versions as it
     saw them; thread-safe (the swarm's streams take parts at once)."""
 
-    def __init__(self, term: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.term, self.clock = term, clock
+    def __init__(
+        self, term: float, clock: Callable[[], float] = time.monotonic, *, whole: bool = False
+    ) -> None:
+        # ``whole``: a file's lease (judged dead after a term: wrongly, it costs the whole file)
+        self.clock = clock
+        self.silent = term if whole else silence(term)  # seconds at one version: not renewed
         self.bound = term  # seconds a generation may stay held: a part's fetch here (the swarm's)
         self._seen: dict[int, _Seen] = {}
         self._lock = threading.Lock()
 
     def over(self, index: int, found: Look) -> bool:
         """Whether ``found``, a live generation of part ``index``'s claim, is to be taken over
-        (not renewed for a term, or held past ``bound``, as this machine saw it); it is
+        (not renewed for ``silent``, or held past ``bound``, as this machine saw it); it is
         remembered either way."""
         now = self.clock()
         with self._lock:
             seen = self._seen.get(index)
+            # its last write, by the store's age of it: never later than now (held since then
+            # at least: a claim first seen here long after it was written is that old)
+            written = now - found.age
             if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
-                since = now if seen is None else seen.since
-                self._seen[index] = seen = _Seen(found.uri, found.etag, now, now, since)
+                since = written if seen is None else seen.since
+                self._seen[index] = seen = _Seen(found.uri, found.etag, written, written, since)
             elif seen.etag != found.etag:  # renewed since the last look
-                seen.etag, seen.changed = found.etag, now
-            return seen.over(now, self.term, self.bound)
+                seen.etag, seen.changed = found.etag, max(seen.changed, written)
+            return seen.over(now, self.silent, self.bound)
 
     def held(self, index: int) -> None:
         """Part ``index`` is another's, whose claim was not read (a take refused, or lost to
@@ -117,13 +137,13 @@ class Claims:
 
     def due(self, indexes: set[int]) -> set[int]:
         """Of ``indexes`` (parts held by others), those to look at again now: a generation seen
-        at one version for a term (to see whether it was renewed) or held past ``bound``."""
+        at one version for ``silent`` (to see whether it was renewed) or held past ``bound``."""
         now = self.clock()
         with self._lock:
             return {
                 i
                 for i in indexes
-                if (seen := self._seen.get(i)) is None or seen.over(now, self.term, self.bound)
+                if (seen := self._seen.get(i)) is None or seen.over(now, self.silent, self.bound)
             }
 
     def forget(self, index: int) -> None:

@@ -158,10 +158,11 @@ def _swarm_on(
         there=lambda: _version(writer, place.uri, size=sources.remote.size),
         readers=readers,
         term=session.owned.fills.term,
+        ledger=sources.ledger,
     )
     if over is not None:
         swarm.final.refuse(over)
-    publisher = Publisher(parts, job, sent=swarm.sent)
+    publisher = Publisher(parts, job, sent=swarm.sent, again=swarm.again)
     swarm.heard = publisher.there
     swarm.waiting = lambda said: session.progress.waiting(job.label, said)
     try:
@@ -191,22 +192,9 @@ def _swarm_on(
         streamed=swarm.state.read,
         parts_here=result.parts_here + swarm.state.fetched,
         parts_peers=result.parts_peers + -(-swarm.state.read // parts.part),
-        # parts fetched here that another machine had published (``Publisher.twice``) or made
-        # the object of (``Swarm.late``: sent once the object proved the file was there)
-        duplicated=sum(_size(parts, i + 1) for i in _twice(swarm, publisher)),
+        # parts fetched here that another machine fetched too (``Swarm.again``, ``Swarm.prove``)
+        duplicated=sources.ledger.bytes["duplicated"],
     )
-
-
-def _twice(swarm: Swarm, publisher: Publisher) -> set[int]:
-    """The parts fetched here that another machine fetched too: found published when sent, or
-    sent once the object proved the file was at the final name."""
-    late = {i for i, version in swarm.state.late.items() if version == swarm.final.proved}
-    return {n - 1 for n in publisher.twice} & swarm.state.mine | late
-
-
-def _size(parts: PartSet, number: int) -> int:
-    start, end = parts.span(number)
-    return end - start
 
 
 def _rest(
@@ -220,7 +208,7 @@ def _rest(
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
-    swarm.final.proved = ended.version
+    swarm.prove(ended.version)
     theirs = -(-(sources.ledger.bytes["mirror"] - before) // swarm.parts.part)
     return replace(rest, parts_here=0, parts_peers=theirs)
 
@@ -356,7 +344,7 @@ def _unproved(
     if len(publisher.done) == parts.count and not swarm.state.late and not parts.published():
         return over
     if writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256):
-        final.proved = there
+        swarm.prove(there)
         return over
     log.info("%s: mirror %s is not the file: replaced", job.label, place.uri)
     return there
@@ -393,7 +381,7 @@ def _filled(
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
     # a lease is live only as far as this machine saw it renewed (a future mtime is no renewal)
-    seen, stale = Claims(fills.term), lambda found: seen.over(0, found)
+    seen, stale = Claims(fills.term, whole=True), lambda found: seen.over(0, found)
     seen.bound = math.inf  # (a file's holder is waited on within ``wait_for``'s bounds)
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)

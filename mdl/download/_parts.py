@@ -186,6 +186,8 @@ class Publisher(Landings):
     twice: set[int] = field(default_factory=set)
     # told of each part sent as it landed, or that could not be (its claim is not kept)
     sent: Callable[[int], None] = lambda index: None
+    # told of each part found there already as our bytes, as it is (one of ``twice``)
+    again: Callable[[int], None] = lambda index: None
     _failed: bool = False
 
     def __post_init__(self) -> None:
@@ -201,8 +203,10 @@ class Publisher(Landings):
         )
 
     def _send_landed(self, index: int, epoch: int, stop: threading.Event) -> bool:
-        """Part ``index + 1``, whole on disk, sent from the ``.part`` (once: a failure to send
-        ends the sending beside the fetch); False: taken back meanwhile, sent again later."""
+        """Part ``index + 1``, whole on disk, sent from the ``.part``, or from the verified file
+        once that moved into place (before its claim is let go: a claim released on a part not
+        published sends another machine to the origin for it); once: a failure to send ends the
+        sending beside the fetch; False: taken back meanwhile, sent again later."""
         if index + 1 in self.done:
             return True
         sent = (
@@ -210,6 +214,8 @@ class Publisher(Landings):
             if self._failed
             else self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
         )
+        if sent is None and not self._failed:  # moved into place: its bytes verified
+            sent, epoch = self._send(index + 1, self.job.final_path), self.epoch
         if sent is None:  # not published (or moved into place): its claim, if any, not kept
             self.sent(index)
             return True
@@ -262,6 +268,7 @@ class Publisher(Landings):
             if put == "there":
                 with self.changed:
                     self.twice.add(number)
+                self.again(number - 1)
             return len(data) if put is not None else None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             if not self._failed:

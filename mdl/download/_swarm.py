@@ -7,20 +7,21 @@ check verified it (``Publisher``, at the version's own ``names.Part``), and writ
 from the mirror as it appears, checked against the trust first (a part that fails is refused, and
 its bytes come again). Where to start: a random part, then on from the last one claimed, else the
 middle of the longest run of parts nobody is known to hold. Another's claim is judged by what this
-machine saw of it over time (``mdl.download._claims``): one not renewed for a term by this
-machine's clock, or held past what fetching its part here takes (or a term, before this machine
-measured a part: the end game), is taken over, by one machine of the fleet, and its part fetched
-here; a lapsed or released one is taken over at once. A part fetched twice (a holder that went on
-fetching after its claim was taken over) is counted by the machine that publishes it second
-(``Publisher.twice``: ``duplicated``). The final object at its name ends the swarm only once read
-and verified (``SwarmEnded``, then the fill reads it): one refused is said, and the swarm goes on
-part by part (after ``REFUSALS`` of them, the name is no longer looked at until the swarm ends).
-What a co-tenant writes costs only the parts it touches: a forged claim its term (or the time to
-fetch the part here), a forged part its bytes, a forged final object one read, names that are not
-parts a bounded listing (then parts are looked up by name). A run that ends (killed) left claims
-under its token, kept beside the partial: its restart takes them back at once. What this machine
-knows of each part is one state in ``PartStates`` (``mdl.download._swarmparts``: pure, moved under
-the swarm's lock); the mirror is read on one pool of readers the swarm owns for its life."""
+machine saw of it over time (``mdl.download._claims``): one not renewed for ``silence`` (a renewal
+missed) by this machine's clock, or held past what fetching its part here takes (or a term, before
+this machine measured a part: the end game), is taken over, by one machine of the fleet, and its
+part fetched here; a lapsed or released one is taken over at once. A part fetched twice (a holder
+that went on fetching after its claim was taken over) is counted by the machine that publishes it
+second, in the file's ledger as it finds the part there (``duplicated``: ``Swarm.again``). The final
+object at its name ends the swarm only once read and verified (``SwarmEnded``, then the fill reads
+it): one refused is said, and the swarm goes on part by part (after ``REFUSALS`` of them, the name
+is no longer looked at until the swarm ends). What a co-tenant writes costs only the parts it
+touches: a forged claim its term (or the time to fetch the part here), a forged part its bytes, a
+forged final object one read, names that are not parts a bounded listing (then parts are looked up
+by name). A run that ends (killed) left claims under its token, kept beside the partial: its restart
+takes them back at once. What this machine knows of each part is one state in ``PartStates``
+(``mdl.download._swarmparts``: pure, moved under the swarm's lock); the mirror is read on one pool
+of readers the swarm owns for its life."""
 
 from __future__ import annotations
 
@@ -34,10 +35,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import names
 from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
-from mdl.download._claims import Claims, Final, SwarmEnded
+from mdl.download._claims import SLACK, Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.download._swarmparts import LEFT, PartStates
 from mdl.errors import MdlError
+from mdl.transfer.context import Ledger
 from mdl.wait import Wait
 
 if TYPE_CHECKING:
@@ -48,7 +50,6 @@ log = logging.getLogger("mdl.pull")
 
 POLL_FIRST, POLL_MOST = 0.05, 1.0  # seconds between looks at the mirror while nothing is free
 LOOKUPS = READERS  # parts looked up by name in one look, when the listing is too long to judge
-SLACK = 2.0  # seconds: a claim is the end game's once older than this plus a part's time here
 FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _T = TypeVar("_T")
@@ -75,8 +76,10 @@ class Swarm:
         there: Callable[[], str | None],
         readers: Executor,
         term: float = TERM,
+        ledger: Ledger | None = None,
     ) -> None:
         self.parts, self.trust, self.job = parts, trust, job
+        self.ledger = ledger or Ledger()  # the file's: the parts fetched here twice counted in it
         self.holder, self.token, self.term, self.wait = holder, token, term, wait
         # the object at the final name (``there``: the version of one of the file's size)
         self.final = Final(there, job.label)
@@ -210,9 +213,25 @@ class Swarm:
             self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
         if held is not None:
             _release(*held)
-            if (version := self.final.found()) is not None:  # its copy there: duplicated, once
-                with self._lock:  # that object proves the file (read at the end)
+            if (version := self.final.found()) is not None:  # its copy there: duplicated once
+                with self._lock:  # that object proves the file (``prove``)
                     self.state.parts[index].late = version
+                    if version == self.final.proved:
+                        self.ledger.add("duplicated", self.state.duplicate(index))
+
+    def again(self, index: int) -> None:
+        """Part ``index`` was found published as these bytes when sent (``Publisher``: another
+        machine fetched it too): its bytes counted as ``duplicated``, once, if fetched here."""
+        with self._lock:
+            self.ledger.add("duplicated", self.state.duplicate(index))
+
+    def prove(self, version: str) -> None:
+        """The object ``version`` at the final name is the file (read, or checked against it:
+        ``Final.proved``): the parts sent here once it was there were fetched twice (counted)."""
+        with self._lock:
+            self.final.proved = version
+            for index in (i for i, late in self.state.late.items() if late == version):
+                self.ledger.add("duplicated", self.state.duplicate(index))
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:
@@ -295,9 +314,9 @@ class Swarm:
             bound = self.claims.bound = timing * 2 + SLACK if timing else self.term
             due = self.claims.due(self.state.theirs())
             self.state.due(due)
-        said = "%s: %d part(s) claimed by another machine for over %.0f s (or not renewed in a"
+        said = "%s: %d part(s) claimed by another machine for over %.0f s (or a renewal missed)"
         if due:
-            log.info(said + " term): looked at again", self.job.label, len(due), bound)
+            log.info(said + ": looked at again", self.job.label, len(due), bound)
         return bool(due)
 
     def __enter__(self) -> Swarm:

@@ -44,6 +44,7 @@ class Part(Generic[H]):
     handle: H | None = None  # the claim held here
     since: float = 0.0  # when that claim was taken (this machine's clock)
     late: str | None = None  # sent once this version of an object was at the final name
+    duplicated: bool = False  # its bytes counted as fetched twice (``duplicate``)
 
 
 class PartStates(Generic[H]):
@@ -109,6 +110,16 @@ class PartStates(Generic[H]):
             if part.state is State.MINE:
                 part.state = State.SENT
         return handle
+
+    def duplicate(self, index: int) -> int:
+        """Part ``index``'s bytes if it was claimed here and another machine fetched it too
+        (found published as these bytes, or sent once the object was there), once per part;
+        else 0."""
+        part = self.parts[index]
+        if not part.claims or part.duplicated:
+            return 0
+        part.duplicated = True
+        return part.size
 
     def found(self, listed: Mapping[int, int] | None, *, lookups: int, most: int) -> list[int]:
         """The parts to read now (``READING``): of the ones ``listed`` (index: size) those to do,

@@ -25,10 +25,10 @@ from servers import Fault, HubServer, make_data
 
 from mdl import partsize
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, lease_body, look, take
+from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, look, take
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
-from mdl.download._claims import Claims
+from mdl.download._claims import Claims, silence
 from mdl.download._parts import PartSet, Publisher
 from mdl.download._swarm import Swarm
 from mdl.download.session import TERM_VARIABLE
@@ -112,6 +112,38 @@ def test_a_claim_written_once_is_taken_over_after_a_term_of_our_clock_whatever_i
     clock.now += TERM / 2 + 1
     assert claims.due({0}) == {0}
     lease = parts.take(claims, 0, "b:1:x")
+    assert lease is not None and lease.number == 2
+
+
+def test_a_dead_machines_claim_is_taken_over_at_its_first_missed_renewal(
+    tmp_path: Path, small: None
+) -> None:
+    """Issue 90: a holder renews its claim every third of a term, so one at a version this
+    machine saw unchanged past ``silence`` (a renewal missed, and slack: well short of a term) is
+    taken over; and one the store says was last written that long ago is taken over at the
+    first look (a killed machine's claim, first seen here long after it died), while what the
+    store says never makes a claim younger than this machine saw it (a future mtime: above)."""
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
+    clock = FakeClock()
+    claims = Claims(TERM, clock)
+    assert TERM / 3 < silence(TERM) < TERM
+    parts.forge(0)  # written now, never renewed
+    assert parts.take(claims, 0, "b:1:x") is None
+    clock.now += silence(TERM) - 1
+    assert parts.take(claims, 0, "b:1:x") is None, "taken over before a renewal was missed"
+    assert claims.due({0}) == set()
+    clock.now += 2
+    assert claims.due({0}) == {0}
+    lease = parts.take(claims, 0, "b:1:x")
+    assert lease is not None and lease.number == 2
+    parts.forge(1, ahead=-(silence(TERM) + 1))  # its holder's last write, by the store's clock
+    lease = parts.take(claims, 1, "b:1:x")
+    assert lease is not None and lease.number == 2, "a dead claim waited on from its first look"
+    parts.forge(2, ahead=-(silence(TERM) / 2))  # renewed a while ago: held for the rest
+    assert parts.take(claims, 2, "b:1:x") is None
+    clock.now += silence(TERM) / 2 + 1
+    lease = parts.take(claims, 2, "b:1:x")
     assert lease is not None and lease.number == 2
 
 
@@ -217,6 +249,84 @@ def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_
                 assert not publisher.twice
             else:
                 assert publisher.twice == {first + 1} and first in a.state.mine
+
+
+def test_the_ledger_counts_a_part_fetched_by_both_machines_once_where_it_is_found_twice(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """Issue 89 item 4: ``duplicated`` is a way of the file's ledger, counted where the swarm
+    finds a part it fetched already published by another machine (once, however often it is
+    told), and a part sent once the final object was there counted when that object proves the
+    file (not before, not for another version)."""
+    parts = Parts(mirror, tmp_path)
+    clock = FakeClock()
+    a, b = two_machines(parts, clock)
+    size = {i: end - start for i, (start, end) in enumerate(a.spans)}
+    with a, b:
+        stops = iter(range(100))
+        first = a.next(set(), lambda i, d: None, lambda: next(stops) > 4)
+        assert first is not None
+        have_b = {i for i in range(3) if i != first}  # B needs only A's part
+        stops = iter(range(100))
+        assert b.next(have_b, lambda i, d: None, lambda: next(stops) > 4) is None
+        clock.now += 3601.0  # A's claim never renewed for a term of B's clock: B takes it over
+        stops = iter(range(100))
+        assert b.next(have_b, lambda i, d: None, lambda: next(stops) > 4) == first
+        for machine, name in ((b, "b"), (a, "a")):  # B publishes first, then A finds it there
+            job = transfer_job(tmp_path / name, "http://127.0.0.1:9/f.bin", parts.data)
+            job.part_path.parent.mkdir(parents=True)
+            job.part_path.write_bytes(parts.data)
+            with Publisher(parts.parts, job, sent=machine.sent, again=machine.again) as publisher:
+                start, end = parts.parts.span(first + 1)
+                publisher.landed(start, end)
+                wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
+        assert b.ledger.bytes["duplicated"] == 0
+        assert a.ledger.bytes["duplicated"] == size[first]
+        a.again(first)  # told again (the end's send finds it there too): counted once
+        assert a.ledger.bytes["duplicated"] == size[first]
+        # a part B claims and sends once an object is at the final name
+        b.final.there = lambda: "v1"
+        late = next(i for i in range(3) if i != first)
+        b.state.pick(lambda n: 0)
+        b.state.claimed(late, a_claim(parts, late), clock())
+        b.sent(late)
+        assert b.ledger.bytes["duplicated"] == 0, "counted before the object proved the file"
+        b.prove("v0")
+        assert b.ledger.bytes["duplicated"] == 0, "counted for another version"
+        b.prove("v1")
+        assert b.ledger.bytes["duplicated"] == size[late]
+
+
+def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
+    """A claim on part ``index`` held by the test (as a swarm holds one: lease and renewal)."""
+    lease = parts.take(Claims(TERM), index, "c:1:x")
+    assert lease is not None
+    return lease, Renewing(lease).__enter__()
+
+
+def test_a_part_landed_as_the_file_moved_into_place_is_published_before_its_claim_goes(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """Issue 90: the fetch lands a part and moves the verified file into place before the
+    publisher reads the part from the ``.part``: it is sent from the file there, and only then
+    is the swarm told (its claim let go: released on a part not published, another machine
+    would fetch that part from the origin again)."""
+    parts = Parts(mirror, tmp_path)
+    job = transfer_job(tmp_path / "m", "http://127.0.0.1:9/f.bin", parts.data)
+    job.final_path.parent.mkdir(parents=True, exist_ok=True)
+    job.final_path.write_bytes(parts.data)  # in place, verified: no ``.part`` left
+    told: list[tuple[int, bool]] = []
+
+    def sent(index: int) -> None:
+        told.append((index, parts.writer.head(parts.parts.uri(index + 1)) is not None))
+
+    start, end = parts.parts.span(2)
+    with Publisher(parts.parts, job, sent=sent) as publisher:
+        publisher.landed(start, end)
+        wait_for(lambda: bool(told), what="the swarm told")
+    assert told == [(1, True)], "its claim let go before the part was published"
+    found = parts.writer.read(parts.parts.uri(2), limit=MiB)
+    assert found is not None and found[0] == parts.data[start:end]
 
 
 def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_whole_file(
