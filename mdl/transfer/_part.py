@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from mdl.store.filesystem import DirSyncs
 from mdl.transfer._shared import IGNORED_RANGE, Shared
 from mdl.transfer._state import DownloadState
 from mdl.transfer._stream import PieceRequests, PieceStream, RangeGate
+from mdl.transfer.body import RAW_LEAST
 from mdl.transfer.context import JobContext
 from mdl.transfer.job import (
     HashMismatch,
@@ -32,7 +33,7 @@ from mdl.transfer.job import (
 )
 from mdl.transfer.replies import take_version
 from mdl.transfer.resume import Loaded, discard_partial, finish_part, job_root, part_error
-from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
+from mdl.transfer.scheduling import MAX_PIECES, MIN_PIECE, Piece, run_pieces, spread
 
 if TYPE_CHECKING:
     from mdl.transfer.job import PartSource
@@ -41,7 +42,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.transfer")
 
 
-HEAD_PIECE = 1 << 20  # the least of a head's pieces (a request costs more than fewer bytes)
+def in_order(spans: Sequence[tuple[int, int]], streams: int) -> list[Piece]:
+    """The pieces of a file a loader reads as it lands: each range cut among the ``streams``, in
+    file order. They fetch the front of the file together (a range verifies at all the
+    connections' rate, where each connection's rate is the bound), and each round keeps them all
+    busy: a range asked whole by one stream is never stolen (its first request asks it all), so
+    the others idled through a file's last ranges. A piece is read raw (``RAW_LEAST``), and a
+    file is cut into at most ``MAX_PIECES`` (its resume record stays small)."""
+    least = max(RAW_LEAST, -(-spans[-1][1] // MAX_PIECES))
+    pieces = []
+    for start, end in spans:
+        step = -(-(end - start) // max(1, min(streams, (end - start) // least)))
+        pieces += [Piece(a, min(a + step, end)) for a in range(start, end, step)]
+    return pieces
 
 
 class PartFetch:
@@ -196,19 +209,13 @@ class PartFetch:
         return state
 
     def _plan(self) -> list[Piece]:
-        """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, one
-        per trusted range, in order (its streams take them from the front)."""
+        """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, its
+        trusted ranges in order, each cut among the streams (``in_order``)."""
         trust = self.beside.trust
         if self.beside.swarm is not None:  # one piece per part: a part is fetched here or not
             return [Piece(start, end) for start, end in self.beside.swarm.spans]
         if self.beside.in_order and trust is not None:
-            # the head (a loader's first read) cut among the streams: where each connection's
-            # rate is the bound, one stream alone would fetch it at that rate
-            (start, end), *rest = trust.spans
-            streams = self.shared.config.streams(self.job.identity.size)
-            step = max(HEAD_PIECE, -(-(end - start) // streams))
-            head = [Piece(a, min(a + step, end)) for a in range(start, end, step)]
-            return head + [Piece(start, end) for start, end in rest]
+            return in_order(trust.spans, self.shared.config.streams(self.job.identity.size))
         return self.shared.config.plan(self.job.identity.size)
 
     def _prepare(self, state: DownloadState) -> None:
