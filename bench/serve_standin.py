@@ -4,6 +4,8 @@ connections at once), against `mdl pull` of the same model alone, both from an o
 stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each rep a fresh folder.
 
     python bench/serve_standin.py --tree /work/base --size-mib 128 --rate-mbps 50 --reps 3
+    python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 2 --size-mib 640  # per conn.
+    python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 1000 --machine-mbps 32
 
 Prints per tree the median of S (serve + stand-in, from start to the last tensor), F (to the first
 tensor), D (`mdl pull` alone), D1 (`mdl pull --jobs 1`: one big file at a time on all connections,
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,14 +33,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, float]:
+def one(
+    size_mib: int, rate_mbps: float, *, ranges: bool = False, machine_mbps: float = 0.0
+) -> dict[str, float]:
     """One S and one D run with this tree's mdl (run from its root): seconds each, and F (the
     stand-in's first tensor). ``ranges``: both from a lock with the part hashes of each shard beside
-    it (tests/serveproc.py ``lock_with_parts``)."""
+    it (tests/serveproc.py ``lock_with_parts``). ``machine_mbps``: the origin's streams share it."""
     sys.path.insert(0, str(Path.cwd() / "tests"))
     from runfixtures import safetensors_bytes
     from serveproc import ServeProcess, isolated, model_catalog
     from servers import CdnServer
+
+    if machine_mbps:
+        _machine_cap(machine_mbps * 1e6)
 
     if ranges:  # (a tree older than the part hashes has none)
         from serveproc import lock_with_parts
@@ -85,6 +93,22 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
     return times
 
 
+def _machine_cap(bps: float) -> None:
+    """Every body the origin (CdnServer) sends, whatever the stream, paced by one token bucket:
+    a per-machine cap (its per-stream pacing cuts bodies in slices of 1/50 s)."""
+    import servers
+
+    from mdl.transfer.scheduling import RateLimiter
+
+    bucket, send, never = RateLimiter(int(bps)), servers.Exchange._send, threading.Event()
+
+    def paced(self: Any, piece: Any) -> None:
+        bucket.consume(len(piece), never)
+        send(self, piece)
+
+    servers.Exchange._send = paced  # type: ignore[method-assign]
+
+
 def _timed(stand_in: Any) -> dict[tuple[str, int, int], float]:
     """When each of the stand-in's reads came (its ``read`` wrapped)."""
     came: dict[tuple[str, int, int], float] = {}
@@ -114,6 +138,9 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, action="append", default=[], help="another checkout")
     parser.add_argument("--size-mib", type=int, default=128)
     parser.add_argument("--rate-mbps", type=float, default=50.0, help="MB/s per origin stream")
+    parser.add_argument(
+        "--machine-mbps", type=float, default=0.0, help="MB/s all origin streams share (0: none)"
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--ranges", action="store_true", help="a trusted hash for each range (a lock's part hashes)"
@@ -121,7 +148,8 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.size_mib, args.rate_mbps, ranges=args.ranges)))
+        got = one(args.size_mib, args.rate_mbps, ranges=args.ranges, machine_mbps=args.machine_mbps)
+        print(json.dumps(got))
         return
     trees = [ROOT, *args.tree]
     runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in trees}
@@ -131,7 +159,7 @@ def main() -> None:
             out = subprocess.run(
                 [str(python if python.exists() else sys.executable), str(Path(__file__)),
                  "--one", "--size-mib", str(args.size_mib), "--rate-mbps", str(args.rate_mbps),
-                 *(["--ranges"] if args.ranges else [])],
+                 "--machine-mbps", str(args.machine_mbps), *(["--ranges"] if args.ranges else [])],
                 cwd=tree, check=True, capture_output=True, text=True,
             )  # fmt: skip
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
