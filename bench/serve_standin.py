@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def one(
-    size_mib: int, rate_mbps: float, *, ranges: bool = False, machine_mbps: float = 0.0
+    size_mib: int,
+    rate_mbps: float,
+    *,
+    ranges: bool = False,
+    machine_mbps: float = 0.0,
+    d1: bool = True,
 ) -> dict[str, float]:
     """One S and one D run with this tree's mdl (run from its root): seconds each, and F (the
     stand-in's first tensor). ``ranges``: both from a lock with the part hashes of each shard beside
@@ -80,7 +86,7 @@ def one(
                 times["F"] = _first_tensor(stand_in, came) - began
                 assert serve.pulled().stop() == 0, serve.stderr
             assert len(tensors) == 24
-        for name, more in (("D", ()), ("D1", ("--jobs", "1"))):
+        for name, more in (("D", ()), ("D1", ("--jobs", "1")))[: 2 if d1 else 1]:
             with tempfile.TemporaryDirectory() as scratch:
                 tmp = Path(scratch)
                 env = isolated(tmp, model_catalog(tmp, files))
@@ -145,10 +151,12 @@ def main() -> None:
     parser.add_argument(
         "--ranges", action="store_true", help="a trusted hash for each range (a lock's part hashes)"
     )
+    parser.add_argument("--no-d1", action="store_true", help="no D1 row (pull --jobs 1)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        got = one(args.size_mib, args.rate_mbps, ranges=args.ranges, machine_mbps=args.machine_mbps)
+        got = one(args.size_mib, args.rate_mbps, ranges=args.ranges, machine_mbps=args.machine_mbps,
+                  d1=not args.no_d1)  # fmt: skip
         print(json.dumps(got))
         return
     trees = [ROOT, *args.tree]
@@ -159,7 +167,8 @@ def main() -> None:
             out = subprocess.run(
                 [str(python if python.exists() else sys.executable), str(Path(__file__)),
                  "--one", "--size-mib", str(args.size_mib), "--rate-mbps", str(args.rate_mbps),
-                 "--machine-mbps", str(args.machine_mbps), *(["--ranges"] if args.ranges else [])],
+                 "--machine-mbps", str(args.machine_mbps), *(["--ranges"] if args.ranges else []),
+                 *(["--no-d1"] if args.no_d1 else [])],
                 cwd=tree, check=True, capture_output=True, text=True,
             )  # fmt: skip
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -168,7 +177,9 @@ def main() -> None:
     print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for tree, got in runs.items():
-        s, f, d, d1 = (statistics.median(r[k] for r in got) for k in ("S", "F", "D", "D1"))
+        s, f, d, d1 = (
+            statistics.median(r.get(k, math.nan) for r in got) for k in ("S", "F", "D", "D1")
+        )
         print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {f / d:.2f}× "
               f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× |")  # fmt: skip
 
