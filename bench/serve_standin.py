@@ -4,7 +4,7 @@ connections at once), against `mdl pull` of the same model alone, both from an o
 stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each rep a fresh folder.
 
     python bench/serve_standin.py --tree /work/base --size-mib 128 --rate-mbps 50 --reps 3
-    python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 2 --size-mib 640  # per conn.
+    python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 2 --size-mib 640
     python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 1000 --machine-mbps 32
 
 Prints per tree the median of S (serve + stand-in, from start to the last tensor), F (to the first
@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import math
+import resource
 import statistics
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def one(
             env = isolated(tmp, model_catalog(tmp, files))
             if ranges:
                 lock_with_parts(env, shards)
-            began = time.monotonic()
+            began, cpu = time.monotonic(), _children_cpu()
             with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env) as serve:
                 stand_in = pattern.StandIn(serve.ready(), cdn)
                 came = _timed(stand_in)
@@ -85,6 +86,7 @@ def one(
                 times["S"] = time.monotonic() - began
                 times["F"] = _first_tensor(stand_in, came) - began
                 assert serve.pulled().stop() == 0, serve.stderr
+            times["S cpu"] = _children_cpu() - cpu
             assert len(tensors) == 24
         for name, more in (("D", ()), ("D1", ("--jobs", "1")))[: 2 if d1 else 1]:
             with tempfile.TemporaryDirectory() as scratch:
@@ -92,11 +94,18 @@ def one(
                 env = isolated(tmp, model_catalog(tmp, files))
                 if ranges:
                     lock_with_parts(env, shards)
-                began = time.monotonic()
+                began, cpu = time.monotonic(), _children_cpu()
                 pull = [sys.executable, "-m", "mdl", "pull", "m", "--no-progress", *more]
                 subprocess.run(pull, env=env, check=True)
                 times[name] = time.monotonic() - began
+                times[f"{name} cpu"] = _children_cpu() - cpu
     return times
+
+
+def _children_cpu() -> float:
+    """CPU-seconds of the children waited for so far (mdl serve's, mdl pull's)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _machine_cap(bps: float) -> None:
@@ -173,15 +182,19 @@ def main() -> None:
             )  # fmt: skip
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"rep {rep + 1} {tree}: {runs[tree][-1]}", file=sys.stderr)
-    first = statistics.median(r["S"] for r in runs[ROOT])
-    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    first = _median(runs[ROOT], "S")
+    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S "
+          "| mdl CPU-s in S · in D |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for tree, got in runs.items():
-        s, f, d, d1 = (
-            statistics.median(r.get(k, math.nan) for r in got) for k in ("S", "F", "D", "D1")
-        )
+        s, f, d, d1 = (_median(got, k) for k in ("S", "F", "D", "D1"))
         print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {f / d:.2f}× "
-              f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× |")  # fmt: skip
+              f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× "
+              f"| {_median(got, 'S cpu'):.2f} · {_median(got, 'D cpu'):.2f} |")  # fmt: skip
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(run.get(key, math.nan) for run in runs)
 
 
 if __name__ == "__main__":
