@@ -33,7 +33,7 @@ from mdl.transfer.job import (
 )
 from mdl.transfer.replies import take_version
 from mdl.transfer.resume import Loaded, discard_partial, finish_part, job_root, part_error
-from mdl.transfer.scheduling import MAX_PIECES, MIN_PIECE, Piece, run_pieces, spread
+from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
 
 if TYPE_CHECKING:
     from mdl.transfer.job import PartSource
@@ -43,16 +43,16 @@ log = logging.getLogger("mdl.transfer")
 
 
 def in_order(spans: Sequence[tuple[int, int]], streams: int) -> list[Piece]:
-    """The pieces of a file a loader reads as it lands: each range cut among the ``streams``, in
-    file order. They fetch the front of the file together (a range verifies at all the
-    connections' rate, where each connection's rate is the bound), and each round keeps them all
-    busy: a range asked whole by one stream is never stolen (its first request asks it all), so
-    the others idled through a file's last ranges. A piece is read raw (``RAW_LEAST``), and a
-    file is cut into at most ``MAX_PIECES`` (its resume record stays small)."""
-    least = max(RAW_LEAST, -(-spans[-1][1] // MAX_PIECES))
+    """The pieces of a file a loader reads as it lands: its ranges in file order, the first (a
+    loader's first read: the head) and the last ``streams`` cut among the streams, the others
+    whole (a request each). Where each connection's rate is the bound, the head comes at all the
+    connections' rate, and the cut tail keeps every stream busy to the end: a range asked whole
+    by one stream is never stolen (its first request asks it all), so without it the others
+    idled through a file's last ranges. A piece is read raw (``RAW_LEAST``)."""
     pieces = []
-    for start, end in spans:
-        step = -(-(end - start) // max(1, min(streams, (end - start) // least)))
+    for index, (start, end) in enumerate(spans):
+        cut = index == 0 or index >= len(spans) - streams
+        step = -(-(end - start) // max(1, min(streams, (end - start) // RAW_LEAST))) if cut else end
         pieces += [Piece(a, min(a + step, end)) for a in range(start, end, step)]
     return pieces
 
@@ -210,7 +210,7 @@ class PartFetch:
 
     def _plan(self) -> list[Piece]:
         """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, its
-        trusted ranges in order, each cut among the streams (``in_order``)."""
+        trusted ranges in order (``in_order``)."""
         trust = self.beside.trust
         if self.beside.swarm is not None:  # one piece per part: a part is fetched here or not
             return [Piece(start, end) for start, end in self.beside.swarm.spans]

@@ -1,8 +1,8 @@
 """The fetch of a file a loader reads as it lands (``serve --pull``: ``JobContext.in_order`` with a
-range trust) where each connection's rate is the bound: every range is cut among the streams and
-the ranges come in file order, every stream busy to the last one (a range asked whole by one stream
-is never stolen: the others idled through the file's last ranges, and a loader waited twice as
-long as a plain pull). The origin holds each answer till every stream asks at once (a barrier), so
+range trust) where each connection's rate is the bound: the ranges come in file order, the head
+and the last ranges cut among the streams, every stream busy to the last one (a range asked whole
+by one stream is never stolen: the others idled through the file's last ranges, and a loader waited
+twice as long as a plain pull). The origin holds each answer till every stream asks at once (a barrier), so
 "busy" is an event, not a time; a reader waits for the ranges in file order meanwhile."""
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from mdl.transfer.ranges import Digests, RangeCheck, Releases
 from mdl.wait import Wait
 
 MiB = 1 << 20
-STREAMS = 4
-PART = 8 * MiB  # each range cut in STREAMS pieces of 2 MiB (bodies read raw: no smaller)
-DATA = make_data(4 * PART, seed=90)
+STREAMS = 2
+PART = 4 * MiB  # a range cut in STREAMS pieces of 2 MiB (bodies read raw: no smaller)
+# the head, STREAMS ranges asked whole, the last STREAMS ranges (cut)
+DATA = make_data((1 + 2 * STREAMS) * PART, seed=90)
 
 
 @pytest.fixture
@@ -93,7 +94,11 @@ def test_each_range_is_fetched_by_every_stream_at_once_in_file_order_while_a_rea
     assert (result.fetched, result.refetched) == (len(DATA), 0), "every byte once"
     asked = [r.header("range") for r in cdn.log.records(method="GET", path_prefix="/f.bin")]
     starts = [int(str(each).removeprefix("bytes=").split("-")[0]) for each in asked]
-    # the answers went in rounds of STREAMS (the barrier's): round k is range k, cut among them
+    # the answers went in rounds of STREAMS (the barrier's): the head cut among them, then a
+    # range each, then each of the last ranges cut among them
     rounds = [sorted(starts[i : i + STREAMS]) for i in range(0, len(starts), STREAMS)]
-    piece = PART // STREAMS
-    assert rounds == [list(range(s, s + PART, piece)) for s in range(0, len(DATA), PART)]
+    piece, cut = PART // STREAMS, [0, *range((1 + STREAMS) * PART, len(DATA), PART)]
+    whole = [list(range(PART, (1 + STREAMS) * PART, PART))]
+    assert rounds == [list(range(s, s + PART, piece)) for s in cut[:1]] + whole + [
+        list(range(s, s + PART, piece)) for s in cut[1:]
+    ]
