@@ -4,6 +4,8 @@ connections at once), against `mdl pull` of the same model alone, both from an o
 stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each rep a fresh folder.
 
     python bench/serve_standin.py --tree /work/base --size-mib 128 --rate-mbps 50 --reps 3
+    python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 2 --size-mib 640
+    python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 1000 --machine-mbps 32
 
 Prints per tree the median of S (serve + stand-in, from start to the last tensor), F (to the first
 tensor), D (`mdl pull` alone), D1 (`mdl pull --jobs 1`: one big file at a time on all connections,
@@ -19,10 +21,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,14 +35,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, float]:
+def one(
+    size_mib: int,
+    rate_mbps: float,
+    *,
+    ranges: bool = False,
+    machine_mbps: float = 0.0,
+    d1: bool = True,
+) -> dict[str, float]:
     """One S and one D run with this tree's mdl (run from its root): seconds each, and F (the
     stand-in's first tensor). ``ranges``: both from a lock with the part hashes of each shard beside
-    it (tests/serveproc.py ``lock_with_parts``)."""
+    it (tests/serveproc.py ``lock_with_parts``). ``machine_mbps``: the origin's streams share it."""
     sys.path.insert(0, str(Path.cwd() / "tests"))
     from runfixtures import safetensors_bytes
     from serveproc import ServeProcess, isolated, model_catalog
     from servers import CdnServer
+
+    if machine_mbps:
+        _machine_cap(machine_mbps * 1e6)
 
     if ranges:  # (a tree older than the part hashes has none)
         from serveproc import lock_with_parts
@@ -63,7 +78,7 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
             env = isolated(tmp, model_catalog(tmp, files))
             if ranges:
                 lock_with_parts(env, shards)
-            began = time.monotonic()
+            began, cpu = time.monotonic(), _children_cpu()
             with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env) as serve:
                 stand_in = pattern.StandIn(serve.ready(), cdn)
                 came = _timed(stand_in)
@@ -71,18 +86,42 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
                 times["S"] = time.monotonic() - began
                 times["F"] = _first_tensor(stand_in, came) - began
                 assert serve.pulled().stop() == 0, serve.stderr
+            times["S cpu"] = _children_cpu() - cpu
             assert len(tensors) == 24
-        for name, more in (("D", ()), ("D1", ("--jobs", "1"))):
+        for name, more in (("D", ()), ("D1", ("--jobs", "1")))[: 2 if d1 else 1]:
             with tempfile.TemporaryDirectory() as scratch:
                 tmp = Path(scratch)
                 env = isolated(tmp, model_catalog(tmp, files))
                 if ranges:
                     lock_with_parts(env, shards)
-                began = time.monotonic()
+                began, cpu = time.monotonic(), _children_cpu()
                 pull = [sys.executable, "-m", "mdl", "pull", "m", "--no-progress", *more]
                 subprocess.run(pull, env=env, check=True)
                 times[name] = time.monotonic() - began
+                times[f"{name} cpu"] = _children_cpu() - cpu
     return times
+
+
+def _children_cpu() -> float:
+    """CPU-seconds of the children waited for so far (mdl serve's, mdl pull's)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _machine_cap(bps: float) -> None:
+    """Every body the origin (CdnServer) sends, whatever the stream, paced by one token bucket:
+    a per-machine cap (its per-stream pacing cuts bodies in slices of 1/50 s)."""
+    import servers
+
+    from mdl.transfer.scheduling import RateLimiter
+
+    bucket, send, never = RateLimiter(int(bps)), servers.Exchange._send, threading.Event()
+
+    def paced(self: Any, piece: Any) -> None:
+        bucket.consume(len(piece), never)
+        send(self, piece)
+
+    servers.Exchange._send = paced  # type: ignore[method-assign]
 
 
 def _timed(stand_in: Any) -> dict[tuple[str, int, int], float]:
@@ -114,14 +153,20 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, action="append", default=[], help="another checkout")
     parser.add_argument("--size-mib", type=int, default=128)
     parser.add_argument("--rate-mbps", type=float, default=50.0, help="MB/s per origin stream")
+    parser.add_argument(
+        "--machine-mbps", type=float, default=0.0, help="MB/s all origin streams share (0: none)"
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--ranges", action="store_true", help="a trusted hash for each range (a lock's part hashes)"
     )
+    parser.add_argument("--no-d1", action="store_true", help="no D1 row (pull --jobs 1)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.size_mib, args.rate_mbps, ranges=args.ranges)))
+        got = one(args.size_mib, args.rate_mbps, ranges=args.ranges, machine_mbps=args.machine_mbps,
+                  d1=not args.no_d1)  # fmt: skip
+        print(json.dumps(got))
         return
     trees = [ROOT, *args.tree]
     runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in trees}
@@ -131,18 +176,25 @@ def main() -> None:
             out = subprocess.run(
                 [str(python if python.exists() else sys.executable), str(Path(__file__)),
                  "--one", "--size-mib", str(args.size_mib), "--rate-mbps", str(args.rate_mbps),
-                 *(["--ranges"] if args.ranges else [])],
+                 "--machine-mbps", str(args.machine_mbps), *(["--ranges"] if args.ranges else []),
+                 *(["--no-d1"] if args.no_d1 else [])],
                 cwd=tree, check=True, capture_output=True, text=True,
             )  # fmt: skip
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"rep {rep + 1} {tree}: {runs[tree][-1]}", file=sys.stderr)
-    first = statistics.median(r["S"] for r in runs[ROOT])
-    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    first = _median(runs[ROOT], "S")
+    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S "
+          "| mdl CPU-s in S · in D |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for tree, got in runs.items():
-        s, f, d, d1 = (statistics.median(r[k] for r in got) for k in ("S", "F", "D", "D1"))
+        s, f, d, d1 = (_median(got, k) for k in ("S", "F", "D", "D1"))
         print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {f / d:.2f}× "
-              f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× |")  # fmt: skip
+              f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× "
+              f"| {_median(got, 'S cpu'):.2f} · {_median(got, 'D cpu'):.2f} |")  # fmt: skip
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(run.get(key, math.nan) for run in runs)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from mdl.store.filesystem import DirSyncs
 from mdl.transfer._shared import IGNORED_RANGE, Shared
 from mdl.transfer._state import DownloadState
 from mdl.transfer._stream import PieceRequests, PieceStream, RangeGate
+from mdl.transfer.body import RAW_LEAST
 from mdl.transfer.context import JobContext
 from mdl.transfer.job import (
     HashMismatch,
@@ -41,7 +42,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.transfer")
 
 
-HEAD_PIECE = 1 << 20  # the least of a head's pieces (a request costs more than fewer bytes)
+def in_order(spans: Sequence[tuple[int, int]], streams: int) -> list[Piece]:
+    """The pieces of a file a loader reads as it lands: its ranges in file order, the first (a
+    loader's first read: the head) and the last ``streams`` cut among the streams, the others
+    whole (a request each). Where each connection's rate is the bound, the head comes at all the
+    connections' rate, and the cut tail keeps every stream busy to the end: a range asked whole
+    by one stream is never stolen (its first request asks it all), so without it the others
+    idled through a file's last ranges. A piece is read raw (``RAW_LEAST``)."""
+    pieces = []
+    for index, (start, end) in enumerate(spans):
+        cut = index == 0 or index >= len(spans) - streams
+        step = -(-(end - start) // max(1, min(streams, (end - start) // RAW_LEAST))) if cut else end
+        pieces += [Piece(a, min(a + step, end)) for a in range(start, end, step)]
+    return pieces
 
 
 class PartFetch:
@@ -197,19 +210,13 @@ class PartFetch:
         return state
 
     def _plan(self) -> list[Piece]:
-        """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, one
-        per trusted range, in order (its streams take them from the front)."""
+        """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, its
+        trusted ranges in order (``in_order``)."""
         trust = self.beside.trust
         if self.beside.swarm is not None:  # one piece per part: a part is fetched here or not
             return [Piece(start, end) for start, end in self.beside.swarm.spans]
         if self.beside.in_order and trust is not None:
-            # the head (a loader's first read) cut among the streams: where each connection's
-            # rate is the bound, one stream alone would fetch it at that rate
-            (start, end), *rest = trust.spans
-            streams = self.shared.config.streams(self.job.identity.size)
-            step = max(HEAD_PIECE, -(-(end - start) // streams))
-            head = [Piece(a, min(a + step, end)) for a in range(start, end, step)]
-            return head + [Piece(start, end) for start, end in rest]
+            return in_order(trust.spans, self.shared.config.streams(self.job.identity.size))
         return self.shared.config.plan(self.job.identity.size)
 
     def _prepare(self, state: DownloadState) -> None:

@@ -64,8 +64,8 @@ class JobContext:
     # A trusted hash for each range (``mdl.transfer.ranges``): each is checked as it lands, and
     # one that fails is fetched again alone; None: only the whole file is checked
     trust: RangeTrust | None = None
-    # True: a loader reads it as it lands (``serve --pull``): with a ``trust``, one piece per
-    # range, fetched in order, so ranges verify from the front
+    # True: a loader reads it as it lands (``serve --pull``): with a ``trust``, its ranges in
+    # order, so they verify from the front, every stream busy to the end (``_part.in_order``)
     in_order: bool = False
     # the probe's answer (of this run), its body still unread: the first stream takes it
     opening: Opening | None = None
