@@ -21,11 +21,18 @@ from signkeys import key_pair
 from mdl.paths import read_small_file
 
 SAFETY_NET = 300  # seconds: far beyond any run here; only a hang (the bug) reaches it
+MDL: list[Path] = []  # the worker's forked mdl (tests/zygote.py), once a test asked for it
+
+
+@pytest.fixture(autouse=True)
+def forked(forked_mdl: Path) -> None:
+    """Each run a child process forked from the worker's zygote: no interpreter's start each."""
+    MDL[:] = [forked_mdl]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mdl", *args],
+        [*MDL, *args],
         capture_output=True,
         text=True,
         env=dict(os.environ),
