@@ -14,7 +14,6 @@ from profiles import DEV_EXAMPLES, GATE_SHARE, HYPOTHESIS_DEFAULT
 from rewrites import rewrite_my_share
 from runfixtures import use_catalog
 from servers import CdnServer, HubServer
-from zygote import Zygote
 
 # No test may depend on wall-clock speed: Hypothesis' default 200 ms deadline per example fails a
 # property on a busy machine (the examples are not slow, the machine is), so it is off for all.
@@ -186,13 +185,3 @@ def cdn() -> Iterator[CdnServer]:
     finally:
         server.stop()
     assert not server.errors, server.errors
-
-
-@pytest.fixture(scope="session")
-def forked_mdl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """An ``mdl`` command (for PATH, a shell block, ``subprocess``) whose every run is a real process
-    forked from one zygote per worker (tests/zygote.py): a process of its own (pid, stdio, exit,
-    Ctrl-C passed on) without an interpreter's start and imports each (0.4-1.5 CPU-s). A test of
-    what a kill -9 does, or of the interpreter's start, runs ``python -m mdl`` itself."""
-    with Zygote(preload=["boto3"]) as zygote:
-        yield zygote.shim(tmp_path_factory.mktemp("bin"))

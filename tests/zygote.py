@@ -8,6 +8,8 @@ is its own."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
@@ -255,3 +257,15 @@ class Zygote:
             self.process.wait()
         self._reader.join(HANG)
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+@functools.cache
+def forked_mdl() -> Path:
+    """An ``mdl`` command (for PATH, a shell's script, ``subprocess``) whose every run is a real
+    process forked from this process's zygote, made at the first call and ended at exit: a process
+    of its own (pid, stdio, exit, Ctrl-C passed on) without an interpreter's start and imports each
+    (0.4-1.5 CPU-s). A test of what a kill -9 does, of the interpreter's start or of its
+    environment at start (PYTHON*, a blocked import) runs ``python -m mdl`` itself."""
+    zygote = Zygote(preload=["boto3"])
+    atexit.register(zygote.__exit__)
+    return zygote.shim(zygote._folder)

@@ -35,6 +35,7 @@ import pytest
 from runfixtures import HANG, pseudo_random
 from s3server import S3
 from servers import CdnServer, Fault, HubServer
+from zygote import forked_mdl
 
 from mdl.errors import ExitCode
 from mdl.lockfile.io import read_lock
@@ -148,17 +149,15 @@ def test_the_page_names_its_blocks_as_the_test_runs_them() -> None:
 # the page as written names an S3 bucket (moto); a shared folder is test_versions_flow.py's
 @pytest.fixture(params=["signed", "unsigned"])
 def page(
-    request: pytest.FixtureRequest,
-    hub: HubServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    forked_mdl: Path,
+    request: pytest.FixtureRequest, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Page]:
     """The shell environment the page's commands run in (``mdl``: real processes, each forked
     from the worker's zygote), and its store."""
     env = {
         **os.environ,
-        "PATH": os.pathsep.join([str(forked_mdl.parent), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "PATH": os.pathsep.join(
+            [str(forked_mdl().parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        ),
         "PYTHONPATH": str(ROOT),
         "HF_ENDPOINT": hub.url,
         "MDL_LOG_FILE": str(tmp_path / "mdl.log"),

@@ -17,22 +17,17 @@ from profiles import examples
 from servers import HubServer
 from signing.test_signed_pull import signed_repo, write_catalog
 from signkeys import key_pair
+from zygote import forked_mdl
 
 from mdl.paths import read_small_file
 
 SAFETY_NET = 300  # seconds: far beyond any run here; only a hang (the bug) reaches it
-MDL: list[Path] = []  # the worker's forked mdl (tests/zygote.py), once a test asked for it
-
-
-@pytest.fixture(autouse=True)
-def forked(forked_mdl: Path) -> None:
-    """Each run a child process forked from the worker's zygote: no interpreter's start each."""
-    MDL[:] = [forked_mdl]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``mdl ARGS`` as a child process, forked from the worker's zygote (tests/zygote.py)."""
     return subprocess.run(
-        [*MDL, *args],
+        [forked_mdl(), *args],
         capture_output=True,
         text=True,
         env=dict(os.environ),

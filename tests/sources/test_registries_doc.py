@@ -46,6 +46,7 @@ from registry import MANIFEST, NEEDS_REGISTRY, DistributionRegistry, distributio
 from runfixtures import HANG, pseudo_random
 from servers import Fault, HubServer
 from signkeys import key_pair
+from zygote import forked_mdl
 
 from mdl.errors import ExitCode
 
@@ -141,10 +142,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionR
 
 
 @pytest.fixture
-def page(registry: DistributionRegistry, hub: HubServer, tmp_path: Path, forked_mdl: Path) -> Page:
+def page(registry: DistributionRegistry, hub: HubServer, tmp_path: Path) -> Page:
     env = {
         **os.environ,
-        "PATH": os.pathsep.join([str(forked_mdl.parent), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "PATH": os.pathsep.join(
+            [str(forked_mdl().parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        ),
         "PYTHONPATH": str(ROOT),
         "HF_ENDPOINT": hub.url,
         "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
