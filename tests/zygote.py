@@ -98,11 +98,15 @@ def shim_asks():
 
 pending = b""
 while True:
-    ready, _, _ = select.select([0, wake_r, shims], [], [])
+    ready, _, _ = select.select([0, wake_r, shims, *asking.values()], [], [])
     if wake_r in ready:
         os.read(wake_r, 4096)
     if shims in ready:
         shim_asks()
+    for pid, shim in list(asking.items()):
+        if shim in ready:  # the shim ended (a kill -9): so does its child, as it would have
+            os.kill(pid, signal.SIGKILL)
+            asking.pop(pid).close()
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -234,8 +238,8 @@ class Zygote:
     def shim(self, folder: Path) -> Path:
         """``folder/mdl``: a command that runs ``mdl ARGS`` as a child of this zygote on its own
         stdin, stdout and stderr, with its environment and folder, and exits as that child did (a
-        signal it gets is passed on). For ``PATH`` and ``subprocess``: a real process of mdl's at the
-        CPU of a small script's start (a kill -9 ends the shim, not the child)."""
+        signal it gets is passed on; a kill -9 of the shim is one of the child). For ``PATH`` and
+        ``subprocess``: a real process of mdl's at the CPU of a small script's start."""
         wait_for(self.socket.exists, what="the zygote's socket")
         shim = folder / "mdl"
         shim.write_text(
