@@ -264,12 +264,20 @@ class Zygote:
 
 
 @functools.cache
-def forked_mdl() -> Path:
-    """An ``mdl`` command (for PATH, a shell's script, ``subprocess``) whose every run is a real
-    process forked from this process's zygote, made at the first call and ended at exit: a process
-    of its own (pid, stdio, exit, Ctrl-C passed on) without an interpreter's start and imports each
-    (0.4-1.5 CPU-s). A test of what a kill -9 does, of the interpreter's start or of its
-    environment at start (PYTHON*, a blocked import) runs ``python -m mdl`` itself."""
+def shared() -> Zygote:
+    """This process's zygote (boto3 preloaded: publish's client), made at the first call and
+    ended at exit: one interpreter's start and imports for every mdl run a worker forks."""
     zygote = Zygote(preload=["boto3"])
     atexit.register(zygote.__exit__)
+    return zygote
+
+
+@functools.cache
+def forked_mdl() -> Path:
+    """An ``mdl`` command (for PATH, a shell's script, ``subprocess``) whose every run is a real
+    process forked from this process's zygote (``shared``): a process of its own (pid, stdio,
+    exit, Ctrl-C passed on) without an interpreter's start and imports each (0.4-1.5 CPU-s). A
+    test of the interpreter's start or of its environment at start (PYTHON*, a blocked import), or
+    that needs the pid of mdl itself, runs ``python -m mdl``."""
+    zygote = shared()
     return zygote.shim(zygote._folder)
