@@ -5,11 +5,14 @@ slow machine changes nothing)."""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType, ModuleType
 from typing import Any
+
+from mdl.transfer.scheduling import RateLimiter
 
 
 class FakeClock:
@@ -51,6 +54,45 @@ class VirtualWaits:
             return wait_for(*args, wait=wait, poll=self.poll, **kwargs)
 
         return waiting
+
+
+class PacedClock:
+    """A clock that only a wait moves: a wait of ``t`` seconds, begun at the time its thread last
+    read, moves it to that time plus ``t`` (never back). Waits of several threads at once overlap,
+    as they do in real time: the clock ends at the latest one's end, however slow the machine.
+    ``pacing(limiter)`` is a ``RateLimiter`` whose waits are these (its pacing is the proof)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._lock = threading.Lock()
+        self._read = threading.local()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self._read.at = self.now
+            return self.now
+
+    def wait(self, seconds: float, cancel: threading.Event) -> bool:
+        with self._lock:
+            self.now = max(self.now, self._read.at + seconds)
+        return cancel.is_set()
+
+    def pacing(self, rate: int) -> RateLimiter:
+        clock = self
+
+        class Waits(threading.Event):
+            def __init__(self, cancel: threading.Event) -> None:
+                super().__init__()
+                self.cancel = cancel
+
+            def wait(self, timeout: float | None = None) -> bool:
+                return clock.wait(timeout or 0.0, self.cancel)
+
+        class Paced(RateLimiter):
+            def consume(self, nbytes: int, cancel: threading.Event) -> None:
+                super().consume(nbytes, Waits(cancel))
+
+        return Paced(rate, clock=self)
 
 
 def wallclock() -> datetime:

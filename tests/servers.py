@@ -622,7 +622,7 @@ class Exchange:
             path=handler.path,
             headers={k.lower(): v for k, v in handler.headers.items()},
             connection=handler.conn_id,
-            time=time.time(),
+            time=server.clock(),
         )
 
     # -- sending
@@ -877,6 +877,8 @@ class LoopbackServer:
         self.link_down: Callable[[], bool] | None = None
         # unexpected exceptions inside the server (tests may assert it stays empty)
         self.errors: list[str] = []
+        # when a request came (its record's ``time``): a test's clock, when the client waits on it
+        self.clock: Callable[[], float] = time.time
         self._host_alias = host_alias
         self._redirects: dict[str, tuple[str, int]] = {}
         self._stopping = threading.Event()

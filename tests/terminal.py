@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zygote import forked_mdl
+
 # What starts every line mdl writes on stderr off a terminal (and each plain progress line): when
 # (UTC), which run.
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[(\d+)\](?: |$)", re.MULTILINE)
@@ -59,12 +61,13 @@ def run_mdl(
     columns: int = 120,
     ctrl_c_when: Callable[[str], bool] | None = None,
 ) -> Ran:
-    """``python -m mdl ARGS``; with ``tty`` its stderr is a pty of ``columns`` columns (TERM=xterm).
-    With ``ctrl_c_when`` the pty is its controlling terminal too, and Ctrl-C is typed on it once
-    what mdl wrote so far satisfies it (without control sequences): the terminal sends SIGINT and
-    echoes ``^C``, as a person's does."""
+    """``mdl ARGS`` as a process forked from the worker's zygote (tests/zygote.py); with ``tty``
+    its stderr is a pty of ``columns`` columns (TERM=xterm). With ``ctrl_c_when``, ``python -m
+    mdl ARGS`` whose controlling terminal the pty is too, and Ctrl-C is typed on it once what mdl
+    wrote so far satisfies it (without control sequences): the terminal sends SIGINT and echoes
+    ``^C``, as a person's does."""
     environ = dict(env)
-    command = [sys.executable, "-m", "mdl", *args]
+    command = [str(forked_mdl()), *args]
     if not tty:
         done = subprocess.run(
             command, env=environ, cwd=cwd, capture_output=True, timeout=timeout, check=False
@@ -79,7 +82,8 @@ def run_mdl(
             "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0);"
             " os.execv(sys.argv[1], sys.argv[1:])"
         )
-        command, stdin = [sys.executable, "-c", take_the_terminal, *command], slave
+        mdl = [sys.executable, "-m", "mdl", *args]
+        command, stdin = [sys.executable, "-c", take_the_terminal, *mdl], slave
     try:
         proc = subprocess.Popen(
             command,

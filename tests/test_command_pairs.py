@@ -23,7 +23,6 @@ import threading
 import time
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import pytest
 from runfixtures import HANG, make_hf_run, mdl_as_child, recorded, wait_for
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
-from zygote import Forked, Zygote
+from zygote import Forked, Zygote, shared
 
 pytestmark = pytest.mark.slow  # the real-process matrix
 
@@ -261,10 +260,9 @@ def check_effects(pair: Pair, cmds: set[str], kit: Kit) -> None:
 
 
 @pytest.fixture(scope="module")
-def zygote() -> Iterator[Zygote]:
-    """Where the module's commands are forked from (boto3 preloaded: publish's client)."""
-    with Zygote(preload=["boto3"]) as made:
-        yield made
+def zygote() -> Zygote:
+    """Where the module's commands are forked from: the worker's (tests/zygote.py)."""
+    return shared()
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,37 @@ is its own."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from runfixtures import HANG
+from runfixtures import HANG, wait_for
 
 # The zygote: preload, then one child per request line (JSON) on stdin; it answers on stdout
 # "forked ID PID" at once and "exit PID CODE" once the child ended (CODE as Popen's returncode).
+# A shim's request (``Zygote.shim``: an ``mdl`` on PATH) comes on the socket at argv[1], with the
+# shim's stdin, stdout and stderr: the child runs on them, and "forked PID", then "exit CODE", go
+# back on the shim's connection.
 _ZYGOTE = r"""
-import gc, importlib, io, json, os, pkgutil, select, signal, sys
+import gc, importlib, io, json, os, pkgutil, select, signal, socket, sys
 import mdl, mdl.__main__
-for found in [*pkgutil.walk_packages(mdl.__path__, "mdl."), *sys.argv[1:]]:
+for found in [*pkgutil.walk_packages(mdl.__path__, "mdl."), *sys.argv[2:]]:
     importlib.import_module(getattr(found, "name", found))
 assert "huggingface_hub" not in sys.modules, "a preload read the environment at import"
+shims = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+shims.bind(sys.argv[1] + ".binding")
+shims.listen(64)
+os.rename(sys.argv[1] + ".binding", sys.argv[1])  # there once it listens
+asking = {}  # pid -> the shim's connection
 replies = os.dup(1)
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 wake_r, wake_w = os.pipe()
@@ -36,18 +48,20 @@ signal.set_wakeup_fd(wake_w)
 gc.collect()
 gc.freeze()
 
-def child(request):
+def child(request, fds=()):
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for fd in (wake_r, wake_w, replies):
+    for fd in (wake_r, wake_w, replies, shims.detach(), *(c.detach() for c in asking.values())):
         os.close(fd)
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
-                            (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                            (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
-        opened = os.open(path, flags, 0o644)
+                            (1, request.get("stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                            (2, request.get("stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        opened = fds[fd] if fds else os.open(path, flags, 0o644)
         os.dup2(opened, fd)
         os.close(opened)
     # stdio as an interpreter starting on these makes it: stdout line-buffered on a terminal only
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.open(0, "rb", closefd=False),
+        encoding=sys.stdin.encoding, errors=sys.stdin.errors)
     sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.open(1, "wb", closefd=False),
         encoding=sys.stdout.encoding, errors=sys.stdout.errors, line_buffering=os.isatty(1))
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.open(2, "wb", closefd=False),
@@ -59,11 +73,40 @@ def child(request):
     mdl.__main__.main()  # ends the process: SystemExit, the interpreter's own exit
     raise SystemExit(0)
 
+def told(pid, code):
+    shim = asking.pop(pid, None)
+    if shim is None:
+        os.write(replies, f"exit {pid} {code}\n".encode())
+        return
+    try:
+        shim.send(f"exit {code}".encode())
+    except OSError:  # the shim is gone (killed): its child ran on all the same
+        pass
+    shim.close()
+
+def shim_asks():
+    conn, _ = shims.accept()
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        child(json.loads(data), fds)
+    for fd in fds:
+        os.close(fd)
+    asking[pid] = conn
+    conn.send(f"forked {pid}".encode())
+
 pending = b""
 while True:
-    ready, _, _ = select.select([0, wake_r], [], [])
+    ready, _, _ = select.select([0, wake_r, shims, *asking.values()], [], [])
     if wake_r in ready:
         os.read(wake_r, 4096)
+    if shims in ready:
+        shim_asks()
+    for pid, shim in list(asking.items()):
+        if shim in ready:  # the shim ended (a kill -9): so does its child, as it would have
+            os.kill(pid, signal.SIGKILL)
+            asking.pop(pid).close()
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -71,7 +114,7 @@ while True:
             break
         if pid == 0:
             break
-        os.write(replies, f"exit {pid} {os.waitstatus_to_exitcode(status)}\n".encode())
+        told(pid, os.waitstatus_to_exitcode(status))
     if 0 in ready:
         data = os.read(0, 1 << 20)
         if not data:
@@ -84,6 +127,25 @@ while True:
             if pid == 0:
                 child(request)
             os.write(replies, f"forked {request['id']} {pid}\n".encode())
+"""
+
+# A shim: its request, with its own stdio, to the zygote's socket; passes on the signals a caller
+# sends, and exits with the child's code (a signal's end as that signal).
+_SHIM = r"""#!EXECUTABLE -IS
+import json, os, signal, socket, sys
+ask = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+ask.connect("SOCKET")
+request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
+socket.send_fds(ask, [json.dumps(request).encode()], [0, 1, 2])
+pid = int(ask.recv(64).split()[1])
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1):
+    signal.signal(sig, lambda number, _: os.kill(pid, number))
+told = ask.recv(64).split()
+code = int(told[1]) if told else 1
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
 """
 
 
@@ -124,8 +186,10 @@ class Zygote:
 
     def __init__(self, *, preload: Sequence[str] = (), cwd: Path | None = None) -> None:
         root = Path(__file__).resolve().parents[1]  # this tree's mdl, as the suite imports it
+        self._folder = Path(tempfile.mkdtemp(prefix="zygote"))  # short: a socket's path is
+        self.socket = self._folder / "shims"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _ZYGOTE, *preload],
+            [sys.executable, "-c", _ZYGOTE, str(self.socket), *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=cwd or root,
@@ -171,6 +235,19 @@ class Zygote:
                 raise AssertionError(f"the zygote forked no child within {HANG}s")
             return Forked(self, self._forked.pop(ident), stdout, stderr)
 
+    def shim(self, folder: Path) -> Path:
+        """``folder/mdl``: a command that runs ``mdl ARGS`` as a child of this zygote on its own
+        stdin, stdout and stderr, with its environment and folder, and exits as that child did (a
+        signal it gets is passed on; a kill -9 of the shim is one of the child). For ``PATH`` and
+        ``subprocess``: a real process of mdl's at the CPU of a small script's start."""
+        wait_for(self.socket.exists, what="the zygote's socket")
+        shim = folder / "mdl"
+        shim.write_text(
+            _SHIM.replace("EXECUTABLE", sys.executable).replace("SOCKET", str(self.socket))
+        )
+        shim.chmod(0o755)
+        return shim
+
     def __enter__(self) -> Zygote:
         return self
 
@@ -183,3 +260,24 @@ class Zygote:
             self.process.kill()
             self.process.wait()
         self._reader.join(HANG)
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+@functools.cache
+def shared() -> Zygote:
+    """This process's zygote (boto3 preloaded: publish's client), made at the first call and
+    ended at exit: one interpreter's start and imports for every mdl run a worker forks."""
+    zygote = Zygote(preload=["boto3"])
+    atexit.register(zygote.__exit__)
+    return zygote
+
+
+@functools.cache
+def forked_mdl() -> Path:
+    """An ``mdl`` command (for PATH, a shell's script, ``subprocess``) whose every run is a real
+    process forked from this process's zygote (``shared``): a process of its own (pid, stdio,
+    exit, Ctrl-C passed on) without an interpreter's start and imports each (0.4-1.5 CPU-s). A
+    test of the interpreter's start or of its environment at start (PYTHON*, a blocked import), or
+    that needs the pid of mdl itself, runs ``python -m mdl``."""
+    zygote = shared()
+    return zygote.shim(zygote._folder)

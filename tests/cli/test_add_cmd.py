@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from runfixtures import HANG, Meeting, mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
+from zygote import forked_mdl
 
 from mdl.catalog.load import lock_beside
 from mdl.lockfile.io import read_lock, write_lock
@@ -356,7 +356,7 @@ def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(
     hub.faults.add(Fault.call(Meeting(), path_prefix="/api/", times=None))
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "mdl", "add", name, source, "--no-progress"],
+            [forked_mdl(), "add", name, source, "--no-progress"],
             env=dict(os.environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from zygote import forked_mdl
 
 from mdl.cli.run import Exit, Run, guarded
 from mdl.cli.translate import translate
@@ -53,7 +54,7 @@ def test_mdl_debug_false_from_the_shell(tmp_path: Path) -> None:
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     for text, code in (("false", 0), ("0", 0), ("garbage", 2)):
         done = subprocess.run(
-            [sys.executable, "-m", "mdl", "list", "--catalog", str(tmp_path / "none.toml")],
+            [forked_mdl(), "list", "--catalog", str(tmp_path / "none.toml")],
             capture_output=True,
             text=True,
             cwd=tmp_path,

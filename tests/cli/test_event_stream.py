@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from runfixtures import mdl
 from servers import CdnServer, HubServer, make_data
+from zygote import forked_mdl
 
 from mdl.cli.render.console import EventStream, run_summary
 from mdl.cli.run import Exit, Run, guarded
@@ -251,9 +252,7 @@ def test_a_command_line_that_did_not_parse_is_a_whole_stream_in_a_real_process(
     """The entry point's translator (mdl.cli.run.invoke): no usage text on a stderr that a
     program reads.
     """
-    done = subprocess.run(
-        [sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([forked_mdl(), *argv], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     events = stream(done.stderr)
     assert [e["event"] for e in events] == ["begin", "error", "end"]
@@ -311,9 +310,7 @@ def test_a_command_line_that_does_not_parse_is_a_whole_stream_from_the_real_entr
     """
     import subprocess
 
-    done = subprocess.run(
-        [sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([forked_mdl(), *argv], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     events = stream(done.stderr)
     assert [e["event"] for e in events] == ["begin", "error", "end"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from runfixtures import HANG, wait_for
 from serveproc import isolated
 from servers import HubServer, make_data
+from zygote import forked_mdl
 
 from mdl.buckets.names import Generation, namespace
 from mdl.buckets.registry import STORES
@@ -54,7 +54,7 @@ def test_two_files_waiting_at_once_count_their_time_once(hub: HubServer, tmp_pat
         leases[name] = uri
     env = {**isolated(tmp_path, catalog), "HF_ENDPOINT": hub.url, TERM_VARIABLE: "3600"}
     err = tmp_path / "events.jsonl"
-    command = [sys.executable, "-m", "mdl", "pull", "tiny", "--jobs", "4", "--json",
+    command = [forked_mdl(), "pull", "tiny", "--jobs", "4", "--json",
                "--progress", "json"]  # fmt: skip
     with err.open("wb") as stderr:
         child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr)

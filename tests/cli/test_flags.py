@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
 from terminal import PLAIN, unstamped
+from zygote import forked_mdl
 
 from mdl.cli.run import choose_progress_mode
 
@@ -352,7 +352,7 @@ def test_progress_after_the_command_wins(world: World) -> None:
 
 def _python_m(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mdl", *args], capture_output=True, text=True, env=dict(os.environ)
+        [forked_mdl(), *args], capture_output=True, text=True, env=dict(os.environ)
     )
 
 

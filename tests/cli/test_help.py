@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +16,7 @@ import typer
 import typer.main
 from runfixtures import mdl as invoke
 from terminal import unstamped
+from zygote import forked_mdl
 
 from mdl.cli.app import COMMANDS, EXAMPLES, HABITS, MdlCommand, build_command, suggestions
 from mdl.cli.stdout import EXIT_STDOUT_CLOSED
@@ -24,15 +24,11 @@ from mdl.errors import ExitCode
 
 
 def mdl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The real `mdl` (its own usage-error rendering included), as a user's shell runs it."""
+    """The real `mdl` (its own usage-error rendering included), as a user's shell runs it: a
+    process forked from the worker's zygote (tests/zygote.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     return subprocess.run(
-        [sys.executable, "-m", "mdl", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
+        [forked_mdl(), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
     )
 
 

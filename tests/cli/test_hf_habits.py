@@ -6,13 +6,13 @@ the line that gets it; against the Hub stand-in."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
+from zygote import forked_mdl
 
 from mdl.cli.app import EXAMPLES
 
@@ -129,7 +129,7 @@ def test_help_leads_with_a_hub_repo() -> None:
 def test_an_hf_flag_a_command_lacks_names_mdls_spelling_below_typers_words(tmp_path: Path) -> None:
     """A real process, as a shell runs it: Typer's "No such option" is not the last word."""
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "pull", "org/tiny", "--revision", "v1"],
+        [forked_mdl(), "pull", "org/tiny", "--revision", "v1"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

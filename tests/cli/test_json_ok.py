@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
+from zygote import forked_mdl
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = """
@@ -114,12 +114,7 @@ def test_a_parse_error_document_carries_a_hint_too(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     for args in (["pack", "--bogus", "--json"], ["get", "--bogus", "--json"]):
         result = subprocess.run(
-            [sys.executable, "-m", "mdl", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
+            [forked_mdl(), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 2
         doc = check_shape(args, result.returncode, result.stdout)

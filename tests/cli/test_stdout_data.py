@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from runfixtures import make_hf_run, mdl
 from servers import CdnServer, HubServer, make_data
 from terminal import unstamped
+from zygote import forked_mdl
 
 WEIGHTS = make_data(200_000, seed=21)
 CONFIG = b'{"hidden_size": 8}'
@@ -50,7 +50,7 @@ def world(
 
 def shell(script: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``script`` in a real ``sh``, with ``$MDL`` the command that runs this mdl."""
-    mdl_cmd = f"{sys.executable} -m mdl"
+    mdl_cmd = str(forked_mdl())  # each run a process forked from the worker's zygote
     return subprocess.run(
         ["sh", "-c", script],
         capture_output=True,

@@ -16,7 +16,6 @@ import struct
 import termios
 import time
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 from profiles import examples
 from runfixtures import HANG, make_hf_run, mdl, mdl_as_child
 from servers import HubServer, make_data
-from zygote import Zygote
+from zygote import Zygote, shared
 
 from mdl.cli.render.console import ELLIPSIS, fit_cell, fit_path, render_table
 
@@ -43,10 +42,9 @@ repo = "org/never"
 
 
 @pytest.fixture(scope="module")
-def zygote() -> Iterator[Zygote]:
-    """Where the module's terminal runs are forked from (tests/zygote.py)."""
-    with Zygote() as made:
-        yield made
+def zygote() -> Zygote:
+    """Where the module's terminal runs are forked from: the worker's (tests/zygote.py)."""
+    return shared()
 
 
 def on_terminal(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from runfixtures import HANG, make_hf_run, wait_for
 from terminal import STAMP
+from zygote import forked_mdl
 
 from mdl import api
 from mdl.errors import UsageError
@@ -84,13 +85,10 @@ def test_unpack_from_stdin_into_an_existing_folder_leaves_only_the_archive(
     dest = tmp_path / "out"
     dest.mkdir()
     packed = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"],
-        cwd=tmp_path,
-        capture_output=True,
-        check=True,
+        [forked_mdl(), "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
     )
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(dest), "--json"],
+        [forked_mdl(), "unpack", "-", "-d", str(dest), "--json"],
         input=packed.stdout,
         capture_output=True,
         timeout=120,
@@ -105,10 +103,7 @@ def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(
     run_dir: Path, tmp_path: Path
 ) -> None:
     archive = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"],
-        cwd=tmp_path,
-        capture_output=True,
-        check=True,
+        [forked_mdl(), "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
     ).stdout
     dest = tmp_path / "target" / "models"
     proc = subprocess.Popen(
@@ -136,7 +131,7 @@ def test_a_terminal_on_stdin_is_refused(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(tmp_path / "d")],
+            [forked_mdl(), "unpack", "-", "-d", str(tmp_path / "d")],
             stdin=slave,
             capture_output=True,
             timeout=60,
@@ -162,7 +157,7 @@ def test_empty_or_non_zip_stdin_is_a_usage_error_naming_stdin(
     tmp_path: Path, data: bytes, message: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(tmp_path / "d")],
+        [forked_mdl(), "unpack", "-", "-d", str(tmp_path / "d")],
         input=data,
         capture_output=True,
         timeout=60,

@@ -8,7 +8,6 @@ import hashlib
 import io
 import os
 import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from runfixtures import mdl, use_catalog
+from zygote import forked_mdl
 
 from mdl.catalog.load import parse_catalog
 from mdl.errors import CatalogError, ExitCode
@@ -110,7 +110,7 @@ def test_mdl_never_writes_a_lock_it_would_refuse_to_read(
 def test_a_fifo_at_the_locks_name_is_refused_without_waiting(env: Path) -> None:
     os.mkfifo(env / "catalog.lock")
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "list"],
+        [forked_mdl(), "list"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,7 +6,8 @@ and a real store. What is substituted, and nothing else:
 - ``s3://team-models/hub`` stays as written, on moto (``AWS_ENDPOINT_URL`` points s3:// at it; the
   three versions on a shared folder and SeaweedFS are tests/publish/test_versions_flow.py's);
 - ``V=v2``, the release block's first line, names each release in turn (v1, v2, v3);
-- ``mdl`` is this checkout's (``python -m mdl`` on PATH), ``HF_ENDPOINT`` the loopback Hub's.
+- ``mdl`` is this checkout's (on PATH: each run a real process forked from a zygote, tests/zygote.py),
+  ``HF_ENDPOINT`` the loopback Hub's.
 
 Between the blocks the test does what the page says people do: training commits each version to the
 Hub; a node clones the deploy repository; the origin goes down (503 to everything) before the
@@ -27,7 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import pytest
 from runfixtures import HANG, pseudo_random
 from s3server import S3
 from servers import CdnServer, Fault, HubServer
+from zygote import forked_mdl
 
 from mdl.errors import ExitCode
 from mdl.lockfile.io import read_lock
@@ -150,14 +151,13 @@ def test_the_page_names_its_blocks_as_the_test_runs_them() -> None:
 def page(
     request: pytest.FixtureRequest, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Page]:
-    """The shell environment the page's commands run in, and its store."""
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "mdl").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m mdl "$@"\n')
-    (shim / "mdl").chmod(0o755)
+    """The shell environment the page's commands run in (``mdl``: real processes, each forked
+    from the worker's zygote), and its store."""
     env = {
         **os.environ,
-        "PATH": os.pathsep.join([str(shim), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "PATH": os.pathsep.join(
+            [str(forked_mdl().parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        ),
         "PYTHONPATH": str(ROOT),
         "HF_ENDPOINT": hub.url,
         "MDL_LOG_FILE": str(tmp_path / "mdl.log"),

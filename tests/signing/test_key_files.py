@@ -17,6 +17,7 @@ from profiles import examples
 from servers import HubServer
 from signing.test_signed_pull import signed_repo, write_catalog
 from signkeys import key_pair
+from zygote import forked_mdl
 
 from mdl.paths import read_small_file
 
@@ -24,8 +25,9 @@ SAFETY_NET = 300  # seconds: far beyond any run here; only a hang (the bug) reac
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``mdl ARGS`` as a child process, forked from the worker's zygote (tests/zygote.py)."""
     return subprocess.run(
-        [sys.executable, "-m", "mdl", *args],
+        [forked_mdl(), *args],
         capture_output=True,
         text=True,
         env=dict(os.environ),

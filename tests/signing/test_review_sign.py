@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from runfixtures import mdl
 from servers import HubServer
 from signing.test_signed_pull import FILES, WEIGHTS, signed_repo, write_catalog
 from signkeys import key_pair
+from zygote import forked_mdl
 
 from mdl.lockfile.io import read_lock, write_lock
 from mdl.lockfile.model import Lock
@@ -218,7 +218,7 @@ def test_concurrent_pulls_of_one_signed_model_all_succeed(
     write_catalog(world, public)
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "mdl", "pull", "tiny"],
+            [forked_mdl(), "pull", "tiny"],
             env=dict(os.environ),
             text=True,
             stdout=subprocess.PIPE,

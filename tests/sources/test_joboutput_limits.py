@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from runfixtures import mdl
+from zygote import forked_mdl
 
 from mdl.errors import ExitCode, JobOutputError
 from mdl.sources import joboutput
@@ -51,7 +51,7 @@ def test_an_endless_pipe_on_stdin_stops_at_the_limit(tmp_path: Path) -> None:
     writer = subprocess.Popen(["yes", "x" * 1000], stdout=subprocess.PIPE)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "mdl", "get", "-", "-d", str(tmp_path / "out")],
+            [forked_mdl(), "get", "-", "-d", str(tmp_path / "out")],
             stdin=writer.stdout,
             capture_output=True,
             text=True,

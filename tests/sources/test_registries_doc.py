@@ -5,7 +5,8 @@ the model a team publishes. What is substituted, and nothing else:
 
 - ``registry.example.com`` is the loopback registry's ``127.0.0.1:PORT`` (plain http: it is on this
   machine, as the page says);
-- ``mdl`` is this checkout's (``python -m mdl`` on PATH), ``HF_ENDPOINT`` the loopback Hub's;
+- ``mdl`` is this checkout's (on PATH: each run a real process forked from a zygote,
+  tests/zygote.py), ``HF_ENDPOINT`` the loopback Hub's;
 - the by-digest line's ``sha256:4f1c…e9`` is illustrative: the test fills in the manifest digest
   the publish printed;
 - what a block needs to exist first: the publisher's catalog (``[models.granite] repo =
@@ -35,7 +36,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from registry import MANIFEST, NEEDS_REGISTRY, DistributionRegistry, distributio
 from runfixtures import HANG, pseudo_random
 from servers import Fault, HubServer
 from signkeys import key_pair
+from zygote import forked_mdl
 
 from mdl.errors import ExitCode
 
@@ -142,13 +143,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionR
 
 @pytest.fixture
 def page(registry: DistributionRegistry, hub: HubServer, tmp_path: Path) -> Page:
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "mdl").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m mdl "$@"\n')
-    (shim / "mdl").chmod(0o755)
     env = {
         **os.environ,
-        "PATH": os.pathsep.join([str(shim), os.environ.get("PATH", "/usr/bin:/bin")]),
+        "PATH": os.pathsep.join(
+            [str(forked_mdl().parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        ),
         "PYTHONPATH": str(ROOT),
         "HF_ENDPOINT": hub.url,
         "MDL_LOG_FILE": str(tmp_path / "mdl.log"),

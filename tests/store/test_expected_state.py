@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from runfixtures import HANG, recorded, wait_for
 from servers import Fault, HubServer, make_data
+from zygote import forked_mdl
 
 MODEL = "half"
 FILES: dict[str, bytes] = {
@@ -55,10 +56,14 @@ class Setup:
             "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
         }
 
-    def spawn(self, *args: str, offline: bool = False) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, *args: str, offline: bool = False, real: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """``mdl ARGS`` as a process forked from the worker's zygote (tests/zygote.py); ``real``:
+        ``python -m mdl`` itself, for the runs a signal ends."""
         env = {**self.env, "HF_HUB_OFFLINE": "1"} if offline else self.env
         return subprocess.Popen(
-            [sys.executable, "-m", "mdl", *args],
+            [sys.executable, "-m", "mdl", *args] if real else [forked_mdl(), *args],
             env=env,
             cwd=self.root,
             stdout=subprocess.PIPE,
@@ -97,7 +102,7 @@ def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
     held = setup.hub.cdn.faults.add(
         Fault.call(lambda: gate.wait(10 * HANG), path_prefix=big_blob, times=None)
     )
-    proc = setup.spawn("pull", MODEL, "--no-progress")
+    proc = setup.spawn("pull", MODEL, "--no-progress", real=True)
     try:
         wait_for(
             lambda: held.seen > 0 or proc.poll() is not None,
@@ -325,7 +330,8 @@ def test_sigterm_ends_a_pull_a_silent_server_holds_at_once(setup: Setup) -> None
         Fault.call(lambda: gate.wait(10 * HANG), path_prefix=big_blob, times=None)
     )
     wrong = str(10 * HANG)
-    proc = setup.spawn("pull", MODEL, "--no-progress", "--timeout", wrong, "--stall-timeout", wrong)
+    args = ("pull", MODEL, "--no-progress", "--timeout", wrong, "--stall-timeout", wrong)
+    proc = setup.spawn(*args, real=True)
     try:
         wait_for(
             lambda: held.seen > 0 or proc.poll() is not None,

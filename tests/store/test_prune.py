@@ -19,6 +19,7 @@ import pytest
 from planted import snapshot
 from runfixtures import HANG, mdl, wait_for
 from servers import Fault, HubServer, git_blob_sha1, make_data
+from zygote import forked_mdl
 
 from mdl.errors import LockTimeoutError
 from mdl.store.store import Store
@@ -432,7 +433,7 @@ def test_prune_while_another_process_pulls_the_model_keeps_it(
     pull("other")
     stall = hub.cdn.faults.add(Fault.stall(after_bytes=100_000, seconds=4, path_prefix="/blobs/"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mdl", "pull", "tiny", "--no-progress"],
+        [forked_mdl(), "pull", "tiny", "--no-progress"],
         env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from clocks import PacedClock
 from pytest_httpx2 import HTTPXMock
 from runfixtures import HANG, transfer_job, wait_for
 from servers import TOKEN, CdnServer, Fault, HubServer, git_blob_sha1, make_data
@@ -961,15 +962,17 @@ def test_hub_token_never_reaches_the_cdn_in_parallel(
 
 
 @pytest.mark.slow
-@pytest.mark.realtime
 def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+    """Every byte of the four streams paced by the one limiter: on a clock only its waits move
+    (tests/clocks.py), so the time the transfer took is the limiter's alone, not the machine's."""
     data = make_data(2_000_000, seed=35)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, data)
-    engine = make_engine(client, connections=4, limiter=RateLimiter(1_000_000))
-    started = time.monotonic()
+    clock = PacedClock()
+    engine = make_engine(client, connections=4, limiter=clock.pacing(1_000_000))
+    started = clock()
     engine.fetch(job)
-    elapsed = time.monotonic() - started
+    elapsed = clock() - started
     assert_finished(job, data)
     assert elapsed >= 1.5  # 2 MB at 1 MB/s, less the first burst (a slow machine only adds to it)
 
