@@ -134,6 +134,9 @@ class OnDisk:
     partial: bool = False  # a partial is there (mdl's or not)
 
 
+NOTHING = OnDisk(None, None, None, None)  # no record, nothing where the file goes, no partial
+
+
 class Layout:
     """The plain layout, or the Hugging Face cache for Hub files (plain for the rest)."""
 
