@@ -283,10 +283,9 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     if entry is not None and session.store.keeps_revisions:
         # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
         # entry, linked above); the record of another commit's (its own snapshot entry) goes to
-        # ``earlier``, for prune to free.
+        # ``earlier``, for prune to free (put when the record held another, as the look found it).
         entry = replace(entry, source=remote.source, commit=remote.commit)
-        record = session.store.read_record(remote.model)
-        if record is not None and record.files.get(remote.path) != entry:
+        if plan.disk.current != entry:
             session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = (
         plan.remote.size
