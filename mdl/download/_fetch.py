@@ -322,7 +322,7 @@ def _fetch_one(
     error: MdlError | None = None
     try:
         head = heads.claim(remote) if heads is not None else None
-        outcome = _locked(session, records, head, plan, retries)
+        outcome = _locked(session, records, head, plan, retries, label)
     except MdlError as exc:
         if isinstance(exc, InterruptedByUserError):  # the file's line still tells where it stood
             error = exc
@@ -342,15 +342,11 @@ def _locked(
     head: Head | None,
     plan: PlannedFile,
     retries: RetryLog,
+    label: str,
 ) -> FileOutcome:
     """The file fetched under its lock (``head``: its fetch paused after its head, under the
-    lock taken for it: both ours now)."""
-    remote, label, placement, waited = (
-        plan.remote,
-        label_of(plan.remote),
-        plan.placement,
-        threading.Event(),
-    )
+    lock taken for it: both ours now); ``label``: the file's, as its line and bar name it."""
+    remote, placement, waited = plan.remote, plan.placement, threading.Event()
     paused, held = (
         (head.paused, head.held)
         if head is not None

@@ -233,9 +233,9 @@ class Layout:
         """The file on disk, in one look: its record's entries (its own, and the one for the
         content ``sha256`` or ``git_oid`` names when the record has it), ``lstat`` of its place and
         its partial."""
+        part, state = placement.store.part_paths(model, path)
         record = self.records.read_record(model)
         entry = record.entry_for(path, sha256=sha256, git_oid=git_oid) if record else None
-        part, state = placement.store.part_paths(model, path)
         found = stat_file(part)
         final = stat_file(placement.final)
         shown = final if placement.shown == placement.final else stat_file(placement.shown)
