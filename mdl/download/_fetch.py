@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdl.background import Background
 from mdl.download._outcomes import done_outcome
-from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error
+from mdl.download._plan import Action, PlannedFile, identity_of, offline_error, planned
 from mdl.download._workers import Crew
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import (
@@ -192,7 +192,7 @@ class Heads:
         paused = None
         try:
             # under the lock, as the fetch looks: still nothing of it on disk
-            now = look(remote, placement, session.layout, force=False)
+            now = _again(session, plan)
             if now.decision.action is Action.DOWNLOAD:
                 assert remote.trust is not None  # (``__enter__``)
                 sources = FileSources(session, job_of(session, plan, RetryLog()), remote)
@@ -279,14 +279,13 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
-    remote, entry = plan.remote, plan.entry
+    remote, entry = plan.remote, plan.disk.entry
     if entry is not None and session.store.keeps_revisions:
         # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
         # entry, linked above); the record of another commit's (its own snapshot entry) goes to
-        # ``earlier``, for prune to free.
+        # ``earlier``, for prune to free (put when the record held another, as the look found it).
         entry = replace(entry, source=remote.source, commit=remote.commit)
-        record = session.store.read_record(remote.model)
-        if record is not None and record.files.get(remote.path) != entry:
+        if plan.disk.current != entry:
             session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = (
         plan.remote.size
@@ -323,7 +322,7 @@ def _fetch_one(
     error: MdlError | None = None
     try:
         head = heads.claim(remote) if heads is not None else None
-        outcome = _locked(session, records, head, plan, retries)
+        outcome = _locked(session, records, head, plan, retries, label)
     except MdlError as exc:
         if isinstance(exc, InterruptedByUserError):  # the file's line still tells where it stood
             error = exc
@@ -343,15 +342,11 @@ def _locked(
     head: Head | None,
     plan: PlannedFile,
     retries: RetryLog,
+    label: str,
 ) -> FileOutcome:
     """The file fetched under its lock (``head``: its fetch paused after its head, under the
-    lock taken for it: both ours now)."""
-    remote, label, placement, waited = (
-        plan.remote,
-        label_of(plan.remote),
-        plan.placement,
-        threading.Event(),
-    )
+    lock taken for it: both ours now); ``label``: the file's, as its line and bar name it."""
+    remote, placement, waited = plan.remote, plan.placement, threading.Event()
     paused, held = (
         (head.paused, head.held)
         if head is not None
@@ -388,18 +383,14 @@ def _locked(
 
 
 def _again(session: PullSession, plan: PlannedFile) -> PlannedFile:
-    """The file's plan as the disk is now, under its lock. A download planned while nothing was
-    in its place still is one while its place is empty (one ``lstat``): another run that got
-    there first put the file there; a partial it left is its own ``.part`` (written over, or
-    resumed by the engine, as any)."""
-    if plan.decision.action is Action.DOWNLOAD and not plan.present:
-        try:
-            plan.placement.final.lstat()
-        except FileNotFoundError:
-            return plan
-        except OSError:
-            pass  # (looked at as a whole below, and said there)
-    return look(plan.remote, plan.placement, session.layout, force=False)
+    """The file's plan as the disk is now, under its lock: the plan's one look taken again
+    (``Layout.look``; another run may have finished, changed or begun it meanwhile). What it finds
+    as the plan found it, the plan stands; else it is judged anew, as the plan was (``planned``)."""
+    remote, placement = plan.remote, plan.placement
+    disk = session.layout.look(
+        placement, remote.model, remote.path, sha256=remote.sha256, git_oid=remote.git_oid
+    )
+    return plan if disk == plan.disk else planned(remote, placement, disk, force=False)
 
 
 def file_lock(
@@ -440,7 +431,7 @@ def _act(
     remote, action = plan.remote, plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
-        entry = plan.entry
+        entry = plan.disk.entry
         if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid) and _as_signed(
             session, plan
         ):

@@ -83,9 +83,9 @@ def _words(plan: PlannedFile, action: Action, reason: str) -> tuple[str | None, 
     workflow's rules for a file that was there (``InPlace``)."""
     word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
     policy = policy_of(plan.remote)
-    if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:
+    if plan.disk.final is not None and action is Action.DOWNLOAD and policy.replaced is not None:
         word = policy.replaced
-    if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
+    if plan.disk.final is not None and DONE_WORD[action] == "skipped" and policy.kept is not None:
         reason = policy.kept
     return word, reason
 

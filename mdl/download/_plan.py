@@ -16,7 +16,7 @@ from mdl.paths import path_clash, shown_path
 from mdl.redact import record_text
 from mdl.report import FileOutcome, failed
 from mdl.sources.resolve import RemoteFile, ResolvedModel
-from mdl.store.layout import Layout, OnDisk, Placement
+from mdl.store.layout import NOTHING, Layout, OnDisk, Placement
 from mdl.store.records import FileRecord
 from mdl.store.states import INSTALLED, MISSING, RECHECK_REASON, judge
 from mdl.store.store import Store
@@ -181,8 +181,9 @@ class PlannedFile:
     placement: Placement
     # a FIFO, socket or device where the file goes: replaced, and said so
     warning: str | None = None
-    present: bool = False  # something was where the file goes (replaced, or kept)
-    entry: FileRecord | None = None  # its record's, when the plan looked (``OnDisk.entry``)
+    # what the plan's one look found (``Layout.look``): its record's entry, what was where the file
+    # goes (replaced, or kept), its partial; the fetch looks once more under the file's lock
+    disk: OnDisk = NOTHING
 
 
 def plan_models(
@@ -249,17 +250,9 @@ def placed(layout: Layout, file: RemoteFile, *, offline: bool) -> tuple[Placemen
     )
 
 
-def look(remote: RemoteFile, placement: Placement, layout: Layout, *, force: bool) -> PlannedFile:
-    """Decide from the disk as it is now (the fetch stage looks again once it holds the file's
-    lock)."""
-    disk = layout.look(
-        placement, remote.model, remote.path, sha256=remote.sha256, git_oid=remote.git_oid
-    )
-    return planned(remote, placement, disk, force=force)
-
-
 def planned(remote: RemoteFile, placement: Placement, disk: OnDisk, *, force: bool) -> PlannedFile:
-    """What to do with the file, decided from ``disk`` as it was looked at."""
+    """What to do with the file, decided from ``disk`` as it was looked at (the plan's look, and
+    the fetch's under the file's lock)."""
     # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it
     # aside.
     partial = saved_progress(disk.state, identity_of(remote)) if disk.state else 0
@@ -274,8 +267,7 @@ def planned(remote: RemoteFile, placement: Placement, disk: OnDisk, *, force: bo
     if warning is not None and force and decision.action is Action.DOWNLOAD:
         # get --force: what was there is replaced, as a file is
         decision = Decision(Action.DOWNLOAD, FORCED)
-    present = disk.final is not None  # (replaced, or kept)
-    return PlannedFile(remote, decision, partial, placement, warning, present, disk.entry)
+    return PlannedFile(remote, decision, partial, placement, warning, disk)
 
 
 def check_space(plans: Sequence[PlannedFile]) -> None:

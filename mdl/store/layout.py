@@ -132,6 +132,11 @@ class OnDisk:
     # another user's file: never resumed, set aside)
     state: Path | None
     partial: bool = False  # a partial is there (mdl's or not)
+    # the record's own entry of the path (``entry`` may be an earlier commit's with the content)
+    current: FileRecord | None = None
+
+
+NOTHING = OnDisk(None, None, None, None)  # no record, nothing where the file goes, no partial
 
 
 class Layout:
@@ -225,10 +230,12 @@ class Layout:
         sha256: str | None,
         git_oid: str | None,
     ) -> OnDisk:
-        """The file on disk, in one look: its record's entry (for the content ``sha256`` or
-        ``git_oid`` names when the record has it), ``lstat`` of its place and its partial."""
-        entry = self.records.entry(model, path, sha256=sha256, git_oid=git_oid)
+        """The file on disk, in one look: its record's entries (its own, and the one for the
+        content ``sha256`` or ``git_oid`` names when the record has it), ``lstat`` of its place and
+        its partial."""
         part, state = placement.store.part_paths(model, path)
+        record = self.records.read_record(model)
+        entry = record.entry_for(path, sha256=sha256, git_oid=git_oid) if record else None
         found = stat_file(part)
         final = stat_file(placement.final)
         shown = final if placement.shown == placement.final else stat_file(placement.shown)
@@ -241,7 +248,14 @@ class Layout:
             None,
         )
         own = found is not None and confined.not_own(found) is None
-        return OnDisk(entry, final, odd, state=state if own else None, partial=found is not None)
+        return OnDisk(
+            entry,
+            final,
+            odd,
+            state=state if own else None,
+            partial=found is not None,
+            current=record.files.get(path) if record else None,
+        )
 
     def link(self, placement: Placement) -> None:
         """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when
