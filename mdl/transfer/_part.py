@@ -33,7 +33,7 @@ from mdl.transfer.job import (
 )
 from mdl.transfer.replies import take_version
 from mdl.transfer.resume import Loaded, discard_partial, finish_part, job_root, part_error
-from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
+from mdl.transfer.scheduling import HASH_WINDOW, MIN_PIECE, Piece, run_pieces, spread
 
 if TYPE_CHECKING:
     from mdl.transfer.job import PartSource
@@ -460,7 +460,7 @@ class Restarts:
         def run_piece(piece: Piece, near: Callable[[], None]) -> None:
             if workers is None and piece.end is not None:  # (a swarm's parts come in its order)
                 # the front of the file first: no piece is fetched far past what is hashed
-                state.hasher.reach(piece.end, self._stopped)
+                state.hasher.reach(piece.end - HASH_WINDOW, self._stopped)
             PieceStream(PieceRequests(shared, state, piece, near, gate)).run()
 
         with keeping, hashing:

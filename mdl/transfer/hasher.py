@@ -13,7 +13,6 @@ import mmap
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -33,28 +32,6 @@ READ_BACK = 1 * MiB
 WINDOW = HASH_WINDOW  # bytes past the prefix held in memory: the rest read back (``scheduling``)
 # seconds a stream waits for the prefix before it fetches bytes past the window (then read back)
 WINDOW_WAIT = 1.0
-
-
-class _Budget:
-    """The bytes all the files hashed at once may hold past their prefixes (engine.md: memory
-    stays well under 250 MB whatever is pulled): a file that finds less left holds less, and
-    reads the rest back."""
-
-    def __init__(self, total: int) -> None:
-        self.left, self._lock = total, threading.Lock()
-
-    def take(self, want: int) -> int:
-        with self._lock:
-            got = min(want, self.left)
-            self.left -= got
-            return got
-
-    def give(self, count: int) -> None:
-        with self._lock:
-            self.left += count
-
-
-HELD = _Budget(WINDOW)  # one window's worth for the process: a second big file at once reads back
 
 
 class Hasher:
@@ -77,11 +54,10 @@ class Hasher:
         self.lock = threading.Lock()  # held while hashing: the hashes and ``position`` move
         self._buffer: bytearray | None = None
         # chunks landed past the frontier, by start (a heap of them) to end; their bytes are in a
-        # ring of the window's size, byte ``i`` of the file at ``i % window`` (made at the first;
-        # the window taken from ``HELD`` at the first need: -1 till then)
+        # ring of the window's size, byte ``i`` of the file at ``i % WINDOW`` (made at the first)
         self._held: dict[int, int] = {}
         self._starts: list[int] = []
-        self.window, self._ring = -1, memoryview(b"")
+        self.window, self._ring = min(WINDOW, size or WINDOW) or 1, memoryview(b"")
         self._held_lock = threading.Lock()  # (the held chunks and ``position``: never waits long)
         self.held = self.most_held = 0  # bytes held now, and at most
         self._moved = threading.Condition()  # the prefix reached ``_wanted`` (``reach``)
@@ -138,15 +114,10 @@ class Hasher:
                 self._wanted = math.inf
                 self._moved.notify_all()
 
-    def reach(self, end: int, stopped: Callable[[], bool]) -> None:
-        """Wait till bytes up to ``end`` fit in the window past the prefix hashed (a stream about
-        to fetch them), ``WINDOW_WAIT`` at most, hearing ``stopped``: past it, what it fetches
-        beyond the window is read back. No window (``HELD`` spent): no wait, all read back."""
-        with self._held_lock:
-            room = self._room()
-        upto = end - room
-        if room == 0 or upto <= self.position:
-            return
+    def reach(self, upto: int, stopped: Callable[[], bool]) -> None:
+        """Wait till the prefix hashed reaches ``upto`` (a stream about to fetch bytes past the
+        window), ``WINDOW_WAIT`` at most, hearing ``stopped``: past it, what it fetches beyond the
+        window is read back."""
         deadline = time.monotonic() + WINDOW_WAIT
         with self._moved:
             while self.position < upto and not stopped():
@@ -180,7 +151,7 @@ class Hasher:
         is this chunk's alone, the window's bytes before it hashed), then held."""
         with self._held_lock:
             start = max(offset, self.position)
-            end = min(offset + len(data), self.position + self._room())
+            end = min(offset + len(data), self.position + self.window)
             if start >= end or start in self._held:  # hashed, past the window, or held
                 return
             epoch, slots = self.epoch, self._slots(start, end)
@@ -194,14 +165,6 @@ class Hasher:
             heapq.heappush(self._starts, start)
             self.held += end - start
             self.most_held = max(self.most_held, self.held)
-
-    def _room(self) -> int:
-        """The bytes this file may hold past its prefix, taken from ``HELD`` once, given back when
-        the hasher goes (under ``_held_lock``)."""
-        if self.window < 0:
-            self.window = HELD.take(min(WINDOW, self.size or WINDOW))
-            weakref.finalize(self, HELD.give, self.window)
-        return self.window
 
     def _slots(self, start: int, end: int) -> list[tuple[memoryview, slice]]:
         """Where the file's bytes ``[start, end)`` (within a window) lie in the ring: one or two

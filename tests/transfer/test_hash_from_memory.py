@@ -105,33 +105,6 @@ def test_a_take_back_forgets_the_chunks_held_past_it(tmp_path: Path) -> None:
     assert hasher.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-def test_the_files_hashed_at_once_share_one_budget_of_held_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two big files at once hold no more than the process's budget between them: the second
-    holds what the first left and reads back the rest, and a hasher gone gives its share back."""
-    budget = hasher_module._Budget(3 * MiB)
-    monkeypatch.setattr(hasher_module, "HELD", budget)
-    data = make_data(2 * MiB, seed=6)
-    path = tmp_path / "f.part"
-    path.write_bytes(data)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        first, second = (Hasher(fd, len(data), git=False, ledger=Ledger()) for _ in range(2))
-        for hasher in (first, second):  # the second half landed first, then the first
-            hasher.offer(MiB, data[MiB:])
-            hasher.offer(0, data[:MiB])
-            hasher.catch_up(len(data))
-            assert hasher.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert (first.window, second.window) == (2 * MiB, MiB) and budget.left == 0
-        assert first.ledger.bytes["read_back"] == 0  # all of it held
-        assert second.ledger.bytes["read_back"] == MiB  # past its window of 1 MiB: read back
-        del first
-        assert budget.left == 2 * MiB
-    finally:
-        os.close(fd)
-
-
 DATA = make_data(6 * MiB + 4_321, seed=90)
 
 
@@ -150,6 +123,7 @@ def small_pieces(monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setattr(scheduling, "MIN_PIECE", 128 * KiB)
     monkeypatch.setattr(scheduling, "HASH_WINDOW", window)
     monkeypatch.setattr(hasher_module, "WINDOW", window)
+    monkeypatch.setattr("mdl.transfer._part.HASH_WINDOW", window)
     monkeypatch.setattr(hasher_module, "WINDOW_WAIT", 60.0)
     return window
 
