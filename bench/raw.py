@@ -30,7 +30,7 @@ if sys.argv.pop(1) == "off":
 from mdl.__main__ import main
 main()
 """
-SYSCALLS = "ioctl,mmap,munmap,futex,recvfrom,recvmsg,read,preadv2,pwrite64,fdatasync,connect"
+SYSCALLS = "ioctl,mmap,munmap,futex,recvfrom,recvmsg,read,fdatasync,connect"
 
 
 def strace_counts(path: Path) -> dict[str, int]:

@@ -35,7 +35,7 @@ _SWARM = ("origin_parts", "peer_parts", "duplicated", "not_swarmed")  # a swarm'
 # the fields a file's JSON has only when set (not zero, empty or None), in the contract's order
 _WHEN_SET = (
     "reused", "waited", "fill", "streamed", "published", "origin_parts", "peer_parts",
-    "duplicated", "not_swarmed", "range_trust", "ranges_refetched", "released_wrong", "read_back",
+    "duplicated", "not_swarmed", "range_trust", "ranges_refetched", "released_wrong",
 )  # fmt: skip
 
 
@@ -93,8 +93,6 @@ class FileOutcome:
     # ``[start, end)`` of each range that left to a loader (serve --pull) before the file's hash
     # refused the bytes it was fetched with
     released_wrong: tuple[tuple[int, int], ...] = ()
-    # bytes of the file the hasher read back from disk instead of hashing them from memory
-    read_back: int = 0
 
     @property
     def label(self) -> str:

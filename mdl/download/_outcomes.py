@@ -74,7 +74,6 @@ def done_outcome(
         not_swarmed=done.unswarmed,
         range_trust=done.trust,
         ranges_refetched=done.refetched,
-        read_back=done.read_back,
     )
 
 

@@ -33,7 +33,7 @@ from mdl.transfer.job import (
 )
 from mdl.transfer.replies import take_version
 from mdl.transfer.resume import Loaded, discard_partial, finish_part, job_root, part_error
-from mdl.transfer.scheduling import HASH_WINDOW, MIN_PIECE, Piece, run_pieces, spread
+from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
 
 if TYPE_CHECKING:
     from mdl.transfer.job import PartSource
@@ -161,7 +161,6 @@ class PartFetch:
             discarded=state.discarded,
             trust=check.trust.kind if check is not None else None,
             refetched=len(check.refetched) if check is not None else 0,
-            read_back=self.beside.ledger.bytes["read_back"],
         )
 
     def _range_check(self, fd: int) -> RangeCheck | None:
@@ -456,29 +455,21 @@ class Restarts:
         hashing = state.hasher.following(
             state.lock, state.contiguous, name=f"hash:{state.job.label}"
         )
-
-        def run_piece(piece: Piece, near: Callable[[], None]) -> None:
-            if workers is None and piece.end is not None:  # (a swarm's parts come in its order)
-                # the front of the file first: no piece is fetched far past what is hashed
-                state.hasher.reach(piece.end - HASH_WINDOW, self._stopped)
-            PieceStream(PieceRequests(shared, state, piece, near, gate)).run()
-
         with keeping, hashing:
             run_pieces(
                 todo,
-                run_piece,
+                lambda piece, near: PieceStream(
+                    PieceRequests(shared, state, piece, near, gate)
+                ).run(),
                 connections=connections,
                 workers=streams,
                 name=f"get:{state.job.label}",
-                stopped=self._stopped,
+                stopped=lambda: shared.cancel.is_set() or state.stop.is_set(),
                 on_failure=self._stop,
                 steal=steal,
                 overlap=overlap,
             )
         shared.check_stop(state)  # Ctrl-C: the streams ended early
-
-    def _stopped(self) -> bool:
-        return self.shared.cancel.is_set() or self.state.stop.is_set()
 
     def _swarm(self) -> PartSource | None:
         """The fleet's swarm this fetch takes part in, while its layout is still one piece per
@@ -506,8 +497,11 @@ class Restarts:
             if (hear := state.beside.landing) is not None:
                 hear.landed(start, end)
 
+        def stopped() -> bool:
+            return shared.cancel.is_set() or state.stop.is_set()
+
         def next_piece() -> Piece | None:
-            while (index := swarm.next(have, put, self._stopped)) is not None:
+            while (index := swarm.next(have, put, stopped)) is not None:
                 if not (piece := pieces[swarm.spans[index][0]]).complete:
                     return piece
             return None

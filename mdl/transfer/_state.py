@@ -244,9 +244,5 @@ class DownloadState:
 
     def new_hasher(self) -> Hasher:
         return Hasher(
-            self.fd,
-            self.size,
-            git=self.job.identity.git_oid is not None,
-            signed=self.job.signed,
-            ledger=self.beside.ledger,
+            self.fd, self.size, git=self.job.identity.git_oid is not None, signed=self.job.signed
         )

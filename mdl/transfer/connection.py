@@ -251,11 +251,7 @@ class WireStream(httpcore2.NetworkStream):
             return self._inner.read(
                 max(max_bytes, READ_SIZE), timeout=_cut(timeout, httpcore2.ReadTimeout)
             )
-        # A header block is read in the parser's own steps: the body bytes it takes along go through
-        # its copies (a big range's rest is read raw); a body it reads, a buffer at a time
         view = read_buffer()
-        if getattr(_request, "budget", None) is not None:
-            view = view[:max_bytes]
         return bytes(view[: self.read_into(view, timeout)])  # copied out: the parser keeps it
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:

@@ -18,11 +18,8 @@ if TYPE_CHECKING:
 
 # how bytes move: from a file's origin, a mirror, the others' parts (a swarm, a fill); copied from
 # files here; and, of those, fetched again (a range that failed its hash), thrown away (taken
-# back, refused) or fetched by another machine too (a swarm's part published twice); and read back
-# from the ``.part`` by the hasher (not held in memory)
-Way = Literal[
-    "origin", "mirror", "peers", "reused", "refetched", "thrown", "duplicated", "read_back"
-]
+# back, refused) or fetched by another machine too (a swarm's part published twice)
+Way = Literal["origin", "mirror", "peers", "reused", "refetched", "thrown", "duplicated"]
 NETWORK: tuple[Way, ...] = ("origin", "mirror", "peers")  # a file's ``fetched``: their sum
 
 

@@ -226,7 +226,6 @@ class TransferResult:
     # how many ranges failed it and were fetched again alone
     trust: str | None = None
     refetched: int = 0
-    read_back: int = 0  # bytes the hasher read back from the ``.part`` (not fed from memory)
 
 
 @dataclass(frozen=True)

@@ -133,10 +133,9 @@ class Record:
         elif self.unsaved_from is None:
             self.unsaved_from = now
         elapsed = now - (self.last_save if self.unsaved_from is None else self.unsaved_from)
-        if not record_due(unsaved, elapsed, every=self.every, interval=interval):
-            return False  # (per chunk: the pieces are looked at only when one is due)
         pieces = self.claims.pieces
-        return pieces[-1].end is None or not all(p.complete for p in pieces)
+        all_there = pieces[-1].end is not None and all(p.complete for p in pieces)
+        return record_due(unsaved, elapsed, every=self.every, interval=interval) and not all_there
 
     def checkpoint(self) -> None:
         """A record found due by a stream: the keeper writes it (a stream never waits on a rename

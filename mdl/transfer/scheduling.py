@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 MiB = 1024 * 1024
 SPLIT_THRESHOLD = 32 * MiB  # files at least this big are fetched as parallel ranges
 MIN_PIECE = 4 * MiB  # no first range is smaller: below this a request costs more than its bytes
-# Bytes landed past the hashed prefix that the hasher holds in memory, a copy of each chunk (the
-# bound of that memory per file): what lands further out is read back from the ``.part`` ...
-HASH_WINDOW = 96 * MiB
-# ... so streams take pieces this big at most in file order, lowest first, the bytes in flight
-# (streams x a piece) within it, and a stream waits before it fetches past it (a request costs
-# ~1-3 ms of CPU here: a piece no smaller than the window allows)
-PIECE = 8 * MiB
+# Streams take pieces this big in file order, so the hashed prefix trails the newest byte by about
+# streams x PIECE (the hash left after the last byte) ...
+PIECE = 32 * MiB
 MAX_PIECES = 1024  # ... but a file is cut into no more (its resume record stays small)
 # a stolen tail is at least this big (and at least what a request's round trip costs)
 MIN_STEAL = 2 * MiB
@@ -57,14 +53,12 @@ class Piece:
 
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
-    """Pieces in file order, taken from the front by the streams: ``PIECE`` each, less for many
-    streams (at least ``MIN_PIECE``, fewer than ``MAX_PIECES``, no more than one per stream when
-    that is smaller);
+    """Pieces in file order, taken from the front by the streams: ``PIECE`` each (at least
+    ``MIN_PIECE``, fewer than ``MAX_PIECES``, no more than one per stream when that is smaller);
     a stream that finds none left steals a tail."""
     if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
-    most = min(PIECE, HASH_WINDOW // connections, size // connections)
-    least = max(MIN_PIECE, -(-size // MAX_PIECES), most)
+    least = max(MIN_PIECE, -(-size // MAX_PIECES), min(PIECE, size // connections))
     count = max(1, size // least)  # (evened out: no short last piece)
     if count > connections:  # whole rounds: no stream fetches a last piece while the others idle
         count -= count % connections
