@@ -276,7 +276,8 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
     for plan in plans:
         action = plan.decision.action
         if action in (Action.DOWNLOAD, Action.REPAIR, Action.RESUME):
-            kept = plan.partial_bytes if action is Action.RESUME else 0
+            # a resume writes the rest over the blocks its partial holds, counted or not
+            kept = max(plan.partial_bytes, plan.disk.held) if action is Action.RESUME else 0
             needed[plan.placement.store] = needed.get(plan.placement.store, 0) + max(
                 0, (plan.remote.size or 0) - kept
             )

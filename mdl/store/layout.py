@@ -134,6 +134,9 @@ class OnDisk:
     partial: bool = False  # a partial is there (mdl's or not)
     # the record's own entry of the path (``entry`` may be an earlier commit's with the content)
     current: FileRecord | None = None
+    # disk the partial mdl made already takes (its blocks, bytes its record may not count yet:
+    # written, not yet made durable); a resume writes over them and needs no more space for them
+    held: int = 0
 
 
 NOTHING = OnDisk(None, None, None, None)  # no record, nothing where the file goes, no partial
@@ -255,6 +258,7 @@ class Layout:
             state=state if own else None,
             partial=found is not None,
             current=record.files.get(path) if record else None,
+            held=found.st_blocks * 512 if own and found is not None else 0,
         )
 
     def link(self, placement: Placement) -> None:

@@ -460,6 +460,39 @@ def test_partial_bytes_come_from_the_resume_record(
         session.owned.close()
 
 
+def test_a_resume_needs_no_space_for_the_blocks_its_partial_already_holds(
+    tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run stopped by a full disk: its streams had written more than the record counts as done
+    # (written, not yet durable). Those blocks are on disk already: the resume writes over them.
+    dest = tmp_path / "models"
+    spec = catalog_models(tiny)["tiny"]
+    tiny.cdn.faults.add(Fault.reset(after_bytes=1000))
+    assert pull(tiny, dest, [spec], env={"MDL_RETRIES": "0"}).exit_code == ExitCode.NETWORK
+    session = PullSession(make_settings(tiny, dest), progress=NullProgress())
+    try:
+        (model,), _ = resolve(session, [spec], lock=None)
+        remote = next(f for f in model.files if f.path == "model.safetensors")
+        part, _ = session.layout.plain.part_paths("tiny", "model.safetensors")
+        with part.open("r+b") as handle:  # the uncounted bytes: written where they go
+            handle.seek(1000)
+            handle.write(WEIGHTS[1000 : len(WEIGHTS) // 2])
+            os.fsync(handle.fileno())
+        held = part.stat().st_blocks * 512
+        planned = plan_file(session.layout, remote, force=False, offline=False)
+        assert planned.decision.action.value == "resume" and planned.partial_bytes == 1000
+        # free space short of what the record leaves to fetch, enough for what the disk leaves
+        monkeypatch.setattr(Store, "free_bytes", lambda self: len(WEIGHTS) - held + 4096)
+        check_space([planned])
+        assert held >= len(WEIGHTS) // 2 - 1000
+        # and no less: what is not held yet is still asked for
+        monkeypatch.setattr(Store, "free_bytes", lambda self: len(WEIGHTS) - held - 4096)
+        with pytest.raises(NoSpaceError):
+            check_space([planned])
+    finally:
+        session.owned.close()
+
+
 @pytest.mark.slow
 def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Path) -> None:
     dest = tmp_path / "models"
