@@ -23,7 +23,7 @@ import pytest
 from clocks import VirtualWaits
 from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import Fault, HubServer, make_data
+from servers import Fault, HubServer, hold_after, make_data
 
 import mdl
 import mdl.download._fill as fill_module
@@ -405,7 +405,11 @@ def child(hub: HubServer, tmp_path: Path, root: Path, name: str = "m0") -> subpr
 
 @pytest.mark.slow
 def test_a_holder_killed_then_restarted_takes_its_lease_at_once_and_publishes_its_partial(
-    hub: HubServer, root: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+    hub: HubServer,
+    root: Path,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[str]],
+    request: pytest.FixtureRequest,
 ) -> None:
     """Issue 68: a holder kill -9ed at 20 % cost 1.42× the file at N = 4: its partial was never
     published, and a machine beside it took the lease at once and fetched the file again. Its
@@ -413,7 +417,13 @@ def test_a_holder_killed_then_restarted_takes_its_lease_at_once_and_publishes_it
     is an hour: the follower waits), and resumes on its partial: the origin sends only the rest,
     and the follower reads it from the mirror."""
     hub.add_repo("org/tiny", {"model.safetensors": BIG})
-    hub.cdn.throttle_bps = 2 * PART  # per stream: the first run is killed a third in
+    # Each answer (a half part: eight at once) held at 3 MiB until the kill: the first run holds
+    # the lease while the follower starts, and is killed with a third and more on disk, however
+    # busy the machine. (Throttled instead, how far the holder got before the follower started
+    # was the machine's pace: on a busy one the holder had the whole file, the follower read it
+    # and never waited.)
+    held = hold_after(hub.cdn, 3 * PART)
+    request.addfinalizer(held.set)
     processes.append(first := child(hub, tmp_path, root))
 
     def holding() -> bool:  # the first run holds the lease before the follower starts
@@ -442,7 +452,7 @@ def test_a_holder_killed_then_restarted_takes_its_lease_at_once_and_publishes_it
     wait_for(a_third_on_disk, what="a third of the file on the holder's disk")
     first.send_signal(signal.SIGKILL)
     first.wait(HANG)
-    hub.cdn.throttle_bps = None
+    held.set()
     processes.append(again := child(hub, tmp_path, root))
     out, err = again.communicate(timeout=HANG)
     assert again.returncode == 0, err
