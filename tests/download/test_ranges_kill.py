@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import HANG, wait_for
-from servers import HubServer, make_data
+from servers import HubServer, hold_after, make_data
 
 from mdl.lockfile.parts import PartHashes, parts_beside, write_parts
 from mdl.transfer import ranges
@@ -43,7 +43,10 @@ def pull(catalog: Path, dest: Path, env: dict[str, str]) -> subprocess.Popen[str
 
 
 def test_a_pull_killed_then_run_again_keeps_the_ranges_that_verify(
-    hub: HubServer, tmp_path: Path, processes: list[subprocess.Popen[str]]
+    hub: HubServer,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[str]],
+    request: pytest.FixtureRequest,
 ) -> None:
     hub.add_repo("org/m", {"model.safetensors": WEIGHTS})
     env = {**os.environ, "HF_ENDPOINT": hub.url, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
@@ -64,7 +67,11 @@ def test_a_pull_killed_then_run_again_keeps_the_ranges_that_verify(
         parts_beside(catalog.with_suffix(".lock")), {sha: PartHashes(len(WEIGHTS), MiB, digests)}
     )
     dest = tmp_path / "dest"
-    hub.cdn.throttle_bps = 1 * MiB  # per stream: killed on the way
+    # Each answer (a 4 MiB piece) held at 3.5 MiB until the kill: killed on the way, however busy
+    # the machine. (Throttled instead, a second left between three ranges on disk and the file's
+    # end: a busy machine's kill could come after it.)
+    held = hold_after(hub.cdn, 3 * MiB + MiB // 2)
+    request.addfinalizer(held.set)
     processes.append(first := pull(catalog, dest, env))
     kept: list[tuple[int, int]] = []
 
@@ -80,11 +87,11 @@ def test_a_pull_killed_then_run_again_keeps_the_ranges_that_verify(
     wait_for(ranges_on_disk, what="three ranges on disk")
     first.send_signal(signal.SIGKILL)
     first.wait(HANG)
+    held.set()
     (part,) = dest.rglob("*.part")
     with part.open("r+b") as opened:  # a byte of the first range damaged while no mdl ran
         opened.seek(100)
         opened.write(bytes([WEIGHTS[100] ^ 1]))
-    hub.cdn.throttle_bps = None
     hub.cdn.log.clear()
     processes.append(again := pull(catalog, dest, env))
     out, err = again.communicate(timeout=HANG)
