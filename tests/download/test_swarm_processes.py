@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import HANG, wait_for
-from servers import HubServer, make_data
+from servers import HubServer, hold_after, make_data
 
 import mdl
 from mdl import api
@@ -169,7 +169,11 @@ def kill(process: subprocess.Popen[str]) -> None:
 
 
 def test_a_machine_killed_mid_swarm_and_restarted_takes_its_claims_back_at_once(
-    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machines: list[Machines]
+    hub: HubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    machines: list[Machines],
+    request: pytest.FixtureRequest,
 ) -> None:
     """One machine claims every part of a 4-part file (4 streams) and is killed -9 with bytes of
     them on disk. Its restart and two newcomers start together; the claims are live for an hour
@@ -180,7 +184,11 @@ def test_a_machine_killed_mid_swarm_and_restarted_takes_its_claims_back_at_once(
     fleet = Machines(hub, tmp_path, data)
     machines.append(fleet)
     fleet.lock(monkeypatch)
-    hub.cdn.throttle_bps = MiB // 4  # per stream: a part takes 4 s
+    # Each answer (a part) held at half of it until the kill: killed with half the file on its
+    # disk, no byte in flight past it, however busy the machine. (Throttled instead, the bytes
+    # sent between the quarter seen on its disk and the kill were the machine's pace.)
+    held = hold_after(hub.cdn, MiB // 2)
+    request.addfinalizer(held.set)
     first = fleet.start("m0", term="3600")
     wait_for(
         lambda: (t := fleet.token("m0")) is not None and len(fleet.claims_of(t)) == 4,
@@ -190,6 +198,7 @@ def test_a_machine_killed_mid_swarm_and_restarted_takes_its_claims_back_at_once(
     assert token is not None
     wait_for(lambda: fleet.on_disk("m0") >= MiB, what="a quarter of the file on its disk")
     kill(first)
+    held.set()
     assert len(fleet.claims_of(token)) == 4, "the killed run's claims are live"
     hub.cdn.throttle_bps = MiB  # the rest: a part in a second
     again = fleet.start("m0.again", term="3600")
