@@ -453,6 +453,7 @@ def test_a_holder_killed_then_restarted_takes_its_lease_at_once_and_publishes_it
     first.send_signal(signal.SIGKILL)
     first.wait(HANG)
     held.set()
+    hub.cdn.faults.clear()
     processes.append(again := child(hub, tmp_path, root))
     out, err = again.communicate(timeout=HANG)
     assert again.returncode == 0, err

@@ -199,6 +199,7 @@ def test_a_machine_killed_mid_swarm_and_restarted_takes_its_claims_back_at_once(
     wait_for(lambda: fleet.on_disk("m0") >= MiB, what="a quarter of the file on its disk")
     kill(first)
     held.set()
+    hub.cdn.faults.clear()
     assert len(fleet.claims_of(token)) == 4, "the killed run's claims are live"
     hub.cdn.throttle_bps = MiB  # the rest: a part in a second
     again = fleet.start("m0.again", term="3600")
