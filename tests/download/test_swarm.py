@@ -84,10 +84,7 @@ def test_three_machines_share_the_origin_part_by_part(
     outcomes = [report.files[0] for report in reports]
     print(outcomes)
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
-    # and the parts a machine says it fetched twice: a machine starved of CPU may hold a claim past
-    # what a part takes the others plus slack (the end game's bound, the machine's pace)
-    twice = sum(outcome.duplicated for outcome in outcomes)
-    assert tiny.cdn.log.body_bytes() <= len(WEIGHTS) + 2 * PART + twice
+    assert tiny.cdn.log.body_bytes() <= len(WEIGHTS) + 2 * PART
 
 
 # --- one machine's picks against parts another machine publishes (a shared folder) ---
