@@ -12,9 +12,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from mdl.buckets import versions
 from mdl.catalog.specs import ModelSpec
-from mdl.download._locksigned import _manifest_signature
+from mdl.download._locksigned import manifest_signatures
 from mdl.download.resolve import from_lock
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, NetworkError
@@ -69,7 +68,9 @@ def with_version_signature(
     if trust is None or any(f.path == trust.installed_as for f in locked.files):
         return locked
     unread: list[str] = []  # manifests a mirror could not be asked for (an outage, not "none")
-    named = _manifest_named(session, spec.name, locked, trust.installed_as, unread)
+    rows = [(f.path, f.size, f.sha256) for f in locked.files]
+    pointers = manifest_signatures(session, spec.name, rows, trust.installed_as, unread)
+    named = next((pointer for _, _, pointer in pointers), None)
     source = _source(locked, trust)
     if named is None and unread:
         raise NetworkError(
@@ -97,25 +98,6 @@ def with_version_signature(
     )
     sig = LockedFile(trust.installed_as, named.size, named.sha256, source)
     return replace(locked, files=tuple(sorted((*locked.files, sig), key=lambda f: f.path)))
-
-
-def _manifest_named(
-    session: PullSession, model: str, locked: LockedModel, path: str, unread: list[str]
-) -> versions.ManifestFile | None:
-    """The signature the first manifest of this version (by its files' ids) on the store mirrors
-    of the published layout names (a pointer only: what it names is fetched by its sha256 and
-    verified)."""
-    rows = [(f.path, f.size, f.sha256) for f in locked.files]
-    ids = versions.version_ids(rows, signature=path)
-    for template in session.settings.mirrors:
-        prefix = versions.prefix_of(template)
-        if prefix is None or template in session.owned.dead_mirrors:
-            continue
-        for vid in ids:
-            named = _manifest_signature(session, template, prefix, model, vid, unread)
-            if named is not None:
-                return named
-    return None
 
 
 def _source(locked: LockedModel, trust: Trust) -> str | None:
