@@ -35,11 +35,9 @@ from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
 from mdl.store.verify import read_signature
 from mdl.transfer.job import TransferJob, TransferResult
-from mdl.units import plural
+from mdl.units import first_few, plural
 
 log = logging.getLogger("mdl.lock")
-
-SHOWN = 5  # uncovered files an error names; the rest are counted
 
 
 class Pinned(Protocol):
@@ -79,12 +77,9 @@ def held_to_signature(
     ]
     if not missing:
         return statement
-    listed = ", ".join(missing[:SHOWN])
-    if len(missing) > SHOWN:
-        listed += f" and {len(missing) - SHOWN} more"
     raise IntegrityError(
         f"{spec.name}: its signature ({signature}) does not cover {plural(len(missing), 'file')}"
-        f" the lock pins: {listed}",
+        f" the lock pins: {first_few(missing)}",
         hint=sign_hint(spec.name, settings),
     )
 

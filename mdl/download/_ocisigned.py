@@ -24,11 +24,9 @@ from mdl.signing.statement import SignedManifest, Trust
 from mdl.sources.ocisigs import signature_layers
 from mdl.sources.resolve import RemoteFile, ResolvedModel, marked_signature
 from mdl.store.layout import signed_name
-from mdl.units import plural
+from mdl.units import first_few, plural
 
 log = logging.getLogger("mdl.pull")
-
-SHOWN = 5  # files an error names; the rest are counted
 
 
 def referred_signatures(
@@ -128,10 +126,7 @@ def _exactly(spec: ModelSpec, statement: SignedManifest, model: ResolvedModel, r
     extra = sorted(p for p in statement.files if p not in present and not statement.ignores(p))
     if not extra:
         return
-    listed = ", ".join(extra[:SHOWN])
-    if len(extra) > SHOWN:
-        listed += f" and {len(extra) - SHOWN} more"
     raise IntegrityError(
         f"{spec.name}: a signature referrer of {ref.given} signs {plural(len(extra), 'file')} its"
-        f" manifest does not have: {listed}"
+        f" manifest does not have: {first_few(extra)}"
     )
