@@ -421,6 +421,13 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 FRESH_TRIES = 3
 
 
+def nearest_folder(path: Path) -> Path:
+    """``path`` if it is a folder, else its nearest ancestor that is."""
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = False) -> int:
     """A descriptor of ``folder`` inside ``root`` (the user's choice: it may be a link), walked to
     one name at a time, each folder opened relative to the one above: a folder is made (``create``)

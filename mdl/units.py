@@ -5,6 +5,7 @@ and aria2c print.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 _SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
@@ -32,6 +33,12 @@ def human_size(n: int | float | None) -> str:
 def plural(n: int, word: str) -> str:
     """``1 file``, ``2 files``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def first_few(names: Sequence[str], most: int = 5) -> str:
+    """The first ``most`` of ``names``, then how many more: ``a, b, c and 4 more``."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def human_rate(bytes_per_second: float | None) -> str:

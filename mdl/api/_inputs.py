@@ -41,14 +41,19 @@ def _text(value: object, *, param: str) -> str:
     return value
 
 
-def _strings(value: object, *, param: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (_text(value, param=param),)
-    if isinstance(value, bytes | bytearray | memoryview | Mapping) or not isinstance(
-        value, Iterable
-    ):
-        raise _refuse(param, "a string or a list of strings", value)
-    return tuple(_text(item, param=f"{param}[{i}]") for i, item in enumerate(value))
+def _many(one: _Rule, kinds: Any, expected: str) -> _Rule:
+    """One value (a ``kinds``) is one item, as is a list of them: each checked by ``one``."""
+
+    def check(value: object, *, param: str) -> tuple[object, ...]:
+        if isinstance(value, kinds):
+            return (one(value, param=param),)
+        if isinstance(value, bytes | bytearray | memoryview | Mapping) or not isinstance(
+            value, Iterable
+        ):
+            raise _refuse(param, expected, value)
+        return tuple(one(item, param=f"{param}[{i}]") for i, item in enumerate(value))
+
+    return check
 
 
 def _mirrors(value: object, *, param: str) -> tuple[str | Mapping[str, str], ...]:
@@ -82,17 +87,6 @@ def _path(value: object, *, param: str) -> Path:
     if not value:
         raise UsageError(f"{param}: expected a path, got ''")
     return Path(_text(value, param=param))
-
-
-def _paths(value: object, *, param: str) -> tuple[Path, ...]:
-    """Paths: one (str or os.PathLike) is one item, as with strings."""
-    if isinstance(value, str | os.PathLike):
-        return (_path(value, param=param),)
-    if isinstance(value, bytes | bytearray | memoryview | Mapping) or not isinstance(
-        value, Iterable
-    ):
-        raise _refuse(param, "a path or a list of paths", value)
-    return tuple(_path(item, param=f"{param}[{i}]") for i, item in enumerate(value))
 
 
 def _environ(value: object, *, param: str) -> Mapping[str, str]:
@@ -150,8 +144,8 @@ _RULES: dict[str, _Rule] = {
         lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number", float
     ),
     "StrPath": _path,
-    "Sequence[StrPath]": _paths,
-    "Sequence[str]": _strings,
+    "Sequence[StrPath]": _many(_path, str | os.PathLike, "a path or a list of paths"),
+    "Sequence[str]": _many(_text, str, "a string or a list of strings"),
     "Sequence[str | Mapping[str, str]]": _mirrors,
     "Catalog | StrPath": _catalog,
     "Mapping[str, str]": _environ,

@@ -48,8 +48,8 @@ def publish(
     (``oci://REGISTRY/REPOSITORY[:TAG]``, ``{model}`` in it for several); with ``sign`` (an EC
     private key, PEM) a model.sig the manifest names. ``dry_run``: what would go up, nothing
     sent."""
-    from mdl.download.session import warned
     from mdl.lockfile.policy import LockUse
+    from mdl.report import warned
     from mdl.upload.publisher import publish_models
 
     registry = to.startswith("oci://")

@@ -20,6 +20,7 @@ from mdl.errors import UnsafePathError, UsageError
 from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, name_problem, opened, reserved_by_mdl
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
+from mdl.units import first_few
 
 PROFILES = ("deploy", "full")
 COMPRESSIONS = ("auto", "none", "deflate")
@@ -361,9 +362,7 @@ def _logs_note(logs: list[Found], excludes: tuple[str, ...], *, whole_run: bool)
     ]
     if not taken:
         return f"--with-logs: no logs found in the run (looked for {_LOGS_LOOKED_FOR})"
-    listed = ", ".join(taken[:_SHOWN_LOGS])
-    if (more := len(taken) - _SHOWN_LOGS) > 0:
-        listed += f" and {more} more"
+    listed = first_few(taken, _SHOWN_LOGS)
     whole = " (a whole-run archive holds them already)" if whole_run else ""
     plural = "s" if len(taken) != 1 else ""
     return f"--with-logs: {len(taken)} log file{plural}{whole}: {listed}"

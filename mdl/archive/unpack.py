@@ -29,7 +29,7 @@ from mdl.errors import (
     disk_error,
 )
 from mdl.outsidejson import read_json
-from mdl.paths import SHA256_HEX, shown, temp_name
+from mdl.paths import SHA256_HEX, nearest_folder, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import SIGNATURE_FILE, SignedFile, SignedManifest, Trust
@@ -455,7 +455,7 @@ def unpack_stream(
             raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
     if trust is not None:
         _signer(trust)  # a missing extra or key is said before stdin is read
-    spool = zipread.nearest_folder(cwd / dest if dest is not None else cwd) / temp_name("stdin.zip")
+    spool = nearest_folder(cwd / dest if dest is not None else cwd) / temp_name("stdin.zip")
     named = ArchiveProgress(progress, None)
     try:
         fd = os.open(spool, NEW_FILE, 0o600)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mdl.errors import ArchiveError, IntegrityError, UsageError
-from mdl.paths import MAX_SHOWN, name_problem, shown
+from mdl.paths import MAX_SHOWN, name_problem, nearest_folder, shown
 
 MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
 STORED, DEFLATED = 0, 8
@@ -550,13 +550,6 @@ def check_limits(entries: list[Entry], max_ratio: float) -> int:
     if total > MAX_TOTAL_BYTES:
         raise ArchiveError(f"the archive would expand to {total} bytes (limit {MAX_TOTAL_BYTES})")
     return total
-
-
-def nearest_folder(path: Path) -> Path:
-    """``path`` if it is a folder, else its nearest ancestor that is."""
-    while not path.is_dir() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def check_lengths(entries: list[Entry], dest: Path) -> None:

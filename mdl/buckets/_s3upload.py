@@ -87,7 +87,10 @@ def holds_file(client: Any, obj: S3Object, path: Path, *, size: int, sha256: str
     if sizes is None or count not in ("", str(len(sizes))):
         return False
     digests = _cut(obj, path, sizes, sha256, hashlib.sha256)
-    return digests is not None and _b64(hashlib.sha256(b"".join(digests)).digest()) == digest
+    return (
+        digests is not None
+        and base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode() == digest
+    )
 
 
 def _etag_holds(client: Any, obj: S3Object, path: Path, head: dict[str, Any], sha256: str) -> bool:
@@ -161,10 +164,6 @@ def _cut(
         log.info("%s: cannot read %s to compare: %s", obj.uri, path, exc)
         return None
     return digests if whole.hexdigest() == sha256 else None
-
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
 
 
 @contextmanager

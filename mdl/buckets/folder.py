@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote
 from mdl.buckets import names
 from mdl.buckets.protocol import LEGACY_MARK, Listed, Seen, StoredObject, authorship, mark_text
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
-from mdl.paths import kind_of, open_dir, opened
+from mdl.paths import kind_of, nearest_folder, open_dir, opened
 from mdl.redact import Secrets, printable, safe_text
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ class FolderWriter:
     def _listed(self, prefix: str, *, temps: bool, most: int | None = None) -> Iterator[Listed]:
         authority, wanted = _prefix_path(prefix)
         start = Path(wanted if wanted.endswith("/") else wanted.rsplit("/", 1)[0] or "/")
-        self._last_folder = _existing(start)  # now() after a listing (prune) reads its clock
+        self._last_folder = nearest_folder(start)  # now() after a listing (prune) reads its clock
         for path, st in _walk(start, temps=temps, most=most):
             if str(path).startswith(wanted):
                 yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)
@@ -473,13 +473,6 @@ def _prefix_path(prefix: str) -> tuple[str, str]:
     if any(seg in ("", ".", "..") for seg in rest.split("/")[:-1]) or printable(rest) != rest:
         raise UsageError(f"{prefix}: an empty, '.' or '..' segment in the path")
     return authority, "/" + rest
-
-
-def _existing(folder: Path) -> Path:
-    """``folder``, or its nearest ancestor that exists (a clock for a name not written yet)."""
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
-    return folder
 
 
 def _copy(source: int, target: int, sent: Callable[[int], None]) -> int:

@@ -104,8 +104,9 @@ def _shared(sources: FileSources, place: Place, *, over: str | None = None) -> T
         ledger=sources.ledger,
     )
     why = _unswarmable(sources, parts)
-    if why is None and parts is not None:
-        return _swarmed(sources, place, over, parts)
+    if why is None and parts is not None:  # its mirror reads on one pool for its whole run
+        with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as readers:
+            return _swarm_on(sources, place, over, parts, readers)
     result = _filled(sources, place, parts, over=over)
     return replace(result, unswarmed=why) if why else result
 
@@ -124,14 +125,6 @@ def _unswarmable(sources: FileSources, parts: PartSet | None) -> str | None:
     if not all(parts.span(n)[1] in ends for n in range(1, parts.count + 1)):
         return f"its {trust.kind} ranges do not line up with the fleet's parts"
     return None
-
-
-def _swarmed(
-    sources: FileSources, place: Place, over: str | None, parts: PartSet
-) -> TransferResult:
-    """The file from the swarm (``_swarm_on``), its mirror reads on one pool for its whole run."""
-    with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as readers:
-        return _swarm_on(sources, place, over, parts, readers)
 
 
 def _swarm_on(

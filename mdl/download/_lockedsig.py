@@ -9,15 +9,14 @@ model whose catalog names a signer."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from mdl.buckets import versions
 from mdl.catalog.specs import ModelSpec
-from mdl.download._locksigned import _manifest_signature
+from mdl.download._locksigned import manifest_signatures
 from mdl.download.resolve import from_lock
 from mdl.download.session import PullSession
-from mdl.errors import IntegrityError, NetworkError
+from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NetworkError
 from mdl.lockfile.model import LockedFile, LockedModel
 from mdl.lockfile.policy import LockUse
 from mdl.report import FileOutcome, failed
@@ -37,25 +36,41 @@ def sign_locked(
     """The stage between resolve and the signatures': each model the lock pins without the
     signature its catalog asks for, with the one its version's manifest names (the rest pass as
     they are); those that have none, their failures (exit 6, nothing of them fetched)."""
+
+    def pinned_signed(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
+        locked = lock.pinned(spec) if spec.signature is not None else None
+        if locked is None:
+            return model
+        signed = with_version_signature(session, spec, locked, lock=lock.name)
+        if signed is locked:
+            return model
+        return from_lock(session.settings, spec, signed, parts=lock.parts)
+
+    return each_model(session, specs, resolved, pinned_signed, refused=IntegrityError)
+
+
+def each_model(
+    session: PullSession,
+    specs: Sequence[ModelSpec],
+    resolved: Sequence[ResolvedModel],
+    stage: Callable[[ModelSpec, ResolvedModel], ResolvedModel],
+    *,
+    refused: type[MdlError] = MdlError,
+) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+    """A stage between resolve and fetch: each model of ``specs`` as ``stage`` makes it (any other
+    as it is); those ``stage`` refuses (``refused``), their failures (nothing of them fetched)."""
     by_name = {spec.name: spec for spec in specs}
     models: list[ResolvedModel] = []
     failures: list[FileOutcome] = []
     for model in resolved:
         spec = by_name.get(model.name)
-        trust = spec.signature if spec is not None else None
-        locked = lock.pinned(spec) if spec is not None and trust is not None else None
-        if spec is None or trust is None or locked is None:
-            models.append(model)
-            continue
         try:
-            signed = with_version_signature(session, spec, locked, lock=lock.name)
-        except IntegrityError as exc:
+            models.append(model if spec is None else stage(spec, model))
+        except InterruptedByUserError:
+            raise
+        except refused as exc:
             failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))
             log.error("%s", failures[-1].error)
-            continue
-        if signed is not locked:
-            model = from_lock(session.settings, spec, signed, parts=lock.parts)
-        models.append(model)
     return models, failures
 
 
@@ -69,7 +84,9 @@ def with_version_signature(
     if trust is None or any(f.path == trust.installed_as for f in locked.files):
         return locked
     unread: list[str] = []  # manifests a mirror could not be asked for (an outage, not "none")
-    named = _manifest_named(session, spec.name, locked, trust.installed_as, unread)
+    rows = [(f.path, f.size, f.sha256) for f in locked.files]
+    pointers = manifest_signatures(session, spec.name, rows, trust.installed_as, unread)
+    named = next((pointer for _, _, pointer in pointers), None)
     source = _source(locked, trust)
     if named is None and unread:
         raise NetworkError(
@@ -97,25 +114,6 @@ def with_version_signature(
     )
     sig = LockedFile(trust.installed_as, named.size, named.sha256, source)
     return replace(locked, files=tuple(sorted((*locked.files, sig), key=lambda f: f.path)))
-
-
-def _manifest_named(
-    session: PullSession, model: str, locked: LockedModel, path: str, unread: list[str]
-) -> versions.ManifestFile | None:
-    """The signature the first manifest of this version (by its files' ids) on the store mirrors
-    of the published layout names (a pointer only: what it names is fetched by its sha256 and
-    verified)."""
-    rows = [(f.path, f.size, f.sha256) for f in locked.files]
-    ids = versions.version_ids(rows, signature=path)
-    for template in session.settings.mirrors:
-        prefix = versions.prefix_of(template)
-        if prefix is None or template in session.owned.dead_mirrors:
-            continue
-        for vid in ids:
-            named = _manifest_signature(session, template, prefix, model, vid, unread)
-            if named is not None:
-                return named
-    return None
 
 
 def _source(locked: LockedModel, trust: Trust) -> str | None:

@@ -35,11 +35,9 @@ from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
 from mdl.store.verify import read_signature
 from mdl.transfer.job import TransferJob, TransferResult
-from mdl.units import plural
+from mdl.units import first_few, plural
 
 log = logging.getLogger("mdl.lock")
-
-SHOWN = 5  # uncovered files an error names; the rest are counted
 
 
 class Pinned(Protocol):
@@ -79,12 +77,9 @@ def held_to_signature(
     ]
     if not missing:
         return statement
-    listed = ", ".join(missing[:SHOWN])
-    if len(missing) > SHOWN:
-        listed += f" and {len(missing) - SHOWN} more"
     raise IntegrityError(
         f"{spec.name}: its signature ({signature}) does not cover {plural(len(missing), 'file')}"
-        f" the lock pins: {listed}",
+        f" the lock pins: {first_few(missing)}",
         hint=sign_hint(spec.name, settings),
     )
 
@@ -158,20 +153,34 @@ def _pointed(
     mirrors of the published layout, in order, each fetched from the mirrors by its sha256 (the
     source's turn comes after them)."""
     rows = [(f.path, f.size or 0, f.sha256 or "") for f in files]
-    ids = versions.version_ids(rows, signature=sig.path)
+    for template, vid, pointer in manifest_signatures(session, sig.model, rows, sig.path, unread):
+        wanted = replace(sig, size=pointer.size, sha256=pointer.sha256, git_oid=None, xet=None)
+        got = signature_bytes(session, wanted, mirrors_only=True)
+        if got is not None:
+            log.info("%s: the signature version %s's manifest names", label_of(sig), vid[:12])
+            yield _placed(got[0], template), got[1]
+
+
+def manifest_signatures(
+    session: PullSession,
+    model: str,
+    rows: Iterable[tuple[str, int, str]],
+    signature: str,
+    unread: list[str],
+) -> Iterator[tuple[str, str, versions.ManifestFile]]:
+    """The signatures (pointers only: what each names is fetched by its sha256 and verified) the
+    manifests of this version (``rows``: its files, ``signature`` its signature's path) name on the
+    store mirrors of the published layout, in order: each with its mirror's template and the
+    version id it was found by."""
+    ids = versions.version_ids(rows, signature=signature)
     for template in session.settings.mirrors:
         prefix = versions.prefix_of(template)
         if prefix is None or template in session.owned.dead_mirrors:
             continue
         for vid in ids:
-            pointer = _manifest_signature(session, template, prefix, sig.model, vid, unread)
-            if pointer is None:
-                continue
-            wanted = replace(sig, size=pointer.size, sha256=pointer.sha256, git_oid=None, xet=None)
-            got = signature_bytes(session, wanted, mirrors_only=True)
-            if got is not None:
-                log.info("%s: the signature version %s's manifest names", label_of(sig), vid[:12])
-                yield _placed(got[0], template), got[1]
+            pointer = _manifest_signature(session, template, prefix, model, vid, unread)
+            if pointer is not None:
+                yield template, vid, pointer
 
 
 def _placed(remote: RemoteFile, template: str) -> RemoteFile:

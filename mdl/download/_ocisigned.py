@@ -15,20 +15,19 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from mdl.catalog.specs import ModelSpec
+from mdl.download._lockedsig import each_model
 from mdl.download._locksigned import held_to_signature, signature_bytes
 from mdl.download.session import PullSession
-from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
+from mdl.errors import IntegrityError, NotFoundError
 from mdl.paths import OciRef, parse_oci_source
-from mdl.report import FileOutcome, failed
+from mdl.report import FileOutcome
 from mdl.signing.statement import SignedManifest, Trust
 from mdl.sources.ocisigs import signature_layers
 from mdl.sources.resolve import RemoteFile, ResolvedModel, marked_signature
 from mdl.store.layout import signed_name
-from mdl.units import plural
+from mdl.units import first_few, plural
 
 log = logging.getLogger("mdl.pull")
-
-SHOWN = 5  # files an error names; the rest are counted
 
 
 def referred_signatures(
@@ -37,22 +36,13 @@ def referred_signatures(
     """The stage after resolve (and a lock's pins): each signed registry model with its signature
     file (``with_referred_signature``; a lock that pins it is asked nothing); those refused, their
     failures (nothing of them fetched)."""
-    by_name = {spec.name: spec for spec in specs}
-    models: list[ResolvedModel] = []
-    failures: list[FileOutcome] = []
-    for model in resolved:
-        spec = by_name.get(model.name)
-        if spec is None or spec.oci is None or spec.signature is None:
-            models.append(model)
-            continue
-        try:
-            models.append(with_referred_signature(session, spec, model))
-        except InterruptedByUserError:
-            raise
-        except MdlError as exc:
-            failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))
-            log.error("%s", failures[-1].error)
-    return models, failures
+
+    def referred(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
+        if spec.oci is None or spec.signature is None:
+            return model
+        return with_referred_signature(session, spec, model)
+
+    return each_model(session, specs, resolved, referred)
 
 
 def with_referred_signature(
@@ -128,10 +118,7 @@ def _exactly(spec: ModelSpec, statement: SignedManifest, model: ResolvedModel, r
     extra = sorted(p for p in statement.files if p not in present and not statement.ignores(p))
     if not extra:
         return
-    listed = ", ".join(extra[:SHOWN])
-    if len(extra) > SHOWN:
-        listed += f" and {len(extra) - SHOWN} more"
     raise IntegrityError(
         f"{spec.name}: a signature referrer of {ref.given} signs {plural(len(extra), 'file')} its"
-        f" manifest does not have: {listed}"
+        f" manifest does not have: {first_few(extra)}"
     )

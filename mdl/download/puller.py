@@ -22,11 +22,11 @@ from mdl.download._plan import Action, PlannedFile, check_space, plan_models
 from mdl.download._signed import Signatures, check_signatures
 from mdl.download.demand import Demand
 from mdl.download.resolve import resolve
-from mdl.download.session import PullSession, warned
+from mdl.download.session import PullSession
 from mdl.lockfile.model import Lock
 from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress
-from mdl.report import WARNING_CAUSE, FileOutcome, RunReport, log_outcome
+from mdl.report import WARNING_CAUSE, FileOutcome, RunReport, log_outcome, warned
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.records import ExpectedFile, ModelRecord, SignatureRecord
 from mdl.store.store import Store

@@ -29,7 +29,6 @@ from mdl.errors import (
 )
 from mdl.progress import Progress
 from mdl.redact import redact_url
-from mdl.report import warned as warned  # (where pull and publish find it)
 from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.resolve import RemoteFile, mirror_targets, registry_mirror, with_probe
 from mdl.store.layout import Layout

@@ -19,6 +19,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
+from mdl.buckets.s3 import b64_of_hex
 from mdl.endpoint.shelf import Early, NotServed, Shelf, ShelfObject
 from mdl.wait import Wait
 
@@ -529,13 +530,9 @@ def _object_headers(obj: ShelfObject, length: int, *, checksum: bool = False) ->
     if checksum and obj.sha256 is not None:
         # the whole object's checksum on a whole-object answer only: boto3 checks it against the
         # body, and refuses it on a ranged one
-        headers["x-amz-checksum-sha256"] = _base64_sha256(obj.sha256)
+        headers["x-amz-checksum-sha256"] = b64_of_hex(obj.sha256)
         headers["x-amz-checksum-type"] = "FULL_OBJECT"
     return headers
-
-
-def _base64_sha256(sha256: str) -> str:
-    return base64.b64encode(bytes.fromhex(sha256)).decode()
 
 
 def _precondition(obj: ShelfObject, headers: Mapping[str, str]) -> Answer | None:
@@ -623,7 +620,7 @@ def _attributes(
         fields.append(f"<ETag>{escape(obj.etag.strip(chr(34)))}</ETag>")
     if "Checksum" in wanted and obj.sha256 is not None:
         fields.append(
-            f"<Checksum><ChecksumSHA256>{_base64_sha256(obj.sha256)}</ChecksumSHA256>"
+            f"<Checksum><ChecksumSHA256>{b64_of_hex(obj.sha256)}</ChecksumSHA256>"
             "<ChecksumType>FULL_OBJECT</ChecksumType></Checksum>"
         )
     if "StorageClass" in wanted:

@@ -9,7 +9,7 @@ BLAKE3) is hashed as it says by a :class:`Check` fed the bytes in order as they 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -120,7 +120,7 @@ class SignedFile:
         are not its sha256 (which the record holds anyway)."""
         return self.key if self.sha256 is None else None
 
-    def check_path(self, path: Path, *, on_bytes: Callable[[int], object] | None = None) -> None:
+    def check_path(self, path: Path) -> None:
         """Read ``path`` once and hold it to the signed digests (IntegrityError naming the file
         otherwise).
         """
@@ -128,8 +128,6 @@ class SignedFile:
         with path.open("rb") as handle:
             while chunk := handle.read(READ_SIZE):
                 check.update(chunk)
-                if on_bytes is not None:
-                    on_bytes(len(chunk))
         if (bad := check.mismatch()) is not None:
             raise IntegrityError(
                 f"{self.path}: {bad[0]} mismatch: the signature says {bad[1]}, the file has"

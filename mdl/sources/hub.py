@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote, urljoin
 
 import httpx2
@@ -155,9 +155,7 @@ class Hub:
         try:
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
         except RepoMissingError as exc:
-            if (dataset := self._asked_as(exc, repo, repo_type=repo_type, what=what)) is None:
-                raise
-            raise dataset from exc
+            self._missing(exc, repo, repo_type=repo_type, what=what)
         from mdl.sources._hubreplies import parse_revision
 
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
@@ -231,9 +229,7 @@ class Hub:
                 "GET", url, what=what, repo=repo, revision=revision, path=path, first_byte=True
             )
         except RepoMissingError as exc:
-            if (dataset := self._asked_as(exc, repo, repo_type=repo_type, what=what)) is None:
-                raise
-            raise dataset from exc
+            self._missing(exc, repo, repo_type=repo_type, what=what)
         from mdl.sources._hubreplies import parse_file_metadata, parse_xet_head
 
         redirected = response.has_redirect_location
@@ -250,28 +246,27 @@ class Hub:
         xet = parse_xet_head(response, endpoint=self.endpoint, what=what)
         return meta if xet is None else replace(meta, xet_hash=xet[0], xet_auth=xet[1])
 
-    def _asked_as(
-        self, exc: RepoMissingError, repo: str, *, repo_type: str, what: str
-    ) -> NotFoundError | None:
-        """A model repo not found whose name a dataset has (asked once, after the 404): said
-        with the dataset's hf:// URI, as ``hf download`` users ask without ``--repo-type`` (None:
-        no such dataset either)."""
-        if repo_type != "model":
-            return None
-        try:
-            self._fetch(
-                "GET",
-                hub_api_url(self.endpoint, repo, "dataset"),
-                what=what,
-                repo=repo,
-                revision="main",
-            )
-        except MdlError:
-            return None
-        return NotFoundError(
-            f"{exc.message}; is it a dataset? hf://datasets/{repo}",
-            hint=f"a dataset: mdl get hf://datasets/{repo} (or --repo-type dataset)",
-        )
+    def _missing(self, exc: RepoMissingError, repo: str, *, repo_type: str, what: str) -> NoReturn:
+        """``exc`` raised again; for a model repo not found whose name a dataset has (asked once,
+        after the 404), a NotFoundError from it with the dataset's hf:// URI, as ``hf download``
+        users ask without ``--repo-type``."""
+        if repo_type == "model":
+            try:
+                self._fetch(
+                    "GET",
+                    hub_api_url(self.endpoint, repo, "dataset"),
+                    what=what,
+                    repo=repo,
+                    revision="main",
+                )
+            except MdlError:
+                pass  # no such dataset either
+            else:
+                raise NotFoundError(
+                    f"{exc.message}; is it a dataset? hf://datasets/{repo}",
+                    hint=f"a dataset: mdl get hf://datasets/{repo} (or --repo-type dataset)",
+                ) from exc
+        raise exc
 
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
         return hub_file_url(self.endpoint, repo, path, repo_type, revision)

@@ -94,12 +94,7 @@ def digest(data: bytes | memoryview, algorithm: str = "blake3") -> bytes:
 
 
 def part_digests(
-    fd: int,
-    size: int,
-    part: int,
-    *,
-    stop: threading.Event | None = None,
-    whole: Callable[[memoryview], object] | None = None,
+    fd: int, size: int, part: int, *, whole: Callable[[memoryview], object] | None = None
 ) -> list[bytes]:
     """The blake3 of each ``part`` bytes of the file open at ``fd`` (read at most one part at a
     time; ``whole`` is fed every part in order: the file's own hash, from the same read); OSError
@@ -107,8 +102,6 @@ def part_digests(
     buffer = bytearray(min(part, max(1, size)))
     found: list[bytes] = []
     for start in range(0, size, part):
-        if stop is not None and stop.is_set():
-            raise InterruptedError("stopped")
         view = _read_into(fd, memoryview(buffer)[: min(part, size - start)], start)
         found.append(digest(view))
         if whole is not None:

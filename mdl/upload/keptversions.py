@@ -110,9 +110,12 @@ class KeptLocks:
         own = settings.lock_path
         self.seen = {own.resolve()} if own is not None and own.is_file() else set()
 
-    def catalog(self, models: Sequence[ModelSpec]) -> tuple[list[ResolvedModel], list[str]]:
+    def catalog(
+        self, models: Sequence[ModelSpec], locks: Sequence[Path] = ()
+    ) -> tuple[list[ResolvedModel], list[str]]:
         """The catalog's lock kept (``--locked``: a model it does not pin is refused before any
-        listing): the models it pins, as it pins them, and the names of those it does not."""
+        listing), then each of ``locks`` (``add``): the models the catalog's lock pins, as it pins
+        them, and the names of those it does not."""
         lock = LockUse(self.settings)
         lock.require(models)
         doing = "keeping every object under its name in the mirror"
@@ -122,6 +125,8 @@ class KeptLocks:
                 pinned.append(self._keep(lock.name, spec, locked))
                 self.current[spec.name] = set(lock_ids(locked, spec))
         self.warnings.extend(lock.warnings.values())
+        for path in locks:
+            self.add(path, models)
         held = {model.name for model in pinned}
         return pinned, [spec.name for spec in models if spec.name not in held]
 

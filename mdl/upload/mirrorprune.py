@@ -646,9 +646,7 @@ def prune_mirror_models(
             " folder (s3://bucket/prefix/{model}/{sha256}, file:///shared/{model}/{sha256})"
         )
     kept = KeptLocks(settings, template)
-    pinned, unpinned = kept.catalog(models)
-    for path in locks:
-        kept.add(path, models)
+    pinned, unpinned = kept.catalog(models, locks)
     endpoint = dict(settings.mirror_endpoints).get(template)
     writer = store.writer(endpoint=endpoint, secrets=settings.secrets)
     published = None

@@ -99,7 +99,7 @@ def repository_of(template: str, model: str, *, where: str = "--to") -> OciRef:
     return replace(ref, tag=ref.tag or DEFAULT_TAG)
 
 
-def check_target(to: str, models: Sequence[str]) -> str:
+def check_target(to: str, models: Sequence[str]) -> None:
     """``--to oci://…`` checked for the models asked (UsageError, exit 2): a repository per
     model (``{model}``) unless one model is published."""
     if MODEL_FIELD not in to and len(models) > 1:
@@ -109,7 +109,6 @@ def check_target(to: str, models: Sequence[str]) -> str:
         )
     for model in models:
         repository_of(to, model)
-    return to
 
 
 def config_of(model: LocalModel, files: Sequence[ReadyFile], *, id: str) -> bytes:

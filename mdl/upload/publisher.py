@@ -32,10 +32,10 @@ from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.states import INSTALLED, MODIFIED_MAYBE
 from mdl.store.verify import read_signature, verify_file
+from mdl.units import first_few
 from mdl.upload._bucket import Bucket, ReadyFile
 
 log = logging.getLogger("mdl.publish")
-SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
 # What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git*
 # files.
 LEFT_OUT = (SIGNATURE_FILE,)
@@ -585,9 +585,7 @@ def _not_ready(status: ModelStatus, layout: Layout) -> MdlError:
     files = [
         f"{f.path} ({f.state})" for f in status.files if f.state not in (INSTALLED, MODIFIED_MAYBE)
     ]
-    listed = ", ".join(files[:SHOWN]) + (
-        f" and {len(files) - SHOWN} more" if len(files) > SHOWN else ""
-    )
+    listed = first_few(files)
     return NotFoundError(
         f"{name}: not fully installed ({status.status}):"
         f" {listed or 'no files, or a download is unfinished'}",

@@ -91,9 +91,7 @@ def prune_registry(
         )
     template = check_mirror(mirror, where="--mirror")
     kept = KeptLocks(settings, template)
-    pinned, unpinned = kept.catalog(models)
-    for path in locks:
-        kept.add(path, models)
+    pinned, unpinned = kept.catalog(models, locks)
     retry = RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time)
     client = make_client(pool_size=4, timeout=settings.timeout, environ=settings.environ)
     registry = Registry(

@@ -39,10 +39,9 @@ from mdl.xet._subtree import Node, Subtree
 
 log = logging.getLogger("mdl.xet")
 
-MiB = 1 << 20
 # bytes a window may reach past what was asked: the CAS closes it at the next stable chunk bound,
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
-PAST = 4 * MiB
+PAST = 4 * partsize.MiB
 # bytes asked per window: the part size of a file cut in MOST_WINDOWS at most, doubled no further
 # than MOST_WINDOW (``partsize``: for a file up to PART × MOST_WINDOWS, 16 GiB, every lock part's
 # end is a window's end, a part doubled past MOST_WINDOW two windows; a bigger file, in fewer
