@@ -526,7 +526,9 @@ def fill_template(parts: Sequence[str | Placeholder], values: Mapping[str, str])
 
 
 @dataclass(frozen=True)
-class Placeholder:  # {name} in a template
+class Placeholder:
+    """{name} in a template."""
+
     name: str
 
 

@@ -107,6 +107,7 @@ else:
             if s.catalog
         ]
         + [("mirror_endpoints", object, field(default=()))],
+        namespace={"__doc__": "The [settings] table as written."},  # (else one from its signature)
         frozen=True,
     )
 

@@ -56,6 +56,8 @@ class LocalState:
 
 @dataclass(frozen=True)
 class Decision:
+    """What to do with a file, and why."""
+
     action: Action
     reason: str
 
@@ -175,6 +177,8 @@ def policy_of(remote: RemoteFile) -> InPlace:
 
 @dataclass(frozen=True)
 class PlannedFile:
+    """A file to fetch, with its decision and where it goes."""
+
     remote: RemoteFile
     decision: Decision
     partial_bytes: int

@@ -94,7 +94,9 @@ class UrlFile:
 
 
 @dataclass(frozen=True)
-class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
+class InlineCheck:
+    """What an inline payload decodes to (nothing of it is kept)."""
+
     size: int
     sha256: str
 

@@ -46,7 +46,9 @@ _Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True)
-class HubFileRef:  # a Hub file as its record's source names it
+class HubFileRef:
+    """A Hub file as its record's source names it."""
+
     repo_type: str
     repo: str
     commit: str | None

@@ -26,6 +26,8 @@ IGNORED_RANGE = "the server ignored the range"
 
 @dataclasses.dataclass(eq=False)
 class Shared:
+    """What a file's streams share: the client, the config, progress, cancel, the limiter."""
+
     client: httpx2.Client
     config: EngineConfig
     _: dataclasses.KW_ONLY

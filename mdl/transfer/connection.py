@@ -37,6 +37,8 @@ SCHEMES = ("http", "https")
 
 @dataclass(frozen=True)
 class Proxy:
+    """A proxy the environment names, and the variable that named it."""
+
     url: str
     source: str  # e.g. "HTTPS_PROXY"
 

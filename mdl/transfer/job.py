@@ -158,6 +158,8 @@ class RangeTrust(Protocol):
 
 @dataclass(frozen=True)
 class TransferJob:
+    """One file to fetch: where from, what it must be, where it lands."""
+
     label: str
     url: str
     identity: Identity
@@ -192,6 +194,8 @@ class TransferJob:
 
 @dataclass(frozen=True)
 class TransferResult:
+    """What a fetched file turned out to be, and what fetching it took."""
+
     size: int
     sha256: str
     git_oid: str | None
@@ -230,6 +234,8 @@ class TransferResult:
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """How the engine fetches: streams, retries, pieces, saves."""
+
     connections: int = 8
     # True: big files get more streams than ``connections`` (the default only)
     scale_connections: bool = False

@@ -59,6 +59,8 @@ def locate(client: httpx2.Client, state: DownloadState, *, keep: Callable[[Openi
 
 @dataclass(frozen=True)
 class Probed:
+    """What the first reply said of a file: where it is, its size and validator, ranges."""
+
     url: str
     size: int | None
     validator: str | None

@@ -32,6 +32,8 @@ class StreamStopped(Exception):
 
 @dataclass
 class Piece:
+    """A range of the file one stream fetches at a time, and how far it got."""
+
     start: int
     end: int | None  # None: unknown size, read to EOF
     done: int = 0
