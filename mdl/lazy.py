@@ -82,7 +82,7 @@ def loading() -> Iterator[None]:
 def unoffered(*names: str) -> Iterator[None]:
     """In the CLI's process (``freeze_loaded``), the block's imports go on without the libraries
     ``names`` not loaded yet, as if they were not installed: a library that imports one only to
-    offer it (httpcore2's anyio backend, ~6 ms of a small `mdl get`, which mdl never uses) offers
+    offer it (httpcore2's anyio backend, ~5 ms of a small `mdl get`, which mdl never uses) offers
     it no more. Once the block ends, an import of one loads it as ever; in a library caller's
     process the block changes nothing."""
     with _loading:
