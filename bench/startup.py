@@ -38,8 +38,9 @@ MINIMAL = r.HERE / "minimal_get.py"
 IMPORTS = "import typer, httpx2"
 ROWS = ("get", "help", "list", "probe")
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
-# issue 53: the tiny get costs no more than the minimal app, and at most 1.5 x the libraries' import
-TARGETS = (("minimal app", 1.0), (f"python -c '{IMPORTS}'", 1.5))
+# issue 53: the tiny get costs no more than the minimal app; issue 90: at most 1.3 x the libraries'
+# import in CPU (was 1.5 x)
+TARGETS = (("minimal app", 1.0), (f"python -c '{IMPORTS}'", 1.3))
 
 
 def write_catalog(folder: Path, models: int = 40) -> Path:
