@@ -38,9 +38,9 @@ MINIMAL = r.HERE / "minimal_get.py"
 IMPORTS = "import typer, httpx2"
 ROWS = ("get", "help", "list", "probe")
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
-# issue 53: the tiny get costs no more than the minimal app; issue 90: at most 1.3 x the libraries'
-# import in CPU (was 1.5 x)
-TARGETS = (("minimal app", 1.0), (f"python -c '{IMPORTS}'", 1.3))
+# issue 53: the tiny get costs no more than the minimal app (wall and CPU); issue 90: at most 1.3 x
+# the libraries' import in CPU (was 1.5 x, wall and CPU)
+TARGETS = (("minimal app", 1.0, ("wall", "cpu")), (f"python -c '{IMPORTS}'", 1.3, ("cpu",)))
 
 
 def write_catalog(folder: Path, models: int = 40) -> Path:
@@ -172,12 +172,13 @@ def ratio_lines(runs: r.Runs, mine: Sequence[str]) -> list[str]:
     """Each mdl get over each yardstick, wall and CPU, with the issue's targets."""
     lines = []
     for name in mine:
-        for other, target in TARGETS:
+        for other, target, judged in TARGETS:
             if other not in runs:
                 continue
             wall = r.median(runs[name]) / r.median(runs[other])
             cpu = r.median(runs[name], "cpu") / r.median(runs[other], "cpu")
-            verdict = "met" if max(wall, cpu) <= target else "missed"
+            judged_ratio = max({"wall": wall, "cpu": cpu}[m] for m in judged)
+            verdict = "met" if judged_ratio <= target else "missed"
             lines.append(
                 f"{name} / {other}: wall {wall:.2f} x, CPU {cpu:.2f} x"
                 f" (target <= {target:.1f} x: {verdict})"
