@@ -348,7 +348,7 @@ FAILING = (
     "        if failing.get(name) == 'map':\n"
     "            raise ImportError(name + '.so: failed to map segment from shared object')\n"
     "        if failing.get(name) == 'parse':\n"
-    "            spec = next(f.find_spec(name, path, target) for f in sys.meta_path[1:]"
+    "            spec = next(f.find_spec(name, path, target) for f in sys.meta_path[sys.meta_path.index(self) + 1 :]"
     " if f.find_spec(name, path, target))\n"
     "            raise SyntaxError(\"expected ':'\", (spec.origin, 3, 1, ''))\n"
     "sys.meta_path.insert(0, Failing())\n"
