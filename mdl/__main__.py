@@ -94,8 +94,11 @@ class Watch(logging.Handler):
     ) -> ModuleSpec | None:
         """The spec the next finders find, a shared library's loader watched."""
         for finder in sys.meta_path[sys.meta_path.index(self) + 1 :]:
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue  # (a finder of the old protocol: the import system asks it itself)
             try:
-                spec = finder.find_spec(name, path, target)
+                spec: ModuleSpec | None = find(name, path, target)
             except BaseException as exc:
                 self.noted(exc)
                 raise
