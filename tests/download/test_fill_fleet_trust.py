@@ -295,20 +295,18 @@ def bucket(s3: S3, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Any:  # n
 
 @pytest.mark.slow
 def test_foreign_names_and_a_planted_part_cost_nothing_on_moto(
-    hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hub: HubServer,
+    bucket: Any,
+    s3: S3,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The same on an S3 store: 2,000 foreign keys under the lease's prefix (more than a page of
     the listing) and a planted part at its public name; one machine fetches, the rest follow."""
     ns = namespace(S3_TEMPLATE)
     assert ns is not None
     leases = Generation.of(ns, S3_OBJECT).uri.removeprefix("s3://fleet/")[:-1]
-    with ThreadPoolExecutor(8) as pool:
-        list(
-            pool.map(
-                lambda n: bucket.put_object(Bucket="fleet", Key=f"{leases}0{n:04d}x", Body=b""),
-                range(2000),
-            )
-        )
+    s3.plant("fleet", (f"{leases}0{n:04d}x" for n in range(2000)), b"")
     digest = hashlib.sha256(SMALL).hexdigest()
     planted = Part.of(ns, S3_OBJECT, pin=digest, size=len(SMALL)).prefix.removeprefix("s3://fleet/")
     bucket.put_object(Bucket="fleet", Key=f"{planted}00001", Body=flipped(SMALL[:S3_PART]))
@@ -519,7 +517,12 @@ S3_MANY = 1_200  # keys past the generations on moto: over a listing's page of 1
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["numbered", "spaced"])
 def test_names_no_machine_reads_alike_cost_one_fetch_on_moto(
-    hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+    hub: HubServer,
+    bucket: Any,
+    s3: S3,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
 ) -> None:
     """The same on an S3 store: 30 nines (and 31) and 1,200 keys under the lease's prefix (more
     than a listing's page: no machine lists; the share's case holds 20,001, which cost moto
@@ -531,8 +534,7 @@ def test_names_no_machine_reads_alike_cost_one_fetch_on_moto(
     keys = [NINES, "9" * 31, *(str(n) for n in range(1, S3_MANY + 1))]
     if case == "spaced":
         keys = [str(n) for n in range(1, GENERATIONS, TAKE_TRIES + 1)]
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda k: bucket.put_object(Bucket="fleet", Key=leases + k, Body=b"9"), keys))
+    s3.plant("fleet", (leases + k for k in keys), b"9")
     reports = fleet(hub, tmp_path, S3_TEMPLATE, caplog)
     for i, report in enumerate(reports):
         assert report.exit_code == 0, report.files

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from runfixtures import mdl, use_catalog
 from s3server import S3
-from seaweed import Weed, seaweed_server  # noqa: F401
+from seaweed import Weed
 from servers import HubServer, make_data
 
 from mdl import partsize

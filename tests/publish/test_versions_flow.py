@@ -28,7 +28,7 @@ import pytest
 from releases import store_clock_past, writer_of
 from runfixtures import HANG, mdl, pseudo_random
 from s3server import S3, aws_environ, s3_server  # noqa: F401
-from seaweed import Weed, seaweed_server  # noqa: F401
+from seaweed import Weed
 from servers import Fault, HubServer
 from signkeys import key_pair
 

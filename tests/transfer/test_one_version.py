@@ -2,10 +2,10 @@
 whatever a server does between ranges, the final file holds exactly one version's bytes, or the run
 fails with a documented exit (5 network, 6 integrity) and leaves no file.
 
-Each test runs the real CLI (`python -m mdl get`, a subprocess with a time limit) against
-`ScriptedServer` (tests/hostile.py) on 127.0.0.1, serving a 40 MiB file (above the 32 MiB split
-threshold, so `--connections 4` means parallel ranges) whose versions change after a scripted number
-of requests. The assertions are on the final file's bytes and on what the server saw: every range
+Each test runs the real CLI (`mdl get`, a process of its own with a time limit, forked from the
+worker's zygote: tests/zygote.py) against `ScriptedServer` (tests/hostile.py) on 127.0.0.1, serving
+a 40 MiB file (above the 32 MiB split threshold, so `--connections 4` means parallel ranges) whose
+versions change after a scripted number of requests. The assertions are on the final file's bytes and on what the server saw: every range
 that does not start at byte 0 carries `If-Range` with the first answer's validator (strong ETag,
 else Last-Modified as an HTTP-date; never a weak ETag).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from functools import cache
@@ -25,6 +24,7 @@ import pytest
 from hostile import Phase, ScriptedServer, Seen, http_date
 from runfixtures import HANG
 from servers import make_data
+from zygote import forked_mdl
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -74,15 +74,7 @@ def run_mdl(tmp_path: Path, *args: str, timeout: float = 180) -> subprocess.Comp
     that outlasts ``timeout`` seconds is a failure."""
     try:
         return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mdl",
-                *args,
-                "--no-progress",
-                "--log-file",
-                str(tmp_path / "mdl.log"),
-            ],
+            [str(forked_mdl()), *args, "--no-progress", "--log-file", str(tmp_path / "mdl.log")],
             capture_output=True,
             text=True,
             timeout=timeout,

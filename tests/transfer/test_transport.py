@@ -316,6 +316,9 @@ class DrippingRange:
                     f"{close}\r\n".encode()
                     + self.body[: self.head]
                 )
+                if not self.interval:  # no trickle: the rest in one write, not a write per byte
+                    conn.sendall(self.body[self.head :])
+                    return
                 for at in range(self.head, self.length):
                     if self._stop.wait(self.interval):
                         return
