@@ -1,8 +1,8 @@
-"""``mdl get``: one-off sources into a folder, as a pull of them: the sources read once into one
-value (``OneOffs``: URLs, ``hf://`` files and whole repos, ``s3://``, job outputs) and the layout's
-way decided once (``get``) → listed → resolved (Hub files asked, URLs probed) → planned from one
-look at the folder per file (a file already there by plan's GET rules) → fetched and recorded in the
-folder's .mdl/get.json; a job's inline files are written."""
+"""``mdl get``: one-off sources into a folder, as a pull of them. The sources are read once into
+one value (``OneOffs``: URLs, ``hf://`` files and whole repos, ``s3://``, job outputs) and the
+layout's way is decided once (``get``); then listed → resolved (Hub files asked, URLs probed) →
+planned from one look at the folder per file (a file already there by plan's GET rules) → fetched
+and recorded in the folder's .mdl/get.json; a job's inline files are written."""
 
 from __future__ import annotations
 

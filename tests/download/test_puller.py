@@ -4,10 +4,12 @@ space, failures.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from mdl.download.puller import PullSession, RunReport, pull_models, resolve
 from mdl.errors import ExitCode, NoSpaceError
 from mdl.progress import NullProgress
 from mdl.setting import Overrides
+from mdl.sources.resolve import RemoteFile
 from mdl.store.store import Store
 
 # over 1 MiB: fetched by the engine's pieces, so an interrupted fetch is resumed (a smaller file is
@@ -438,17 +441,25 @@ def test_interrupted_pull_is_resumed_by_the_next_run(tiny: HubServer, tmp_path: 
     assert_tiny_on_disk(dest)
 
 
-def test_partial_bytes_come_from_the_resume_record(
-    tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    dest = tmp_path / "models"
+@contextlib.contextmanager
+def cut_at_1000(tiny: HubServer, dest: Path) -> Iterator[tuple[PullSession, RemoteFile]]:
+    """A session on ``dest`` after a pull of the weights was cut at their 1,000th byte, and the
+    weights' remote file."""
     spec = catalog_models(tiny)["tiny"]
     tiny.cdn.faults.add(Fault.reset(after_bytes=1000))
     assert pull(tiny, dest, [spec], env={"MDL_RETRIES": "0"}).exit_code == ExitCode.NETWORK
     session = PullSession(make_settings(tiny, dest), progress=NullProgress())
     try:
         (model,), _ = resolve(session, [spec], lock=None)
-        remote = next(f for f in model.files if f.path == "model.safetensors")
+        yield session, next(f for f in model.files if f.path == "model.safetensors")
+    finally:
+        session.owned.close()
+
+
+def test_partial_bytes_come_from_the_resume_record(
+    tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with cut_at_1000(tiny, tmp_path / "models") as (session, remote):
         planned = plan_file(session.layout, remote, force=False, offline=False)
         assert planned.decision.action.value == "resume"
         assert planned.partial_bytes == 1000
@@ -456,8 +467,6 @@ def test_partial_bytes_come_from_the_resume_record(
         monkeypatch.setattr(Store, "free_bytes", lambda self: 1000)
         with pytest.raises(NoSpaceError):
             check_space([planned])
-    finally:
-        session.owned.close()
 
 
 def test_a_resume_needs_no_space_for_the_blocks_its_partial_already_holds(
@@ -465,14 +474,7 @@ def test_a_resume_needs_no_space_for_the_blocks_its_partial_already_holds(
 ) -> None:
     # A run stopped by a full disk: its streams had written more than the record counts as done
     # (written, not yet durable). Those blocks are on disk already: the resume writes over them.
-    dest = tmp_path / "models"
-    spec = catalog_models(tiny)["tiny"]
-    tiny.cdn.faults.add(Fault.reset(after_bytes=1000))
-    assert pull(tiny, dest, [spec], env={"MDL_RETRIES": "0"}).exit_code == ExitCode.NETWORK
-    session = PullSession(make_settings(tiny, dest), progress=NullProgress())
-    try:
-        (model,), _ = resolve(session, [spec], lock=None)
-        remote = next(f for f in model.files if f.path == "model.safetensors")
+    with cut_at_1000(tiny, tmp_path / "models") as (session, remote):
         part, _ = session.layout.plain.part_paths("tiny", "model.safetensors")
         with part.open("r+b") as handle:  # the uncounted bytes: written where they go
             handle.seek(1000)
@@ -489,8 +491,6 @@ def test_a_resume_needs_no_space_for_the_blocks_its_partial_already_holds(
         monkeypatch.setattr(Store, "free_bytes", lambda self: len(WEIGHTS) - held - 4096)
         with pytest.raises(NoSpaceError):
             check_space([planned])
-    finally:
-        session.owned.close()
 
 
 @pytest.mark.slow
