@@ -1,8 +1,8 @@
 """The two public faces' names loaded on first use (PEP 562): ``import mdl`` or ``from mdl.api
 import pull`` loads the command family that is asked for, not all of them. The parts are imported
 by module and are not lazy. And how a start loads what it needs: without the cyclic collector
-walking each new object (``loading``), a transfer's modules while its first request is out
-(``import_ahead``), and without what a library only offers (``unoffered``)."""
+walking each new object (``loading``), and a transfer's modules while its first request is out
+(``import_ahead``)."""
 
 from __future__ import annotations
 
@@ -76,25 +76,6 @@ def loading() -> Iterator[None]:
                 gc.freeze()
             if _depth[0] == 0 and _depth[1]:
                 gc.enable()
-
-
-@contextlib.contextmanager
-def unoffered(*names: str) -> Iterator[None]:
-    """In the CLI's process (``freeze_loaded``), the block's imports go on without the libraries
-    ``names`` not loaded yet, as if they were not installed: a library that imports one only to
-    offer it (httpcore2's anyio backend, ~5 ms of a small `mdl get`, which mdl never uses) offers
-    it no more. Once the block ends, an import of one loads it as ever; in a library caller's
-    process the block changes nothing."""
-    with _loading:
-        skipped = [name for name in names if name not in sys.modules] if _depth[2] else []
-    for name in skipped:
-        sys.modules[name] = None  # type: ignore[assignment]  # (its import raises ImportError)
-    try:
-        yield
-    finally:
-        for name in skipped:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
 
 
 def import_ahead(*modules: str) -> Callable[[], None]:

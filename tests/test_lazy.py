@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mdl import lazy
-from mdl.lazy import import_ahead, loading, unoffered
+from mdl.lazy import import_ahead, loading
 
 
 @pytest.fixture
@@ -114,23 +114,3 @@ def test_a_failed_import_ahead_is_the_caller_s_own_import_s_to_raise(
     assert caplog.records == []  # nothing said on the thread
     with pytest.raises(ImportError, match="no such thing here"):
         __import__(name)
-
-
-def test_unoffered_hides_a_library_from_the_cli_s_block_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    offered = _package(tmp_path, monkeypatch, "import json\n")
-    offering = f"{offered}_offering"  # a library that offers what it finds installed
-    (tmp_path / f"{offering}.py").write_text(
-        f"try:\n    import {offered}\n    HAS = True\nexcept ImportError:\n    HAS = False\n"
-    )
-    monkeypatch.setattr(lazy, "_depth", [0, True, True])  # the CLI's process
-    with unoffered(offered):
-        assert not __import__(offering).HAS  # as if it were not installed
-    assert offered not in sys.modules
-    assert __import__(offered).json is not None  # after the block: loaded as ever
-    del sys.modules[offering], sys.modules[offered]
-    monkeypatch.setattr(lazy, "_depth", [0, True, False])  # a library caller's process
-    with unoffered(offered):
-        assert __import__(offering).HAS
-    del sys.modules[offering], sys.modules[offered]

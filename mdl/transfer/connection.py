@@ -19,16 +19,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore2
 import httpx2
 
 from mdl.errors import UsageError
-from mdl.lazy import unoffered
 from mdl.redact import REDACTED
 from mdl.transfer._headers import parse_decimal
 from mdl.transfer.tls import ca_locations, shared_ssl_context
-
-with unoffered("anyio"):  # (its backend for async clients: mdl's are sync, on WireBackend)
-    import httpcore2
 
 DEFAULT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused

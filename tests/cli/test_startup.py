@@ -114,9 +114,6 @@ NOT_FOR_PLAIN_GET = (
     "hmac",
     "platformdirs",
     "mdl.buckets.protocol",
-    # issue 90: httpcore2 loads without its anyio backend (mdl's clients are sync; anyio brought
-    # concurrent.futures' and typing_extensions' share of ~6 ms), mdl.lazy.unoffered
-    "anyio",
 )
 # How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
 # command loads what it runs; 75 once stores, signing and the engine were made only when used; 76
