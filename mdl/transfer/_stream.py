@@ -338,7 +338,10 @@ class PieceRequests:
         state, piece, job = self.state, self.piece, self.job
         offset = piece.start + piece.done
         opening = None
-        if (carried := state.beside.opening) is not None and offset == 0 and url == job.located:
+        # the probe's answer from byte 0: a 206 where the probe located ranges, or the one stream
+        # of a file that is not split (a 200 there is the whole file, Range ignored)
+        carried = state.beside.opening
+        if carried is not None and offset == 0 and (url == job.located or not state.multi):
             opening = carried.take()
         elif offset == 0 and not state.multi:  # a 200 to a range, read on from byte 0
             opening = self.shared.take_whole(state)

@@ -98,8 +98,9 @@ def probe(
         opening = None
         # the file from byte 0, its size known
         carried = carry and span.start == 0 and span.total is not None
-        if span.ranged and carried and span.end is not None:
-            # the download reads on, and closes it
+        if carried and span.end is not None:
+            # the download reads on, and closes it: a 206 from byte 0, or a 200 (Range ignored)
+            # that is the whole file, which asking again would only fetch a second time
             opening = Opening(response, stack.pop_all().close, end=span.end)
         elif span.ranged:
             drain(response)  # one byte: read it, and the connection carries the download next

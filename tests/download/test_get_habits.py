@@ -396,6 +396,21 @@ def test_a_resume_the_server_ignores_says_so(
     assert json.loads(result.stdout)["files"][0]["action"] == "downloaded", "every byte came again"
 
 
+@pytest.mark.parametrize("data", [DATA, BIG], ids=["300KB", "3MB"])
+def test_a_fresh_get_from_a_server_that_ignores_range_asks_once(
+    cdn: CdnServer, here: Path, data: bytes
+) -> None:
+    """The probe's ``Range: bytes=0-`` answered 200 with the whole file (``python -m http.server``)
+    is the download: read on, not asked for a second time."""
+    url = cdn.add_file("/f.bin", data)
+    cdn.ignore_ranges = True
+    result = mdl("get", url)
+    assert result.exit_code == 0, result.stderr
+    assert (here / "f.bin").read_bytes() == data
+    assert len(cdn.log.records(method="GET")) == 1, "one request"
+    assert cdn.log.body_bytes() == len(data), "every byte sent once"
+
+
 KEPT = r"\d+(\.\d+)? (KiB|MiB)"
 
 
