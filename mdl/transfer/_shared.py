@@ -15,7 +15,7 @@ from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
 from mdl.transfer._state import DownloadState
 from mdl.transfer.failures import RetryableError, transport_error
-from mdl.transfer.job import EngineConfig, Opening
+from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError
 from mdl.transfer.replies import locate
 from mdl.transfer.scheduling import RateLimiter, StreamStopped
 from mdl.units import human_size
@@ -110,7 +110,12 @@ class Shared:
 
     def locate(self, state: DownloadState) -> str:
         """Where the file's ranges are answered (``replies.locate``), retried; an answer of the
-        whole file is kept (``keep_whole``)."""
+        whole file is kept (``keep_whole``). The probe's unranged answer (it located nothing) is
+        such an answer already: kept, and no range is asked to learn it again."""
+        carried = state.beside.opening if state.job.located is None else None
+        if carried is not None and (whole := carried.take()) is not None:
+            self.keep_whole(state, whole)
+            raise RangesIgnoredError
         return self.config.retry.run(
             lambda: locate(self.client, state, keep=partial(self.keep_whole, state)),
             what=state.job.label,

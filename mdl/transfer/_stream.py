@@ -343,7 +343,7 @@ class PieceRequests:
         carried = state.beside.opening
         if carried is not None and offset == 0 and (url == job.located or not state.multi):
             opening = carried.take()
-        elif offset == 0 and not state.multi:  # a 200 to a range, read on from byte 0
+        if opening is None and offset == 0 and not state.multi:  # a 200 to a range, read on
             opening = self.shared.take_whole(state)
         # bytes on disk the answer must repeat
         back = state.overlap(piece) if opening is None else 0

@@ -396,19 +396,23 @@ def test_a_resume_the_server_ignores_says_so(
     assert json.loads(result.stdout)["files"][0]["action"] == "downloaded", "every byte came again"
 
 
-@pytest.mark.parametrize("data", [DATA, BIG], ids=["300KB", "3MB"])
+@pytest.mark.parametrize("size", [300_000, 3_000_000, 33 << 20], ids=["300KB", "3MB", "split"])
 def test_a_fresh_get_from_a_server_that_ignores_range_asks_once(
-    cdn: CdnServer, here: Path, data: bytes
+    cdn: CdnServer, here: Path, size: int
 ) -> None:
     """The probe's ``Range: bytes=0-`` answered 200 with the whole file (``python -m http.server``)
-    is the download: read on, not asked for a second time."""
+    is the download: read on, not asked for a second time (a file big enough to split: nor asked a
+    first byte to learn that ranges are ignored), and said."""
+    data = make_data(size, seed=34)
     url = cdn.add_file("/f.bin", data)
     cdn.ignore_ranges = True
-    result = mdl("get", url)
+    result = mdl("get", url, "--connections", "4")
     assert result.exit_code == 0, result.stderr
     assert (here / "f.bin").read_bytes() == data
     assert len(cdn.log.records(method="GET")) == 1, "one request"
     assert cdn.log.body_bytes() == len(data), "every byte sent once"
+    if size > 32 << 20:
+        assert "f.bin: the server ignores ranges; fetched as one stream" in result.stderr
 
 
 KEPT = r"\d+(\.\d+)? (KiB|MiB)"
