@@ -517,6 +517,7 @@ class Restarts:
         (``state.multi``: not if nothing tells two versions' ranges apart).
         """
         state, job = self.state, self.state.job
+        self.shared.whole_carried(state)
         # A probe of this run found where ranges are answered (``url`` is there), or a hash will
         # prove the result whatever the answers' versions: every stream asks at once, each answer
         # checked as locate's would be (the first one's final URL serves the later requests). Else

@@ -76,6 +76,15 @@ class Shared:
         if kept is not opening:
             opening.close()
 
+    def whole_carried(self, state: DownloadState) -> None:
+        """The probe's unranged answer (it located nothing: a 200 to ``bytes=0-``), if unread, is
+        the whole file: kept (``keep_whole``), and the file is fetched as one stream
+        (RangesIgnoredError) without a range asked to learn it again."""
+        carried = state.beside.opening if state.job.located is None else None
+        if carried is not None and (whole := carried.take()) is not None:
+            self.keep_whole(state, whole)
+            raise RangesIgnoredError
+
     def take_whole(self, state: DownloadState) -> Opening | None:
         """The answer ``keep_whole`` kept for ``state``'s file (None: none), now the caller's."""
         with self._open_lock:
@@ -110,12 +119,7 @@ class Shared:
 
     def locate(self, state: DownloadState) -> str:
         """Where the file's ranges are answered (``replies.locate``), retried; an answer of the
-        whole file is kept (``keep_whole``). The probe's unranged answer (it located nothing) is
-        such an answer already: kept, and no range is asked to learn it again."""
-        carried = state.beside.opening if state.job.located is None else None
-        if carried is not None and (whole := carried.take()) is not None:
-            self.keep_whole(state, whole)
-            raise RangesIgnoredError
+        whole file is kept (``keep_whole``)."""
         return self.config.retry.run(
             lambda: locate(self.client, state, keep=partial(self.keep_whole, state)),
             what=state.job.label,

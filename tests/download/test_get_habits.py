@@ -396,17 +396,21 @@ def test_a_resume_the_server_ignores_says_so(
     assert json.loads(result.stdout)["files"][0]["action"] == "downloaded", "every byte came again"
 
 
-@pytest.mark.parametrize("size", [300_000, 3_000_000, 33 << 20], ids=["300KB", "3MB", "split"])
+@pytest.mark.parametrize(
+    ("size", "hashed"),
+    [(300_000, False), (3_000_000, False), (33 << 20, False), (33 << 20, True)],
+    ids=["300KB", "3MB", "split", "split-sha256"],
+)
 def test_a_fresh_get_from_a_server_that_ignores_range_asks_once(
-    cdn: CdnServer, here: Path, size: int
+    cdn: CdnServer, here: Path, size: int, hashed: bool
 ) -> None:
     """The probe's ``Range: bytes=0-`` answered 200 with the whole file (``python -m http.server``)
-    is the download: read on, not asked for a second time (a file big enough to split: nor asked a
-    first byte to learn that ranges are ignored), and said."""
+    is the download: read on, not asked for a second time (a file big enough to split: nor a range
+    asked to learn that ranges are ignored, with or without a sha256 to check), and said."""
     data = make_data(size, seed=34)
     url = cdn.add_file("/f.bin", data)
     cdn.ignore_ranges = True
-    result = mdl("get", url, "--connections", "4")
+    result = mdl("get", url, "--connections", "4", *(["--sha256", sha(data)] if hashed else []))
     assert result.exit_code == 0, result.stderr
     assert (here / "f.bin").read_bytes() == data
     assert len(cdn.log.records(method="GET")) == 1, "one request"
