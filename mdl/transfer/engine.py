@@ -135,11 +135,13 @@ class Engine(Shared):
             wait=self.cancel.wait,
             on_retry=job.retries.add,
         )
-        # else no ranges here (or a coded body): one stream, as before
-        if found.size is None or not found.ranged:
+        # else no ranges here (or a coded body): one stream, as before; from the whole file the
+        # probe is reading (ranges ignored), if it is
+        if found.opening is None and (found.size is None or not found.ranged):
             return job, beside
         identity = dataclasses.replace(
             job.identity, size=found.size, etag=job.identity.etag or found.validator
         )
-        job = dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url)
+        located = found.url if found.ranged else None
+        job = dataclasses.replace(job, identity=identity, size_pinned=False, located=located)
         return job, dataclasses.replace(beside, opening=found.opening)

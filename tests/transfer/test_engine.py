@@ -211,6 +211,21 @@ def test_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> 
     assert_finished(job, data)
 
 
+@pytest.mark.parametrize("size", [200_003, 9_000_003], ids=["one-stream", "split"])
+def test_unknown_size_from_a_server_that_ignores_ranges_is_one_request(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, size: int
+) -> None:
+    """The probe's ``bytes=0-`` answered 200 with the whole file is read on: not closed and asked
+    for again (nor a first byte asked to learn that ranges are ignored, when the file splits)."""
+    data = make_data(size, seed=41)
+    url = cdn.add_file("/f.bin", data)
+    cdn.ignore_ranges = True
+    job = transfer_job(tmp_path, url, size=None, sha=sha256(data))
+    assert make_engine(client, connections=4).fetch(job).size == len(data)
+    assert_finished(job, data)
+    assert [(r.range, r.status, r.bytes_sent) for r in gets(cdn)] == [("bytes=0-", 200, size)]
+
+
 def test_final_path_replaces_an_old_file(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
