@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdl import partsize
 from mdl.errors import CatalogError
-from mdl.lockfile.ondisk import read_toml, toml_document, write_changed
+from mdl.lockfile.ondisk import bytes_document, read_data, toml_document, write_changed
 from mdl.paths import SHA256_HEX
 from mdl.redact import printable
 
@@ -90,8 +90,8 @@ def hashed(
 def read_parts(path: Path) -> dict[str, PartHashes]:
     """The part hashes at ``path`` ({} when there is no file); CatalogError naming it when it is
     bad, too big, not a file or a link (never followed: mdl writes it as a file)."""
-    document = read_toml(path, limit=MAX_PARTS_BYTES, what="it", one=_ONE)
-    return {} if document is None else _entries(document, source=str(path))
+    data = read_data(path, limit=MAX_PARTS_BYTES, what="it", one=_ONE)
+    return {} if data is None else _entries(bytes_document(data, path), source=str(path))
 
 
 def parse_parts(text: str, *, source: str = "catalog.lock.parts") -> dict[str, PartHashes]:
