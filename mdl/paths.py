@@ -638,6 +638,14 @@ MAX_REFERENCE = 4096  # characters: longer is no reference (distribution caps a 
 OCI_FORM = "oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:DIGEST"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine by its name or address alone (localhost, 127.x, ::1)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return False
+
+
 @dataclass(frozen=True)
 class OciRef:
     """An ``oci://`` reference: a registry, a repository in it, and a tag or a manifest digest."""
@@ -664,11 +672,7 @@ class OciRef:
         """https; plain http for a registry on this machine (localhost, 127.x, [::1]), as Docker
         and oras treat one."""
         host = self.registry.rpartition("]")[0].lstrip("[") or self.registry.split(":")[0]
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:  # a name, not an address
-            loopback = False
-        return "http" if loopback else "https"
+        return "http" if is_loopback(host) else "https"
 
     @property
     def base(self) -> str:

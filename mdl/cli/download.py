@@ -4,8 +4,9 @@ disk, checked, and tidied."""
 import re
 import shlex
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Unpack, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Unpack, cast
 
 import typer
 
@@ -20,6 +21,8 @@ from mdl.units import human_size
 if TYPE_CHECKING:
     from mdl.store.prune import PrunedPath, PruneReport
     from mdl.upload.mirrorprune import MirrorPruneReport
+
+_Pruned = TypeVar("_Pruned", "PruneReport", "MirrorPruneReport")
 
 
 @command()
@@ -197,7 +200,9 @@ def prune_cmd(
         }
         if flag := next((flag for flag, on in given.items() if on), None):
             raise UsageError(f"{flag} is for a mirror: give --mirror URL")
-        return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
+        return render_prune(
+            run, api.prune(dry_run=dry_run, **where, environ=run.environ), say_pruned
+        )
     if where.get("dest") is not None or where.get("layout") is not None:
         raise UsageError("--mirror prunes a mirror, not a destination: drop --dest and --layout")
     report = api.prune_mirror(
@@ -211,21 +216,7 @@ def prune_cmd(
         environ=run.environ,
         secrets=run.secrets,
     )
-    return render_mirror_prune(run, report)
-
-
-def render_mirror_prune(run: Run, report: "MirrorPruneReport") -> int:
-    """As the local prune: each removed object on stdout, kept ones with -v and the summary on
-    stderr; with --json the report as the document."""
-    for warning in report.warnings:
-        run.console.warn(warning)
-    if run.json:
-        run.emit(report.to_json())
-    else:
-        say_mirror_pruned(run, report)
-    for error in report.errors:
-        run.console.error(error.message, hint=error.hint)
-    return report.exit_code
+    return render_prune(run, report, say_mirror_pruned)
 
 
 def say_mirror_pruned(run: Run, report: "MirrorPruneReport") -> None:
@@ -276,15 +267,18 @@ def _size_freed(removed: "PrunedPath") -> str:
     )
 
 
-def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
-    """Each removed path on stdout (as clean's), kept paths with -v, warnings, and the summary on
-    stderr; with --json the report as the document (``emit``: it is not part of another one)."""
+def render_prune(
+    run: Run, report: _Pruned, say: Callable[[Run, _Pruned], None], *, emit: bool = True
+) -> int:
+    """Each removed path (a mirror's object) on stdout (as clean's), kept ones with -v, warnings,
+    and the summary (``say``'s) on stderr; with --json the report as the document (``emit``: it is
+    not part of another one)."""
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json and emit:
         run.emit(report.to_json())
     elif not run.json:
-        say_pruned(run, report)
+        say(run, report)
     for error in report.errors:
         run.console.error(error.message, hint=error.hint)
     return report.exit_code

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Unpack
 import typer
 
 from mdl import api
-from mdl.cli.download import render_prune
+from mdl.cli.download import render_prune, say_pruned
 from mdl.cli.options import DryRunOpt, NameArg, command, complete_model_names
 from mdl.cli.run import Run
 from mdl.setting import SETTING, Adding, InCatalog, Places
@@ -198,7 +198,7 @@ def remove_cmd(
     if _a_folder(name):  # what get saved there (a model name has no '/' and no leading '.')
         if where["dest"] is not None or where["layout"] is not None:
             raise typer.BadParameter(f"{name} is a folder: --dest and --layout name models' places")
-        return render_prune(run, api.remove_fetched(name, dry_run=dry_run))
+        return render_prune(run, api.remove_fetched(name, dry_run=dry_run), say_pruned)
     if not prune and (where["dest"] is not None or where["layout"] is not None):
         raise typer.BadParameter("--dest and --layout say where --prune removes files; add --prune")
     change = api.remove(name, catalog=where["catalog"], dry_run=dry_run, environ=run.environ)
@@ -212,7 +212,7 @@ def remove_cmd(
     )
     said = "would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}"
     code = _render(run, change, more={**would, "pruned": report.to_json()}, said=said)
-    return render_prune(run, report, emit=False) or code
+    return render_prune(run, report, say_pruned, emit=False) or code
 
 
 def _a_folder(name: str) -> bool:

@@ -45,7 +45,6 @@ def complete_checkpoints(incomplete: str) -> list[str]:
 # Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`),
 # completes them on Tab, refuses anything else with exit 2 naming the option, and hands the command
 # the plain string.
-LayoutChoice: Any = cast(Any, Literal)[SETTING["layout"].choices]
 StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
 ProfileChoice = Literal["deploy", "full"]
 CompressChoice = Literal["auto", "none", "deflate"]

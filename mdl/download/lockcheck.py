@@ -6,7 +6,6 @@ report every ``mdl lock`` run makes."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,6 @@ from mdl.lockfile.model import Lock
 from mdl.lockfile.parts import parts_beside
 from mdl.progress import Progress
 from mdl.report import FileOutcome
-
-log = logging.getLogger("mdl.lock")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
-import ipaddress
 import logging
 import os
 import pwd
@@ -33,7 +32,7 @@ from mdl.endpoint.server import Endpoint
 from mdl.endpoint.shelf import Shelf
 from mdl.errors import ExitCode, LocalFSError, UsageError
 from mdl.lockfile.model import Lock
-from mdl.paths import opened
+from mdl.paths import is_loopback, opened
 from mdl.progress import Progress
 from mdl.report import WARNING_CAUSE, FileOutcome, RunReport
 from mdl.store.layout import Layout
@@ -316,11 +315,7 @@ def _fetched_again(before: FileOutcome, after: FileOutcome) -> FileOutcome:
 
 
 def _address_warnings(host: str) -> tuple[str, ...]:
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if loopback:
+    if is_loopback(host):
         return ()
     return (
         f"serving on {host}, not loopback: other machines can reach it (each request still needs"

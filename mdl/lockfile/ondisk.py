@@ -17,16 +17,10 @@ from mdl.store.confined import write_atomic
 AGAIN = "run 'mdl lock' to write it again"
 
 
-def read_toml(path: Path, *, limit: int, what: str, one: str) -> dict[str, Any] | None:
-    """The TOML document at ``path``, None when there is none; CatalogError naming the file when
-    it is bad, past ``limit`` bytes (unparsed), not a file (a FIFO is never waited on) or a link."""
-    data = read_data(path, limit=limit, what=what, one=one)
-    return None if data is None else bytes_document(data, path)
-
-
 def read_data(path: Path, *, limit: int, what: str, one: str) -> bytes | None:
-    """The bytes of the file at ``path`` as :func:`read_toml` reads them (unparsed), None when
-    there is none; CatalogError as it says."""
+    """The bytes of the file at ``path`` (unparsed: :func:`bytes_document` parses them), None when
+    there is none; CatalogError naming the file when it is past ``limit`` bytes, not a file (a FIFO
+    is never waited on), a link or cannot be read."""
     try:
         return read_small_file(path, limit=limit, follow_links=False)
     except FileNotFoundError:

@@ -11,7 +11,6 @@ at a time. Read strictly: anything unexpected is one CatalogError naming the fil
 from __future__ import annotations
 
 import binascii
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from mdl import partsize
 from mdl.errors import CatalogError
-from mdl.lockfile.ondisk import read_toml, toml_document, write_changed
+from mdl.lockfile.ondisk import bytes_document, read_data, toml_document, write_changed
+from mdl.paths import SHA256_HEX
 from mdl.redact import printable
 
 if TYPE_CHECKING:  # blake3 and the range checks load only for a pull that uses them
@@ -31,7 +31,6 @@ DIGEST_BYTES = 32  # a BLAKE3 digest
 # 9,000 parts of 32 bytes (base64: 384 KB) for the biggest files; ~13 KB for a 5 GB shard
 MAX_PARTS_BYTES = 64 << 20
 _ONE = "a part-hashes file"
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEYS = {"size", "part", "blake3"}
 _HEADER = (
     "# catalog.lock.parts: the part hashes of the files catalog.lock pins, by sha256, written by"
@@ -91,8 +90,8 @@ def hashed(
 def read_parts(path: Path) -> dict[str, PartHashes]:
     """The part hashes at ``path`` ({} when there is no file); CatalogError naming it when it is
     bad, too big, not a file or a link (never followed: mdl writes it as a file)."""
-    document = read_toml(path, limit=MAX_PARTS_BYTES, what="it", one=_ONE)
-    return {} if document is None else _entries(document, source=str(path))
+    data = read_data(path, limit=MAX_PARTS_BYTES, what="it", one=_ONE)
+    return {} if data is None else _entries(bytes_document(data, path), source=str(path))
 
 
 def parse_parts(text: str, *, source: str = "catalog.lock.parts") -> dict[str, PartHashes]:
@@ -121,7 +120,7 @@ def _entries(document: dict[str, Any], *, source: str) -> dict[str, PartHashes]:
 
 def _entry(sha256: str, doc: Any, where: str) -> PartHashes:
     """One file's entry, every field checked."""
-    if not _SHA256.fullmatch(sha256):
+    if not SHA256_HEX.fullmatch(sha256):
         raise CatalogError(f"{where}: not a sha256 (64 lowercase hex digits)")
     if not isinstance(doc, dict) or set(doc) != _KEYS:
         raise CatalogError(f"{where}: must hold exactly {', '.join(sorted(_KEYS))}")

@@ -5,7 +5,6 @@ HubReplyError.
 from __future__ import annotations
 
 import logging
-import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,14 +41,13 @@ _GIT_OID = r"^[0-9a-f]{40}$"
 # "xexe.txt".
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
-_XET_HASH = re.compile(r"[0-9a-f]{64}")  # a Xet file hash as the Hub writes it (docs/xet/api.md)
 
 
 def xet_hash(value: object, *, where: str) -> str | None:
     """``value`` when it is a Xet hash (64 lowercase hex digits), else None with a debug line: a Hub
     field mdl does not need to fetch the file (it is then fetched whole, as before), never a reason
     to refuse a reply."""
-    if isinstance(value, str) and _XET_HASH.fullmatch(value):
+    if isinstance(value, str) and SHA256_HEX.fullmatch(value):
         return value
     if value is not None:
         log.debug(

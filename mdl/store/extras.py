@@ -5,14 +5,11 @@ the files mdl never installed there are named and left."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Collection
-from pathlib import Path
 
-from mdl.store import confined
 from mdl.store.asrecorded import place_of
 from mdl.store.layout import Layout
-from mdl.store.prune import KeptPath, PruneReport, _prune_model, _Pruning
+from mdl.store.prune import KeptPath, PruneReport, _prune_model, _Pruning, note_strays
 from mdl.store.records import FileRecord
 
 # why a file left in the folder stays: mdl did not install it there (the user's, another tool's)
@@ -42,8 +39,12 @@ def leave_version(
     if plain:
         _prune_model(run, record, plain, {}, whole=False)
         _note_left(run, model, plain)
-    recorded = {*wanted, *record.files}
-    _note_unrecorded(run, model, recorded)
+    # the files there neither the version nor mdl's record names: mdl did not install them (a
+    # loader reading the whole folder reads them too)
+    folder = layout.plain.model_dir(model)
+    if folder.is_dir() and not folder.is_symlink():
+        known = {folder / path for path in {*wanted, *record.files}} | {k.path for k in run.kept}
+        note_strays(run, model, folder, known=known, why=NOT_INSTALLED)
     return _report(run)
 
 
@@ -56,25 +57,6 @@ def _note_left(run: _Pruning, model: str, targets: dict[str, FileRecord]) -> Non
         placed = place_of(run.layout, model, entry)
         if placed is not None and placed.final not in done and os.path.lexists(placed.final):
             run.kept.append(KeptPath(placed.final, model, f"not removed: {why}"))
-
-
-def _note_unrecorded(run: _Pruning, model: str, recorded: set[str]) -> None:
-    """The files in the model's plain folder that neither the version nor mdl's record names: they
-    stay (mdl did not install them), and are said (a loader reading the whole folder reads them
-    too). Links are listed, never followed; a killed prune's hidden entries are ``clean``'s."""
-    folder = run.layout.plain.model_dir(model)
-    if not folder.is_dir() or folder.is_symlink():
-        return
-    said = {k.path for k in run.kept}
-    for where, dirs, files in os.walk(folder):
-        here = Path(where)
-        links = (d for d in dirs if (here / d).is_symlink())
-        for name in sorted((*files, *links)):
-            path = here / name
-            relative = path.relative_to(folder).as_posix()
-            if relative in recorded or path in said or re.fullmatch(confined.ASIDE_NAME, name):
-                continue
-            run.kept.append(KeptPath(path, model, NOT_INSTALLED))
 
 
 def _report(run: _Pruning) -> PruneReport:

@@ -598,10 +598,19 @@ def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
         run.kept.append(KeptPath(folder, model, "a link mdl did not make"))
         return
     known = {p.path for p in run.kept} | {p.path for p in run.removed if p.model == model}
-    for where, dirs, files in os.walk(folder):  # a link is listed, never followed
+    note_strays(run, model, folder, known=known, why="not written by mdl")
+
+
+def note_strays(run: _Pruning, model: str, folder: Path, *, known: set[Path], why: str) -> None:
+    """The files in ``model``'s ``folder`` that are not ``known``: they stay, said with ``why``. A
+    link is listed, never followed; a killed prune's hidden entries are ``clean``'s."""
+    for where, dirs, files in os.walk(folder):
         for name in sorted((*files, *(d for d in dirs if (Path(where) / d).is_symlink()))):
-            if (path := Path(where) / name) not in known and os.path.lexists(path):
-                run.kept.append(KeptPath(path, model, "not written by mdl"))
+            path = Path(where) / name
+            if path in known or re.fullmatch(confined.ASIDE_NAME, name):
+                continue
+            if os.path.lexists(path):
+                run.kept.append(KeptPath(path, model, why))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@ hashes, and the string form that prints each 8-byte little-endian word of a hash
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Sequence
 from typing import TypeGuard
+
+from mdl.paths import SHA256_HEX
 
 HASH_BYTES = 32
 # The blake3 keys hashing.md gives as byte lists (DATA_KEY [102, 151, …], INTERNAL_NODE_KEY [1, 126,
@@ -21,7 +22,6 @@ _ZEROS = bytes(HASH_BYTES)
 _BRANCHING = 4
 _MOST_CHILDREN = 2 * _BRANCHING + 1
 _WORDS = struct.Struct("<4Q")
-_HEX = re.compile(r"[0-9a-f]{64}")
 _HEX_FORM = "{:016x}{:016x}{:016x}{:016x}".format
 
 
@@ -46,7 +46,7 @@ def from_hex(text: str) -> bytes:
 
 def is_hash(text: object) -> TypeGuard[str]:
     """Whether ``text`` is a hash in the Xet string form (64 lowercase hex characters)."""
-    return isinstance(text, str) and _HEX.fullmatch(text) is not None
+    return isinstance(text, str) and SHA256_HEX.fullmatch(text) is not None
 
 
 def cut(level: Sequence[tuple[bytes, int]], start: int) -> int:

@@ -214,10 +214,8 @@ def test_fixed_choices_match_the_rules_below_the_cli() -> None:
     from typing import get_args
 
     from mdl.api import STATUSES
-    from mdl.catalog.settings import LAYOUTS
-    from mdl.cli.options import LayoutChoice, StatusChoice
+    from mdl.cli.options import StatusChoice
 
-    assert get_args(LayoutChoice) == LAYOUTS
     assert get_args(StatusChoice) == STATUSES
 
 
