@@ -98,8 +98,9 @@ def pytest_configure(config: pytest.Config) -> None:
 # file's share of two whole `-n 2` runs timed per test (the larger of the two: 5 % of the run down
 # to ~1 %); every other file took less, and runs in collection order after these. The README's
 # command keeps this order (`--no-loadscope-reorder`; tests/test_gate.py holds xdist's scheduler
-# to it). xet/test_resume.py moved down to its place by `-n 1` wall once its stalled connections
-# stopped holding the next request (35 → 17 s).
+# to it). Moved down to their places by `-n 1` wall: xet/test_resume.py once its stalled
+# connections stopped holding the next request (35 → 17 s), test_command_pairs.py once its resumed
+# get stopped waiting out the stall timeout (~40 → 11 s).
 FIRST = (
     "tests/buckets/test_s3write.py",
     "tests/publish/test_releases_doc.py",
@@ -109,7 +110,6 @@ FIRST = (
     "tests/publish/test_publish.py",
     "tests/publish/test_prune_versions.py",
     "tests/publish/test_versions.py",
-    "tests/test_command_pairs.py",
     "tests/publish/test_versions_flow.py",
     "tests/transfer/test_one_version.py",
     "tests/download/test_fill_fleet_trust.py",
@@ -119,6 +119,7 @@ FIRST = (
     "tests/endpoint/test_range_release.py",
     "tests/publish/test_prune_planted.py",
     "tests/download/test_swarm_hostile.py",
+    "tests/test_command_pairs.py",
     "tests/endpoint/test_serve_pull_at_once.py",
     "tests/store/test_expected_state.py",
     "tests/publish/test_publish_trust.py",
