@@ -100,7 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # command keeps this order (`--no-loadscope-reorder`; tests/test_gate.py holds xdist's scheduler
 # to it). Moved down to their places by `-n 1` wall: xet/test_resume.py once its stalled
 # connections stopped holding the next request (35 → 17 s), test_command_pairs.py once its resumed
-# get stopped waiting out the stall timeout (~40 → 11 s).
+# get stopped waiting out the stall timeout (43 → 16 s).
 FIRST = (
     "tests/buckets/test_s3write.py",
     "tests/publish/test_releases_doc.py",
