@@ -729,7 +729,12 @@ class Exchange:
         sent = 0
         try:
             sent = self._write_range(content, start, stop_at, chunk, bps, began, sent)
-            if fault is None:
+            # A stall that ends its connection, past a body's end, holds nothing: the answer went
+            # whole, and the client's next request on the connection would wait out its timeout
+            # (a resuming one still holds it: hold_after keeps a run's next request waiting so).
+            if fault is None or (
+                fault.kind == "stall" and not fault.resume and start < stop_at == end
+            ):
                 if stop_at == end:
                     record.complete = True  # also covers empty bodies
                 return

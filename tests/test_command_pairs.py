@@ -417,7 +417,10 @@ def test_a_resumed_get_leaves_no_empty_state_folders(
     hub.cdn.faults.add(
         Fault.stall(after_bytes=400_000, until=gate, path_prefix="/blobs/", times=None)
     )
-    first = spawn(zygote, env, "get", TINY_URI, "-d", str(same), "--connections", "2")
+    # a 2 MB file is one stream, which saves its record when bytes arrive or when it is dropped:
+    # its stalled answer is dropped after 1 s (--stall-timeout), not the default 30
+    cut = {**env, "MDL_STALL_TIMEOUT": "1"}
+    first = spawn(zygote, cut, "get", TINY_URI, "-d", str(same), "--connections", "2")
     try:
         wait_for(lambda: saved(same) or first.poll() is not None, what="a partial's record")
         first.send_signal(signal.SIGTERM)
