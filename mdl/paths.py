@@ -372,7 +372,7 @@ def check_revision(revision: str | None, *, where: str) -> None:
         raise UsageError(f"{where}: revision {printable(revision, limit=120)!r} {problem}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HfUri:
     """``hf://`` parsed; ``revision`` None is the default branch, ``path`` None the whole repo."""
 
@@ -638,7 +638,7 @@ MAX_REFERENCE = 4096  # characters: longer is no reference (distribution caps a 
 OCI_FORM = "oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:DIGEST"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OciRef:
     """An ``oci://`` reference: a registry, a repository in it, and a tag or a manifest digest."""
 

@@ -262,7 +262,7 @@ class RunOwned:
                 engines[1].abort()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Target:
     """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
 

@@ -54,7 +54,7 @@ class LocalState:
         return cls(stat.st_size, stat.st_mtime_ns, partial_bytes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Decision:
     """What to do with a file, and why."""
 
@@ -153,7 +153,7 @@ def _fetched_again(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InPlace:
     """A workflow's rules for a file found where it goes, as data: ``look`` decides by them,
     ``done_outcome`` words.
@@ -175,7 +175,7 @@ def policy_of(remote: RemoteFile) -> InPlace:
     return PULL if remote.model else GET
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PlannedFile:
     """A file to fetch, with its decision and where it goes."""
 

@@ -59,7 +59,7 @@ _LOCAL_NETS = (
 _LOCAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in _LOCAL_NETS.split())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InlineFile:
     """A job output carried inside the JSON as base64 (``type = file_data``); ``data`` is never
     copied.

@@ -58,7 +58,7 @@ Parsed = Source | HfUri | OciRef
 MAX_SOURCE_LINE = 64 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GetRequest:
     """What ``mdl get`` is asked: its SOURCE arguments and the flags that shape what they become."""
 
@@ -74,7 +74,7 @@ class GetRequest:
     repo_type: str | None = None  # ... and its --repo-type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OneOffs:
     """A get's request with its sources read (read_request), held to its flags: what the get's
     workflow, or the pull into the Hugging Face cache, works from."""

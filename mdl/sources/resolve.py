@@ -251,7 +251,7 @@ def _check_listing(spec: ModelSpec, items: Sequence[TreeEntry]) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Listed:
     """A whole-repo model at one commit: how its listed files become RemoteFiles."""
 

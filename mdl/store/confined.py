@@ -384,7 +384,7 @@ ASIDE_KEEPS, ASIDE_SUFFIX = 64, ".mdl-prune"
 ASIDE_NAME = rf"(?s)\.(?P<start>.{{1,{ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(ASIDE_SUFFIX)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Removal:
     """What :func:`unlink_checked` did: ``removed`` the entry (``found``: its ``lstat``, taken once
     it was set aside), or kept it: put back, or (``kept_at``) left under its set-aside name when

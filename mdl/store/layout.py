@@ -45,7 +45,7 @@ REPO_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _Item = TypeVar("_Item")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HubFileRef:
     """A Hub file as its record's source names it."""
 
@@ -78,7 +78,7 @@ def signed_name(path: str, source: str) -> str:
     return hub.path if hub is not None else path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Placement:
     """Where one file's verified bytes go, and what else must point at them."""
 

@@ -65,7 +65,7 @@ def key_pattern(model: str, suffix: str) -> re.Pattern[str]:
     return re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\." + suffix, re.DOTALL)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PartialFile:
     """A partial download under ``.mdl/partial`` and what it belongs to."""
 

@@ -222,7 +222,7 @@ class RangeGate:
             self._changed.notify_all()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Ask:
     """One request for (part of) a piece: from byte ``offset`` less the ``back`` bytes on disk it
     repeats, up to ``end`` (None: the file's end); ``opening``: the probe's answer, taken

@@ -93,7 +93,7 @@ def shown_origin_of(at: tuple[str, str, int]) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Credentials:
     """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers
     (``-H``, the catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on
@@ -225,7 +225,7 @@ def error_for_status(
     return error
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Refusal:
     """A final answer that is not the file's, put in words (``detail``: the server's own)."""
 
@@ -276,7 +276,7 @@ class _Refusal:
         return ExpiredURLError(self.said("access denied"), hint=hint)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Renewal:
     """A hop refused (401) by the origin of credentials that can be renewed is asked once more,
     with what the renewal gave; a renewal refused again is the answer."""
@@ -413,7 +413,7 @@ RETRY_MAX_TIME = 120.0
 ANSWERED_RETRIES = 5  # tries after a retryable answer (5xx, 408, 429) when ``retries`` is not set
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RetryPolicy:
     """``retries``: a count of tries after the first that bounds every failure (None: not set; a
     server's error answers then get ANSWERED_RETRIES, a link that is down ``max_time`` seconds);
@@ -455,7 +455,7 @@ class RetryPolicy:
                 tries.failed(exc)
 
 
-@dataclass
+@dataclass(eq=False)
 class Tries:
     """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent
     host, one retry). ``failures`` set to 0 (a try that moved bytes) starts the budget over.

@@ -31,7 +31,7 @@ BYTES_PER_CONNECTION = 32 * MiB
 MAX_AUTO_CONNECTIONS = 16  # ... up to this many
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Identity:
     """What a download is of; a resume record with another identity is never spliced onto."""
 
@@ -156,7 +156,7 @@ class RangeTrust(Protocol):
         """Whether ``data`` is range ``index``'s bytes."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TransferJob:
     """One file to fetch: where from, what it must be, where it lands."""
 
@@ -192,7 +192,7 @@ class TransferJob:
     signed: SignedFile | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TransferResult:
     """What a fetched file turned out to be, and what fetching it took."""
 
@@ -232,7 +232,7 @@ class TransferResult:
     refetched: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EngineConfig:
     """How the engine fetches: streams, retries, pieces, saves."""
 

@@ -57,7 +57,7 @@ def locate(client: httpx2.Client, state: DownloadState, *, keep: Callable[[Openi
         return str(response.url)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Probed:
     """What the first reply said of a file: where it is, its size and validator, ranges."""
 

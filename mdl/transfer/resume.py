@@ -327,7 +327,7 @@ def _read_state(
     return saved, pieces, validator, flushed, raw.get("at")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Loaded:
     """An earlier run's resume record: its pieces, validator, and the layout of it known to be on
     the disk.

@@ -416,7 +416,7 @@ def _numeric(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Columns:
     """A table's column widths, and which columns are numbers (aligned right)."""
 
