@@ -694,7 +694,7 @@ def fetch_from_sources(
     except MdlError as exc:
         exc.fetched = sources.ledger.fetched
         raise
-    return replace(result, fetched=sources.ledger.fetched)
+    return result._replace(fetched=sources.ledger.fetched)
 
 
 def _unplaced(label: str) -> TransferResult:

@@ -9,9 +9,9 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mdl.buckets.registry import Presigner, store_for, store_schemes
 from mdl.catalog.settings import Settings
@@ -262,8 +262,7 @@ class RunOwned:
                 engines[1].abort()
 
 
-@dataclass(frozen=True, eq=False)
-class Target:
+class Target(NamedTuple):
     """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
 
     template: str

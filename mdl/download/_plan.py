@@ -9,6 +9,7 @@ import stat as st
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from mdl.download.session import PullSession, label_of
 from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
@@ -54,8 +55,7 @@ class LocalState:
         return cls(stat.st_size, stat.st_mtime_ns, partial_bytes)
 
 
-@dataclass(frozen=True, eq=False)
-class Decision:
+class Decision(NamedTuple):
     """What to do with a file, and why."""
 
     action: Action
@@ -153,8 +153,7 @@ def _fetched_again(
     )
 
 
-@dataclass(frozen=True, eq=False)
-class InPlace:
+class InPlace(NamedTuple):
     """A workflow's rules for a file found where it goes, as data: ``look`` decides by them,
     ``done_outcome`` words.
     """
@@ -175,8 +174,7 @@ def policy_of(remote: RemoteFile) -> InPlace:
     return PULL if remote.model else GET
 
 
-@dataclass(frozen=True, eq=False)
-class PlannedFile:
+class PlannedFile(NamedTuple):
     """A file to fetch, with its decision and where it goes."""
 
     remote: RemoteFile

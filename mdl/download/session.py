@@ -343,7 +343,7 @@ class FileSources:
             said(exc)
             return None
         pull_log.info("%s: fetched from mirror %s", label, shown)
-        return replace(result, mirror=shown)
+        return result._replace(mirror=shown)
 
     def _there(self, template: str, url: str) -> tuple[TransferJob, JobContext]:
         """The file's job and context at the mirror ``template`` (at ``url``)."""

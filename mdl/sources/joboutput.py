@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 from mdl.buckets.registry import store_schemes
@@ -59,8 +59,7 @@ _LOCAL_NETS = (
 _LOCAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in _LOCAL_NETS.split())
 
 
-@dataclass(frozen=True, eq=False)
-class InlineFile:
+class InlineFile(NamedTuple):
     """A job output carried inside the JSON as base64 (``type = file_data``); ``data`` is never
     copied.
     """

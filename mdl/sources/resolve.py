@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
 from mdl.buckets.registry import store_for
@@ -251,8 +251,7 @@ def _check_listing(spec: ModelSpec, items: Sequence[TreeEntry]) -> None:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class _Listed:
+class _Listed(NamedTuple):
     """A whole-repo model at one commit: how its listed files become RemoteFiles."""
 
     spec: ModelSpec

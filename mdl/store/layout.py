@@ -12,7 +12,7 @@ import stat as st
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
@@ -45,8 +45,7 @@ REPO_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _Item = TypeVar("_Item")
 
 
-@dataclass(frozen=True, eq=False)
-class HubFileRef:
+class HubFileRef(NamedTuple):
     """A Hub file as its record's source names it."""
 
     repo_type: str
@@ -78,8 +77,7 @@ def signed_name(path: str, source: str) -> str:
     return hub.path if hub is not None else path
 
 
-@dataclass(frozen=True, eq=False)
-class Placement:
+class Placement(NamedTuple):
     """Where one file's verified bytes go, and what else must point at them."""
 
     final: Path  # the atomic-rename target (a blob, in the Hugging Face cache)

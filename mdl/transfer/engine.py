@@ -138,8 +138,6 @@ class Engine(Shared):
         # else no ranges here (or a coded body): one stream, as before
         if found.size is None or not found.ranged:
             return job, beside
-        identity = dataclasses.replace(
-            job.identity, size=found.size, etag=job.identity.etag or found.validator
-        )
+        identity = job.identity._replace(size=found.size, etag=job.identity.etag or found.validator)
         job = dataclasses.replace(job, identity=identity, size_pinned=False, located=found.url)
         return job, dataclasses.replace(beside, opening=found.opening)

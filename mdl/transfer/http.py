@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
@@ -225,8 +225,7 @@ def error_for_status(
     return error
 
 
-@dataclass(frozen=True, eq=False)
-class _Refusal:
+class _Refusal(NamedTuple):
     """A final answer that is not the file's, put in words (``detail``: the server's own)."""
 
     response: httpx2.Response
@@ -413,8 +412,7 @@ RETRY_MAX_TIME = 120.0
 ANSWERED_RETRIES = 5  # tries after a retryable answer (5xx, 408, 429) when ``retries`` is not set
 
 
-@dataclass(frozen=True, eq=False)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     """``retries``: a count of tries after the first that bounds every failure (None: not set; a
     server's error answers then get ANSWERED_RETRIES, a link that is down ``max_time`` seconds);
     ``max_time``: seconds from an operation's first failure in a row after which it gives up;
