@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
@@ -525,8 +525,7 @@ def fill_template(parts: Sequence[str | Placeholder], values: Mapping[str, str])
     return "".join(values[part.name] if isinstance(part, Placeholder) else part for part in parts)
 
 
-@dataclass(frozen=True)
-class Placeholder:
+class Placeholder(NamedTuple):
     """{name} in a template."""
 
     name: str

@@ -7,7 +7,6 @@ import logging
 import os
 import stat as st
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -39,8 +38,7 @@ class Action(StrEnum):
     CHECK = "check"
 
 
-@dataclass(frozen=True)
-class LocalState:
+class LocalState(NamedTuple):
     """What is on disk for one file, read with ``lstat``."""
 
     size: int | None  # None: the final file is absent

@@ -92,8 +92,7 @@ class UrlFile:
     typed: bool = False
 
 
-@dataclass(frozen=True)
-class InlineCheck:
+class InlineCheck(NamedTuple):
     """What an inline payload decodes to (nothing of it is kept)."""
 
     size: int

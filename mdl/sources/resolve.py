@@ -32,8 +32,7 @@ log = logging.getLogger("mdl.mirrors")
 SAFE_IN_URL = {"model": "", "path": "/", "repo": "/", "revision": ""}
 
 
-@dataclass(frozen=True)
-class XetRef:
+class XetRef(NamedTuple):
     """A Hub file stored in Xet: its Xet file hash (64 lowercase hex) and where its read token is
     asked for.
     """
