@@ -14,7 +14,6 @@ import stat
 import sys
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlsplit
@@ -71,8 +70,7 @@ class InlineFile(NamedTuple):
     where: str  # the descriptor's key path, e.g. ``job.json.files[1]``
 
 
-@dataclass(frozen=True)
-class UrlFile:
+class UrlFile(NamedTuple):
     """A file to download: a direct/presigned URL (a ``redirect`` descriptor or an argument) or a
     Hub file.
     """

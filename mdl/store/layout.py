@@ -10,7 +10,7 @@ import os
 import re
 import stat as st
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -119,8 +119,7 @@ class Placement(NamedTuple):
             return False
 
 
-@dataclass(frozen=True)
-class OnDisk:
+class OnDisk(NamedTuple):
     """What one file has on disk, looked at once (``Layout.look``): its record's entry, an
     ``lstat`` of where it goes and of where programs open it, its partial and resume record."""
 

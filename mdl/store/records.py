@@ -6,10 +6,10 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from mdl.errors import OutsideJSONError, UnsafePathError
 from mdl.outsidejson import read_json
@@ -133,7 +133,7 @@ class ModelRecord:
         optional = {
             "expected": None if self.expected is None else _files_json(self.expected, drop="path"),
             "catalog": self.catalog,
-            "signature": None if self.signature is None else asdict(self.signature),
+            "signature": None if self.signature is None else self.signature._asdict(),
             "earlier": _files_json(self.earlier) if self.earlier else None,
             "signed_files": None if signed is None else dict(sorted(signed.items())),
         }
@@ -161,8 +161,7 @@ def earlier_key(entry: FileRecord) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class SignatureRecord:
+class SignatureRecord(NamedTuple):
     """A model's verified signature: its file in the model, that file's sha256, and who signed it
     (as shown).
     """
