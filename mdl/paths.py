@@ -637,7 +637,7 @@ MAX_REFERENCE = 4096  # characters: longer is no reference (distribution caps a 
 OCI_FORM = "oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:DIGEST"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class OciRef:
     """An ``oci://`` reference: a registry, a repository in it, and a tag or a manifest digest."""
 

@@ -29,7 +29,7 @@ MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 _RATE_RE = r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Settings:
     """Everything a command needs to know about where and how to work; built once per run."""
 

@@ -212,7 +212,7 @@ def label_of(remote: RemoteFile) -> str:
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class FileSources:
     """One file's sources, as its fetch (and, with --fill-mirror, mdl.download._fill) asks them:
     its mirrors, one mirror, its origin. ``ledger``: the bytes every source and try of the file

@@ -42,7 +42,7 @@ class XetRef(NamedTuple):
     token_url: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RemoteFile:
     """One concrete file to fetch: where from, what it must be, and where it goes in the model
     folder.

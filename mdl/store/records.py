@@ -28,7 +28,7 @@ _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 _MAX_INT = 2**63 - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FileRecord:
     """What mdl fetched and verified for one file (no secrets: ``source`` is redacted)."""
 
@@ -70,7 +70,7 @@ def adopted_when_found(entry: FileRecord | None) -> bool:
     return entry is None or entry.adopted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ExpectedFile:
     """One file the model should have, as its last resolution said (the Hub listing, the lock or the
     catalog): written before the first byte of a pull moves, so a pull that stops halfway never
@@ -83,7 +83,7 @@ class ExpectedFile:
     source: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ModelRecord:
     """What the model should be (``expected``; None in older records) and what mdl fetched and
     verified; ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older

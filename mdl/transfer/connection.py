@@ -372,7 +372,7 @@ class WireBackend(httpcore2.NetworkBackend):
             stream.close()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Pace:
     """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes
     (time spent writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""

@@ -59,7 +59,7 @@ class Paused:
         return self._fetch is not None
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class Engine(Shared):
     """What its streams share (client, knobs, display, Ctrl-C, rate cap, open answers), and the
     fetch of one file, many files at once across threads."""

@@ -93,7 +93,7 @@ def shown_origin_of(at: tuple[str, str, int]) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Credentials:
     """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers
     (``-H``, the catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on
@@ -275,7 +275,7 @@ class _Refusal(NamedTuple):
         return ExpiredURLError(self.said("access denied"), hint=hint)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class _Renewal:
     """A hop refused (401) by the origin of credentials that can be renewed is asked once more,
     with what the renewal gave; a renewal refused again is the answer."""
@@ -453,7 +453,7 @@ class RetryPolicy(NamedTuple):
                 tries.failed(exc)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Tries:
     """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent
     host, one retry). ``failures`` set to 0 (a try that moved bytes) starts the budget over.

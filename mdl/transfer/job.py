@@ -155,7 +155,7 @@ class RangeTrust(Protocol):
         """Whether ``data`` is range ``index``'s bytes."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class TransferJob:
     """One file to fetch: where from, what it must be, where it lands."""
 
@@ -230,7 +230,7 @@ class TransferResult(NamedTuple):
     refetched: int = 0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class EngineConfig:
     """How the engine fetches: streams, retries, pieces, saves."""
 
