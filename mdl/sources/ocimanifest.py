@@ -52,7 +52,7 @@ class Descriptor(NamedTuple):
         return self.digest.removeprefix("sha256:")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Manifest:
     """An image manifest (the files are its layers) or an index (its ``manifests``)."""
 

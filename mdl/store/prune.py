@@ -115,7 +115,7 @@ class PruneReport:
         }
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class _Pruning:
     """One prune's running tally, and the paths of the files that stay (another model still uses
     them)."""
