@@ -9,9 +9,9 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from mdl.buckets.registry import Presigner, store_for, store_schemes
 from mdl.catalog.settings import Settings
@@ -262,7 +262,9 @@ class RunOwned:
                 engines[1].abort()
 
 
-class Target(NamedTuple):
+# (not a NamedTuple: this run's, a weak key of what it said, download._fill._SAID)
+@dataclass(frozen=True, eq=False, repr=False)
+class Target:
     """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
 
     template: str
