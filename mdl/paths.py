@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from mdl.errors import LocalFSError, RegistryReplyError, UnsafePathError, UsageError
@@ -372,8 +372,7 @@ def check_revision(revision: str | None, *, where: str) -> None:
         raise UsageError(f"{where}: revision {printable(revision, limit=120)!r} {problem}")
 
 
-@dataclass(frozen=True)
-class HfUri:
+class HfUri(NamedTuple):
     """``hf://`` parsed; ``revision`` None is the default branch, ``path`` None the whole repo."""
 
     given: str
@@ -646,7 +645,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class OciRef:
     """An ``oci://`` reference: a registry, a repository in it, and a tag or a manifest digest."""
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Wait:
     """Till ``deadline`` (by ``clock``; ``math.inf``: till cancelled), or till ``cancel`` is set;
     ``seconds``: how long it was given (said when it ran out)."""

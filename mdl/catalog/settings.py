@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
@@ -29,7 +29,7 @@ MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 _RATE_RE = r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Settings:
     """Everything a command needs to know about where and how to work; built once per run."""
 
@@ -525,8 +525,7 @@ def fill_template(parts: Sequence[str | Placeholder], values: Mapping[str, str])
     return "".join(values[part.name] if isinstance(part, Placeholder) else part for part in parts)
 
 
-@dataclass(frozen=True)
-class Placeholder:
+class Placeholder(NamedTuple):
     """{name} in a template."""
 
     name: str

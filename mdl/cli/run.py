@@ -63,7 +63,7 @@ class Exit(Exception):
         self.exit_code = exit_code
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Run:
     """One command's I/O: streams, environment, output mode, and the console (built once, passed
     around).

@@ -88,7 +88,7 @@ def _fetch_all(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileO
 AT_ONCE = 2  # heads fetched at once, beside the bulk (each a range: 16 MiB and up)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Head:
     """A file's fetch paused after its head, and the file's lock, taken for it: whoever holds the
     head holds both (the head thread, then ``Heads``, then the crew's fetch of the file, which goes
@@ -694,7 +694,7 @@ def fetch_from_sources(
     except MdlError as exc:
         exc.fetched = sources.ledger.fetched
         raise
-    return replace(result, fetched=sources.ledger.fetched)
+    return result._replace(fetched=sources.ledger.fetched)
 
 
 def _unplaced(label: str) -> TransferResult:

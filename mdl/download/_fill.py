@@ -108,7 +108,7 @@ def _shared(sources: FileSources, place: Place, *, over: str | None = None) -> T
         with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as readers:
             return _swarm_on(sources, place, over, parts, readers)
     result = _filled(sources, place, parts, over=over)
-    return replace(result, unswarmed=why) if why else result
+    return result._replace(unswarmed=why) if why else result
 
 
 def _unswarmable(sources: FileSources, parts: PartSet | None) -> str | None:
@@ -178,8 +178,7 @@ def _swarm_on(
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))
-    return replace(
-        result,
+    return result._replace(
         fill=result.fill or SWARMED,
         published=publisher.beside,
         streamed=swarm.state.read,
@@ -203,7 +202,7 @@ def _rest(
         return None
     swarm.prove(ended.version)
     theirs = -(-(sources.ledger.bytes["mirror"] - before) // swarm.parts.part)
-    return replace(rest, parts_here=0, parts_peers=theirs)
+    return rest._replace(parts_here=0, parts_peers=theirs)
 
 
 def _place(sources: FileSources) -> Place | None:
@@ -512,8 +511,7 @@ class _Said:
         read = self.streamer.streamed if self.streamer is not None else 0
         kept = min(read, result.resumed_from)
         fill = fill or result.fill
-        return replace(
-            result,
+        return result._replace(
             waited=result.waited + self.waited,
             fill=READ if fill == STREAMED and not kept else fill,
             streamed=kept,
@@ -550,7 +548,7 @@ def _holding(
             if _present(writer, place.uri, over):
                 found = sources.mirror(place.target.template, place.uri)
                 if found is not None:
-                    return replace(found, fill=READ)
+                    return found._replace(fill=READ)
             log.info("%s: filling mirror %s (lease taken)", label, shown)
             publisher = Publisher(parts.under(lease.token), job) if parts is not None else None
             with publisher or nullcontext():
@@ -562,7 +560,7 @@ def _holding(
             filled = _upload(place, job, sources.remote, result, over, publisher)
             if parts is not None:  # the holders' before us (the object is there, or failed)
                 parts.remove_holders()
-            return replace(filled, published=publisher.beside if publisher is not None else 0)
+            return filled._replace(published=publisher.beside if publisher is not None else 0)
     finally:
         _release(lease, label)
         with suppress(OSError, MdlError):
@@ -625,7 +623,7 @@ def _upload(
         return result
     if done:
         log.info("%s: filled mirror %s", label, shown)
-        return replace(result, fill=FILLED)
+        return result._replace(fill=FILLED)
     log.info("%s: mirror %s was filled by another machine meanwhile", label, shown)
     return result
 

@@ -12,9 +12,8 @@ import logging
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mdl.buckets import versions
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
@@ -36,6 +35,9 @@ from mdl.store.layout import signed_name
 from mdl.store.verify import read_signature
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.units import first_few, plural
+
+if TYPE_CHECKING:
+    from mdl.buckets import versions
 
 log = logging.getLogger("mdl.lock")
 
@@ -87,6 +89,8 @@ def held_to_signature(
 def sign_hint(model: str, settings: Settings) -> str:
     """How to give a version the signature it lacks: sign it where it is published (the first
     store mirror of the published layout), or at its source."""
+    from mdl.buckets import versions  # (pydantic, ~0.1 CPU-s: a pull that signs or mirrors)
+
     prefixes = (versions.prefix_of(t) for t in settings.mirrors if store_for(t) is not None)
     to = next((redact_url(p) for p in prefixes if p is not None), "PREFIX")
     return (
@@ -172,6 +176,8 @@ def manifest_signatures(
     manifests of this version (``rows``: its files, ``signature`` its signature's path) name on the
     store mirrors of the published layout, in order: each with its mirror's template and the
     version id it was found by."""
+    from mdl.buckets import versions  # (pydantic: as in sign_hint)
+
     ids = versions.version_ids(rows, signature=signature)
     for template in session.settings.mirrors:
         prefix = versions.prefix_of(template)
@@ -197,6 +203,8 @@ def _manifest_signature(
 ) -> versions.ManifestFile | None:
     """The signature the manifest of version ``vid`` under ``prefix`` names, or None (no
     manifest, none named, or bytes that are not one mdl writes: said in the log)."""
+    from mdl.buckets import versions  # (pydantic: as in sign_hint)
+
     store = store_for(template)
     if store is None:
         return None

@@ -262,7 +262,8 @@ class RunOwned:
                 engines[1].abort()
 
 
-@dataclass(frozen=True)
+# (not a NamedTuple: this run's, a weak key of what it said, download._fill._SAID)
+@dataclass(frozen=True, eq=False, repr=False)
 class Target:
     """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
 

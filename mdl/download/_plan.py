@@ -7,8 +7,8 @@ import logging
 import os
 import stat as st
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from mdl.download.session import PullSession, label_of
 from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
@@ -38,8 +38,7 @@ class Action(StrEnum):
     CHECK = "check"
 
 
-@dataclass(frozen=True)
-class LocalState:
+class LocalState(NamedTuple):
     """What is on disk for one file, read with ``lstat``."""
 
     size: int | None  # None: the final file is absent
@@ -54,8 +53,7 @@ class LocalState:
         return cls(stat.st_size, stat.st_mtime_ns, partial_bytes)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What to do with a file, and why."""
 
     action: Action
@@ -153,8 +151,7 @@ def _fetched_again(
     )
 
 
-@dataclass(frozen=True)
-class InPlace:
+class InPlace(NamedTuple):
     """A workflow's rules for a file found where it goes, as data: ``look`` decides by them,
     ``done_outcome`` words.
     """
@@ -175,8 +172,7 @@ def policy_of(remote: RemoteFile) -> InPlace:
     return PULL if remote.model else GET
 
 
-@dataclass(frozen=True)
-class PlannedFile:
+class PlannedFile(NamedTuple):
     """A file to fetch, with its decision and where it goes."""
 
     remote: RemoteFile

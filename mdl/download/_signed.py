@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.pull")
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Signatures:
     """What the stage hands on: the models to plan (signed ones pinned), the failures (a bad
     signature fails its whole model; a file not as signed fails by name), each signed model's

@@ -387,7 +387,7 @@ def _xet_verified(session: PullSession, remote: RemoteFile, said: list[str]) -> 
         " the one this machine verified with its sha256: locking the verified one"
     )
     log.warning("%s", said[-1])
-    return replace(remote, xet=replace(remote.xet, hash=entry.xet))
+    return replace(remote, xet=remote.xet._replace(hash=entry.xet))
 
 
 def _complete(

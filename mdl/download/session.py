@@ -212,7 +212,7 @@ def label_of(remote: RemoteFile) -> str:
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class FileSources:
     """One file's sources, as its fetch (and, with --fill-mirror, mdl.download._fill) asks them:
     its mirrors, one mirror, its origin. ``ledger``: the bytes every source and try of the file
@@ -343,7 +343,7 @@ class FileSources:
             said(exc)
             return None
         pull_log.info("%s: fetched from mirror %s", label, shown)
-        return replace(result, mirror=shown)
+        return result._replace(mirror=shown)
 
     def _there(self, template: str, url: str) -> tuple[TransferJob, JobContext]:
         """The file's job and context at the mirror ``template`` (at ``url``)."""

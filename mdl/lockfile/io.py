@@ -4,11 +4,10 @@ compared per model for ``mdl lock --upgrade``."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mdl.catalog import files
 from mdl.errors import CatalogError
@@ -136,8 +135,7 @@ def _toml(value: str | int) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-@dataclasses.dataclass(frozen=True)
-class RepoMove:
+class RepoMove(NamedTuple):
     """One repo of a model made of several (no one commit says the model's) moved from commit to
     commit.
     """
@@ -148,11 +146,10 @@ class RepoMove:
     new_commit: str
 
     def to_json(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        return self._asdict()
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelChange:
+class ModelChange(NamedTuple):
     """One model's difference between two locks (``old`` None: newly locked; ``new`` None:
     dropped).
     """

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mdl import partsize
 from mdl.errors import CatalogError
@@ -43,8 +42,7 @@ def parts_beside(lock: Path) -> Path:
     return lock.with_name(lock.name + SUFFIX)
 
 
-@dataclass(frozen=True)
-class PartHashes:
+class PartHashes(NamedTuple):
     """One file's part hashes: ``size`` bytes in parts of ``part`` (the last shorter), one BLAKE3
     digest each."""
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from mdl.errors import IntegrityError, UsageError
 from mdl.paths import path_problem, read_small_file, url_basename
@@ -67,8 +67,7 @@ def new_digest(algorithm: str) -> Digest:
     raise IntegrityError(f"unsupported digest algorithm {algorithm!r}")
 
 
-@dataclass(frozen=True)
-class SignedFile:
+class SignedFile(NamedTuple):
     """One file's signed digests: one ``(0, size, hex)`` for ``files``, one per shard for
     ``shards``.
     """

@@ -7,8 +7,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NoReturn
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 from urllib.parse import quote, urljoin
 
 import httpx2
@@ -43,8 +43,7 @@ MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is
 log = logging.getLogger("mdl.hub")
 
 
-@dataclass(frozen=True)
-class ListingLimits:
+class ListingLimits(NamedTuple):
     """What one repo's listing may hold in all (README, "Safe"): the Hub advises under 100k files a
     repo, so these are far above any real one and far below what would exhaust memory or wait
     forever."""

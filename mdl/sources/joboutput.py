@@ -14,9 +14,8 @@ import stat
 import sys
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 from mdl.buckets.registry import store_schemes
@@ -59,8 +58,7 @@ _LOCAL_NETS = (
 _LOCAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in _LOCAL_NETS.split())
 
 
-@dataclass(frozen=True)
-class InlineFile:
+class InlineFile(NamedTuple):
     """A job output carried inside the JSON as base64 (``type = file_data``); ``data`` is never
     copied.
     """
@@ -72,8 +70,7 @@ class InlineFile:
     where: str  # the descriptor's key path, e.g. ``job.json.files[1]``
 
 
-@dataclass(frozen=True)
-class UrlFile:
+class UrlFile(NamedTuple):
     """A file to download: a direct/presigned URL (a ``redirect`` descriptor or an argument) or a
     Hub file.
     """
@@ -93,8 +90,7 @@ class UrlFile:
     typed: bool = False
 
 
-@dataclass(frozen=True)
-class InlineCheck:
+class InlineCheck(NamedTuple):
     """What an inline payload decodes to (nothing of it is kept)."""
 
     size: int

@@ -20,7 +20,7 @@ _DEFAULT = "default"  # the stdlib keeps netrc's ``default`` entry under this na
 MAX_NETRC_BYTES = 1 << 20  # logins for a few thousand hosts: a bigger file is not a netrc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class NetrcLogins:
     """The netrc file's logins by host (lower case), or why it is not used (``problem``: said as
     a warning).

@@ -9,7 +9,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from mdl.errors import OutsideJSONError, RegistryReplyError
 from mdl.outsidejson import read_json
@@ -37,8 +37,7 @@ ORAS_UNPACK = "io.deis.oras.content.unpack"  # oras push of a folder: a tarball 
 _TAR = re.compile(r"[.+]tar(?:$|[.+])")
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     """A content descriptor: what a manifest says of one blob or one manifest."""
 
     media_type: str
@@ -53,7 +52,7 @@ class Descriptor:
         return self.digest.removeprefix("sha256:")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Manifest:
     """An image manifest (the files are its layers) or an index (its ``manifests``)."""
 
@@ -68,8 +67,7 @@ class Manifest:
         return self.media_type in INDEXES
 
 
-@dataclass(frozen=True)
-class LayerFile:
+class LayerFile(NamedTuple):
     """One layer as a file of the model: its path under the model folder, its size and sha256."""
 
     path: str

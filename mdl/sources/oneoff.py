@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mdl.buckets.registry import store_for
 from mdl.catalog.specs import ModelSpec
@@ -58,8 +58,7 @@ Parsed = Source | HfUri | OciRef
 MAX_SOURCE_LINE = 64 * 1024
 
 
-@dataclass(frozen=True)
-class GetRequest:
+class GetRequest(NamedTuple):
     """What ``mdl get`` is asked: its SOURCE arguments and the flags that shape what they become."""
 
     sources: Sequence[str]
@@ -74,8 +73,7 @@ class GetRequest:
     repo_type: str | None = None  # ... and its --repo-type
 
 
-@dataclass(frozen=True)
-class OneOffs:
+class OneOffs(NamedTuple):
     """A get's request with its sources read (read_request), held to its flags: what the get's
     workflow, or the pull into the Hugging Face cache, works from."""
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
 from mdl.buckets.registry import store_for
@@ -32,8 +32,7 @@ log = logging.getLogger("mdl.mirrors")
 SAFE_IN_URL = {"model": "", "path": "/", "repo": "/", "revision": ""}
 
 
-@dataclass(frozen=True)
-class XetRef:
+class XetRef(NamedTuple):
     """A Hub file stored in Xet: its Xet file hash (64 lowercase hex) and where its read token is
     asked for.
     """
@@ -43,7 +42,7 @@ class XetRef:
     token_url: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RemoteFile:
     """One concrete file to fetch: where from, what it must be, and where it goes in the model
     folder.
@@ -251,8 +250,7 @@ def _check_listing(spec: ModelSpec, items: Sequence[TreeEntry]) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Listed:
+class _Listed(NamedTuple):
     """A whole-repo model at one commit: how its listed files become RemoteFiles."""
 
     spec: ModelSpec

@@ -15,8 +15,8 @@ import re
 import stat as st
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.paths import FRESH_TRIES, open_dir
@@ -384,8 +384,7 @@ ASIDE_KEEPS, ASIDE_SUFFIX = 64, ".mdl-prune"
 ASIDE_NAME = rf"(?s)\.(?P<start>.{{1,{ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(ASIDE_SUFFIX)}"
 
 
-@dataclass(frozen=True)
-class Removal:
+class Removal(NamedTuple):
     """What :func:`unlink_checked` did: ``removed`` the entry (``found``: its ``lstat``, taken once
     it was set aside), or kept it: put back, or (``kept_at``) left under its set-aside name when
     another entry took its name."""

@@ -185,7 +185,7 @@ def _look_at(placement: Placement) -> tuple[Placement, os.stat_result | None]:
     # stored unverified bytes under the expected name): judge the blob programs actually open,
     # never call it missing.
     with contextlib.suppress(OSError):
-        placement = replace(placement, final=link.resolve(strict=True))
+        placement = placement._replace(final=link.resolve(strict=True))
         return placement, stat_file(placement.final)
     return placement, None
 

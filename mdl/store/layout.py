@@ -10,9 +10,9 @@ import os
 import re
 import stat as st
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
@@ -45,8 +45,7 @@ REPO_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _Item = TypeVar("_Item")
 
 
-@dataclass(frozen=True)
-class HubFileRef:
+class HubFileRef(NamedTuple):
     """A Hub file as its record's source names it."""
 
     repo_type: str
@@ -78,8 +77,7 @@ def signed_name(path: str, source: str) -> str:
     return hub.path if hub is not None else path
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     """Where one file's verified bytes go, and what else must point at them."""
 
     final: Path  # the atomic-rename target (a blob, in the Hugging Face cache)
@@ -121,8 +119,7 @@ class Placement:
             return False
 
 
-@dataclass(frozen=True)
-class OnDisk:
+class OnDisk(NamedTuple):
     """What one file has on disk, looked at once (``Layout.look``): its record's entry, an
     ``lstat`` of where it goes and of where programs open it, its partial and resume record."""
 

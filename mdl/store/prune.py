@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec, is_model_name
@@ -115,7 +115,7 @@ class PruneReport:
         }
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class _Pruning:
     """One prune's running tally, and the paths of the files that stay (another model still uses
     them)."""
@@ -285,8 +285,7 @@ def _prune_model(
         _drop_from_record(run, model, dropped, whole=whole)
 
 
-@dataclass(frozen=True)
-class _Target:
+class _Target(NamedTuple):
     """One record entry prune removes: its key (``files`` or ``earlier``, and its key there), where
     it is (None: nowhere it could be), and why it goes."""
 
@@ -613,8 +612,7 @@ def note_strays(run: _Pruning, model: str, folder: Path, *, known: set[Path], wh
                 run.kept.append(KeptPath(path, model, why))
 
 
-@dataclass(frozen=True)
-class Asides:
+class Asides(NamedTuple):
     """What became of the entries killed prunes left set aside: put back under their names,
     removed (their names taken since, by what mdl wrote again), or kept (not what mdl recorded)."""
 

@@ -6,10 +6,10 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from mdl.errors import OutsideJSONError, UnsafePathError
 from mdl.outsidejson import read_json
@@ -28,7 +28,7 @@ _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 _MAX_INT = 2**63 - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FileRecord:
     """What mdl fetched and verified for one file (no secrets: ``source`` is redacted)."""
 
@@ -70,7 +70,7 @@ def adopted_when_found(entry: FileRecord | None) -> bool:
     return entry is None or entry.adopted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ExpectedFile:
     """One file the model should have, as its last resolution said (the Hub listing, the lock or the
     catalog): written before the first byte of a pull moves, so a pull that stops halfway never
@@ -83,7 +83,7 @@ class ExpectedFile:
     source: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ModelRecord:
     """What the model should be (``expected``; None in older records) and what mdl fetched and
     verified; ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older
@@ -133,7 +133,7 @@ class ModelRecord:
         optional = {
             "expected": None if self.expected is None else _files_json(self.expected, drop="path"),
             "catalog": self.catalog,
-            "signature": None if self.signature is None else asdict(self.signature),
+            "signature": None if self.signature is None else self.signature._asdict(),
             "earlier": _files_json(self.earlier) if self.earlier else None,
             "signed_files": None if signed is None else dict(sorted(signed.items())),
         }
@@ -161,8 +161,7 @@ def earlier_key(entry: FileRecord) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class SignatureRecord:
+class SignatureRecord(NamedTuple):
     """A model's verified signature: its file in the model, that file's sha256, and who signed it
     (as shown).
     """

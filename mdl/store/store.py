@@ -11,9 +11,9 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.outsidejson import read_json
@@ -65,8 +65,7 @@ def key_pattern(model: str, suffix: str) -> re.Pattern[str]:
     return re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\." + suffix, re.DOTALL)
 
 
-@dataclass(frozen=True)
-class PartialFile:
+class PartialFile(NamedTuple):
     """A partial download under ``.mdl/partial`` and what it belongs to."""
 
     part_path: Path

@@ -9,9 +9,9 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
@@ -50,8 +50,7 @@ if TYPE_CHECKING:  # (the signing library loads only for a signed model: a probe
 Wanted = tuple[str | None, str]
 
 
-@dataclass(frozen=True)
-class _Run:
+class _Run(NamedTuple):
     """What every model's check shares: where to look, the bar, the lock's pins, the sink."""
 
     layout: Layout

@@ -24,7 +24,7 @@ from mdl.units import human_size
 IGNORED_RANGE = "the server ignored the range"
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class Shared:
     """What a file's streams share: the client, the config, progress, cancel, the limiter."""
 

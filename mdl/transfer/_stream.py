@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import functools
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import httpx2
 
@@ -222,8 +222,7 @@ class RangeGate:
             self._changed.notify_all()
 
 
-@dataclasses.dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """One request for (part of) a piece: from byte ``offset`` less the ``back`` bytes on disk it
     repeats, up to ``end`` (None: the file's end); ``opening``: the probe's answer, taken
     instead."""

@@ -8,8 +8,7 @@ import itertools
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import httpx2
 
@@ -39,8 +38,7 @@ class BodyOverrunError(NetworkError):
     """
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
     """Bytes ``[start, end)`` of a file of ``total`` bytes, as an answer's headers name them
     (``end`` None: not said, the body ends when it ends; ``total`` None: not said). ``ranged``: a
     part of the file, as asked (a 206, or a 200 that names a part in its Content-Range, as ``rclone

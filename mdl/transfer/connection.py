@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpcore2
@@ -32,8 +32,7 @@ KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this 
 SCHEMES = ("http", "https")
 
 
-@dataclass(frozen=True)
-class Proxy:
+class Proxy(NamedTuple):
     """A proxy the environment names, and the variable that named it."""
 
     url: str
@@ -373,7 +372,7 @@ class WireBackend(httpcore2.NetworkBackend):
             stream.close()
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Pace:
     """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes
     (time spent writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""

@@ -52,7 +52,7 @@ class Ledger:
         return sum(self.bytes[way] for way in NETWORK)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class JobContext:
     """Who hears a fetch, and what it is handed, beside its ``TransferJob``."""
 

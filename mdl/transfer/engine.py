@@ -59,7 +59,7 @@ class Paused:
         return self._fetch is not None
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)
 class Engine(Shared):
     """What its streams share (client, knobs, display, Ctrl-C, rate cap, open answers), and the
     fetch of one file, many files at once across threads."""
@@ -139,9 +139,7 @@ class Engine(Shared):
         # probe is reading (ranges ignored), if it is
         if found.opening is None and (found.size is None or not found.ranged):
             return job, beside
-        identity = dataclasses.replace(
-            job.identity, size=found.size, etag=job.identity.etag or found.validator
-        )
+        identity = job.identity._replace(size=found.size, etag=job.identity.etag or found.validator)
         located = found.url if found.ranged else None
         job = dataclasses.replace(job, identity=identity, size_pinned=False, located=located)
         return job, dataclasses.replace(beside, opening=found.opening)

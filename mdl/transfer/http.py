@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
@@ -93,7 +93,7 @@ def shown_origin_of(at: tuple[str, str, int]) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Credentials:
     """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers
     (``-H``, the catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on
@@ -225,8 +225,7 @@ def error_for_status(
     return error
 
 
-@dataclass(frozen=True)
-class _Refusal:
+class _Refusal(NamedTuple):
     """A final answer that is not the file's, put in words (``detail``: the server's own)."""
 
     response: httpx2.Response
@@ -276,7 +275,7 @@ class _Refusal:
         return ExpiredURLError(self.said("access denied"), hint=hint)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class _Renewal:
     """A hop refused (401) by the origin of credentials that can be renewed is asked once more,
     with what the renewal gave; a renewal refused again is the answer."""
@@ -413,8 +412,7 @@ RETRY_MAX_TIME = 120.0
 ANSWERED_RETRIES = 5  # tries after a retryable answer (5xx, 408, 429) when ``retries`` is not set
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     """``retries``: a count of tries after the first that bounds every failure (None: not set; a
     server's error answers then get ANSWERED_RETRIES, a link that is down ``max_time`` seconds);
     ``max_time``: seconds from an operation's first failure in a row after which it gives up;
@@ -455,7 +453,7 @@ class RetryPolicy:
                 tries.failed(exc)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Tries:
     """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent
     host, one retry). ``failures`` set to 0 (a try that moved bytes) starts the budget over.

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import httpx2
 
@@ -31,8 +31,7 @@ BYTES_PER_CONNECTION = 32 * MiB
 MAX_AUTO_CONNECTIONS = 16  # ... up to this many
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """What a download is of; a resume record with another identity is never spliced onto."""
 
     size: int | None
@@ -156,7 +155,7 @@ class RangeTrust(Protocol):
         """Whether ``data`` is range ``index``'s bytes."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class TransferJob:
     """One file to fetch: where from, what it must be, where it lands."""
 
@@ -192,8 +191,7 @@ class TransferJob:
     signed: SignedFile | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
-class TransferResult:
+class TransferResult(NamedTuple):
     """What a fetched file turned out to be, and what fetching it took."""
 
     size: int
@@ -232,7 +230,7 @@ class TransferResult:
     refetched: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class EngineConfig:
     """How the engine fetches: streams, retries, pieces, saves."""
 

@@ -28,10 +28,9 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, SimpleQueue
-from typing import Self
+from typing import NamedTuple, Self
 
 from mdl.background import Background
 from mdl.transfer.job import Landing, RangeTrust
@@ -62,8 +61,7 @@ def refetch_limit(ranges: int) -> int:
     return max(2, ranges // 8)
 
 
-@dataclass(frozen=True)
-class Digests:
+class Digests(NamedTuple):
     """Ranges with one digest each (``algorithm``: ``blake3`` or a ``hashlib`` name)."""
 
     kind: str

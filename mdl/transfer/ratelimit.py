@@ -12,8 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import httpx2
 
@@ -55,8 +54,7 @@ def refusal_wait(status: int, headers: Mapping[str, str]) -> float | None:
     return limits.wait if limits is not None else None
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     """A Hub 429/503 whose ``RateLimit`` header states a ``wait``, decided once where its answer is
     first seen and marked on it (:func:`refusal_of`). ``held``: the run's gate closed for it, its
     hold taken from the run's budget (nothing else sleeps for it); ``gave_up``: the gate saw it with

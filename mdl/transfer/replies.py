@@ -8,7 +8,7 @@ import contextlib
 import email.utils
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import httpx2
 
@@ -57,8 +57,7 @@ def locate(client: httpx2.Client, state: DownloadState, *, keep: Callable[[Openi
         return str(response.url)
 
 
-@dataclass(frozen=True)
-class Probed:
+class Probed(NamedTuple):
     """What the first reply said of a file: where it is, its size and validator, ranges."""
 
     url: str

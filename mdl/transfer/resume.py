@@ -7,7 +7,6 @@ place.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol, TypeGuard
+from typing import Any, NamedTuple, Protocol, TypeGuard
 
 from mdl.errors import LocalFSError, MdlError, UsageError, disk_error
 from mdl.outsidejson import read_json
@@ -103,7 +102,7 @@ class Record:
                 snapshot: dict[str, Any] = {
                     "version": STATE_VERSION,
                     "source": job.source,
-                    "identity": dataclasses.asdict(job.identity),
+                    "identity": job.identity._asdict(),
                     "validator": claims.validator,
                     # where the validator holds: another source's is no word on these bytes
                     "at": redact_url(job.url),
@@ -327,8 +326,7 @@ def _read_state(
     return saved, pieces, validator, flushed, raw.get("at")
 
 
-@dataclasses.dataclass(frozen=True)
-class Loaded:
+class Loaded(NamedTuple):
     """An earlier run's resume record: its pieces, validator, and the layout of it known to be on
     the disk.
     """
@@ -424,7 +422,7 @@ def seed(job: TransferJob, ranges: list[tuple[int, int]], *, cut: int | None = N
     record = {
         "version": STATE_VERSION,
         "source": job.source,
-        "identity": dataclasses.asdict(job.identity),
+        "identity": job.identity._asdict(),
         "validator": None,
         "pieces": pieces,
         "boot": boot_id(),

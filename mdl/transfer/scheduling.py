@@ -30,7 +30,7 @@ class StreamStopped(Exception):
     """A sibling stream failed; this one ends without an error of its own."""
 
 
-@dataclass
+@dataclass(repr=False)
 class Piece:
     """A range of the file one stream fetches at a time, and how far it got."""
 

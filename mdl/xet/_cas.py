@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import KW_ONLY, dataclass
 from urllib.parse import urlsplit
 
 import httpx2
@@ -60,7 +60,7 @@ class Cas:
     def __post_init__(self) -> None:
         given = self.retry.retries
         retries = CAS_RETRIES if given is None else min(given, CAS_RETRIES)
-        self.retry = replace(self.retry, retries=retries, cap=CAS_BACKOFF_CAP)
+        self.retry = self.retry._replace(retries=retries, cap=CAS_BACKOFF_CAP)
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
         self._parsing = threading.Lock()

@@ -10,10 +10,9 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate, zip_longest
-from typing import Any, TextIO, cast
+from typing import Any, NamedTuple, TextIO, cast
 from unicodedata import combining, east_asian_width
 
 from mdl.redact import Secrets, safe_doc, safe_text, shown_data
@@ -416,8 +415,7 @@ def _numeric(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str
     ]
 
 
-@dataclass(frozen=True)
-class _Columns:
+class _Columns(NamedTuple):
     """A table's column widths, and which columns are numbers (aligned right)."""
 
     widths: list[int]

@@ -96,7 +96,7 @@ def total_seconds_left(
     return max((s for s in (seconds_left(remaining, rate), *files) if s is not None), default=None)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Item:
     """One item in flight (a file being fetched, hashed or written)."""
 
