@@ -20,29 +20,30 @@ from mdl.catalog.specs import ModelSpec
 from mdl.endpoint import s3api
 from mdl.endpoint.shelf import Shelf, ShelfObject, _Looks
 from mdl.store.layout import Layout
-from mdl.transfer.body import byte_range
 
 
 @settings(max_examples=examples(500))
 @given(header=st.none() | st.text(max_size=40), size=st.integers(0, 1 << 40))
 def test_a_range_is_within_the_object_or_refused(header: str | None, size: int) -> None:
-    span = byte_range(header, size)
-    if span is False or span is None:  # refused (416), or the whole object (200)
+    span = s3api._range(header, size)
+    if span is None:
         return
-    start, end = span
-    assert 0 <= start < end <= size
+    first, last, partial = span
+    assert first >= 0 and last < size and (first <= last or size == 0)
+    if not partial:
+        assert (first, last) == (0, size - 1)
 
 
 @given(start=st.integers(0, 10**6), end=st.integers(0, 10**6), size=st.integers(1, 10**6))
 def test_a_well_formed_range_is_what_http_says(start: int, end: int, size: int) -> None:
-    span = byte_range(f"bytes={start}-{end}", size)
-    if end < start:
-        assert span is None  # not valid: ignored, the whole object (S3 answers 200)
-    elif start >= size:
-        assert span is False
+    span = s3api._range(f"bytes={start}-{end}", size)
+    if start >= size or end < start:
+        assert span is None
     else:
-        assert span == (start, min(end, size - 1) + 1)
-    assert byte_range(f"bytes=-{end}", size) == (False if end == 0 else (max(0, size - end), size))
+        assert span == (start, min(end, size - 1), True)
+    assert s3api._range(f"bytes=-{end}", size) == (
+        None if end == 0 else (max(0, size - end), size - 1, True)
+    )
 
 
 @dataclass
