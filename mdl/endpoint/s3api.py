@@ -16,18 +16,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Literal
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from mdl.buckets.s3 import b64_of_hex
 from mdl.endpoint.shelf import Early, NotServed, Shelf, ShelfObject
-from mdl.transfer.body import byte_range
 from mdl.wait import Wait
 
 MAX_KEYS = 1000  # the most one listing page holds, as S3's
 # ASCII digits (``\d`` would read other scripts' digits too); a number past 19 digits is past
 # any object's end (never ``int()`` of it: Python refuses 4,300 digits and more)
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_BIG = 10**19
 _COUNT = re.compile(r"[0-9]{1,9}")
 _XML = "application/xml"
 _NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
@@ -457,19 +457,18 @@ def _answer_for(
     if precondition is not None:
         return precondition
     size = obj.size or 0
-    # a header that is not one valid byte range is ignored (the whole object), as S3 does
-    span = byte_range(_asked_range(obj, headers), size) if part is None else _part(part, size)
-    if span is False:
+    span = _range(_asked_range(obj, headers), size) if part is None else _part(part, size)
+    if span is None:
         return _unsatisfiable(
             size, f"/{obj.key}", code=("InvalidRange" if part is None else "InvalidPartNumber")
         )
-    first, end = span or (0, size)
+    first, last, partial = span
     checksum = method == "GET" or headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
-    out = _object_headers(obj, end - first, checksum=checksum and span is None)
-    if span is not None:
-        out["Content-Range"] = f"bytes {first}-{end - 1}/{size}"
+    out = _object_headers(obj, last - first + 1, checksum=checksum and not partial)
+    if partial:
+        out["Content-Range"] = f"bytes {first}-{last}/{size}"
     out.update(overrides)
-    return Answer(200 if span is None else 206, out, offset=first, count=end - first)
+    return Answer(206 if partial else 200, out, offset=first, count=last - first + 1)
 
 
 def _asked_range(obj: ShelfObject, headers: Mapping[str, str]) -> str | None:
@@ -504,13 +503,10 @@ def _part_number(params: Mapping[str, str], headers: Mapping[str, str]) -> int |
     return int(part)
 
 
-def _part(part: int, size: int) -> tuple[int, int] | Literal[False] | None:
-    """A part's bytes as ``byte_range`` says a range's: an object mdl serves is one part, 1 (all of
-    it, 206; of an empty object, the whole: 200, what the AWS CRT asks once a range told it the
-    object is empty); False: no such part."""
-    if part != 1:
-        return False
-    return (0, size) if size else None
+def _part(part: int, size: int) -> tuple[int, int, bool] | None:
+    """A part's bytes: an object mdl serves is one part, 1 (all of it, 206; of an empty object,
+    nothing: 200, what the AWS CRT asks once a range told it the object is empty)."""
+    return (0, size - 1, size > 0) if part == 1 else None
 
 
 def _overrides(params: Mapping[str, str]) -> dict[str, str]:
@@ -647,3 +643,25 @@ def object_attributes(header: str | None) -> frozenset[str] | None:
     if not all(name in ATTRIBUTES for name in names):
         return None
     return frozenset(names)
+
+
+def _number(text: str) -> int | None:
+    """A range's number (None: not given), one past 19 digits read as 10**19 (past every
+    object's end)."""
+    if text == "":
+        return None
+    return int(text) if len(text) <= 19 else _BIG
+
+
+def _range(header: str | None, size: int) -> tuple[int, int, bool] | None:
+    """(first, last, partial) of the bytes asked for (RFC 9110 14.1.2), None: not satisfiable. A
+    header that is not one byte range is ignored (the whole object), as S3 does."""
+    found = _RANGE.fullmatch(header.strip()) if header is not None else None
+    if found is None or found.groups() == ("", ""):
+        return 0, size - 1, False
+    first, last = (_number(text) for text in found.groups())
+    if first is None:  # the last N bytes
+        return (max(0, size - last), size - 1, True) if last and size else None
+    if first >= size or (last is not None and last < first):
+        return None
+    return first, size - 1 if last is None else min(last, size - 1), True

@@ -7,9 +7,11 @@ from __future__ import annotations
 import email.utils
 import errno
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
+from typing import Literal
 from urllib.parse import unquote_to_bytes
 
 import httpx2
@@ -17,6 +19,7 @@ import httpx2
 from mdl.paths import kind_of
 
 CHUNK = 1 << 20  # bytes read per chunk of a body (the wire's read size)
+_RANGE = r"bytes=(\d*)-(\d*)"
 # the transport's words for what cannot be read (a mirror's reason for falling through)
 NOT_THERE = "not in the folder"
 DENIED = "permission denied"
@@ -70,6 +73,25 @@ def _answer(status: int, words: str = "", headers: dict[str, str] | None = None)
     )
 
 
+def byte_range(value: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
+    """The one range a ``Range`` header asks of a ``size``-byte file as ``(start, end)``; None: the
+    whole file (no header, several ranges, or one that is not valid: ignored, RFC 9110 §14.2);
+    False: none of the file (416)."""
+    found = re.fullmatch(_RANGE, (value or "").replace(" ", ""))
+    if found is None or not (found.group(1) or found.group(2)):
+        return None
+    first, last = found.group(1), found.group(2)
+    if not first:  # the last N bytes
+        wanted = int(last)
+        return (max(0, size - wanted), size) if wanted and size else False
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return False
+    return start, size if not last else min(int(last) + 1, size)
+
+
 class FolderTransport(httpx2.BaseTransport):
     """GET and HEAD of ``file://localhost/<path>`` as a server of static files answers them:
     ranges (206, 416), a strong ETag and Last-Modified from the file's ``stat``, ``If-Range``;
@@ -112,7 +134,6 @@ class FolderTransport(httpx2.BaseTransport):
             os.close(fd)
             return _answer(404, f"{kind}, not a file")
         from mdl.buckets.folder import file_etag
-        from mdl.transfer.body import byte_range
 
         size = st.st_size
         etag = f'"{file_etag(st)}"'

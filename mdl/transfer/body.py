@@ -5,10 +5,9 @@ every path takes.
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from collections.abc import Iterator
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import httpx2
 
@@ -29,7 +28,6 @@ MiB = 1 << 20
 # the cost of a new pool entry (well under what parsing a MiB costs). RAW_LEAST: a read or two past
 # the parser's first (connection.READ_SIZE).
 RAW_LEAST = 2 * MiB
-_BYTE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 class BodyOverrunError(NetworkError):
@@ -56,31 +54,6 @@ class Span(NamedTuple):
     @property
     def shown(self) -> str:
         return "the whole file" if self.end is None else f"bytes {self.start}-{self.end - 1}"
-
-
-def byte_range(value: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
-    """The one range a request's ``Range`` asks of a ``size``-byte object, as ``(start, end)``, as
-    a static server and S3 answer it; None: the whole object (no header, several ranges, or one
-    that is not valid: ignored, RFC 9110 §14.1.1, §14.2); False: none of it (416)."""
-    found = _BYTE_RANGE.fullmatch(value.strip()) if value is not None else None
-    if found is None or found.groups() == ("", ""):
-        return None
-    first, last = (_range_number(text) for text in found.groups())
-    if first is None:  # the last N bytes
-        return (max(0, size - last), size) if last and size else False
-    if last is not None and last < first:
-        return None
-    if first >= size:
-        return False
-    return first, size if last is None else min(last + 1, size)
-
-
-def _range_number(text: str) -> int | None:
-    """A range's number (None: not given), one past 19 digits read as 10**19 (past every
-    object's end; never ``int()`` of 5,000 digits)."""
-    if text == "":
-        return None
-    return int(text) if len(text) <= 19 else 10**19
 
 
 def empty_file(response: httpx2.Response) -> bool:

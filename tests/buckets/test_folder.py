@@ -27,8 +27,7 @@ from mdl.errors import ExitCode, IntegrityError, LocalFSError, MdlError, NotFoun
 from mdl.paths import temp_name
 from mdl.sources.joboutput import UrlFile
 from mdl.sources.oneoff import parse_sources
-from mdl.transfer._files import CHUNK
-from mdl.transfer.body import byte_range
+from mdl.transfer._files import CHUNK, byte_range
 from mdl.transfer.http import make_client
 
 DATA = make_data(3 * CHUNK + 123, seed=11)
