@@ -160,11 +160,10 @@ main()
 """
 
 
-def loaded(tmp_path: Path, watch: tuple[str, ...], *args: str) -> list[str]:
-    """Which of ``watch`` a `mdl ARGS` process had imported when it exited (successfully)."""
-    out = tmp_path / "loaded.json"
+def run_script(tmp_path: Path, script: str, *args: str) -> None:
+    """``python -c SCRIPT ARGS`` in ``tmp_path`` (a script that runs mdl's ``main``): it exits 0."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(watch), str(out), *args],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -172,6 +171,12 @@ def loaded(tmp_path: Path, watch: tuple[str, ...], *args: str) -> list[str]:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def loaded(tmp_path: Path, watch: tuple[str, ...], *args: str) -> list[str]:
+    """Which of ``watch`` a `mdl ARGS` process had imported when it exited (successfully)."""
+    out = tmp_path / "loaded.json"
+    run_script(tmp_path, PROBE, json.dumps(watch), str(out), *args)
     found: list[str] = json.loads(out.read_text())
     return found
 
@@ -238,15 +243,7 @@ PLAIN_GET_COMPILED = 102
 def test_a_plain_get_compiles_few_methods_at_import(tmp_path: Path, cdn: CdnServer) -> None:
     url = cdn.add_file("/c.bin", b"tiny")
     out = tmp_path / "compiled.txt"
-    done = subprocess.run(
-        [sys.executable, "-c", COMPILED, str(out), "get", url, "-o", "c.bin"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    run_script(tmp_path, COMPILED, str(out), "get", url, "-o", "c.bin")
     assert 0 < int(out.read_text()) <= PLAIN_GET_COMPILED
     assert (tmp_path / "c.bin").read_bytes() == b"tiny"
 
@@ -278,15 +275,7 @@ def test_a_get_imports_its_transfer_modules_while_its_probe_is_out(
     url = cdn.add_file("/t.bin", b"tiny")
     out = tmp_path / "by.json"
     watch = ["mdl.download._fetch", "mdl.transfer.engine"]
-    done = subprocess.run(
-        [sys.executable, "-c", BY_THREAD, json.dumps(watch), str(out), "get", url, "-o", "t.bin"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    run_script(tmp_path, BY_THREAD, json.dumps(watch), str(out), "get", url, "-o", "t.bin")
     assert json.loads(out.read_text()) == dict.fromkeys(watch, "mdl-import-ahead")
     assert (tmp_path / "t.bin").read_bytes() == b"tiny"
 
