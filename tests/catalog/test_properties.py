@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -166,9 +167,14 @@ def toml_document(document: dict[str, Any], *, headers: bool) -> str:
 def check(text: str) -> None:
     """Loading ``text`` gives a Catalog or a UsageError (CatalogError is one) naming the source: one
     line, or a ``c.toml: N problems`` line and then one line per problem (at most MAX_PROBLEMS, then
-    how many more)."""
+    how many more); what it warns of (an unknown key, ignored) names the source too."""
     try:
-        catalog = parse_catalog(text, source="c.toml")
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            catalog = parse_catalog(text, source="c.toml")
+        assert all(str(w.message).startswith("c.toml") for w in said), [
+            str(w.message) for w in said
+        ]
     except UsageError as exc:
         message = str(exc)
         assert exc.exit_code == 2
