@@ -401,6 +401,7 @@ class Restarts:
         state, job = self.state, self.state.job
         connections = self.shared.config.streams(state.size)
         state.multi = len(state.pieces) > 1
+        self.shared.whole_carried(state)
         url = job.located if job.located and not state.restarted else job.url
         if state.multi and not all(p.complete for p in state.pieces):
             url = self._aim_ranges(connections, url)
@@ -517,7 +518,6 @@ class Restarts:
         (``state.multi``: not if nothing tells two versions' ranges apart).
         """
         state, job = self.state, self.state.job
-        self.shared.whole_carried(state)
         # A probe of this run found where ranges are answered (``url`` is there), or a hash will
         # prove the result whatever the answers' versions: every stream asks at once, each answer
         # checked as locate's would be (the first one's final URL serves the later requests). Else

@@ -78,12 +78,14 @@ class Shared:
 
     def whole_carried(self, state: DownloadState) -> None:
         """The probe's unranged answer (it located nothing: a 200 to ``bytes=0-``), if unread, is
-        the whole file: kept (``keep_whole``), and the file is fetched as one stream
-        (RangesIgnoredError) without a range asked to learn it again."""
+        the whole file: kept as a range's 200 is (``keep_whole``), for the one stream that reads it
+        on; a split file starts over as that stream (RangesIgnoredError), no range asked to learn
+        it again."""
         carried = state.beside.opening if state.job.located is None else None
         if carried is not None and (whole := carried.take()) is not None:
             self.keep_whole(state, whole)
-            raise RangesIgnoredError
+            if state.multi:
+                raise RangesIgnoredError
 
     def take_whole(self, state: DownloadState) -> Opening | None:
         """The answer ``keep_whole`` kept for ``state``'s file (None: none), now the caller's."""

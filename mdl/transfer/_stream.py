@@ -337,12 +337,9 @@ class PieceRequests:
         state, piece, job = self.state, self.piece, self.job
         offset = piece.start + piece.done
         opening = None
-        # the probe's answer from byte 0: a 206 where the probe located ranges, or the one stream
-        # of a file that is not split (a 200 there is the whole file, Range ignored)
-        carried = state.beside.opening
-        if carried is not None and offset == 0 and (url == job.located or not state.multi):
+        if (carried := state.beside.opening) is not None and offset == 0 and url == job.located:
             opening = carried.take()
-        if opening is None and offset == 0 and not state.multi:  # a 200 to a range, read on
+        elif offset == 0 and not state.multi:  # a 200 to a range, read on from byte 0
             opening = self.shared.take_whole(state)
         # bytes on disk the answer must repeat
         back = state.overlap(piece) if opening is None else 0
