@@ -4,6 +4,7 @@ passes hubreplies."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ import httpx2
 from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
 from mdl.paths import check_revision, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url
-from mdl.transfer.body import empty_file, promised
+from mdl.transfer.body import promised
 from mdl.transfer.connection import drain, origin, set_reply_deadline
 from mdl.transfer.failures import (
     body_start,
@@ -356,9 +357,15 @@ class Hub:
         return self.retry.run(attempt, what=what, wait=wait)
 
 
+# a 416's Content-Range naming a file of 0 bytes (RFC 9110 §14.4)
+_EMPTY_FILE = re.compile(r"[ \t]*bytes[ \t]+\*/0+[ \t]*", re.ASCII | re.IGNORECASE)
+
+
 def _refused(response: httpx2.Response) -> bool:
-    """An error answer to a first byte's GET; an empty file's 416 is none (``empty_file``)."""
-    return response.is_error and not empty_file(response)
+    """An error answer to a first byte's GET; an empty file's 416 (``bytes */0``) is none: it
+    has no byte 0 to give (RFC 9110 §14.1.1)."""
+    empty = _EMPTY_FILE.fullmatch(response.headers.get("Content-Range", "")) is not None
+    return response.is_error and not (response.status_code == 416 and empty)
 
 
 def _file_size(response: httpx2.Response, *, what: str) -> int | None:

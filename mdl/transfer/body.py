@@ -16,7 +16,6 @@ from mdl.redact import redact_url
 from mdl.transfer._headers import (
     ContentRangeError,
     content_codings,
-    content_range_total,
     parse_content_range,
     parse_decimal,
 )
@@ -54,15 +53,6 @@ class Span(NamedTuple):
     @property
     def shown(self) -> str:
         return "the whole file" if self.end is None else f"bytes {self.start}-{self.end - 1}"
-
-
-def empty_file(response: httpx2.Response) -> bool:
-    """A 416 naming a file of 0 bytes (``bytes */0``): a first byte's answer for an empty file,
-    which has no byte 0 to give (RFC 9110 §14.1.1, §14.4)."""
-    return (
-        response.status_code == 416
-        and content_range_total(response.headers.get("Content-Range")) == 0
-    )
 
 
 def promised(response: httpx2.Response, *, what: str) -> Span:

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import httpx2
 
 from mdl.errors import NetworkError
-from mdl.transfer._headers import is_encoded, served_sha256
+from mdl.transfer._headers import content_range_total, is_encoded, served_sha256
 from mdl.transfer._state import DownloadState
-from mdl.transfer.body import Span, empty_file, promised
+from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import drain
 from mdl.transfer.http import Credentials, error_for_status, follow
 from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged, Version
@@ -115,11 +115,12 @@ def probe(
 
 
 def _first_bytes(response: httpx2.Response, *, what: str, credentials: Credentials) -> Span:
-    """What the probe's answer holds; an empty file's 416 (``empty_file``) as an empty whole
-    file."""
+    """What the probe's answer holds; an empty file's 416 (``bytes */0``) as an empty whole file:
+    it has no byte 0 to give (RFC 9110 §14.1.1)."""
     if response.status_code in (200, 206):
         return promised(response, what=what)
-    if empty_file(response):
+    empty = content_range_total(response.headers.get("Content-Range")) == 0
+    if response.status_code == 416 and empty:
         return Span(0, 0, 0, ranged=False)
     raise error_for_status(response, what=what, credentials=credentials)
 
