@@ -180,6 +180,7 @@ content_ranges = st.text(
 
 @given(content_ranges, st.sampled_from([416, 206, 200, 404, 500]))
 @example("bytes */0", 416)
+@example("BYTES 0-0/0", 416)  # a range of an empty file: contradicts itself, refused
 def test_only_an_empty_files_416_answers_a_first_bytes_get(value: str, status: int) -> None:
     """A first byte's GET is answered by a 2xx or 3xx, or by the 416 of a file that has no byte 0
     (``bytes */0``); any other 416 (or 4xx, 5xx) is a refusal, whatever its Content-Range."""
