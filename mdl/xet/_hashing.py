@@ -80,14 +80,19 @@ def merkle_root(chunks: Sequence[tuple[bytes, int]]) -> bytes:
         return _ZEROS
     level = list(chunks)
     while len(level) > 1:
-        above: list[tuple[bytes, int]] = []
-        start = 0
-        while start < len(level):
-            end = cut(level, start)
-            above.append(node(level[start:end]))
-            start = end
-        level = above
+        level = grouped(level)
     return level[0][0]
+
+
+def grouped(level: Sequence[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+    """The nodes one level up: ``level`` cut into groups (``cut``), each group a ``node``."""
+    above: list[tuple[bytes, int]] = []
+    start = 0
+    while start < len(level):
+        end = cut(level, start)
+        above.append(node(level[start:end]))
+        start = end
+    return above
 
 
 def file_hash(chunks: Sequence[tuple[bytes, int]]) -> bytes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mdl.xet._hashing import cut, node
+from mdl.xet._hashing import grouped
 
 Node = tuple[bytes, int]  # a hash (raw) and the bytes under it
 
@@ -77,12 +77,7 @@ def _split(nodes: list[Node], at_start: bool, at_end: bool) -> tuple[int, list[N
         end = None if end is None else start + end
     if end is None or start >= end:
         return whole
-    mergeable, promoted, at = nodes[start:end], [], 0
-    while at < len(mergeable):
-        stop = cut(mergeable, at)
-        promoted.append(node(mergeable[at:stop]))
-        at = stop
-    return start, promoted, len(nodes) - end
+    return start, grouped(nodes[start:end]), len(nodes) - end
 
 
 @dataclass(frozen=True)
