@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from mdl.cli.render.console import run_summary
 from mdl.cli.stdout import unread_if_failing
 from mdl.errors import kind_words
-from mdl.units import human_duration, human_size, plural
+from mdl.units import first_few, human_duration, human_size, plural
 
 if TYPE_CHECKING:
     from mdl.cli.run import Run
@@ -237,9 +237,8 @@ def _problems_part(grouped: Sequence[Sequence[FileOutcome]], *, noun: str) -> st
         problems.setdefault(_problem_word(unit), []).append(unit)
     text = ""
     for word, bad in problems.items():
-        named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
-        more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
-        text += f"; {plural(len(bad), noun)} {word}: {named}{more}"
+        named = first_few([_problem_detail(u) for u in bad], _MAX_NAMED)
+        text += f"; {plural(len(bad), noun)} {word}: {named}"
     return text
 
 
