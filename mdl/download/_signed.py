@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.catalog.specs import ModelSpec
-from mdl.download._fetch import fetch_from_sources, transfer_job
+from mdl.download._fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download._plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
@@ -30,7 +30,6 @@ from mdl.store.records import ExpectedFile, SignatureRecord
 from mdl.store.verify import read_signature
 from mdl.transfer.job import RetryLog
 from mdl.transfer.resume import discard_partial
-from mdl.wait import Wait
 
 if TYPE_CHECKING:
     from mdl.transfer.ranges import Digests
@@ -208,19 +207,9 @@ def _fetch_signature(
     staged = store.staged_path(sig.model, sig.path)
     store.ensure_dirs()
     job = transfer_job(session, sig, store, staged, verify=True, retries=retries)
-
-    def on_wait(holder: str) -> None:
-        by = f" (held by {holder})" if holder else ""
-        session.progress.waiting(job.label, f"another mdl run is fetching it{by}")
-
     # Its partial is the one the fetch stage would use: held as that stage holds it, against another
     # run's pull.
-    held = store.acquire_file_lock(
-        sig.model,
-        sig.path,
-        Wait.within(session.settings.lock_timeout, session.cancel),
-        on_wait=on_wait,
-    )
+    held = file_lock(session, sig, store)
     try:
         fetch_from_sources(session, job, sig)
         session.progress.finish(job.label, ok=True)
