@@ -63,7 +63,7 @@ class _Held:
                         os.ftruncate(self.fd, 0)
                     os.unlink(self.name, dir_fd=self.dir_fd)
             with contextlib.suppress(OSError):
-                _unlock(self.fd)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             os.close(self.fd)
             os.close(self.dir_fd)
@@ -99,10 +99,6 @@ def _lock(fd: int) -> bool:
             return False
         raise
     return True
-
-
-def _unlock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _still_named(fd: int, dir_fd: int, name: str) -> bool:
