@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import tomlkit
+from tomlkit.items import AoT, InlineTable, Table, Whitespace
+
 from mdl.catalog._entry import META_KEYS, Action, Toml, with_meta
 from mdl.catalog._tomllines import (
     Body,
@@ -25,7 +28,6 @@ def placed(text: str, name: str, entry: Toml, old: Any, action: Action) -> str |
     """The edit made where the entry is (a new one after the last model), or None when this layout
     has no such place (``models = { … }`` inline, an entry split around other tables).
     """
-    import tomlkit
 
     document = tomlkit.parse(text)
     lines = read_lines(document.body)
@@ -56,7 +58,6 @@ def newline_of(text: str) -> str:
 
 def _add_model(document: Any, lines: list[Line], name: str, table: Any, text: str) -> None:
     """``table`` as the model ``name``'s, after the last model."""
-    import tomlkit
 
     tables = models_tables(document)
     _make_room(lines, ("models",), [table], text)
@@ -70,7 +71,6 @@ def _add_model(document: Any, lines: list[Line], name: str, table: Any, text: st
 def _add_files(document: Any, lines: list[Line], name: str, new: list[Toml], text: str) -> bool:
     """The ``new`` files after the entry's own, in the entry's style; False when it has no such
     place (an inline or dotted entry)."""
-    from tomlkit.items import AoT
 
     models = next(t for t in models_tables(document) if name in t)
     files = models[name].get("files")
@@ -107,8 +107,6 @@ def meta_placed(text: str, name: str, meta: Toml) -> str | None:
     table keeps its header, comments and ``file``), a new description or tags go after the entry's
     other such keys, else first, a new signature after its last value; None for a layout with no
     such place (an entry split around other tables)."""
-    import tomlkit
-    from tomlkit.items import InlineTable, Table
 
     document = tomlkit.parse(text)
     holders = [table for table in models_tables(document) if name in table]
@@ -135,7 +133,6 @@ def meta_placed(text: str, name: str, meta: Toml) -> str | None:
 
 def _set_in_place(table: Any, meta: Toml, nl: str) -> None:
     """The values of ``meta`` the table has, set where they are."""
-    from tomlkit.items import Table
 
     for key, value in meta.items():
         # [models.NAME.signature]: its keys replaced, its other lines kept
@@ -148,7 +145,6 @@ def _set_in_place(table: Any, meta: Toml, nl: str) -> None:
 def _meta_inserts(body: Body, missing: Toml) -> dict[int, Toml]:
     """Where the new keys go in the table's ``body``: a description or tags after the entry's other
     such keys, else first; a signature after its last value (and the comments under it)."""
-    from tomlkit.items import AoT, Table
 
     keyed = [i for i, (key, _) in enumerate(body) if key is not None and key.key in META_KEYS]
     values = [
@@ -192,8 +188,6 @@ def _rewritten(
     """The table ``holder[name]`` written anew: its lines as written but the values keyed in
     ``dropped``, with ``inserts[i]``'s keys one line each before its line ``i`` (indented as its
     first value), its header kept."""
-    import tomlkit
-    from tomlkit.items import Whitespace
 
     table = holder[name]
     body = table.value.body
@@ -223,7 +217,6 @@ def _rewritten(
 
 def _append_lines(table: Any, values: Toml, indent: str, nl: str) -> None:
     """``values`` appended to ``table``, one line each."""
-    import tomlkit
 
     for key, value in values.items():
         line = tomlkit.item(_inline(value))
@@ -270,7 +263,6 @@ def _lifted(lines: list[Line], start: int, at: int, prefix: tuple[str, ...], nl:
 def _move_under(after: list[Line], prefix: tuple[str, ...], table: Any, nl: str) -> None:
     """The comments and blank lines ``after`` the new tables that are under ``prefix`` move under
     ``table`` (the last new one), a blank line before them."""
-    from tomlkit.items import Whitespace
 
     if after and after[0].kind != "blank":
         table.add(Whitespace(nl))
@@ -284,7 +276,6 @@ def _move_under(after: list[Line], prefix: tuple[str, ...], table: Any, nl: str)
 def removed(text: str, name: str) -> str | None:
     """``text`` without model ``name``, the comments written on it and one blank line around it;
     None when a comment that stays has no place to go."""
-    import tomlkit
 
     document = tomlkit.parse(text)
     lines = read_lines(document.body)
@@ -324,7 +315,6 @@ def _table(entry: Toml, nl: str) -> Any:
     """A new ``[models.NAME]`` table: values on one line each, files one per line in ``files = [
     … ]``.
     """
-    import tomlkit
 
     table = tomlkit.table()
     table.trivia.trail = nl
@@ -341,7 +331,6 @@ def _table(entry: Toml, nl: str) -> Any:
 
 def _inline(value: Any) -> Any:
     """``value`` with its tables inline, spaced as the docs: ``{ repo = "…", path = "…" }``."""
-    import tomlkit
 
     if isinstance(value, dict):
         items = [tomlkit.item(_inline(item)) for item in value.values()]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tomlkit.items import AoT, Comment, Null, Table, Whitespace
+
 Body = list[tuple[Any, Any]]  # a tomlkit container's body: (key or None, item) in written order
 
 
@@ -28,14 +30,12 @@ class Line:
 
     def drop(self) -> None:
         """Take it out of the document (its item moves elsewhere, or goes)."""
-        from tomlkit.items import Null
 
         self.body[self.index] = (None, Null())
 
 
 def read_lines(body: Body, path: tuple[str, ...] = ()) -> list[Line]:
     """The lines of a tomlkit container body, its tables' lines in place."""
-    from tomlkit.items import AoT, Comment, Null, Table, Whitespace
 
     out: list[Line] = []
     for index, (key, item) in enumerate(body):
@@ -89,7 +89,6 @@ def attached(lines: list[Line], last: int) -> int:
 def attached_end(body: Body, at: int) -> int:
     """Past the comment lines at ``body[at]`` when a blank line (or the table's end) follows them,
     else ``at`` (as :func:`attached` reads a comment under a line as that line's)."""
-    from tomlkit.items import Comment, Whitespace
 
     end = at
     while end < len(body) and isinstance(body[end][1], Comment):

@@ -20,7 +20,6 @@ from mdl.catalog._entry import Action, Asked, meta_changes, plan_entry, signatur
 from mdl.catalog._entry import AddSource as AddSource
 from mdl.catalog._entry import save_path as save_path
 from mdl.catalog._lines import did_you_mean, format_path
-from mdl.catalog._placing import meta_placed, placed, removed
 from mdl.catalog.load import find_catalog, named_catalog
 from mdl.catalog.specs import MAX_MODEL_NAME, is_model_name
 from mdl.errors import UsageError
@@ -205,6 +204,8 @@ def add_entry(
     ``signature`` table's key, written relative to ``folder`` (the catalog's) when it is in it, or
     with ``force`` replaces another signer. An entry that is there takes them without a SOURCE
     (action ``updated``)."""
+    from mdl.catalog._placing import meta_placed, placed  # (with tomlkit: not for an init)
+
     document = tomllib.loads(text)
     old = document.get("models", {}).get(name)
     meta = meta_changes(old, description, tags, force=force)
@@ -283,6 +284,8 @@ def _edited(
 def remove_entry(text: str, name: str) -> str:
     """``text`` without model ``name`` and, where the layout leaves them a place, the comments
     written on it; UsageError when there is no such model."""
+    from mdl.catalog._placing import removed  # (with tomlkit: not for an init)
+
     document = tomllib.loads(text)
     models = document.get("models", {})
     if name not in models:
