@@ -236,7 +236,7 @@ def make_reporter(
     from mdl.cli.render.progress import JsonReporter, PlainReporter, RunWaits, Silent
 
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
-        from mdl.cli.render.bars import RichReporter  # (rich itself when the display is made)
+        from mdl.cli.render.bars import RichReporter  # (with rich: the display is made now)
 
         return RichReporter(
             stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets

@@ -8,6 +8,11 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
+# rich comes with this module: it is imported only where the display is made (mdl.cli.run)
+from rich.console import Console as RichConsole
+from rich.live import Live
+from rich.text import Text
+
 from mdl.cli.render.console import ELLIPSIS, display_width, head
 from mdl.cli.render.progress import Item, Reporter, resuming, said_alone
 from mdl.progress import Event
@@ -15,9 +20,7 @@ from mdl.redact import safe_text
 from mdl.units import human_clock, human_rate, human_size, plural
 
 if TYPE_CHECKING:
-    from rich.console import Console as RichConsole
     from rich.console import ConsoleOptions, RenderResult
-    from rich.text import Text
 
 SIZE_WIDTH = 17  # "1023 MiB/1023 MiB"
 RATE_WIDTH = 10  # "1023 MiB/s"
@@ -48,10 +51,6 @@ class RichReporter(Reporter):
         self, *, stream: TextIO, no_color: bool, console: RichConsole | None = None, **common: Any
     ) -> None:
         super().__init__(**common)
-        # Imported here: rich costs tens of ms, which `mdl --help` should not pay.
-        from rich.console import Console as RichConsole
-        from rich.live import Live
-
         # The caller chose rich because stderr is a terminal; forcing it keeps that decision in one
         # place.
         self.console = console or RichConsole(
@@ -91,8 +90,6 @@ class RichReporter(Reporter):
         """The rows in the width of each redraw; the last snapshot while a worker holds the lock
         (never waited on).
         """
-        from rich.text import Text
-
         if self._lock.acquire(blocking=False):
             try:
                 self._rows = self._snapshot(self._clock())
@@ -181,8 +178,6 @@ def _percent_width(rows: Sequence[Row]) -> int:
 
 def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
     """Each row as one line of at most ``width`` columns."""
-    from rich.text import Text
-
     layout = choose_layout(rows, width)
     percent_width = _percent_width(rows)
     labels = fit_labels([r.label for r in rows], layout.label)
@@ -229,8 +224,6 @@ def _share(row: Row) -> str:
 
 def _bar(row: Row, width: int, *, color: bool) -> Text:
     """``━━━━━━    `` filled by the share done (empty while the size is unknown)."""
-    from rich.text import Text
-
     filled = round(width * (min(max(row.completed / row.total, 0.0), 1.0) if row.total else 0.0))
     bar = Text("━" * filled, style="magenta" if row.whole else "green")
     # Without colour the background would look like done work: leave it blank, as rich does.
