@@ -7,6 +7,8 @@ import struct
 from collections.abc import Sequence
 from typing import TypeGuard
 
+from blake3 import blake3  # (this module loads with a Xet fetch: mdl.xet.fetch)
+
 from mdl.paths import SHA256_HEX
 
 HASH_BYTES = 32
@@ -27,8 +29,6 @@ _HEX_FORM = "{:016x}{:016x}{:016x}{:016x}".format
 
 def chunk_hash(data: bytes | memoryview) -> bytes:
     """The hash of one chunk's bytes: blake3 keyed with DATA_KEY."""
-    from blake3 import blake3
-
     return blake3(data, key=DATA_KEY).digest()
 
 
@@ -67,8 +67,6 @@ def cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
 def node(children: Sequence[tuple[bytes, int]]) -> tuple[bytes, int]:
     """The node over ``children`` (hash, length): blake3 keyed with INTERNAL_NODE_KEY of each
     child's ``"{hex} : {length}\n"``, and their total length."""
-    from blake3 import blake3
-
     text = "".join([f"{to_hex(raw)} : {size}\n" for raw, size in children])
     return blake3(text.encode(), key=INTERNAL_NODE_KEY).digest(), sum(s for _, s in children)
 
@@ -104,6 +102,4 @@ def file_hash(chunks: Sequence[tuple[bytes, int]]) -> bytes:
 
 def salted(root: bytes) -> bytes:
     """The file hash over a (non-empty) file's Merkle root: blake3 keyed by 32 zero bytes."""
-    from blake3 import blake3
-
     return blake3(root, key=_ZEROS).digest()
