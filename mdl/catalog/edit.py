@@ -5,12 +5,11 @@ the starter catalog (package data) where mdl looks."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -113,7 +112,7 @@ class CatalogChange:
                 return [shown(v) for v in value]
             return str(value) if isinstance(value, Path) else value
 
-        doc: dict[str, Any] = shown({"ok": self.exit_code == 0, **dataclasses.asdict(self)})
+        doc: dict[str, Any] = shown({"ok": self.exit_code == 0, **asdict(self)})
         return {key: value for key, value in doc.items() if key != "exit_code"}
 
 

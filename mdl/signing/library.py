@@ -18,10 +18,9 @@ import io
 import sys
 import tempfile
 import threading
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from mdl.background import Background
 from mdl.errors import IntegrityError, MdlError, NetworkError, OutsideJSONError, UsageError
@@ -277,7 +276,7 @@ def sign_digests(
 
     # The digest type the public manifest item asks for (it has no public name of its own): no
     # private import.
-    digest = typing.get_type_hints(manifest.FileManifestItem.__init__)["digest"]
+    digest = get_type_hints(manifest.FileManifestItem.__init__)["digest"]
 
     ignored = [signature_name, *ignore_paths, *GIT_PATHS]
     kind = manifest.SerializationType.from_args(
