@@ -331,7 +331,8 @@ _HF_URI = (
     r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
     r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?(?:/(?P<path>.+))?$"
 )
-_REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
+# the repo type an hf:// URI's first word names (none: a model)
+HF_URI_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
 
 # The accepted forms, in words. Never "hf://[datasets/|spaces/]…": the redaction at every sink takes
 # a bracket after "://" for a URL it cannot parse (or "x@y" for userinfo) and would print REDACTED
@@ -399,7 +400,7 @@ def parse_hf_uri(text: str) -> HfUri:
     check_revision(match.group("rev"), where=printable(text, limit=300))
     path = match.group("path") and safe_relative_path(match.group("path"), where=text)
     return HfUri(
-        text, _REPO_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path
+        text, HF_URI_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from urllib.parse import unquote, urlsplit
 
 from mdl.errors import UsageError
-from mdl.paths import check_revision, is_http_url
+from mdl.paths import HF_URI_TYPES, check_revision, is_http_url
 from mdl.progress import Progress
 from mdl.redact import printable, redact_url
 from mdl.store.layout import REPO_TYPES
@@ -143,7 +143,6 @@ def read_hub_pages(sources: Sequence[str], *, endpoint: str, progress: Progress)
 # what ``hf download`` takes as a repo id, then the path of one file in it
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(?:/[^\s]+)?")
 _HF = r"hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[^/@]+/[^/@]+)(?P<rest>.*)"
-_TYPE_OF = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
 
 
 def is_repo_id(source: str) -> bool:
@@ -223,8 +222,8 @@ def _with(uri: str, *, revision: str | None, repo_type: str | None) -> str:
     kind, repo, rest = match.group("type"), match.group("repo"), match.group("rest")
     said = printable(uri, limit=300)
     if repo_type is not None:
-        if kind is not None and _TYPE_OF[kind] != repo_type:
-            raise UsageError(f"{said} is a {_TYPE_OF[kind]}, and --repo-type says {repo_type}")
+        if kind is not None and HF_URI_TYPES[kind] != repo_type:
+            raise UsageError(f"{said} is a {HF_URI_TYPES[kind]}, and --repo-type says {repo_type}")
         kind = REPO_TYPES[repo_type].rstrip("/") or None
     if revision is not None:
         if rest.startswith("@"):
