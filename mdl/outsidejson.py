@@ -15,6 +15,8 @@ from mdl.errors import OutsideJSONError
 # Deeper than anything mdl reads (a Hub listing or a lock record is 4 deep): the bound is checked
 # before parsing, so the parser's recursion never nears Python's limit.
 MAX_DEPTH = 64
+# Past this an integer a JSON reader takes as a double is not exact (2**53): no count reaches it
+EXACT_INTS = 2**53
 
 _STRING = re.compile(rb'"[^"]*"')
 _PAIR = re.compile(rb"[\[{][\]}]")

@@ -13,12 +13,11 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from mdl.errors import OutsideJSONError
-from mdl.outsidejson import read_json
+from mdl.outsidejson import EXACT_INTS, read_json
 from mdl.xet._hashing import is_hash
 from mdl.xet._xorb import HEADER_BYTES, MAX_CHUNK
 
 # JSON numbers beyond this are not exact in every reader; no real offset or count comes near
-_LIMIT = 2**53
 _TEXT_LIMIT = 64_000  # auth.md: accessToken and casUrl are at most 64000 characters
 # visible ASCII: a token goes into an Authorization header as it is
 _TOKEN_CHARS = re.compile(r"[!-~]+")
@@ -134,7 +133,7 @@ def _int(obj: Mapping[str, object], key: str, where: str) -> int:
 
 
 def _whole(value: object, where: str) -> int:
-    if type(value) is not int or not 0 <= value < _LIMIT:
+    if type(value) is not int or not 0 <= value < EXACT_INTS:
         raise ReplyError(f"{where} is not a whole number from 0 to 2**53")
     return value
 
@@ -312,7 +311,7 @@ def _token(access_token: object, expires: object, cas_url: object) -> XetToken:
     if (
         isinstance(expires, bool)
         or not isinstance(expires, int | float)
-        or not 0 <= expires < _LIMIT
+        or not 0 <= expires < EXACT_INTS
     ):
         raise ReplyError("exp is not a time")
     return XetToken(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import MdlError
-from mdl.outsidejson import read_json
+from mdl.outsidejson import EXACT_INTS, read_json
 from mdl.store.confined import open_file, read_bytes, unlink, write_atomic
 from mdl.transfer.resume import BY_CHUNK
 from mdl.xet._hashing import HASH_BYTES, chunk_hash, is_hash
@@ -26,7 +26,6 @@ SIDECAR_VERSION = 1
 # a 1 TB file has ~16M chunks: far less than this in hex; a bigger one is not mdl's
 SIDECAR_MAX = 256 << 20
 STATE_VERSION = 1
-_MAX_INT = 2**53
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class Written:
 
 
 def _int(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _MAX_INT:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < EXACT_INTS:
         raise ValueError(f"not a count: {value!r}")
     return value
 
