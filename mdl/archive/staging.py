@@ -41,9 +41,8 @@ from mdl.store import confined
 
 # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
 MAX_OPEN_FOLDERS = 64
-_NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
-NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK
-_DIR = os.O_RDONLY | os.O_DIRECTORY | _NO_LINK
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | confined.NO_LINK
+_DIR = os.O_RDONLY | os.O_DIRECTORY | confined.NO_LINK
 RECORDS = Path(".mdl") / "unpack"  # under DEST: one record per staging, named after its token
 _TOKEN = re.compile("[0-9a-f]{32}")
 MAX_RECORD_BYTES = 4096
@@ -138,7 +137,7 @@ class Staging:
             made = True
             self._fd = _open_dir(self.path.name, self._dest_fd)
             self._lock = os.open(
-                _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o600, dir_fd=self._fd
+                _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | confined.NO_LINK, 0o600, dir_fd=self._fd
             )
             fcntl.flock(self._lock, fcntl.LOCK_EX)
             for sub in (_TREE, _OLD):

@@ -23,7 +23,7 @@ from mdl.paths import FRESH_TRIES, open_dir
 from mdl.store.filesystem import kind_of, not_a_file_error
 from mdl.units import human_size
 
-_NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
+NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextlib.contextmanager
@@ -170,7 +170,7 @@ def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
 def _open_fresh(dir_fd: int, path: Path, flags: int, mode: int) -> int | None:
     """A new file, made fresh (``O_EXCL``); None when another run made it since we looked."""
     try:
-        return os.open(path.name, flags | os.O_EXCL | _NO_LINK, mode, dir_fd=dir_fd)
+        return os.open(path.name, flags | os.O_EXCL | NO_LINK, mode, dir_fd=dir_fd)
     except FileExistsError:
         if flags & os.O_EXCL:
             raise
@@ -188,7 +188,7 @@ def _open_existing(dir_fd: int, path: Path, flags: int, before: os.stat_result) 
     # check).
     plain = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
     try:
-        fd = os.open(path.name, plain | _NO_LINK | os.O_NONBLOCK, dir_fd=dir_fd)
+        fd = os.open(path.name, plain | NO_LINK | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
         return None  # removed since we looked (a run released its lock): look again
     except OSError as exc:
@@ -280,7 +280,7 @@ def write_atomic(root: Path, path: Path, data: bytes, *, mode: int = 0o666) -> N
         with folder(root, path.parent) as dir_fd:
             try:  # made fresh: nothing at a random name is written through
                 fd = os.open(
-                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK, mode, dir_fd=dir_fd
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_LINK, mode, dir_fd=dir_fd
                 )
             except FileNotFoundError:
                 if os.fstat(dir_fd).st_nlink or attempt == FRESH_TRIES - 1:
