@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ TOTAL = ""  # the key of the run's total row (a run-wide wait is said there too)
 REDRAW_SECONDS = 0.1  # at most this often for bytes alone; any other event redraws at once
 
 
-class ProgressBars(Progress):
+class ProgressBars(Progress, AbstractContextManager["ProgressBars"]):
     """Bars for ``progress=``: ``with mdl.ProgressBars() as bars: mdl.fetch("o/m",
     progress=bars)``. Drawn on ``console`` (a ``rich.console.Console``; default: stderr, which
     Jupyter shows live), from the calls' threads (thread-safe), without a thread of its own; closed
@@ -100,9 +101,6 @@ class ProgressBars(Progress):
                 self._bars.refresh()
                 self._bars.stop()
                 self._live = False
-
-    def __enter__(self) -> ProgressBars:
-        return self
 
     def __exit__(
         self,

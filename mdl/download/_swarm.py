@@ -30,6 +30,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -60,7 +61,7 @@ class SwarmFailed(MdlError):
     """The mirror refuses claims (``REFUSALS`` of them): the file is fetched under its lease."""
 
 
-class Swarm:
+class Swarm(AbstractContextManager["Swarm"]):
     """One file's swarm on this machine (a ``PartSource``): its parts' states (``PartStates``,
     under one lock), the claims it holds, and its looks at the mirror (on its own readers)."""
 
@@ -318,9 +319,6 @@ class Swarm:
         if due:
             log.info(said + ": looked at again", self.job.label, len(due), bound)
         return bool(due)
-
-    def __enter__(self) -> Swarm:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         """Every claim still held released (its part not published: the others take it)."""

@@ -26,7 +26,7 @@ from mdl.transfer.resume import load_state
 log = logging.getLogger("mdl.transfer")
 
 
-class Paused:
+class Paused(contextlib.AbstractContextManager["Paused"]):
     """A file's fetch paused after its head (``Engine.ahead``): its ``.part`` open, its range
     check serving what verified. A context manager: ``resume`` (through ``Engine.fetch``) gives the
     file, ``close`` ends it, its bytes kept to resume; one holder at a time."""
@@ -47,9 +47,6 @@ class Paused:
         fetch, self._fetch = self._fetch, None
         if fetch is not None:
             fetch.abandon()
-
-    def __enter__(self) -> Paused:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
