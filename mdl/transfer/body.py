@@ -19,7 +19,7 @@ from mdl.transfer._headers import (
     parse_content_range,
     parse_decimal,
 )
-from mdl.transfer.connection import Pace, WireStream, httpx2_errors, pace_of, read_buffer
+from mdl.transfer.connection import READ_SIZE, Pace, WireStream, httpx2_errors, pace_of, read_buffer
 
 MiB = 1 << 20
 # A body read past the parser skips h11's four copies of every byte (0.75 CPU-s per GiB here,
@@ -27,6 +27,9 @@ MiB = 1 << 20
 # the cost of a new pool entry (well under what parsing a MiB costs). RAW_LEAST: a read or two past
 # the parser's first (connection.READ_SIZE).
 RAW_LEAST = 2 * MiB
+# a raw body's chunk: read on till it holds FILL bytes (the buffer's) or FILL_WAIT seconds passed
+# (a kill -9 loses them: docs/transfers.md)
+FILL, FILL_WAIT = READ_SIZE, 0.1
 
 
 class BodyOverrunError(NetworkError):
@@ -182,8 +185,7 @@ def _received(
     timeout = (request.extensions.get("timeout") or {}).get("read")
     while left > 0:
         began = time.monotonic()
-        with httpx2_errors(request):
-            got = stream.read_into(view[: min(len(view), left)], timeout)
+        got, failed = _fill(stream, view[: min(FILL, left)], timeout, request, began)
         if pace is not None:
             pace.count(began, got)
         # the connection ended (or was closed) short of the bytes named: an error, as the parser's
@@ -195,3 +197,32 @@ def _received(
         # the last byte: the next answer starts at the socket's next one (``keep``: kept for it)
         stream.ended = keep and left == 0
         yield view[:got]
+        if failed is not None:  # the bytes that came before it are the file's
+            raise failed
+
+
+def _fill(
+    stream: WireStream,
+    view: memoryview,
+    timeout: float | None,
+    request: httpx2.Request,
+    began: float,
+) -> tuple[int, Exception | None]:
+    """Bytes read into ``view``: read on till it is full or ``FILL_WAIT`` seconds passed (a capped
+    link brings a segment a read, and each chunk costs its writer, hasher and record a turn), no
+    byte held longer; and the error that ended the reads after some came (given first)."""
+    got, wait = 0, timeout
+    try:
+        with httpx2_errors(request):
+            while True:
+                step = stream.read_into(view[got:], wait)
+                got += step
+                rest = FILL_WAIT - (time.monotonic() - began)
+                if not step or got == len(view) or rest <= 0:
+                    return got, None
+                wait = rest if timeout is None else min(rest, timeout)
+    except httpx2.TransportError as exc:
+        if not got:
+            raise
+        # the fill's own wait ran out: the bytes go now, the next read waits as long as any
+        return got, None if isinstance(exc, httpx2.ReadTimeout) and wait != timeout else exc

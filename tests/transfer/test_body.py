@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from runfixtures import transfer_job
-from servers import CdnServer, make_data
+from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
 from mdl.transfer.body import RAW_LEAST, _received, promised, raw_socket, read_body
@@ -197,3 +197,70 @@ def test_a_catch_up_of_a_frontier_read_before_a_reset_hashes_nothing(tmp_path: P
         assert hasher.sha256.hexdigest() == hashlib.sha256(old[:1000]).hexdigest()
     finally:
         os.close(fd)
+
+
+@pytest.mark.usefixtures("raw_from_any_size")
+def test_a_body_that_comes_in_small_segments_is_given_in_whole_fills(
+    cdn: CdnServer, client: httpx2.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A capped link brings a segment a read; each chunk given costs the writer, the hasher and the
+    # record a turn, so reads go on till a fill (no clock here: the fill's wait is set past the test)
+    monkeypatch.setattr("mdl.transfer.body.FILL_WAIT", 3600.0)
+    fill = 96 * 1024
+    monkeypatch.setattr("mdl.transfer.body.FILL", fill)
+    data = make_data(1_000_000, seed=93)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 5_000_000  # sent in segments of 64 KiB at most (servers._write_range)
+    with follow(
+        client, url, credentials=Credentials(), headers={"Range": "bytes=0-999999"}, what="f"
+    ) as resp:
+        span = promised(resp, what="f")
+        chunks = [bytes(v) for v in read_body(resp, span, encoded=False, what="f")]
+    assert b"".join(chunks) == data
+    # the parser's first chunk (what came with the headers), then whole fills, then the rest
+    assert all(len(c) == fill for c in chunks[1:-1])
+    assert len(chunks) <= 2 + len(data) // fill
+
+
+@pytest.mark.usefixtures("raw_from_any_size")
+@pytest.mark.parametrize("rst", [False, True], ids=["closed", "reset"])
+def test_the_bytes_a_fill_holds_when_its_connection_fails_are_given_before_the_error(
+    cdn: CdnServer, client: httpx2.Client, monkeypatch: pytest.MonkeyPatch, rst: bool
+) -> None:
+    monkeypatch.setattr("mdl.transfer.body.FILL_WAIT", 3600.0)
+    data = make_data(3_000_000, seed=94)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.reset(after_bytes=1_234_567, rst=rst))
+    got = bytearray()
+    with follow(
+        client, url, credentials=Credentials(), headers={"Range": "bytes=0-2999999"}, what="f"
+    ) as resp:
+        span = promised(resp, what="f")
+        with pytest.raises(httpx2.TransportError):
+            for chunk in read_body(resp, span, encoded=False, what="f"):
+                got += chunk
+    # every byte that came is given (a resume keeps them), none past what the server sent
+    assert bytes(got) == data[: len(got)]
+    assert len(got) == 1_234_567 or (rst and len(got) <= 1_234_567)
+
+
+@pytest.mark.usefixtures("raw_from_any_size")
+def test_a_fill_gives_its_bytes_when_its_wait_runs_out_before_the_link_goes_on(
+    cdn: CdnServer, client: httpx2.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server sends a part, then nothing till the test has it all: a fill that waited for more
+    # (or for its buffer to be full) would hold those bytes till the read timed out, an error
+    monkeypatch.setattr("mdl.transfer.body.FILL_WAIT", 0.2)
+    data = make_data(2_000_000, seed=95)
+    url = cdn.add_file("/f.bin", data)
+    sent, part = threading.Event(), 300_000
+    cdn.faults.add(Fault.stall(after_bytes=part, until=sent, resume=True))
+    got = bytearray()
+    with follow(
+        client, url, credentials=Credentials(), headers={"Range": "bytes=0-1999999"}, what="f"
+    ) as resp:
+        for chunk in read_body(resp, promised(resp, what="f"), encoded=False, what="f"):
+            got += chunk
+            if len(got) == part:
+                sent.set()
+    assert sent.is_set() and bytes(got) == data
