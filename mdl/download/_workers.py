@@ -16,6 +16,7 @@ from mdl.download._plan import PlannedFile
 from mdl.download.session import PullSession
 from mdl.errors import INTERRUPTED, InterruptedByUserError
 from mdl.report import FileOutcome
+from mdl.transfer.connection import own_connections
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 if TYPE_CHECKING:  # (a pull that serves loaders: a plain get never loads it)
@@ -92,6 +93,13 @@ class Crew:
                     self._add_small()
 
     def _drain(self, lane: str) -> None:
+        if lane == BIG:  # (its streams' threads ask on the run's pool)
+            self._take_files(lane)
+            return
+        with own_connections():  # file after file on this worker's connections
+            self._take_files(lane)
+
+    def _take_files(self, lane: str) -> None:
         cancel, queue = self.session.cancel, self.queue
         while not cancel.is_set():
             taken = queue.take(lane)
