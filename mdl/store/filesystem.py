@@ -164,14 +164,6 @@ def creatable_problem(path: Path, fine: set[Path] | None = None) -> str | None:
         return f"{shown_path(path)} is a folder, not a file"
     if fine is not None and path.parent in fine:
         return None
-    problem = _folder_problem(path)
-    if problem is None and fine is not None:
-        fine.add(path.parent)
-    return problem
-
-
-def _folder_problem(path: Path) -> str | None:
-    """Why no file can be created in ``path``'s folder, or None."""
     try:
         if (existing := nearest_existing(path.parent)) is None:
             return f"none of the folders above {shown_path(path)} exists"
@@ -182,4 +174,6 @@ def _folder_problem(path: Path) -> str | None:
         return f"{shown_path(folder)} is {kind_of(found) or 'a file'}, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{shown_path(folder)} is not writable"
+    if fine is not None:
+        fine.add(path.parent)
     return None

@@ -495,11 +495,10 @@ class Route(httpx2.BaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        own: dict[Route, httpcore2.ConnectionPool] | None = getattr(_own, "pools", None)
-        if own is None:
-            pool = self._pool or self._ready()
-        elif (pool := own.get(self)) is None:
-            pool = own[self] = self._open_pool()
+        own = getattr(_own, "pools", None)  # (own_connections)
+        if own is not None and self not in own:
+            own[self] = self._open_pool()
+        pool = own[self] if own is not None else self._pool or self._ready()
         try:
             # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes
             # within it, in total.
