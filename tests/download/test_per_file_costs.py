@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpcore2
 import pytest
-from servers import HubServer, make_data
+from servers import Fault, HubServer, make_data
 
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
@@ -122,3 +124,28 @@ def test_a_plan_looks_at_each_folder_its_files_go_to_once(
     monkeypatch.setattr(os, "access", spy)
     pull(hub, tmp_path / "d")
     assert len(asked) < 10, asked
+
+
+def test_two_requests_before_the_first_file_and_the_replies_models_load_while_one_is_out(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revision, then the listing, then the files: two round trips before the first file's
+    GET. The models that read the Hub's replies (pydantic's import, the largest of a pull's start)
+    load while the revision's answer comes, not between it and the listing's request: the Hub holds
+    that answer until they began loading."""
+    name = "mdl.sources._hubreplies"
+    monkeypatch.delitem(sys.modules, name, raising=False)  # (an earlier test's import: back after)
+    began: list[bool] = []
+
+    def hold() -> None:
+        deadline = time.monotonic() + 5
+        while name not in sys.modules and time.monotonic() < deadline:
+            time.sleep(0.01)
+        began.append(name in sys.modules)
+
+    hub.faults.add(Fault.call(hold, path_prefix="/api/models/org/many/revision/", times=1))
+    pull(hub, tmp_path / "d")
+    assert began == [True]
+    paths = [r.url_path for r in hub.log.records(method="GET")]
+    first_file = next(i for i, path in enumerate(paths) if "/resolve/" in path)
+    assert [p.split("/")[5] for p in paths[:first_file]] == ["revision", "tree"], paths[:3]
