@@ -8,6 +8,7 @@ import os
 import stat as st
 from collections.abc import Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import NamedTuple
 
 from mdl.download.session import PullSession, label_of
@@ -195,6 +196,7 @@ def plan_models(
     plans: list[PlannedFile] = []
     failures: list[FileOutcome] = []
     force, offline = session.settings.force, session.settings.offline
+    fine: set[Path] = set()  # the folders files go to, each looked at once
     for model in resolved:
         planned: list[PlannedFile] = []
         try:  # a model refused whole, before any byte: half a model is no use
@@ -215,7 +217,7 @@ def plan_models(
                     failures.append(failed(remote.model, remote.path, exc))
             for plan in planned:
                 if plan.decision.action is not Action.SKIP:
-                    plan.placement.check_writable(label=label_of(plan.remote))
+                    plan.placement.check_writable(label=label_of(plan.remote), fine=fine)
         except MdlError as exc:
             log.error("%s", exc.message)
             failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))

@@ -3,6 +3,7 @@ parallel ranges), and which file each takes next; the small lane grows while its
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -16,6 +17,7 @@ from mdl.download._plan import PlannedFile
 from mdl.download.session import PullSession
 from mdl.errors import INTERRUPTED, InterruptedByUserError
 from mdl.report import FileOutcome
+from mdl.transfer.connection import own_connections
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 if TYPE_CHECKING:  # (a pull that serves loaders: a plain get never loads it)
@@ -92,25 +94,28 @@ class Crew:
                     self._add_small()
 
     def _drain(self, lane: str) -> None:
-        cancel, queue = self.session.cancel, self.queue
-        while not cancel.is_set():
-            taken = queue.take(lane)
-            if taken is None:
-                return
-            index, plan = taken
-            began, cpu = time.monotonic(), time.thread_time()
-            try:
-                self.results[index] = self.work(plan)
-            finally:
-                queue.done(index)
-            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
-            # after Ctrl-C.
-            if lane == SMALL and _size(plan) < BULK and not cancel.is_set():
-                spent = time.thread_time() - cpu
-                waited = time.monotonic() - began - spent
-                # before this worker ends: the main thread waits
-                for _ in range(queue.more_workers(waited=waited, worked=spent)):
-                    self._add_small()
+        # a small-file worker asks on connections of its own; a big file's streams, each in a
+        # thread of its own, on the run's pool
+        with own_connections() if lane == SMALL else contextlib.nullcontext():
+            cancel, queue = self.session.cancel, self.queue
+            while not cancel.is_set():
+                taken = queue.take(lane)
+                if taken is None:
+                    return
+                index, plan = taken
+                began, cpu = time.monotonic(), time.thread_time()
+                try:
+                    self.results[index] = self.work(plan)
+                finally:
+                    queue.done(index)
+                # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
+                # after Ctrl-C.
+                if lane == SMALL and _size(plan) < BULK and not cancel.is_set():
+                    spent = time.thread_time() - cpu
+                    waited = time.monotonic() - began - spent
+                    # before this worker ends: the main thread waits
+                    for _ in range(queue.more_workers(waited=waited, worked=spent)):
+                        self._add_small()
 
 
 # fetched as parallel ranges: its streams, not more files, keep the link busy

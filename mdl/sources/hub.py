@@ -15,6 +15,7 @@ from urllib.parse import quote, urljoin
 import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
+from mdl.lazy import import_ahead
 from mdl.paths import check_revision, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url
 from mdl.transfer.body import promised
@@ -151,10 +152,14 @@ class Hub:
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
         url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
+        # the replies' models (pydantic) load while the answer comes, not between it and the
+        # listing's request
+        loaded = import_ahead("mdl.sources._hubreplies")
         try:
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
         except RepoMissingError as exc:
             self._missing(exc, repo, repo_type=repo_type, what=what)
+        loaded()
         from mdl.sources._hubreplies import parse_revision
 
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha

@@ -41,6 +41,16 @@ def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
         os.close(fd)
 
 
+def own_folder(root: Path, path: Path) -> int:
+    """A descriptor of the folder ``path`` inside ``root`` that the caller keeps and closes (a held
+    lock's folder): while ``reused`` runs, a duplicate of the one already opened for it (one
+    ``lstat`` and a ``dup``, not an ``open`` of every folder on the way), else ``open_dir``'s."""
+    kept = _reused
+    if kept is None:
+        return open_dir(root, path)
+    return os.dup(kept.get(root, path, create=True))
+
+
 class _Folders:
     """Folders opened once for a stretch of work (a pull's files), by (root, path): each file's
     walk below the root costs one ``lstat`` of the path, not an ``open`` and a ``close`` of every

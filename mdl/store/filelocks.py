@@ -22,7 +22,6 @@ from mdl.errors import (
     MdlError,
     UnsafePathError,
 )
-from mdl.paths import open_dir
 from mdl.redact import printable
 from mdl.store import confined
 from mdl.wait import Wait
@@ -222,7 +221,7 @@ def _take(root: Path, where: Path, poll: Wait, *, own: bool) -> _Held | None:
     vanished = 0
     while True:
         try:
-            dir_fd = open_dir(root, where.parent)
+            dir_fd = confined.own_folder(root, where.parent)
         except OSError as exc:
             raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
         try:

@@ -154,12 +154,16 @@ def nearest_existing(path: Path) -> tuple[Path, os.stat_result] | None:
             path = path.parent
 
 
-def creatable_problem(path: Path) -> str | None:
-    """Why a file cannot be created at ``path``, or None; looks only, creates nothing."""
+def creatable_problem(path: Path, fine: set[Path] | None = None) -> str | None:
+    """Why a file cannot be created at ``path``, or None; looks only, creates nothing. ``fine``:
+    folders already found fit to create a file in (the files of one plan share a few: each is
+    walked up from once, not once per file); ``path``'s is added when it is."""
     if len(os.fsencode(path)) >= PATH_MAX:
         return f"the path is longer than {PATH_MAX - 1} bytes"
     if not_a_file(path) == "a folder":
         return f"{shown_path(path)} is a folder, not a file"
+    if fine is not None and path.parent in fine:
+        return None
     try:
         if (existing := nearest_existing(path.parent)) is None:
             return f"none of the folders above {shown_path(path)} exists"
@@ -170,4 +174,6 @@ def creatable_problem(path: Path) -> str | None:
         return f"{shown_path(folder)} is {kind_of(found) or 'a file'}, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{shown_path(folder)} is not writable"
+    if fine is not None:
+        fine.add(path.parent)
     return None

@@ -98,13 +98,13 @@ class Placement(NamedTuple):
         """
         return self.shared_via or self.final
 
-    def check_writable(self, *, label: str) -> None:
+    def check_writable(self, *, label: str, fine: set[Path]) -> None:
         """Refuse (exit 7), before any byte is fetched, a file that cannot be created where it
-        goes.
+        goes (``fine``: ``creatable_problem``'s, shared by the files of a plan).
         """
         partial, _ = self.store.part_paths("", label)
         for target in dict.fromkeys((self.final, self.shown, partial)):
-            if (problem := creatable_problem(target)) is not None:
+            if (problem := creatable_problem(target, fine)) is not None:
                 raise LocalFSError(
                     f"{shown_path(label)}: cannot be saved at {shown_path(target)}: {problem}"
                 )

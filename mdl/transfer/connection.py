@@ -434,6 +434,26 @@ def pace_of(response: httpx2.Response) -> Pace | None:
     return body.pace if isinstance(body, Body) else None
 
 
+# a worker's own pools while ``own_connections`` runs in its thread: {route: pool}
+_own = threading.local()
+
+
+@contextmanager
+def own_connections() -> Iterator[None]:
+    """This thread's requests, for the block, on connections of its own: a pool per route that no
+    other thread locks or scans (a worker taking small file after small file: with one shared pool
+    every request and every answer's end takes the pool's lock and looks at each of its connections,
+    a poll of each idle one, while the others wait). Closed at the end of the block."""
+    pools: dict[Route, httpcore2.ConnectionPool] = {}
+    _own.pools = pools
+    try:
+        yield
+    finally:
+        del _own.pools
+        for pool in pools.values():
+            pool.close()
+
+
 class Route(httpx2.BaseTransport):
     """One way out, direct or through one proxy: an httpcore2 pool on its own backend, made at its
     first request (so a run that never opens TLS never loads the CAs); an error through a proxy
@@ -475,7 +495,10 @@ class Route(httpx2.BaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        pool = self._pool or self._ready()
+        own = getattr(_own, "pools", None)  # (own_connections)
+        if own is not None and self not in own:
+            own[self] = self._open_pool()
+        pool = own[self] if own is not None else self._pool or self._ready()
         try:
             # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes
             # within it, in total.

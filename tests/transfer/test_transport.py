@@ -30,6 +30,7 @@ from mdl.transfer.connection import (
     NetTransport,
     WireStream,
     httpx2_errors,
+    own_connections,
     set_body_deadline,
     set_read_timeout,
 )
@@ -495,3 +496,26 @@ def test_ctrl_c_can_list_the_connections_while_threads_open_more() -> None:
             thread.join()
     listed = live.snapshot()  # every connection still open, and only those
     assert len(listed) == len(kept) > 0 and {id(s) for s in listed} == {id(s) for s in kept}
+
+
+def test_a_worker_asks_on_its_own_connection_and_leaves_none_behind(cdn: CdnServer) -> None:
+    """Inside ``own_connections`` a thread's requests share one connection of its own: a worker
+    after it (another thread) and the run's pool (outside any block) never get it, and it is closed
+    when its block ends."""
+    url = cdn.add_file("/f.bin", DATA)
+    with make_client(pool_size=4, timeout=10) as client:
+
+        def worker() -> None:
+            with own_connections():
+                for _ in range(3):
+                    assert client.get(url).content == DATA
+
+        for _ in range(2):  # one after the other: the first's connection is idle, then closed
+            thread = threading.Thread(target=worker)
+            thread.start()
+            thread.join(HANG)
+        assert client.get(url).content == DATA
+    connections = [record.connection for record in cdn.log.records(method="GET")]
+    first, second, shared = connections[:3], connections[3:6], connections[6:]
+    assert len(set(first)) == len(set(second)) == 1
+    assert len({first[0], second[0], shared[0]}) == 3

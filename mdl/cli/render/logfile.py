@@ -66,11 +66,14 @@ class SharedRotatingFileHandler(logging.FileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            line = f"{self.format(record)}\n"  # once: the size rule and the write share it
             self._lock_current()
             try:
-                if self.shouldRollover(record):
+                if self._full(len(line)):
                     self.doRollover()
-                super().emit(record)
+                assert self.stream is not None  # (locked)
+                self.stream.write(line)
+                self.stream.flush()
             finally:
                 if self.stream:
                     with contextlib.suppress(OSError):
@@ -80,14 +83,14 @@ class SharedRotatingFileHandler(logging.FileHandler):
         except Exception:  # noqa: BLE001
             self.handleError(record)
 
-    def shouldRollover(self, record: logging.LogRecord) -> bool:
-        """``RotatingFileHandler``'s rule from what ``_lock_current`` found (the file at the path,
-        locked, a regular file: it was opened for appending and stat'ed), not two more looks at the
-        path and a seek per record; the stream is flushed after each record, so its size is the
-        file's."""
+    def _full(self, adding: int) -> bool:
+        """``RotatingFileHandler``'s rule (``adding``: the formatted line's length) from what
+        ``_lock_current`` found (the file at the path, locked, a regular file: it was opened for
+        appending and stat'ed), not two more looks at the path and a seek per record; the stream is
+        flushed after each record, so its size is the file's."""
         if self.maxBytes <= 0 or self._size is None:
             return False
-        return self._size + len(f"{self.format(record)}\n") >= self.maxBytes
+        return self._size + adding >= self.maxBytes
 
     def doRollover(self) -> None:
         assert self.stream is not None  # locked by emit
