@@ -7,7 +7,8 @@ loopback nginx.
 ``mdl get URL --sha256 … -d DEST`` (verified, durable) with the raw reader on (``RAW_LEAST`` as
 shipped) and off (``RAW_LEAST`` past any file), alternating: wall, CPU, peak RSS and the requests
 and connections nginx saw. ``--strace`` adds one run each under ``strace -c -f`` (the system calls
-per byte); ``--tree DIR`` (or ``--variant``) runs another checkout's ``mdl`` beside this one.
+per byte, and the share of the file the hasher read back: its preadv calls, a MiB each); ``--tree
+DIR`` (or ``--variant``) runs another checkout's ``mdl`` beside this one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ if sys.argv.pop(1) == "off":
 from mdl.__main__ import main
 main()
 """
-SYSCALLS = "ioctl,mmap,munmap,futex,recvfrom,recvmsg,read,fdatasync,connect"
+SYSCALLS = (
+    "ioctl,mmap,munmap,futex,recvfrom,recvmsg,read,fdatasync,connect,pwrite64,preadv,preadv2,poll"
+)
+# the hasher reads back what no stream offered it at the frontier, a MiB a call (hasher.READ_BACK)
+READ_BACK = 1 << 20
 
 
 def strace_counts(path: Path) -> dict[str, int]:
@@ -103,7 +108,10 @@ def main() -> None:
             subprocess.run(
                 argv, env={**env, **tool.env}, cwd=work, stdout=subprocess.DEVNULL, check=True
             )
-            print(f"{tool.name} strace: {strace_counts(trace)}")
+            counts = strace_counts(trace)
+            print(f"{tool.name} strace: {counts}")
+            back = (counts.get("preadv", 0) + counts.get("preadv2", 0)) * READ_BACK
+            print(f"{tool.name} read back by the hasher: ~{back / data.size:.0%} of the file")
     r.save_json(args, runs=runs)
 
 
