@@ -114,10 +114,6 @@ NOT_FOR_PLAIN_GET = (
     "hmac",
     "platformdirs",
     "mdl.buckets.protocol",
-    # issue 90: the stdlib's netrc parser (and its shlex) only for a netrc file that is there; shlex
-    # otherwise only for a mirror's repair hint
-    "netrc",
-    "shlex",
 )
 # How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
 # command loads what it runs; 75 once stores, signing and the engine were made only when used; 76
