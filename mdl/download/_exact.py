@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdl.catalog.specs import ModelSpec
 from mdl.download.session import PullSession
 from mdl.lockfile.policy import LockUse
 from mdl.report import ExtraFile, FileOutcome
 from mdl.sources.resolve import ResolvedModel
-from mdl.store.extras import NOT_INSTALLED, leave_version
-from mdl.store.prune import PruneReport
+
+if TYPE_CHECKING:
+    from mdl.store.prune import PruneReport
 
 
 def leave_locked_versions(
@@ -38,6 +40,9 @@ def leave_locked_versions(
             continue
         if lockfile.pinned(spec) is None:  # resolved fresh: upstream's list is no lock's version
             continue
+        # (the folder's walk: prune's and the inventory's modules, for a model a lock pinned)
+        from mdl.store.extras import leave_version
+
         report = leave_version(
             session.layout,
             model.name,
@@ -71,6 +76,8 @@ def _said(session: PullSession, model: str, report: PruneReport, lock: str) -> l
 
 def _why(reason: str, lock: str) -> str:
     """Why a file not of the version stays, in the words of the lock it is not in."""
+    from mdl.store.extras import NOT_INSTALLED
+
     left = ": left as it is" if reason == NOT_INSTALLED else ""
     return f"not in {lock}; {reason}{left}"
 

@@ -22,7 +22,6 @@ from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources.hub import hub_file_url, xet_token_url
 from mdl.sources.resolve import RemoteFile, ResolvedModel, marked_signature, resolve_model
 from mdl.store.inventory import file_state, model_status, unplaced_path
 from mdl.store.layout import Layout, adopt_cached
@@ -98,6 +97,8 @@ def from_lock(
 ) -> ResolvedModel:
     """The model as the lock pins it (its commit, files, sizes and sha256; ``parts``: the part
     hashes beside it, each file's range trust): no Hub API call."""
+    from mdl.sources.hub import hub_file_url, xet_token_url  # (a pull with no lock needs neither)
+
     model = resolved_from_locked(
         locked,
         file_url=partial(hub_file_url, settings.endpoint),

@@ -3,7 +3,6 @@ warning once per model resolved fresh), and ``--frozen``'s models read from the 
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -215,6 +214,8 @@ def _locked(lock: Lock, name: str) -> LockedModel:
     """The lock's entry for ``name``; UsageError when it does not hold it."""
     locked = lock.models.get(name)
     if locked is None:
+        import difflib  # (only a name the lock does not hold needs it)
+
         close = difflib.get_close_matches(name, list(lock.models), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(

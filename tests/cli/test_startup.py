@@ -375,7 +375,12 @@ def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn:
     (tmp_path / "catalog.toml").write_text(catalog)
     # nor a version's manifest (mdl.buckets.versions, pydantic's models): read only when a pull
     # signs or has a mirror (issue 90: a third of a tiny pull's instructions, its catalog checked)
-    watched = ("huggingface_hub", "boto3", "mdl.sources._hubreplies", "mdl.buckets.versions")
+    # nor, with no lock pinning it, the walk that leaves a folder as a lock's version (prune's
+    # modules), difflib (a name a lock does not hold) or the Hub's URLs for locked files, issue 90
+    watched = (
+        *("huggingface_hub", "boto3", "mdl.sources._hubreplies", "mdl.buckets.versions"),
+        *("mdl.store.extras", "mdl.store.prune", "difflib", "mdl.sources.hub"),
+    )
     assert loaded(tmp_path, watched, "pull", "one") == []
     assert (tmp_path / "models" / "one" / "w.bin").read_bytes() == b"weights"
 
