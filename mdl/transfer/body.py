@@ -27,8 +27,8 @@ MiB = 1 << 20
 # the cost of a new pool entry (well under what parsing a MiB costs). RAW_LEAST: a read or two past
 # the parser's first (connection.READ_SIZE).
 RAW_LEAST = 2 * MiB
-# a raw body's chunk: read on till it holds FILL bytes (the buffer's) or FILL_WAIT seconds passed
-# (a kill -9 loses them: docs/transfers.md)
+# a raw body's chunk: read on till it holds FILL bytes (the buffer's) or a read ends FILL_WAIT
+# seconds after the first began (what a kill -9 loses beside the record's: docs/transfers.md)
 FILL, FILL_WAIT = READ_SIZE, 0.1
 
 
@@ -208,21 +208,18 @@ def _fill(
     request: httpx2.Request,
     began: float,
 ) -> tuple[int, Exception | None]:
-    """Bytes read into ``view``: read on till it is full or ``FILL_WAIT`` seconds passed (a capped
-    link brings a segment a read, and each chunk costs its writer, hasher and record a turn), no
-    byte held longer; and the error that ended the reads after some came (given first)."""
-    got, wait = 0, timeout
+    """Bytes read into ``view``: read on till it is full or a read ends ``FILL_WAIT`` seconds
+    after ``began`` (a capped link brings a segment a read, and each chunk costs its writer, hasher,
+    record and display a turn); and the error that ended the reads after some came (given first)."""
+    got = 0
     try:
         with httpx2_errors(request):
             while True:
-                step = stream.read_into(view[got:], wait)
+                step = stream.read_into(view[got:], timeout)
                 got += step
-                rest = FILL_WAIT - (time.monotonic() - began)
-                if not step or got == len(view) or rest <= 0:
+                if not step or got == len(view) or time.monotonic() - began >= FILL_WAIT:
                     return got, None
-                wait = rest if timeout is None else min(rest, timeout)
     except httpx2.TransportError as exc:
         if not got:
             raise
-        # the fill's own wait ran out: the bytes go now, the next read waits as long as any
-        return got, None if isinstance(exc, httpx2.ReadTimeout) and wait != timeout else exc
+        return got, exc

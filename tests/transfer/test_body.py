@@ -5,6 +5,7 @@ the same.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import socket
@@ -18,7 +19,7 @@ from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer.body import RAW_LEAST, _received, promised, raw_socket, read_body
+from mdl.transfer.body import FILL, RAW_LEAST, _received, promised, raw_socket, read_body
 from mdl.transfer.connection import WireStream, read_buffer
 from mdl.transfer.engine import Engine
 from mdl.transfer.hasher import Hasher
@@ -245,22 +246,24 @@ def test_the_bytes_a_fill_holds_when_its_connection_fails_are_given_before_the_e
 
 
 @pytest.mark.usefixtures("raw_from_any_size")
-def test_a_fill_gives_its_bytes_when_its_wait_runs_out_before_the_link_goes_on(
+def test_a_fill_ends_at_its_first_read_past_its_wait(
     cdn: CdnServer, client: httpx2.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The server sends a part, then nothing till the test has it all: a fill that waited for more
-    # (or for its buffer to be full) would hold those bytes till the read timed out, an error
-    monkeypatch.setattr("mdl.transfer.body.FILL_WAIT", 0.2)
-    data = make_data(2_000_000, seed=95)
+    # The server sends a part, pauses past the fill's wait, then the rest, at 1 MB/s in segments
+    # of 20 KB: the bytes before the pause go with the first read after it, not once a MiB came (a
+    # slower machine only ends a fill sooner; half a MiB of slack is half a second behind)
+    monkeypatch.setattr("mdl.transfer.body.FILL_WAIT", 0.05)
+    data = make_data(1_200_000, seed=95)
     url = cdn.add_file("/f.bin", data)
-    sent, part = threading.Event(), 300_000
-    cdn.faults.add(Fault.stall(after_bytes=part, until=sent, resume=True))
-    got = bytearray()
+    cdn.throttle_bps = 1_000_000
+    cdn.faults.add(Fault.stall(after_bytes=300_000, seconds=0.3, resume=True))
     with follow(
-        client, url, credentials=Credentials(), headers={"Range": "bytes=0-1999999"}, what="f"
+        client, url, credentials=Credentials(), headers={"Range": "bytes=0-1199999"}, what="f"
     ) as resp:
-        for chunk in read_body(resp, promised(resp, what="f"), encoded=False, what="f"):
-            got += chunk
-            if len(got) == part:
-                sent.set()
-    assert sent.is_set() and bytes(got) == data
+        chunks = [
+            bytes(v) for v in read_body(resp, promised(resp, what="f"), encoded=False, what="f")
+        ]
+    assert b"".join(chunks) == data
+    ends = itertools.accumulate(len(c) for c in chunks)
+    # the chunk that holds the last byte before the pause
+    assert next(e for e in ends if e >= 300_000) < 300_000 + FILL // 2
