@@ -352,8 +352,7 @@ def follow(
                 if rule is None or rule(current, location):
                     drain(response)
                     refuse_redirect(current, location, what=what)
-                    if log.isEnabledFor(logging.DEBUG):  # (each hop of each file: -v only)
-                        log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
+                    log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
                     if redirected is not None:
                         redirected(location)
                     current = location
