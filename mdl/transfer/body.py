@@ -28,7 +28,8 @@ MiB = 1 << 20
 # the parser's first (connection.READ_SIZE).
 RAW_LEAST = 2 * MiB
 # a raw body's chunk: read on till it holds FILL bytes (the buffer's) or a read ends FILL_WAIT
-# seconds after the first began (what a kill -9 loses beside the record's: docs/transfers.md)
+# seconds after the first began, none after the first waiting longer (a kill -9 loses it beside the
+# record's: docs/transfers.md)
 FILL, FILL_WAIT = READ_SIZE, 0.1
 
 
@@ -185,8 +186,11 @@ def _received(
     timeout = (request.extensions.get("timeout") or {}).get("read")
     while left > 0:
         began = time.monotonic()
-        got, failed = _fill(stream, view[: min(FILL, left)], timeout, request, began)
-        if pace is not None:
+        # the body's last two fills read a read at a time: its end is heard as it comes (the next
+        # piece's request goes about two round trips before it: BodyCopy.near)
+        wait = FILL_WAIT if left > 2 * FILL else 0.0
+        got, failed = _fill(stream, view[: min(FILL, left)], timeout, request, began, wait)
+        if pace is not None and failed is None:
             pace.count(began, got)
         # the connection ended (or was closed) short of the bytes named: an error, as the parser's
         if got == 0:
@@ -207,19 +211,23 @@ def _fill(
     timeout: float | None,
     request: httpx2.Request,
     began: float,
+    wait: float,
 ) -> tuple[int, Exception | None]:
-    """Bytes read into ``view``: read on till it is full or a read ends ``FILL_WAIT`` seconds
-    after ``began`` (a capped link brings a segment a read, and each chunk costs its writer, hasher,
-    record and display a turn); and the error that ended the reads after some came (given first)."""
-    got = 0
+    """Bytes read into ``view``: read on till it is full or a read ends ``wait`` seconds after
+    ``began`` (a capped link brings a segment a read, and each chunk costs its writer, hasher,
+    record and display a turn), no read after the first waiting past ``FILL_WAIT`` (what came
+    before a pause goes at once); and the error that ended the reads after some came (given
+    first)."""
+    got, short = 0, FILL_WAIT if timeout is None else min(timeout, FILL_WAIT)
     try:
         with httpx2_errors(request):
             while True:
-                step = stream.read_into(view[got:], timeout)
+                step = stream.read_into(view[got:], short if got else timeout)
                 got += step
-                if not step or got == len(view) or time.monotonic() - began >= FILL_WAIT:
+                if not step or got == len(view) or time.monotonic() - began >= wait:
                     return got, None
     except httpx2.TransportError as exc:
         if not got:
             raise
-        return got, exc
+        # a pause: what came goes now, and the next read waits as long as any
+        return got, None if isinstance(exc, httpx2.ReadTimeout) else exc

@@ -20,7 +20,7 @@ from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
 from mdl.transfer.body import FILL, RAW_LEAST, _received, promised, raw_socket, read_body
-from mdl.transfer.connection import WireStream, read_buffer
+from mdl.transfer.connection import WireStream, read_buffer, set_read_timeout
 from mdl.transfer.engine import Engine
 from mdl.transfer.hasher import Hasher
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
@@ -200,6 +200,7 @@ def test_a_catch_up_of_a_frontier_read_before_a_reset_hashes_nothing(tmp_path: P
         os.close(fd)
 
 
+@pytest.mark.realtime  # (throttled)
 @pytest.mark.usefixtures("raw_from_any_size")
 def test_a_body_that_comes_in_small_segments_is_given_in_whole_fills(
     cdn: CdnServer, client: httpx2.Client, monkeypatch: pytest.MonkeyPatch
@@ -218,9 +219,12 @@ def test_a_body_that_comes_in_small_segments_is_given_in_whole_fills(
         span = promised(resp, what="f")
         chunks = [bytes(v) for v in read_body(resp, span, encoded=False, what="f")]
     assert b"".join(chunks) == data
-    # the parser's first chunk (what came with the headers), then whole fills, then the rest
-    assert all(len(c) == fill for c in chunks[1:-1])
-    assert len(chunks) <= 2 + len(data) // fill
+    # after the parser's first chunk (what came with the headers), whole fills, till the body's
+    # last two fills' worth (read a read at a time: its end heard as it comes)
+    starts = [0, *itertools.accumulate(len(c) for c in chunks)][1:-1]
+    whole = [len(c) for c, at in zip(chunks[1:], starts) if len(data) - at > 2 * fill]
+    assert len(whole) >= 6 and set(whole) == {fill}
+    assert len(chunks[1 + len(whole) :]) >= 2  # (a segment a read)
 
 
 @pytest.mark.usefixtures("raw_from_any_size")
@@ -245,6 +249,7 @@ def test_the_bytes_a_fill_holds_when_its_connection_fails_are_given_before_the_e
     assert len(got) == 1_234_567 or (rst and len(got) <= 1_234_567)
 
 
+@pytest.mark.realtime  # (throttled, a pause)
 @pytest.mark.usefixtures("raw_from_any_size")
 def test_a_fill_ends_at_its_first_read_past_its_wait(
     cdn: CdnServer, client: httpx2.Client, monkeypatch: pytest.MonkeyPatch
@@ -267,3 +272,73 @@ def test_a_fill_ends_at_its_first_read_past_its_wait(
     ends = itertools.accumulate(len(c) for c in chunks)
     # the chunk that holds the last byte before the pause
     assert next(e for e in ends if e >= 300_000) < 300_000 + FILL // 2
+
+
+class Segments:
+    """A connection that has every segment ready (a link faster than the reader): each read gives
+    one segment at once."""
+
+    ended = False
+
+    def __init__(self, total: int, segment: int = 64 * 1024) -> None:
+        self.left, self.segment = total, segment
+
+    def read_into(self, view: memoryview, timeout: float | None = None) -> int:
+        n = min(len(view), self.segment, self.left)
+        view[:n] = b"x" * n
+        self.left -= n
+        return n
+
+
+def test_a_body_s_end_is_heard_as_it_comes() -> None:
+    # BodyCopy.near sends the next piece's request once the bytes left take about two round trips
+    # (here 512 KiB): a fill that took the body's last MiB at once would tell it with none left
+    total, early = 4 << 20, 512 * 1024
+    request = httpx2.Request("GET", "http://127.0.0.1/")
+    got = 0
+    for chunk in _received(Segments(total), read_buffer(), total, request):  # type: ignore[arg-type]
+        got += len(chunk)
+        if got >= total - early:
+            break
+    assert total - got >= early - 64 * 1024
+
+
+@pytest.mark.usefixtures("raw_from_any_size")
+def test_what_came_before_a_pause_is_given_before_the_link_goes_on(
+    cdn: CdnServer, client: httpx2.Client
+) -> None:
+    # The server sends a part, then nothing till the test has it all: a fill that waited on for
+    # more (or for its buffer to be full) would hold those bytes till the read timed out, an error
+    data = make_data(2_000_000, seed=96)
+    url = cdn.add_file("/f.bin", data)
+    sent, part = threading.Event(), 300_000
+    cdn.faults.add(Fault.stall(after_bytes=part, until=sent, resume=True))
+    got = bytearray()
+    with follow(
+        client, url, credentials=Credentials(), headers={"Range": "bytes=0-1999999"}, what="f"
+    ) as resp:
+        for chunk in read_body(resp, promised(resp, what="f"), encoded=False, what="f"):
+            got += chunk
+            if len(got) == part:
+                sent.set()
+    assert sent.is_set() and bytes(got) == data
+
+
+@pytest.mark.realtime  # (throttled, then a stall of half a second)
+@pytest.mark.usefixtures("raw_from_any_size")
+def test_what_came_before_a_stall_is_given_before_the_stall_s_error(
+    cdn: CdnServer, client: httpx2.Client
+) -> None:
+    data = make_data(1_000_000, seed=97)
+    url = cdn.add_file("/f.bin", data)
+    cdn.throttle_bps = 100_000  # segments of 2 KB
+    cdn.faults.add(Fault.stall(after_bytes=30_000))  # then silent till the server stops
+    got = bytearray()
+    with follow(
+        client, url, credentials=Credentials(), headers={"Range": "bytes=0-999999"}, what="f"
+    ) as resp:
+        set_read_timeout(resp, 0.5)
+        with pytest.raises(httpx2.ReadTimeout):
+            for chunk in read_body(resp, promised(resp, what="f"), encoded=False, what="f"):
+                got += chunk
+    assert bytes(got) == data[:30_000]
