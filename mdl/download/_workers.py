@@ -97,25 +97,28 @@ class Crew:
         # a small-file worker asks on connections of its own; a big file's streams, each in a
         # thread of its own, on the run's pool
         with own_connections() if lane == SMALL else contextlib.nullcontext():
-            cancel, queue = self.session.cancel, self.queue
-            while not cancel.is_set():
-                taken = queue.take(lane)
-                if taken is None:
-                    return
-                index, plan = taken
-                began, cpu = time.monotonic(), time.thread_time()
-                try:
-                    self.results[index] = self.work(plan)
-                finally:
-                    queue.done(index)
-                # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
-                # after Ctrl-C.
-                if lane == SMALL and _size(plan) < BULK and not cancel.is_set():
-                    spent = time.thread_time() - cpu
-                    waited = time.monotonic() - began - spent
-                    # before this worker ends: the main thread waits
-                    for _ in range(queue.more_workers(waited=waited, worked=spent)):
-                        self._add_small()
+            self._take_files(lane)
+
+    def _take_files(self, lane: str) -> None:
+        cancel, queue = self.session.cancel, self.queue
+        while not cancel.is_set():
+            taken = queue.take(lane)
+            if taken is None:
+                return
+            index, plan = taken
+            began, cpu = time.monotonic(), time.thread_time()
+            try:
+                self.results[index] = self.work(plan)
+            finally:
+                queue.done(index)
+            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
+            # after Ctrl-C.
+            if lane == SMALL and _size(plan) < BULK and not cancel.is_set():
+                spent = time.thread_time() - cpu
+                waited = time.monotonic() - began - spent
+                # before this worker ends: the main thread waits
+                for _ in range(queue.more_workers(waited=waited, worked=spent)):
+                    self._add_small()
 
 
 # fetched as parallel ranges: its streams, not more files, keep the link busy
