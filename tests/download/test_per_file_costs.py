@@ -5,11 +5,12 @@ file's line once."""
 
 from __future__ import annotations
 
+import importlib.abc
+import itertools
 import logging
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,20 @@ def test_each_small_file_worker_asks_on_a_pool_no_other_thread_uses(
         return real(pool, request)
 
     monkeypatch.setattr(httpcore2.ConnectionPool, "handle_request", spy)
+    # the first file's answer waits for a second file's request: two workers ask at once, the case
+    # a shared pool made them wait on each other (not left to the order threads start in)
+    second, seen = threading.Event(), itertools.count(1)
+
+    def hold_first() -> None:
+        if (n := next(seen)) == 1:
+            second.wait(30)
+        elif n == 2:
+            second.set()
+
+    hub.faults.add(Fault.call(hold_first, path_prefix="/org/many/resolve/", times=None))
     pull(hub, tmp_path / "d")
-    assert files == len(FILES)
-    assert len(asked) > 1  # (several workers: the case a shared pool made them wait on each other)
+    assert files == len(FILES) and second.is_set()
+    assert len(asked) > 1
     assert all(len(threads) == 1 for threads in asked.values()), asked
 
 
@@ -135,13 +147,18 @@ def test_two_requests_before_the_first_file_and_the_replies_models_load_while_on
     that answer until they began loading."""
     name = "mdl.sources._hubreplies"
     monkeypatch.delitem(sys.modules, name, raising=False)  # (an earlier test's import: back after)
+    looked = threading.Event()  # set when an import of ``name`` begins
+
+    class Seen(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+            if fullname == name:
+                looked.set()
+
+    monkeypatch.setattr(sys, "meta_path", [Seen(), *sys.meta_path])
     began: list[bool] = []
 
     def hold() -> None:
-        deadline = time.monotonic() + 5
-        while name not in sys.modules and time.monotonic() < deadline:
-            time.sleep(0.01)
-        began.append(name in sys.modules)
+        began.append(looked.wait(30))
 
     hub.faults.add(Fault.call(hold, path_prefix="/api/models/org/many/revision/", times=1))
     pull(hub, tmp_path / "d")

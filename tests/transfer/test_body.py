@@ -19,7 +19,7 @@ from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer.body import FILL, RAW_LEAST, _received, promised, raw_socket, read_body
+from mdl.transfer.body import RAW_LEAST, _received, promised, raw_socket, read_body
 from mdl.transfer.connection import WireStream, read_buffer, set_read_timeout
 from mdl.transfer.engine import Engine
 from mdl.transfer.hasher import Hasher
@@ -249,31 +249,6 @@ def test_the_bytes_a_fill_holds_when_its_connection_fails_are_given_before_the_e
     assert len(got) == 1_234_567 or (rst and len(got) <= 1_234_567)
 
 
-@pytest.mark.realtime  # (throttled, a pause)
-@pytest.mark.usefixtures("raw_from_any_size")
-def test_a_fill_ends_at_its_first_read_past_its_wait(
-    cdn: CdnServer, client: httpx2.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The server sends a part, pauses past the fill's wait, then the rest, at 1 MB/s in segments
-    # of 20 KB: the bytes before the pause go with the first read after it, not once a MiB came (a
-    # slower machine only ends a fill sooner; half a MiB of slack is half a second behind)
-    monkeypatch.setattr("mdl.transfer.body.FILL_WAIT", 0.05)
-    data = make_data(1_200_000, seed=95)
-    url = cdn.add_file("/f.bin", data)
-    cdn.throttle_bps = 1_000_000
-    cdn.faults.add(Fault.stall(after_bytes=300_000, seconds=0.3, resume=True))
-    with follow(
-        client, url, credentials=Credentials(), headers={"Range": "bytes=0-1199999"}, what="f"
-    ) as resp:
-        chunks = [
-            bytes(v) for v in read_body(resp, promised(resp, what="f"), encoded=False, what="f")
-        ]
-    assert b"".join(chunks) == data
-    ends = itertools.accumulate(len(c) for c in chunks)
-    # the chunk that holds the last byte before the pause
-    assert next(e for e in ends if e >= 300_000) < 300_000 + FILL // 2
-
-
 class Segments:
     """A connection that has every segment ready (a link faster than the reader): each read gives
     one segment at once."""
@@ -324,7 +299,7 @@ def test_what_came_before_a_pause_is_given_before_the_link_goes_on(
     assert sent.is_set() and bytes(got) == data
 
 
-@pytest.mark.realtime  # (throttled, then a stall of half a second)
+@pytest.mark.realtime  # (throttled, then a stall of two seconds)
 @pytest.mark.usefixtures("raw_from_any_size")
 def test_what_came_before_a_stall_is_given_before_the_stall_s_error(
     cdn: CdnServer, client: httpx2.Client
@@ -337,7 +312,7 @@ def test_what_came_before_a_stall_is_given_before_the_stall_s_error(
     with follow(
         client, url, credentials=Credentials(), headers={"Range": "bytes=0-999999"}, what="f"
     ) as resp:
-        set_read_timeout(resp, 0.5)
+        set_read_timeout(resp, 2.0)  # (a server thread starved that long fails it)
         with pytest.raises(httpx2.ReadTimeout):
             for chunk in read_body(resp, promised(resp, what="f"), encoded=False, what="f"):
                 got += chunk
