@@ -13,7 +13,7 @@ generation either
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
   often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
-  fetches of it one is published second: that machine counts its bytes as ``duplicated``.
+  fetches of it, the one whose copy the mirror does not hold counts its bytes as ``duplicated``.
 
 Nothing a co-tenant writes in a claim or sets on it (its mtime, a time in its body) lengthens
 either, and each costs the part it names: never the whole file on every machine."""

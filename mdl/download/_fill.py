@@ -151,11 +151,10 @@ def _swarm_on(
         there=lambda: _version(writer, place.uri, size=sources.remote.size),
         readers=readers,
         term=session.owned.fills.term,
-        ledger=sources.ledger,
     )
     if over is not None:
         swarm.final.refuse(over)
-    publisher = Publisher(parts, job, sent=swarm.sent, again=swarm.again)
+    publisher = Publisher(parts, job, sent=swarm.sent)
     swarm.heard = publisher.there
     swarm.waiting = lambda said: session.progress.waiting(job.label, said)
     try:
@@ -178,13 +177,13 @@ def _swarm_on(
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))
+    sources.ledger.add("duplicated", swarm.state.duplicated(publisher.made, swarm.final.proved))
     return result._replace(
         fill=result.fill or SWARMED,
         published=publisher.beside,
         streamed=swarm.state.read,
         parts_here=result.parts_here + swarm.state.fetched,
         parts_peers=result.parts_peers + -(-swarm.state.read // parts.part),
-        # parts fetched here that another machine fetched too (``Swarm.again``, ``Swarm.prove``)
         duplicated=sources.ledger.bytes["duplicated"],
     )
 
@@ -200,7 +199,7 @@ def _rest(
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
-    swarm.prove(ended.version)
+    swarm.final.proved = ended.version
     theirs = -(-(sources.ledger.bytes["mirror"] - before) // swarm.parts.part)
     return rest._replace(parts_here=0, parts_peers=theirs)
 
@@ -336,7 +335,7 @@ def _unproved(
     if len(publisher.done) == parts.count and not swarm.state.late and not parts.published():
         return over
     if writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256):
-        swarm.prove(there)
+        final.proved = there
         return over
     log.info("%s: mirror %s is not the file: replaced", job.label, place.uri)
     return there

@@ -181,13 +181,11 @@ class Publisher(Landings):
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes (or a peer's: a swarm)
     beside: int = 0  # bytes sent while the fetch ran
-    # parts found there already as our bytes when sent as they landed: another machine fetched
-    # them too (a swarm's ``duplicated``, where the part was fetched here)
-    twice: set[int] = field(default_factory=set)
+    # parts whose copy in the store this machine's sends made (a swarm's: the others' fetches
+    # of them, and its own of the rest, are ``duplicated``)
+    made: set[int] = field(default_factory=set)
     # told of each part sent as it landed, or that could not be (its claim is not kept)
     sent: Callable[[int], None] = lambda index: None
-    # told of each part found there already as our bytes, as it is (one of ``twice``)
-    again: Callable[[int], None] = lambda index: None
     _failed: bool = False
 
     def __post_init__(self) -> None:
@@ -265,10 +263,9 @@ class Publisher(Landings):
             if not still():
                 return 0
             put = _put(self.parts, number, data) if len(data) == end - start else None
-            if put == "there":
+            if put == "made":
                 with self.changed:
-                    self.twice.add(number)
-                self.again(number - 1)
+                    self.made.add(number)
             return len(data) if put is not None else None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             if not self._failed:

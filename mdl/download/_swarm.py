@@ -11,8 +11,8 @@ machine saw of it over time (``mdl.download._claims``): one not renewed for ``si
 missed) by this machine's clock, or held past what fetching its part here takes (or a term, before
 this machine measured a part: the end game), is taken over, by one machine of the fleet, and its
 part fetched here; a lapsed or released one is taken over at once. A part fetched twice (a holder
-that went on fetching after its claim was taken over) is counted by the machine that publishes it
-second, in the file's ledger as it finds the part there (``duplicated``: ``Swarm.again``). The final
+that went on fetching after its claim was taken over) is counted, once the swarm ends here, by
+each machine whose fetch of it did not make the mirror's copy (``PartStates.duplicated``). The final
 object at its name ends the swarm only once read and verified (``SwarmEnded``, then the fill reads
 it): one refused is said, and the swarm goes on part by part (after ``REFUSALS`` of them, the name
 is no longer looked at until the swarm ends). What a co-tenant writes costs only the parts it
@@ -40,7 +40,6 @@ from mdl.download._claims import SLACK, Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.download._swarmparts import LEFT, PartStates
 from mdl.errors import MdlError
-from mdl.transfer.context import Ledger
 from mdl.wait import Wait
 
 if TYPE_CHECKING:
@@ -77,10 +76,8 @@ class Swarm(AbstractContextManager["Swarm"]):
         there: Callable[[], str | None],
         readers: Executor,
         term: float = TERM,
-        ledger: Ledger | None = None,
     ) -> None:
         self.parts, self.trust, self.job = parts, trust, job
-        self.ledger = ledger or Ledger()  # the file's: the parts fetched here twice counted in it
         self.holder, self.token, self.term, self.wait = holder, token, term, wait
         # the object at the final name (``there``: the version of one of the file's size)
         self.final = Final(there, job.label)
@@ -214,25 +211,9 @@ class Swarm(AbstractContextManager["Swarm"]):
             self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
         if held is not None:
             _release(*held)
-            if (version := self.final.found()) is not None:  # its copy there: duplicated once
-                with self._lock:  # that object proves the file (``prove``)
+            if (version := self.final.found()) is not None:  # its copy there: duplicated if
+                with self._lock:  # that object proves the file (``Final.proved``)
                     self.state.parts[index].late = version
-                    if version == self.final.proved:
-                        self.ledger.add("duplicated", self.state.duplicate(index))
-
-    def again(self, index: int) -> None:
-        """Part ``index`` was found published as these bytes when sent (``Publisher``: another
-        machine fetched it too): its bytes counted as ``duplicated``, once, if fetched here."""
-        with self._lock:
-            self.ledger.add("duplicated", self.state.duplicate(index))
-
-    def prove(self, version: str) -> None:
-        """The object ``version`` at the final name is the file (read, or checked against it:
-        ``Final.proved``): the parts sent here once it was there were fetched twice (counted)."""
-        with self._lock:
-            self.final.proved = version
-            for index in (i for i, late in self.state.late.items() if late == version):
-                self.ledger.add("duplicated", self.state.duplicate(index))
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:

@@ -44,7 +44,6 @@ class Part(Generic[H]):
     handle: H | None = None  # the claim held here
     since: float = 0.0  # when that claim was taken (this machine's clock)
     late: str | None = None  # sent once this version of an object was at the final name
-    duplicated: bool = False  # its bytes counted as fetched twice (``duplicate``)
 
 
 class PartStates(Generic[H]):
@@ -111,15 +110,17 @@ class PartStates(Generic[H]):
                 part.state = State.SENT
         return handle
 
-    def duplicate(self, index: int) -> int:
-        """Part ``index``'s bytes if it was claimed here and another machine fetched it too
-        (found published as these bytes, or sent once the object was there), once per part;
-        else 0."""
-        part = self.parts[index]
-        if not part.claims or part.duplicated:
-            return 0
-        part.duplicated = True
-        return part.size
+    def duplicated(self, made: set[int], proved: str | None) -> int:
+        """The bytes fetched here that the mirror holds from another fetch: each fetch of a part
+        but the one whose send ``made`` its copy (part numbers; found there, or never sent), or
+        sent only once the object ``proved`` the file was there. Of each part's fetches across
+        the fleet all but one are so counted, each by the machine that fetched it."""
+        twice = 0
+        for number, part in enumerate(self.parts, 1):
+            if part.claims and part.state is not State.READ:
+                copied = number in made and (part.late is None or part.late != proved)
+                twice += part.size * (part.claims - copied)
+        return twice
 
     def found(self, listed: Mapping[int, int] | None, *, lookups: int, most: int) -> list[int]:
         """The parts to read now (``READING``): of the ones ``listed`` (index: size) those to do,

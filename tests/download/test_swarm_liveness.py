@@ -246,18 +246,21 @@ def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_
                 publisher.landed(start, end)
                 wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
             if machine is b:
-                assert not publisher.twice
+                assert publisher.made == {first + 1}
             else:
-                assert publisher.twice == {first + 1} and first in a.state.mine
+                assert not publisher.made and first in a.state.mine
+        size = parts.parts.span(first + 1)[1] - parts.parts.span(first + 1)[0]
+        assert (b.state.duplicated({first + 1}, None), a.state.duplicated(set(), None)) == (0, size)
 
 
-def test_the_ledger_counts_a_part_fetched_by_both_machines_once_where_it_is_found_twice(
+def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated(
     mirror: tuple[Writer, str], tmp_path: Path, small: None
 ) -> None:
-    """Issue 89 item 4: ``duplicated`` is a way of the file's ledger, counted where the swarm
-    finds a part it fetched already published by another machine (once, however often it is
-    told), and a part sent once the final object was there counted when that object proves the
-    file (not before, not for another version)."""
+    """Issue 89 item 4: ``duplicated`` is what a machine fetched that the mirror holds from
+    another fetch: a part found published when sent, a part never sent (the swarm ended first),
+    a part fetched here twice (once made), a part sent once the object that proved the file was
+    there (not for another version); never a part read from the others. Across the fleet, the
+    fetches of each part are its one copy plus what the machines count."""
     parts = Parts(mirror, tmp_path)
     clock = FakeClock()
     a, b = two_machines(parts, clock)
@@ -272,29 +275,33 @@ def test_the_ledger_counts_a_part_fetched_by_both_machines_once_where_it_is_foun
         clock.now += 3601.0  # A's claim never renewed for a term of B's clock: B takes it over
         stops = iter(range(100))
         assert b.next(have_b, lambda i, d: None, lambda: next(stops) > 4) == first
+        made = {}
         for machine, name in ((b, "b"), (a, "a")):  # B publishes first, then A finds it there
             job = transfer_job(tmp_path / name, "http://127.0.0.1:9/f.bin", parts.data)
             job.part_path.parent.mkdir(parents=True)
             job.part_path.write_bytes(parts.data)
-            with Publisher(parts.parts, job, sent=machine.sent, again=machine.again) as publisher:
+            with Publisher(parts.parts, job, sent=machine.sent) as publisher:
                 start, end = parts.parts.span(first + 1)
                 publisher.landed(start, end)
                 wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
-        assert b.ledger.bytes["duplicated"] == 0
-        assert a.ledger.bytes["duplicated"] == size[first]
-        a.again(first)  # told again (the end's send finds it there too): counted once
-        assert a.ledger.bytes["duplicated"] == size[first]
-        # a part B claims and sends once an object is at the final name
+            made[name] = publisher.made
+        assert made == {"b": {first + 1}, "a": set()}
+        assert b.state.duplicated(made["b"], None) == 0
+        assert a.state.duplicated(made["a"], None) == size[first], "found there: counted"
+        # B claims another part twice (a fetch started over) and sends it once the object v1 is
+        # there; a third part it claims and never sends
+        late, unsent = (i for i in range(3) if i != first)
         b.final.there = lambda: "v1"
-        late = next(i for i in range(3) if i != first)
-        b.state.pick(lambda n: 0)
-        b.state.claimed(late, a_claim(parts, late), clock())
+        held = a_claim(parts, late)
+        for _ in range(2):
+            b.state.claimed(late, held, clock())
         b.sent(late)
-        assert b.ledger.bytes["duplicated"] == 0, "counted before the object proved the file"
-        b.prove("v0")
-        assert b.ledger.bytes["duplicated"] == 0, "counted for another version"
-        b.prove("v1")
-        assert b.ledger.bytes["duplicated"] == size[late]
+        b.state.claimed(unsent, a_claim(parts, unsent), clock())
+        both = made["b"] | {late + 1}
+        assert b.state.duplicated(both, "v0") == size[late] + size[unsent], "v0 proved nothing"
+        assert b.state.duplicated(both, "v1") == 2 * size[late] + size[unsent]
+        a.state.read_from_others(unsent, held=True)  # a part read from the others: not A's fetch
+        assert a.state.duplicated(made["a"], "v1") == size[first]
 
 
 def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
