@@ -197,9 +197,7 @@ def _prune_recorded(
     layout = run.layout
     paths = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
     targets = {path: record.files[path] for path in paths}
-    earlier = {}
-    if layout.cache is not None:
-        earlier = _earlier_unused(record, signed=spec is not None)
+    earlier = {} if layout.cache is None else _earlier_unused(record, signed=spec is not None)
     if not (targets or earlier or spec is None):
         return
     if other is None:
@@ -446,8 +444,7 @@ def _remove_entry(
     if path in run.used:
         return _KEPT  # another model's file too (the same blob or snapshot entry): it stays
     try:
-        found = lstat_in(root, path)
-        if found is None:
+        if (found := lstat_in(root, path)) is None:
             return _GONE
         why, checked = why_kept(root, path, found, entry, link)
         if why is None and not run.dry_run:
@@ -633,10 +630,8 @@ def recover_asides(
     restored: list[Path] = []
     removed: list[PrunedPath] = []
     kept: list[KeptPath] = []
-    for root, aside, info in _asides(layout):
-        start = re.fullmatch(confined.ASIDE_NAME, aside.name)
-        assert start is not None
-        name = _original(aside.parent, start["start"], recorded)
+    for root, aside, info, start in _asides(layout):
+        name = _original(aside.parent, start, recorded)
         try:
             free = name is not None and not os.path.lexists(aside.parent / name)
             if free and (dry_run or confined.put_back(root, aside, str(name))):
@@ -657,20 +652,20 @@ def recover_asides(
     return Asides(tuple(restored), tuple(removed), tuple(kept))
 
 
-def _asides(layout: Layout) -> Iterator[tuple[Path, Path, os.stat_result]]:
-    """Each entry a killed prune left set aside, with the root it lies under and its ``lstat``
-    (links are listed, never followed)."""
+def _asides(layout: Layout) -> Iterator[tuple[Path, Path, os.stat_result, str]]:
+    """Each entry a killed prune left set aside, with the root it lies under, its ``lstat``
+    (links are listed, never followed) and the start of its name it kept (``ASIDE_NAME``)."""
     left_before = time.time() - ASIDE_LEFT_AFTER
     for store in layout.stores:
         for where, _, files in os.walk(store.dest):
             for name in files:
                 path = Path(where) / name
-                if re.fullmatch(confined.ASIDE_NAME, name) is None:
+                if (aside := re.fullmatch(confined.ASIDE_NAME, name)) is None:
                     continue
                 with contextlib.suppress(OSError):
                     info = path.lstat()
                     if info.st_ctime < left_before:
-                        yield store.dest, path, info
+                        yield store.dest, path, info, aside["start"]
 
 
 def _recorded_paths(
