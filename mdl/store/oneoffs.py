@@ -173,13 +173,10 @@ def remove_fetched(place: Path, *, dry_run: bool) -> PruneReport:
     gone: list[str] = []  # record entries of files no longer there
     for entry in sorted(record.files.values(), key=lambda e: e.path):
         path = place / entry.path
-        state = _state(path, entry)
-        if state == MISSING:
+        if (state := _state(path, entry)) == MISSING:
             gone.append(entry.path)
             continue
-        if state != INSTALLED:
-            kept.append(KeptPath(path, None, CHANGED))
-        elif dry_run or _unlink_as_recorded(place, path, entry):
+        if state == INSTALLED and (dry_run or _unlink_as_recorded(place, path, entry)):
             removed.append(PrunedPath(path, entry.size, place.name, FETCHED))
         else:
             kept.append(KeptPath(path, None, CHANGED))
