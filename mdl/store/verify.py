@@ -8,7 +8,7 @@ import functools
 import os
 import pwd
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -123,10 +123,7 @@ def _quick(run: _Run, statuses: Sequence[ModelStatus], outcomes: list[FileOutcom
         if status.record is None:
             run.add(_never_pulled(spec, status, run.layout))
         else:
-            catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
-            locked = run.pins.get(spec.name) is not None
-            for f in status.files:
-                want = _wanted(f, catalog_sha, locked=locked, lock=run.lock)
+            for f, want in _wants(run, spec, status.files):
                 run.add(check_recorded(spec.name, f, want))
         if status.signature is not None:
             signatures[spec.name] = status.signature
@@ -263,15 +260,12 @@ def _verify_files(
 ) -> SignedManifest | None:
     """Verify each of a recorded model's files; the statement its signature signs, when it
     verified."""
-    locked = run.pins.get(spec.name) is not None
-    catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
     signed = _signature_on_disk(spec, status, run.layout)
     if isinstance(signed, FileOutcome):
         run.add(signed)
         signed = None
     sig_file = spec.signature.installed_as if spec.signature is not None else None
-    for file in status.files:
-        want = _wanted(file, catalog_sha, locked=locked, lock=run.lock)
+    for file, want in _wants(run, spec, status.files):
         run.add(
             verify_file(run.layout.records, spec.name, file, record, want, run.progress)
             if signed is None
@@ -280,14 +274,18 @@ def _verify_files(
     return signed
 
 
-def _wanted(
-    file: LocalFile, catalog_sha: Mapping[str, str], *, locked: bool, lock: str = "catalog.lock"
-) -> Wanted:
-    """The sha256 the file is held to and who pins it: the catalog's own, else the lock's (named
-    ``lock``) or the listing's."""
-    if not locked and file.path in catalog_sha:
-        return catalog_sha[file.path], "catalog"
-    return file.expected_sha256, lock if locked else "listing the pull resolved"
+def _wants(
+    run: _Run, spec: ModelSpec, files: Sequence[LocalFile]
+) -> Iterator[tuple[LocalFile, Wanted]]:
+    """Each of the model's ``files`` with the sha256 it is held to and who pins it: the catalog's
+    own, else the lock's (named ``run.lock``) or the listing's."""
+    catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+    locked = run.pins.get(spec.name) is not None
+    for file in files:
+        if not locked and file.path in catalog_sha:
+            yield file, (catalog_sha[file.path], "catalog")
+        else:
+            yield file, (file.expected_sha256, run.lock if locked else "listing the pull resolved")
 
 
 def _verify_signed(
