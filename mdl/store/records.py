@@ -340,10 +340,8 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
         raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
     if cls is FileRecord and value.get("path", path) != path:
         raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
-    found: dict[str, Any] = {"path": path}
-    for one in fields(cls)[1:]:
-        found[one.name] = _field(one, value, f"{where}.{one.name}")
-    return cls(**found)
+    given = {one.name: _field(one, value, f"{where}.{one.name}") for one in fields(cls)[1:]}
+    return cls(path=path, **given)
 
 
 def _field(one: Field[Any], value: dict[str, Any], where: str) -> Any:
