@@ -312,11 +312,8 @@ class PieceRequests:
             # the answer began: from here on, silence is a stall
             if self.shared.config.stall_timeout is not None:
                 set_read_timeout(resp, self.shared.config.stall_timeout)
-            with self.shared.reading(resp, self.state):
-                try:
-                    return self._read(resp, ask)
-                except _Whole:
-                    pass
+            with self.shared.reading(resp, self.state), contextlib.suppress(_Whole):
+                return self._read(resp, ask)
             # read on by the one stream the file starts over as: no byte of it asked again
             whole = Opening(resp, stack.pop_all().close, end=self.state.size or 0)
             self.shared.keep_whole(self.state, whole)
