@@ -537,8 +537,7 @@ class Restarts:
             with state.lock:
                 state.pieces, state.multi = [Piece(0, state.size)], False
             return url
-        if state.beside.swarm is not None:  # one piece per part, never split
-            return url
-        with state.lock:  # a resume down to a few big pieces still uses every connection
-            spread(state.pieces, connections=connections, least=MIN_PIECE)
+        if state.beside.swarm is None:  # (a swarm's: one piece per part, never split)
+            with state.lock:  # a resume down to a few big pieces still uses every connection
+                spread(state.pieces, connections=connections, least=MIN_PIECE)
         return url
