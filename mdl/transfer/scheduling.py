@@ -146,7 +146,7 @@ def run_pieces(
                     piece = queue.pop(0) if queue else None
                 if piece is None and (steal is None or (piece := steal()) is None):
                     return
-                run_piece(piece, release if overlap else _nothing)
+                run_piece(piece, release if overlap else lambda: None)
             except StreamStopped:
                 return
             finally:
@@ -163,10 +163,6 @@ def run_pieces(
         if failure is not None:
             on_failure()
             raise failure  # once the others have ended: leaving the pool waits for them
-
-
-def _nothing() -> None:
-    pass
 
 
 def _once(call: Callable[[], None]) -> Callable[[], None]:
