@@ -307,14 +307,12 @@ def _accelerate_candidates(nested: Path) -> list[Candidate]:
     """accelerate's checkpoints/checkpoint_<i>/ folders (a linked checkpoints/ is not looked in)."""
     if not nested.is_dir() or nested.is_symlink():
         return []
-    found: list[Candidate] = []
     with os.scandir(nested) as entries:
-        for entry in entries:
-            if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
-                found.append(
-                    Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
-                )
-    return found
+        return [
+            Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
+            for entry in entries
+            if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir()
+        ]
 
 
 def _refuse_twin_steps(found: list[Candidate]) -> None:
