@@ -249,8 +249,10 @@ def _fetches(out: Plan, rec: Reconstruction, f: int, users: list[int], count: in
         out.spans[i] = list(itertools.pairwise(cuts))
         out.tasks.extend(FetchPiece(p, i, j, q) for j, (p, q) in enumerate(out.spans[i]))
     else:
-        for run in runs(users, [rec.terms[i].length for i in users], count):
-            out.tasks.append(FetchTerms(offsets[run[0]], f, run, alone=True))
+        out.tasks.extend(
+            FetchTerms(offsets[run[0]], f, run, alone=True)
+            for run in runs(users, [rec.terms[i].length for i in users], count)
+        )
 
 
 def streams_for(terms: Sequence[Term], groups: dict[int, list[int]], room: int) -> dict[int, int]:
