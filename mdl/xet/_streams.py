@@ -304,9 +304,10 @@ class _Window:
         self.pending.append(memoryview(data)[low - pos : high - pos])
         self.pending_bytes += high - low
         if self.pending_bytes >= WRITE_BLOCK:
-            self._flush()
+            self.keep()
 
-    def _flush(self) -> None:
+    def keep(self) -> None:
+        """What was decoded goes to disk (interrupted: for the record saved on the way out)."""
         if self.pending_bytes:
             self.partial.write(self.first + self.written, self.pending)
             flushed = self.pending_bytes
@@ -318,10 +319,6 @@ class _Window:
                 self.safe += 1
             self.partial.claimable(flushed)
 
-    def keep(self) -> None:
-        """Interrupted: what was decoded goes to disk, for the record saved on the way out."""
-        self._flush()
-
     def runs(self) -> Iterator[tuple[int, Written]]:
         """The owned chunks on disk, as one run of the term."""
         if safe := self.safe:
@@ -330,7 +327,7 @@ class _Window:
             yield self.term, Written(xorb, start, start + safe, self.owned_at, chunks)
 
     def close(self) -> None:
-        self._flush()
+        self.keep()
         if self.written != self.end - self.first:
             raise Unsplittable(
                 f"a piece of term {self.term} holds {self.written} of its {self.end - self.first}"
