@@ -455,9 +455,11 @@ class _Run:
             added.append((arcname, path, src))
         for pattern in includes:
             if not any(glob_matches(path, pattern) for _, path, _ in adding.found):
-                hint = None
-                if self.deny:
-                    hint = "the deploy profile leaves training state out: --profile full keeps it"
+                hint = (
+                    "the deploy profile leaves training state out: --profile full keeps it"
+                    if self.deny
+                    else None
+                )
                 raise UsageError(f"--include {pattern!r} matches no file", hint=hint)
         return added, seen
 

@@ -288,9 +288,9 @@ def _refuse_existing_output(target: Path, *, force: bool) -> None:
         raise UsageError(f"output {target} is a folder, not a file")
     kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
     if kind is not None and not (force and kind in REPLACEABLE):
-        hint = None
-        if kind in REPLACEABLE:
-            hint = "use --force to replace it, or -o - to write to a pipe"
+        hint = (
+            "use --force to replace it, or -o - to write to a pipe" if kind in REPLACEABLE else None
+        )
         raise not_a_file_error(target, kind, where="output ", hint=hint)
     if not force and (target.exists() or target.is_symlink()):
         raise UsageError(f"'{target}' already exists", hint="use --force to replace it")

@@ -201,9 +201,11 @@ def _check_completed(doc: dict[str, Any], *, name: str, where: str) -> None:
         return
     error = doc.get("error")
     detail = f": {_error_text(error)}" if error not in (None, "", {}, []) else ""
-    hint = None
-    if said in _PENDING:
-        hint = "it has not finished: wait, fetch its output again, then run mdl get"
+    hint = (
+        "it has not finished: wait, fetch its output again, then run mdl get"
+        if said in _PENDING
+        else None
+    )
     raise JobOutputError(
         f"{where}: {name} is {_one_line(status) or repr(status)}{detail}", hint=hint
     )
