@@ -650,15 +650,11 @@ def _below(uri: str, root: str) -> str:
 def _mark(mark: Path, *, owner: int) -> bytes:
     """What the mark file ``mark`` says, if ``owner`` wrote it; b"": none, another user's, or
     none this user can read (walked to as every path: no other user's link followed)."""
-    try:
-        with _folder(mark, create=False) as folder:
-            if folder is None:
-                return b""
+    with suppress(OSError, MdlError), _folder(mark, create=False) as folder:
+        if folder is not None:
             with opened(mark.name, dir_fd=folder) as (fd, said):
                 if stat.S_ISREG(said.st_mode) and said.st_uid == owner:
                     return os.read(fd, MARK_BYTES)
-    except (OSError, MdlError):
-        pass
     return b""
 
 
