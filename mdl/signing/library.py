@@ -264,7 +264,6 @@ def sign_digests(
     *,
     private_key: Path,
     model_name: str,
-    signature_name: str = SIGNATURE_FILE,
     ignore_paths: Sequence[str] = (),
 ) -> bytes:
     """A model.sig (the format model_signing's ``sign key`` writes) over ``digests`` (path -> sha256
@@ -278,7 +277,7 @@ def sign_digests(
     # private import.
     digest = get_type_hints(manifest.FileManifestItem.__init__)["digest"]
 
-    ignored = [signature_name, *ignore_paths, *GIT_PATHS]
+    ignored = [SIGNATURE_FILE, *ignore_paths, *GIT_PATHS]
     kind = manifest.SerializationType.from_args(
         {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignored}
     )
@@ -310,7 +309,7 @@ def sign_digests(
         ) from None
     config.set_hashing_config(Precomputed())  # type: ignore[no-untyped-call]
     with tempfile.TemporaryDirectory(prefix="mdl-sign-") as folder:
-        out = Path(folder, signature_name)
+        out = Path(folder, SIGNATURE_FILE)
         with _quiet():
             config.sign(Path(folder, model_name), out)
         return read_small_file(out, limit=MAX_SIGNATURE_BYTES)
