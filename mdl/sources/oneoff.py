@@ -161,16 +161,10 @@ def parse_sources(
         else:
             where = "stdin" if source == "-" else source
             found.extend(parse_job_output(read_text(source), where=where))
-    if secrets is not None:
-        for url in _urls_read(found):
+    if secrets is not None:  # the URLs read: their signatures and tokens are the run's secrets
+        for url in (item.url for item in found if isinstance(item, UrlFile) and item.url):
             secrets.add_url(url)
     return found
-
-
-def _urls_read(found: Sequence[Parsed]) -> list[str]:
-    """The URLs the files found are read from (their signatures and tokens are the run's
-    secrets)."""
-    return [item.url for item in found if isinstance(item, UrlFile) and item.url]
 
 
 def _url_source(source: str, *, named: bool, headers: tuple[tuple[str, str], ...]) -> UrlFile:
