@@ -18,7 +18,7 @@ S3_MAX_PARTS = 10_000  # parts a multipart object can have
 MAX_PARTS = 9_000  # parts per upload of ours: leave room
 
 
-def part_size(size: int, *, minimum: int = MIN_PART) -> int:
+def upload_part_size(size: int, *, minimum: int = MIN_PART) -> int:
     """The part size for a ``size``-byte upload: at least ``minimum``, in whole MiB, and few
     enough parts for S3's limit."""
     return max(minimum, math.ceil(size / MAX_PARTS / MiB) * MiB)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mdl.buckets._parts import MIN_PART, part_layout, part_size
+from mdl.buckets._parts import MIN_PART, part_layout, upload_part_size
 from mdl.buckets._s3conditional import (
     CONFLICT_BACKOFF,
     CONFLICT_TRIES,
@@ -105,7 +105,7 @@ def _etag_holds(client: Any, obj: S3Object, path: Path, head: dict[str, Any], sh
         sizes: list[int] | None = [size]
     else:
         sizes = _layout(client, obj, size) or part_layout(
-            size, first=part_size(size, minimum=PART_MINIMUM), count=int(found["parts"])
+            size, first=upload_part_size(size, minimum=PART_MINIMUM), count=int(found["parts"])
         )
     if sizes is None or (found["parts"] is not None and len(sizes) != int(found["parts"])):
         return False
@@ -331,7 +331,7 @@ class S3Upload:
     def _send_parts(self, upload_id: str) -> list[dict[str, Any]]:
         """Read the file in order here (hashing it whole), send its parts on a few threads."""
         obj, client, room = self.obj, self.writer.client(), self.writer.room
-        chunk = part_size(self.size, minimum=PART_MINIMUM)
+        chunk = upload_part_size(self.size, minimum=PART_MINIMUM)
         whole, read = hashlib.sha256(), 0
         failed = threading.Event()  # a part failed: read no further
 
