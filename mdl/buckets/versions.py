@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, Strict
@@ -108,15 +109,11 @@ class Manifest:
             "id": self.id,
             "revision": self.revision,
             "commit": self.commit,
-            "files": [_row(f) for f in sorted(self.files, key=lambda f: f.path)],
-            "signature": None if self.signature is None else _row(self.signature),
+            "files": [asdict(f) for f in sorted(self.files, key=lambda f: f.path)],
+            "signature": None if self.signature is None else asdict(self.signature),
         }
         text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)
         return (text + "\n").encode("utf-8")
-
-
-def _row(f: ManifestFile) -> dict[str, object]:
-    return {"path": f.path, "size": f.size, "sha256": f.sha256, "source": f.source}
 
 
 def parse_manifest(data: bytes) -> Manifest | None:
