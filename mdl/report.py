@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -175,15 +175,8 @@ class ExtraFile:
     action: str  # "removed" | "kept" (a dry run: what would be)
     reason: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "path": self.path,
-            "dest": self.dest,
-            "size": self.size,
-            "action": self.action,
-            "reason": self.reason,
-        }
+    def to_json(self) -> dict[str, Any]:  # the fields in order
+        return asdict(self)
 
 
 @dataclass(frozen=True)
