@@ -85,11 +85,18 @@ def offline_outcome(
     entry = None if force else vouched(disk.entry, disk.final)
     outcome: FileOutcome
     if entry is not None and _of(entry, (repo_type, repo, revision, path)) is not None:
-        kept = FileOutcome(
-            "", name, str(target), entry.size, entry.sha256, "skipped", source=item.where
+        outcome = FileOutcome(
+            "",
+            name,
+            str(target),
+            entry.size,
+            entry.sha256,
+            "skipped",
+            reason="HF_HUB_OFFLINE is set: as this folder's record has it",
+            source=item.where,
+            warning=OFFLINE_NOTE,
+            verified=entry.verified,
         )
-        reason = "HF_HUB_OFFLINE is set: as this folder's record has it"
-        outcome = replace(kept, reason=reason, verified=entry.verified, warning=OFFLINE_NOTE)
     else:
         error: MdlError = NetworkError(
             f"{item.where}: HF_HUB_OFFLINE is set and the file must be fetched",

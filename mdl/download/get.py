@@ -210,10 +210,19 @@ def _write(
         # verified: whole in the document, the bytes written hashed and held to the checked
         # decoding (and any sha256 it was given)
         word, reason = (GET.replaced, FORCED) if replaced else (None, "")
-        done = FileOutcome(
-            "", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason
+        outcome = FileOutcome(
+            "",
+            item.filename,
+            str(target),
+            check.size,
+            check.sha256,
+            "downloaded",
+            reason=reason,
+            fetched=check.size,
+            source=item.where,
+            word=word,
+            verified=True,
         )
-        outcome = replace(done, fetched=check.size, source=item.where, word=word, verified=True)
     log_outcome(outcome)
     return outcome
 
