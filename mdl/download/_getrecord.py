@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from mdl.catalog.specs import ModelSpec
@@ -54,8 +53,13 @@ def recorded_repos(
             found.append(item)
             continue
         wanted = (item.repo_type, item.repo, item.revision, None)
-        spec = ModelSpec(item.given, repo=item.repo, repo_type=item.repo_type)
-        spec = replace(spec, include=tuple(include), exclude=tuple(exclude))
+        spec = ModelSpec(
+            item.given,
+            repo=item.repo,
+            repo_type=item.repo_type,
+            include=tuple(include),
+            exclude=tuple(exclude),
+        )
         ours = [(e, path) for e in entries if (path := _of(e, wanted)) is not None]
         kept = selected(spec, ours, key=lambda one: one[1])
         if not kept:

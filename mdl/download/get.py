@@ -397,8 +397,9 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
     repo_type, repo, revision, path = item.hub
     hub = session.hub
     assert hub is not None, "offline, the folder's record answers (_planned)"
-    spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
-    spec = replace(spec, sha256=sha256, save_as=name)
+    spec = FileSpec(
+        item.where, repo, path, revision=revision, repo_type=repo_type, sha256=sha256, save_as=name
+    )
     return item.listed or resolve_file("", spec, hub=hub, environ={})
 
 
