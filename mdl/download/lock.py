@@ -486,12 +486,7 @@ def _known(
     None when only its bytes can tell."""
     if remote.sha256 and remote.size is not None:
         return remote
-    known = _from_blobs(remote, blobs)
-    if known is None:
-        known = _from_record(session, remote)
-    if known is None:
-        known = _sized(session, remote)
-    return known
+    return _from_blobs(remote, blobs) or _from_record(session, remote) or _sized(session, remote)
 
 
 def _from_blobs(remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
