@@ -9,9 +9,10 @@ from pathlib import Path
 
 from servers import HubServer
 
-from mdl.catalog.load import load_catalog, lock_beside
+from mdl.catalog.load import lock_beside
 from mdl.lockfile.io import write_lock
 from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
+from mdl.lockfile.remembered import load_catalog
 from mdl.redact import redact_url
 from mdl.store.layout import hub_source
 

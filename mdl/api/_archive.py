@@ -100,10 +100,11 @@ def unpack(
     from mdl.archive.zipread import DEFAULT_MAX_RATIO
     from mdl.signing.statement import Trust
 
-    if isinstance(archive, str | os.PathLike):
-        unpacking = partial(unpack_archive, Path(archive))
-    else:
-        unpacking = partial(unpack_stream, archive)
+    unpacking = (
+        partial(unpack_archive, Path(archive))
+        if isinstance(archive, str | os.PathLike)
+        else partial(unpack_stream, archive)
+    )
     return unpacking(
         dest=Path(dest) if dest is not None else None,
         force=force,

@@ -54,12 +54,6 @@ def lock(
         from mdl.download.lock import lock_catalog
 
         locked = lock_catalog(
-            cat,
-            names,
-            settings,
-            upgrade=upgrade,
-            check=check,
-            progress=progress or NullProgress(),
-            path=given,
+            cat, names, settings, upgrade=upgrade, progress=progress or NullProgress(), path=given
         )
     return replace(locked, failures=hidden(locked.failures, settings.secrets))

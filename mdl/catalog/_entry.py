@@ -109,9 +109,11 @@ def _planned_snapshot(key: str, old: Toml | None, asked: Asked, *, force: bool) 
     if "repo" in old and _canonical_snapshot(old) == _canonical_snapshot(table):
         return old, "unchanged", []
     if not force:
-        now = f"{len(old.get('files', []))} files"
-        if "repo" in old:
-            now = f"a whole-repo snapshot of {old['repo']}"
+        now = (
+            f"a whole-repo snapshot of {old['repo']}"
+            if "repo" in old
+            else f"{len(old.get('files', []))} files"
+        )
         raise UsageError(
             f"{key} is already {now}; pass --force to replace it with {source.given}",
             hint="its description and tags are kept",

@@ -20,14 +20,6 @@ if TYPE_CHECKING:
 MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not one
 
 
-def load_catalog(path: Path) -> Catalog:
-    """Read and validate the catalog at ``path``; raises CatalogError."""
-    text = catalog_file_text(path)
-    if text is None:
-        raise CatalogError(f"{path}: catalog not found")
-    return parse_catalog(text, source=str(path), path=path)
-
-
 def catalog_file_text(path: Path) -> str | None:
     """The text of the catalog at ``path``, without a BOM (Windows editors like to start UTF-8
     files with one, which tomllib refuses as a stray character); None when there is no file.

@@ -127,9 +127,9 @@ def say_left_out(run: Run, skipped: Sequence[Mapping[str, object]]) -> None:
 def packed_line(result: "PackResult", *, dry_run: bool) -> str:
     """The summary: what was (or would be) written, its files and signature, and which checkpoint
     why."""
-    chosen = result.reason
-    if result.checkpoint:
-        chosen = f"checkpoint {result.checkpoint} ({result.reason})"
+    chosen = (
+        f"checkpoint {result.checkpoint} ({result.reason})" if result.checkpoint else result.reason
+    )
     count = plural(len(result.files), "file")
     if dry_run:  # the archive's own size is known once written; what goes in is known now
         content = human_size(sum(f.size for f in result.files))

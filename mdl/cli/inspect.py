@@ -82,8 +82,9 @@ def _one_offs(run: Run, listing: "ModelList") -> None:
         run.table(rows, [*columns, ("earlier", "OLDER REVISIONS")])
     total = listing.to_json()["total"]
     older = total["earlier"]
-    freed = f"; older revisions hold {human_size(older)} more"
-    freed += " (mdl prune --layout hf-cache frees them)"
+    freed = (
+        f"; older revisions hold {human_size(older)} more (mdl prune --layout hf-cache frees them)"
+    )
     run.console.info(
         f"total: {human_size(total['size'])} on disk in {plural(len(listing.models), 'model')}"
         f" and {plural(len(listing.one_offs), 'one-off')}" + (freed if older else "")

@@ -101,9 +101,11 @@ def _sum_up(run: Run, report: RunReport, *, verb: str) -> None:
     """The run's counts for the ``end`` event, and the summary line in the log and on stderr: over
     the report's own time when its workflow measured it (serve's pull), else the command's."""
     seconds = time.monotonic() - run.started if report.seconds is None else report.seconds
-    summary = None
-    if not report.dry_run:
-        summary = summary_line(report.files, verb=verb, seconds=seconds, waited=report.waited)
+    summary = (
+        None
+        if report.dry_run
+        else summary_line(report.files, verb=verb, seconds=seconds, waited=report.waited)
+    )
     run.summary = run_summary(report.files, seconds=seconds, waited=report.waited, text=summary)
     if summary is not None:
         log.info("%s", summary)

@@ -250,14 +250,14 @@ def _place_last(
     for outcome in done:
         if outcome.failing:
             failing.setdefault(outcome.model, []).append(outcome.exit_code)
-    placed: dict[int, FileOutcome] = {}
-    for index, plan in last.items():
-        codes = failing.get(plan.remote.model)
-        if codes:
-            placed[index] = _held_back(plan, codes)
-        else:
-            placed[index] = _fetch_one(session, records, None, plan)
-    return placed
+    return {
+        index: (
+            _held_back(plan, failing[plan.remote.model])
+            if plan.remote.model in failing
+            else _fetch_one(session, records, None, plan)
+        )
+        for index, plan in last.items()
+    }
 
 
 def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:

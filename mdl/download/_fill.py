@@ -568,11 +568,7 @@ def _holding(
 
 def _present(writer: Writer, uri: str, over: str | None) -> bool:
     """Whether an object is at ``uri``, not the version ``over``."""
-    try:
-        seen = writer.head(uri)
-    except MdlError:
-        return False
-    return seen is not None and seen.etag != over
+    return _version(writer, uri, size=None) not in (None, over)
 
 
 def _version(writer: Writer, uri: str, *, size: int | None) -> str | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from mdl.catalog.specs import ModelSpec
@@ -54,8 +53,13 @@ def recorded_repos(
             found.append(item)
             continue
         wanted = (item.repo_type, item.repo, item.revision, None)
-        spec = ModelSpec(item.given, repo=item.repo, repo_type=item.repo_type)
-        spec = replace(spec, include=tuple(include), exclude=tuple(exclude))
+        spec = ModelSpec(
+            item.given,
+            repo=item.repo,
+            repo_type=item.repo_type,
+            include=tuple(include),
+            exclude=tuple(exclude),
+        )
         ours = [(e, path) for e in entries if (path := _of(e, wanted)) is not None]
         kept = selected(spec, ours, key=lambda one: one[1])
         if not kept:
@@ -85,11 +89,18 @@ def offline_outcome(
     entry = None if force else vouched(disk.entry, disk.final)
     outcome: FileOutcome
     if entry is not None and _of(entry, (repo_type, repo, revision, path)) is not None:
-        kept = FileOutcome(
-            "", name, str(target), entry.size, entry.sha256, "skipped", source=item.where
+        outcome = FileOutcome(
+            "",
+            name,
+            str(target),
+            entry.size,
+            entry.sha256,
+            "skipped",
+            reason="HF_HUB_OFFLINE is set: as this folder's record has it",
+            source=item.where,
+            warning=OFFLINE_NOTE,
+            verified=entry.verified,
         )
-        reason = "HF_HUB_OFFLINE is set: as this folder's record has it"
-        outcome = replace(kept, reason=reason, verified=entry.verified, warning=OFFLINE_NOTE)
     else:
         error: MdlError = NetworkError(
             f"{item.where}: HF_HUB_OFFLINE is set and the file must be fetched",

@@ -117,9 +117,16 @@ def kept_in_place(
             if (have_sha == sha256) if sha256 else (have_oid == git_oid):
                 # hashed now, and the hash it was held to matched: verified
                 kept = FileOutcome(
-                    "", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where
+                    "",
+                    path,
+                    str(target),
+                    size,
+                    sha256,
+                    "skipped",
+                    reason=SAME_BYTES,
+                    source=where,
+                    verified=True,
                 )
-                kept = replace(kept, verified=True)
                 log_outcome(kept)
                 return kept
     if ours:

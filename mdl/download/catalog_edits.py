@@ -181,7 +181,7 @@ def _lock_in_step(
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
         error = f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'"
         return replace(change, lock_error=error)
-    report = lock_catalog(edited, (name,), settings, upgrade=False, check=False, progress=progress)
+    report = lock_catalog(edited, (name,), settings, upgrade=False, progress=progress)
     if report.failures:
         error = report.failures[0].error or "failed"
         return replace(

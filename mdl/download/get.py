@@ -210,10 +210,19 @@ def _write(
         # verified: whole in the document, the bytes written hashed and held to the checked
         # decoding (and any sha256 it was given)
         word, reason = (GET.replaced, FORCED) if replaced else (None, "")
-        done = FileOutcome(
-            "", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason
+        outcome = FileOutcome(
+            "",
+            item.filename,
+            str(target),
+            check.size,
+            check.sha256,
+            "downloaded",
+            reason=reason,
+            fetched=check.size,
+            source=item.where,
+            word=word,
+            verified=True,
         )
-        outcome = replace(done, fetched=check.size, source=item.where, word=word, verified=True)
     log_outcome(outcome)
     return outcome
 
@@ -388,8 +397,9 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
     repo_type, repo, revision, path = item.hub
     hub = session.hub
     assert hub is not None, "offline, the folder's record answers (_planned)"
-    spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
-    spec = replace(spec, sha256=sha256, save_as=name)
+    spec = FileSpec(
+        item.where, repo, path, revision=revision, repo_type=repo_type, sha256=sha256, save_as=name
+    )
     return item.listed or resolve_file("", spec, hub=hub, environ={})
 
 

@@ -46,9 +46,10 @@ def _specs(request: OneOffs) -> list[ModelSpec]:
     for item in request.items:
         if isinstance(item, HfUri):
             name = repo_folder(item.repo, item.repo_type)
-            spec = ModelSpec(name, repo=item.repo, repo_type=item.repo_type)
-            whole[name] = replace(
-                spec,
+            whole[name] = ModelSpec(
+                name,
+                repo=item.repo,
+                repo_type=item.repo_type,
                 revision=item.revision or "main",
                 include=tuple(request.include),
                 exclude=tuple(request.exclude),

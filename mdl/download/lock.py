@@ -17,7 +17,7 @@ from mdl.catalog.specs import Catalog, ModelSpec
 from mdl.download._locksigned import checked_signatures, hashed_once, lock_signature
 from mdl.download._ocisigned import referred_signatures
 from mdl.download._plan import recorded, same_content
-from mdl.download.lockcheck import LockReport, Scope, check_lock, lock_path, read_lock_anew
+from mdl.download.lockcheck import LockReport, Scope, lock_path, read_lock_anew
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
 from mdl.errors import CatalogError, InterruptedByUserError, MdlError, NetworkError
@@ -45,16 +45,13 @@ def lock_catalog(
     settings: Settings,
     *,
     upgrade: bool,
-    check: bool,
     progress: Progress,
     path: Path | None = None,
 ) -> LockReport:
     """Lock the named models (every model, and drop entries the catalog no longer has, when
     ``names`` is empty) in ``path`` (--lock), else in the lock beside the catalog.
     """
-    if check:
-        return check_lock(catalog, names, settings, progress=progress, path=path)
-    path = lock_path(catalog, upgrade=upgrade, check=check, given=path)
+    path = lock_path(catalog, given=path)
     scope = Scope(catalog, names)
     old, broken = read_lock_anew(path, anew=scope.everything)
     warnings = (broken,) if broken else ()
@@ -486,12 +483,7 @@ def _known(
     None when only its bytes can tell."""
     if remote.sha256 and remote.size is not None:
         return remote
-    known = _from_blobs(remote, blobs)
-    if known is None:
-        known = _from_record(session, remote)
-    if known is None:
-        known = _sized(session, remote)
-    return known
+    return _from_blobs(remote, blobs) or _from_record(session, remote) or _sized(session, remote)
 
 
 def _from_blobs(remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:

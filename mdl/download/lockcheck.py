@@ -90,17 +90,15 @@ def check_lock(
 ) -> LockReport:
     """``lock --check`` of the named models (every one when ``names`` is empty) against ``path``
     (--lock), else the lock beside the catalog: nothing written."""
-    path = lock_path(catalog, upgrade=False, check=True, given=path)
+    path = lock_path(catalog, given=path)
     scope = Scope(catalog, names)
     old, _ = read_lock_anew(path, anew=False)
     return _checked(path, scope, old, settings, progress)
 
 
-def lock_path(catalog: Catalog, *, upgrade: bool, check: bool, given: Path | None) -> Path:
+def lock_path(catalog: Catalog, *, given: Path | None) -> Path:
     """The lock file: ``given`` (--lock), else beside the catalog; UsageError for a run that
-    cannot lock."""
-    if upgrade and check:
-        raise UsageError("--check changes nothing; it cannot go with --upgrade")
+    cannot lock (no catalog file)."""
     if given is not None:
         return given
     if catalog.path is None:

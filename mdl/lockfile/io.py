@@ -113,15 +113,14 @@ _FILE_KEYS = ("path", "size", "sha256", "source", "git_oid", "revision", "xet")
 
 
 def _model_text(model: LockedModel) -> str:
-    out = [
-        "\n[[model]]\n",
-        *(f"{pair}\n" for pair in _pairs(model, ("name", "fingerprint", "revision", "commit"))),
-    ]
-    out.append("files = [\n")
-    for f in sorted(model.files, key=lambda f: f.path):
-        out.append(f"  {{ {', '.join(_pairs(f, _FILE_KEYS))} }},\n")
-    out.append("]\n")
-    return "".join(out)
+    head = "".join(
+        f"{pair}\n" for pair in _pairs(model, ("name", "fingerprint", "revision", "commit"))
+    )
+    files = "".join(
+        f"  {{ {', '.join(_pairs(f, _FILE_KEYS))} }},\n"
+        for f in sorted(model.files, key=lambda f: f.path)
+    )
+    return f"\n[[model]]\n{head}files = [\n{files}]\n"
 
 
 def _pairs(item: object, keys: tuple[str, ...]) -> list[str]:
@@ -180,10 +179,10 @@ class ModelChange(NamedTuple):
 
 
 def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"path": new.path}
-    for key in keys:
-        doc.update({f"old_{key}": getattr(old, key), f"new_{key}": getattr(new, key)})
-    return doc
+    sides = (("old", old), ("new", new))
+    return {"path": new.path} | {
+        f"{side}_{key}": getattr(f, key) for key in keys for side, f in sides
+    }
 
 
 def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -> list[ModelChange]:

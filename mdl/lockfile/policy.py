@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,15 +230,18 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:
     for index, f in enumerate(locked.files):
         key = f"catalog.lock: {locked.name}.files[{index}]"
         if (ref := f.hub) is not None:  # pinned to its commit
-            spec = FileSpec(
-                key,
-                ref.repo,
-                ref.path,
-                revision=ref.commit,
-                repo_type=ref.repo_type,
-                save_as=f.path,
+            files.append(
+                FileSpec(
+                    key,
+                    ref.repo,
+                    ref.path,
+                    revision=ref.commit,
+                    repo_type=ref.repo_type,
+                    sha256=f.sha256,
+                    size=f.size,
+                    save_as=f.path,
+                )
             )
-            files.append(replace(spec, sha256=f.sha256, size=f.size))
             continue
         entry = by_path.get(f.path)
         url, headers = f.source, tuple[tuple[str, str], ...]()

@@ -90,8 +90,9 @@ class _NotRemembered(ValueError):
 
 
 def load_catalog(path: Path) -> Catalog:
-    """The catalog at ``path``, as :func:`mdl.catalog.load.load_catalog` gives it (its warnings
-    said, its errors raised), checked only when these bytes were not checked before."""
+    """The catalog at ``path``, as :func:`mdl.catalog.load.parse_catalog` gives its text (its
+    warnings said, its errors raised), checked only when these bytes were not checked before;
+    CatalogError when it cannot be read or is not there."""
     from mdl.catalog.load import catalog_file_text
 
     text = catalog_file_text(path)

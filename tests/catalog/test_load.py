@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from mdl.catalog._schema import MAX_PROBLEMS, SCHEMA_VERSION
-from mdl.catalog.load import (
-    Catalog,
-    FileSpec,
-    expand_headers,
-    find_catalog,
-    load_catalog,
-    parse_catalog,
-)
+from mdl.catalog.load import Catalog, FileSpec, expand_headers, find_catalog, parse_catalog
 from mdl.catalog.specs import CatalogSettings, ModelSpec
 from mdl.errors import CatalogError, ExitCode, UsageError
+from mdl.lockfile.remembered import load_catalog
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"
 HEX = "ab" * 32

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from mdl.catalog._schema import MAX_PROBLEMS, CatalogDocument, FileEntry, ModelEntry, SettingsTable
-from mdl.catalog.load import Catalog, load_catalog, parse_catalog
+from mdl.catalog.load import Catalog, parse_catalog
 from mdl.errors import CatalogError, UsageError
+from mdl.lockfile.remembered import load_catalog
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"
 HEX = "ab" * 32

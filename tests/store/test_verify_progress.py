@@ -74,8 +74,8 @@ def test_verify_on_a_terminal_draws_a_total_bar(env: dict[str, str]) -> None:
 def test_verify_hashes_with_a_bar_per_file_under_one_total(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    from mdl.catalog.load import load_catalog
     from mdl.catalog.settings import build_settings
+    from mdl.lockfile.remembered import load_catalog
 
     catalog = load_catalog(Path(env["MDL_CATALOG"]))
     settings = build_settings(environ=env, dest=Path(env["MDL_DEST"]))

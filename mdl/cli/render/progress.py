@@ -335,9 +335,11 @@ def resuming(event: Event) -> str:
 def _progress_text(item: Item, rate: float | None) -> str:
     """``label 45% 120 MiB/265 MiB 38.2 MiB/s ETA 4s``, leaving out what is unknown."""
     done = human_size(item.completed)
-    shown = done
-    if item.total:
-        shown = f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}"
+    shown = (
+        f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}"
+        if item.total
+        else done
+    )
     parts = [item.label, shown, human_rate(rate)]
     if item.total and rate and item.completed < item.total:
         parts.append(f"ETA {human_duration(math.ceil((item.total - item.completed) / rate))}")
