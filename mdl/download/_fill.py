@@ -170,22 +170,29 @@ def _swarm_on(
                         swarm.final.refuse(ended.version)
                 except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
                     job.retries.warn(f"{failed.message}; fetched under the file's lease")
-                    return _filled(sources, place, parts, over=over)
+                    filled = _filled(sources, place, parts, over=over)
+                    return filled._replace(duplicated=_twice(sources, swarm, publisher))
         result = _made(sources, place, over, result, swarm, publisher)
         if result.fill != FILLED:
             _tidy(place, swarm, job)
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))
-    sources.ledger.add("duplicated", swarm.state.duplicated(publisher.made, swarm.final.proved))
     return result._replace(
         fill=result.fill or SWARMED,
         published=publisher.beside,
         streamed=swarm.state.read,
         parts_here=result.parts_here + swarm.state.fetched,
         parts_peers=result.parts_peers + -(-swarm.state.read // parts.part),
-        duplicated=sources.ledger.bytes["duplicated"],
+        duplicated=_twice(sources, swarm, publisher),
     )
+
+
+def _twice(sources: FileSources, swarm: Swarm, publisher: Publisher) -> int:
+    """The swarm's bytes fetched here beyond the mirror's copy (``PartStates.duplicated``) put in
+    the file's ledger, once, as it ends here; the ledger's count."""
+    sources.ledger.add("duplicated", swarm.state.duplicated(publisher.puts, swarm.final.proved))
+    return sources.ledger.bytes["duplicated"]
 
 
 def _rest(

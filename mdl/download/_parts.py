@@ -181,9 +181,9 @@ class Publisher(Landings):
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes (or a peer's: a swarm)
     beside: int = 0  # bytes sent while the fetch ran
-    # parts whose copy in the store this machine's sends made (a swarm's: the others' fetches
-    # of them, and its own of the rest, are ``duplicated``)
-    made: set[int] = field(default_factory=set)
+    # what the first send of each part (by number) found: "made" (this copy is the store's) or
+    # "there" (another fetch's copy was: a swarm counts its fetch here as ``duplicated``)
+    puts: dict[int, str] = field(default_factory=dict)
     # told of each part sent as it landed, or that could not be (its claim is not kept)
     sent: Callable[[int], None] = lambda index: None
     _failed: bool = False
@@ -263,9 +263,9 @@ class Publisher(Landings):
             if not still():
                 return 0
             put = _put(self.parts, number, data) if len(data) == end - start else None
-            if put == "made":
+            if put is not None:
                 with self.changed:
-                    self.made.add(number)
+                    self.puts.setdefault(number, put)
             return len(data) if put is not None else None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             if not self._failed:

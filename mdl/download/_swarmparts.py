@@ -110,16 +110,18 @@ class PartStates(Generic[H]):
                 part.state = State.SENT
         return handle
 
-    def duplicated(self, made: set[int], proved: str | None) -> int:
-        """The bytes fetched here that the mirror holds from another fetch: each fetch of a part
-        but the one whose send ``made`` its copy (part numbers; found there, or never sent), or
-        sent only once the object ``proved`` the file was there. Of each part's fetches across
-        the fleet all but one are so counted, each by the machine that fetched it."""
+    def duplicated(self, puts: Mapping[int, str], proved: str | None) -> int:
+        """The bytes fetched here beyond the mirror's one copy of each part: every fetch of a part
+        whose send found another copy there (``puts``: what each part's first send found, by
+        number), that was sent only once the object ``proved`` the file was there, or was never
+        sent while another's object proved it; else every fetch of it but one. An upper bound: a
+        fetch cut short counts whole, and so does a part the object was made of as it was sent;
+        a part whose send replaced other bytes (a forger's) is this machine's copy."""
         twice = 0
         for number, part in enumerate(self.parts, 1):
-            if part.claims and part.state is not State.READ:
-                copied = number in made and (part.late is None or part.late != proved)
-                twice += part.size * (part.claims - copied)
+            put = puts.get(number)
+            other = put == "there" or (proved is not None and (put is None or part.late == proved))
+            twice += part.size * max(0, part.claims - (not other))
         return twice
 
     def found(self, listed: Mapping[int, int] | None, *, lookups: int, most: int) -> list[int]:
@@ -191,7 +193,7 @@ class PartStates(Generic[H]):
 
     @property
     def mine(self) -> set[int]:
-        """The parts claimed here (their bytes, if published second: duplicated)."""
+        """The parts claimed here."""
         return {i for i, part in enumerate(self.parts) if part.claims}
 
     @property

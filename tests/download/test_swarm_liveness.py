@@ -248,21 +248,26 @@ def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_
                 publisher.landed(start, end)
                 wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
             if machine is b:
-                assert publisher.made == {first + 1}
+                assert publisher.puts == {first + 1: "made"}
             else:
-                assert not publisher.made and first in a.state.mine
+                assert publisher.puts == {first + 1: "there"} and first in a.state.mine
         size = parts.parts.span(first + 1)[1] - parts.parts.span(first + 1)[0]
-        assert (b.state.duplicated({first + 1}, None), a.state.duplicated(set(), None)) == (0, size)
+        found = {"b": {first + 1: "made"}, "a": {first + 1: "there"}}
+        assert (b.state.duplicated(found["b"], None), a.state.duplicated(found["a"], None)) == (
+            0,
+            size,
+        )
 
 
 def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated(
     mirror: tuple[Writer, str], tmp_path: Path, small: None
 ) -> None:
-    """Issue 89 item 4: ``duplicated`` is what a machine fetched that the mirror holds from
-    another fetch: a part found published when sent, a part never sent (the swarm ended first),
-    a part fetched here twice (once made), a part sent once the object that proved the file was
-    there (not for another version); never a part read from the others. Across the fleet, the
-    fetches of each part are its one copy plus what the machines count."""
+    """Issue 89 item 4: ``duplicated`` is what a machine fetched beyond the mirror's one copy of
+    each part: a part found published when sent (read back later all the same), a part fetched
+    here twice (once made), a part sent once the object that proved the file was there (not for
+    another version), a part never sent once another's object proved the file (and not while
+    none did: its one fetch is the fleet's). Across the fleet, the fetches of each part are its
+    one copy plus what the machines count."""
     parts = Parts(mirror, tmp_path)
     clock = FakeClock()
     a, b = two_machines(parts, clock)
@@ -277,7 +282,7 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
         clock.now += 3601.0  # A's claim never renewed for a term of B's clock: B takes it over
         stops = iter(range(100))
         assert b.next(have_b, lambda i, d: None, lambda: next(stops) > 4) == first
-        made = {}
+        puts = {}
         for machine, name in ((b, "b"), (a, "a")):  # B publishes first, then A finds it there
             job = transfer_job(tmp_path / name, "http://127.0.0.1:9/f.bin", parts.data)
             job.part_path.parent.mkdir(parents=True)
@@ -286,10 +291,10 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
                 start, end = parts.parts.span(first + 1)
                 publisher.landed(start, end)
                 wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
-            made[name] = publisher.made
-        assert made == {"b": {first + 1}, "a": set()}
-        assert b.state.duplicated(made["b"], None) == 0
-        assert a.state.duplicated(made["a"], None) == size[first], "found there: counted"
+            puts[name] = publisher.puts
+        assert puts == {"b": {first + 1: "made"}, "a": {first + 1: "there"}}
+        assert b.state.duplicated(puts["b"], None) == 0
+        assert a.state.duplicated(puts["a"], None) == size[first], "found there: counted"
         # B claims another part twice (a fetch started over) and sends it once the object v1 is
         # there; a third part it claims and never sends
         late, unsent = (i for i in range(3) if i != first)
@@ -299,11 +304,12 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
             b.state.claimed(late, held, clock())
         b.sent(late)
         b.state.claimed(unsent, a_claim(parts, unsent), clock())
-        both = made["b"] | {late + 1}
-        assert b.state.duplicated(both, "v0") == size[late] + size[unsent], "v0 proved nothing"
+        both = puts["b"] | {late + 1: "made"}
+        assert b.state.duplicated(both, None) == size[late], "no object: the unsent one is ours"
+        assert b.state.duplicated(both, "v0") == size[late] + size[unsent], "v0 proved: unsent"
         assert b.state.duplicated(both, "v1") == 2 * size[late] + size[unsent]
-        a.state.read_from_others(unsent, held=True)  # a part read from the others: not A's fetch
-        assert a.state.duplicated(made["a"], "v1") == size[first]
+        a.state.read_from_others(first, held=True)  # fetched, found there, read back after all
+        assert a.state.duplicated(puts["a"], None) == size[first]
 
 
 def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
