@@ -170,8 +170,9 @@ def _swarm_on(
                         swarm.final.refuse(ended.version)
                 except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
                     job.retries.warn(f"{failed.message}; fetched under the file's lease")
-                    filled = _filled(sources, place, parts, over=over)
-                    return filled._replace(duplicated=_twice(sources, swarm, publisher))
+                    return _filled(sources, place, parts, over=over)._replace(
+                        duplicated=_twice(sources, swarm, publisher)
+                    )
         result = _made(sources, place, over, result, swarm, publisher)
         if result.fill != FILLED:
             _tidy(place, swarm, job)
