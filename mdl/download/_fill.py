@@ -170,9 +170,8 @@ def _swarm_on(
                         swarm.final.refuse(ended.version)
                 except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
                     job.retries.warn(f"{failed.message}; fetched under the file's lease")
-                    return _filled(sources, place, parts, over=over)._replace(
-                        duplicated=_twice(sources, swarm, publisher)
-                    )
+                    twice = _twice(sources, swarm, publisher)  # (before the lease's fetch)
+                    return _filled(sources, place, parts, over=over)._replace(duplicated=twice)
         result = _made(sources, place, over, result, swarm, publisher)
         if result.fill != FILLED:
             _tidy(place, swarm, job)
@@ -190,10 +189,15 @@ def _swarm_on(
 
 
 def _twice(sources: FileSources, swarm: Swarm, publisher: Publisher) -> int:
-    """The swarm's bytes fetched here beyond the mirror's copy (``PartStates.duplicated``) put in
-    the file's ledger, once, as it ends here; the ledger's count."""
-    sources.ledger.add("duplicated", swarm.state.duplicated(publisher.puts, swarm.final.proved))
-    return sources.ledger.bytes["duplicated"]
+    """The swarm's bytes fetched here beyond this machine's copies in the mirror (its origin
+    bytes but those fetched again after a mismatch, said as ``refetched``), put in the file's
+    ledger once, as it ends here (``PartStates.duplicated``); the ledger's count."""
+    ways = sources.ledger.bytes
+    fetched = ways["origin"] - ways["refetched"]
+    sources.ledger.add(
+        "duplicated", swarm.state.duplicated(fetched, publisher.puts, swarm.final.proved)
+    )
+    return ways["duplicated"]
 
 
 def _rest(

@@ -110,19 +110,22 @@ class PartStates(Generic[H]):
                 part.state = State.SENT
         return handle
 
-    def duplicated(self, puts: Mapping[int, str], proved: str | None) -> int:
-        """The bytes fetched here beyond the mirror's one copy of each part: every fetch of a part
-        whose send found another copy there (``puts``: what each part's first send found, by
-        number), that was sent only once the object ``proved`` the file was there, or was never
-        sent while another's object proved it; else every fetch of it but one. An upper bound: a
-        fetch cut short counts whole, and so does a part the object was made of as it was sent;
-        a part whose send replaced other bytes (a forger's) is this machine's copy."""
-        twice = 0
-        for number, part in enumerate(self.parts, 1):
-            put = puts.get(number)
-            other = put == "there" or (proved is not None and (put is None or part.late == proved))
-            twice += part.size * max(0, part.claims - (not other))
-        return twice
+    def duplicated(self, fetched: int, puts: Mapping[int, str], proved: str | None) -> int:
+        """Of the bytes ``fetched`` here from the origin, those beyond this machine's copies in
+        the mirror. A part claimed here is its copy when its first send made it there (``puts``:
+        what each part's first send found, by number) before the object ``proved`` the file was,
+        or when it was never sent and no other's object proved the file. Any other fetch here
+        (its part found there when sent, sent or left unsent once another's object proved the
+        file, fetched again, cut short) went beside another copy. A part whose send replaced
+        other bytes (a forger's) is this machine's copy."""
+        copies = sum(
+            part.size
+            for number, part in enumerate(self.parts, 1)
+            if part.claims
+            and puts.get(number) != "there"
+            and (proved is None or (puts.get(number) == "made" and part.late != proved))
+        )
+        return max(0, fetched - copies)
 
     def found(self, listed: Mapping[int, int] | None, *, lookups: int, most: int) -> list[int]:
         """The parts to read now (``READING``): of the ones ``listed`` (index: size) those to do,

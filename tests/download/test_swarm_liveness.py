@@ -253,21 +253,22 @@ def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_
                 assert publisher.puts == {first + 1: "there"} and first in a.state.mine
         size = parts.parts.span(first + 1)[1] - parts.parts.span(first + 1)[0]
         found = {"b": {first + 1: "made"}, "a": {first + 1: "there"}}
-        assert (b.state.duplicated(found["b"], None), a.state.duplicated(found["a"], None)) == (
-            0,
-            size,
+        each = (
+            b.state.duplicated(size, found["b"], None),
+            a.state.duplicated(size, found["a"], None),
         )
+        assert each == (0, size)
 
 
 def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated(
     mirror: tuple[Writer, str], tmp_path: Path, small: None
 ) -> None:
-    """Issue 89 item 4: ``duplicated`` is what a machine fetched beyond the mirror's one copy of
-    each part: a part found published when sent (read back later all the same), a part fetched
-    here twice (once made), a part sent once the object that proved the file was there (not for
-    another version), a part never sent once another's object proved the file (and not while
-    none did: its one fetch is the fleet's). Across the fleet, the fetches of each part are its
-    one copy plus what the machines count."""
+    """Issue 89 item 4: ``duplicated`` is what a machine fetched from the origin beyond its copies
+    in the mirror: a part found published when sent (read back later all the same), a part
+    fetched here twice (once made), a part sent once the object that proved the file was there
+    (not for another version), a part never sent once another's object proved the file (and not
+    while none did: its one fetch is the fleet's), a fetch cut short by its bytes. Across the
+    fleet, the origin's bytes are one copy of each part plus what the machines count."""
     parts = Parts(mirror, tmp_path)
     clock = FakeClock()
     a, b = two_machines(parts, clock)
@@ -293,8 +294,8 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
                 wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
             puts[name] = publisher.puts
         assert puts == {"b": {first + 1: "made"}, "a": {first + 1: "there"}}
-        assert b.state.duplicated(puts["b"], None) == 0
-        assert a.state.duplicated(puts["a"], None) == size[first], "found there: counted"
+        assert b.state.duplicated(size[first], puts["b"], None) == 0
+        assert a.state.duplicated(size[first], puts["a"], None) == size[first], "found there"
         # B claims another part twice (a fetch started over) and sends it once the object v1 is
         # there; a third part it claims and never sends
         late, unsent = (i for i in range(3) if i != first)
@@ -304,12 +305,14 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
             b.state.claimed(late, held, clock())
         b.sent(late)
         b.state.claimed(unsent, a_claim(parts, unsent), clock())
-        both = puts["b"] | {late + 1: "made"}
-        assert b.state.duplicated(both, None) == size[late], "no object: the unsent one is ours"
-        assert b.state.duplicated(both, "v0") == size[late] + size[unsent], "v0 proved: unsent"
-        assert b.state.duplicated(both, "v1") == 2 * size[late] + size[unsent]
+        both, fetched = puts["b"] | {late + 1: "made"}, size[first] + 2 * size[late]
+        whole, cut = fetched + size[unsent], fetched + size[unsent] // 2
+        assert b.state.duplicated(whole, both, None) == size[late], "no object: unsent is ours"
+        assert b.state.duplicated(whole, both, "v0") == size[late] + size[unsent], "v0: unsent"
+        assert b.state.duplicated(whole, both, "v1") == 2 * size[late] + size[unsent]
+        assert b.state.duplicated(cut, both, "v1") == 2 * size[late] + size[unsent] // 2
         a.state.read_from_others(first, held=True)  # fetched, found there, read back after all
-        assert a.state.duplicated(puts["a"], None) == size[first]
+        assert a.state.duplicated(size[first], puts["a"], None) == size[first]
 
 
 def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
