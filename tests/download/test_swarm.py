@@ -85,6 +85,8 @@ def test_three_machines_share_the_origin_part_by_part(
     print(outcomes)
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     assert tiny.cdn.log.body_bytes() <= len(WEIGHTS) + 2 * PART
+    # what the origin sent is one copy of the file and what the machines say they fetched twice
+    assert tiny.cdn.log.body_bytes() == len(WEIGHTS) + sum(o.duplicated for o in outcomes)
 
 
 # --- one machine's picks against parts another machine publishes (a shared folder) ---
