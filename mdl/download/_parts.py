@@ -181,8 +181,8 @@ class Publisher(Landings):
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes (or a peer's: a swarm)
     beside: int = 0  # bytes sent while the fetch ran
-    # what the first send of each part (by number) found: "made" (this copy is the store's) or
-    # "there" (another fetch's copy was: a swarm counts its fetch here as ``duplicated``)
+    # what the first send of each part (by number) found: "made" (this copy is the store's), or
+    # "there"/"lost" (another fetch's copy was, or stayed: a swarm's fetch here was ``duplicated``)
     puts: dict[int, str] = field(default_factory=dict)
     # told of each part sent as it landed, or that could not be (its claim is not kept)
     sent: Callable[[int], None] = lambda index: None
@@ -263,9 +263,8 @@ class Publisher(Landings):
             if not still():
                 return 0
             put = _put(self.parts, number, data) if len(data) == end - start else None
-            if put is not None:
-                with self.changed:
-                    self.puts.setdefault(number, put)
+            with self.changed:  # ("lost": another writer's bytes stayed at its name)
+                self.puts.setdefault(number, put or "lost")
             return len(data) if put is not None else None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             if not self._failed:

@@ -115,15 +115,17 @@ class PartStates(Generic[H]):
         the mirror. A part claimed here is its copy when its first send made it there (``puts``:
         what each part's first send found, by number) before the object ``proved`` the file was,
         or when it was never sent and no other's object proved the file. Any other fetch here
-        (its part found there when sent, sent or left unsent once another's object proved the
-        file, fetched again, cut short) went beside another copy. A part whose send replaced
-        other bytes (a forger's) is this machine's copy."""
+        (its part found there when sent, or another's left there; sent or left unsent once
+        another's object proved the file; fetched again; cut short) went beside another copy. A
+        part whose send replaced other bytes (a forger's) is this machine's copy."""
         copies = sum(
             part.size
             for number, part in enumerate(self.parts, 1)
             if part.claims
-            and puts.get(number) != "there"
-            and (proved is None or (puts.get(number) == "made" and part.late != proved))
+            and (
+                (puts.get(number) == "made" and (proved is None or part.late != proved))
+                or (number not in puts and proved is None)
+            )
         )
         return max(0, fetched - copies)
 

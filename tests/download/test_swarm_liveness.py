@@ -295,6 +295,8 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
             puts[name] = publisher.puts
         assert puts == {"b": {first + 1: "made"}, "a": {first + 1: "there"}}
         assert b.state.duplicated(size[first], puts["b"], None) == 0
+        lost = {first + 1: "lost"}  # a send that lost the name to another writer's bytes
+        assert b.state.duplicated(size[first], lost, None) == size[first], "another's stayed"
         assert a.state.duplicated(size[first], puts["a"], None) == size[first], "found there"
         # B claims another part twice (a fetch started over) and sends it once the object v1 is
         # there; a third part it claims and never sends
