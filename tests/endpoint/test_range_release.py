@@ -317,13 +317,17 @@ def test_every_shard_s_head_comes_first_and_is_served_while_another_shard_is_fet
     shards = _shards()
     first, second = sorted(shards)
     data = shards[second]
-    held = threading.Event()
+    held, begun = threading.Event(), threading.Event()
     with CdnServer() as cdn:
         files = {name: (cdn.add_file(f"/{name}", body), body) for name, body in shards.items()}
+        cdn.faults.add(Fault.call(begun.set, path_prefix=f"/{first}", methods=frozenset({"GET"})))
         _hold(cdn, first, held, after=2)  # the first shard stops after its first two ranges
         # one file at a time: the second shard's own fetch waits behind the first
         with _serve(tmp_path, files, "--jobs", "1") as serve:
             s3 = serve.ready().boto3(read_timeout=HANG)
+            # the crew's one file is the first shard before a loader waits on the second (a file
+            # a loader waits on before the crew takes its first would be taken first)
+            assert begun.wait(HANG), "the first shard's fetch began"
 
             def read(first: int, last: int) -> bytes:
                 asked = f"bytes={first}-{last}"
