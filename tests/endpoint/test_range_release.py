@@ -11,6 +11,7 @@ import base64
 import hashlib
 import itertools
 import json
+import logging
 import os
 import struct
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, safetensors_bytes, wait_for
-from serveproc import ServeProcess, isolated, lock_with_parts, model_catalog
+from serveproc import ServeProcess, isolated, loader_client, lock_with_parts, model_catalog
 from servers import CdnServer, Fault, make_data
 
 from mdl.transfer.ranges import merged, touching
@@ -477,3 +478,75 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
         assert releases.wrong(path) == ((0, PART),)
     finally:
         os.close(fd)
+
+
+def test_a_shard_a_loader_s_wait_put_behind_another_still_has_its_head_served_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loader's wait for the second shard came before the crew took its first file (a loader
+    started with the endpoint; held so here, in-process): with ``--jobs 1`` the second shard is
+    fetched first, and the first shard's head still comes beside it, so the loader's read of the
+    first shard's header is not held behind the whole second shard."""
+    from mdl import api
+    from mdl.download import _workers
+    from mdl.download.demand import Demand
+
+    caplog.set_level(logging.INFO, logger="mdl.pull")
+    shards = _shards()
+    first, second = sorted(shards)
+    held, waited = threading.Event(), threading.Event()
+    want, run = Demand.want, _workers.Crew.run
+
+    def wanted(demand: Demand, model: str, path: str) -> None:
+        want(demand, model, path)
+        waited.set()
+
+    def crew_after_the_wait(crew: _workers.Crew) -> dict[int, Any]:
+        assert waited.wait(HANG), "a loader's wait"
+        return run(crew)
+
+    monkeypatch.setattr(Demand, "want", wanted)
+    monkeypatch.setattr(_workers.Crew, "run", crew_after_the_wait)
+    with CdnServer() as cdn:
+        files = {name: (cdn.add_file(f"/{name}", body), body) for name, body in shards.items()}
+        _hold(cdn, second, held, after=2)  # the second shard stops after its first two ranges
+        # its head is sent once a loader waits on it (its header asked before it verified)
+        cdn.faults.add(Fault.stall(until=waited, resume=True, path_prefix=f"/{second}"))
+        env = isolated(tmp_path, model_catalog(tmp_path, files))
+        lock_with_parts(env, shards, part=PART)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        ready: list[Any] = []
+        stop, listening = threading.Event(), threading.Event()
+        serving, _ = _in_thread(
+            lambda: api.serve(
+                "m", pull=True, port=0, wait=HANG, connections=1, jobs=1, environ=env, stop=stop,
+                on_ready=lambda served: (ready.append(served), listening.set()),
+            )
+        )  # fmt: skip
+        try:
+            assert listening.wait(HANG), "the endpoint listening"
+            s3 = loader_client(ready[0].environment, read_timeout=HANG)
+
+            def header(name: str) -> bytes:
+                length = struct.unpack("<Q", shards[name][:8])[0]
+                answer = s3.get_object(Bucket="mdl", Key=f"m/{name}", Range=f"bytes=8-{7 + length}")
+                body: bytes = answer["Body"].read()
+                return body
+
+            assert header(second) == shards[second][8 : 8 + len(header(second))]
+            # the second shard's fetch is held; the first shard's header comes all the same
+            reader, got = _in_thread(lambda: header(first))
+            reader.join(timeout=HANG)
+            assert not held.is_set()
+            length = struct.unpack("<Q", shards[first][:8])[0]
+            assert got == [shards[first][8 : 8 + length]], "the first shard's header, its head"
+            asked = [
+                r.header("range") for r in cdn.log.records(method="GET", path_prefix=f"/{first}")
+            ]
+            assert asked == [f"bytes=0-{PART - 1}"], "its head alone, beside the second shard"
+        finally:
+            held.set()
+            stop.set()
+            serving.join(timeout=HANG)
+    assert f"m/{first}: head fetched first" in caplog.text
