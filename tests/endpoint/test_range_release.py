@@ -517,11 +517,13 @@ def test_a_shard_a_loader_s_wait_put_behind_another_still_has_its_head_served_fi
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         ready: list[Any] = []
+        reports: list[Any] = []
         stop, listening = threading.Event(), threading.Event()
-        serving, _ = _in_thread(
+        serving, served = _in_thread(
             lambda: api.serve(
                 "m", pull=True, port=0, wait=HANG, connections=1, jobs=1, environ=env, stop=stop,
-                on_ready=lambda served: (ready.append(served), listening.set()),
+                on_ready=lambda facts: (ready.append(facts), listening.set()),
+                on_pulled=lambda report: (reports.append(report.pulled), stop.set()),
             )
         )  # fmt: skip
         try:
@@ -532,21 +534,27 @@ def test_a_shard_a_loader_s_wait_put_behind_another_still_has_its_head_served_fi
                 length = struct.unpack("<Q", shards[name][:8])[0]
                 answer = s3.get_object(Bucket="mdl", Key=f"m/{name}", Range=f"bytes=8-{7 + length}")
                 body: bytes = answer["Body"].read()
+                assert body == shards[name][8 : 8 + length], name
                 return body
 
-            assert header(second) == shards[second][8 : 8 + len(header(second))]
+            header(second)
+            wait_for(
+                lambda: f"bytes={PART}-{2 * PART - 1}" in _asked_of(cdn, second),
+                what="the crew's fetch of the second shard, its head's first",
+            )
             # the second shard's fetch is held; the first shard's header comes all the same
             reader, got = _in_thread(lambda: header(first))
             reader.join(timeout=HANG)
             assert not held.is_set()
-            length = struct.unpack("<Q", shards[first][:8])[0]
-            assert got == [shards[first][8 : 8 + length]], "the first shard's header, its head"
-            asked = [
-                r.header("range") for r in cdn.log.records(method="GET", path_prefix=f"/{first}")
-            ]
-            assert asked == [f"bytes=0-{PART - 1}"], "its head alone, beside the second shard"
+            assert len(got) == 1 and isinstance(got[0], bytes), got
+            assert _asked_of(cdn, first) == [f"bytes=0-{PART - 1}"], "its head alone, beside"
         finally:
             held.set()
-            stop.set()
             serving.join(timeout=HANG)
+            stop.set()
+    assert served and served[0].exit_code == 0, (served, reports)
     assert f"m/{first}: head fetched first" in caplog.text
+
+
+def _asked_of(cdn: CdnServer, name: str) -> list[str | None]:
+    return [r.header("range") for r in cdn.log.records(method="GET", path_prefix=f"/{name}")]
