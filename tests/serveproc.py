@@ -100,19 +100,7 @@ class ServeProcess:
     def boto3(self, *, attempts: int = 2, **config: Any) -> Any:
         """A boto3 S3 client made from the printed environment alone (as a loader's would be),
         making ``attempts`` at most per call (botocore's standard retries)."""
-        import boto3
-        from botocore.config import Config
-
-        env = self.environment
-        return boto3.session.Session(
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_REGION"],
-        ).client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, **config),
-        )
+        return loader_client(self.environment, attempts=attempts, **config)
 
     def aws(self, *args: str, timeout: float = HANG) -> subprocess.CompletedProcess[str]:
         """The AWS CLI with the printed environment (the test skips, saying why, without it)."""
@@ -193,6 +181,23 @@ def serve_in_process(*args: str, env: Mapping[str, str], env_file: Path) -> tupl
         ended.set()
         watcher.join(HANG)
     return (None if served.is_set() else result.exit_code), result.stderr
+
+
+def loader_client(env: Mapping[str, str], *, attempts: int = 2, **config: Any) -> Any:
+    """A boto3 S3 client made from an endpoint's loader environment ``env`` alone, making
+    ``attempts`` at most per call (botocore's standard retries)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    ).client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, **config),
+    )
 
 
 def model_catalog(

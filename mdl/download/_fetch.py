@@ -108,12 +108,13 @@ class Heads:
     """Head first (``serve --pull``), a rule of the crew: a loader reads every shard's header
     (its length is in the first bytes) before any tensor, so beside the bulk, every file's first
     trusted range is fetched as a piece of its own, files in the order loaders read them (the
-    first ``--jobs`` are the crew's first). Each is the file's own fetch through the engine (its
-    retries, rate limit, progress and accounting, its range check serving what verified), paused
-    after its head (``Engine.ahead``) with the file's lock held: a ``Head``, till the crew takes
-    the file (``claim``) and the fetch goes on with the rest, from the source its head came from
-    (its first live mirror, else its origin: ``FileSources.ahead``). A file without a range
-    trust, with bytes on disk, or by Xet, is fetched as before."""
+    crew's first files too: a loader's wait may put another before them; a head not begun when
+    the crew takes its file is the crew's fetch's first range). Each is the file's own fetch
+    through the engine (its retries, rate limit, progress and accounting, its range check serving
+    what verified), paused after its head (``Engine.ahead``) with the file's lock held: a
+    ``Head``, till the crew takes the file (``claim``) and the fetch goes on with the rest, from
+    the source its head came from (its first live mirror, else its origin: ``FileSources.ahead``).
+    A file without a range trust, with bytes on disk, or by Xet, is fetched as before."""
 
     def __init__(self, session: PullSession, plans: Iterable[PlannedFile]) -> None:
         self.session, self._plans = session, plans
@@ -141,7 +142,7 @@ class Heads:
                 and not (remote.xet or remote.staged)
             ),
             key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
-        )[settings.jobs :]  # (the crew's first files: their heads come first in their fetch)
+        )  # (the crew's first files too: a loader's wait may put another before them)
         self._heads = {(plan.remote.model, plan.remote.path): Future() for plan in wanted}
         self._runner = Background("mdl-heads", partial(self._run, wanted), join=None).start()
         return self

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import itertools
 import json
+import logging
 import os
 import struct
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, safetensors_bytes, wait_for
-from serveproc import ServeProcess, isolated, lock_with_parts, model_catalog
+from serveproc import ServeProcess, isolated, loader_client, lock_with_parts, model_catalog
 from servers import CdnServer, Fault, make_data
 
 from mdl.transfer.ranges import merged, touching
@@ -317,13 +318,17 @@ def test_every_shard_s_head_comes_first_and_is_served_while_another_shard_is_fet
     shards = _shards()
     first, second = sorted(shards)
     data = shards[second]
-    held = threading.Event()
+    held, begun = threading.Event(), threading.Event()
     with CdnServer() as cdn:
         files = {name: (cdn.add_file(f"/{name}", body), body) for name, body in shards.items()}
+        cdn.faults.add(Fault.call(begun.set, path_prefix=f"/{first}", methods=frozenset({"GET"})))
         _hold(cdn, first, held, after=2)  # the first shard stops after its first two ranges
         # one file at a time: the second shard's own fetch waits behind the first
         with _serve(tmp_path, files, "--jobs", "1") as serve:
             s3 = serve.ready().boto3(read_timeout=HANG)
+            # the crew's one file is the first shard before a loader waits on the second (a file
+            # a loader waits on before the crew takes its first would be taken first)
+            assert begun.wait(HANG), "the first shard's fetch began"
 
             def read(first: int, last: int) -> bytes:
                 asked = f"bytes={first}-{last}"
@@ -473,3 +478,83 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
         assert releases.wrong(path) == ((0, PART),)
     finally:
         os.close(fd)
+
+
+def test_a_shard_a_loader_s_wait_put_behind_another_still_has_its_head_served_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loader's wait for the second shard came before the crew took its first file (a loader
+    started with the endpoint; held so here, in-process): with ``--jobs 1`` the second shard is
+    fetched first, and the first shard's head still comes beside it, so the loader's read of the
+    first shard's header is not held behind the whole second shard."""
+    from mdl import api
+    from mdl.download import _workers
+    from mdl.download.demand import Demand
+
+    caplog.set_level(logging.INFO, logger="mdl.pull")
+    shards = _shards()
+    first, second = sorted(shards)
+    held, waited = threading.Event(), threading.Event()
+    want, run = Demand.want, _workers.Crew.run
+
+    def wanted(demand: Demand, model: str, path: str) -> None:
+        want(demand, model, path)
+        waited.set()
+
+    def crew_after_the_wait(crew: _workers.Crew) -> dict[int, Any]:
+        assert waited.wait(HANG), "a loader's wait"
+        return run(crew)
+
+    monkeypatch.setattr(Demand, "want", wanted)
+    monkeypatch.setattr(_workers.Crew, "run", crew_after_the_wait)
+    with CdnServer() as cdn:
+        files = {name: (cdn.add_file(f"/{name}", body), body) for name, body in shards.items()}
+        _hold(cdn, second, held, after=2)  # the second shard stops after its first two ranges
+        # its head is sent once a loader waits on it (its header asked before it verified)
+        cdn.faults.add(Fault.stall(until=waited, resume=True, path_prefix=f"/{second}"))
+        env = isolated(tmp_path, model_catalog(tmp_path, files))
+        lock_with_parts(env, shards, part=PART)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        ready: list[Any] = []
+        reports: list[Any] = []
+        stop, listening = threading.Event(), threading.Event()
+        serving, served = _in_thread(
+            lambda: api.serve(
+                "m", pull=True, port=0, wait=HANG, connections=1, jobs=1, environ=env, stop=stop,
+                on_ready=lambda facts: (ready.append(facts), listening.set()),
+                on_pulled=lambda report: (reports.append(report.pulled), stop.set()),
+            )
+        )  # fmt: skip
+        try:
+            assert listening.wait(HANG), "the endpoint listening"
+            s3 = loader_client(ready[0].environment, read_timeout=HANG)
+
+            def header(name: str) -> bytes:
+                length = struct.unpack("<Q", shards[name][:8])[0]
+                answer = s3.get_object(Bucket="mdl", Key=f"m/{name}", Range=f"bytes=8-{7 + length}")
+                body: bytes = answer["Body"].read()
+                assert body == shards[name][8 : 8 + length], name
+                return body
+
+            header(second)
+            wait_for(
+                lambda: f"bytes={PART}-{2 * PART - 1}" in _asked_of(cdn, second),
+                what="the crew's fetch of the second shard, its head's first",
+            )
+            # the second shard's fetch is held; the first shard's header comes all the same
+            reader, got = _in_thread(lambda: header(first))
+            reader.join(timeout=HANG)
+            assert not held.is_set()
+            assert len(got) == 1 and isinstance(got[0], bytes), got
+            assert _asked_of(cdn, first) == [f"bytes=0-{PART - 1}"], "its head alone, beside"
+        finally:
+            held.set()
+            serving.join(timeout=HANG)
+            stop.set()
+    assert served and served[0].exit_code == 0, (served, reports)
+    assert f"m/{first}: head fetched first" in caplog.text
+
+
+def _asked_of(cdn: CdnServer, name: str) -> list[str | None]:
+    return [r.header("range") for r in cdn.log.records(method="GET", path_prefix=f"/{name}")]
