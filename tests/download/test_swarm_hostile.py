@@ -213,6 +213,12 @@ def forged_part_run(fleet: Fleet, tmp_path: Path, forged: int) -> list[RunReport
     assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part + twice(reports), (
         fleet.origin_bytes()
     )
+    # and every byte the origin sent beyond the file is said: the refusers' fetches of that part
+    # and any a starved machine made twice (a loaded run once left a part of it unsaid)
+    assert fleet.origin_bytes() <= len(fleet.data) + twice(reports), (
+        fleet.origin_bytes(),
+        [r.files[0].duplicated for r in reports],
+    )
     found = fleet.writer.read(uri, limit=fleet.part)
     assert found is None or found[0] == fleet.bytes_of(forged), "the forged part was left"
     return reports
