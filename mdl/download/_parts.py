@@ -226,9 +226,11 @@ class Publisher(Landings):
         return True
 
     def there(self, index: int) -> None:
-        """Part ``index + 1`` is in the store already (a peer's, read by a swarm): never sent."""
+        """Part ``index + 1`` is in the store already (a peer's, read by a swarm): never sent
+        (its copy there is the peer's, whatever this machine fetched of it)."""
         with self.changed:
             self.done.add(index + 1)
+            self.puts.setdefault(index + 1, "there")
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none

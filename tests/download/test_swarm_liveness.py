@@ -315,6 +315,10 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
         assert b.state.duplicated(cut, both, "v1") == 2 * size[late] + size[unsent] // 2
         a.state.read_from_others(first, held=True)  # fetched, found there, read back after all
         assert a.state.duplicated(size[first], puts["a"], None) == size[first]
+        # a part read from the others' is theirs in the mirror, whatever was fetched of it here
+        with Publisher(parts.parts, job, sent=b.sent) as publisher:
+            publisher.there(unsent)
+        assert b.state.duplicated(whole, both | publisher.puts, None) == size[late] + size[unsent]
 
 
 def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
