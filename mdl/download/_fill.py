@@ -193,10 +193,13 @@ def _twice(sources: FileSources, swarm: Swarm, publisher: Publisher) -> int:
     bytes but those fetched again after a mismatch, said as ``refetched``), put in the file's
     ledger once, as it ends here (``PartStates.duplicated``); the ledger's count."""
     ways = sources.ledger.bytes
-    fetched = ways["origin"] - ways["refetched"]
-    sources.ledger.add(
-        "duplicated", swarm.state.duplicated(fetched, publisher.puts, swarm.final.proved)
+    twice = swarm.state.duplicated(
+        ways["origin"] - ways["refetched"],
+        publisher.puts,
+        swarm.final.proved,
+        failed=publisher.failed,
     )
+    sources.ledger.add("duplicated", twice)
     return ways["duplicated"]
 
 

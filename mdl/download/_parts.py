@@ -186,7 +186,7 @@ class Publisher(Landings):
     puts: dict[int, str] = field(default_factory=dict)
     # told of each part sent as it landed, or that could not be (its claim is not kept)
     sent: Callable[[int], None] = lambda index: None
-    _failed: bool = False
+    failed: bool = False  # a send failed: the rest is left to the end (the object is written)
 
     def __post_init__(self) -> None:
         # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes
@@ -209,10 +209,10 @@ class Publisher(Landings):
             return True
         sent = (
             None
-            if self._failed
+            if self.failed
             else self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
         )
-        if sent is None and not self._failed:  # moved into place: its bytes verified
+        if sent is None and not self.failed:  # moved into place: its bytes verified
             sent, epoch = self._send(index + 1, self.job.final_path), self.epoch
         if sent is None:  # not published (or moved into place): its claim, if any, not kept
             self.sent(index)
@@ -235,7 +235,7 @@ class Publisher(Landings):
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none
         when the rest could not be sent (the caller uploads the file)."""
-        self._failed = False
+        self.failed = False
         numbers = [n for n in range(1, self.parts.count + 1) if n not in self.done]
         with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
             sending = pool.map(partial(self._send, path=self.job.final_path), numbers)
@@ -243,7 +243,7 @@ class Publisher(Landings):
                 if sent is not None:
                     self.done.add(number)
         # none, when they could not all be sent: the store cannot make the object of them
-        return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
+        return [] if self.failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
     def _send(
         self, number: int, path: Path, *, still: Callable[[], bool] = lambda: True
@@ -253,7 +253,7 @@ class Publisher(Landings):
         end); 0: not sent, its bytes taken back as they were read (``still`` no longer holds:
         never sent, since every machine of a swarm reads what is at its name)."""
         job, (start, end) = self.job, self.parts.span(number)
-        if self._failed:
+        if self.failed:
             return None
         try:
             fd = open_file(job_root(job), path, os.O_RDONLY)
@@ -269,9 +269,9 @@ class Publisher(Landings):
                 self.puts.setdefault(number, put or "lost")
             return len(data) if put is not None else None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
-            if not self._failed:
+            if not self.failed:
                 job.retries.add(f"parts not published ({exc}); the file is uploaded at the end")
-            self._failed = True
+            self.failed = True
             return None
         finally:
             os.close(fd)

@@ -110,22 +110,25 @@ class PartStates(Generic[H]):
                 part.state = State.SENT
         return handle
 
-    def duplicated(self, fetched: int, puts: Mapping[int, str], proved: str | None) -> int:
+    def duplicated(
+        self, fetched: int, puts: Mapping[int, str], proved: str | None, *, failed: bool
+    ) -> int:
         """Of the bytes ``fetched`` here from the origin, those beyond this machine's copies in
         the mirror. A part claimed here is its copy when its first send made it there (``puts``:
-        what each part's first send found, by number) before the object ``proved`` the file was,
-        or when it was never sent and no other's object proved the file. Any other fetch here
-        (its part found there when sent, or another's left there; sent or left unsent once
-        another's object proved the file; fetched again; cut short) went beside another copy. A
-        part whose send replaced other bytes (a forger's) is this machine's copy."""
+        what each part's first send found, by number) before the object ``proved`` the file was
+        (the part's name is the one arbiter: whoever made it holds the copy). Any other fetch
+        here (found there, another's left there, never sent, sent once another's object proved
+        the file, fetched again, cut short) went beside another copy; but when this machine's
+        sends ``failed`` and no other's object proved the file, the parts it never sent are its
+        own copies (nobody may have made them). A send that replaced other bytes (a forger's)
+        made the copy."""
+        unsent = "made" if failed and proved is None else "there"
         copies = sum(
             part.size
             for number, part in enumerate(self.parts, 1)
             if part.claims
-            and (
-                (puts.get(number) == "made" and (proved is None or part.late != proved))
-                or (number not in puts and proved is None)
-            )
+            and puts.get(number, unsent) == "made"
+            and (proved is None or part.late != proved)
         )
         return max(0, fetched - copies)
 

@@ -254,8 +254,8 @@ def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_
         size = parts.parts.span(first + 1)[1] - parts.parts.span(first + 1)[0]
         found = {"b": {first + 1: "made"}, "a": {first + 1: "there"}}
         each = (
-            b.state.duplicated(size, found["b"], None),
-            a.state.duplicated(size, found["a"], None),
+            b.state.duplicated(size, found["b"], None, failed=False),
+            a.state.duplicated(size, found["a"], None, failed=False),
         )
         assert each == (0, size)
 
@@ -294,10 +294,14 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
                 wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
             puts[name] = publisher.puts
         assert puts == {"b": {first + 1: "made"}, "a": {first + 1: "there"}}
-        assert b.state.duplicated(size[first], puts["b"], None) == 0
+        assert b.state.duplicated(size[first], puts["b"], None, failed=False) == 0
         lost = {first + 1: "lost"}  # a send that lost the name to another writer's bytes
-        assert b.state.duplicated(size[first], lost, None) == size[first], "another's stayed"
-        assert a.state.duplicated(size[first], puts["a"], None) == size[first], "found there"
+        assert b.state.duplicated(size[first], lost, None, failed=False) == size[first], (
+            "another's stayed"
+        )
+        assert a.state.duplicated(size[first], puts["a"], None, failed=False) == size[first], (
+            "found there"
+        )
         # B claims another part twice (a fetch started over) and sends it once the object v1 is
         # there; a third part it claims and never sends
         late, unsent = (i for i in range(3) if i != first)
@@ -309,16 +313,23 @@ def test_each_fetch_of_a_part_but_the_one_the_mirror_holds_is_counted_duplicated
         b.state.claimed(unsent, a_claim(parts, unsent), clock())
         both, fetched = puts["b"] | {late + 1: "made"}, size[first] + 2 * size[late]
         whole, cut = fetched + size[unsent], fetched + size[unsent] // 2
-        assert b.state.duplicated(whole, both, None) == size[late], "no object: unsent is ours"
-        assert b.state.duplicated(whole, both, "v0") == size[late] + size[unsent], "v0: unsent"
-        assert b.state.duplicated(whole, both, "v1") == 2 * size[late] + size[unsent]
-        assert b.state.duplicated(cut, both, "v1") == 2 * size[late] + size[unsent] // 2
+        unsent_too = size[late] + size[unsent]  # (never sent: the part's name is another's)
+        assert b.state.duplicated(whole, both, None, failed=False) == unsent_too
+        assert b.state.duplicated(whole, both, None, failed=True) == size[late], "no part went out"
+        assert b.state.duplicated(whole, both, "v0", failed=False) == size[late] + size[unsent], (
+            "v0: unsent"
+        )
+        assert b.state.duplicated(whole, both, "v1", failed=False) == 2 * size[late] + size[unsent]
+        assert (
+            b.state.duplicated(cut, both, "v1", failed=False) == 2 * size[late] + size[unsent] // 2
+        )
         a.state.read_from_others(first, held=True)  # fetched, found there, read back after all
-        assert a.state.duplicated(size[first], puts["a"], None) == size[first]
+        assert a.state.duplicated(size[first], puts["a"], None, failed=False) == size[first]
         # a part read from the others' is theirs in the mirror, whatever was fetched of it here
         with Publisher(parts.parts, job, sent=b.sent) as publisher:
             publisher.there(unsent)
-        assert b.state.duplicated(whole, both | publisher.puts, None) == size[late] + size[unsent]
+        theirs = both | publisher.puts
+        assert b.state.duplicated(whole, theirs, None, failed=True) == size[late] + size[unsent]
 
 
 def a_claim(parts: Parts, index: int) -> tuple[Lease, Renewing]:
