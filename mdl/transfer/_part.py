@@ -251,6 +251,8 @@ class PartFetch:
             os.ftruncate(fd, state.pieces[0].done)
         state.hasher.catch_up(state.contiguous())
         size = os.fstat(fd).st_size
+        back = state.hasher.read_back  # (what no stream offered at the hash's frontier)
+        log.debug("%s: %d of its %d bytes hashed read back", self.job.label, back, size)
         if (bad := state.hasher.mismatch(self.job, size)) is not None:
             raise bad
         # the bytes (and the size that reads them back); the rename is made durable apart

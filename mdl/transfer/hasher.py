@@ -36,6 +36,7 @@ class Hasher:
         self.fd, self.size, self.git, self.signed = fd, size, git, signed
         self.lock = threading.Lock()
         self._buffer: bytearray | None = None
+        self.read_back = 0  # bytes hashed from the file, not from memory (every attempt's)
         # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
         self.epoch = 0
         self.reset()
@@ -93,6 +94,7 @@ class Hasher:
                 if (got := os.preadv(self.fd, [view], self.position)) <= 0:
                     raise LocalFSError(f"could not read back {self.position} bytes while hashing")
                 self._update(view[:got])
+                self.read_back += got
 
     @contextlib.contextmanager
     def following(
