@@ -567,12 +567,10 @@ class NetTransport:
             raise UsageError(
                 f"${proxy.source}: expected an http:// or https:// proxy URL, got {proxy.shown!r}"
             )
-        # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if
-        # it ever did.
-        if tls:
-            context = shared_ssl_context(self._environ)
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # A plain http:// pool is never asked for an https:// origin (that scheme has its own
+        # mount), the one case httpcore2 uses a context in: none is made for it (OpenSSL's set-up
+        # is ~5 M instructions of a tiny http:// get).
+        context = shared_ssl_context(self._environ) if tls else None
         common: dict[str, Any] = {
             "max_connections": self._pool_size,
             "max_keepalive_connections": self._pool_size,
