@@ -216,6 +216,9 @@ def test_a_plain_get_loads_only_what_it_runs(tmp_path: Path, cdn: CdnServer) -> 
     assert "mdl.download.get" in ours  # the probe sees the get's own modules
     assert len(ours) <= PLAIN_GET_MODULES, ours
     assert (tmp_path / "again.bin").read_bytes() == b"tiny"
+    # issue 90: -q shows nothing, and loads no display's module to show nothing with
+    assert loaded(tmp_path, ("mdl.cli.render.progress",), "get", url, "-o", "q.bin", "-q") == []
+    assert (tmp_path / "q.bin").read_bytes() == b"tiny"
 
 
 # Runs mdl as the console script does, then writes how many methods of mdl's classes were compiled
