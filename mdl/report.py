@@ -9,9 +9,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mdl.errors import (
     ExitCode,
@@ -23,6 +23,9 @@ from mdl.errors import (
 )
 from mdl.paths import parse_hf_uri, shown_path
 from mdl.redact import Secrets, safe_text, shown_data
+
+if TYPE_CHECKING:
+    from mdl.extras import ExtraFile
 
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that
 # failed for the file: the part that chose another source has no other way into the outcome).
@@ -163,23 +166,6 @@ class FileOutcome:
 
 
 @dataclass(frozen=True)
-class ExtraFile:
-    """A file in a model's folder that is not of the version a pull of a lock installed:
-    ``removed`` (mdl installed it for another version), or ``kept`` and why (mdl did not install
-    it, or it changed since)."""
-
-    model: str
-    path: str  # in the model's folder
-    dest: str
-    size: int | None
-    action: str  # "removed" | "kept" (a dry run: what would be)
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:  # the fields in order
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class RunReport:
     """The outcome of a pull, verify or get."""
 
@@ -317,31 +303,6 @@ def folder(outcome: FileOutcome) -> Path | None:
     if len(dest.parts) <= len(rel) or dest.parts[-len(rel) :] != rel:
         return None
     return dest.parents[len(rel) - 1]
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """Models resolved upstream (concrete files, URLs, sizes, sha256, commit), and what could not
-    be.
-    """
-
-    models: tuple[dict[str, Any], ...]
-    failures: tuple[FileOutcome, ...]
-
-    @property
-    def exit_code(self) -> int:
-        return worst_exit_code([f.exit_code for f in self.failures])
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "models": list(self.models),
-            "errors": [f.to_json() for f in self.failures],
-        }
 
 
 def failed(

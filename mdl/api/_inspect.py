@@ -15,7 +15,7 @@ from mdl.setting import StrPath, flags_of
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
-    from mdl.report import Resolution
+    from mdl.resolution import Resolution
     from mdl.store.inventory import ModelInfo, ModelList
     from mdl.store.records import ExpectedFile
 
@@ -116,7 +116,7 @@ def resolve(
 ) -> Resolution:
     """The concrete files and URLs of models upstream; ``follow`` shows where the Hub redirects."""
     from mdl.download.resolve import resolve_models
-    from mdl.report import Resolution
+    from mdl.resolution import Resolution
 
     settings, models, lock = catalog_models(
         catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets

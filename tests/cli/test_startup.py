@@ -92,6 +92,9 @@ NOT_FOR_PLAIN_GET = (
     "mdl.catalog.files",
     "mdl.api._download",
     "mdl.api._lock",
+    # issue 90: what resolve reports and a locked pull's extra files (two frozen dataclasses)
+    "mdl.resolution",
+    "mdl.extras",
     # no object store's code for an http(s) URL (the registry makes each store when its scheme is
     # asked), no signing without a signer, no HTML parser without an HTML error page, no TOML
     # without a catalog
