@@ -31,23 +31,35 @@ def command_catalog(
     required: bool,
     look: bool = True,
 ) -> Catalog:
-    """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named
-    by ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found:
-    empty or an error."""
-    from mdl.catalog.load import find_catalog, named_catalog, no_catalog
-    from mdl.catalog.settings import user_config_dir
+    """The command's catalog: ``given``, else the one lookup finds (see :func:`found_catalog`);
+    none found: empty or an error."""
     from mdl.catalog.specs import Catalog
 
-    if isinstance(given, Catalog):
-        return given
+    catalog = found_catalog(given, environ, look=look)
+    if catalog is None and required:
+        from mdl.catalog.load import no_catalog
+        from mdl.catalog.settings import user_config_dir
+
+        raise no_catalog(user_config_dir())
+    return Catalog() if catalog is None else catalog
+
+
+def found_catalog(
+    given: Catalog | StrPath | None, environ: Mapping[str, str], *, look: bool = True
+) -> Catalog | None:
+    """``given``, else the catalog the lookup finds (``look`` False: only one named by
+    ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read), else None."""
+    from mdl.catalog.load import find_catalog, named_catalog
+    from mdl.catalog.settings import user_config_dir
+
+    if given is not None and not isinstance(given, str | os.PathLike):
+        return given  # a Catalog (its class is not loaded to tell: a get without one needs none)
     flag = Path(given) if given is not None else None
     if not look and named_catalog(flag=flag, environ=environ, cwd=Path.cwd()) is None:
-        return Catalog()
+        return None
     path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
-        if required:
-            raise no_catalog(user_config_dir())
-        return Catalog()
+        return None
     from mdl.lockfile.remembered import load_catalog  # (checked once per version of its bytes)
 
     return load_catalog(path)
@@ -66,8 +78,7 @@ def command_settings(
     from mdl.catalog.settings import settings_for
 
     env = environ_now(environ)
-    catalog = command_catalog(given, env, required=False, look=look)
-    return settings_for(catalog, env, flags, secrets=secrets)
+    return settings_for(found_catalog(given, env, look=look), env, flags, secrets=secrets)
 
 
 def catalog_models(

@@ -39,7 +39,7 @@ from mdl.cli.stdout import (
     unread_if_failing,
 )
 from mdl.cli.translate import error_document, reserve_memory, translate
-from mdl.errors import ExitCode, MdlError
+from mdl.errors import CatalogWarning, ExitCode, MdlError
 from mdl.progress import Progress
 from mdl.redact import Secrets, shown_data
 from mdl.setting import SETTING, SETTINGS
@@ -354,8 +354,6 @@ def said_as_warnings(run: Run) -> Iterator[None]:
     """What the parts say through the :mod:`warnings` module (a catalog read but not whole: a
     ``[settings]`` key this build does not know) said as every warning is, each once a run: a
     ``mdl: warning:`` line (an event with ``--progress json``) and a log line."""
-    from mdl.catalog.specs import CatalogWarning
-
     others = warnings.showwarning
 
     def show(

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from mdl.catalog.settings import (
-    CatalogSettings,
     Settings,
     build_settings,
     choose_lock_mode,
@@ -17,6 +16,7 @@ from mdl.catalog.settings import (
     parse_rate,
     resolve_dest,
 )
+from mdl.catalog.specs import CatalogSettings
 from mdl.errors import ExitCode, UsageError
 from mdl.setting import SETTING, Overrides
 

@@ -92,6 +92,9 @@ NOT_FOR_PLAIN_GET = (
     "mdl.catalog.files",
     "mdl.api._download",
     "mdl.api._lock",
+    # issue 90: a get without a catalog builds its settings from none: the catalog's types (four
+    # frozen dataclasses) are not made
+    "mdl.catalog.specs",
     # issue 90: what resolve reports and a locked pull's extra files (two frozen dataclasses)
     "mdl.resolution",
     "mdl.extras",
