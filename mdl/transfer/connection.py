@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import mmap
 import re
 import socket
 import ssl
@@ -187,12 +186,11 @@ def _cut(timeout: float | None, kind: type[Exception]) -> float | None:
 
 def read_buffer() -> memoryview:
     """This thread's read buffer (``READ_SIZE``), made once: a view of it is valid until the
-    thread's next read. Anonymous memory, each page made as a read first reaches it (a bytearray
-    writes every byte of it at once: 256 pages faulted in for a 42-byte answer).
+    thread's next read.
     """
     view: memoryview | None = getattr(_buffers, "view", None)
     if view is None:
-        view = _buffers.view = memoryview(mmap.mmap(-1, READ_SIZE))
+        view = _buffers.view = memoryview(bytearray(READ_SIZE))
     return view
 
 
