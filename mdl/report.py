@@ -9,9 +9,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from mdl.errors import (
     ExitCode,
@@ -23,9 +23,6 @@ from mdl.errors import (
 )
 from mdl.paths import parse_hf_uri, shown_path
 from mdl.redact import Secrets, safe_text, shown_data
-
-if TYPE_CHECKING:
-    from mdl.extras import ExtraFile
 
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that
 # failed for the file: the part that chose another source has no other way into the outcome).
@@ -163,6 +160,23 @@ class FileOutcome:
                 if getattr(self, name)
             },
         }
+
+
+@dataclass(frozen=True)
+class ExtraFile:
+    """A file in a model's folder that is not of the version a pull of a lock installed:
+    ``removed`` (mdl installed it for another version), or ``kept`` and why (mdl did not install
+    it, or it changed since)."""
+
+    model: str
+    path: str  # in the model's folder
+    dest: str
+    size: int | None
+    action: str  # "removed" | "kept" (a dry run: what would be)
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:  # the fields in order
+        return asdict(self)
 
 
 @dataclass(frozen=True)

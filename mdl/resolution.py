@@ -4,12 +4,10 @@ whose outcomes every get and pull makes: most runs never make one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mdl.errors import worst_exit_code
-
-if TYPE_CHECKING:
-    from mdl.report import FileOutcome
+from mdl.report import FileOutcome  # (at run time: a public type's annotations resolve)
 
 
 @dataclass(frozen=True)

@@ -24,24 +24,16 @@ def environ_now(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(os.environ) if environ is None else environ
 
 
-def command_catalog(
-    given: Catalog | StrPath | None,
-    environ: Mapping[str, str],
-    *,
-    required: bool,
-    look: bool = True,
-) -> Catalog:
+def command_catalog(given: Catalog | StrPath | None, environ: Mapping[str, str]) -> Catalog:
     """The command's catalog: ``given``, else the one lookup finds (see :func:`found_catalog`);
-    none found: empty or an error."""
-    from mdl.catalog.specs import Catalog
-
-    catalog = found_catalog(given, environ, look=look)
-    if catalog is None and required:
+    none found: an error."""
+    catalog = found_catalog(given, environ)
+    if catalog is None:
         from mdl.catalog.load import no_catalog
         from mdl.catalog.settings import user_config_dir
 
         raise no_catalog(user_config_dir())
-    return Catalog() if catalog is None else catalog
+    return catalog
 
 
 def found_catalog(
@@ -74,7 +66,7 @@ def command_settings(
     look: bool = True,
 ) -> Settings:
     """A command's settings over its catalog, if one is found (a command that needs one passes the
-    Catalog; ``look``: see :func:`command_catalog`)."""
+    Catalog; ``look``: see :func:`found_catalog`)."""
     from mdl.catalog.settings import settings_for
 
     env = environ_now(environ)
@@ -108,7 +100,7 @@ def catalog_models(
         )
         return settings, specs, lock
     try:
-        cat = command_catalog(given, env, required=True)
+        cat = command_catalog(given, env)
         if names and all_models:
             raise UsageError("name models or pass --all, not both")
         specs = cat.select(list(names), all_models=all_models)

@@ -29,7 +29,7 @@ def load_catalog(
     """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the
     user config one.
     """
-    return command_catalog(path, environ_now(environ), required=True)
+    return command_catalog(path, environ_now(environ))
 
 
 @checked

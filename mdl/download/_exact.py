@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 from mdl.catalog.specs import ModelSpec
 from mdl.download.session import PullSession
-from mdl.extras import ExtraFile
 from mdl.lockfile.policy import LockUse
-from mdl.report import FileOutcome
+from mdl.report import ExtraFile, FileOutcome
 from mdl.sources.resolve import ResolvedModel
 
 if TYPE_CHECKING:

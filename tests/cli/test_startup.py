@@ -95,9 +95,8 @@ NOT_FOR_PLAIN_GET = (
     # issue 90: a get without a catalog builds its settings from none: the catalog's types (four
     # frozen dataclasses) are not made
     "mdl.catalog.specs",
-    # issue 90: what resolve reports and a locked pull's extra files (two frozen dataclasses)
+    # issue 90: what resolve reports (a frozen dataclass)
     "mdl.resolution",
-    "mdl.extras",
     # no object store's code for an http(s) URL (the registry makes each store when its scheme is
     # asked), no signing without a signer, no HTML parser without an HTML error page, no TOML
     # without a catalog
