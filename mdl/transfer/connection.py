@@ -466,8 +466,9 @@ class Route(httpx2.BaseTransport):
         timeout: float,
         proxy: Proxy | None,
         backend: WireBackend,
+        tls: bool,
     ):
-        self._open_pool, self.timeout, self.proxy = open_pool, timeout, proxy
+        self._open_pool, self.timeout, self.proxy, self.tls = open_pool, timeout, proxy, tls
         self._backend = backend
         self._pool: httpcore2.ConnectionPool | None = None
         self._lock = threading.Lock()
@@ -486,6 +487,9 @@ class Route(httpx2.BaseTransport):
         )
         assert isinstance(request.stream, httpx2.SyncByteStream)
         url = request.url
+        if url.raw_scheme == b"https" and not self.tls:
+            # (fail closed: httpcore2 would make a context of the process's CAs, not the run's)
+            raise httpx2.UnsupportedProtocol(f"no TLS route for {url.host}")
         core = httpcore2.Request(
             method=request.method,
             url=httpcore2.URL(
@@ -555,6 +559,7 @@ class NetTransport:
             timeout=self.timeout,
             proxy=proxy,
             backend=backend,
+            tls=tls,
         )
 
     def _pool(

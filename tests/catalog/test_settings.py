@@ -354,7 +354,14 @@ def test_the_lock_switches_are_read_by_the_one_boolean_rule(name: str) -> None:
     ("environ", "flags"),
     [
         ({}, {}),
-        ({"MDL_CONNECTIONS": "3", "MDL_MIRRORS": "s3://team-mirror/p", "HF_HUB_DISABLE_XET": "1"}, {}),
+        (
+            {
+                "MDL_CONNECTIONS": "3",
+                "MDL_MIRRORS": "s3://team-mirror/p",
+                "HF_HUB_DISABLE_XET": "1",
+            },
+            {},
+        ),
         ({"HF_HUB_OFFLINE": "1", "MDL_DEST": "/tmp/d"}, {"jobs": 2, "locked": True}),
     ],
 )
@@ -363,10 +370,10 @@ def test_no_catalog_resolves_as_an_empty_one(
 ) -> None:
     """A get finds no catalog and makes none (its types stay unloaded): its settings are those an
     empty catalog gives, whatever the environment and the flags say."""
+    import dataclasses
+
     from mdl.catalog.settings import settings_for
     from mdl.catalog.specs import Catalog
-
-    import dataclasses
 
     none, empty = (settings_for(c, environ, Overrides(**flags)) for c in (None, Catalog()))
     # (each run's secrets are a registry of their own, compared by what they hide)
