@@ -93,6 +93,13 @@ class CatalogError(UsageError, kind="catalog", words="catalog error"):
         self.problems = tuple(printable(problem) for problem in problems) or (self.message,)
 
 
+class CatalogWarning(UserWarning):
+    """A catalog this build reads but not whole (a ``[settings]`` key it does not know): said by
+    the :mod:`warnings` module, which the CLI turns into ``mdl: warning: …`` lines (its documented
+    name is mdl.catalog.specs.CatalogWarning; here, every run filters it without loading the
+    catalog's types)."""
+
+
 class UnsafePathError(UsageError, kind="unsafe_path"):
     """A path that is absolute, climbs out of its folder, or is otherwise unsafe."""
 

@@ -2,8 +2,8 @@
 ``emit`` (one form).
 """
 
-from __future__ import annotations
-
+# (annotations evaluated, not postponed: typing compiles each string annotation of a NamedTuple
+# field at every start)
 from typing import Any, Literal, NamedTuple
 
 

@@ -319,31 +319,6 @@ def folder(outcome: FileOutcome) -> Path | None:
     return dest.parents[len(rel) - 1]
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """Models resolved upstream (concrete files, URLs, sizes, sha256, commit), and what could not
-    be.
-    """
-
-    models: tuple[dict[str, Any], ...]
-    failures: tuple[FileOutcome, ...]
-
-    @property
-    def exit_code(self) -> int:
-        return worst_exit_code([f.exit_code for f in self.failures])
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "models": list(self.models),
-            "errors": [f.to_json() for f in self.failures],
-        }
-
-
 def failed(
     model: str,
     path: str | None,

@@ -327,3 +327,15 @@ assert [type(h).__name__ for h in logging.getLogger("mdl").handlers] == ["NullHa
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_reports_the_api_returns_have_annotations_that_resolve() -> None:
+    """What a call returns can be given to tools that read its fields' types (cattrs, pydantic's
+    TypeAdapter): every annotation of the result types names a type that exists at run time."""
+    import typing
+
+    from mdl.report import ExtraFile, FileOutcome, RunReport
+    from mdl.resolution import Resolution
+
+    assert typing.get_type_hints(RunReport)["extra"] == tuple[ExtraFile, ...]
+    assert typing.get_type_hints(Resolution)["failures"] == tuple[FileOutcome, ...]

@@ -24,30 +24,34 @@ def environ_now(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(os.environ) if environ is None else environ
 
 
-def command_catalog(
-    given: Catalog | StrPath | None,
-    environ: Mapping[str, str],
-    *,
-    required: bool,
-    look: bool = True,
-) -> Catalog:
-    """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named
-    by ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found:
-    empty or an error."""
-    from mdl.catalog.load import find_catalog, named_catalog, no_catalog
-    from mdl.catalog.settings import user_config_dir
-    from mdl.catalog.specs import Catalog
+def command_catalog(given: Catalog | StrPath | None, environ: Mapping[str, str]) -> Catalog:
+    """The command's catalog: ``given``, else the one lookup finds (see :func:`found_catalog`);
+    none found: an error."""
+    catalog = found_catalog(given, environ)
+    if catalog is None:
+        from mdl.catalog.load import no_catalog
+        from mdl.catalog.settings import user_config_dir
 
-    if isinstance(given, Catalog):
-        return given
+        raise no_catalog(user_config_dir())
+    return catalog
+
+
+def found_catalog(
+    given: Catalog | StrPath | None, environ: Mapping[str, str], *, look: bool = True
+) -> Catalog | None:
+    """``given``, else the catalog the lookup finds (``look`` False: only one named by
+    ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read), else None."""
+    from mdl.catalog.load import find_catalog, named_catalog
+    from mdl.catalog.settings import user_config_dir
+
+    if given is not None and not isinstance(given, str | os.PathLike):
+        return given  # a Catalog (its class is not loaded to tell: a get without one needs none)
     flag = Path(given) if given is not None else None
     if not look and named_catalog(flag=flag, environ=environ, cwd=Path.cwd()) is None:
-        return Catalog()
+        return None
     path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
-        if required:
-            raise no_catalog(user_config_dir())
-        return Catalog()
+        return None
     from mdl.lockfile.remembered import load_catalog  # (checked once per version of its bytes)
 
     return load_catalog(path)
@@ -62,12 +66,11 @@ def command_settings(
     look: bool = True,
 ) -> Settings:
     """A command's settings over its catalog, if one is found (a command that needs one passes the
-    Catalog; ``look``: see :func:`command_catalog`)."""
+    Catalog; ``look``: see :func:`found_catalog`)."""
     from mdl.catalog.settings import settings_for
 
     env = environ_now(environ)
-    catalog = command_catalog(given, env, required=False, look=look)
-    return settings_for(catalog, env, flags, secrets=secrets)
+    return settings_for(found_catalog(given, env, look=look), env, flags, secrets=secrets)
 
 
 def catalog_models(
@@ -97,7 +100,7 @@ def catalog_models(
         )
         return settings, specs, lock
     try:
-        cat = command_catalog(given, env, required=True)
+        cat = command_catalog(given, env)
         if names and all_models:
             raise UsageError("name models or pass --all, not both")
         specs = cat.select(list(names), all_models=all_models)

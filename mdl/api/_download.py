@@ -165,7 +165,7 @@ def prune(
     from mdl.store.prune import prune as prune_store
 
     env = environ_now(environ)
-    cat = command_catalog(catalog, env, required=True)
+    cat = command_catalog(catalog, env)
     settings = command_settings(cat, env, flags_of(locals()))
     return prune_store(
         [spec for spec in cat.models if not (as_removed and spec.name == only)], settings, only=only

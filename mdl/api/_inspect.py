@@ -15,7 +15,7 @@ from mdl.setting import StrPath, flags_of
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
-    from mdl.report import Resolution
+    from mdl.resolution import Resolution
     from mdl.store.inventory import ModelInfo, ModelList
     from mdl.store.records import ExpectedFile
 
@@ -29,7 +29,7 @@ def load_catalog(
     """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the
     user config one.
     """
-    return command_catalog(path, environ_now(environ), required=True)
+    return command_catalog(path, environ_now(environ))
 
 
 @checked
@@ -116,7 +116,7 @@ def resolve(
 ) -> Resolution:
     """The concrete files and URLs of models upstream; ``follow`` shows where the Hub redirects."""
     from mdl.download.resolve import resolve_models
-    from mdl.report import Resolution
+    from mdl.resolution import Resolution
 
     settings, models, lock = catalog_models(
         catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets

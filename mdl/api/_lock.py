@@ -39,7 +39,7 @@ def lock(
 
     env = environ_now(environ)
     flags = flags_of(locals())
-    cat = command_catalog(catalog, env, required=True)
+    cat = command_catalog(catalog, env)
     if names and all:
         raise UsageError("name models or pass --all, not both")
     given = lock_file_given(flags, env)

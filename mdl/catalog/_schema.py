@@ -28,19 +28,10 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog._lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
-from mdl.catalog.headers import header_name_problem, header_value_problem
+from mdl.catalog.headers import VAR_RE, header_name_problem, header_value_problem
 from mdl.catalog.settings import check_mirror, parse_rate
-from mdl.catalog.specs import (
-    MAX_MODEL_NAME,
-    NAME_RE,
-    VAR_RE,
-    Catalog,
-    CatalogSettings,
-    CatalogWarning,
-    FileSpec,
-    ModelSpec,
-)
-from mdl.errors import CatalogError, UnsafePathError, UsageError
+from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.errors import CatalogError, CatalogWarning, UnsafePathError, UsageError
 from mdl.paths import (
     SHA256_HEX,
     is_http_url,

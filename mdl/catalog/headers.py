@@ -7,13 +7,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from mdl.catalog.specs import VAR_RE
 from mdl.errors import UsageError
 from mdl.redact import Secrets, is_secret_param, printable
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
 
+# ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
+VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # RFC 9110 §5.6.2: a field name is a token.
 HEADER_NAME_RE = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # What mdl sets itself to fetch ranges and check what it got: another value would break resume and

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.catalog._lines import format_key
-from mdl.catalog.headers import header_value_problem
-from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
+from mdl.catalog.headers import VAR_RE, header_value_problem
 from mdl.errors import CatalogError, UsageError
 from mdl.paths import read_small_file
 from mdl.setting import SETTING
 
 if TYPE_CHECKING:
     import tomllib
+
+    from mdl.catalog.specs import Catalog, FileSpec
 
 MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not one
 

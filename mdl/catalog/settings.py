@@ -11,15 +11,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
-from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
 from mdl.paths import is_http_url, parse_oci_ref
 from mdl.redact import Secrets
 from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
+
+if TYPE_CHECKING:
+    from mdl.catalog.specs import Catalog, CatalogSettings
 
 LAYOUTS = SETTING["layout"].choices
 # the switches choose_lock_mode reads together
@@ -307,7 +309,7 @@ def switch_from_env(setting: Setting, environ: Mapping[str, str]) -> bool:
 
 
 def settings_for(
-    catalog: Catalog,
+    catalog: Catalog | None,
     environ: Mapping[str, str],
     flags: Overrides = NO_OVERRIDES,
     *,
@@ -316,21 +318,26 @@ def settings_for(
     secrets: Secrets | None = None,
 ) -> Settings:
     """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the
-    defaults; the catalog's secrets registered in the run's (``secrets``)."""
+    defaults; the catalog's secrets registered in the run's (``secrets``). No catalog (None): as an
+    empty one, without making one (a get's: the catalog's types are not loaded)."""
     secrets = Secrets() if secrets is None else secrets
-    catalog_secrets(catalog, environ, secrets)
-    where = catalog.path.parent if catalog.path is not None else None
+    table, path = (None, None) if catalog is None else (catalog.settings, catalog.path)
+    if catalog is not None:
+        catalog_secrets(catalog, environ, secrets)
     flag = Path(flags.dest) if flags.dest is not None else None
     return build_settings(
         flags,
         environ=environ,
         dest=resolve_dest(
-            flag=flag, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where
+            flag=flag,
+            environ=environ,
+            catalog_dest=None if table is None else table.dest,
+            catalog_dir=None if path is None else path.parent,
         ),
-        catalog=catalog.settings,
+        catalog=table,
         lock_path=lock_path,
         lock_given=lock_given,
-        catalog_path=catalog.path,
+        catalog_path=path,
         secrets=secrets,
     )
 
@@ -351,8 +358,7 @@ def build_settings(
     variable is reported even when a flag wins). ``dest`` comes resolved (:func:`resolve_dest`), the
     lock mode from :func:`choose_lock_mode`; the mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
-    catalog = catalog or CatalogSettings()
-    flags, endpoints = _mirror_tables(flags, catalog.mirror_endpoints)
+    flags, endpoints = _mirror_tables(flags, () if catalog is None else catalog.mirror_endpoints)
     values, given = table_values(flags, environ, catalog)
     if xet_stopped_by_hf(flags, environ):
         values["xet"] = False
@@ -402,7 +408,7 @@ def _mirror_tables(
 
 
 def table_values(
-    flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings
+    flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings | None
 ) -> tuple[dict[str, Any], set[str]]:
     """Each run setting the table resolves alike from the first source that gives it, else its
     default; and the names a source gave."""
@@ -420,7 +426,7 @@ def table_values(
 
 
 def sources_given(
-    setting: Setting, flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings
+    setting: Setting, flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings | None
 ) -> list[Any]:
     """``setting``'s value from each source that gives it, in precedence order, each checked."""
     flag = getattr(flags, setting.name, None)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdl.catalog._lines import did_you_mean
+from mdl.errors import CatalogWarning as CatalogWarning
 from mdl.errors import UsageError
 from mdl.paths import url_basename
 from mdl.setting import SETTINGS
@@ -18,8 +19,6 @@ from mdl.setting import SETTINGS
 if TYPE_CHECKING:
     from mdl.signing.statement import Trust  # (a model's signature: loaded by what checks one)
 
-# ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
-VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a model name, and each part of a repo id
 # A model name is a folder under dest and part of mdl's file names under <dest>/.mdl/: no leading
 # '.', bounded.
@@ -30,11 +29,6 @@ def is_model_name(name: str) -> bool:
     return (
         bool(NAME_RE.fullmatch(name)) and not name.startswith(".") and len(name) <= MAX_MODEL_NAME
     )
-
-
-class CatalogWarning(UserWarning):
-    """A catalog this build reads but not whole (a ``[settings]`` key it does not know): said by
-    the :mod:`warnings` module, which the CLI turns into ``mdl: warning: …`` lines."""
 
 
 @dataclass(frozen=True)

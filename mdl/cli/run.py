@@ -39,7 +39,8 @@ from mdl.cli.stdout import (
     unread_if_failing,
 )
 from mdl.cli.translate import error_document, reserve_memory, translate
-from mdl.errors import ExitCode, MdlError
+from mdl.errors import CatalogWarning, ExitCode, MdlError
+from mdl.progress import Progress
 from mdl.redact import Secrets, shown_data
 from mdl.setting import SETTING, SETTINGS
 from mdl.version import __version__
@@ -120,7 +121,7 @@ class Run:
         named = self.environ.get(SETTING["log_file"].env) if self.logged else None
         return self.log_file or (Path(named) if named else None)
 
-    def reporter(self) -> Reporter:
+    def reporter(self) -> Reporter | Silent:
         mode = choose_progress_mode(
             quiet=self.quiet,
             no_progress=self.no_progress,
@@ -229,11 +230,13 @@ def make_reporter(
     interval: float = 5.0,
     secrets: Secrets | None = None,
     events: EventStream | None = None,
-) -> Reporter:
+) -> Reporter | Silent:
     """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through
     ``events``, the run's own; ``none`` says the run's waits unless ``quiet``.
     """
-    from mdl.cli.render.progress import JsonReporter, PlainReporter, RunWaits, Silent
+    if mode == "none" and quiet:
+        return Silent()
+    from mdl.cli.render.progress import JsonReporter, PlainReporter, RunWaits
 
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
         from mdl.cli.render.bars import RichReporter  # (with rich: the display is made now)
@@ -246,11 +249,21 @@ def make_reporter(
         return plain(
             stream=stream, wallclock=wallclock, interval=interval, clock=clock, secrets=secrets
         )
-    if mode == "json":
-        return JsonReporter(
-            events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock
-        )
-    return Silent()
+    return JsonReporter(
+        events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock
+    )
+
+
+class Silent(Progress, contextlib.AbstractContextManager["Silent"]):
+    """``-q`` (no display, no waits said): each event is dropped where it is made, so nothing is
+    counted and no event takes a lock (workers emit one per chunk); no display's module is loaded
+    for it."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def logged_argv(argv: Sequence[str], *, headers: Sequence[str] = ()) -> list[str]:
@@ -341,8 +354,6 @@ def said_as_warnings(run: Run) -> Iterator[None]:
     """What the parts say through the :mod:`warnings` module (a catalog read but not whole: a
     ``[settings]`` key this build does not know) said as every warning is, each once a run: a
     ``mdl: warning:`` line (an event with ``--progress json``) and a log line."""
-    from mdl.catalog.specs import CatalogWarning
-
     others = warnings.showwarning
 
     def show(

@@ -9,7 +9,6 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from mdl.catalog.specs import ModelSpec
 from mdl.errors import MdlError, NetworkError, UsageError
 from mdl.paths import GIT_OID_HEX, HfUri
 from mdl.report import FileOutcome, failed, log_outcome
@@ -45,6 +44,8 @@ def recorded_repos(
 ) -> list[Parsed]:
     """Offline, every whole repo among ``items`` → the files of it the folder's record holds
     (filtered as the Hub's listing would be); a repo no get saved here is exit 2."""
+    from mdl.catalog.specs import ModelSpec
+
     record = store.read_record(ONE_OFF)
     entries = [] if record is None else sorted(record.files.values(), key=lambda e: e.path)
     found: list[Parsed] = []

@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -154,8 +154,7 @@ class RunOwned:
                     retry=self.retry,
                     stall_timeout=settings.stall_timeout,
                 )
-                mirror = replace(
-                    config,
+                mirror = config._replace(
                     scale_connections=False,
                     retry=RetryPolicy(retries=MIRROR_RETRIES),
                     max_stalls=MIRROR_RETRIES,

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
-from mdl.catalog.specs import FileSpec
 from mdl.download._getrecord import ONE_OFF, offline_outcome, recorded_repos, vouched
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
@@ -395,6 +394,8 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
     """An ``hf://`` file as the Hub lists it (or listed it with its repo), saved as ``name``."""
     assert item.hub is not None
     repo_type, repo, revision, path = item.hub
+    from mdl.catalog.specs import FileSpec
+
     hub = session.hub
     assert hub is not None, "offline, the folder's record answers (_planned)"
     spec = FileSpec(

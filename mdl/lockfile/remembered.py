@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from mdl.catalog.specs import Catalog, CatalogSettings, CatalogWarning, FileSpec, ModelSpec
-from mdl.errors import CatalogError, MdlError
+from mdl.catalog.specs import Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.errors import CatalogError, CatalogWarning, MdlError
 from mdl.lockfile.model import Lock, LockedFile, LockedModel
 from mdl.outsidejson import read_json
 from mdl.store import confined

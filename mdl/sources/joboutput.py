@@ -2,8 +2,8 @@
 chunks.
 """
 
-from __future__ import annotations
-
+# (annotations evaluated, not postponed: typing compiles each string annotation of a NamedTuple
+# field at every start)
 import base64
 import contextlib
 import hashlib

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from mdl.buckets.registry import store_for
-from mdl.catalog.specs import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import (
     RESERVED_WHY,
@@ -242,6 +241,8 @@ def list_repos(
     """Every whole repo among ``items`` → its (filtered) files at one commit; a name get cannot
     save is exit 2.
     """
+    from mdl.catalog.specs import ModelSpec
+
     found: list[Source] = []
     for item in items:
         if not isinstance(item, HfUri):

@@ -14,7 +14,6 @@ from urllib.parse import quote
 from mdl.buckets.registry import store_for
 from mdl.catalog.load import expand_headers
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, fill_template, parse_template
-from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError, UsageError
 from mdl.paths import GIT_OID_HEX, OciRef, parse_oci_ref, path_clash, path_problem
 from mdl.redact import printable, redact_url
@@ -22,6 +21,7 @@ from mdl.store.layout import hub_source, ref_revision, selected
 from mdl.store.records import ModelRecord
 
 if TYPE_CHECKING:
+    from mdl.catalog.specs import FileSpec, ModelSpec
     from mdl.signing.statement import SignedFile, Trust
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
@@ -159,6 +159,8 @@ def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
     """The model's model.sig as a file entry: its URL, or its path in the repo its (one) Hub repo
     files are in.
     """
+    from mdl.catalog.specs import FileSpec
+
     where = f"models.{spec.name}.signature.file"
     if trust.file_is_url:
         return FileSpec(where, url=trust.file, save_as=trust.installed_as)

@@ -12,10 +12,9 @@ import stat as st
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mdl.catalog.settings import Settings
-from mdl.catalog.specs import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
@@ -30,10 +29,14 @@ from mdl.store.filesystem import (
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
+if TYPE_CHECKING:
+    from mdl.catalog.specs import ModelSpec
+
 _HUB_SOURCE = (
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)"
     r"(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
+
 # a cache blob's name: git blob id or sha256
 BLOB_NAME = f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}"
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}

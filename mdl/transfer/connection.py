@@ -466,8 +466,9 @@ class Route(httpx2.BaseTransport):
         timeout: float,
         proxy: Proxy | None,
         backend: WireBackend,
+        tls: bool,
     ):
-        self._open_pool, self.timeout, self.proxy = open_pool, timeout, proxy
+        self._open_pool, self.timeout, self.proxy, self.tls = open_pool, timeout, proxy, tls
         self._backend = backend
         self._pool: httpcore2.ConnectionPool | None = None
         self._lock = threading.Lock()
@@ -486,6 +487,9 @@ class Route(httpx2.BaseTransport):
         )
         assert isinstance(request.stream, httpx2.SyncByteStream)
         url = request.url
+        if url.raw_scheme == b"https" and not self.tls:
+            # (fail closed: httpcore2 would make a context of the process's CAs, not the run's)
+            raise httpx2.UnsupportedProtocol(f"no TLS route for {url.host}")
         core = httpcore2.Request(
             method=request.method,
             url=httpcore2.URL(
@@ -555,6 +559,7 @@ class NetTransport:
             timeout=self.timeout,
             proxy=proxy,
             backend=backend,
+            tls=tls,
         )
 
     def _pool(
@@ -567,12 +572,10 @@ class NetTransport:
             raise UsageError(
                 f"${proxy.source}: expected an http:// or https:// proxy URL, got {proxy.shown!r}"
             )
-        # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if
-        # it ever did.
-        if tls:
-            context = shared_ssl_context(self._environ)
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # A plain http:// pool is never asked for an https:// origin (that scheme has its own
+        # mount), the one case httpcore2 uses a context in: none is made for it (OpenSSL's set-up
+        # is ~5 M instructions of a tiny http:// get).
+        context = shared_ssl_context(self._environ) if tls else None
         common: dict[str, Any] = {
             "max_connections": self._pool_size,
             "max_keepalive_connections": self._pool_size,

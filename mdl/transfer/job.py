@@ -230,14 +230,13 @@ class TransferResult(NamedTuple):
     refetched: int = 0
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class EngineConfig:
+class EngineConfig(NamedTuple):
     """How the engine fetches: streams, retries, pieces, saves."""
 
     connections: int = 8
     # True: big files get more streams than ``connections`` (the default only)
     scale_connections: bool = False
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = RetryPolicy()
     split_threshold: int = SPLIT_THRESHOLD
     # seconds between resume-record saves (a kill -9 loses at most this much)
     checkpoint_interval: float = 0.2

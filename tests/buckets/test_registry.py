@@ -16,7 +16,8 @@ from mdl.buckets._s3store import S3Store
 from mdl.buckets.protocol import StoredObject
 from mdl.buckets.registry import STORES, store_for, store_schemes
 from mdl.catalog.load import parse_catalog
-from mdl.catalog.settings import CatalogSettings, build_settings, check_mirror
+from mdl.catalog.settings import build_settings, check_mirror
+from mdl.catalog.specs import CatalogSettings
 from mdl.download.puller import pull_models
 from mdl.errors import ExitCode, MdlError, UsageError
 from mdl.progress import NullProgress

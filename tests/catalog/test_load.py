@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mdl.catalog._schema import MAX_PROBLEMS, SCHEMA_VERSION
-from mdl.catalog.load import Catalog, FileSpec, expand_headers, find_catalog, parse_catalog
-from mdl.catalog.specs import CatalogSettings, ModelSpec
+from mdl.catalog.load import expand_headers, find_catalog, parse_catalog
+from mdl.catalog.specs import Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, ExitCode, UsageError
 from mdl.lockfile.remembered import load_catalog
 

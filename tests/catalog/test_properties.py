@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from mdl.catalog._schema import MAX_PROBLEMS, CatalogDocument, FileEntry, ModelEntry, SettingsTable
-from mdl.catalog.load import Catalog, parse_catalog
+from mdl.catalog.load import parse_catalog
+from mdl.catalog.specs import Catalog
 from mdl.errors import CatalogError, UsageError
 from mdl.lockfile.remembered import load_catalog
 

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from mdl.catalog.settings import (
-    CatalogSettings,
     Settings,
     build_settings,
     choose_lock_mode,
@@ -17,6 +16,7 @@ from mdl.catalog.settings import (
     parse_rate,
     resolve_dest,
 )
+from mdl.catalog.specs import CatalogSettings
 from mdl.errors import ExitCode, UsageError
 from mdl.setting import SETTING, Overrides
 
@@ -348,3 +348,35 @@ def test_the_lock_switches_are_read_by_the_one_boolean_rule(name: str) -> None:
     assert on == name.removeprefix("MDL_").lower()
     with pytest.raises(UsageError, match=rf"^\${name}: expected 1, true, yes, on or 0, false, no"):
         choose_lock_mode(locked=False, frozen=False, environ={name: "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "flags"),
+    [
+        ({}, {}),
+        (
+            {
+                "MDL_CONNECTIONS": "3",
+                "MDL_MIRRORS": "s3://team-mirror/p",
+                "HF_HUB_DISABLE_XET": "1",
+            },
+            {},
+        ),
+        ({"HF_HUB_OFFLINE": "1", "MDL_DEST": "/tmp/d"}, {"jobs": 2, "locked": True}),
+    ],
+)
+def test_no_catalog_resolves_as_an_empty_one(
+    environ: dict[str, str], flags: dict[str, Any]
+) -> None:
+    """A get finds no catalog and makes none (its types stay unloaded): its settings are those an
+    empty catalog gives, whatever the environment and the flags say."""
+    import dataclasses
+
+    from mdl.catalog.settings import settings_for
+    from mdl.catalog.specs import Catalog
+
+    none, empty = (settings_for(c, environ, Overrides(**flags)) for c in (None, Catalog()))
+    # (each run's secrets are a registry of their own, compared by what they hide)
+    names = [f.name for f in dataclasses.fields(none) if f.name != "secrets"]
+    assert [getattr(none, n) for n in names] == [getattr(empty, n) for n in names]
+    assert none.secrets.known() == empty.secrets.known()

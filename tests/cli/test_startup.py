@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostile import ScratchCA, TlsCdn
 from runfixtures import mdl
 from servers import TOKEN, CdnServer, HubServer
 
@@ -91,6 +92,11 @@ NOT_FOR_PLAIN_GET = (
     "mdl.catalog.files",
     "mdl.api._download",
     "mdl.api._lock",
+    # issue 90: a get without a catalog builds its settings from none: the catalog's types (four
+    # frozen dataclasses) are not made
+    "mdl.catalog.specs",
+    # issue 90: what resolve reports (a frozen dataclass)
+    "mdl.resolution",
     # no object store's code for an http(s) URL (the registry makes each store when its scheme is
     # asked), no signing without a signer, no HTML parser without an HTML error page, no TOML
     # without a catalog
@@ -215,6 +221,9 @@ def test_a_plain_get_loads_only_what_it_runs(tmp_path: Path, cdn: CdnServer) -> 
     assert "mdl.download.get" in ours  # the probe sees the get's own modules
     assert len(ours) <= PLAIN_GET_MODULES, ours
     assert (tmp_path / "again.bin").read_bytes() == b"tiny"
+    # issue 90: -q shows nothing, and loads no display's module to show nothing with
+    assert loaded(tmp_path, ("mdl.cli.render.progress",), "get", url, "-o", "q.bin", "-q") == []
+    assert (tmp_path / "q.bin").read_bytes() == b"tiny"
 
 
 # Runs mdl as the console script does, then writes how many methods of mdl's classes were compiled
@@ -246,6 +255,42 @@ def test_a_plain_get_compiles_few_methods_at_import(tmp_path: Path, cdn: CdnServ
     run_script(tmp_path, COMPILED, str(out), "get", url, "-o", "c.bin")
     assert 0 < int(out.read_text()) <= PLAIN_GET_COMPILED
     assert (tmp_path / "c.bin").read_bytes() == b"tiny"
+
+
+# Runs mdl as the console script does, then writes how many TLS contexts it made (the first is
+# OpenSSL's set-up, ~5 M instructions of a tiny get).
+TLS_CONTEXTS = """\
+import atexit, ssl, sys
+out, made, new = sys.argv[1], [], ssl.SSLContext.__new__
+def counted(cls, *args, **kwargs):
+    made.append(cls)
+    return new(cls, *args, **kwargs)
+ssl.SSLContext.__new__ = staticmethod(counted)
+atexit.register(lambda: open(out, "w").write(str(len(made))))
+sys.argv = ["mdl", *sys.argv[2:]]
+from mdl.__main__ import main
+main()
+"""
+
+
+def test_a_plain_http_get_makes_no_tls_context(
+    tmp_path: Path, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 90: the http:// route's pool is given no context (httpcore2 uses one only for an
+    https:// origin, which has a route of its own); an https:// get makes the one it verifies
+    with."""
+    out = tmp_path / "contexts.txt"
+    run_script(tmp_path, TLS_CONTEXTS, str(out), "get", cdn.add_file("/p.bin", b"p"), "-o", "p.bin")
+    assert (int(out.read_text()), (tmp_path / "p.bin").read_bytes()) == (0, b"p")
+    ca = ScratchCA()
+    server = TlsCdn(ca).start()
+    try:
+        server.add_file("/s.bin", b"s")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca.write_bundle(tmp_path / "ca.pem")))
+        run_script(tmp_path, TLS_CONTEXTS, str(out), "get", f"{server.url}/s.bin", "-o", "s.bin")
+    finally:
+        server.stop()
+    assert (int(out.read_text()) >= 1, (tmp_path / "s.bin").read_bytes()) == (True, b"s")
 
 
 # Runs mdl as the console script does, then writes which thread began importing each module named

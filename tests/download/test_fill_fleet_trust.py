@@ -32,7 +32,8 @@ from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import TAKE_TRIES, lease_body
 from mdl.buckets.names import GENERATIONS, Generation, Part, namespace
 from mdl.catalog.load import parse_catalog
-from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.catalog.settings import build_settings
+from mdl.catalog.specs import CatalogSettings
 from mdl.download._owned import TERM_VARIABLE, OriginRate
 from mdl.download.puller import pull_models
 from mdl.progress import Progress

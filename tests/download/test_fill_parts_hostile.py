@@ -28,7 +28,8 @@ from mdl.buckets.names import Generation, Part, namespace
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
-from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.catalog.settings import build_settings
+from mdl.catalog.specs import CatalogSettings
 from mdl.download._parts import PartSet
 from mdl.download.puller import pull_models
 from mdl.download.session import TERM_VARIABLE, PullSession

@@ -25,7 +25,8 @@ from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import GaveUp, lease_body, wait_for
 from mdl.buckets.names import Generation, Part, namespace
 from mdl.catalog.load import parse_catalog
-from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.catalog.settings import build_settings
+from mdl.catalog.specs import CatalogSettings
 from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.download.puller import pull_models
 from mdl.download.session import TERM_VARIABLE, FileSources

@@ -17,7 +17,8 @@ from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
-from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.catalog.settings import build_settings
+from mdl.catalog.specs import CatalogSettings
 from mdl.download._parts import PartSet
 from mdl.download._swarm import Swarm
 from mdl.download.puller import pull_models

@@ -27,7 +27,8 @@ from mdl.buckets.lease import lease_body
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
-from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.catalog.settings import build_settings
+from mdl.catalog.specs import CatalogSettings
 from mdl.download import _parts as parts_module
 from mdl.download._parts import PartSet, Publisher
 from mdl.download.puller import pull_models

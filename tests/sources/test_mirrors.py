@@ -30,13 +30,12 @@ from typer.testing import Result
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
-    CatalogSettings,
     build_settings,
     check_mirror,
     fill_template,
     parse_template,
 )
-from mdl.catalog.specs import ModelSpec
+from mdl.catalog.specs import CatalogSettings, ModelSpec
 from mdl.download._owned import MIRROR_RETRIES
 from mdl.download.puller import pull_models
 from mdl.errors import ExitCode, UsageError

@@ -73,7 +73,7 @@ def test_a_stall_says_how_long_it_waited_and_how_many_tries_are_left(
         )
     assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
     assert progress.notes == [
-        f"m/f.bin: no bytes for 0.5 s, reconnecting (1/{EngineConfig.max_stalls})"
+        f"m/f.bin: no bytes for 0.5 s, reconnecting (1/{EngineConfig().max_stalls})"
     ]
     assert progress.starts == [("m/f.bin", "m", "f.bin")]  # model and path for programs
 
@@ -88,7 +88,7 @@ def test_a_stall_without_its_own_timeout_names_the_clients(cdn: CdnServer, tmp_p
             transfer_job(tmp_path, url, data, model="m", path="f.bin")
         )
     assert progress.notes == [
-        f"m/f.bin: no bytes for 0.4 s, reconnecting (1/{EngineConfig.max_stalls})"
+        f"m/f.bin: no bytes for 0.4 s, reconnecting (1/{EngineConfig().max_stalls})"
     ]
 
 

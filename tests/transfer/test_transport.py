@@ -519,3 +519,12 @@ def test_a_worker_asks_on_its_own_connection_and_leaves_none_behind(cdn: CdnServ
     first, second, shared = connections[:3], connections[3:6], connections[6:]
     assert len(set(first)) == len(set(second)) == 1
     assert len({first[0], second[0], shared[0]}) == 3
+
+
+def test_an_https_url_on_the_plain_route_is_refused_not_sent_with_the_process_s_cas() -> None:
+    """The direct http:// pool has no TLS context (a tiny get pays none): an https:// request that
+    ever reached it would get httpcore2's default context (the process's CAs, not the run's), so
+    it is refused before any connection."""
+    plain = NetTransport(timeout=5, environ={}).default
+    with pytest.raises(httpx2.UnsupportedProtocol, match="no TLS route"):
+        plain.handle_request(httpx2.Request("GET", "https://127.0.0.1:9/x"))

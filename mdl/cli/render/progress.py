@@ -232,14 +232,6 @@ class Reporter(Progress, AbstractContextManager["Reporter"]):
         self.close()
 
 
-class Silent(Reporter):
-    """``-q`` (no display, no waits said): nothing is shown, so nothing is counted, and no event
-    takes the lock (workers emit one per chunk)."""
-
-    def emit(self, event: Event) -> None:
-        """Nothing to show."""
-
-
 class PlainReporter(Reporter):
     """Lines for cron, CI and pipes, each stamped (UTC, pid: :func:`stamped`): start (or resuming),
     a progress line per interval, done."""
