@@ -7,7 +7,8 @@ stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each 
     python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 2 --size-mib 640
     python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 1000 --machine-mbps 32
 
-Prints per tree the median of S (serve + stand-in, from start to the last tensor), F (to the first
+Prints per tree the median of S (serve + stand-in, from start to the last tensor's last byte read;
+"S joined": to the tensors cut out of the reads, the stand-in's own copying), F (to the first
 tensor), D (`mdl pull` alone), D1 (`mdl pull --jobs 1`: one big file at a time on all connections,
 as `serve --pull` fetches; the origin paces each stream, so D's two files at once get twice the
 streams), the ratios, and each tree's S over the first's.
@@ -78,15 +79,20 @@ def one(
             env = isolated(tmp, model_catalog(tmp, files))
             if ranges:
                 lock_with_parts(env, shards)
+            cdn.log.clear()  # (the lock's own look at the files: not the row's)
             began, cpu = time.monotonic(), _children_cpu()
             with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env) as serve:
                 stand_in = pattern.StandIn(serve.ready(), cdn)
                 came = _timed(stand_in)
                 tensors = stand_in.load()
-                times["S"] = time.monotonic() - began
+                # the last byte read; "S joined": then every tensor cut out of its reads (the
+                # stand-in's own copying, not a byte served)
+                times["S joined"] = time.monotonic() - began
+                times["S"] = max(came.values()) - began
                 times["F"] = _first_tensor(stand_in, came) - began
                 assert serve.pulled().stop() == 0, serve.stderr
             times["S cpu"] = _children_cpu() - cpu
+            _asked(cdn, times, "S")
             assert len(tensors) == 24
         for name, more in (("D", ()), ("D1", ("--jobs", "1")))[: 2 if d1 else 1]:
             with tempfile.TemporaryDirectory() as scratch:
@@ -94,12 +100,22 @@ def one(
                 env = isolated(tmp, model_catalog(tmp, files))
                 if ranges:
                     lock_with_parts(env, shards)
+                cdn.log.clear()  # (the lock's own look at the files: not the row's)
                 began, cpu = time.monotonic(), _children_cpu()
                 pull = [sys.executable, "-m", "mdl", "pull", "m", "--no-progress", *more]
                 subprocess.run(pull, env=env, check=True)
                 times[name] = time.monotonic() - began
                 times[f"{name} cpu"] = _children_cpu() - cpu
+                _asked(cdn, times, name)
     return times
+
+
+def _asked(cdn: Any, times: dict[str, float], name: str) -> None:
+    """The origin's requests and connections in the row ``name`` (its log then cleared)."""
+    asked = cdn.log.records(method="GET")
+    times[f"{name} requests"] = len(asked)
+    times[f"{name} connections"] = len({record.connection for record in asked})
+    cdn.log.clear()
 
 
 def _children_cpu() -> float:
@@ -183,14 +199,19 @@ def main() -> None:
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"rep {rep + 1} {tree}: {runs[tree][-1]}", file=sys.stderr)
     first = _median(runs[ROOT], "S")
-    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S "
-          "| mdl CPU-s in S · in D |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| tree | S s | F s | D s | D1 s | S/D | S joined/D | F/D | S/D1 | F/D1 "
+          "| S / this tree's S | mdl CPU-s in S · in D | origin GETs in S · in D "
+          "| origin connections in S · in D |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for tree, got in runs.items():
         s, f, d, d1 = (_median(got, k) for k in ("S", "F", "D", "D1"))
-        print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {f / d:.2f}× "
+        joined = _median([run | {"S": run.get("S joined", run["S"])} for run in got], "S")
+        print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {joined / d:.2f}× "
+              f"| {f / d:.2f}× "
               f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× "
-              f"| {_median(got, 'S cpu'):.2f} · {_median(got, 'D cpu'):.2f} |")  # fmt: skip
+              f"| {_median(got, 'S cpu'):.2f} · {_median(got, 'D cpu'):.2f} "
+              f"| {_median(got, 'S requests'):.0f} · {_median(got, 'D requests'):.0f} "
+              f"| {_median(got, 'S connections'):.0f} · {_median(got, 'D connections'):.0f} |")  # fmt: skip
 
 
 def _median(runs: list[dict[str, float]], key: str) -> float:
