@@ -90,8 +90,8 @@ class PartFetch:
                 if not self.paused:
                     self._prepare(state)
                 size = self._download(state, self.check)
-                if self.check is not None and self.beside.releases is not None:
-                    self.beside.releases.keep(self.check)  # (verified whole: till its record)
+                if self.check is not None and self.beside.in_order and self.beside.releases:
+                    self.beside.releases.keep(self.check)  # (a loader's: till its record)
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):
