@@ -2,6 +2,7 @@
 ``StandIn``: a listing, every shard's 8 bytes and header, then every tensor as 1 MiB ranges on 8
 connections at once), against `mdl pull` of the same model alone, both from an origin paced per
 stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each rep a fresh folder.
+The stand-in runs in a process of its own (as a loader does), beside the origin's.
 
     python bench/serve_standin.py --tree /work/base --size-mib 128 --rate-mbps 50 --reps 3
     python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 2 --size-mib 640
@@ -58,12 +59,6 @@ def one(
     if ranges:  # (a tree older than the part hashes has none)
         from serveproc import lock_with_parts
 
-    spec = importlib.util.spec_from_file_location(
-        "loader_pattern", Path.cwd() / "tests" / "endpoint" / "test_loader_pattern.py"
-    )
-    assert spec is not None and spec.loader is not None
-    pattern = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pattern)
     per = size_mib * (1 << 20) // 2 // 12
     shards = {
         f"model-{n:05d}-of-00002.safetensors": safetensors_bytes(
@@ -80,20 +75,24 @@ def one(
             if ranges:
                 lock_with_parts(env, shards)
             cdn.log.clear()  # (the lock's own look at the files: not the row's)
+            # the stand-in in a process of its own, as a loader is (its imports made): in this
+            # one, its 8 reading threads took the GIL from the origin's, which slowed the pull
+            reader = subprocess.Popen([sys.executable, __file__, "--stand-in"], text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+            assert reader.stdin is not None and reader.stdout is not None
+            assert reader.stdout.readline() == "ready\n"
             began, cpu = time.monotonic(), _children_cpu()
             with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env) as serve:
-                stand_in = pattern.StandIn(serve.ready(), cdn)
-                came = _timed(stand_in)
-                tensors = stand_in.load()
+                reader.stdin.write(json.dumps(serve.ready().environment) + "\n")
+                reader.stdin.flush()
+                got = json.loads(reader.stdout.readline())
                 # the last byte read; "S joined": then every tensor cut out of its reads (the
                 # stand-in's own copying, not a byte served)
-                times["S joined"] = time.monotonic() - began
-                times["S"] = max(came.values()) - began
-                times["F"] = _first_tensor(stand_in, came) - began
+                times |= {key: got[key] - began for key in ("S", "S joined", "F")}
                 assert serve.pulled().stop() == 0, serve.stderr
             times["S cpu"] = _children_cpu() - cpu
+            assert reader.wait() == 0 and got["tensors"] == 24
             _asked(cdn, times, "S")
-            assert len(tensors) == 24
         for name, more in (("D", ()), ("D1", ("--jobs", "1")))[: 2 if d1 else 1]:
             with tempfile.TemporaryDirectory() as scratch:
                 tmp = Path(scratch)
@@ -108,6 +107,40 @@ def one(
                 times[f"{name} cpu"] = _children_cpu() - cpu
                 _asked(cdn, times, name)
     return times
+
+
+def _stand_in() -> None:
+    """The stand-in's run, in a process of its own (run from the tree's root): "ready" once
+    imported, then, given the endpoint's environment (a JSON line), run:ai's reads; prints when
+    the last byte and the first tensor came, and the tensors once cut out (monotonic clock)."""
+    sys.path.insert(0, str(Path.cwd() / "tests"))
+    from serveproc import loader_client
+
+    spec = importlib.util.spec_from_file_location(
+        "loader_pattern", Path.cwd() / "tests" / "endpoint" / "test_loader_pattern.py"
+    )
+    assert spec is not None and spec.loader is not None
+    pattern = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pattern)
+    print("ready", flush=True)
+    environment = json.loads(sys.stdin.readline())
+
+    class Served:  # (what the stand-in asks of a ServeProcess)
+        def boto3(self, **config: Any) -> Any:
+            return loader_client(environment, **config)
+
+    class Origin:  # (what it asks of the origin: its bytes sent, not known here)
+        class log:
+            @staticmethod
+            def body_bytes(**_: Any) -> int:
+                return 0
+
+    stand_in = pattern.StandIn(Served(), Origin())
+    came = _timed(stand_in)
+    tensors = stand_in.load()
+    joined = time.monotonic()
+    print(json.dumps({"S": max(came.values()), "S joined": joined,
+                      "F": _first_tensor(stand_in, came), "tensors": len(tensors)}), flush=True)  # fmt: skip
 
 
 def _asked(cdn: Any, times: dict[str, float], name: str) -> None:
@@ -178,7 +211,11 @@ def main() -> None:
     )
     parser.add_argument("--no-d1", action="store_true", help="no D1 row (pull --jobs 1)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stand-in", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stand_in:
+        _stand_in()
+        return
     if args.one:
         got = one(args.size_mib, args.rate_mbps, ranges=args.ranges, machine_mbps=args.machine_mbps,
                   d1=not args.no_d1)  # fmt: skip
