@@ -99,8 +99,6 @@ class PartFetch:
                 if not self.paused:
                     self._prepare(state)
                 size = self._download(state, self.check)
-                if self.check is not None and self.beside.in_order and self.beside.releases:
-                    self.beside.releases.keep(self.check)  # (a loader's: till its record)
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):
@@ -266,6 +264,8 @@ class PartFetch:
             raise bad
         # the bytes (and the size that reads them back); the rename is made durable apart
         os.fdatasync(fd)
+        if check is not None and self.beside.in_order and self.beside.releases is not None:
+            self.beside.releases.keep(check)  # (verified whole, a loader's: till its record)
         return size
 
     def _repair(self, state: DownloadState, restarts: Restarts, check: RangeCheck) -> None:
