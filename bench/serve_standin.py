@@ -2,12 +2,14 @@
 ``StandIn``: a listing, every shard's 8 bytes and header, then every tensor as 1 MiB ranges on 8
 connections at once), against `mdl pull` of the same model alone, both from an origin paced per
 stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each rep a fresh folder.
+The stand-in runs in a process of its own (as a loader does), beside the origin's.
 
     python bench/serve_standin.py --tree /work/base --size-mib 128 --rate-mbps 50 --reps 3
     python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 2 --size-mib 640
     python bench/serve_standin.py --tree /work/base --ranges --rate-mbps 1000 --machine-mbps 32
 
-Prints per tree the median of S (serve + stand-in, from start to the last tensor), F (to the first
+Prints per tree the median of S (serve + stand-in, from start to the last tensor's last byte read;
+"S joined": to the tensors cut out of the reads, the stand-in's own copying), F (to the first
 tensor), D (`mdl pull` alone), D1 (`mdl pull --jobs 1`: one big file at a time on all connections,
 as `serve --pull` fetches; the origin paces each stream, so D's two files at once get twice the
 streams), the ratios, and each tree's S over the first's.
@@ -57,12 +59,6 @@ def one(
     if ranges:  # (a tree older than the part hashes has none)
         from serveproc import lock_with_parts
 
-    spec = importlib.util.spec_from_file_location(
-        "loader_pattern", Path.cwd() / "tests" / "endpoint" / "test_loader_pattern.py"
-    )
-    assert spec is not None and spec.loader is not None
-    pattern = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pattern)
     per = size_mib * (1 << 20) // 2 // 12
     shards = {
         f"model-{n:05d}-of-00002.safetensors": safetensors_bytes(
@@ -78,28 +74,81 @@ def one(
             env = isolated(tmp, model_catalog(tmp, files))
             if ranges:
                 lock_with_parts(env, shards)
+            cdn.log.clear()  # (the lock's own look at the files: not the row's)
+            # the stand-in in a process of its own, as a loader is (its imports made): in this
+            # one, its 8 reading threads took the GIL from the origin's, which slowed the pull
+            reader = subprocess.Popen([sys.executable, __file__, "--stand-in"], text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+            assert reader.stdin is not None and reader.stdout is not None
+            assert reader.stdout.readline() == "ready\n"
             began, cpu = time.monotonic(), _children_cpu()
             with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env) as serve:
-                stand_in = pattern.StandIn(serve.ready(), cdn)
-                came = _timed(stand_in)
-                tensors = stand_in.load()
-                times["S"] = time.monotonic() - began
-                times["F"] = _first_tensor(stand_in, came) - began
+                reader.stdin.write(json.dumps(serve.ready().environment) + "\n")
+                reader.stdin.flush()
+                got = json.loads(reader.stdout.readline())
+                # the last byte read; "S joined": then every tensor cut out of its reads (the
+                # stand-in's own copying, not a byte served)
+                times |= {key: got[key] - began for key in ("S", "S joined", "F")}
                 assert serve.pulled().stop() == 0, serve.stderr
             times["S cpu"] = _children_cpu() - cpu
-            assert len(tensors) == 24
+            assert reader.wait() == 0 and got["tensors"] == 24
+            _asked(cdn, times, "S")
         for name, more in (("D", ()), ("D1", ("--jobs", "1")))[: 2 if d1 else 1]:
             with tempfile.TemporaryDirectory() as scratch:
                 tmp = Path(scratch)
                 env = isolated(tmp, model_catalog(tmp, files))
                 if ranges:
                     lock_with_parts(env, shards)
+                cdn.log.clear()  # (the lock's own look at the files: not the row's)
                 began, cpu = time.monotonic(), _children_cpu()
                 pull = [sys.executable, "-m", "mdl", "pull", "m", "--no-progress", *more]
                 subprocess.run(pull, env=env, check=True)
                 times[name] = time.monotonic() - began
                 times[f"{name} cpu"] = _children_cpu() - cpu
+                _asked(cdn, times, name)
     return times
+
+
+def _stand_in() -> None:
+    """The stand-in's run, in a process of its own (run from the tree's root): "ready" once
+    imported, then, given the endpoint's environment (a JSON line), run:ai's reads; prints when
+    the last byte and the first tensor came, and the tensors once cut out (monotonic clock)."""
+    sys.path.insert(0, str(Path.cwd() / "tests"))
+    from serveproc import loader_client
+
+    spec = importlib.util.spec_from_file_location(
+        "loader_pattern", Path.cwd() / "tests" / "endpoint" / "test_loader_pattern.py"
+    )
+    assert spec is not None and spec.loader is not None
+    pattern = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pattern)
+    print("ready", flush=True)
+    environment = json.loads(sys.stdin.readline())
+
+    class Served:  # (what the stand-in asks of a ServeProcess)
+        def boto3(self, **config: Any) -> Any:
+            return loader_client(environment, **config)
+
+    class Origin:  # (what it asks of the origin: its bytes sent, not known here)
+        class log:
+            @staticmethod
+            def body_bytes(**_: Any) -> int:
+                return 0
+
+    stand_in = pattern.StandIn(Served(), Origin())
+    came = _timed(stand_in)
+    tensors = stand_in.load()
+    joined = time.monotonic()
+    print(json.dumps({"S": max(came.values()), "S joined": joined,
+                      "F": _first_tensor(stand_in, came), "tensors": len(tensors)}), flush=True)  # fmt: skip
+
+
+def _asked(cdn: Any, times: dict[str, float], name: str) -> None:
+    """The origin's requests and connections in the row ``name`` (its log then cleared)."""
+    asked = cdn.log.records(method="GET")
+    times[f"{name} requests"] = len(asked)
+    times[f"{name} connections"] = len({record.connection for record in asked})
+    cdn.log.clear()
 
 
 def _children_cpu() -> float:
@@ -162,7 +211,11 @@ def main() -> None:
     )
     parser.add_argument("--no-d1", action="store_true", help="no D1 row (pull --jobs 1)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stand-in", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stand_in:
+        _stand_in()
+        return
     if args.one:
         got = one(args.size_mib, args.rate_mbps, ranges=args.ranges, machine_mbps=args.machine_mbps,
                   d1=not args.no_d1)  # fmt: skip
@@ -183,14 +236,19 @@ def main() -> None:
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"rep {rep + 1} {tree}: {runs[tree][-1]}", file=sys.stderr)
     first = _median(runs[ROOT], "S")
-    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S "
-          "| mdl CPU-s in S · in D |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| tree | S s | F s | D s | D1 s | S/D | S joined/D | F/D | S/D1 | F/D1 "
+          "| S / this tree's S | mdl CPU-s in S · in D | origin GETs in S · in D "
+          "| origin connections in S · in D |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for tree, got in runs.items():
         s, f, d, d1 = (_median(got, k) for k in ("S", "F", "D", "D1"))
-        print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {f / d:.2f}× "
+        joined = _median([run | {"S": run.get("S joined", run["S"])} for run in got], "S")
+        print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {joined / d:.2f}× "
+              f"| {f / d:.2f}× "
               f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× "
-              f"| {_median(got, 'S cpu'):.2f} · {_median(got, 'D cpu'):.2f} |")  # fmt: skip
+              f"| {_median(got, 'S cpu'):.2f} · {_median(got, 'D cpu'):.2f} "
+              f"| {_median(got, 'S requests'):.0f} · {_median(got, 'D requests'):.0f} "
+              f"| {_median(got, 'S connections'):.0f} · {_median(got, 'D connections'):.0f} |")  # fmt: skip
 
 
 def _median(runs: list[dict[str, float]], key: str) -> float:

@@ -374,6 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "mdl"
     sys_version = ""
     timeout = IDLE_TIMEOUT
+    # an answer's head and its body are two writes: a small body (a shard's 8 bytes, its header,
+    # a file's last range) held back by Nagle waited for the client's delayed ACK (40 ms)
+    disable_nagle_algorithm = True
     server: Endpoint
     path = ""  # (until a request line is read: a refusal before it names no path)
 

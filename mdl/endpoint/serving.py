@@ -189,6 +189,8 @@ def serve_models(
             pulled = _pull(models, settings, progress=progress, lock=lock, demand=demand,
                            shelf=shelf, stop=stop)  # fmt: skip
             shelf.pulling.clear()
+            if demand is not None:  # (every record written: the files are served whole)
+                demand.releases.forget()
         report = ServeReport(pulled, served)
         _until_stopped(report, stop, on_pulled)
         return report

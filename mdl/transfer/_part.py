@@ -42,19 +42,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.transfer")
 
 
+TAIL_CUTS = 4  # the file's last ``streams`` pieces, cut this much finer (``in_order``)
+
+
 def in_order(spans: Sequence[tuple[int, int]], streams: int) -> list[Piece]:
     """The pieces of a file a loader reads as it lands: its ranges in file order, the first (a
     loader's first read: the head) and the last ``streams`` cut among the streams, the others
     whole (a request each). Where each connection's rate is the bound, the head comes at all the
     connections' rate, and the cut tail keeps every stream busy to the end: a range asked whole
     by one stream is never stolen (its first request asks it all), so without it the others
-    idled through a file's last ranges. A piece is read raw (``RAW_LEAST``)."""
-    pieces = []
+    idled through a file's last ranges. A piece is read raw (``RAW_LEAST``), but the last
+    ``streams``, cut TAIL_CUTS times finer: the streams free at different times (a whole range
+    each before), so they end within a quarter of a piece of each other, not a piece (a 2 MiB
+    piece at 2 MB/s: 8 of 10 streams idled 0.65 s at a 320 MiB file's end)."""
+    cuts: list[tuple[int, int]] = []
     for index, (start, end) in enumerate(spans):
         cut = index == 0 or index >= len(spans) - streams
         step = -(-(end - start) // max(1, min(streams, (end - start) // RAW_LEAST))) if cut else end
-        pieces += [Piece(a, min(a + step, end)) for a in range(start, end, step)]
-    return pieces
+        cuts += [(a, min(a + step, end)) for a in range(start, end, step)]
+    cuts[-streams:] = [(a, min(a + step, end)) for start, end in cuts[-streams:]
+                       for step in [max(-(-(end - start) // TAIL_CUTS), MIN_PIECE // 16)]
+                       for a in range(start, end, step)]  # fmt: skip
+    return [Piece(start, end) for start, end in cuts]
 
 
 class PartFetch:
@@ -257,6 +266,8 @@ class PartFetch:
             raise bad
         # the bytes (and the size that reads them back); the rename is made durable apart
         os.fdatasync(fd)
+        if check is not None and self.beside.in_order and self.beside.releases is not None:
+            self.beside.releases.keep(check)  # (verified whole, a loader's: till its record)
         return size
 
     def _repair(self, state: DownloadState, restarts: Restarts, check: RangeCheck) -> None:

@@ -47,6 +47,7 @@ REFETCH_ROUNDS = 2
 CHECK_BUDGET = 32 * MiB
 READ_BUDGET = 48 * MiB
 MAX_SPAN = CHECK_BUDGET  # bytes of a range a check holds: a trust with bigger ones is not used
+KEPT = 8  # checks of files verified whole, serving on till their records are written (``keep``)
 
 
 def fits(trust: RangeTrust) -> bool:
@@ -475,11 +476,13 @@ class Releases:
         self.checks, self.reads = _Budget(CHECK_BUDGET), _Budget(READ_BUDGET)
         self._lock = threading.Lock()
         self._checks: dict[Path, RangeCheck] = {}
+        self._kept: dict[Path, RangeCheck] = {}  # (``keep``; oldest first)
         self._wrong: dict[Path, tuple[tuple[int, int], ...]] = {}
 
     @contextmanager
     def holding(self, check: RangeCheck) -> Iterator[RangeCheck]:
         """``check`` found by its ``.part`` while the ``with`` lasts (it runs, ``__enter__``ed)."""
+        self.forget(check.part_path)  # (a check kept of an earlier fetch of it)
         with self._lock:
             self._checks[check.part_path] = check
         try:
@@ -490,10 +493,31 @@ class Releases:
                     del self._checks[check.part_path]
 
     def share(self, part_path: Path) -> RangeCheck | None:
-        """The check filling ``part_path`` with a share taken (``unshare`` when done), if any."""
+        """The check filling ``part_path`` (or kept of it) with a share taken (``unshare`` when
+        done), if any."""
         with self._lock:
-            check = self._checks.get(part_path)
+            check = self._checks.get(part_path) or self._kept.get(part_path)
         return check if check is not None and check.share() else None
+
+    def keep(self, check: RangeCheck) -> None:
+        """``check``'s file verified whole: its ranges go on leaving through it (``share``) past
+        its fetch's end, till its record is written and the file is served whole, so a read
+        never waits between the two; till ``forget``, or KEPT later ones are kept."""
+        if not check.share():
+            return
+        with self._lock:
+            self._kept[check.part_path] = check
+            old = list(self._kept)[:-KEPT]
+        for part_path in old:
+            self.forget(part_path)
+
+    def forget(self, part_path: Path | None = None) -> None:
+        """The check kept of ``part_path`` (None: every one) let go."""
+        with self._lock:
+            gone = [self._kept.pop(p) for p in ([part_path] if part_path else list(self._kept))
+                    if p in self._kept]  # fmt: skip
+        for check in gone:
+            check.unshare()
 
     def refuted(self, check: RangeCheck, why: str) -> None:
         """The whole file's hash refused the bytes ``check`` verified (``why``): nothing more

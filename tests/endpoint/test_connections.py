@@ -290,3 +290,40 @@ def test_a_file_verified_is_in_the_next_answer_while_others_ask_at_once(
             for asker in askers:
                 asker.result()
     assert (status, body) == (200, FILES["weights.bin"])
+
+
+def test_every_connection_sends_an_answer_s_body_without_waiting_for_an_ack(
+    origin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fixed defect, as found (issue 90): an answer's head and body are two writes, so a small
+    body (a shard's 8 bytes, its JSON header, a file's last range) waited behind Nagle for the
+    client's delayed ACK of the head, ~40-50 ms a read (3 of them on a run:ai-order loader's
+    path: each shard's length, header, and the last range). Every connection the endpoint answers
+    on, kept alive after its answer, sends at once (``TCP_NODELAY``)."""
+    from mdl import pull
+    from mdl.endpoint.server import Endpoint
+
+    pull("m", environ=origin)
+    accepted: list[socket.socket] = []
+    answer = Endpoint.finish_request
+
+    def seen(self: Endpoint, request: socket.socket, client_address: Any) -> None:
+        accepted.append(request)
+        answer(self, request, client_address)
+
+    monkeypatch.setattr(Endpoint, "finish_request", seen)
+    with _serving(origin) as served:
+        request = _signed(served, "GET", "/mdl/m/config.json").replace(
+            b"Connection: close\r\n", b""
+        )
+        host, port = served.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=HANG) as sock:
+            sock.sendall(request)
+            raw = b""
+            while not raw.endswith(FILES["config.json"]):
+                chunk = sock.recv(1 << 16)
+                assert chunk, raw
+                raw += chunk
+            assert raw.startswith(b"HTTP/1.1 200") and b"Connection: close" not in raw
+            (server_side,) = accepted
+            assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

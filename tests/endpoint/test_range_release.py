@@ -558,3 +558,56 @@ def test_a_shard_a_loader_s_wait_put_behind_another_still_has_its_head_served_fi
 
 def _asked_of(cdn: CdnServer, name: str) -> list[str | None]:
     return [r.header("range") for r in cdn.log.records(method="GET", path_prefix=f"/{name}")]
+
+
+def test_a_shard_verified_whole_leaves_by_range_before_its_record_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fixed defect, as found (issue 90): a file's range check stopped serving it as its fetch
+    ended, and the endpoint served it whole only once its record was written (the records are
+    written every 0.1 s) and looked at (every 0.1 s), so a loader's read of its last ranges, asked
+    as they verified, waited up to 0.2 s. Here the records are held till the pull ends (the
+    second shard held by the origin meanwhile): the first shard, verified and in place, is not
+    served whole yet (503 at once, ``wait=0``), and every range of it leaves."""
+    from botocore.exceptions import ClientError
+
+    from mdl import api
+    from mdl.download import _fetch
+
+    monkeypatch.setattr(_fetch, "SERVED_FLUSH_INTERVAL", HANG)
+    shards = _shards()
+    first, second = sorted(shards)
+    held = threading.Event()
+    with CdnServer() as cdn:
+        files = {name: (cdn.add_file(f"/{name}", body), body) for name, body in shards.items()}
+        _hold(cdn, second, held, after=2)
+        env = isolated(tmp_path, model_catalog(tmp_path, files))
+        lock_with_parts(env, shards, part=PART)
+        ready: list[Any] = []
+        stop, listening = threading.Event(), threading.Event()
+        serving, served = _in_thread(
+            lambda: api.serve(
+                "m", pull=True, port=0, wait=0, connections=1, jobs=1, environ=env, stop=stop,
+                on_ready=lambda facts: (ready.append(facts), listening.set()),
+                on_pulled=lambda _: stop.set(),
+            )
+        )  # fmt: skip
+        try:
+            assert listening.wait(HANG), "the endpoint listening"
+            s3 = loader_client(ready[0].environment, attempts=1, read_timeout=HANG)
+            wait_for(lambda: (tmp_path / "models" / "m" / first).exists(), what="shard 1 placed")
+            assert not held.is_set() and _sent(cdn, second)[-1][1] < len(shards[second])
+            with pytest.raises(ClientError, match="ServiceUnavailable"):  # its record unwritten
+                s3.get_object(Bucket="mdl", Key=f"m/{first}")
+            size = len(shards[first])
+            for start in range(0, size, PART):
+                last = min(start + PART, size) - 1
+                answer = s3.get_object(
+                    Bucket="mdl", Key=f"m/{first}", Range=f"bytes={start}-{last}"
+                )
+                assert answer["Body"].read() == shards[first][start : last + 1], start
+        finally:
+            held.set()
+            serving.join(timeout=HANG)
+            stop.set()
+    assert served and served[0].exit_code == 0, served

@@ -18,6 +18,7 @@ from servers import CdnServer, Fault, make_data
 
 from mdl.progress import Progress
 from mdl.transfer import ranges
+from mdl.transfer._part import TAIL_CUTS
 from mdl.transfer.context import JobContext
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
@@ -95,10 +96,13 @@ def test_each_range_is_fetched_by_every_stream_at_once_in_file_order_while_a_rea
     asked = [r.header("range") for r in cdn.log.records(method="GET", path_prefix="/f.bin")]
     starts = [int(str(each).removeprefix("bytes=").split("-")[0]) for each in asked]
     # the answers went in rounds of STREAMS (the barrier's): the head cut among them, then a
-    # range each, then each of the last ranges cut among them
+    # range each, then each of the last ranges cut among them, the last STREAMS pieces (the last
+    # range's) cut TAIL_CUTS times finer
     rounds = [sorted(starts[i : i + STREAMS]) for i in range(0, len(starts), STREAMS)]
     piece, cut = PART // STREAMS, [0, *range((1 + STREAMS) * PART, len(DATA), PART)]
     whole = [list(range(PART, (1 + STREAMS) * PART, PART))]
-    assert rounds == [list(range(s, s + PART, piece)) for s in cut[:1]] + whole + [
-        list(range(s, s + PART, piece)) for s in cut[1:]
+    fine = list(range(cut[-1], len(DATA), piece // TAIL_CUTS))
+    middle = [list(range(s, s + PART, piece)) for s in cut[1:-1]]
+    assert rounds == [list(range(0, PART, piece)), *whole, *middle] + [
+        fine[i : i + STREAMS] for i in range(0, len(fine), STREAMS)
     ]

@@ -399,3 +399,39 @@ def test_a_verified_range_is_hashed_once_however_often_it_is_read(tmp_path: Path
             assert sum(counted.hashed) == len(DATA), "no byte hashed twice"
     finally:
         os.close(fd)
+
+
+def test_a_check_kept_past_its_fetch_serves_till_let_go_then_closes(tmp_path: Path) -> None:
+    """``Releases.keep`` (issue 90): a fetch's check, its file verified whole, serves its ranges
+    past the fetch's end (till the file's record is written); KEPT at most (the oldest let go),
+    one a new fetch of the file replaces, and ``forget`` lets every one go, each descriptor then
+    closed (``share`` says so)."""
+    cancel, releases = threading.Event(), ranges.Releases()
+    kept: list[tuple[Path, RangeCheck]] = []
+    for n in range(ranges.KEPT + 1):
+        path = tmp_path / f"{n}.part"
+        path.write_bytes(DATA)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with RangeCheck(trust_of(DATA), fd, path, releases) as check, releases.holding(check):
+                check.landed(0, len(DATA))
+                assert check.settle(cancel) == []
+                releases.keep(check)
+        finally:
+            os.close(fd)
+        kept.append((path, check))
+    assert releases.share(kept[0][0]) is None and not kept[0][1].share(), "the oldest let go"
+    path, check = kept[-1]
+    assert releases.share(path) is check  # its fetch over, its file not recorded yet
+    with check.reading(10, PART + 10, Wait(cancel=cancel)) as got:
+        assert got is not None and bytes(got) == DATA[10 : PART + 10]
+    check.unshare()
+    fd = os.open(path, os.O_RDONLY)
+    try:  # the file fetched again: the kept check gives way to the new fetch's
+        with RangeCheck(trust_of(DATA), fd, path, releases) as again, releases.holding(again):
+            assert not check.share() and releases.share(path) is again
+            again.unshare()
+    finally:
+        os.close(fd)
+    releases.forget()
+    assert [p for p, c in kept if releases.share(p) is not None or c.share()] == []
