@@ -392,10 +392,10 @@ def _kept(
 
 def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | None) -> RemoteFile:
     """An ``hf://`` file as the Hub lists it (or listed it with its repo), saved as ``name``."""
-    assert item.hub is not None
-    repo_type, repo, revision, path = item.hub
     from mdl.catalog.specs import FileSpec
 
+    assert item.hub is not None
+    repo_type, repo, revision, path = item.hub
     hub = session.hub
     assert hub is not None, "offline, the folder's record answers (_planned)"
     spec = FileSpec(

@@ -261,7 +261,9 @@ class PartFetch:
         state.hasher.catch_up(state.contiguous())
         size = os.fstat(fd).st_size
         back = state.hasher.read_back  # (what no stream offered at the hash's frontier)
-        log.debug("%s: %d of its %d bytes hashed read back", self.job.label, back, size)
+        log.debug(
+            "%s: %d bytes hashed read back (every attempt's), of %d", self.job.label, back, size
+        )
         if (bad := state.hasher.mismatch(self.job, size)) is not None:
             raise bad
         # the bytes (and the size that reads them back); the rename is made durable apart

@@ -62,7 +62,9 @@ def test_the_piece_landed_whole_beyond_the_hash_is_read_back_and_the_one_at_it_i
         result = engine.fetch(job, JobContext(landing=heard))
     assert result.sha256 == job.identity.sha256
     (said,) = [r.getMessage() for r in caplog.records if "hashed read back" in r.getMessage()]
-    match = re.fullmatch(r"m/f\.bin: (\d+) of its (\d+) bytes hashed read back", said)
+    match = re.fullmatch(
+        r"m/f\.bin: (\d+) bytes hashed read back \(every attempt's\), of (\d+)", said
+    )
     assert match is not None and int(match[2]) == len(data)
     # The second piece whole before the first began: the hash reaches it only when the first is
     # done, and reads all of it back. The first whole first: the second's bytes come at the hash's

@@ -200,7 +200,8 @@ def said_alone(event: Event) -> bool:
 
 class Reporter(Progress, AbstractContextManager["Reporter"]):
     """A display of the core's events: each folded into the counts, then shown, under one lock
-    (workers emit at once); closed when the run ends. This base shows nothing (-q)."""
+    (workers emit at once); closed when the run ends. This base shows nothing (``-q`` is
+    ``cli.run.Silent``, which folds nothing either)."""
 
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, secrets: Secrets | None = None
