@@ -186,11 +186,13 @@ def serve_models(
         pulled = None
         if options.pull:
             shelf.pulling.set()
-            pulled = _pull(models, settings, progress=progress, lock=lock, demand=demand,
-                           shelf=shelf, stop=stop)  # fmt: skip
-            shelf.pulling.clear()
-            if demand is not None:  # (every record written: the files are served whole)
-                demand.releases.forget()
+            try:
+                pulled = _pull(models, settings, progress=progress, lock=lock, demand=demand,
+                               shelf=shelf, stop=stop)  # fmt: skip
+            finally:
+                shelf.pulling.clear()
+                if demand is not None:  # (every record written, or none will be: let them go)
+                    demand.releases.forget()
         report = ServeReport(pulled, served)
         _until_stopped(report, stop, on_pulled)
         return report

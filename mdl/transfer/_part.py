@@ -43,6 +43,9 @@ log = logging.getLogger("mdl.transfer")
 
 
 TAIL_CUTS = 4  # the file's last ``streams`` pieces, cut this much finer (``in_order``)
+# a tail cut's least: below MIN_PIECE (a request's cost is paid by the loader's wait it saves,
+# and only where each connection is slow enough for a piece to take long)
+TAIL_LEAST = MIN_PIECE // 16
 
 
 def in_order(spans: Sequence[tuple[int, int]], streams: int) -> list[Piece]:
@@ -60,9 +63,10 @@ def in_order(spans: Sequence[tuple[int, int]], streams: int) -> list[Piece]:
         cut = index == 0 or index >= len(spans) - streams
         step = -(-(end - start) // max(1, min(streams, (end - start) // RAW_LEAST))) if cut else end
         cuts += [(a, min(a + step, end)) for a in range(start, end, step)]
-    cuts[-streams:] = [(a, min(a + step, end)) for start, end in cuts[-streams:]
-                       for step in [max(-(-(end - start) // TAIL_CUTS), MIN_PIECE // 16)]
-                       for a in range(start, end, step)]  # fmt: skip
+    if streams > 1:  # (one stream has none to end with)
+        cuts[-streams:] = [(a, min(a + step, end)) for start, end in cuts[-streams:]
+                           for step in [max(-(-(end - start) // TAIL_CUTS), TAIL_LEAST)]
+                           for a in range(start, end, step)]  # fmt: skip
     return [Piece(start, end) for start, end in cuts]
 
 

@@ -108,6 +108,12 @@ def part_digests(
     return found
 
 
+def _stamp(fd: int) -> tuple[int, int]:
+    """What the store trusts a verified file by (its size and mtime), read off ``fd``."""
+    found = os.fstat(fd)
+    return found.st_size, found.st_mtime_ns
+
+
 def _read_into(fd: int, view: memoryview, offset: int) -> memoryview:
     got = 0
     while got < len(view):
@@ -476,7 +482,8 @@ class Releases:
         self.checks, self.reads = _Budget(CHECK_BUDGET), _Budget(READ_BUDGET)
         self._lock = threading.Lock()
         self._checks: dict[Path, RangeCheck] = {}
-        self._kept: dict[Path, RangeCheck] = {}  # (``keep``; oldest first)
+        # (``keep``; oldest first): each with its file's size and mtime when it verified whole
+        self._kept: dict[Path, tuple[RangeCheck, tuple[int, int]]] = {}
         self._wrong: dict[Path, tuple[tuple[int, int], ...]] = {}
 
     @contextmanager
@@ -496,17 +503,28 @@ class Releases:
         """The check filling ``part_path`` (or kept of it) with a share taken (``unshare`` when
         done), if any."""
         with self._lock:
-            check = self._checks.get(part_path) or self._kept.get(part_path)
-        return check if check is not None and check.share() else None
+            check = self._checks.get(part_path)
+            kept = self._kept.get(part_path) if check is None else None
+        check = kept[0] if kept is not None else check
+        if check is None or not check.share():
+            return None
+        if kept is not None and _stamp(check.fd) != kept[1]:
+            # written since it verified whole: the store's test (size, mtime) refuses it too
+            check.unshare()
+            self.forget(part_path)
+            return None
+        return check
 
     def keep(self, check: RangeCheck) -> None:
         """``check``'s file verified whole: its ranges go on leaving through it (``share``) past
-        its fetch's end, till its record is written and the file is served whole, so a read
-        never waits between the two; till ``forget``, or KEPT later ones are kept."""
+        its fetch's end (its record is written meanwhile, and the file served whole), so a read
+        never waits between the two; till ``forget`` (the pull's end), KEPT later ones are kept,
+        or the file's size or mtime changes (``share``)."""
         if not check.share():
             return
+        self.forget(check.part_path)  # (one kept of it before: let go, not lost)
         with self._lock:
-            self._kept[check.part_path] = check
+            self._kept[check.part_path] = (check, _stamp(check.fd))
             old = list(self._kept)[:-KEPT]
         for part_path in old:
             self.forget(part_path)
@@ -514,7 +532,7 @@ class Releases:
     def forget(self, part_path: Path | None = None) -> None:
         """The check kept of ``part_path`` (None: every one) let go."""
         with self._lock:
-            gone = [self._kept.pop(p) for p in ([part_path] if part_path else list(self._kept))
+            gone = [self._kept.pop(p)[0] for p in ([part_path] if part_path else list(self._kept))
                     if p in self._kept]  # fmt: skip
         for check in gone:
             check.unshare()

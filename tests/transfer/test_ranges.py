@@ -435,3 +435,28 @@ def test_a_check_kept_past_its_fetch_serves_till_let_go_then_closes(tmp_path: Pa
         os.close(fd)
     releases.forget()
     assert [p for p, c in kept if releases.share(p) is not None or c.share()] == []
+
+
+def test_a_kept_check_of_a_file_written_since_it_verified_serves_nothing(tmp_path: Path) -> None:
+    """A kept check reads through its own descriptor, not the installed file's path: once another
+    program writes into the file (its size or mtime moved: the store's own test says ``modified?``),
+    its ranges no longer leave that way, and it is let go."""
+    cancel, releases = threading.Event(), ranges.Releases()
+    path = tmp_path / "m.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with RangeCheck(trust_of(DATA), fd, path, releases) as check, releases.holding(check):
+            check.landed(0, len(DATA))
+            assert check.settle(cancel) == []
+            releases.keep(check)
+    finally:
+        os.close(fd)
+    assert releases.share(path) is check  # untouched: it serves
+    check.unshare()
+    with open(path, "r+b") as other:  # a co-tenant's write in place, one byte, same size
+        other.seek(100)
+        other.write(b"E")
+    os.utime(path, ns=(0, 12345))  # (a different mtime, whatever the clock's grain)
+    assert releases.share(path) is None
+    assert not check.share(), "let go: its descriptor closed"
