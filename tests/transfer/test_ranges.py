@@ -401,6 +401,20 @@ def test_a_verified_range_is_hashed_once_however_often_it_is_read(tmp_path: Path
         os.close(fd)
 
 
+def kept_check(path: Path, releases: ranges.Releases) -> RangeCheck:
+    """A fetch's check of ``path`` (DATA), its file verified whole and kept past the fetch."""
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with RangeCheck(trust_of(DATA), fd, path, releases) as check, releases.holding(check):
+            check.landed(0, len(DATA))
+            assert check.settle(threading.Event()) == []
+            releases.keep(check)
+    finally:
+        os.close(fd)
+    return check
+
+
 def test_a_check_kept_past_its_fetch_serves_till_let_go_then_closes(tmp_path: Path) -> None:
     """``Releases.keep`` (issue 90): a fetch's check, its file verified whole, serves its ranges
     past the fetch's end (till the file's record is written); KEPT at most (the oldest let go),
@@ -410,16 +424,7 @@ def test_a_check_kept_past_its_fetch_serves_till_let_go_then_closes(tmp_path: Pa
     kept: list[tuple[Path, RangeCheck]] = []
     for n in range(ranges.KEPT + 1):
         path = tmp_path / f"{n}.part"
-        path.write_bytes(DATA)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            with RangeCheck(trust_of(DATA), fd, path, releases) as check, releases.holding(check):
-                check.landed(0, len(DATA))
-                assert check.settle(cancel) == []
-                releases.keep(check)
-        finally:
-            os.close(fd)
-        kept.append((path, check))
+        kept.append((path, kept_check(path, releases)))
     assert releases.share(kept[0][0]) is None and not kept[0][1].share(), "the oldest let go"
     path, check = kept[-1]
     assert releases.share(path) is check  # its fetch over, its file not recorded yet
@@ -441,17 +446,8 @@ def test_a_kept_check_of_a_file_written_since_it_verified_serves_nothing(tmp_pat
     """A kept check reads through its own descriptor, not the installed file's path: once another
     program writes into the file (its size or mtime moved: the store's own test says ``modified?``),
     its ranges no longer leave that way, and it is let go."""
-    cancel, releases = threading.Event(), ranges.Releases()
-    path = tmp_path / "m.part"
-    path.write_bytes(DATA)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with RangeCheck(trust_of(DATA), fd, path, releases) as check, releases.holding(check):
-            check.landed(0, len(DATA))
-            assert check.settle(cancel) == []
-            releases.keep(check)
-    finally:
-        os.close(fd)
+    releases, path = ranges.Releases(), tmp_path / "m.part"
+    check = kept_check(path, releases)
     assert releases.share(path) is check  # untouched: it serves
     check.unshare()
     with open(path, "r+b") as other:  # a co-tenant's write in place, one byte, same size
