@@ -4,8 +4,8 @@ digests) before use; read untrusted small files and streams, bounded (``read_sma
 name at a time (``open_dir``: the one descriptor walk, under a root mdl owns or in a shared folder).
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import contextlib
 import errno
 import ipaddress

@@ -2,8 +2,8 @@
 partials, free space.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import hashlib
 import os
 import re
