@@ -108,7 +108,7 @@ def _held_unsigned(model: ResolvedModel, trust: Trust, found: Signatures, exc: U
     log.warning("%s", found.warnings[model.name])
     files = _without_git_files(model).files
     sig = next(f for f in files if f.path == trust.installed_as)
-    found.models.append(replace(model, files=tuple(f for f in files if f is not sig)))
+    found.models.append(model._replace(files=tuple(f for f in files if f is not sig)))
     found.withheld[model.name] = [
         ExpectedFile(sig.path, sig.size, sig.sha256, sig.git_oid, sig.source)
     ]
@@ -135,8 +135,8 @@ def _fingerprints(trusts: Mapping[str, Trust], resolved: Sequence[ResolvedModel]
 
 def _without_git_files(model: ResolvedModel) -> ResolvedModel:
     """The model without git's files, which no signature signs and a signed pull never installs."""
-    return replace(
-        model, files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source)))
+    return model._replace(
+        files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source)))
     )
 
 
@@ -176,7 +176,7 @@ def _signed(
         )
     )
     files.sort(key=lambda f: f.path)
-    found.models.append(replace(model, files=tuple(files)))
+    found.models.append(model._replace(files=tuple(files)))
     found.failures.extend(refused)
     found.records[model.name] = SignatureRecord(file=sig.path, sha256=sha256, by=by)
     if withheld:

@@ -87,8 +87,7 @@ class RemoteFile:
     trust: "RangeTrust | None" = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
+class ResolvedModel(NamedTuple):
     """A model's files as they are upstream (or as last recorded, offline)."""
 
     name: str
@@ -138,8 +137,8 @@ def marked_signature(spec: "ModelSpec", model: ResolvedModel) -> ResolvedModel:
     if spec.signature is None:
         return model
     path = spec.signature.installed_as
-    return replace(
-        model, files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files)
+    return model._replace(
+        files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files)
     )
 
 
