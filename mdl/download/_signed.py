@@ -25,8 +25,9 @@ from mdl.signing.library import MAX_SIGNATURE_BYTES, import_ahead, require_libra
 from mdl.signing.statement import ALGORITHMS, SignedFile, SignedManifest, Trust, git_path
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.confined import read_bytes, write_atomic
+from mdl.store.expected import ExpectedFile
 from mdl.store.layout import selected, signed_name
-from mdl.store.records import ExpectedFile, SignatureRecord
+from mdl.store.records import SignatureRecord
 from mdl.store.verify import read_signature
 from mdl.transfer.job import RetryLog
 from mdl.transfer.resume import discard_partial

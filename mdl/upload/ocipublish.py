@@ -43,8 +43,8 @@ from mdl.sources.ocimanifest import (
     manifest_digest,
 )
 from mdl.sources.ocipush import CHUNK_SIZE, MOUNTED, Blob, RegistryWriter
+from mdl.store.expected import ExpectedFile
 from mdl.store.layout import Layout
-from mdl.store.records import ExpectedFile
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.upload._bucket import ReadyFile, _meter
 from mdl.upload.ocisign import sign_artifact
