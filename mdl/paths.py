@@ -14,7 +14,6 @@ import re
 import stat as st
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -646,8 +645,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class OciRef:
+class OciRef(NamedTuple):
     """An ``oci://`` reference: a registry, a repository in it, and a tag or a manifest digest."""
 
     registry: str  # host[:port]

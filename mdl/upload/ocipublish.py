@@ -96,7 +96,7 @@ def repository_of(template: str, model: str, *, where: str = "--to") -> OciRef:
             f"{where}: {template!r} names a manifest digest; publish writes a new manifest",
             hint="give oci://REGISTRY/REPOSITORY[:TAG]",
         )
-    return replace(ref, tag=ref.tag or DEFAULT_TAG)
+    return ref._replace(tag=ref.tag or DEFAULT_TAG)
 
 
 def check_target(to: str, models: Sequence[str]) -> None:
