@@ -4,8 +4,8 @@ digests) before use; read untrusted small files and streams, bounded (``read_sma
 name at a time (``open_dir``: the one descriptor walk, under a root mdl owns or in a shared folder).
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import contextlib
 import errno
 import ipaddress
@@ -14,7 +14,6 @@ import re
 import stat as st
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -646,8 +645,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class OciRef:
+class OciRef(NamedTuple):
     """An ``oci://`` reference: a registry, a repository in it, and a tag or a manifest digest."""
 
     registry: str  # host[:port]

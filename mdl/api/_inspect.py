@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
     from mdl.resolution import Resolution
+    from mdl.store.expected import ExpectedFile
     from mdl.store.inventory import ModelInfo, ModelList
-    from mdl.store.records import ExpectedFile
 
 STATUSES = ("installed", "partial", "missing")
 

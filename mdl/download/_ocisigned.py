@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 
 from mdl.catalog.specs import ModelSpec
 from mdl.download._lockedsig import each_model
@@ -83,7 +82,7 @@ def with_referred_signature(
             refused = refused or IntegrityError(exc.message, hint=exc.hint)
             continue
         log.info("%s: signed by %s (referrer bundle %s)", spec.name, trust.by(), layer.digest)
-        return replace(model, files=tuple(sorted((*model.files, sig), key=lambda f: f.path)))
+        return model._replace(files=tuple(sorted((*model.files, sig), key=lambda f: f.path)))
     return _none_held(session, spec, trust, model, ref, refused)
 
 
@@ -102,7 +101,7 @@ def _none_held(
         raise refused
     if session.settings.unsigned:  # its files fetched, held to their digests, never installed
         unsigned = RemoteFile(spec.name, trust.installed_as, "", signature=True)
-        return replace(model, files=(*model.files, unsigned))
+        return model._replace(files=(*model.files, unsigned))
     raise IntegrityError(
         f"{spec.name}: the catalog asks for a signature (by {trust.by()}) and {spec.oci}"
         f" ({ref.digest}) has none: no referrer of that manifest is a signature; nothing of it is"

@@ -1,8 +1,8 @@
 """Stage two of a pull: each resolved file -> where it goes and what to do with it, decided from the
 disk (no hashing) before any byte moves; the space check."""
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import logging
 import os
 import stat as st
@@ -47,7 +47,7 @@ class LocalState(NamedTuple):
     partial_bytes: int  # bytes in a partial download, 0 if none
 
     @classmethod
-    def of(cls, stat: os.stat_result | None, *, partial_bytes: int) -> LocalState:
+    def of(cls, stat: os.stat_result | None, *, partial_bytes: int) -> "LocalState":
         # a symlink or folder counts as absent-and-wrong
         if stat is None or not st.S_ISREG(stat.st_mode):
             return cls(None, None, partial_bytes)

@@ -25,8 +25,9 @@ from mdl.signing.library import MAX_SIGNATURE_BYTES, import_ahead, require_libra
 from mdl.signing.statement import ALGORITHMS, SignedFile, SignedManifest, Trust, git_path
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.confined import read_bytes, write_atomic
+from mdl.store.expected import ExpectedFile
 from mdl.store.layout import selected, signed_name
-from mdl.store.records import ExpectedFile, SignatureRecord
+from mdl.store.records import SignatureRecord
 from mdl.store.verify import read_signature
 from mdl.transfer.job import RetryLog
 from mdl.transfer.resume import discard_partial
@@ -108,7 +109,7 @@ def _held_unsigned(model: ResolvedModel, trust: Trust, found: Signatures, exc: U
     log.warning("%s", found.warnings[model.name])
     files = _without_git_files(model).files
     sig = next(f for f in files if f.path == trust.installed_as)
-    found.models.append(replace(model, files=tuple(f for f in files if f is not sig)))
+    found.models.append(model._replace(files=tuple(f for f in files if f is not sig)))
     found.withheld[model.name] = [
         ExpectedFile(sig.path, sig.size, sig.sha256, sig.git_oid, sig.source)
     ]
@@ -135,8 +136,8 @@ def _fingerprints(trusts: Mapping[str, Trust], resolved: Sequence[ResolvedModel]
 
 def _without_git_files(model: ResolvedModel) -> ResolvedModel:
     """The model without git's files, which no signature signs and a signed pull never installs."""
-    return replace(
-        model, files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source)))
+    return model._replace(
+        files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source)))
     )
 
 
@@ -176,7 +177,7 @@ def _signed(
         )
     )
     files.sort(key=lambda f: f.path)
-    found.models.append(replace(model, files=tuple(files)))
+    found.models.append(model._replace(files=tuple(files)))
     found.failures.extend(refused)
     found.records[model.name] = SignatureRecord(file=sig.path, sha256=sha256, by=by)
     if withheld:

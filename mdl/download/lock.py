@@ -307,7 +307,7 @@ def _entries(
     verified (``_xet_verified``); a model that makes no entry is one of the ``failures``."""
     models: dict[str, LockedModel] = {}
     for model in complete:
-        model = replace(model, files=tuple(_xet_verified(session, f, said) for f in model.files))
+        model = model._replace(files=tuple(_xet_verified(session, f, said) for f in model.files))
         try:
             models[model.name] = locked_from_resolved(specs[model.name], model, {})
         except MdlError as exc:
@@ -328,7 +328,7 @@ def _signatures_apart(
             for f in model.files:
                 if f.path == trust.installed_as:
                     signatures[model.name] = f
-            model = replace(model, files=tuple(f for f in model.files if not f.signature))
+            model = model._replace(files=tuple(f for f in model.files if not f.signature))
         apart.append(model)
     return apart, signatures
 
@@ -364,7 +364,7 @@ def _with_signatures(
                 failures.append(failed(model.name, None, exc))
                 log.error("%s", failures[-1].error)
                 continue
-            model = replace(model, files=tuple(sorted((*model.files, sig), key=lambda f: f.path)))
+            model = model._replace(files=tuple(sorted((*model.files, sig), key=lambda f: f.path)))
         done.append(model)
     return done
 
@@ -397,7 +397,7 @@ def _complete(
     known = [_known_files(session, m, model, blobs, failures) for m, model in enumerate(models)]
     _learn(session, models, known, failures)
     done = [
-        replace(model, files=tuple(filter(None, known[m])))
+        model._replace(files=tuple(filter(None, known[m])))
         for m, model in enumerate(models)
         if m not in failures
     ]

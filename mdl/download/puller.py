@@ -28,7 +28,8 @@ from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress
 from mdl.report import WARNING_CAUSE, FileOutcome, RunReport, log_outcome, warned
 from mdl.sources.resolve import RemoteFile, ResolvedModel
-from mdl.store.records import ExpectedFile, ModelRecord, SignatureRecord
+from mdl.store.expected import ExpectedFile
+from mdl.store.records import ModelRecord, SignatureRecord
 from mdl.store.store import Store
 
 

@@ -18,7 +18,7 @@ from mdl.lockfile.model import Lock, LockedModel
 from mdl.lockfile.remembered import load_catalog
 from mdl.redact import REDACTED, redact_url
 from mdl.setting import StrPath
-from mdl.store.records import ExpectedFile
+from mdl.store.expected import ExpectedFile
 
 if TYPE_CHECKING:
     from mdl.lockfile.parts import PartHashes

@@ -8,7 +8,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import httpx2
@@ -95,10 +95,10 @@ class Registry:
         if manifest.is_index:
             chosen = pick_artifact(manifest, what=f"{what} ({digest})")
             log.debug("%s: index %s picks %s", what, digest, chosen.digest)
-            digest, manifest = self.manifest(replace(ref, digest=chosen.digest), what=what)
+            digest, manifest = self.manifest(ref._replace(digest=chosen.digest), what=what)
             if manifest.is_index:
                 raise RegistryReplyError(f"{what}: the index's artifact {digest} is an index too")
-        pinned = replace(ref, digest=digest)
+        pinned = ref._replace(digest=digest)
         files = tuple(
             RemoteFile(
                 model=model,

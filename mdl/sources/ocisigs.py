@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -101,7 +100,7 @@ def signature_layers(registry: Registry, ref: OciRef, *, what: str) -> list[Desc
     found: list[Descriptor] = []
     for entry in entries[:MAX_SIGNATURES]:
         try:
-            manifest = registry.manifest(replace(ref, tag=None, digest=entry.digest), what=what)[1]
+            manifest = registry.manifest(ref._replace(tag=None, digest=entry.digest), what=what)[1]
         except NotFoundError:  # listed, since deleted
             continue
         bundles = [layer for layer in manifest.layers if layer.media_type == SIGNATURE_TYPE]
@@ -144,7 +143,7 @@ def attach_signature(writer: RegistryWriter, subject: bytes, bundle: bytes, *, w
     body = referrer_manifest(subject, bundle)
     said = f"{what}: its signature's referrer"
     digest = writer.push_manifest(body, media_type=MANIFEST, what=said)
-    ref = replace(writer.ref, tag=None, digest=manifest_digest(subject))
+    ref = writer.ref._replace(tag=None, digest=manifest_digest(subject))
     if _listed(writer.registry, ref, what=said) is None:
         entry = _described(MANIFEST, body) | {"artifactType": SIGNATURE_TYPE}
         _tag_referrer(writer, ref, entry, what=said)

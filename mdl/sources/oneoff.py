@@ -2,8 +2,8 @@
 ``hf://`` files and whole repos listed at one commit, object-store (``s3://``) objects, serverless
 job-output JSON), where each is saved, checked."""
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -236,7 +236,7 @@ def combined_sources(
 
 
 def list_repos(
-    items: Sequence[Parsed], hub: Hub, *, include: Sequence[str], exclude: Sequence[str]
+    items: Sequence[Parsed], hub: "Hub", *, include: Sequence[str], exclude: Sequence[str]
 ) -> list[Source]:
     """Every whole repo among ``items`` → its (filtered) files at one commit; a name get cannot
     save is exit 2.
@@ -267,7 +267,7 @@ def list_repos(
     return found
 
 
-def list_registry_files(items: Sequence[Parsed], registry: Registry) -> list[Parsed]:
+def list_registry_files(items: Sequence[Parsed], registry: "Registry") -> list[Parsed]:
     """Every ``oci://`` model among ``items`` → its layers' files at one manifest digest (each
     blob's sha256 and size pinned by the manifest: nothing is probed)."""
     found: list[Parsed] = []

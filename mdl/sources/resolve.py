@@ -2,8 +2,8 @@
 mirror URLs.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -70,12 +70,12 @@ class RemoteFile:
     # where a probe found it answering ranges (the download need not ask again)
     located: str | None = None
     # that probe's answer, its first bytes unread
-    opening: Opening | None = field(default=None, compare=False)
+    opening: "Opening | None" = field(default=None, compare=False)
     # The model's model.sig: its bytes are proved by their own signature, so a mirror may serve it
     # with no hash.
     signature: bool = False
     # what the model's verified signature says of the file (checked as it arrives)
-    signed: SignedFile | None = None
+    signed: "SignedFile | None" = None
     # its verified bytes, already here (the signature)
     staged: Path | None = field(default=None, compare=False)
     # what fetching them had to retry, or warned
@@ -84,11 +84,10 @@ class RemoteFile:
     xet: XetRef | None = None
     # a trusted hash for each range of exactly these bytes (``sha256``): the part hashes beside
     # the lock that pins it, or its signature's shards; None: only the whole file is checked
-    trust: RangeTrust | None = field(default=None, compare=False)
+    trust: "RangeTrust | None" = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
+class ResolvedModel(NamedTuple):
     """A model's files as they are upstream (or as last recorded, offline)."""
 
     name: str
@@ -98,9 +97,9 @@ class ResolvedModel:
 
 
 def resolve_model(
-    spec: ModelSpec,
+    spec: "ModelSpec",
     *,
-    hub: Hub | None,
+    hub: "Hub | None",
     environ: Mapping[str, str],
     offline: bool = False,
     record: ModelRecord | None = None,
@@ -115,7 +114,7 @@ def resolve_model(
 
 
 def _resolve_files(
-    spec: ModelSpec, *, hub: Hub | None, environ: Mapping[str, str]
+    spec: "ModelSpec", *, hub: "Hub | None", environ: Mapping[str, str]
 ) -> ResolvedModel:
     """A model of listed files: each resolved, its signature file too; the commit all share."""
     files = [resolve_file(spec.name, file, hub=hub, environ=environ) for file in spec.files]
@@ -131,19 +130,19 @@ def _resolve_files(
     return ResolvedModel(spec.name, None, commit, tuple(files))
 
 
-def marked_signature(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
+def marked_signature(spec: "ModelSpec", model: ResolvedModel) -> ResolvedModel:
     """The model with its signature file marked (its own signature proves its bytes: a mirror may
     serve it).
     """
     if spec.signature is None:
         return model
     path = spec.signature.installed_as
-    return replace(
-        model, files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files)
+    return model._replace(
+        files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files)
     )
 
 
-def kept_in_bucket(spec: ModelSpec, trust: Trust) -> bool:
+def kept_in_bucket(spec: "ModelSpec", trust: "Trust") -> bool:
     """Whether the model's signature has no place at its source: a model of files not all in one
     Hub repo (direct URLs: a training box, a CDN) whose signer names no signature URL keeps it in
     the team's bucket, stored by content and named by its version's manifest (``publish
@@ -155,7 +154,7 @@ def kept_in_bucket(spec: ModelSpec, trust: Trust) -> bool:
     return len(repos) != 1 or None in {f.repo for f in spec.files}
 
 
-def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
+def signature_spec(spec: "ModelSpec", trust: "Trust") -> "FileSpec":
     """The model's model.sig as a file entry: its URL, or its path in the repo its (one) Hub repo
     files are in.
     """
@@ -175,7 +174,7 @@ def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
     )
 
 
-def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
+def _resolve_snapshot(spec: "ModelSpec", hub: "Hub") -> ResolvedModel:
     """A whole-repo model: its listing at one commit, selected and checked, as files."""
     from mdl.sources.hub import xet_token_url  # (with the Hub client: a plain URL needs neither)
 
@@ -215,7 +214,7 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
-def _snapshot_items(spec: ModelSpec, hub: Hub, commit: str) -> list[TreeEntry]:
+def _snapshot_items(spec: "ModelSpec", hub: "Hub", commit: str) -> "list[TreeEntry]":
     """The listing's entries the model takes (by path), its signature file fetched, selected or
     not."""
     assert spec.repo is not None
@@ -229,7 +228,7 @@ def _snapshot_items(spec: ModelSpec, hub: Hub, commit: str) -> list[TreeEntry]:
     return items  # the chosen entries are all that is kept
 
 
-def _check_listing(spec: ModelSpec, items: Sequence[TreeEntry]) -> None:
+def _check_listing(spec: "ModelSpec", items: "Sequence[TreeEntry]") -> None:
     """Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any
     byte is fetched; a name that fails it, or two that clash, refuse the whole model as a bad
     reply (exit 5), like any other."""
@@ -255,13 +254,13 @@ def _check_listing(spec: ModelSpec, items: Sequence[TreeEntry]) -> None:
 class _Listed(NamedTuple):
     """A whole-repo model at one commit: how its listed files become RemoteFiles."""
 
-    spec: ModelSpec
+    spec: "ModelSpec"
     repo: str
     commit: str
     file_url: Callable[[str], str]  # a path's resolve URL at the commit
     token_url: str  # where the Xet read token of the listing's Xet files is asked for
 
-    def file(self, item: TreeEntry) -> RemoteFile:
+    def file(self, item: "TreeEntry") -> RemoteFile:
         """One listed file: its sha256 (LFS) or git blob id, its Xet hash if it has one."""
         spec, lfs = self.spec, item.lfs
         xet = XetRef(item.xet_hash, self.token_url) if item.xet_hash and lfs is not None else None
@@ -280,7 +279,7 @@ class _Listed(NamedTuple):
             xet=xet,
         )
 
-    def signature(self, trust: Trust) -> RemoteFile:
+    def signature(self, trust: "Trust") -> RemoteFile:
         """The model's signature file the listing did not name: its URL, or its path at the
         commit."""
         spec = self.spec
@@ -321,7 +320,7 @@ def listing_clash(paths: Sequence[str]) -> str | None:
 
 
 def resolve_file(
-    model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]
+    model: str, file: "FileSpec", *, hub: "Hub | None", environ: Mapping[str, str]
 ) -> RemoteFile:
     """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata
     names.
@@ -341,7 +340,7 @@ def resolve_file(
     return _hub_file(model, file, hub)
 
 
-def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
+def _hub_file(model: str, file: "FileSpec", hub: "Hub") -> RemoteFile:
     """A Hub file pinned to the commit its metadata names, checked against its catalog entry."""
     assert file.repo is not None and file.path is not None and hub is not None
     # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
@@ -379,7 +378,7 @@ def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
     )
 
 
-def _xet_of(meta: FileMetadata) -> XetRef | None:
+def _xet_of(meta: "FileMetadata") -> XetRef | None:
     """Where a Hub file is in Xet, when its HEAD says (its hash, and where to ask for a token)."""
     if meta.xet_hash and meta.xet_auth:
         return XetRef(meta.xet_hash, meta.xet_auth)
@@ -387,7 +386,7 @@ def _xet_of(meta: FileMetadata) -> XetRef | None:
 
 
 def _check_against_catalog(
-    file: FileSpec, *, sha256: str | None, size: int | None, what: str
+    file: "FileSpec", *, sha256: str | None, size: int | None, what: str
 ) -> None:
     """The Hub's sha256 and size of a file must be those its catalog entry pins (exit 6)."""
     if file.sha256 and sha256 and file.sha256 != sha256:
@@ -401,7 +400,7 @@ def _check_against_catalog(
         )
 
 
-def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedModel:
+def resolve_offline(spec: "ModelSpec", record: ModelRecord | None) -> ResolvedModel:
     """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will
     fail offline).
     """
@@ -418,7 +417,7 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
     return ResolvedModel(spec.name, revision, commit, tuple(files))
 
 
-def _recorded_files(spec: ModelSpec, record: ModelRecord | None) -> list[RemoteFile]:
+def _recorded_files(spec: "ModelSpec", record: ModelRecord | None) -> list[RemoteFile]:
     """The model's files as its record knows them: what the last pull expected (an unfinished one
     fails offline, by name), as recorded where it was; records from before expected sets know only
     what they recorded."""
@@ -448,7 +447,7 @@ def _recorded_files(spec: ModelSpec, record: ModelRecord | None) -> list[RemoteF
     return files
 
 
-def _never_fetched(model: str, file: FileSpec) -> RemoteFile:
+def _never_fetched(model: str, file: "FileSpec") -> RemoteFile:
     """A catalog file the record does not know: what the catalog says of it, nowhere to get it."""
     in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
     source = redact_url(file.url) if file.url else in_hub
@@ -463,7 +462,7 @@ def with_probe(
     size: int | None,
     etag: str | None,
     located: str | None = None,
-    opening: Opening | None = None,
+    opening: "Opening | None" = None,
     sha256: str | None = None,
 ) -> RemoteFile:
     """The file with what a probe learned (size, validator, where it answered a range, its unread

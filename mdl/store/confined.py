@@ -6,8 +6,8 @@ mdl's state is trusted only if mdl made it (engine rule 14, checked in ``not_own
 a regular file with one link, the running user's (to read: or root's, as ssh's ``StrictModes``),
 the same inode when opened as when looked at."""
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import contextlib
 import errno
 import os

@@ -18,9 +18,10 @@ from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import LocalFSError, MdlError
 from mdl.redact import redact_url
 from mdl.store import confined
+from mdl.store.expected import ExpectedFile
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, parse_hub_source, repo_folder, selected
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
+from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, OUTDATED, PARTIAL, judge
 from mdl.store.store import Store, key_pattern
 

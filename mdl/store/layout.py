@@ -4,8 +4,8 @@ hf-cache``): a blob named by its ETag in ``blobs/``, a relative symlink
 under ``<cache>/.locks/mdl/`` (skipped by ``scan_cache_dir``, on the blobs' filesystem); a blob's
 lock is huggingface_hub's own. Direct URLs keep the plain layout."""
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import os
 import re
 import stat as st
@@ -343,7 +343,7 @@ def check_folder(path: Path, *, what: str) -> None:
         )
 
 
-def ref_revision(spec: ModelSpec, record: ModelRecord | None, path: str) -> str | None:
+def ref_revision(spec: "ModelSpec", record: ModelRecord | None, path: str) -> str | None:
     """The revision whose ref names a file's commit: a snapshot's only while the catalog still asks
     for the revision it was pulled at, else the one the file's catalog entry asks for."""
     if spec.is_snapshot:
@@ -425,7 +425,7 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
 
 
 def adopt_cached(
-    spec: ModelSpec, record: ModelRecord | None, cache_root: Path
+    spec: "ModelSpec", record: ModelRecord | None, cache_root: Path
 ) -> ModelRecord | None:
     """Offline, in the hf-cache layout: the files already cached added to what the record knows
     (re-hashed against their blob names before they are trusted)."""
@@ -435,7 +435,7 @@ def adopt_cached(
     return replace(record or ModelRecord(name=spec.name), files=known) if known else record
 
 
-def _cached_files(spec: ModelSpec, cache_root: Path) -> list[FileRecord]:
+def _cached_files(spec: "ModelSpec", cache_root: Path) -> list[FileRecord]:
     """The model's files already in the Hugging Face cache, by save path."""
     if spec.is_snapshot and spec.repo is not None:
         return selected(
@@ -455,7 +455,7 @@ def _cached_files(spec: ModelSpec, cache_root: Path) -> list[FileRecord]:
 
 
 def selected(
-    spec: ModelSpec, items: Iterable[_Item], *, key: Callable[[_Item], str] | None = None
+    spec: "ModelSpec", items: Iterable[_Item], *, key: Callable[[_Item], str] | None = None
 ) -> list[_Item]:
     """The ``items`` a whole-repo entry takes by its include and exclude patterns, as
     huggingface_hub applies them.

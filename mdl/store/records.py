@@ -9,12 +9,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from mdl.errors import OutsideJSONError, UnsafePathError
 from mdl.outsidejson import read_json
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path
 from mdl.redact import printable, record_text
+
+if TYPE_CHECKING:
+    # (its own module: a get, which writes no expected files, does not make its class)
+    from mdl.store.expected import ExpectedFile
 
 log = logging.getLogger("mdl.store")
 
@@ -68,19 +72,6 @@ def adopted_when_found(entry: FileRecord | None) -> bool:
     record says mdl wrote it (then a re-check keeps it mdl's), it was there before mdl, and stays
     adopted across re-checks."""
     return entry is None or entry.adopted
-
-
-@dataclass(frozen=True, repr=False)
-class ExpectedFile:
-    """One file the model should have, as its last resolution said (the Hub listing, the lock or the
-    catalog): written before the first byte of a pull moves, so a pull that stops halfway never
-    looks installed."""
-
-    path: str
-    size: int | None
-    sha256: str | None = None
-    git_oid: str | None = None
-    source: str = ""
 
 
 @dataclass(frozen=True, repr=False)
@@ -180,14 +171,22 @@ def _files_json(
     return {
         path: {
             k: _record_text(getattr(one, k)) if k in _SERVER_TEXT else getattr(one, k)
-            for k in _NAMES[type(one)]
+            for k in _names(type(one))
             if k != drop
         }
         for path, one in sorted(entries.items())
     }
 
 
-_NAMES = {cls: tuple(one.name for one in fields(cls)) for cls in (FileRecord, ExpectedFile)}
+_NAMES: dict[type, tuple[str, ...]] = {}  # each entry class's fields, in order (on first use)
+
+
+def _names(cls: type[Any]) -> tuple[str, ...]:
+    if cls not in _NAMES:
+        _NAMES[cls] = tuple(one.name for one in fields(cls))
+    return _NAMES[cls]
+
+
 # the sections of entries, and what their JSON leaves out (an expected file's key is its path)
 _SECTIONS = {"files": "", "expected": "path", "earlier": ""}
 
@@ -295,7 +294,7 @@ def record_of(model: str, raw: object, *, known: ModelRecord | None = None) -> M
     kept = known or ModelRecord(name=model)
     return ModelRecord(
         files=_section(raw, "files", FileRecord, known=kept.files) or {},
-        expected=_section(raw, "expected", ExpectedFile, optional=True, known=kept.expected),
+        expected=_expected(raw, kept),
         name=model,
         revision=_optional_text(raw, "revision", "revision"),
         commit=_optional_text(raw, "commit", "commit"),
@@ -305,6 +304,15 @@ def record_of(model: str, raw: object, *, known: ModelRecord | None = None) -> M
         earlier=_section(raw, "earlier", FileRecord, optional=True, known=kept.earlier) or {},
         signed_files=_signed_files(raw),
     )
+
+
+def _expected(raw: dict[str, Any], kept: ModelRecord) -> dict[str, ExpectedFile] | None:
+    """The ``expected`` section (None when the record has none, as a get's)."""
+    if raw.get("expected") is None:
+        return None
+    from mdl.store.expected import ExpectedFile
+
+    return _section(raw, "expected", ExpectedFile, optional=True, known=kept.expected)
 
 
 class RecordFieldError(ValueError):

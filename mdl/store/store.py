@@ -2,8 +2,8 @@
 partials, free space.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import hashlib
 import os
 import re
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.outsidejson import read_json
@@ -22,7 +22,6 @@ from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
 from mdl.store.records import (
     RECORD_MAX,
-    ExpectedFile,
     FileRecord,
     ModelRecord,
     SignatureRecord,
@@ -34,6 +33,9 @@ from mdl.store.records import (
     unchanged,
 )
 from mdl.wait import Wait
+
+if TYPE_CHECKING:
+    from mdl.store.expected import ExpectedFile
 
 _T = TypeVar("_T")
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -271,7 +273,7 @@ class Store(Leftovers):
         put: FileRecord | None = None,
         puts: tuple[FileRecord, ...] = (),
         remove: tuple[str, ...] = (),
-        expected: dict[str, ExpectedFile] | None = None,
+        expected: "dict[str, ExpectedFile] | None" = None,
         catalog: str | None = None,
         signature: SignatureRecord | None = None,
         forget: tuple[str, ...] = (),

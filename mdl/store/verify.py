@@ -27,10 +27,11 @@ from mdl.outsidejson import read_json
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.confined import ForeignEntryError, read_bytes
+from mdl.store.expected import ExpectedFile
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import LocalFile, ModelStatus, model_status, signature_beside
 from mdl.store.layout import BLOB_NAME, Layout, ref_revision, signed_name, write_ref
-from mdl.store.records import RECORD_MAX, ExpectedFile, FileRecord, ModelRecord, record_of
+from mdl.store.records import RECORD_MAX, FileRecord, ModelRecord, record_of
 from mdl.store.states import (
     INSTALLED,
     MISSING,

@@ -4,8 +4,8 @@ probe's answer taken, checked against the file and the request (``PieceRequests`
 to ``BodyCopy``; tried again from the frontier when a connection fails or stalls, or a signed URL
 expires, within the piece's retry budget (``PieceStream``)."""
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import contextlib
 import copy
 import functools
@@ -51,7 +51,7 @@ class _ClosedEarly(RetryableError):
 class PieceStream:
     """One stream working on one piece till it is complete, with the piece's retry budget."""
 
-    def __init__(self, requests: PieceRequests) -> None:
+    def __init__(self, requests: "PieceRequests") -> None:
         self.requests = requests  # its requests built, sent and read (the body copied)
         shared, state, piece = requests.shared, requests.state, requests.piece
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job

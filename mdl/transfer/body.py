@@ -2,8 +2,8 @@
 every path takes.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import itertools
 import time
 from collections.abc import Iterator

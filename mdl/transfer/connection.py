@@ -334,7 +334,8 @@ class WireBackend(httpcore2.NetworkBackend):
         if kept is not None:
             return kept
         inner = self._backend.connect_tcp(
-            host,
+            # ASCII already (httpx2's raw_host): as bytes, getaddrinfo does not load the idna codec
+            host.encode("ascii"),  # type: ignore[arg-type]
             port,
             timeout=_cut(timeout, httpcore2.ConnectTimeout),
             local_address=local_address,

@@ -2,8 +2,8 @@
 is not the file in words (the rest of a failure's words: mdl.transfer.failures), the one retry loop.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import logging
 import random
 import threading
@@ -179,7 +179,7 @@ class TokenGuard:
         self._lock = threading.Lock()
 
     @classmethod
-    def on(cls, client: httpx2.Client, endpoint: str) -> TokenGuard:
+    def on(cls, client: httpx2.Client, endpoint: str) -> "TokenGuard":
         hooks = client.event_hooks["request"]
         if found := next(
             (h for h in hooks if isinstance(h, TokenGuard) and h.origin == origin(endpoint)), None

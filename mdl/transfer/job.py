@@ -2,8 +2,8 @@
 or reject it.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import contextlib
 import logging
 import threading
@@ -39,7 +39,7 @@ class Identity(NamedTuple):
     git_oid: str | None
     etag: str | None
 
-    def matches(self, other: Identity) -> bool:
+    def matches(self, other: "Identity") -> bool:
         if self.size is not None and other.size is not None and self.size != other.size:
             return False
         for mine, theirs in (
@@ -90,7 +90,7 @@ class Opening:
         self._lock = threading.Lock()
         self._taken = False
 
-    def take(self) -> Opening | None:
+    def take(self) -> "Opening | None":
         with self._lock:
             taken, self._taken = self._taken, True
         return None if taken else self
@@ -188,7 +188,7 @@ class TransferJob:
     root: Path | None = None
     # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
     # they are hashed
-    signed: SignedFile | None = field(default=None, compare=False)
+    signed: "SignedFile | None" = field(default=None, compare=False)
 
 
 class TransferResult(NamedTuple):

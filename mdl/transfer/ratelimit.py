@@ -5,8 +5,8 @@ says few requests remain; docs/transfers.md "The Hub's rate limits"), and a refu
 state a limit (a Hub reply, a 429 or 503): a plain URL's get never loads it.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import logging
 import math
 import threading
@@ -150,7 +150,7 @@ class HubGate:
         self.paced = 0.0  # of ``waited``, the seconds requests were spaced out (no refusal)
         self.budget = HubWaits()  # the run's refusal waits
 
-    def hook(self, client: httpx2.Client) -> HubGate:
+    def hook(self, client: httpx2.Client) -> "HubGate":
         """Put the gate on ``client``'s hooks (once): every request it sends passes it."""
         hooks = client.event_hooks
         if self not in hooks["request"]:
@@ -159,7 +159,7 @@ class HubGate:
         return self
 
     @staticmethod
-    def of(response: httpx2.Response) -> HubGate | None:
+    def of(response: httpx2.Response) -> "HubGate | None":
         """The gate the request ``response`` answers passed (None: not a Hub request, or a client
         without one)."""
         try:
@@ -223,7 +223,7 @@ class HubGate:
         spent = not held and stated <= MAX_HUB_WAIT
         return Refusal(stated, held=held, gave_up=self.budget.giving_up() if spent else None)
 
-    def close(self, wait: float, *, status: int, limits: RateLimits | None) -> bool:
+    def close(self, wait: float, *, status: int, limits: "RateLimits | None") -> bool:
         """Close the gate for the refusal's hold (at least MIN_HUB_WAIT) unless that passes the
         run's budget: then it stays open (False) and the refusal fails its file (Tries)."""
         hold = HubWaits.hold(wait)
@@ -253,7 +253,7 @@ class HubGate:
             self.note(f"mdl: waiting {human_seconds(hold)}: the Hub's rate limit ({name})")
         return True
 
-    def pace(self, limit: Limit) -> None:
+    def pace(self, limit: "Limit") -> None:
         """Few requests left (under ``few``, or FEW_SHARE of the quota): the next ones spread over
         the time to the reset; plenty left: no pacing."""
         remaining, reset = limit.remaining, limit.reset

@@ -4,8 +4,8 @@ writeback), seeded from other sources' bytes; and the ``.part``'s end: discarded
 place.
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import contextlib
 import json
 import logging

@@ -43,8 +43,8 @@ from mdl.sources.ocimanifest import (
     manifest_digest,
 )
 from mdl.sources.ocipush import CHUNK_SIZE, MOUNTED, Blob, RegistryWriter
+from mdl.store.expected import ExpectedFile
 from mdl.store.layout import Layout
-from mdl.store.records import ExpectedFile
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.upload._bucket import ReadyFile, _meter
 from mdl.upload.ocisign import sign_artifact
@@ -96,7 +96,7 @@ def repository_of(template: str, model: str, *, where: str = "--to") -> OciRef:
             f"{where}: {template!r} names a manifest digest; publish writes a new manifest",
             hint="give oci://REGISTRY/REPOSITORY[:TAG]",
         )
-    return replace(ref, tag=ref.tag or DEFAULT_TAG)
+    return ref._replace(tag=ref.tag or DEFAULT_TAG)
 
 
 def check_target(to: str, models: Sequence[str]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 
 from mdl.errors import MdlError
 from mdl.paths import OciRef
@@ -36,7 +35,7 @@ def sign_artifact(
     """The signature of the artifact whose manifest ``manifest`` (its bytes, pushed to
     ``writer``'s repository) lists ``files``: kept when one this key made over them is attached
     already, else made and attached (a dry run: said only); its row."""
-    ref = replace(writer.ref, tag=None, digest=manifest_digest(manifest))
+    ref = writer.ref._replace(tag=None, digest=manifest_digest(manifest))
     made = signer.sign(model, files)
     kept = _attached(writer, signer, ref, made.digests, model)
     data = kept or made.data

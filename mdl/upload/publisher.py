@@ -27,9 +27,10 @@ from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, public_key_of, sign_digests, verify_signature
 from mdl.signing.statement import SIGNATURE_FILE, SignedManifest, Trust, skipped_by_signature
+from mdl.store.expected import ExpectedFile
 from mdl.store.inventory import LocalFile, ModelStatus, model_status
 from mdl.store.layout import Layout
-from mdl.store.records import ExpectedFile, ModelRecord
+from mdl.store.records import ModelRecord
 from mdl.store.states import INSTALLED, MODIFIED_MAYBE
 from mdl.store.verify import read_signature, verify_file
 from mdl.units import first_few

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -195,7 +195,7 @@ class _RegistryRun(Tally):
         found: dict[str, _Found] = {}
         for tag in tags:
             try:
-                tagged = replace(ref, tag=parse_oci_ref(f"{ref.given}:{tag}").tag)
+                tagged = ref._replace(tag=parse_oci_ref(f"{ref.given}:{tag}").tag)
                 digest, manifest = self.registry.manifest(tagged, what=tagged.given)
             except NotFoundError:
                 continue  # untagged meanwhile
@@ -307,7 +307,7 @@ def _unkept_why(item: _Found, cutoff: float | None, anchor: float | None) -> str
 
 
 def _shown(ref: OciRef, item: _Found) -> str:
-    return replace(ref, tag=item.tags[0], digest=item.digest).given
+    return ref._replace(tag=item.tags[0], digest=item.digest).given
 
 
 def _bytes(item: _Found, held: set[str]) -> int:

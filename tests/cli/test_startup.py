@@ -84,6 +84,8 @@ NOT_FOR_PLAIN_GET = (
     # a file judged against its record is mdl.store.states' (a model's state, list and show are
     # the inventory's: 6 dataclasses, ~5 ms)
     "mdl.store.inventory",
+    # a record's expected files are a pull's (a get writes none)
+    "mdl.store.expected",
     # issue 90: judging the places get wrote is list's, clean's and prune's (a get notes its place in
     # mdl.store.register); the Hub's RateLimit headers are read when a reply may state a limit
     "mdl.store.oneoffs",
