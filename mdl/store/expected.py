@@ -1,5 +1,6 @@
 """A file the model should have, as a record's ``expected`` section holds it (mdl.store.records)."""
 
+# (postponed: records._field reads each field's type as its text, "bool", not "<class 'bool'>")
 from __future__ import annotations
 
 from dataclasses import dataclass

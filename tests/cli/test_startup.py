@@ -51,6 +51,9 @@ NOT_FOR_PLAIN_GET = (
     *NOT_FOR_GET,
     "pydantic",
     "rich",
+    # issue 90: an http:// host looked up as the ASCII bytes it is (a str loads the IDNA codec)
+    "encodings.idna",
+    "stringprep",
     # issue 90: a plain line (get SOURCE... -o/-d/-q) runs without Typer (mdl.cli.plain)
     "typer",
     "mdl.cli.app",
@@ -175,7 +178,8 @@ def run_script(tmp_path: Path, script: str, *args: str) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
+        # (this tree's mdl, whatever an editable install elsewhere points at)
+        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log"), "PYTHONPATH": str(ROOT)},
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
