@@ -89,11 +89,13 @@ def _windows(
     end: int,
     wait: Wait,
     verified: Wait,
+    sha256: str | None = None,
 ) -> Generator[memoryview, None, None]:
-    """Bytes ``[start, end)`` of the file a fetch of this pull checks range by range (its
-    ``.part`` one of ``part_paths``), as its check gives them (``RangeCheck.windows``); nothing
-    when no fetch checks it. Holds a share of the check (its descriptor open) till it ends."""
-    shared = map(releases.share, part_paths) if releases is not None else ()
+    """Bytes ``[start, end)`` of the file (``sha256``) a fetch of this pull checks range by range
+    (its ``.part`` one of ``part_paths``), as its check gives them (``RangeCheck.windows``);
+    nothing when no fetch checks it. Holds a share of the check (its descriptor open) till it
+    ends."""
+    shared = (releases.share(p, sha256) for p in part_paths) if releases is not None else ()
     check = next(filter(None, shared), None)
     if check is None:
         return
@@ -272,7 +274,7 @@ class Shelf:
         by range). Each range then waits for room to be read till the request's ``wait`` ends."""
         paths = self._part_paths(obj.model, obj.path)
         verified = wait.child(LOOK_EVERY)
-        windows = partial(_windows, self._releases, paths, *span, wait, verified)
+        windows = partial(_windows, self._releases, paths, *span, wait, verified, obj.sha256)
         early = Early(obj, windows)
         if early.ready:
             log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)

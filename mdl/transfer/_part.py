@@ -273,7 +273,8 @@ class PartFetch:
         # the bytes (and the size that reads them back); the rename is made durable apart
         os.fdatasync(fd)
         if check is not None and self.beside.in_order and self.beside.releases is not None:
-            self.beside.releases.keep(check)  # (verified whole, a loader's: till its record)
+            # (verified whole, a loader's: till its record)
+            self.beside.releases.keep(check, self.job.identity.sha256)
         return size
 
     def _repair(self, state: DownloadState, restarts: Restarts, check: RangeCheck) -> None:

@@ -108,9 +108,13 @@ def part_digests(
     return found
 
 
-def _stamp(fd: int) -> tuple[int, int]:
-    """What the store trusts a verified file by (its size and mtime), read off ``fd``."""
-    found = os.fstat(fd)
+def _stamp(fd: int) -> tuple[int, int] | None:
+    """What the store trusts a verified file by (its size and mtime), read off ``fd``; None: not
+    read."""
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return None
     return found.st_size, found.st_mtime_ns
 
 
@@ -482,8 +486,9 @@ class Releases:
         self.checks, self.reads = _Budget(CHECK_BUDGET), _Budget(READ_BUDGET)
         self._lock = threading.Lock()
         self._checks: dict[Path, RangeCheck] = {}
-        # (``keep``; oldest first): each with its file's size and mtime when it verified whole
-        self._kept: dict[Path, tuple[RangeCheck, tuple[int, int]]] = {}
+        # (``keep``; oldest first): each with the sha256 it verified whole as, and its file's size
+        # and mtime then
+        self._kept: dict[Path, tuple[RangeCheck, tuple[str, tuple[int, int] | None]]] = {}
         self._wrong: dict[Path, tuple[tuple[int, int], ...]] = {}
 
     @contextmanager
@@ -499,43 +504,47 @@ class Releases:
                 if self._checks.get(check.part_path) is check:
                     del self._checks[check.part_path]
 
-    def share(self, part_path: Path) -> RangeCheck | None:
-        """The check filling ``part_path`` (or kept of it) with a share taken (``unshare`` when
-        done), if any."""
+    def share(self, part_path: Path, sha256: str | None = None) -> RangeCheck | None:
+        """The check filling ``part_path`` (or kept of it, if it verified whole as ``sha256``) with
+        a share taken (``unshare`` when done), if any."""
         with self._lock:
             check = self._checks.get(part_path)
             kept = self._kept.get(part_path) if check is None else None
         check = kept[0] if kept is not None else check
         if check is None or not check.share():
             return None
-        if kept is not None and _stamp(check.fd) != kept[1]:
-            # written since it verified whole: the store's test (size, mtime) refuses it too
+        if kept is not None and (sha256, _stamp(check.fd)) != kept[1]:
+            # Another version asked (its ``.part`` is the same path: another process may fetch
+            # it now), or the file written since it verified (the store's test, size and mtime,
+            # refuses it too): not this check's bytes.
             check.unshare()
-            self.forget(part_path)
+            self.forget(part_path, check)
             return None
         return check
 
-    def keep(self, check: RangeCheck) -> None:
-        """``check``'s file verified whole: its ranges go on leaving through it (``share``) past
-        its fetch's end (its record is written meanwhile, and the file served whole), so a read
-        never waits between the two; till ``forget`` (the pull's end), KEPT later ones are kept,
-        or the file's size or mtime changes (``share``)."""
-        if not check.share():
+    def keep(self, check: RangeCheck, sha256: str | None) -> None:
+        """``check``'s file verified whole as ``sha256``: its ranges go on leaving through it
+        (``share``) past its fetch's end (its record is written meanwhile, and the file served
+        whole), so a read never waits between the two; till ``forget`` (the pull's end), KEPT
+        later ones are kept, or the file's size or mtime changes (``share``)."""
+        if sha256 is None or not check.share():
             return
+        kept = (check, (sha256, _stamp(check.fd)))
         self.forget(check.part_path)  # (one kept of it before: let go, not lost)
         with self._lock:
-            self._kept[check.part_path] = (check, _stamp(check.fd))
+            self._kept[check.part_path] = kept
             old = list(self._kept)[:-KEPT]
         for part_path in old:
             self.forget(part_path)
 
-    def forget(self, part_path: Path | None = None) -> None:
-        """The check kept of ``part_path`` (None: every one) let go."""
+    def forget(self, part_path: Path | None = None, check: RangeCheck | None = None) -> None:
+        """The check kept of ``part_path`` (None: every one; ``check``: if it is that one) let
+        go."""
         with self._lock:
             gone = [self._kept.pop(p)[0] for p in ([part_path] if part_path else list(self._kept))
-                    if p in self._kept]  # fmt: skip
-        for check in gone:
-            check.unshare()
+                    if p in self._kept and check in (None, self._kept[p][0])]  # fmt: skip
+        for one in gone:
+            one.unshare()
 
     def refuted(self, check: RangeCheck, why: str) -> None:
         """The whole file's hash refused the bytes ``check`` verified (``why``): nothing more

@@ -5,6 +5,7 @@ the ranges that verify; and a range leaves (``reading``) only when its bytes, as
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import threading
@@ -32,6 +33,7 @@ from mdl.wait import Wait
 
 PART = 1 << 20
 DATA = make_data(8 * PART + 12_345, seed=71)
+SHA = hashlib.sha256(DATA).hexdigest()
 
 
 def trust_of(data: bytes, part: int = PART) -> Digests:
@@ -409,7 +411,7 @@ def kept_check(path: Path, releases: ranges.Releases) -> RangeCheck:
         with RangeCheck(trust_of(DATA), fd, path, releases) as check, releases.holding(check):
             check.landed(0, len(DATA))
             assert check.settle(threading.Event()) == []
-            releases.keep(check)
+            releases.keep(check, SHA)
     finally:
         os.close(fd)
     return check
@@ -425,9 +427,9 @@ def test_a_check_kept_past_its_fetch_serves_till_let_go_then_closes(tmp_path: Pa
     for n in range(ranges.KEPT + 1):
         path = tmp_path / f"{n}.part"
         kept.append((path, kept_check(path, releases)))
-    assert releases.share(kept[0][0]) is None and not kept[0][1].share(), "the oldest let go"
+    assert releases.share(kept[0][0], SHA) is None and not kept[0][1].share(), "the oldest let go"
     path, check = kept[-1]
-    assert releases.share(path) is check  # its fetch over, its file not recorded yet
+    assert releases.share(path, SHA) is check  # its fetch over, its file not recorded yet
     with check.reading(10, PART + 10, Wait(cancel=cancel)) as got:
         assert got is not None and bytes(got) == DATA[10 : PART + 10]
     check.unshare()
@@ -439,7 +441,7 @@ def test_a_check_kept_past_its_fetch_serves_till_let_go_then_closes(tmp_path: Pa
     finally:
         os.close(fd)
     releases.forget()
-    assert [p for p, c in kept if releases.share(p) is not None or c.share()] == []
+    assert [p for p, c in kept if releases.share(p, SHA) is not None or c.share()] == []
 
 
 def test_a_kept_check_of_a_file_written_since_it_verified_serves_nothing(tmp_path: Path) -> None:
@@ -448,11 +450,24 @@ def test_a_kept_check_of_a_file_written_since_it_verified_serves_nothing(tmp_pat
     its ranges no longer leave that way, and it is let go."""
     releases, path = ranges.Releases(), tmp_path / "m.part"
     check = kept_check(path, releases)
-    assert releases.share(path) is check  # untouched: it serves
+    assert releases.share(path, SHA) is check  # untouched: it serves
     check.unshare()
     with open(path, "r+b") as other:  # a co-tenant's write in place, one byte, same size
         other.seek(100)
         other.write(b"E")
     os.utime(path, ns=(0, 12345))  # (a different mtime, whatever the clock's grain)
+    assert releases.share(path, SHA) is None
+    assert not check.share(), "let go: its descriptor closed"
+
+
+def test_a_kept_check_serves_only_the_version_it_verified(tmp_path: Path) -> None:
+    """A ``.part``'s path names the model and the file, not the version: once a fetch is over,
+    another process may fetch another version at that path. A kept check serves a read only of
+    the sha256 it verified whole as, never another version's (nor one that says none)."""
+    releases, path = ranges.Releases(), tmp_path / "m.part"
+    check = kept_check(path, releases)
+    path.unlink()
+    path.write_bytes(bytes(reversed(DATA)))  # the next version, fetched at the same path
+    assert releases.share(path, hashlib.sha256(path.read_bytes()).hexdigest()) is None
     assert releases.share(path) is None
     assert not check.share(), "let go: its descriptor closed"
