@@ -61,13 +61,18 @@ def in_order(spans: Sequence[tuple[int, int]], streams: int) -> list[Piece]:
     cuts: list[tuple[int, int]] = []
     for index, (start, end) in enumerate(spans):
         cut = index == 0 or index >= len(spans) - streams
-        step = -(-(end - start) // max(1, min(streams, (end - start) // RAW_LEAST))) if cut else end
-        cuts += [(a, min(a + step, end)) for a in range(start, end, step)]
+        cuts += _cut(start, end, min(streams, (end - start) // RAW_LEAST) if cut else 1)
     if streams > 1:  # (one stream has none to end with)
-        cuts[-streams:] = [(a, min(a + step, end)) for start, end in cuts[-streams:]
-                           for step in [max(-(-(end - start) // TAIL_CUTS), TAIL_LEAST)]
-                           for a in range(start, end, step)]  # fmt: skip
+        cuts[-streams:] = [
+            c for span in cuts[-streams:] for c in _cut(*span, TAIL_CUTS, TAIL_LEAST)
+        ]
     return [Piece(start, end) for start, end in cuts]
+
+
+def _cut(start: int, end: int, parts: int, least: int = 1) -> list[tuple[int, int]]:
+    """``[start, end)`` in ``parts`` equal steps (the last one shorter), none under ``least``."""
+    step = max(-(-(end - start) // max(1, parts)), least)
+    return [(a, min(a + step, end)) for a in range(start, end, step)]
 
 
 class PartFetch:
@@ -273,7 +278,7 @@ class PartFetch:
         # the bytes (and the size that reads them back); the rename is made durable apart
         os.fdatasync(fd)
         if check is not None and self.beside.in_order and self.beside.releases is not None:
-            # (verified whole, a loader's: till its record)
+            # (verified whole, a loader's: till the pull ends, its record written by then)
             self.beside.releases.keep(check, self.job.identity.sha256)
         return size
 

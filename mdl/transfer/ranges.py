@@ -47,7 +47,7 @@ REFETCH_ROUNDS = 2
 CHECK_BUDGET = 32 * MiB
 READ_BUDGET = 48 * MiB
 MAX_SPAN = CHECK_BUDGET  # bytes of a range a check holds: a trust with bigger ones is not used
-KEPT = 8  # checks of files verified whole, serving on till their records are written (``keep``)
+KEPT = 8  # checks of files verified whole, serving on past their fetches (``keep``)
 
 
 def fits(trust: RangeTrust) -> bool:
