@@ -132,9 +132,11 @@ class Record:
         elif self.unsaved_from is None:
             self.unsaved_from = now
         elapsed = now - (self.last_save if self.unsaved_from is None else self.unsaved_from)
+        if not record_due(unsaved, elapsed, every=self.every, interval=interval):
+            return False
+        # (asked per chunk under the claims' lock: the pieces are looked at only when one is due)
         pieces = self.claims.pieces
-        all_there = pieces[-1].end is not None and all(p.complete for p in pieces)
-        return record_due(unsaved, elapsed, every=self.every, interval=interval) and not all_there
+        return pieces[-1].end is None or not all(p.complete for p in pieces)
 
     def checkpoint(self) -> None:
         """A record found due by a stream: the keeper writes it (a stream never waits on a rename
