@@ -28,6 +28,7 @@ from mdl.transfer.body import promised, raw_socket, read_body
 from mdl.transfer.connection import (
     LiveStreams,
     NetTransport,
+    WireBackend,
     WireStream,
     _header_budget,
     httpx2_errors,
@@ -555,3 +556,32 @@ def test_a_header_block_is_read_as_the_parser_asks_its_body_a_mib_at_a_time() ->
         with _header_budget(10):
             assert len(stream.read(65536)) == 65536
         assert len(stream.read(65536)) == 200_000 - 65536
+
+
+class _Kept(WireStream):
+    """A kept connection that counts how often it is polled (readable: the server closed it)."""
+
+    def __init__(self, *, readable: bool = False) -> None:
+        self.polled, self.closed, self.readable = 0, False, readable
+
+    def get_extra_info(self, info: str) -> Any:
+        assert info == "is_readable"
+        self.polled += 1
+        return self.readable
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_kept_connection_taken_is_the_only_one_polled() -> None:
+    # (a poll of every kept connection, under the backend's lock, at every new connection)
+    backend, origin = WireBackend(LiveStreams(), keep=True), ("127.0.0.1", 80)
+    kept = [_Kept() for _ in range(8)]
+    gone = _Kept(readable=True)
+    for stream in [*kept, gone]:
+        backend._put(origin, stream)
+    assert backend._take(origin) is kept[-1]  # the newest good one: the closed one closed first
+    assert gone.closed and gone.polled == 1
+    assert [k.polled for k in kept] == [0] * 7 + [1]
+    assert backend._take(("127.0.0.1", 81)) is None
+    assert sum(k.polled for k in kept) == 1 and not any(k.closed for k in kept)
