@@ -353,22 +353,28 @@ class WireBackend(httpcore2.NetworkBackend):
             self._kept.append((time.monotonic(), origin, stream))
 
     def _take(self, origin: tuple[str, int]) -> WireStream | None:
-        """The newest connection kept for ``origin`` that is still good, once those idle too long
-        are closed; one readable while idle (the server closed it, or sent what no request asked
-        for) is closed and the next looked at. Only the one taken is polled, outside the lock (a
-        poll of every kept one under it cost each request ~6 polls and the other streams' waits)."""
-        while True:
-            now = time.monotonic()
-            with self._lock:
-                stale = [kept for kept in self._kept if now - kept[0] >= KEEPALIVE_SECONDS]
-                fresh = [kept for kept in self._kept if kept not in stale]
-                found = next((kept for kept in reversed(fresh) if kept[1] == origin), None)
-                self._kept = [kept for kept in fresh if kept is not found]
-            for _, _, old in stale:
-                old.close()
-            if found is None or not found[2].get_extra_info("is_readable"):
-                return None if found is None else found[2]
-            found[2].close()
+        """The newest connection kept for ``origin`` that is still good; one readable while idle
+        (the server closed it, or sent what no request asked for) is closed and the next looked
+        at. Only the one taken is polled, outside the lock (a poll of every kept one under it cost
+        each request ~6 polls and the other streams' waits)."""
+        while (found := self._newest(origin)) is not None:
+            if not found.get_extra_info("is_readable"):
+                return found
+            found.close()
+        return None
+
+    def _newest(self, origin: tuple[str, int]) -> WireStream | None:
+        """The newest connection kept for ``origin``, off the list, once those idle too long are
+        closed."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [kept for kept in self._kept if now - kept[0] >= KEEPALIVE_SECONDS]
+            fresh = [kept for kept in self._kept if kept not in stale]
+            found = next((kept for kept in reversed(fresh) if kept[1] == origin), None)
+            self._kept = [kept for kept in fresh if kept is not found]
+        for _, _, old in stale:
+            old.close()
+        return None if found is None else found[2]
 
     def close(self) -> None:
         with self._lock:
