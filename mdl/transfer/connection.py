@@ -146,7 +146,8 @@ def route_table(environ: Mapping[str, str]) -> dict[str, Proxy | None]:
     return table
 
 
-# bytes asked of the socket per read (httpcore2's 64 KiB costs ~3x the CPU per byte)
+# bytes asked of the socket per body read (httpcore2's 64 KiB costs ~3x the CPU per byte); a header
+# block is read as httpcore2 asks
 READ_SIZE = 1 << 20
 MIN_BODY_RATE = 1024  # bytes per second of waiting: slower than this for a whole window is a stall
 
@@ -195,9 +196,10 @@ def read_buffer() -> memoryview:
 
 
 class WireStream(httpcore2.NetworkStream):
-    """A connection as httpcore2 sees it: reads ``READ_SIZE`` at a time into the thread's buffer,
-    with the socket's timeout set only when it changes (httpcore2's own stream sets it, an ioctl, at
-    every read); while a header block is awaited every call is cut to the request's budget. TLS
+    """A connection as httpcore2 sees it: reads a body ``READ_SIZE`` at a time into the thread's
+    buffer, with the socket's timeout set only when it changes (httpcore2's own stream sets it, an
+    ioctl, at every read); while a header block is awaited (read as httpcore2 asks) every call is
+    cut to the request's budget. TLS
     inside a proxy's TLS is left to httpcore2's stream. ``home``: where a direct connection goes
     back to once its answer's body was read past the parser to its last byte (``ended``)."""
 
@@ -229,6 +231,11 @@ class WireStream(httpcore2.NetworkStream):
         :meth:`read_into` needs.
         """
         return self._sock is not None
+
+    @property
+    def holds_bytes(self) -> bool:
+        """Whether TLS holds bytes it decrypted and nobody read: the socket itself looks idle."""
+        return isinstance(self._sock, ssl.SSLSocket) and self._sock.pending() > 0
 
     def read_into(self, view: memoryview, timeout: float | None = None) -> int:
         """Read into ``view``, as many bytes as came (0: the peer closed), httpcore2's errors on
@@ -354,11 +361,11 @@ class WireBackend(httpcore2.NetworkBackend):
 
     def _take(self, origin: tuple[str, int]) -> WireStream | None:
         """The newest connection kept for ``origin`` that is still good; one readable while idle
-        (the server closed it, or sent what no request asked for) is closed and the next looked
-        at. Only the one taken is polled, outside the lock (a poll of every kept one under it cost
-        each request ~6 polls and the other streams' waits)."""
+        (the server closed it, or sent what no request asked for, TLS's buffer too) is closed and
+        the next looked at. Only the one taken is polled, outside the lock (a poll of every kept
+        one under it cost each request ~6 polls and the other streams' waits)."""
         while (found := self._newest(origin)) is not None:
-            if not found.get_extra_info("is_readable"):
+            if not found.get_extra_info("is_readable") and not found.holds_bytes:
                 return found
             found.close()
         return None

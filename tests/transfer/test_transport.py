@@ -9,6 +9,7 @@ mounts with httpx2's matcher.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -563,6 +564,7 @@ class _Kept(WireStream):
 
     def __init__(self, *, readable: bool = False) -> None:
         self.polled, self.closed, self.readable = 0, False, readable
+        self._sock = None  # (plain: no TLS buffer to look at)
 
     def get_extra_info(self, info: str) -> Any:
         assert info == "is_readable"
@@ -585,3 +587,39 @@ def test_a_kept_connection_taken_is_the_only_one_polled() -> None:
     assert [k.polled for k in kept] == [0] * 7 + [1]
     assert backend._take(("127.0.0.1", 81)) is None
     assert sum(k.polled for k in kept) == 1 and not any(k.closed for k in kept)
+
+
+def test_a_kept_tls_connection_whose_tls_buffer_holds_stray_bytes_is_not_reused(
+    tmp_path: Path,
+) -> None:
+    """Bytes no request asked for, decrypted into TLS's buffer with the last ones read, leave the
+    socket itself idle (a poll sees nothing): such a connection is closed, never sent the next
+    request (those bytes would become the next answer's)."""
+    ca = ScratchCA()
+    context = ssl.create_default_context(cafile=str(ca.write_bundle(tmp_path / "ca.pem")))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with ca.server_context().wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(b"end of the last body" + b"HTTP/1.1 206 stray" * 50)  # one TLS record
+            tls.recv(1)  # (till the client closes)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        backend, origin = WireBackend(LiveStreams(), keep=True), ("127.0.0.1", port)
+        plain = httpcore2.SyncBackend().connect_tcp("127.0.0.1", port, timeout=HANG)
+        inner = plain.start_tls(context, server_hostname="127.0.0.1", timeout=HANG)
+        stream = WireStream(inner, layers=1, live=LiveStreams())
+        view = memoryview(bytearray(20))
+        assert stream.read_into(view, HANG) == 20 and view == b"end of the last body"
+        wait_for(lambda: stream.holds_bytes)
+        assert not stream.get_extra_info("is_readable")  # the socket has given TLS all it had
+        backend._put(origin, stream)
+        assert backend._take(origin) is None
+        assert stream.get_extra_info("socket").fileno() == -1  # closed
+    finally:
+        listener.close()
+        server.join(HANG)
