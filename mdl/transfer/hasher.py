@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from mdl.transfer.job import HashMismatch, TransferJob
 from mdl.transfer.scheduling import MiB
 
 if TYPE_CHECKING:
+    from _hashlib import HASH as Hash  # (the type hashlib's constructors return)
+
     from mdl.signing.statement import (
         SignedFile,  # (a signed pull's: made by what checks signatures)
     )
@@ -23,6 +26,9 @@ if TYPE_CHECKING:
 HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
 # bytes read back per step, so a stream at the frontier never waits long for the lock
 READ_BACK = 1 * MiB
+# the hashes' state kept every this many bytes: bytes claimed no more (a take-back, a dropped piece)
+# are hashed again from the last mark before them, not from the file's first byte
+MARK_EVERY = 64 * MiB
 
 
 class Hasher:
@@ -37,30 +43,36 @@ class Hasher:
         self.lock = threading.Lock()
         self._buffer: bytearray | None = None
         self.read_back = 0  # bytes hashed from the file, not from memory (every attempt's)
-        # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
+        # bumped by unclaim: a catch-up begun before it stops instead of hashing old bytes
         self.epoch = 0
-        self.reset()
+        self._rewind(0)
 
-    def reset(self) -> None:
-        with self.lock:
-            self.epoch += 1
-            self.sha256 = hashlib.sha256()
+    def _rewind(self, start: int) -> None:
+        """The hashes as they were at the last mark at or before ``start`` (at byte 0: new)."""
+        marks = [mark for mark in self._marks if mark[0] <= start] if start else []
+        if marks:
+            self.position, sha256, sha1 = marks[-1]
+            self.sha256, self.sha1 = sha256.copy(), None if sha1 is None else sha1.copy()
+        else:
+            self.position, self.sha256 = 0, hashlib.sha256()
             self.sha1 = (
                 hashlib.sha1(b"blob %d\0" % self.size)
                 if self.git and self.size is not None
                 else None
             )
             self.check = self.signed.check_apart() if self.signed is not None else None
-            self.position = 0
+        # (a signed check apart keeps no marks: it cannot be copied, it starts over)
+        self._marks: list[tuple[int, Hash, Hash | None]] = marks
+        self._next_mark = self.position + MARK_EVERY if self.check is None else math.inf
 
     def unclaim(self, start: int) -> None:
-        """The bytes from ``start`` on are claimed no more (a take-back): hashed past it, it starts
-        over; a catch-up under way stops (its limit may lie past ``start``)."""
-        if self.position > start:
-            self.reset()
-        else:
-            with self.lock:
-                self.epoch += 1
+        """The bytes from ``start`` on are claimed no more (a take-back): hashed past it, it goes
+        back to its last mark before ``start``; a catch-up under way stops (its limit may lie past
+        ``start``)."""
+        with self.lock:
+            self.epoch += 1
+            if self.position > start:
+                self._rewind(start)
 
     def _update(self, data: memoryview) -> None:
         self.sha256.update(data)
@@ -69,6 +81,11 @@ class Hasher:
         if self.check is not None:
             self.check.update(data)
         self.position += len(data)
+        if self.position >= self._next_mark:
+            self._marks.append(
+                (self.position, self.sha256.copy(), None if self.sha1 is None else self.sha1.copy())
+            )
+            self._next_mark = self.position + MARK_EVERY
 
     def offer(self, offset: int, data: bytes | memoryview) -> None:
         # Looked at without the lock first (the frontier's stream or the read-back holds it while
