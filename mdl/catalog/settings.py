@@ -9,7 +9,6 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -31,9 +30,9 @@ MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 _RATE_RE = r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Settings:
-    """Everything a command needs to know about where and how to work; built once per run."""
+class Settings(NamedTuple):
+    """Everything a command needs to know about where and how to work; built once per run. (A
+    NamedTuple: a frozen dataclass's generated methods were compiled at every start, issue 90.)"""
 
     dest: Path
     endpoint: str
@@ -81,7 +80,7 @@ class Settings:
     # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
     netrc: Path | None
     # the run's: learnt, then hidden
-    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
+    secrets: Secrets
 
     @property
     def state_dir(self) -> Path:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,14 +88,16 @@ def _fetch_all(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileO
 AT_ONCE = 2  # heads fetched at once, beside the bulk (each a range: 16 MiB and up)
 
 
-@dataclass(eq=False, repr=False)
 class Head:
     """A file's fetch paused after its head, and the file's lock, taken for it: whoever holds the
     head holds both (the head thread, then ``Heads``, then the crew's fetch of the file, which goes
     on with it); ``close`` ends the fetch, its bytes kept, and lets the lock go."""
 
-    paused: Paused
-    held: HeldLocks
+    __slots__ = ("held", "paused")
+
+    def __init__(self, paused: Paused, held: HeldLocks) -> None:
+        self.paused = paused
+        self.held = held
 
     def close(self) -> None:
         try:

@@ -69,7 +69,7 @@ def get(request: GetRequest, settings: Settings, *, progress: Progress) -> RunRe
         return get_into_cache(asked, settings, progress=progress)
     # exactly where -o/-d say, never into the Hugging Face cache
     folder = settings.dest if asked.output is None else asked.output.parent  # -o names one file
-    plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+    plain = settings._replace(dest=folder.absolute(), layout="plain", hf_cache=None)
     return get_sources(asked, plain, progress=progress)
 
 

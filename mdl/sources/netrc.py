@@ -8,7 +8,6 @@ import base64
 import logging
 import netrc
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,16 +19,25 @@ _DEFAULT = "default"  # the stdlib keeps netrc's ``default`` entry under this na
 MAX_NETRC_BYTES = 1 << 20  # logins for a few thousand hosts: a bigger file is not a netrc
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class NetrcLogins:
     """The netrc file's logins by host (lower case), or why it is not used (``problem``: said as
     a warning).
     """
 
-    path: Path | None = None
-    logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host -> (login, password)
-    problem: str | None = None
-    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
+    __slots__ = ("logins", "path", "problem", "secrets")
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        logins: Mapping[str, tuple[str, str]] | None = None,
+        *,
+        problem: str | None = None,
+        secrets: Secrets | None = None,
+    ) -> None:
+        self.path = path
+        self.logins = logins or {}  # host -> (login, password)
+        self.problem = problem
+        self.secrets = Secrets() if secrets is None else secrets
 
     def authorization(self, url: str, headers: Mapping[str, str]) -> str | None:
         """The ``Authorization`` value for a direct URL, or None: the netrc names neither its host

@@ -52,9 +52,10 @@ class Ledger:
         return sum(self.bytes[way] for way in NETWORK)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class JobContext:
-    """Who hears a fetch, and what it is handed, beside its ``TransferJob``."""
+    """Who hears a fetch, and what it is handed, beside its ``TransferJob``. (Never compared: its
+    generated ``__eq__`` and ``__hash__`` were compiled at every start, issue 90.)"""
 
     # Told what of the ``.part`` lands and what is taken back (``Landing``); None: nobody asks
     landing: Landing | None = None
@@ -73,4 +74,10 @@ class JobContext:
     # one piece each; the rest it writes from the others' (checked); None: every part fetched here
     swarm: PartSource | None = None
     # the bytes the fetch moves, counted where they move (a file's sources share one)
-    ledger: Ledger = field(default_factory=Ledger, compare=False)
+    ledger: Ledger = field(default_factory=Ledger)
+
+    @property
+    def bare(self) -> bool:
+        """Nothing beside the fetch hears or shapes it (its ledger aside)."""
+        beside = (self.landing, self.trust, self.opening, self.releases, self.swarm)
+        return not self.in_order and all(one is None for one in beside)

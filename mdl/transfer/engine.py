@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer import small
@@ -22,6 +23,15 @@ from mdl.transfer.context import JobContext
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import probe
 from mdl.transfer.resume import load_state
+
+if TYPE_CHECKING:
+    import threading
+
+    import httpx2
+
+    from mdl.progress import Progress
+    from mdl.transfer.job import EngineConfig
+    from mdl.transfer.scheduling import RateLimiter
 
 log = logging.getLogger("mdl.transfer")
 
@@ -56,13 +66,23 @@ class Paused(contextlib.AbstractContextManager["Paused"]):
         return self._fetch is not None
 
 
-@dataclasses.dataclass(eq=False, repr=False)
 class Engine(Shared):
     """What its streams share (client, knobs, display, Ctrl-C, rate cap, open answers), and the
     fetch of one file, many files at once across threads."""
 
-    # folders to fsync before a record names their files (None: fsync at each finish)
-    dirs: DirSyncs | None = dataclasses.field(default=None, kw_only=True)
+    def __init__(
+        self,
+        client: httpx2.Client,
+        config: EngineConfig,
+        *,
+        progress: Progress,
+        cancel: threading.Event,
+        limiter: RateLimiter | None = None,
+        dirs: DirSyncs | None = None,
+    ) -> None:
+        super().__init__(client, config, progress=progress, cancel=cancel, limiter=limiter)
+        # folders to fsync before a record names their files (None: fsync at each finish)
+        self.dirs = dirs
 
     def abort(self) -> None:
         self.cancel.set()

@@ -275,13 +275,15 @@ class _Refusal(NamedTuple):
         return ExpiredURLError(self.said("access denied"), hint=hint)
 
 
-@dataclass(eq=False, repr=False)
 class _Renewal:
     """A hop refused (401) by the origin of credentials that can be renewed is asked once more,
     with what the renewal gave; a renewal refused again is the answer."""
 
-    credentials: Credentials
-    used: bool = False
+    __slots__ = ("credentials", "used")
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self.used = False
 
     def asks_again(self, response: httpx2.Response) -> bool:
         if self.used or not self.credentials.renewed(response):
@@ -453,23 +455,32 @@ class RetryPolicy(NamedTuple):
                 tries.failed(exc)
 
 
-@dataclass(eq=False, repr=False)
 class Tries:
     """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent
     host, one retry). ``failures`` set to 0 (a try that moved bytes) starts the budget over.
     """
 
-    policy: RetryPolicy
-    what: str
-    wait: Callable[[float], bool] | None = None
-    on_retry: Callable[[str], None] | None = None
-    announce: Callable[[int, str], None] | None = None
-    quick_unreachable: bool = True
-    failures: int = 0
-    refusals: int = 0  # the Hub's rate-limit refusals with a stated wait: not failures
-    # what they may cost when no gate saw them (a CDN's refusal): this operation's own budget
-    hub_waits: HubWaits = field(default_factory=HubWaits)
-    since: float = 0.0  # the clock at the first failure in a row
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        what: str,
+        *,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        announce: Callable[[int, str], None] | None = None,
+        quick_unreachable: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.what = what
+        self.wait = wait
+        self.on_retry = on_retry
+        self.announce = announce
+        self.quick_unreachable = quick_unreachable
+        self.failures = 0
+        self.refusals = 0  # the Hub's rate-limit refusals with a stated wait: not failures
+        # what they may cost when no gate saw them (a CDN's refusal): this operation's own budget
+        self.hub_waits = HubWaits()
+        self.since = 0.0  # the clock at the first failure in a row
 
     def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
         """Count a failed try and wait; NetworkError once the budget is spent (a count for a
