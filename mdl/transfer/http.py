@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -93,8 +93,7 @@ def shown_origin_of(at: tuple[str, str, int]) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Credentials:
+class Credentials(NamedTuple):
     """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers
     (``-H``, the catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on
     any hop that lands there and never on one that leaves it (as curl keeps Authorization on the
@@ -102,13 +101,13 @@ class Credentials:
 
     hub_origin: tuple[str, str, int] | None = None
     token: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = MappingProxyType({})
     extra_origin: tuple[str, str, int] | None = None
     # extra's Authorization is a netrc login (named when a redirect leaves it behind)
     netrc: bool = False
     # a registry's 401 at extra's origin: True when the request is worth sending once more (a new
     # token in extra: mdl.sources.ociauth), so a token that expires mid-blob costs one request
-    renew: Callable[[httpx2.Response], bool] | None = field(default=None, compare=False)
+    renew: Callable[[httpx2.Response], bool] | None = None
 
     def renewed(self, response: httpx2.Response) -> bool:
         """Whether a 401 from extra's origin was answered by a renewal (ask the same URL again)."""
