@@ -3,8 +3,8 @@ templates: literal text and ``{known_name}`` placeholders, filled by plain repla
 ``str.format``, whose format specs a user could abuse (``{path:>99999999}`` builds a 100 MB string).
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of
+# Settings' fields at every start, issue 90)
 import math
 import os
 import re
@@ -126,7 +126,7 @@ def check_mirror(template: str, *, where: str) -> str:
 
 
 def _check_registry_mirror(
-    template: str, parts: Sequence[str | Placeholder], *, where: str
+    template: str, parts: "Sequence[str | Placeholder]", *, where: str
 ) -> None:
     """A registry mirror names a repository (per model: ``{model}``, its one placeholder), no tag
     or digest: each file is the blob of its sha256 there (what ``publish --to`` writes)."""
@@ -308,7 +308,7 @@ def switch_from_env(setting: Setting, environ: Mapping[str, str]) -> bool:
 
 
 def settings_for(
-    catalog: Catalog | None,
+    catalog: "Catalog | None",
     environ: Mapping[str, str],
     flags: Overrides = NO_OVERRIDES,
     *,
@@ -346,7 +346,7 @@ def build_settings(
     *,
     environ: Mapping[str, str],
     dest: Path,
-    catalog: CatalogSettings | None = None,
+    catalog: "CatalogSettings | None" = None,
     lock_path: Path | None = None,
     lock_given: bool = False,
     catalog_path: Path | None = None,
@@ -407,7 +407,7 @@ def _mirror_tables(
 
 
 def table_values(
-    flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings | None
+    flags: Overrides, environ: Mapping[str, str], catalog: "CatalogSettings | None"
 ) -> tuple[dict[str, Any], set[str]]:
     """Each run setting the table resolves alike from the first source that gives it, else its
     default; and the names a source gave."""
@@ -425,7 +425,10 @@ def table_values(
 
 
 def sources_given(
-    setting: Setting, flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings | None
+    setting: Setting,
+    flags: Overrides,
+    environ: Mapping[str, str],
+    catalog: "CatalogSettings | None",
 ) -> list[Any]:
     """``setting``'s value from each source that gives it, in precedence order, each checked."""
     flag = getattr(flags, setting.name, None)
@@ -498,7 +501,7 @@ def fixed_part(template: str) -> str:
 
 def parse_template(
     template: str, *, fields: Sequence[str], where: str
-) -> tuple[str | Placeholder, ...]:
+) -> "tuple[str | Placeholder, ...]":
     """Literal text and ``{name}`` placeholders of ``fields``; a format spec, conversion or stray
     brace is refused.
     """
@@ -525,7 +528,7 @@ def parse_template(
     return tuple(part for part in parts if part != "")
 
 
-def fill_template(parts: Sequence[str | Placeholder], values: Mapping[str, str]) -> str:
+def fill_template(parts: "Sequence[str | Placeholder]", values: Mapping[str, str]) -> str:
     """A parsed template with each placeholder replaced by its value, as plain text."""
     return "".join(values[part.name] if isinstance(part, Placeholder) else part for part in parts)
 
