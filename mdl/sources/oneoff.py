@@ -256,7 +256,7 @@ def list_repos(
             ref = (item.repo_type, item.repo, file.commit or spec.revision, file.path)
             where = hub_source(item.repo, item.repo_type, item.revision, file.path)
             one = UrlFile(
-                file.path, None, file.size, file.sha256, where, ref, replace(file, model="")
+                file.path, None, file.size, file.sha256, where, ref, file._replace(model="")
             )
             try:
                 save_parts(one)
