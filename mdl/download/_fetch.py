@@ -628,7 +628,13 @@ def _record(
 
 
 def transfer_job(
-    session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any
+    session: PullSession,
+    remote: RemoteFile,
+    store: Store,
+    final: Path,
+    *,
+    retries: RetryLog | None = None,
+    **more: Any,
 ) -> TransferJob:
     """The engine's job for the file: into ``final``, resumed from (and verified against) what it
     is known by.
@@ -644,6 +650,7 @@ def transfer_job(
         root=store.dest,
         state_path=state,
         source=remote.source,
+        retries=RetryLog() if retries is None else retries,
         size_pinned=remote.size_pinned,
         # a direct URL that is refused stays refused: asking again cannot help
         renewable=remote.hub,

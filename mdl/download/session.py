@@ -387,8 +387,7 @@ class FileSources:
         # origin's hashes: always verified, a mismatch not retried there (the next source is).
         ref = registry_mirror(template, self.remote) if template.startswith("oci://") else None
         registry = self.session.owned.registry.auth(ref) if ref is not None else None
-        mirrored = replace(
-            self.job,
+        mirrored = self.job._replace(
             credentials=registry.credentials() if registry is not None else Credentials(),
             verify=True,
             retry_on_mismatch=False,
@@ -398,7 +397,7 @@ class FileSources:
         )
         store = store_for(url)
         where = self.session.owned.presigner.presign(url, template=template) if store else url
-        return replace(mirrored, url=where), replace(self.beside, landing=None, opening=None)
+        return mirrored._replace(url=where), replace(self.beside, landing=None, opening=None)
 
 
 def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:

@@ -120,7 +120,7 @@ class Engine(Shared):
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
         # the last try
-        job = dataclasses.replace(job, retry_on_mismatch=False)
+        job = job._replace(retry_on_mismatch=False)
         return self._fetch_once(job, dataclasses.replace(beside, opening=None), paused)
 
     def _fetch_once(
@@ -158,5 +158,5 @@ class Engine(Shared):
             return job, beside
         identity = job.identity._replace(size=found.size, etag=job.identity.etag or found.validator)
         located = found.url if found.ranged else None
-        job = dataclasses.replace(job, identity=identity, size_pinned=False, located=located)
+        job = job._replace(identity=identity, size_pinned=False, located=located)
         return job, dataclasses.replace(beside, opening=found.opening)

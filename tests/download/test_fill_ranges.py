@@ -35,7 +35,7 @@ from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.transfer import ranges
 from mdl.transfer.http import Credentials
-from mdl.transfer.job import Identity, TransferJob
+from mdl.transfer.job import Identity, RetryLog, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
 from mdl.wait import Wait
 
@@ -230,6 +230,7 @@ def follower(tmp_path: Path, root: Path, trust: Digests | None) -> Streamer:
         part_path=tmp_path / "f.part",
         state_path=tmp_path / "f.state",
         source="s",
+        retries=RetryLog(),
         root=tmp_path,
     )
     ns = namespace(template_of(root))

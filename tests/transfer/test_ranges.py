@@ -10,7 +10,6 @@ import itertools
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -96,7 +95,7 @@ def test_a_mirror_s_wrong_range_is_left_to_the_next_source_which_fetches_only_it
         engine(client).fetch(job, TRUSTED)
     assert job.part_path.exists(), "the verified ranges are kept for the next source"
     cdn.flips.clear()
-    result = engine(client).fetch(replace(job, url=origin, fallback=False), TRUSTED)
+    result = engine(client).fetch(job._replace(url=origin, fallback=False), TRUSTED)
     assert job.final_path.read_bytes() == DATA
     assert cdn.log.body_bytes(path_prefix="/origin/f.bin") <= PART, (
         "the origin sent the range alone"
