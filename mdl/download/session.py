@@ -9,7 +9,6 @@ import logging
 import shlex
 import threading
 import time
-from dataclasses import replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
@@ -397,7 +396,7 @@ class FileSources:
         )
         store = store_for(url)
         where = self.session.owned.presigner.presign(url, template=template) if store else url
-        return mirrored._replace(url=where), replace(self.beside, landing=None, opening=None)
+        return mirrored._replace(url=where), self.beside._replace(landing=None, opening=None)
 
 
 def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:

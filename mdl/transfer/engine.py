@@ -11,7 +11,6 @@ every stream of one engine shares).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ from mdl.store.filesystem import DirSyncs
 from mdl.transfer import small
 from mdl.transfer._part import PartFetch
 from mdl.transfer._shared import Shared
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import probe
 from mdl.transfer.resume import load_state
@@ -109,7 +108,7 @@ class Engine(Shared):
         nothing of it is on disk (then a small file takes one GET, ``small.fits``); ``paused``:
         its fetch paused after its head, gone on with when this engine paused it.
         """
-        beside = beside or JobContext()
+        beside = beside or JobContext(ledger=Ledger())
         if fresh and small.fits(self, job, beside):
             return small.fetch(self, job, self.dirs, beside.ledger)
         if job.retry_on_mismatch:
@@ -121,7 +120,7 @@ class Engine(Shared):
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
         # the last try
         job = job._replace(retry_on_mismatch=False)
-        return self._fetch_once(job, dataclasses.replace(beside, opening=None), paused)
+        return self._fetch_once(job, beside._replace(opening=None), paused)
 
     def _fetch_once(
         self, job: TransferJob, beside: JobContext, paused: Paused | None
@@ -159,4 +158,4 @@ class Engine(Shared):
         identity = job.identity._replace(size=found.size, etag=job.identity.etag or found.validator)
         located = found.url if found.ranged else None
         job = job._replace(identity=identity, size_pinned=False, located=located)
-        return job, dataclasses.replace(beside, opening=found.opening)
+        return job, beside._replace(opening=found.opening)

@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -368,7 +367,7 @@ def test_a_locked_file_is_published_at_its_locks_part_size(
     monkeypatch.setattr(
         FileSources,
         "beside",
-        property(lambda sources: replace(real(sources), trust=trust_of(WEIGHTS, locked))),
+        property(lambda sources: real(sources)._replace(trust=trust_of(WEIGHTS, locked))),
     )
     written: list[tuple[str, bytes]] = []
     real_create = FolderWriter.create
