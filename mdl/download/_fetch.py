@@ -287,7 +287,7 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
         # entry, linked above); the record of another commit's (its own snapshot entry) goes to
         # ``earlier``, for prune to free (put when the record held another, as the look found it).
-        entry = replace(entry, source=remote.source, commit=remote.commit)
+        entry = entry._replace(source=remote.source, commit=remote.commit)
         if plan.disk.current != entry:
             session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = (
