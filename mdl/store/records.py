@@ -6,9 +6,10 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args, get_type_hints
 
 from mdl.errors import OutsideJSONError, UnsafePathError
@@ -74,16 +75,16 @@ def adopted_when_found(entry: FileRecord | None) -> bool:
     return entry is None or entry.adopted
 
 
-@dataclass(frozen=True, repr=False)
-class ModelRecord:
+class ModelRecord(NamedTuple):
     """What the model should be (``expected``; None in older records) and what mdl fetched and
     verified; ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older
-    mdl's record, or no catalog)."""
+    mdl's record, or no catalog). (A NamedTuple: a frozen dataclass's generated methods were
+    compiled at every start, issue 90; its sections are never changed in place.)"""
 
     name: str
     revision: str | None = None
     commit: str | None = None
-    files: dict[str, FileRecord] = field(default_factory=dict)
+    files: Mapping[str, FileRecord] = MappingProxyType({})
     updated_at: str = ""
     expected: dict[str, ExpectedFile] | None = None
     catalog: str | None = None
@@ -92,7 +93,7 @@ class ModelRecord:
     # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry
     # and blob stay on disk when a pull moves to another): by ``<commit>/<path>`` (their ``path``
     # too), so a pull back to that commit reuses them and prune frees those no model needs.
-    earlier: dict[str, FileRecord] = field(default_factory=dict)
+    earlier: Mapping[str, FileRecord] = MappingProxyType({})
     # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed
     # version on disk, still ``installed`` when a later pull aims at a newer one upstream and does
     # not finish (None: not known).
