@@ -6,7 +6,6 @@ mirrors, then its origin)."""
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 import time
 from functools import cached_property, partial
@@ -404,6 +403,8 @@ def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:
     command, ``mdl publish`` (it replaces an object whose bytes are not the file's), when the
     template is the layout it writes (``PREFIX/{model}/{sha256}``, ``versions.template_of``); else
     where to do it."""
+    import shlex
+
     from mdl.buckets.versions import prefix_of  # (pydantic: only once a mirror holds bad bytes)
 
     prefix = prefix_of(template)

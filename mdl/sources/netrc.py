@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import logging
-import netrc
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mdl.paths import read_small_file, shown_path
 from mdl.redact import Secrets, is_signed_url
+
+if TYPE_CHECKING:
+    import netrc
 
 log = logging.getLogger("mdl.netrc")
 _DEFAULT = "default"  # the stdlib keeps netrc's ``default`` entry under this name
@@ -84,6 +87,13 @@ def _parse(path: Path) -> netrc.netrc | NetrcLogins:
     try:
         # a FIFO or a device is no netrc: never waited on or read whole
         read_small_file(path, limit=MAX_NETRC_BYTES)
+    except FileNotFoundError:
+        return NetrcLogins(path)  # (most runs: the parser, and shlex under it, never loaded)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _unreadable(path, exc)
+    import netrc
+
+    try:
         # an explicit file: the stdlib skips its ~/.netrc permission check, as curl
         return netrc.netrc(str(path))
     except FileNotFoundError:
@@ -96,8 +106,12 @@ def _parse(path: Path) -> netrc.netrc | NetrcLogins:
             path, f"{shown_path(str(exc.filename or path))}: cannot parse this netrc file{near}"
         )
     except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
-        return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")
+        return _unreadable(path, exc)
+
+
+def _unreadable(path: Path, exc: OSError | UnicodeDecodeError) -> NetrcLogins:
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+    return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")
 
 
 def _logins(parsed: netrc.netrc, secrets: Secrets) -> dict[str, tuple[str, str]]:

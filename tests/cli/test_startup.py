@@ -125,6 +125,9 @@ NOT_FOR_PLAIN_GET = (
     "hmac",
     "platformdirs",
     "mdl.buckets.protocol",
+    # issue 90: no netrc file, no parser for one (nor shlex under it)
+    "netrc",
+    "shlex",
 )
 # How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
 # command loads what it runs; 75 once stores, signing and the engine were made only when used; 76
