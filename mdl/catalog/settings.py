@@ -16,7 +16,7 @@ from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
 from mdl.errors import UsageError
 from mdl.paths import is_http_url, parse_oci_ref
-from mdl.redact import Secrets
+from mdl.redact import Secrets, unshown
 from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ class Settings(NamedTuple):
     netrc: Path | None
     # the run's: learnt, then hidden
     secrets: Secrets
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
     @property
     def state_dir(self) -> Path:

@@ -15,7 +15,7 @@ from mdl.catalog.load import expand_headers
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError, UsageError
 from mdl.paths import GIT_OID_HEX, OciRef, parse_oci_ref, path_clash, path_problem
-from mdl.redact import printable, redact_url
+from mdl.redact import printable, redact_url, unshown
 from mdl.store.layout import hub_source, ref_revision, selected
 from mdl.store.records import ModelRecord
 
@@ -84,6 +84,9 @@ class RemoteFile(NamedTuple):
     # a trusted hash for each range of exactly these bytes (``sha256``): the part hashes beside
     # the lock that pins it, or its signature's shards; None: only the whole file is checked
     trust: "RangeTrust | None" = None
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
 
 class ResolvedModel(NamedTuple):

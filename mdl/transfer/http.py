@@ -27,7 +27,7 @@ from mdl.errors import (
     WebPageError,
 )
 from mdl.paths import is_model_file_name, names_model_file
-from mdl.redact import Secrets, is_signed_url, printable, redact_url, safe_text
+from mdl.redact import Secrets, is_signed_url, printable, redact_url, safe_text, unshown
 from mdl.transfer._files import FolderTransport
 from mdl.transfer._headers import retry_after_seconds as retry_after_seconds
 from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, drain, origin
@@ -108,6 +108,9 @@ class Credentials(NamedTuple):
     # a registry's 401 at extra's origin: True when the request is worth sending once more (a new
     # token in extra: mdl.sources.ociauth), so a token that expires mid-blob costs one request
     renew: Callable[[httpx2.Response], bool] | None = None
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
     def renewed(self, response: httpx2.Response) -> bool:
         """Whether a 401 from extra's origin was answered by a renewal (ask the same URL again)."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import httpx2
 
 from mdl.errors import IntegrityError
+from mdl.redact import unshown
 from mdl.report import WARNING_CAUSE
 from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
@@ -188,6 +189,9 @@ class TransferJob(NamedTuple):
     # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
     # they are hashed
     signed: "SignedFile | None" = None
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
 
 class TransferResult(NamedTuple):
