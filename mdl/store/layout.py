@@ -10,6 +10,7 @@ import os
 import re
 import stat as st
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
@@ -431,7 +432,7 @@ def adopt_cached(
     known = dict(record.files) if record is not None else {}
     for entry in _cached_files(spec, cache_root):
         known.setdefault(entry.path, entry)
-    return (record or ModelRecord(name=spec.name))._replace(files=known) if known else record
+    return replace(record or ModelRecord(name=spec.name), files=known) if known else record
 
 
 def _cached_files(spec: "ModelSpec", cache_root: Path) -> list[FileRecord]:

@@ -6,10 +6,9 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING
+from dataclasses import MISSING, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args, get_type_hints
 
 from mdl.errors import OutsideJSONError, UnsafePathError
@@ -75,16 +74,16 @@ def adopted_when_found(entry: FileRecord | None) -> bool:
     return entry is None or entry.adopted
 
 
-class ModelRecord(NamedTuple):
+@dataclass(frozen=True, repr=False)
+class ModelRecord:
     """What the model should be (``expected``; None in older records) and what mdl fetched and
     verified; ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older
-    mdl's record, or no catalog). (A NamedTuple: a frozen dataclass's generated methods were
-    compiled at every start, issue 90; its sections are never changed in place.)"""
+    mdl's record, or no catalog)."""
 
     name: str
     revision: str | None = None
     commit: str | None = None
-    files: Mapping[str, FileRecord] = MappingProxyType({})
+    files: dict[str, FileRecord] = field(default_factory=dict)
     updated_at: str = ""
     expected: dict[str, ExpectedFile] | None = None
     catalog: str | None = None
@@ -93,7 +92,7 @@ class ModelRecord(NamedTuple):
     # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry
     # and blob stay on disk when a pull moves to another): by ``<commit>/<path>`` (their ``path``
     # too), so a pull back to that commit reuses them and prune frees those no model needs.
-    earlier: Mapping[str, FileRecord] = MappingProxyType({})
+    earlier: dict[str, FileRecord] = field(default_factory=dict)
     # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed
     # version on disk, still ``installed`` when a later pull aims at a newer one upstream and does
     # not finish (None: not known).
