@@ -437,9 +437,13 @@ def test_records_that_carry_secrets_never_show_them_in_a_repr(tmp_path: Path) ->
     the headers or the signed URL."""
     from mdl.catalog.settings import settings_for
     from mdl.setting import Overrides
+    from mdl.sources.joboutput import UrlFile
+    from mdl.sources.oneoff import GetRequest
     from mdl.sources.resolve import RemoteFile
+    from mdl.transfer.connection import Proxy
     from mdl.transfer.http import Credentials
     from mdl.transfer.job import Identity, RetryLog, TransferJob
+    from mdl.transfer.replies import Probed
 
     token, signed = "hf_" + "s" * 34, "https://cdn.example/w?X-Amz-Signature=" + "a" * 64
     credentials = Credentials(token=token, extra={"Authorization": "Basic c2VjcmV0"})
@@ -449,7 +453,11 @@ def test_records_that_carry_secrets_never_show_them_in_a_repr(tmp_path: Path) ->
         tmp_path / "w", tmp_path / "w.part", tmp_path / "w.json", "s", RetryLog(),
     )  # fmt: skip
     settings = settings_for(None, {"HF_TOKEN": token, "HOME": str(tmp_path)}, Overrides())
-    for record in (credentials, remote, job, settings):
+    request = GetRequest([signed], headers=(("Authorization", "Bearer secret"),))
+    listed = UrlFile("w", signed, 1, None, "w", headers=(("Authorization", "Bearer secret"),))
+    proxy = Proxy(f"http://user:{token}@127.0.0.1:3128", "HTTPS_PROXY")
+    probed = Probed(signed, 1, None, ranged=True)
+    for record in (credentials, remote, job, settings, request, listed, proxy, probed):
         shown = repr(record)
         assert shown == f"<{type(record).__module__}.{type(record).__qualname__}>"
         assert token not in shown and "secret" not in shown and "Signature" not in shown

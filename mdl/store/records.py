@@ -171,20 +171,11 @@ def _files_json(
     return {
         path: {
             k: _record_text(getattr(one, k)) if k in _SERVER_TEXT else getattr(one, k)
-            for k in _names(type(one))
+            for k in type(one)._fields
             if k != drop
         }
         for path, one in sorted(entries.items())
     }
-
-
-_NAMES: dict[type, tuple[str, ...]] = {}  # each entry class's fields, in order (on first use)
-
-
-def _names(cls: type[Any]) -> tuple[str, ...]:
-    if cls not in _NAMES:
-        _NAMES[cls] = cls._fields
-    return _NAMES[cls]
 
 
 # the sections of entries, and what their JSON leaves out (an expected file's key is its path)
@@ -243,7 +234,8 @@ def _section_json(entries: list[tuple[str, FileRecord | ExpectedFile]], *, drop:
     return "{\n" + body + "\n }"
 
 
-@functools.lru_cache(maxsize=1 << 14)
+# (typed: NamedTuples of equal fields compare equal whatever their class)
+@functools.lru_cache(maxsize=1 << 14, typed=True)
 def _entry_json(one: FileRecord | ExpectedFile, drop: str) -> str:
     """One entry as ``json.dumps(..., indent=1)`` writes it two levels down (equal entries, equal
     text)."""

@@ -22,7 +22,7 @@ import httpcore2
 import httpx2
 
 from mdl.errors import UsageError
-from mdl.redact import REDACTED
+from mdl.redact import REDACTED, unshown
 from mdl.transfer._headers import parse_decimal
 from mdl.transfer.tls import ca_locations, shared_ssl_context
 
@@ -36,6 +36,9 @@ class Proxy(NamedTuple):
 
     url: str
     source: str  # e.g. "HTTPS_PROXY"
+
+    def __repr__(self) -> str:  # (no -H header, signed URL or proxy login in a traceback)
+        return unshown(self)
 
     @property
     def shown(self) -> str:
