@@ -549,6 +549,12 @@ def _cut(text: str, limit: int | None) -> str:
     return text[:limit] + "…" if limit is not None and len(text) > limit else text
 
 
+def unshown(record: object) -> str:
+    """The ``__repr__`` of a record that may hold a secret (a token, headers, a signed URL): its
+    type alone, as an object's own repr says it, never its fields (a traceback, a log's ``%r``)."""
+    return f"<{type(record).__module__}.{type(record).__qualname__}>"
+
+
 def safe_text(
     text: str, *, limit: int | None = None, multiline: bool = False, secrets: Secrets | None = None
 ) -> str:

@@ -3,8 +3,6 @@ give a file), and every pull of this process handed it as a lock would hand it."
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from mdl.download.session import FileSources
@@ -25,6 +23,6 @@ def give_trust(monkeypatch: pytest.MonkeyPatch, data: bytes, part: int) -> None:
     assert real is not None
 
     def with_trust(sources: FileSources) -> JobContext:
-        return replace(real(sources), trust=trust_of(data, part))
+        return real(sources)._replace(trust=trust_of(data, part))
 
     monkeypatch.setattr(FileSources, "beside", property(with_trust))

@@ -26,7 +26,7 @@ from mdl.cli.app import app
 from mdl.progress import Event, Progress
 from mdl.transfer.connection import Proxy, route_table
 from mdl.transfer.http import Credentials
-from mdl.transfer.job import Identity, TransferJob
+from mdl.transfer.job import Identity, RetryLog, TransferJob
 
 # the fields of a ``file …`` log line: a value is bare, or a JSON string
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
@@ -375,7 +375,7 @@ def transfer_job(
         part_path=partial / "f.part",
         state_path=partial / "f.part.json",
         source=url,
-        **more,
+        **{"retries": RetryLog(), **more},
     )
 
 

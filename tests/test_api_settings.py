@@ -6,7 +6,6 @@ a run gets when nothing sets it."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import fields
 from pathlib import Path
 from typing import get_type_hints
 
@@ -105,7 +104,7 @@ def test_overrides_hold_each_setting_that_has_a_flag_and_the_runs_switches() -> 
 
 def test_a_run_that_sets_nothing_gets_each_default_of_the_table() -> None:
     settings = build_settings(environ={}, dest=Path("/tmp/dest"))
-    resolved = {field.name for field in fields(Settings)}
+    resolved = set(Settings._fields)
     for setting in SETTINGS:
         # (--locked and --frozen: the lock mode, below)
         if setting.kind != "path" and unset(setting) is None:

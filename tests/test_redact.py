@@ -5,6 +5,7 @@ values.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -428,3 +429,35 @@ def test_a_path_that_reads_like_a_parameter_is_no_query() -> None:
     path, not a query: kept."""
     for text in ("session_id=42/part-0.parquet", "pulled auth_key=3/x.bin in 2s"):
         assert safe_text(text) == text
+
+
+def test_records_that_carry_secrets_never_show_them_in_a_repr(tmp_path: Path) -> None:
+    """Issue 90 made them NamedTuples (a dataclass's methods were compiled at every start); each
+    keeps its dataclass's repr=False: a traceback or a log's %r names the type, not the token,
+    the headers or the signed URL."""
+    from mdl.catalog.settings import settings_for
+    from mdl.setting import Overrides
+    from mdl.sources.joboutput import UrlFile
+    from mdl.sources.oneoff import GetRequest
+    from mdl.sources.resolve import RemoteFile
+    from mdl.transfer.connection import Proxy
+    from mdl.transfer.http import Credentials
+    from mdl.transfer.job import Identity, RetryLog, TransferJob
+    from mdl.transfer.replies import Probed
+
+    token, signed = "hf_" + "s" * 34, "https://cdn.example/w?X-Amz-Signature=" + "a" * 64
+    credentials = Credentials(token=token, extra={"Authorization": "Basic c2VjcmV0"})
+    remote = RemoteFile("m", "w", signed, headers=(("Authorization", "Bearer secret"),))
+    job = TransferJob(
+        "m/w", signed, Identity(1, None, None, None), credentials,
+        tmp_path / "w", tmp_path / "w.part", tmp_path / "w.json", "s", RetryLog(),
+    )  # fmt: skip
+    settings = settings_for(None, {"HF_TOKEN": token, "HOME": str(tmp_path)}, Overrides())
+    request = GetRequest([signed], headers=(("Authorization", "Bearer secret"),))
+    listed = UrlFile("w", signed, 1, None, "w", headers=(("Authorization", "Bearer secret"),))
+    proxy = Proxy(f"http://user:{token}@127.0.0.1:3128", "HTTPS_PROXY")
+    probed = Probed(signed, 1, None, ranged=True)
+    for record in (credentials, remote, job, settings, request, listed, proxy, probed):
+        shown = repr(record)
+        assert shown == f"<{type(record).__module__}.{type(record).__qualname__}>"
+        assert token not in shown and "secret" not in shown and "Signature" not in shown

@@ -81,7 +81,7 @@ def get(
     # catalog's [settings].
     settings = command_settings(catalog, environ, flags, secrets=secrets, look=False)
     if layout is None:  # only when asked: $MDL_LAYOUT and a catalog's layout are pull's
-        settings = replace(settings, layout="plain", hf_cache=None)
+        settings = settings._replace(layout="plain", hf_cache=None)
     given = (headers or {}).items()
     request = GetRequest(
         sources,

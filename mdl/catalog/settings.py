@@ -3,13 +3,12 @@ templates: literal text and ``{known_name}`` placeholders, filled by plain repla
 ``str.format``, whose format specs a user could abuse (``{path:>99999999}`` builds a 100 MB string).
 """
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of
+# Settings' fields at every start, issue 90)
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -17,7 +16,7 @@ from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
 from mdl.errors import UsageError
 from mdl.paths import is_http_url, parse_oci_ref
-from mdl.redact import Secrets
+from mdl.redact import Secrets, unshown
 from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
 
 if TYPE_CHECKING:
@@ -31,9 +30,9 @@ MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 _RATE_RE = r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Settings:
-    """Everything a command needs to know about where and how to work; built once per run."""
+class Settings(NamedTuple):
+    """Everything a command needs to know about where and how to work; built once per run. (A
+    NamedTuple: a frozen dataclass's generated methods were compiled at every start, issue 90.)"""
 
     dest: Path
     endpoint: str
@@ -81,7 +80,10 @@ class Settings:
     # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
     netrc: Path | None
     # the run's: learnt, then hidden
-    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
+    secrets: Secrets
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
     @property
     def state_dir(self) -> Path:
@@ -127,7 +129,7 @@ def check_mirror(template: str, *, where: str) -> str:
 
 
 def _check_registry_mirror(
-    template: str, parts: Sequence[str | Placeholder], *, where: str
+    template: str, parts: "Sequence[str | Placeholder]", *, where: str
 ) -> None:
     """A registry mirror names a repository (per model: ``{model}``, its one placeholder), no tag
     or digest: each file is the blob of its sha256 there (what ``publish --to`` writes)."""
@@ -309,7 +311,7 @@ def switch_from_env(setting: Setting, environ: Mapping[str, str]) -> bool:
 
 
 def settings_for(
-    catalog: Catalog | None,
+    catalog: "Catalog | None",
     environ: Mapping[str, str],
     flags: Overrides = NO_OVERRIDES,
     *,
@@ -347,7 +349,7 @@ def build_settings(
     *,
     environ: Mapping[str, str],
     dest: Path,
-    catalog: CatalogSettings | None = None,
+    catalog: "CatalogSettings | None" = None,
     lock_path: Path | None = None,
     lock_given: bool = False,
     catalog_path: Path | None = None,
@@ -408,7 +410,7 @@ def _mirror_tables(
 
 
 def table_values(
-    flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings | None
+    flags: Overrides, environ: Mapping[str, str], catalog: "CatalogSettings | None"
 ) -> tuple[dict[str, Any], set[str]]:
     """Each run setting the table resolves alike from the first source that gives it, else its
     default; and the names a source gave."""
@@ -426,7 +428,10 @@ def table_values(
 
 
 def sources_given(
-    setting: Setting, flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings | None
+    setting: Setting,
+    flags: Overrides,
+    environ: Mapping[str, str],
+    catalog: "CatalogSettings | None",
 ) -> list[Any]:
     """``setting``'s value from each source that gives it, in precedence order, each checked."""
     flag = getattr(flags, setting.name, None)
@@ -499,7 +504,7 @@ def fixed_part(template: str) -> str:
 
 def parse_template(
     template: str, *, fields: Sequence[str], where: str
-) -> tuple[str | Placeholder, ...]:
+) -> "tuple[str | Placeholder, ...]":
     """Literal text and ``{name}`` placeholders of ``fields``; a format spec, conversion or stray
     brace is refused.
     """
@@ -526,7 +531,7 @@ def parse_template(
     return tuple(part for part in parts if part != "")
 
 
-def fill_template(parts: Sequence[str | Placeholder], values: Mapping[str, str]) -> str:
+def fill_template(parts: "Sequence[str | Placeholder]", values: Mapping[str, str]) -> str:
     """A parsed template with each placeholder replaced by its value, as plain text."""
     return "".join(values[part.name] if isinstance(part, Placeholder) else part for part in parts)
 

@@ -13,7 +13,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar, cast, get_args
@@ -64,31 +63,43 @@ class Exit(Exception):
         self.exit_code = exit_code
 
 
-@dataclass(eq=False, repr=False)
 class Run:
     """One command's I/O: streams, environment, output mode, and the console (built once, passed
     around).
     """
 
-    json: bool = False
-    quiet: bool = False
-    verbose: bool = False
-    no_progress: bool = False
-    log_file: Path | None = None
-    progress: str | None = None
-    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    command: str = ""  # its name (``pull``): what an interruption says was kept
-    # its -H lines as Click parsed them: what the logged command line masks
-    headers: Sequence[str] = ()
-    # False: no log file but one --log-file names (a readiness probe: not a line per call, and a
-    # read-only container)
-    logged: bool = True
-    # room to say memory ran out (guarded)
-    reserve: mmap.mmap | None = field(default=None, init=False, repr=False)
-    # on stdout's reader (guarded)
-    watch: StdoutWatch = field(default_factory=StdoutWatch, init=False, repr=False)
+    def __init__(
+        self,
+        *,
+        json: bool = False,
+        quiet: bool = False,
+        verbose: bool = False,
+        no_progress: bool = False,
+        log_file: Path | None = None,
+        progress: str | None = None,
+        environ: dict[str, str] | None = None,
+        command: str = "",
+        headers: Sequence[str] = (),
+        logged: bool = True,
+    ) -> None:
+        self.json = json
+        self.quiet = quiet
+        self.verbose = verbose
+        self.no_progress = no_progress
+        self.log_file = log_file
+        self.progress = progress
+        self.environ = dict(os.environ) if environ is None else environ
+        self.command = command  # its name (``pull``): what an interruption says was kept
+        # its -H lines as Click parsed them: what the logged command line masks
+        self.headers = headers
+        # False: no log file but one --log-file names (a readiness probe: not a line per call,
+        # and a read-only container)
+        self.logged = logged
+        self.reserve: mmap.mmap | None = None  # room to say memory ran out (guarded)
+        self.watch = StdoutWatch()  # on stdout's reader (guarded)
+        self._start()
 
-    def __post_init__(self) -> None:
+    def _start(self) -> None:
         from mdl.catalog.settings import default_log_file
         from mdl.cli.render.log import setup_logging
 

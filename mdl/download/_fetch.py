@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,14 +88,16 @@ def _fetch_all(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileO
 AT_ONCE = 2  # heads fetched at once, beside the bulk (each a range: 16 MiB and up)
 
 
-@dataclass(eq=False, repr=False)
 class Head:
     """A file's fetch paused after its head, and the file's lock, taken for it: whoever holds the
     head holds both (the head thread, then ``Heads``, then the crew's fetch of the file, which goes
     on with it); ``close`` ends the fetch, its bytes kept, and lets the lock go."""
 
-    paused: Paused
-    held: HeldLocks
+    __slots__ = ("held", "paused")
+
+    def __init__(self, paused: Paused, held: HeldLocks) -> None:
+        self.paused = paused
+        self.held = held
 
     def close(self) -> None:
         try:
@@ -285,7 +287,7 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
         # entry, linked above); the record of another commit's (its own snapshot entry) goes to
         # ``earlier``, for prune to free (put when the record held another, as the look found it).
-        entry = replace(entry, source=remote.source, commit=remote.commit)
+        entry = entry._replace(source=remote.source, commit=remote.commit)
         if plan.disk.current != entry:
             session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = (
@@ -626,7 +628,13 @@ def _record(
 
 
 def transfer_job(
-    session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any
+    session: PullSession,
+    remote: RemoteFile,
+    store: Store,
+    final: Path,
+    *,
+    retries: RetryLog | None = None,
+    **more: Any,
 ) -> TransferJob:
     """The engine's job for the file: into ``final``, resumed from (and verified against) what it
     is known by.
@@ -642,6 +650,7 @@ def transfer_job(
         root=store.dest,
         state_path=state,
         source=remote.source,
+        retries=RetryLog() if retries is None else retries,
         size_pinned=remote.size_pinned,
         # a direct URL that is refused stays refused: asking again cannot help
         renewable=remote.hub,

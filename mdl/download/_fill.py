@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -162,7 +162,7 @@ def _swarm_on(
             result = None
             while result is None:
                 try:
-                    result = replace(sources, landing=publisher, swarm=swarm).origin()
+                    result = sources.heard(publisher, swarm).origin()
                 except SwarmEnded as ended:
                     result = _rest(sources, place, swarm, ended)
                     if result is None:  # not the file (said): the swarm goes on, the object
@@ -567,7 +567,7 @@ def _holding(
             publisher = Publisher(parts.under(lease.token), job) if parts is not None else None
             with publisher or nullcontext():
                 # its fetch tells the publisher what lands (and what it takes back)
-                result = replace(sources, landing=publisher).origin()
+                result = sources.heard(publisher).origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)

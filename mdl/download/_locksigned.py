@@ -11,7 +11,6 @@ import contextlib
 import logging
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from mdl.buckets.registry import store_for
@@ -158,7 +157,7 @@ def _pointed(
     source's turn comes after them)."""
     rows = [(f.path, f.size or 0, f.sha256 or "") for f in files]
     for template, vid, pointer in manifest_signatures(session, sig.model, rows, sig.path, unread):
-        wanted = replace(sig, size=pointer.size, sha256=pointer.sha256, git_oid=None, xet=None)
+        wanted = sig._replace(size=pointer.size, sha256=pointer.sha256, git_oid=None, xet=None)
         got = signature_bytes(session, wanted, mirrors_only=True)
         if got is not None:
             log.info("%s: the signature version %s's manifest names", label_of(sig), vid[:12])
@@ -195,7 +194,7 @@ def _placed(remote: RemoteFile, template: str) -> RemoteFile:
     if is_http_url(remote.url):
         return remote
     ((_, uri),) = mirror_targets([template], remote)
-    return replace(remote, url=uri, source=redact_url(uri))
+    return remote._replace(url=uri, source=redact_url(uri))
 
 
 def _manifest_signature(
@@ -248,7 +247,7 @@ def signature_bytes(
         if result is None:
             return None
         data = read_signature(job.root or session.store.dest, job.final_path, what=job.label)
-    return replace(remote, size=result.size, sha256=result.sha256), data
+    return remote._replace(size=result.size, sha256=result.sha256), data
 
 
 def hashed_once(session: PullSession, remote: RemoteFile) -> RemoteFile:
@@ -257,7 +256,7 @@ def hashed_once(session: PullSession, remote: RemoteFile) -> RemoteFile:
     with _once(session, remote) as job:
         result = _fetched(session, job, lambda: fetch_from_sources(session, job, remote))
     assert result is not None
-    return replace(remote, size=result.size, sha256=result.sha256)
+    return remote._replace(size=result.size, sha256=result.sha256)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -261,14 +260,16 @@ class RunOwned:
                 engines[1].abort()
 
 
-# (not a NamedTuple: this run's, a weak key of what it said, download._fill._SAID)
-@dataclass(frozen=True, eq=False, repr=False)
 class Target:
-    """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
+    """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it.
+    (Not a NamedTuple: this run's, a weak key of what it said, download._fill._SAID.)"""
 
-    template: str
-    writer: Writer
-    root: str
+    __slots__ = ("__weakref__", "root", "template", "writer")
+
+    def __init__(self, template: str, writer: Writer, root: str) -> None:
+        self.template = template
+        self.writer = writer
+        self.root = root
 
 
 class Fills:

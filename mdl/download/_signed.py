@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,8 +167,7 @@ def _signed(
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
     unsigned = [f.path for f in withheld if signed_name(f.path, f.source) not in manifest.files]
     files.append(
-        replace(
-            sig,
+        sig._replace(
             sha256=sha256,
             size=len(data),
             signature=True,
@@ -334,7 +333,7 @@ def _pin(remote: RemoteFile, manifest: SignedManifest, held: _Held) -> RemoteFil
     # a sharded signature's shards are the file's range trust, before the lock's part hashes:
     # a range released before the whole file then is the signer's (finer parts or not)
     trust = signed_ranges(one, remote.size) or remote.trust
-    return replace(remote, sha256=remote.sha256 or one.sha256, signed=one, trust=trust)
+    return remote._replace(sha256=remote.sha256 or one.sha256, signed=one, trust=trust)
 
 
 def _refuse(held: _Held, outcome: FileOutcome, expected: ExpectedFile) -> None:

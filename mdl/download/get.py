@@ -69,7 +69,7 @@ def get(request: GetRequest, settings: Settings, *, progress: Progress) -> RunRe
         return get_into_cache(asked, settings, progress=progress)
     # exactly where -o/-d say, never into the Hugging Face cache
     folder = settings.dest if asked.output is None else asked.output.parent  # -o names one file
-    plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+    plain = settings._replace(dest=folder.absolute(), layout="plain", hf_cache=None)
     return get_sources(asked, plain, progress=progress)
 
 
@@ -414,7 +414,7 @@ def _url_file(item: UrlFile, name: str, *, sha256: str | None) -> RemoteFile:
                 f"{item.where}: --sha256 {sha256} is not the digest its manifest names,"
                 f" {item.listed.sha256}; nothing was fetched"
             )
-        return replace(item.listed, path=name)
+        return item.listed._replace(path=name)
     return RemoteFile(
         "",
         name,
@@ -438,7 +438,7 @@ def _probed(
     if item.listed or session.settings.offline or (remote.size is not None and remote.sha256):
         return remote
     carry = carry and disk.final is None and not disk.partial
-    probed = session.probe(replace(remote, size=None), carry=carry)
+    probed = session.probe(remote._replace(size=None), carry=carry)
     if item.size is None:
         return probed
     if probed.size is not None and probed.size != item.size:
@@ -449,4 +449,4 @@ def _probed(
             f" {item.size} bytes, but its download from the server is"
             f" {probed.size} bytes"
         )
-    return replace(probed, size=item.size, size_pinned=True)
+    return probed._replace(size=item.size, size_pinned=True)

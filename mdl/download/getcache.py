@@ -33,7 +33,7 @@ def get_into_cache(request: OneOffs, settings: Settings, *, progress: Progress) 
             hint="leave out -o, or --layout",
         )
     specs = _specs(request)
-    run = replace(settings, catalog_path=Path(ONE_OFF_CATALOG), lock_path=None, lock_mode="auto")
+    run = settings._replace(catalog_path=Path(ONE_OFF_CATALOG), lock_path=None, lock_mode="auto")
     report = pull_models(specs, run, progress=progress)
     whole = {spec.name for spec in specs if spec.is_snapshot}
     return replace(report, files=tuple(_said(f, whole) for f in report.files))

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -384,7 +384,7 @@ def _xet_verified(session: PullSession, remote: RemoteFile, said: list[str]) -> 
         " the one this machine verified with its sha256: locking the verified one"
     )
     log.warning("%s", said[-1])
-    return replace(remote, xet=remote.xet._replace(hash=entry.xet))
+    return remote._replace(xet=remote.xet._replace(hash=entry.xet))
 
 
 def _complete(
@@ -472,7 +472,7 @@ def _hashed(session: PullSession, remote: RemoteFile, hashed: dict[str, RemoteFi
     same = _same_bytes(remote)
     if same not in hashed:
         hashed[same] = hashed_once(session, remote)
-    return replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
+    return remote._replace(size=hashed[same].size, sha256=hashed[same].sha256)
 
 
 def _known(
@@ -492,7 +492,7 @@ def _from_blobs(remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> Rem
     size, sha256 = blobs[remote.git_oid]
     if remote.size is not None and remote.size != size:
         return None
-    return replace(remote, size=size, sha256=sha256)
+    return remote._replace(size=size, sha256=sha256)
 
 
 def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
@@ -504,7 +504,7 @@ def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
     if not same_content(entry, remote, unnamed=not remote.hub and entry.source == remote.source):
         return None
     log.info("%s: sha256 from the verified local record", label_of(remote))
-    return replace(remote, size=entry.size, sha256=entry.sha256)
+    return remote._replace(size=entry.size, sha256=entry.sha256)
 
 
 def _sized(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
@@ -512,4 +512,4 @@ def _sized(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
     if not remote.sha256 or remote.hub:
         return None
     probed = session.probe(remote)
-    return None if probed.size is None else replace(remote, size=probed.size)
+    return None if probed.size is None else remote._replace(size=probed.size)

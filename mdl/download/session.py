@@ -6,10 +6,8 @@ mirrors, then its origin)."""
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 import time
-from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
@@ -212,21 +210,56 @@ def label_of(remote: RemoteFile) -> str:
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class FileSources:
     """One file's sources, as its fetch (and, with --fill-mirror, mdl.download._fill) asks them:
     its mirrors, one mirror, its origin. ``ledger``: the bytes every source and try of the file
     moved (a mirror refused, a Xet fetch that fell back to plain HTTP: all the same)."""
 
-    session: PullSession
-    job: TransferJob
-    remote: RemoteFile
-    ledger: Ledger = field(default_factory=Ledger)
-    missed: list[tuple[str, MdlError]] = field(default_factory=list)  # a failed mirror: url, why
-    landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
-    swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
-    fresh: bool = False  # nothing of the file on disk: a small one may take one GET (Engine.fetch)
-    paused: Paused | None = None  # its fetch paused after its head (``ahead``), to go on with
+    __slots__ = (
+        "fresh",
+        "job",
+        "landing",
+        "ledger",
+        "missed",
+        "paused",
+        "remote",
+        "session",
+        "swarm",
+    )
+
+    def __init__(
+        self,
+        session: PullSession,
+        job: TransferJob,
+        remote: RemoteFile,
+        ledger: Ledger | None = None,
+        *,
+        fresh: bool = False,
+        paused: Paused | None = None,
+    ) -> None:
+        self.session = session
+        self.job = job
+        self.remote = remote
+        self.ledger = Ledger() if ledger is None else ledger
+        self.missed: list[tuple[str, MdlError]] = []  # a failed mirror: url, why
+        self.landing: Landing | None = (
+            None  # who hears the origin's fetch land (a fill's publisher)
+        )
+        self.swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
+        # nothing of the file on disk: a small one may take one GET (Engine.fetch)
+        self.fresh = fresh
+        self.paused = paused  # its fetch paused after its head (``ahead``), to go on with
+
+    def heard(self, landing: Landing | None, swarm: PartSource | None = None) -> FileSources:
+        """These sources, the origin's fetch heard by ``landing`` (and part of ``swarm``): the same
+        file, ledger and failed mirrors."""
+        sources = FileSources(
+            self.session, self.job, self.remote, self.ledger, fresh=self.fresh, paused=self.paused
+        )
+        sources.missed = self.missed
+        sources.landing = landing
+        sources.swarm = swarm
+        return sources
 
     @property
     def beside(self) -> JobContext:
@@ -352,8 +385,7 @@ class FileSources:
         # origin's hashes: always verified, a mismatch not retried there (the next source is).
         ref = registry_mirror(template, self.remote) if template.startswith("oci://") else None
         registry = self.session.owned.registry.auth(ref) if ref is not None else None
-        mirrored = replace(
-            self.job,
+        mirrored = self.job._replace(
             credentials=registry.credentials() if registry is not None else Credentials(),
             verify=True,
             retry_on_mismatch=False,
@@ -363,7 +395,7 @@ class FileSources:
         )
         store = store_for(url)
         where = self.session.owned.presigner.presign(url, template=template) if store else url
-        return replace(mirrored, url=where), replace(self.beside, landing=None, opening=None)
+        return mirrored._replace(url=where), self.beside._replace(landing=None, opening=None)
 
 
 def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:
@@ -371,6 +403,8 @@ def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:
     command, ``mdl publish`` (it replaces an object whose bytes are not the file's), when the
     template is the layout it writes (``PREFIX/{model}/{sha256}``, ``versions.template_of``); else
     where to do it."""
+    import shlex
+
     from mdl.buckets.versions import prefix_of  # (pydantic: only once a mirror holds bad bytes)
 
     prefix = prefix_of(template)

@@ -30,6 +30,7 @@ from mdl.errors import (
 from mdl.outsidejson import read_json
 from mdl.paths import SHA256_HEX, is_http_url, read_bounded, safe_folder_path, temp_name
 from mdl.progress import NullProgress, Progress
+from mdl.redact import unshown
 from mdl.sources.resolve import RemoteFile
 from mdl.store.confined import open_file, rename, unlink
 from mdl.store.filesystem import fsync_dir
@@ -88,6 +89,9 @@ class UrlFile(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
     # the user typed the URL (a SOURCE): not a job output's link, nor a presigned s3:// GET
     typed: bool = False
+
+    def __repr__(self) -> str:  # (no -H header or signed URL in a traceback)
+        return unshown(self)
 
 
 class InlineCheck(NamedTuple):

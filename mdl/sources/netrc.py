@@ -6,30 +6,41 @@ from __future__ import annotations
 
 import base64
 import logging
-import netrc
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mdl.paths import read_small_file, shown_path
 from mdl.redact import Secrets, is_signed_url
+
+if TYPE_CHECKING:
+    import netrc
 
 log = logging.getLogger("mdl.netrc")
 _DEFAULT = "default"  # the stdlib keeps netrc's ``default`` entry under this name
 MAX_NETRC_BYTES = 1 << 20  # logins for a few thousand hosts: a bigger file is not a netrc
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class NetrcLogins:
     """The netrc file's logins by host (lower case), or why it is not used (``problem``: said as
     a warning).
     """
 
-    path: Path | None = None
-    logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host -> (login, password)
-    problem: str | None = None
-    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
+    __slots__ = ("logins", "path", "problem", "secrets")
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        logins: Mapping[str, tuple[str, str]] | None = None,
+        *,
+        problem: str | None = None,
+        secrets: Secrets | None = None,
+    ) -> None:
+        self.path = path
+        self.logins = logins or {}  # host -> (login, password)
+        self.problem = problem
+        self.secrets = Secrets() if secrets is None else secrets
 
     def authorization(self, url: str, headers: Mapping[str, str]) -> str | None:
         """The ``Authorization`` value for a direct URL, or None: the netrc names neither its host
@@ -76,6 +87,13 @@ def _parse(path: Path) -> netrc.netrc | NetrcLogins:
     try:
         # a FIFO or a device is no netrc: never waited on or read whole
         read_small_file(path, limit=MAX_NETRC_BYTES)
+    except FileNotFoundError:
+        return NetrcLogins(path)  # (most runs: the parser, and shlex under it, never loaded)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _unreadable(path, exc)
+    import netrc
+
+    try:
         # an explicit file: the stdlib skips its ~/.netrc permission check, as curl
         return netrc.netrc(str(path))
     except FileNotFoundError:
@@ -88,8 +106,12 @@ def _parse(path: Path) -> netrc.netrc | NetrcLogins:
             path, f"{shown_path(str(exc.filename or path))}: cannot parse this netrc file{near}"
         )
     except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
-        return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")
+        return _unreadable(path, exc)
+
+
+def _unreadable(path: Path, exc: OSError | UnicodeDecodeError) -> NetrcLogins:
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+    return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")
 
 
 def _logins(parsed: netrc.netrc, secrets: Secrets) -> dict[str, tuple[str, str]]:

@@ -27,7 +27,7 @@ from mdl.paths import (
     url_basename,
 )
 from mdl.progress import Progress
-from mdl.redact import Secrets, redact_url
+from mdl.redact import Secrets, redact_url, unshown
 from mdl.sources.hubpages import hub_words, read_hub_pages
 from mdl.sources.joboutput import (
     InlineCheck,
@@ -70,6 +70,9 @@ class GetRequest(NamedTuple):
     read_text: Callable[[str], str] = read_job_output  # a job output's text (``-``: stdin)
     revision: str | None = None  # hf download's --revision, for the Hub sources
     repo_type: str | None = None  # ... and its --repo-type
+
+    def __repr__(self) -> str:  # (no -H header, signed URL or proxy login in a traceback)
+        return unshown(self)
 
 
 class OneOffs(NamedTuple):
@@ -256,7 +259,7 @@ def list_repos(
             ref = (item.repo_type, item.repo, file.commit or spec.revision, file.path)
             where = hub_source(item.repo, item.repo_type, item.revision, file.path)
             one = UrlFile(
-                file.path, None, file.size, file.sha256, where, ref, replace(file, model="")
+                file.path, None, file.size, file.sha256, where, ref, file._replace(model="")
             )
             try:
                 save_parts(one)

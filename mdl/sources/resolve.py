@@ -6,7 +6,6 @@ mirror URLs.
 # NamedTuple's fields at every start)
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
@@ -16,7 +15,7 @@ from mdl.catalog.load import expand_headers
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, fill_template, parse_template
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError, UsageError
 from mdl.paths import GIT_OID_HEX, OciRef, parse_oci_ref, path_clash, path_problem
-from mdl.redact import printable, redact_url
+from mdl.redact import printable, redact_url, unshown
 from mdl.store.layout import hub_source, ref_revision, selected
 from mdl.store.records import ModelRecord
 
@@ -42,10 +41,10 @@ class XetRef(NamedTuple):
     token_url: str
 
 
-@dataclass(frozen=True, repr=False)
-class RemoteFile:
+class RemoteFile(NamedTuple):
     """One concrete file to fetch: where from, what it must be, and where it goes in the model
-    folder.
+    folder. (A NamedTuple: a frozen dataclass's generated methods were compiled at every start,
+    issue 90.)
     """
 
     model: str
@@ -70,21 +69,24 @@ class RemoteFile:
     # where a probe found it answering ranges (the download need not ask again)
     located: str | None = None
     # that probe's answer, its first bytes unread
-    opening: "Opening | None" = field(default=None, compare=False)
+    opening: "Opening | None" = None
     # The model's model.sig: its bytes are proved by their own signature, so a mirror may serve it
     # with no hash.
     signature: bool = False
     # what the model's verified signature says of the file (checked as it arrives)
     signed: "SignedFile | None" = None
     # its verified bytes, already here (the signature)
-    staged: Path | None = field(default=None, compare=False)
+    staged: Path | None = None
     # what fetching them had to retry, or warned
-    staged_retries: tuple[str, ...] = field(default=(), compare=False)
+    staged_retries: tuple[str, ...] = ()
     # a Hub file stored in Xet (its listing, its HEAD or the lock said so)
     xet: XetRef | None = None
     # a trusted hash for each range of exactly these bytes (``sha256``): the part hashes beside
     # the lock that pins it, or its signature's shards; None: only the whole file is checked
-    trust: "RangeTrust | None" = field(default=None, compare=False)
+    trust: "RangeTrust | None" = None
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
 
 class ResolvedModel(NamedTuple):
@@ -138,7 +140,7 @@ def marked_signature(spec: "ModelSpec", model: ResolvedModel) -> ResolvedModel:
         return model
     path = spec.signature.installed_as
     return model._replace(
-        files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files)
+        files=tuple(f._replace(signature=True) if f.path == path else f for f in model.files)
     )
 
 
@@ -470,11 +472,10 @@ def with_probe(
     week's new folder, is known by; the download is held to it)."""
     served = remote.sha256 or sha256
     if remote.size is not None:
-        return replace(
-            remote, etag=remote.etag or etag, located=located, opening=opening, sha256=served
+        return remote._replace(
+            etag=remote.etag or etag, located=located, opening=opening, sha256=served
         )
-    return replace(
-        remote,
+    return remote._replace(
         size=size,
         etag=remote.etag or etag,
         size_pinned=False,

@@ -1,13 +1,9 @@
 """A file the model should have, as a record's ``expected`` section holds it (mdl.store.records)."""
 
-# (postponed: records._field reads each field's type as its text, "bool", not "<class 'bool'>")
-from __future__ import annotations
-
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, repr=False)
-class ExpectedFile:
+class ExpectedFile(NamedTuple):
     """One file the model should have, as its last resolution said (the Hub listing, the lock or the
     catalog): written before the first byte of a pull moves, so a pull that stops halfway never
     looks installed."""

@@ -450,7 +450,7 @@ def _cached_files(spec: "ModelSpec", cache_root: Path) -> list[FileRecord]:
         found = cached_snapshot(
             cache_root, file.repo, file.repo_type or "model", file.revision or "main"
         )
-        cached.extend(replace(c, path=file.save_path) for c in found if c.path == file.path)
+        cached.extend(c._replace(path=file.save_path) for c in found if c.path == file.path)
     return cached
 
 

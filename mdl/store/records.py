@@ -6,10 +6,10 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args, get_type_hints
 
 from mdl.errors import OutsideJSONError, UnsafePathError
 from mdl.outsidejson import read_json
@@ -32,9 +32,9 @@ _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 _MAX_INT = 2**63 - 1
 
 
-@dataclass(frozen=True, repr=False)
-class FileRecord:
-    """What mdl fetched and verified for one file (no secrets: ``source`` is redacted)."""
+class FileRecord(NamedTuple):
+    """What mdl fetched and verified for one file (no secrets: ``source`` is redacted). (A
+    NamedTuple: a frozen dataclass's generated methods were compiled at every start, issue 90.)"""
 
     path: str
     size: int
@@ -109,7 +109,7 @@ class ModelRecord:
             return current
         return next(
             (
-                replace(entry, path=path)
+                entry._replace(path=path)
                 for key, entry in sorted(self.earlier.items())
                 if key.partition("/")[2] == path and _holds(entry, sha256, git_oid)
             ),
@@ -171,20 +171,11 @@ def _files_json(
     return {
         path: {
             k: _record_text(getattr(one, k)) if k in _SERVER_TEXT else getattr(one, k)
-            for k in _names(type(one))
+            for k in type(one)._fields
             if k != drop
         }
         for path, one in sorted(entries.items())
     }
-
-
-_NAMES: dict[type, tuple[str, ...]] = {}  # each entry class's fields, in order (on first use)
-
-
-def _names(cls: type[Any]) -> tuple[str, ...]:
-    if cls not in _NAMES:
-        _NAMES[cls] = tuple(one.name for one in fields(cls))
-    return _NAMES[cls]
 
 
 # the sections of entries, and what their JSON leaves out (an expected file's key is its path)
@@ -243,7 +234,8 @@ def _section_json(entries: list[tuple[str, FileRecord | ExpectedFile]], *, drop:
     return "{\n" + body + "\n }"
 
 
-@functools.lru_cache(maxsize=1 << 14)
+# (typed: NamedTuples of equal fields compare equal whatever their class)
+@functools.lru_cache(maxsize=1 << 14, typed=True)
 def _entry_json(one: FileRecord | ExpectedFile, drop: str) -> str:
     """One entry as ``json.dumps(..., indent=1)`` writes it two levels down (equal entries, equal
     text)."""
@@ -348,22 +340,37 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
         raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
     if cls is FileRecord and value.get("path", path) != path:
         raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
-    given = {one.name: _field(one, value, f"{where}.{one.name}") for one in fields(cls)[1:]}
-    return cls(path=path, **given)
+    given = {
+        key: _field(key, kind, default, value, f"{where}.{key}")
+        for key, kind, default in _kinds(cls)
+    }
+    return cls(path, **given)
 
 
-def _field(one: Field[Any], value: dict[str, Any], where: str) -> Any:
-    """One field of an entry, of the type it declares (annotations are text here: "int", "str",
-    "str | None", ...)."""
-    key, kind, got = one.name, str(one.type), value.get(one.name)
-    if got is None and "None" in kind:
+_KINDS: dict[type, tuple[tuple[str, Any, Any], ...]] = {}  # each entry class's (on first use)
+
+
+def _kinds(cls: type[Any]) -> tuple[tuple[str, Any, Any], ...]:
+    """Each field of the entry class after ``path``: its name, its type, its default (MISSING:
+    none)."""
+    if cls not in _KINDS:
+        hints = get_type_hints(cls)
+        defaults = cls._field_defaults
+        _KINDS[cls] = tuple((k, hints[k], defaults.get(k, MISSING)) for k in cls._fields[1:])
+    return _KINDS[cls]
+
+
+def _field(key: str, kind: Any, default: Any, value: dict[str, Any], where: str) -> Any:
+    """One field of an entry, of the type it declares."""
+    got = value.get(key)
+    if got is None and type(None) in get_args(kind):
         return None
-    if kind == "bool":
-        return _flag(got, where) if got is not None else one.default
+    if kind is bool:
+        return _flag(got, where) if got is not None else default
     # a field newer than the record: its default
-    if key not in value and one.default is not MISSING:
-        return one.default
-    if kind.startswith("int"):
+    if key not in value and default is not MISSING:
+        return default
+    if int in (kind, *get_args(kind)):
         return _whole_number(got, where)
     if key in ("sha256", "xet"):
         return _hex64(got, where)

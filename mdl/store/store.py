@@ -11,7 +11,6 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
@@ -398,7 +397,7 @@ def _merged(
             and old.commit != one.commit
             and (moved := earlier_key(old))
         ):
-            earlier[moved] = replace(old, path=moved)  # still on disk in its own snapshot
+            earlier[moved] = old._replace(path=moved)  # still on disk in its own snapshot
         earlier.pop(earlier_key(one) or "", None)  # current again
         files[one.path] = one
     return files, earlier

@@ -422,7 +422,7 @@ def verify_file(
     mtime_ns = file.final.stat().st_mtime_ns
     if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
         store.update_record(
-            model, revision=None, commit=None, put=replace(entry, mtime_ns=mtime_ns)
+            model, revision=None, commit=None, put=entry._replace(mtime_ns=mtime_ns)
         )
     # against a pinned hash it is verified now; else as verified as the record says the download was
     verified = bool(expected[0]) or entry.verified
@@ -524,7 +524,7 @@ def _unverified(
         exc.hint = f"`mdl pull {model}` repairs it; `mdl pull {model} --force` fetches it again"
         if entry.mtime_ns != UNTRUSTED_MTIME:
             store.update_record(
-                model, revision=None, commit=None, put=replace(entry, mtime_ns=UNTRUSTED_MTIME)
+                model, revision=None, commit=None, put=entry._replace(mtime_ns=UNTRUSTED_MTIME)
             )
     if not isinstance(exc, MdlError):
         exc = IntegrityError(f"{model}/{file.path}: cannot read {file.dest}: {exc.strerror or exc}")

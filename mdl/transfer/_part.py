@@ -5,7 +5,6 @@ versions spliced), verified and moved into place; on a failure, what is on disk 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -193,7 +192,7 @@ class PartFetch:
             return None
         releases = beside.releases or Releases()  # (a library caller's engine: the fetch's own)
         check = RangeCheck(trust, fd, job.part_path, releases, then=beside.landing, label=job.label)
-        self.beside = dataclasses.replace(beside, landing=check, releases=releases)
+        self.beside = beside._replace(landing=check, releases=releases)
         return check
 
     def _refuted(self, check: RangeCheck, why: str) -> None:

@@ -4,7 +4,6 @@ cap, and the answers being read (closed to wake the streams reading them)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -24,23 +23,27 @@ from mdl.units import human_size
 IGNORED_RANGE = "the server ignored the range"
 
 
-@dataclasses.dataclass(eq=False, repr=False)
 class Shared:
     """What a file's streams share: the client, the config, progress, cancel, the limiter."""
 
-    client: httpx2.Client
-    config: EngineConfig
-    _: dataclasses.KW_ONLY
-    progress: Progress
-    cancel: threading.Event
-    limiter: RateLimiter | None = None
-    # by file
-    _open: dict[httpx2.Response, DownloadState] = dataclasses.field(
-        default_factory=dict, init=False
-    )
-    _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
-    # by file: a 200 to one of its ranges, unread, for the one stream it starts over as
-    _wholes: dict[DownloadState, Opening] = dataclasses.field(default_factory=dict, init=False)
+    def __init__(
+        self,
+        client: httpx2.Client,
+        config: EngineConfig,
+        *,
+        progress: Progress,
+        cancel: threading.Event,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.progress = progress
+        self.cancel = cancel
+        self.limiter = limiter
+        self._open: dict[httpx2.Response, DownloadState] = {}  # by file
+        self._open_lock = threading.Lock()
+        # by file: a 200 to one of its ranges, unread, for the one stream it starts over as
+        self._wholes: dict[DownloadState, Opening] = {}
 
     @contextlib.contextmanager
     def reading(self, response: httpx2.Response, state: DownloadState) -> Iterator[None]:

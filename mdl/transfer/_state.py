@@ -10,7 +10,7 @@ import time
 
 from mdl.errors import NetworkError
 from mdl.transfer._target import Target
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.hasher import Hasher
 from mdl.transfer.job import TransferJob, Version
 from mdl.transfer.resume import Record
@@ -42,7 +42,7 @@ class DownloadState:
         beside: JobContext | None = None,
     ) -> None:
         self.job, self.fd, self.pieces = job, fd, pieces  # fd: the .part, open for the download
-        self.beside = beside or JobContext()
+        self.beside = beside or JobContext(ledger=Ledger())
         # validator, etag, last_modified, modified_seen: then replies.check_version keeps them
         self.adopt(validator)
         # times the file changed upstream during this download (a second one gives up)

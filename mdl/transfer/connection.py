@@ -14,7 +14,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -23,7 +22,7 @@ import httpcore2
 import httpx2
 
 from mdl.errors import UsageError
-from mdl.redact import REDACTED
+from mdl.redact import REDACTED, unshown
 from mdl.transfer._headers import parse_decimal
 from mdl.transfer.tls import ca_locations, shared_ssl_context
 
@@ -37,6 +36,9 @@ class Proxy(NamedTuple):
 
     url: str
     source: str  # e.g. "HTTPS_PROXY"
+
+    def __repr__(self) -> str:  # (no -H header, signed URL or proxy login in a traceback)
+        return unshown(self)
 
     @property
     def shown(self) -> str:
@@ -390,16 +392,18 @@ class WireBackend(httpcore2.NetworkBackend):
             stream.close()
 
 
-@dataclass(eq=False, repr=False)
 class Pace:
     """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes
     (time spent writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""
 
-    window: float
-    request: httpx2.Request | None = None  # what the error names
-    deadline: float | None = None  # time.monotonic() by which the whole body must have arrived
-    waited: float = 0.0
-    got: int = 0
+    __slots__ = ("deadline", "got", "request", "waited", "window")
+
+    def __init__(self, window: float, request: httpx2.Request | None = None) -> None:
+        self.window = window
+        self.request = request  # what the error names
+        self.deadline: float | None = None  # time.monotonic() by which the whole body must be here
+        self.waited = 0.0
+        self.got = 0
 
     def count(self, began: float, got: int) -> None:
         """One read that brought ``got`` bytes after waiting since ``began``; ReadTimeout on a stall

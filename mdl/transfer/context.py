@@ -8,8 +8,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from mdl.transfer.job import Landing, Opening, PartSource, RangeTrust, TransferJob
@@ -52,9 +51,12 @@ class Ledger:
         return sum(self.bytes[way] for way in NETWORK)
 
 
-@dataclass(frozen=True, repr=False)
-class JobContext:
-    """Who hears a fetch, and what it is handed, beside its ``TransferJob``."""
+class JobContext(NamedTuple):
+    """Who hears a fetch, and what it is handed, beside its ``TransferJob``. (A NamedTuple: a
+    frozen dataclass's generated methods were compiled at every start, issue 90.)"""
+
+    # the bytes the fetch moves, counted where they move (a file's sources share one)
+    ledger: Ledger
 
     # Told what of the ``.part`` lands and what is taken back (``Landing``); None: nobody asks
     landing: Landing | None = None
@@ -72,5 +74,9 @@ class JobContext:
     # the fleet's swarm (``PartSource``): the parts this machine fetches are the ones it says,
     # one piece each; the rest it writes from the others' (checked); None: every part fetched here
     swarm: PartSource | None = None
-    # the bytes the fetch moves, counted where they move (a file's sources share one)
-    ledger: Ledger = field(default_factory=Ledger, compare=False)
+
+    @property
+    def bare(self) -> bool:
+        """Nothing beside the fetch hears or shapes it (its ledger aside)."""
+        beside = (self.landing, self.trust, self.opening, self.releases, self.swarm)
+        return not self.in_order and all(one is None for one in beside)

@@ -11,17 +11,26 @@ every stream of one engine shares).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer import small
 from mdl.transfer._part import PartFetch
 from mdl.transfer._shared import Shared
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import probe
 from mdl.transfer.resume import load_state
+
+if TYPE_CHECKING:
+    import threading
+
+    import httpx2
+
+    from mdl.progress import Progress
+    from mdl.transfer.job import EngineConfig
+    from mdl.transfer.scheduling import RateLimiter
 
 log = logging.getLogger("mdl.transfer")
 
@@ -56,13 +65,23 @@ class Paused(contextlib.AbstractContextManager["Paused"]):
         return self._fetch is not None
 
 
-@dataclasses.dataclass(eq=False, repr=False)
 class Engine(Shared):
     """What its streams share (client, knobs, display, Ctrl-C, rate cap, open answers), and the
     fetch of one file, many files at once across threads."""
 
-    # folders to fsync before a record names their files (None: fsync at each finish)
-    dirs: DirSyncs | None = dataclasses.field(default=None, kw_only=True)
+    def __init__(
+        self,
+        client: httpx2.Client,
+        config: EngineConfig,
+        *,
+        progress: Progress,
+        cancel: threading.Event,
+        limiter: RateLimiter | None = None,
+        dirs: DirSyncs | None = None,
+    ) -> None:
+        super().__init__(client, config, progress=progress, cancel=cancel, limiter=limiter)
+        # folders to fsync before a record names their files (None: fsync at each finish)
+        self.dirs = dirs
 
     def abort(self) -> None:
         self.cancel.set()
@@ -89,7 +108,7 @@ class Engine(Shared):
         nothing of it is on disk (then a small file takes one GET, ``small.fits``); ``paused``:
         its fetch paused after its head, gone on with when this engine paused it.
         """
-        beside = beside or JobContext()
+        beside = beside or JobContext(ledger=Ledger())
         if fresh and small.fits(self, job, beside):
             return small.fetch(self, job, self.dirs, beside.ledger)
         if job.retry_on_mismatch:
@@ -100,8 +119,8 @@ class Engine(Shared):
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
         # the last try
-        job = dataclasses.replace(job, retry_on_mismatch=False)
-        return self._fetch_once(job, dataclasses.replace(beside, opening=None), paused)
+        job = job._replace(retry_on_mismatch=False)
+        return self._fetch_once(job, beside._replace(opening=None), paused)
 
     def _fetch_once(
         self, job: TransferJob, beside: JobContext, paused: Paused | None
@@ -138,5 +157,5 @@ class Engine(Shared):
             return job, beside
         identity = job.identity._replace(size=found.size, etag=job.identity.etag or found.validator)
         located = found.url if found.ranged else None
-        job = dataclasses.replace(job, identity=identity, size_pinned=False, located=located)
-        return job, dataclasses.replace(beside, opening=found.opening)
+        job = job._replace(identity=identity, size_pinned=False, located=located)
+        return job, beside._replace(opening=found.opening)

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -27,7 +27,7 @@ from mdl.errors import (
     WebPageError,
 )
 from mdl.paths import is_model_file_name, names_model_file
-from mdl.redact import Secrets, is_signed_url, printable, redact_url, safe_text
+from mdl.redact import Secrets, is_signed_url, printable, redact_url, safe_text, unshown
 from mdl.transfer._files import FolderTransport
 from mdl.transfer._headers import retry_after_seconds as retry_after_seconds
 from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, drain, origin
@@ -93,8 +93,7 @@ def shown_origin_of(at: tuple[str, str, int]) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Credentials:
+class Credentials(NamedTuple):
     """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers
     (``-H``, the catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on
     any hop that lands there and never on one that leaves it (as curl keeps Authorization on the
@@ -102,13 +101,16 @@ class Credentials:
 
     hub_origin: tuple[str, str, int] | None = None
     token: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = MappingProxyType({})
     extra_origin: tuple[str, str, int] | None = None
     # extra's Authorization is a netrc login (named when a redirect leaves it behind)
     netrc: bool = False
     # a registry's 401 at extra's origin: True when the request is worth sending once more (a new
     # token in extra: mdl.sources.ociauth), so a token that expires mid-blob costs one request
-    renew: Callable[[httpx2.Response], bool] | None = field(default=None, compare=False)
+    renew: Callable[[httpx2.Response], bool] | None = None
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
     def renewed(self, response: httpx2.Response) -> bool:
         """Whether a 401 from extra's origin was answered by a renewal (ask the same URL again)."""
@@ -275,13 +277,15 @@ class _Refusal(NamedTuple):
         return ExpiredURLError(self.said("access denied"), hint=hint)
 
 
-@dataclass(eq=False, repr=False)
 class _Renewal:
     """A hop refused (401) by the origin of credentials that can be renewed is asked once more,
     with what the renewal gave; a renewal refused again is the answer."""
 
-    credentials: Credentials
-    used: bool = False
+    __slots__ = ("credentials", "used")
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self.used = False
 
     def asks_again(self, response: httpx2.Response) -> bool:
         if self.used or not self.credentials.renewed(response):
@@ -453,23 +457,32 @@ class RetryPolicy(NamedTuple):
                 tries.failed(exc)
 
 
-@dataclass(eq=False, repr=False)
 class Tries:
     """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent
     host, one retry). ``failures`` set to 0 (a try that moved bytes) starts the budget over.
     """
 
-    policy: RetryPolicy
-    what: str
-    wait: Callable[[float], bool] | None = None
-    on_retry: Callable[[str], None] | None = None
-    announce: Callable[[int, str], None] | None = None
-    quick_unreachable: bool = True
-    failures: int = 0
-    refusals: int = 0  # the Hub's rate-limit refusals with a stated wait: not failures
-    # what they may cost when no gate saw them (a CDN's refusal): this operation's own budget
-    hub_waits: HubWaits = field(default_factory=HubWaits)
-    since: float = 0.0  # the clock at the first failure in a row
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        what: str,
+        *,
+        wait: Callable[[float], bool] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        announce: Callable[[int, str], None] | None = None,
+        quick_unreachable: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.what = what
+        self.wait = wait
+        self.on_retry = on_retry
+        self.announce = announce
+        self.quick_unreachable = quick_unreachable
+        self.failures = 0
+        self.refusals = 0  # the Hub's rate-limit refusals with a stated wait: not failures
+        # what they may cost when no gate saw them (a CDN's refusal): this operation's own budget
+        self.hub_waits = HubWaits()
+        self.since = 0.0  # the clock at the first failure in a row
 
     def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
         """Count a failed try and wait; NetworkError once the budget is spent (a count for a

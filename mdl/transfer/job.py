@@ -8,13 +8,13 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import httpx2
 
 from mdl.errors import IntegrityError
+from mdl.redact import unshown
 from mdl.report import WARNING_CAUSE
 from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
@@ -155,9 +155,9 @@ class RangeTrust(Protocol):
         """Whether ``data`` is range ``index``'s bytes."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class TransferJob:
-    """One file to fetch: where from, what it must be, where it lands."""
+class TransferJob(NamedTuple):
+    """One file to fetch: where from, what it must be, where it lands. (A NamedTuple: a frozen
+    dataclass's generated methods were compiled at every start, issue 90.)"""
 
     label: str
     url: str
@@ -167,6 +167,8 @@ class TransferJob:
     part_path: Path
     state_path: Path
     source: str  # redacted description for records and logs
+    # filled as the transfer goes
+    retries: RetryLog
     verify: bool = True
     # False: the size is only what a probe saw; a new size means a new version
     size_pinned: bool = True
@@ -177,8 +179,6 @@ class TransferJob:
     fallback: bool = False
     # True: a 403 is cured by asking the URL again (the Hub signs a fresh CDN link)
     renewable: bool = False
-    # filled as the transfer goes
-    retries: RetryLog = field(default_factory=RetryLog, compare=False)
     # what the file belongs to and its path in it, for programs (--progress json)
     model: str | None = None
     path: str | None = None
@@ -188,7 +188,10 @@ class TransferJob:
     root: Path | None = None
     # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
     # they are hashed
-    signed: "SignedFile | None" = field(default=None, compare=False)
+    signed: "SignedFile | None" = None
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
+        return unshown(self)
 
 
 class TransferResult(NamedTuple):

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import httpx2
 
 from mdl.errors import NetworkError
+from mdl.redact import unshown
 from mdl.transfer._headers import content_range_total, is_encoded, served_sha256
 from mdl.transfer._state import DownloadState
 from mdl.transfer.body import Span, promised
@@ -66,6 +67,9 @@ class Probed(NamedTuple):
     ranged: bool
     opening: Opening | None = None
     sha256: str | None = None  # what the reply says the whole file's is (served_sha256)
+
+    def __repr__(self) -> str:  # (no -H header, signed URL or proxy login in a traceback)
+        return unshown(self)
 
 
 def probe(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
 SPLIT_THRESHOLD = 32 * MiB  # files at least this big are fetched as parallel ranges
@@ -30,20 +29,26 @@ class StreamStopped(Exception):
     """A sibling stream failed; this one ends without an error of its own."""
 
 
-@dataclass(repr=False)
 class Piece:
-    """A range of the file one stream fetches at a time, and how far it got."""
+    """A range of the file one stream fetches at a time, and how far it got; equal to another of
+    the same range and progress. (A plain class: a dataclass's generated methods were compiled at
+    every start, issue 90.)"""
 
-    start: int
-    end: int | None  # None: unknown size, read to EOF
-    done: int = 0
-    asked: int = field(default=0, compare=False)  # end of the range requested so far: never stolen
-    # bytes/s of this piece's last request (0: none yet)
-    rate: float = field(default=0.0, compare=False)
-    # body bytes of this piece's last answer (0: none this run)
-    answered: int = field(default=0, compare=False)
-    # an answer for it arrived: no stream reads on into it now
-    begun: bool = field(default=False, compare=False)
+    __slots__ = ("answered", "asked", "begun", "done", "end", "rate", "start")
+
+    def __init__(self, start: int, end: int | None, done: int = 0, *, asked: int = 0) -> None:
+        self.start = start
+        self.end = end  # None: unknown size, read to EOF
+        self.done = done
+        self.asked = asked  # end of the range requested so far: never stolen
+        self.rate = 0.0  # bytes/s of this piece's last request (0: none yet)
+        self.answered = 0  # body bytes of this piece's last answer (0: none this run)
+        self.begun = False  # an answer for it arrived: no stream reads on into it now
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Piece):
+            return NotImplemented
+        return (self.start, self.end, self.done) == (other.start, other.end, other.done)
 
     @property
     def complete(self) -> bool:

@@ -45,7 +45,7 @@ def fits(shared: Shared, job: TransferJob, beside: JobContext) -> bool:
         and ident.has_hash
         and job.signed is None
         and shared.limiter is None
-        and beside == JobContext()
+        and beside.bare
     )
 
 

@@ -22,7 +22,7 @@ from mdl.errors import LocalFSError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs, stat_file
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.ranges import fits
 from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
@@ -69,7 +69,7 @@ class XetSource(Cas):
         it. The bytes of every attempt (those of one cut short came over the network all the same)
         are counted in ``beside``'s ledger.
         """
-        return self._fetch(job, ref, beside or JobContext())
+        return self._fetch(job, ref, beside or JobContext(ledger=Ledger()))
 
     def _fetch(self, job: TransferJob, ref: XetRef, beside: JobContext) -> TransferResult:
         """:meth:`fetch`'s attempts: resumed, unsplit, then whole without reuse."""

@@ -370,13 +370,11 @@ def test_no_catalog_resolves_as_an_empty_one(
 ) -> None:
     """A get finds no catalog and makes none (its types stay unloaded): its settings are those an
     empty catalog gives, whatever the environment and the flags say."""
-    import dataclasses
-
     from mdl.catalog.settings import settings_for
     from mdl.catalog.specs import Catalog
 
     none, empty = (settings_for(c, environ, Overrides(**flags)) for c in (None, Catalog()))
     # (each run's secrets are a registry of their own, compared by what they hide)
-    names = [f.name for f in dataclasses.fields(none) if f.name != "secrets"]
+    names = [name for name in none._fields if name != "secrets"]
     assert [getattr(none, n) for n in names] == [getattr(empty, n) for n in names]
     assert none.secrets.known() == empty.secrets.known()

@@ -39,7 +39,7 @@ from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.store.store import Store
 from mdl.transfer.http import Credentials
-from mdl.transfer.job import Identity, TransferJob
+from mdl.transfer.job import Identity, RetryLog, TransferJob
 
 PART = 1 << 20  # the tests' part size (MiB): 40 parts
 # 40 MiB + 3 bytes: fetched in parallel ranges (a record saved as they land), a short last part
@@ -421,6 +421,7 @@ def test_another_spelling_of_a_part_number_is_no_part(tmp_path: Path) -> None:
         part_path=tmp_path / "f.part",
         state_path=tmp_path / "f.state",
         source="s",
+        retries=RetryLog(),
         root=tmp_path,
     )
     parts = PartSet.of(store, "s3://b/m/.mdl/", "s3://b/m/x/f", job)

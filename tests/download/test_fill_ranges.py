@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.transfer import ranges
 from mdl.transfer.http import Credentials
-from mdl.transfer.job import Identity, TransferJob
+from mdl.transfer.job import Identity, RetryLog, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
 from mdl.wait import Wait
 
@@ -230,6 +229,7 @@ def follower(tmp_path: Path, root: Path, trust: Digests | None) -> Streamer:
         part_path=tmp_path / "f.part",
         state_path=tmp_path / "f.state",
         source="s",
+        retries=RetryLog(),
         root=tmp_path,
     )
     ns = namespace(template_of(root))
@@ -367,7 +367,7 @@ def test_a_locked_file_is_published_at_its_locks_part_size(
     monkeypatch.setattr(
         FileSources,
         "beside",
-        property(lambda sources: replace(real(sources), trust=trust_of(WEIGHTS, locked))),
+        property(lambda sources: real(sources)._replace(trust=trust_of(WEIGHTS, locked))),
     )
     written: list[tuple[str, bytes]] = []
     real_create = FolderWriter.create

@@ -131,7 +131,7 @@ def trusting(monkeypatch: pytest.MonkeyPatch, fleet: Fleet) -> None:
     trust = fleet.trust()
 
     def with_trust(sources: FileSources) -> JobContext:
-        return replace(real(sources), trust=trust)
+        return real(sources)._replace(trust=trust)
 
     monkeypatch.setattr(FileSources, "beside", property(with_trust))
 

@@ -28,7 +28,7 @@ from mdl.download.session import TERM_VARIABLE
 from mdl.progress import NullProgress
 from mdl.report import RunReport
 from mdl.transfer import ranges
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
@@ -248,7 +248,7 @@ def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
     config = EngineConfig(connections=4, retry=RetryPolicy(retries=0, base=0.01, cap=0.05))
     with make_client(pool_size=4) as client, swarm:
         engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
-        result = engine.fetch(job, JobContext(trust=trust, swarm=swarm))
+        result = engine.fetch(job, JobContext(ledger=Ledger(), trust=trust, swarm=swarm))
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert job.final_path.read_bytes() == data
 

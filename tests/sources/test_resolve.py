@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
-from dataclasses import replace
 from urllib.parse import quote
 
 import pytest
@@ -226,7 +225,7 @@ def test_explicit_files_use_file_metadata(tiny: HubServer) -> None:
     assert weights.located is not None
     assert weights.located.startswith(f"{tiny.cdn.url}/blobs/{sha256(WEIGHTS)}?")
     assert config.located is None  # answered by the Hub itself: the download asks it
-    assert replace(weights, located=None) == RemoteFile(
+    assert weights._replace(located=None) == RemoteFile(
         model="z",
         path="vae/ae.safetensors",
         url=tiny.file_url("org/tiny", "model.safetensors", revision=sha),

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -424,7 +423,7 @@ def test_the_cache_store_keeps_the_records_of_earlier_commits(tmp_path: Path) ->
     )
     assert record.files["w.bin"].commit == new_commit
     assert record.earlier == {
-        f"{old_commit}/w.bin": replace(hub(old_commit, "1" * 64), path=f"{old_commit}/w.bin")
+        f"{old_commit}/w.bin": hub(old_commit, "1" * 64)._replace(path=f"{old_commit}/w.bin")
     }
     assert cache.read_record("m") == record, "round-trips through the file"
     assert record.entry_for("w.bin", sha256="1" * 64, git_oid=None) == hub(old_commit, "1" * 64)

@@ -10,7 +10,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -935,7 +934,7 @@ def test_expired_signed_urls_are_resolved_again_at_the_hub(
     hub.cdn.faults.add(Fault.expire_urls(skip=1))
     creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
     job = transfer_job(tmp_path, url, data, credentials=creds)
-    make_engine(client, retries=3).fetch(replace(job, renewable=True))
+    make_engine(client, retries=3).fetch(job._replace(renewable=True))
     assert_finished(job, data)
     assert any(r.status == 403 for r in hub.cdn.log.records())
     assert len(hub.log.records()) >= 2  # resolved again

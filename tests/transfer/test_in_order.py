@@ -19,7 +19,7 @@ from servers import CdnServer, Fault, make_data
 from mdl.progress import Progress
 from mdl.transfer import ranges
 from mdl.transfer._part import TAIL_CUTS
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
@@ -87,7 +87,9 @@ def test_each_range_is_fetched_by_every_stream_at_once_in_file_order_while_a_rea
     reader = threading.Thread(target=_read_in_order, args=(releases, job.part_path, reading, got))
     reader.start()
     try:
-        result = engine.fetch(job, JobContext(trust=_trust(), in_order=True, releases=releases))
+        result = engine.fetch(
+            job, JobContext(ledger=Ledger(), trust=_trust(), in_order=True, releases=releases)
+        )
     finally:
         reader.join(HANG)
     assert not broken, "a stream idled while bytes were left"

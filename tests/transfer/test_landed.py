@@ -20,7 +20,7 @@ from servers import CdnServer, Fault, make_data
 from mdl.errors import NetworkError
 from mdl.progress import Progress
 from mdl.transfer._copy import LANDED_STEP
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig, TransferJob
@@ -69,7 +69,7 @@ class Heard:
 
 def listening(job: TransferJob) -> tuple[TransferJob, JobContext, Heard]:
     heard = Heard(job)
-    return job, JobContext(landing=heard), heard
+    return job, JobContext(ledger=Ledger(), landing=heard), heard
 
 
 @pytest.fixture

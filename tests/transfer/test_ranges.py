@@ -10,7 +10,6 @@ import itertools
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -23,7 +22,7 @@ from servers import CdnServer, make_data
 from mdl.errors import IntegrityError
 from mdl.progress import Progress
 from mdl.transfer import ranges
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig, TransferJob
@@ -58,7 +57,9 @@ def job_for(tmp_path: Path, url: str, **more: object) -> TransferJob:
     return transfer_job(tmp_path, url, DATA, **more)
 
 
-TRUSTED = JobContext(trust=trust_of(DATA))  # beside each job of DATA: its lock's part hashes
+TRUSTED = JobContext(
+    ledger=Ledger(), trust=trust_of(DATA)
+)  # beside each job of DATA: its lock's part hashes
 
 
 def test_a_flipped_byte_costs_one_range_fetched_again_alone(
@@ -96,7 +97,7 @@ def test_a_mirror_s_wrong_range_is_left_to_the_next_source_which_fetches_only_it
         engine(client).fetch(job, TRUSTED)
     assert job.part_path.exists(), "the verified ranges are kept for the next source"
     cdn.flips.clear()
-    result = engine(client).fetch(replace(job, url=origin, fallback=False), TRUSTED)
+    result = engine(client).fetch(job._replace(url=origin, fallback=False), TRUSTED)
     assert job.final_path.read_bytes() == DATA
     assert cdn.log.body_bytes(path_prefix="/origin/f.bin") <= PART, (
         "the origin sent the range alone"
@@ -211,7 +212,7 @@ def test_a_wrong_trust_costs_no_refetch_when_the_file_verifies(
     url = cdn.add_file("/f.bin", DATA)
     other = make_data(len(DATA), seed=72)  # part hashes of other bytes, the sha256 of these
     job = transfer_job(tmp_path, url, DATA)
-    result = engine(client).fetch(job, JobContext(trust=trust_of(other)))
+    result = engine(client).fetch(job, JobContext(ledger=Ledger(), trust=trust_of(other)))
     assert job.final_path.read_bytes() == DATA and result.refetched == 0
     assert cdn.log.body_bytes(path_prefix="/f.bin") == len(DATA)
     assert any("not fetched again by range" in c for c in job.retries.causes)
@@ -277,7 +278,9 @@ def test_ranges_bigger_than_the_budget_are_not_checked_by_range(
     )
     assert not ranges.fits(whole) and ranges.fits(trust_of(DATA))
     url = cdn.add_file("/f.bin", DATA)
-    result = engine(client).fetch(transfer_job(tmp_path, url, DATA), JobContext(trust=whole))
+    result = engine(client).fetch(
+        transfer_job(tmp_path, url, DATA), JobContext(ledger=Ledger(), trust=whole)
+    )
     assert result.trust is None
 
 

@@ -15,7 +15,7 @@ from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import Progress
-from mdl.transfer.context import JobContext
+from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
@@ -59,7 +59,7 @@ def test_the_piece_landed_whole_beyond_the_hash_is_read_back_and_the_one_at_it_i
     engine = Engine(client, config, progress=Progress(), cancel=threading.Event())
     job = transfer_job(tmp_path, url, data)
     with caplog.at_level(logging.DEBUG, logger="mdl.transfer"):
-        result = engine.fetch(job, JobContext(landing=heard))
+        result = engine.fetch(job, JobContext(ledger=Ledger(), landing=heard))
     assert result.sha256 == job.identity.sha256
     (said,) = [r.getMessage() for r in caplog.records if "hashed read back" in r.getMessage()]
     match = re.fullmatch(

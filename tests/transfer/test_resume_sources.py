@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -70,7 +69,7 @@ def cut_from_the_first(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) ->
 
 def as_mirror(job: TransferJob, url: str) -> TransferJob:
     """The job as a pull sends it to a mirror: another URL, a mismatch left for the next source."""
-    return replace(job, url=url, retry_on_mismatch=False)
+    return job._replace(url=url, retry_on_mismatch=False)
 
 
 def test_a_partial_from_one_source_is_resumed_from_another_with_the_same_hash(
@@ -131,7 +130,7 @@ def test_wrong_bytes_at_another_origin_are_fetched_again_whole_then_refused(
     url = second.add_file("/w.bin", bytes(bad), etag=MIRROR_ETAG)
     # a source that may be to blame only for the splice is asked again from zero, then refused
     with pytest.raises(IntegrityError):
-        engine(client).fetch(replace(job, url=url))
+        engine(client).fetch(job._replace(url=url))
     asked = second.log.records(method="GET")
     assert [r.range for r in asked] == [f"bytes={CUT}-{len(DATA) - 1}", None]
     assert not job.final_path.exists() and not job.part_path.exists()
@@ -146,7 +145,7 @@ def test_without_a_hash_the_first_sources_validator_still_decides(
     with pytest.raises(NetworkError):
         engine(client).fetch(job)
     other = second.add_file("/tiny/w.bin", DATA, etag=MIRROR_ETAG)
-    result = engine(client).fetch(replace(job, url=other))
+    result = engine(client).fetch(job._replace(url=other))
     assert job.final_path.read_bytes() == DATA
     (request,) = second.log.records(method="GET")
     assert request.if_range == f'"{hashlib.md5(DATA).hexdigest()}"'
