@@ -30,9 +30,9 @@ class StreamStopped(Exception):
 
 
 class Piece:
-    """A range of the file one stream fetches at a time, and how far it got; equal to another of
-    the same range and progress. (A plain class: a dataclass's generated methods were compiled at
-    every start, issue 90.)"""
+    """A range of the file one stream fetches at a time, and how far it got; itself alone (the
+    streams share one, never a copy). (A plain class: a dataclass's generated methods were compiled
+    at every start, issue 90.)"""
 
     __slots__ = ("answered", "asked", "begun", "done", "end", "rate", "start")
 
@@ -44,11 +44,6 @@ class Piece:
         self.rate = 0.0  # bytes/s of this piece's last request (0: none yet)
         self.answered = 0  # body bytes of this piece's last answer (0: none this run)
         self.begun = False  # an answer for it arrived: no stream reads on into it now
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Piece):
-            return NotImplemented
-        return (self.start, self.end, self.done) == (other.start, other.end, other.done)
 
     @property
     def complete(self) -> bool:
