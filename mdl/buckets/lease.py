@@ -75,10 +75,17 @@ class LeaseLost(Exception):
     """Another machine holds the lease now (a next generation exists, or ours is gone)."""
 
 
-def lease_body(holder: str, token: str | None = None, *, released: bool = False) -> bytes:
+def lease_body(
+    holder: str, token: str | None = None, *, released: bool = False, every: float | None = None
+) -> bytes:
     """A lease's bytes: its holder (for the log), its generation's ``token`` (a new one unless
-    told), and a nonce (never the same twice: S3's ETag is the MD5 of the body)."""
-    body = {"holder": holder, "token": token or new_token(), "n": secrets.token_hex(8)}
+    told), a nonce (never the same twice: S3's ETag is the MD5 of the body) and, when its holder
+    renews it more often than every third of a term, how often (``every``: a swarm's claims; a
+    reader judges it dead sooner, never later: ``_claims``)."""
+    body: dict[str, object] = {"holder": holder, "token": token or new_token()}
+    body["n"] = secrets.token_hex(8)
+    if every:
+        body["every"] = every
     return json.dumps({**body, "released": True} if released else body).encode()
 
 
@@ -102,6 +109,7 @@ class Look:
     # seconds since it was last written, by the store's clock as read (0: not read, or a time
     # ahead): a claim's reader counts its silence from then at the latest (``_claims``)
     age: float = 0.0
+    every: float | None = None  # seconds between its renewals, as its body says (a number > 0)
 
 
 def look(
@@ -159,7 +167,10 @@ def read_generation(
         state = "lapsed"
     else:
         state = "live"
-    return Look(number, state, said, ours, uri, seen.etag, max(0.0, seen.now - seen.modified))
+    every = body.get("every")
+    every = every if isinstance(every, int | float) and 0 < every < TERM else None
+    age = max(0.0, seen.now - seen.modified)
+    return Look(number, state, said, ours, uri, seen.etag, age, every)
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
@@ -182,6 +193,8 @@ class Lease:
     token: str
     term: float = TERM
     after: str | None = None
+    # seconds between its renewals, said in its body (None: a third of its term)
+    every: float | None = None
 
     # renewals run on Renewing's threads: a release waits for one in flight (bounded), so it
     # replaces the version that renewal wrote, never a version it replaced
@@ -205,7 +218,7 @@ class Lease:
             if _last(self.writer, self.name, self.number) != self.number:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
             seen = self.writer.replace(
-                self.uri, lease_body(self.holder, self.token), etag=self.etag
+                self.uri, lease_body(self.holder, self.token, every=self.every), etag=self.etag
             )
             if seen is None:
                 raise LeaseLost(f"the lease {self.uri} was removed or changed")
@@ -245,6 +258,7 @@ def take(
     mine: str | None = None,
     token: str | None = None,
     dead: Callable[[Look], bool] = lambda seen: False,
+    every: float | None = None,
 ) -> Lease | None:
     """The lease for us: the next generation created, unless the last is live (None); ``dead``
     (told each live generation seen) judges a live one taken over all the same: the caller's
@@ -256,17 +270,20 @@ def take(
     that one (ours released), and every machine converges on the top of the run. ``mine``: the
     token of a generation this machine held (its partial of the file is on disk): a run of it
     that ended, taken over at once. ``token``: our generation's (a new one unless told: a swarm's
-    claims all carry its run's, so a restart knows them)."""
+    claims all carry its run's, so a restart knows them). ``every``: our renewals' period, said in
+    the body (``lease_body``)."""
     seen = look(writer, lease, term=term, mine=mine)
     token, tries = token or new_token(), 0
     # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
     while (seen.state != "live" or dead(seen)) and tries < TAKE_TRIES:
-        number, made = _create(writer, lease, seen, lease_body(holder, token))
+        number, made = _create(writer, lease, seen, lease_body(holder, token, every=every))
         if made is None and number == seen.number:
             return None  # another machine took the last number over first
         last = _last(writer, lease, number)
         if made is not None:
-            ours = Lease(writer, lease.at(number), made.etag, holder, token, term, seen.token)
+            ours = Lease(
+                writer, lease.at(number), made.etag, holder, token, term, seen.token, every
+            )
             if last == number:
                 if seen.uri is not None:
                     why = "held past the taker's bound" if seen.state == "live" else seen.state
@@ -315,7 +332,8 @@ class Renewing:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease = lease
-        self.every = lease.term / 3 if every is None else every  # two may fail before it lapses
+        # (two may fail before it lapses; what its body says, if it says)
+        self.every = every or lease.every or lease.term / 3
         self.lost = threading.Event()
         # this machine's own clock, only to time its own renewals (never to judge a lease)
         self.clock = clock

@@ -54,6 +54,9 @@ FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _T = TypeVar("_T")
 REFUSALS = 3  # claims the mirror refuses (errors) before the swarm gives way to the file lease
+# seconds between a claim's renewals (said in its body): a killed machine's parts are taken over
+# a renewal missed and slack later (``_claims.silence``: 6 s), not after the end game's bound
+RENEW_EVERY = 3.0
 
 
 class SwarmFailed(MdlError):
@@ -175,6 +178,7 @@ class Swarm(AbstractContextManager["Swarm"]):
                 mine=self.token,
                 token=self.token,
                 dead=partial(self.claims.over, index),
+                every=min(RENEW_EVERY, self.term / 3),
             )
         except MdlError as exc:  # held by nobody known: looked at again; refused again: out
             log.info("%s: part %d not claimed: %s", self.job.label, index + 1, exc)
@@ -355,5 +359,8 @@ def _first(
     case); None: it is there, and the claim is taken as a lease is (``take``). A generation above
     it, a co-tenant's, would make two holders of the part: its bytes fetched twice, never wrong
     (each part is checked by whoever reads it)."""
-    made = writer.create(claim.uri, lease_body(holder, token))
-    return None if made is None else Lease(writer, claim, made.etag, holder, token, term)
+    every = min(RENEW_EVERY, term / 3)
+    made = writer.create(claim.uri, lease_body(holder, token, every=every))
+    return (
+        None if made is None else Lease(writer, claim, made.etag, holder, token, term, None, every)
+    )
