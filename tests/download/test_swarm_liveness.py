@@ -31,7 +31,7 @@ from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.download._claims import Claims, silence
 from mdl.download._parts import PartSet, Publisher
-from mdl.download._swarm import Swarm
+from mdl.download._swarm import RENEW_EVERY, Swarm
 from mdl.download.session import TERM_VARIABLE
 from mdl.errors import MdlError
 from mdl.wait import Wait
@@ -537,3 +537,58 @@ def test_a_holder_still_fetching_when_its_claim_was_taken_over_is_counted_not_hi
     print("origin", spent / len(fleet.data), "duplicated", said_twice / fleet.part, "parts")
     assert spent - len(fleet.data) <= said_twice + 1000, (spent, said_twice)
     assert said_twice <= spent - len(fleet.data) + fleet.part, (spent, said_twice)
+
+
+def test_a_killed_machines_claim_is_taken_over_by_one_survivor_a_missed_renewal_later(
+    tmp_path: Path, small: None
+) -> None:
+    """Issue 90 (the swarm's kill row): a machine killed holding a claim (never renewed, never
+    released) costs that part, fetched once more by one survivor, a renewal missed and slack
+    after its last write (``RENEW_EVERY`` said in the claim's body: 6 s of the survivors'
+    clock), not after the end game's bound (a term before a part was timed) or a third of a
+    term and more; the other survivor waits on the taker's fresh claim. A claim whose body says
+    nothing of its renewals (an older machine's) is judged as before; one that says it is
+    renewed more seldom than a third of a term is no longer held for it."""
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
+    clock = FakeClock()
+
+    def machine(name: str) -> Swarm:
+        return Swarm(
+            parts.parts,
+            rangetrust.trust_of(parts.data, MiB),
+            parts.job,
+            holder=f"{name}:1:x",
+            token=name * 32,
+            wait=Wait(clock=clock),
+            there=lambda: None,
+            readers=ThreadPoolExecutor(2),  # (idle once the test is done)
+        )
+
+    def turns(swarm: Swarm, have: set[int]) -> int | None:
+        stops = iter(range(100))
+        return swarm.next(have, lambda i, d: None, lambda: next(stops) > 4)
+
+    dead, b, c = machine("a"), machine("b"), machine("c")
+    with b, c:
+        lost = turns(dead, set())
+        assert lost is not None
+        assert look(writer, parts.claim(lost)).every == RENEW_EVERY
+        for _, renewing in dead.state.release():  # killed: its claim neither renewed nor let go
+            renewing.__exit__(None, None, None)
+        have = {i for i in range(3) if i != lost}  # the survivors need only the dead one's part
+        assert turns(b, have) is None and turns(c, have) is None, "a live claim taken over"
+        clock.now += silence(TERM, RENEW_EVERY) + 1
+        assert silence(TERM, RENEW_EVERY) + 1 < min(silence(TERM), TERM)
+        assert turns(b, have) == lost, "the dead machine's part not taken over"
+        assert turns(c, have) is None, "a survivor took over another's fresh claim"
+        assert (b.state.fetched, c.state.fetched) == (1, 0)
+    older, other = Claims(TERM, clock), Parts((writer, f"file://{tmp_path}/older/"), tmp_path)
+    for index, every in ((0, None), (1, TERM)):  # an older body; one that says a term
+        made = writer.create(other.claim(index).uri, lease_body("d:1:x", FORGER, every=every))
+        assert made is not None
+        assert other.take(older, index, "e:1:x") is None
+    clock.now += silence(TERM) - 1
+    assert older.due({0, 1}) == set()
+    clock.now += 2
+    assert older.due({0, 1}) == {0, 1}
