@@ -250,9 +250,10 @@ class Swarm(AbstractContextManager["Swarm"]):
         self.final.check()
         found = self._found()
         # (every read ends before the look does: a part in flight is no stream's to fetch)
-        if found and any(list(self._readers.map(lambda index: self._fetch(index, put), found))):
-            return True
-        return self._due_claims()
+        read = bool(found) and any(list(self._readers.map(lambda i: self._fetch(i, put), found)))
+        # the claims are judged at every look, parts read or not: a dead machine's part is taken
+        # over while the others' parts still come in (a loaded box reads them for seconds)
+        return self._due_claims() or read
 
     def _found(self) -> list[int]:
         """Parts to read now (``READING``): the ones listed under the version's own set, or,

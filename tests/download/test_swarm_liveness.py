@@ -32,6 +32,7 @@ from mdl.buckets.registry import STORES
 from mdl.download._claims import Claims, silence
 from mdl.download._parts import PartSet, Publisher
 from mdl.download._swarm import RENEW_EVERY, Swarm
+from mdl.download._swarmparts import State
 from mdl.download.session import TERM_VARIABLE
 from mdl.errors import MdlError
 from mdl.wait import Wait
@@ -552,30 +553,12 @@ def test_a_killed_machines_claim_is_taken_over_by_one_survivor_a_missed_renewal_
     writer = STORES["file"].writer(endpoint=None, secrets=None)
     parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
     clock = FakeClock()
-
-    def machine(name: str) -> Swarm:
-        return Swarm(
-            parts.parts,
-            rangetrust.trust_of(parts.data, MiB),
-            parts.job,
-            holder=f"{name}:1:x",
-            token=name * 32,
-            wait=Wait(clock=clock),
-            there=lambda: None,
-            readers=ThreadPoolExecutor(2),  # (idle once the test is done)
-        )
-
-    def turns(swarm: Swarm, have: set[int]) -> int | None:
-        stops = iter(range(100))
-        return swarm.next(have, lambda i, d: None, lambda: next(stops) > 4)
-
-    dead, b, c = machine("a"), machine("b"), machine("c")
+    dead, b, c = (on_clock(parts, name, clock) for name in "abc")
     with b, c:
         lost = turns(dead, set())
         assert lost is not None
         assert look(writer, parts.claim(lost)).every == RENEW_EVERY
-        for _, renewing in dead.state.release():  # killed: its claim neither renewed nor let go
-            renewing.__exit__(None, None, None)
+        kill(dead)
         have = {i for i in range(3) if i != lost}  # the survivors need only the dead one's part
         assert turns(b, have) is None and turns(c, have) is None, "a live claim taken over"
         clock.now += silence(TERM, RENEW_EVERY) + 1
@@ -592,3 +575,55 @@ def test_a_killed_machines_claim_is_taken_over_by_one_survivor_a_missed_renewal_
     assert older.due({0, 1}) == set()
     clock.now += 2
     assert older.due({0, 1}) == {0, 1}
+
+
+def on_clock(parts: Parts, name: str, clock: FakeClock) -> Swarm:
+    """A machine of a swarm on ``parts`` judging claims by ``clock`` (a term of 30 s)."""
+    return Swarm(
+        parts.parts,
+        rangetrust.trust_of(parts.data, MiB),
+        parts.job,
+        holder=f"{name}:1:x",
+        token=name * 32,
+        wait=Wait(clock=clock),
+        there=lambda: None,
+        readers=ThreadPoolExecutor(2),  # (idle once the test is done)
+    )
+
+
+def turns(swarm: Swarm, have: set[int]) -> int | None:
+    """A few turns of one stream's loop: the part it claims, if any."""
+    stops = iter(range(100))
+    return swarm.next(have, lambda i, d: None, lambda: next(stops) > 4)
+
+
+def kill(machine: Swarm) -> None:
+    """Its claims neither renewed nor let go any more (SIGKILL)."""
+    for _, renewing in machine.state.release():
+        renewing.__exit__(None, None, None)
+
+
+def test_a_dead_machines_claim_is_judged_at_a_look_that_reads_others_parts_too(
+    tmp_path: Path, small: None
+) -> None:
+    """A survivor still reading the others' parts (each look finds one more: a loaded box reads
+    them for seconds) judges the claims at that look all the same: a dead machine's part is
+    handed back to be taken over while parts still come in, not once they stopped coming."""
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
+    clock = FakeClock()
+    dead, live, b = (on_clock(parts, name, clock) for name in "abc")
+    with live, b:
+        lost = turns(dead, set())
+        kill(dead)
+        assert lost is not None
+        other = turns(live, {lost})  # a live machine's part, published later
+        assert other is not None
+        have = {i for i in range(3) if i not in (lost, other)}
+        assert turns(b, have) is None
+        start, end = parts.parts.span(other + 1)
+        assert writer.create(parts.parts.uri(other + 1), parts.data[start:end]) is not None
+        clock.now += silence(TERM, RENEW_EVERY) + 1
+        b._turn(lambda i, d: None)  # one look: the live machine's part is read…
+        assert b.state.parts[other].state is State.READ
+        assert b.state.parts[lost].state is State.FREE, "the dead machine's part not judged"
