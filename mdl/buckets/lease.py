@@ -82,8 +82,11 @@ def lease_body(
     told), a nonce (never the same twice: S3's ETag is the MD5 of the body) and, when its holder
     renews it more often than every third of a term, how often (``every``: a swarm's claims; a
     reader judges it dead sooner, never later: ``_claims``)."""
-    body: dict[str, object] = {"holder": holder, "token": token or new_token()}
-    body["n"] = secrets.token_hex(8)
+    body: dict[str, object] = {
+        "holder": holder,
+        "token": token or new_token(),
+        "n": secrets.token_hex(8),
+    }
     if every:
         body["every"] = every
     return json.dumps({**body, "released": True} if released else body).encode()
@@ -332,8 +335,8 @@ class Renewing:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease = lease
-        # (two may fail before it lapses; what its body says, if it says)
-        self.every = every or lease.every or lease.term / 3
+        # (two may fail before it lapses; sooner when its body says so)
+        self.every = every or min(lease.every or lease.term, lease.term / 3)
         self.lost = threading.Event()
         # this machine's own clock, only to time its own renewals (never to judge a lease)
         self.clock = clock

@@ -178,7 +178,7 @@ class Swarm(AbstractContextManager["Swarm"]):
                 mine=self.token,
                 token=self.token,
                 dead=partial(self.claims.over, index),
-                every=min(RENEW_EVERY, self.term / 3),
+                every=RENEW_EVERY,
             )
         except MdlError as exc:  # held by nobody known: looked at again; refused again: out
             log.info("%s: part %d not claimed: %s", self.job.label, index + 1, exc)
@@ -360,8 +360,9 @@ def _first(
     case); None: it is there, and the claim is taken as a lease is (``take``). A generation above
     it, a co-tenant's, would make two holders of the part: its bytes fetched twice, never wrong
     (each part is checked by whoever reads it)."""
-    every = min(RENEW_EVERY, term / 3)
-    made = writer.create(claim.uri, lease_body(holder, token, every=every))
+    made = writer.create(claim.uri, lease_body(holder, token, every=RENEW_EVERY))
     return (
-        None if made is None else Lease(writer, claim, made.etag, holder, token, term, None, every)
+        None
+        if made is None
+        else Lease(writer, claim, made.etag, holder, token, term, None, RENEW_EVERY)
     )
