@@ -170,10 +170,13 @@ def read_generation(
         state = "lapsed"
     else:
         state = "live"
-    every = body.get("every")
-    every = every if isinstance(every, int | float) and 0 < every < TERM else None
     age = max(0.0, seen.now - seen.modified)
-    return Look(number, state, said, ours, uri, seen.etag, age, every)
+    return Look(number, state, said, ours, uri, seen.etag, age, _every(body.get("every")))
+
+
+def _every(said: object) -> float | None:
+    """A renewal period a body says: a number of seconds above 0 and under a term, else None."""
+    return float(said) if isinstance(said, int | float) and 0 < said < TERM else None
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
