@@ -179,6 +179,13 @@ def _every(said: object) -> float | None:
     return float(said) if isinstance(said, int | float) and 0 < said < TERM else None
 
 
+def renew_every(term: float, every: float | None = None) -> float:
+    """Seconds between a lease's renewals: as often as its body says (``every``: a swarm's
+    claims), a third of its term at most (two may fail before it lapses); the one period its
+    holder renews at (``Renewing``) and its readers judge it by (``_claims.silence``)."""
+    return min(every or term, term / 3)
+
+
 def _parse(data: bytes) -> dict[str, object] | None:
     try:
         parsed = read_json(data, source="a claim", limit=BODY_LIMIT)
@@ -338,8 +345,9 @@ class Renewing:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease = lease
-        # (two may fail before it lapses; sooner when its body says so)
-        self.every = every or min(lease.every or lease.term, lease.term / 3)
+        # as often as its body says (``renew_every``): two renewals may fail before it lapses,
+        # or before a reader judges it dead (``_claims.silence``)
+        self.every = every or renew_every(lease.term, lease.every)
         self.lost = threading.Event()
         # this machine's own clock, only to time its own renewals (never to judge a lease)
         self.clock = clock

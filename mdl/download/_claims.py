@@ -4,13 +4,14 @@ can check it. A claim another holds is taken over (the next generation, an exclu
 the machines that judge so at once, one wins the part) once this machine has seen the same
 generation either
 
-- at one version for ``silence``: a renewal missed (a holder renews every third of a term, or as
-  often as its body says, ``every``: a swarm's claims, so that a killed machine's parts are taken
-  over within seconds; each renewal a new version: S3's ETag is the MD5 of a body with a nonce, a
-  folder's the file's inode and time) and slack, whatever the store's clock says to make it
-  younger (a future mtime set once on a shared folder, a body written once); what the store
-  says of its age (when it was last written) only ever makes it older, here and below: a dead
-  machine's claim, first seen long after its last write, is taken over at once, or
+- at one version for ``silence``: a renewal missed and slack (a holder renews every third of a
+  term), or two and a period when it renews as often as its body says (``every``: a swarm's
+  claims, so that a killed machine's parts are taken over within seconds; each renewal a new
+  version: S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode and time),
+  whatever the store's clock says to make it younger (a future mtime set once on a shared
+  folder, a body written once); what the store says of its age (when it was last written) only
+  ever makes it older, here and below: a dead machine's claim, first seen long after its last
+  write, is taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
   often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
@@ -26,11 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mdl.buckets.lease import Look
+from mdl.buckets.lease import Look, renew_every
 from mdl.errors import MdlError
 
 REFUSALS = 3  # objects at the final name refused (not the file) before it is no longer looked at
 SLACK = 2.0  # seconds: a late renewal's, or a part's fetch time's, allowance
+MISSED = 2  # renewals that may fail before a claim whose body says its period is judged dead
 
 
 class SwarmEnded(MdlError):
@@ -94,11 +96,13 @@ class _Seen:
 
 
 def silence(term: float, every: float | None = None) -> float:
-    """Seconds a claim may stay at one version before it is judged dead: its holder's first
-    missed renewal (every third of a term, or ``every`` its body says when sooner) and a
-    renewal's slack (``SLACK`` at least), never a term."""
-    every = min(every or term, term / 3)
-    return min(term, every + max(every, SLACK))
+    """Seconds a claim may stay at one version before it is judged dead: ``MISSED`` renewals
+    and a period when its holder renews it as often as its body says (``renew_every``; a slow
+    renewal pushes the next one back: two may fail), one and the slack when every third of a
+    term (an older body's); a period and ``SLACK`` at least, never a term."""
+    period = renew_every(term, every)
+    missed = MISSED if period < term / 3 else 1
+    return min(term, period + max(missed * period, SLACK))
 
 
 class Claims:

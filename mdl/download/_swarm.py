@@ -55,7 +55,7 @@ CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker remove
 _T = TypeVar("_T")
 REFUSALS = 3  # claims the mirror refuses (errors) before the swarm gives way to the file lease
 # seconds between a claim's renewals (said in its body): a killed machine's parts are taken over
-# a renewal missed and slack later (``_claims.silence``: 6 s), not after the end game's bound
+# two renewals missed and a period later (``_claims.silence``: 9 s), not after the end game's bound
 RENEW_EVERY = 3.0
 
 

@@ -1,0 +1,50 @@
+"""A swarm's claim is renewed as often as its body says (every 3 s), and a reader judges it dead
+only once two renewals were missed and a third is late (9 s), by its own clock: a slow renewal
+or another machine's clock (a shared folder's mtime, an S3 store's date) never gets a live claim
+taken over. Judged on a ``FakeClock``, each claim as a look found it (its age said, not waited
+for); the bodies through a real shared folder."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from clocks import FakeClock
+from download.test_swarm_hostile import FORGER
+
+from mdl import partsize
+from mdl.buckets.lease import TERM, Look
+from mdl.download._claims import SLACK, Claims, silence
+from mdl.download._swarm import RENEW_EVERY
+
+MiB = 1 << 20
+OLDER = 20.0  # seconds: a claim whose body says no period, an older mdl's, judged dead after
+SAID = 9.0  # seconds: one renewed every 3 s (two renewals missed, a third late)
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partsize, "PART", MiB)
+
+
+def claim(age: float = 0.0, every: float | None = RENEW_EVERY) -> Look:
+    """A live claim as one look found it: last written ``age`` seconds ago by the store's clock."""
+    return Look(1, "live", "d:1:x", FORGER, "file:///m/claim/1", "v1", age, every)
+
+
+def test_a_claim_renewed_every_3_s_is_held_while_two_renewals_fail() -> None:
+    """Finding 2: a holder's renewal is several requests, and one that is slow pushes the next
+    back a period; two may fail (or be late) and the claim is still held; past three periods of
+    silence it is taken over. A renewal seen starts its silence again."""
+    assert (silence(TERM), silence(TERM, RENEW_EVERY)) == (OLDER, SAID)
+    clock = FakeClock()
+    claims = Claims(TERM, clock)
+    assert not claims.over(0, claim())
+    clock.now += 2 * RENEW_EVERY + SLACK  # two renewals failed, the third late
+    assert not claims.over(0, claim()), "a live claim taken over with two renewals late"
+    assert claims.due({0}) == set()
+    assert not claims.over(0, replace(claim(), etag="v2"))  # renewed: held again from now
+    clock.now += SAID - 0.5
+    assert claims.due({0}) == set()
+    clock.now += 1
+    assert claims.due({0}) == {0} and claims.over(0, replace(claim(), etag="v2"))
