@@ -10,8 +10,9 @@ generation either
   version: S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode and time),
   whatever the store's clock says to make it younger (a future mtime set once on a shared
   folder, a body written once); what the store says of its age (when it was last written) only
-  ever makes it older, here and below: a dead machine's claim, first seen long after its last
-  write, is taken over at once, or
+  ever makes it older, here and below, by a period at most (another machine's clock) unless
+  past an older body's silence: a dead machine's claim, first seen long after its last write, is
+  taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
   often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
@@ -124,13 +125,18 @@ class Claims:
         (not renewed for ``silent``, or held past ``bound``, as this machine saw it); it is
         remembered either way."""
         now = self.clock()
+        # (a body that says it is renewed more often is judged dead sooner, never later)
+        silent = self.silent if self.whole else silence(self.term, found.every)
+        # its last write, by the store's age of it: never later than now (held since then at
+        # least), and a period at most before now (the store's clock is another machine's: a
+        # shared folder's mtime, an S3 date the store sent none of), unless older than an
+        # older body's silence: a claim first seen here long after it was written is that old
+        age = found.age
+        if not self.whole and age <= self.silent:
+            age = min(age, renew_every(self.term, found.every))
+        written = now - age
         with self._lock:
             seen = self._seen.get(index)
-            # its last write, by the store's age of it: never later than now (held since then
-            # at least: a claim first seen here long after it was written is that old)
-            written = now - found.age
-            # (a body that says it is renewed more often is judged dead sooner, never later)
-            silent = self.silent if self.whole else silence(self.term, found.every)
             if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
                 since = written if seen is None else seen.since
                 seen = _Seen(found.uri, found.etag, written, written, since, silent)

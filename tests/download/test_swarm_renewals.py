@@ -48,3 +48,27 @@ def test_a_claim_renewed_every_3_s_is_held_while_two_renewals_fail() -> None:
     assert claims.due({0}) == set()
     clock.now += 1
     assert claims.due({0}) == {0} and claims.over(0, replace(claim(), etag="v2"))
+
+
+@pytest.mark.parametrize("age", [0.0, 5.0, 12.0, OLDER])
+def test_the_stores_clock_backdates_a_claim_by_a_period_at_most(age: float) -> None:
+    """Finding 1: the store's age of a claim mixes another machine's clock (a shared folder's
+    mtime set by the writer, an S3 store without a Date): it backdates a claim said renewed every
+    3 s by that period at most, so a live claim skewed by seconds is held at the first look and
+    taken over only once this machine saw it silent for the rest."""
+    clock = FakeClock()
+    claims = Claims(TERM, clock)
+    assert not claims.over(0, claim(age)), f"a claim {age} s old by the store's clock taken over"
+    clock.now += SAID - min(age, RENEW_EVERY) - 0.5
+    assert claims.due({0}) == set()
+    clock.now += 1
+    assert claims.due({0}) == {0}
+
+
+@pytest.mark.parametrize("every", [RENEW_EVERY, None])
+def test_a_claim_older_than_an_older_bodys_silence_is_taken_over_at_the_first_look(
+    every: float | None,
+) -> None:
+    """A dead machine's claim first seen long after its last write (past 20 s by the store's
+    clock) is taken over at once, whatever its body says."""
+    assert Claims(TERM, FakeClock()).over(0, claim(OLDER + 1, every))
