@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from mdl.background import Background
@@ -223,6 +223,11 @@ class Lease:
     def uri(self) -> str:
         return self.name.uri
 
+    def body(self) -> bytes:
+        """Its bytes as its holder writes them, at its take and at each renewal: how often it is
+        renewed (``every``) said, a new nonce."""
+        return lease_body(self.holder, self.token, every=self.every)
+
     def renew(self) -> None:
         """Extend it (only our own generation is ever written); LeaseLost when a generation exists
         above ours within the walk every machine does (another is the last: taken over) or ours
@@ -230,9 +235,7 @@ class Lease:
         with self._lock:
             if _last(self.writer, self.name, self.number) != self.number:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
-            seen = self.writer.replace(
-                self.uri, lease_body(self.holder, self.token, every=self.every), etag=self.etag
-            )
+            seen = self.writer.replace(self.uri, self.body(), etag=self.etag)
             if seen is None:
                 raise LeaseLost(f"the lease {self.uri} was removed or changed")
             self.etag = seen.etag
@@ -286,17 +289,15 @@ def take(
     claims all carry its run's, so a restart knows them). ``every``: our renewals' period, said in
     the body (``lease_body``)."""
     seen = look(writer, lease, term=term, mine=mine)
-    token, tries = token or new_token(), 0
+    draft, tries = Lease(writer, lease, "", holder, token or new_token(), term, every=every), 0
     # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
     while (seen.state != "live" or dead(seen)) and tries < TAKE_TRIES:
-        number, made = _create(writer, lease, seen, lease_body(holder, token, every=every))
+        number, made = _create(writer, lease, seen, draft.body())
         if made is None and number == seen.number:
             return None  # another machine took the last number over first
         last = _last(writer, lease, number)
         if made is not None:
-            ours = Lease(
-                writer, lease.at(number), made.etag, holder, token, term, seen.token, every
-            )
+            ours = replace(draft, name=lease.at(number), etag=made.etag, after=seen.token)
             if last == number:
                 if seen.uri is not None:
                     why = "held past the taker's bound" if seen.state == "live" else seen.state

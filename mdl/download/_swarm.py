@@ -35,7 +35,7 @@ from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
+from mdl.buckets.lease import TERM, Lease, Renewing, numbered, take
 from mdl.download._claims import SLACK, Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.download._swarmparts import LEFT, PartStates
@@ -360,9 +360,9 @@ def _first(
     case); None: it is there, and the claim is taken as a lease is (``take``). A generation above
     it, a co-tenant's, would make two holders of the part: its bytes fetched twice, never wrong
     (each part is checked by whoever reads it)."""
-    made = writer.create(claim.uri, lease_body(holder, token, every=RENEW_EVERY))
-    return (
-        None
-        if made is None
-        else Lease(writer, claim, made.etag, holder, token, term, None, RENEW_EVERY)
-    )
+    ours = Lease(writer, claim, "", holder, token, term, every=RENEW_EVERY)
+    made = writer.create(claim.uri, ours.body())
+    if made is None:
+        return None
+    ours.etag = made.etag
+    return ours

@@ -7,13 +7,16 @@ for); the bodies through a real shared folder."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from clocks import FakeClock
 from download.test_swarm_hostile import FORGER
+from download.test_swarm_liveness import Parts, on_clock
 
 from mdl import partsize
-from mdl.buckets.lease import TERM, Look
+from mdl.buckets.lease import TERM, Look, Renewing, lease_body, look
+from mdl.buckets.registry import STORES
 from mdl.download._claims import SLACK, Claims, silence
 from mdl.download._swarm import RENEW_EVERY
 
@@ -72,3 +75,24 @@ def test_a_claim_older_than_an_older_bodys_silence_is_taken_over_at_the_first_lo
     """A dead machine's claim first seen long after its last write (past 20 s by the store's
     clock) is taken over at once, whatever its body says."""
     assert Claims(TERM, FakeClock()).over(0, claim(OLDER + 1, every))
+
+
+def test_a_claim_is_renewed_at_least_as_often_as_its_body_says(tmp_path: Path, small: None) -> None:
+    """Finding 3: one claim made as the first generation (``_first``), one taken over (``take``,
+    a released claim there): each says in its body how often it is renewed, and its holder's
+    renewals (``Renewing``) come at least that often, a renewal's slack inside the silence its
+    readers judge it by, as made and after a renewal."""
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
+    assert writer.create(parts.claim(1).uri, lease_body("d:1:x", FORGER, released=True))
+    machine = on_clock(parts, "a", FakeClock())
+    for index in (0, 1):  # no claim there (``_first``), a released one (``take``)
+        lease, published = machine._take(index)
+        assert lease is not None and not published and lease.number == index + 1
+        for _ in range(2):  # as made, and after a renewal
+            said = look(writer, parts.claim(index)).every
+            assert said == RENEW_EVERY, "the body does not say how often it is renewed"
+            every = Renewing(lease).every
+            assert every <= said and every + SLACK <= silence(TERM, said), (every, said)
+            lease.renew()
+        lease.release()
