@@ -175,8 +175,11 @@ def read_generation(
 
 
 def _every(said: object) -> float | None:
-    """A renewal period a body says: a number of seconds above 0 and under a term, else None."""
-    return float(said) if isinstance(said, int | float) and 0 < said < TERM else None
+    """A renewal period a body says: a number of seconds above 0 and under a term (never a
+    boolean), else None."""
+    if isinstance(said, bool) or not isinstance(said, int | float):
+        return None
+    return float(said) if 0 < said < TERM else None
 
 
 def renew_every(term: float, every: float | None = None) -> float:

@@ -6,6 +6,7 @@ for); the bodies through a real shared folder."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from download.test_swarm_hostile import FORGER
 from download.test_swarm_liveness import Parts, on_clock
 
 from mdl import partsize
-from mdl.buckets.lease import TERM, Look, Renewing, lease_body, look
+from mdl.buckets.lease import TERM, Look, Renewing, lease_body, look, read_generation
 from mdl.buckets.registry import STORES
 from mdl.download._claims import SLACK, Claims, silence
 from mdl.download._swarm import RENEW_EVERY
@@ -96,3 +97,32 @@ def test_a_claim_is_renewed_at_least_as_often_as_its_body_says(tmp_path: Path, s
             assert every <= said and every + SLACK <= silence(TERM, said), (every, said)
             lease.renew()
         lease.release()
+
+
+@pytest.mark.parametrize(
+    ("said", "every", "judged"),
+    [
+        (True, None, OLDER),
+        (0, None, OLDER),
+        (-1, None, OLDER),
+        ("3", None, OLDER),
+        (1e308, None, OLDER),
+        (float("nan"), None, OLDER),
+        (TERM, None, OLDER),
+        (29.9, 29.9, OLDER),  # more seldom than a third of a term: judged as an older body
+        (RENEW_EVERY, RENEW_EVERY, SAID),
+    ],
+)
+def test_a_bodys_renewal_period_is_a_number_of_seconds_under_a_term(
+    tmp_path: Path, said: object, every: float | None, judged: float
+) -> None:
+    """Finding 4: what a body says of its renewals counts only as a number of seconds above
+    0 and under a term, never a boolean (``true`` is no 1 s); a claim is never judged dead
+    sooner than three of its periods, nor later than an older body's silence."""
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    uri = f"file://{tmp_path}/claim/1"
+    body = {"holder": "d:1:x", "token": FORGER, "n": "0", "every": said}
+    assert writer.create(uri, json.dumps(body).encode()) is not None
+    found = read_generation(writer, uri, 1, term=TERM)
+    assert found.state == "live" and found.every == every
+    assert silence(TERM, found.every) == judged
