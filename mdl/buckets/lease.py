@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from mdl.background import Background
@@ -75,10 +75,20 @@ class LeaseLost(Exception):
     """Another machine holds the lease now (a next generation exists, or ours is gone)."""
 
 
-def lease_body(holder: str, token: str | None = None, *, released: bool = False) -> bytes:
+def lease_body(
+    holder: str, token: str | None = None, *, released: bool = False, every: float | None = None
+) -> bytes:
     """A lease's bytes: its holder (for the log), its generation's ``token`` (a new one unless
-    told), and a nonce (never the same twice: S3's ETag is the MD5 of the body)."""
-    body = {"holder": holder, "token": token or new_token(), "n": secrets.token_hex(8)}
+    told), a nonce (never the same twice: S3's ETag is the MD5 of the body) and, when its holder
+    renews it more often than every third of a term, how often (``every``: a swarm's claims; a
+    reader judges it dead sooner, never later: ``_claims``)."""
+    body: dict[str, object] = {
+        "holder": holder,
+        "token": token or new_token(),
+        "n": secrets.token_hex(8),
+    }
+    if every:
+        body["every"] = every
     return json.dumps({**body, "released": True} if released else body).encode()
 
 
@@ -102,6 +112,7 @@ class Look:
     # seconds since it was last written, by the store's clock as read (0: not read, or a time
     # ahead): a claim's reader counts its silence from then at the latest (``_claims``)
     age: float = 0.0
+    every: float | None = None  # seconds between its renewals, as its body says (a number > 0)
 
 
 def look(
@@ -159,7 +170,23 @@ def read_generation(
         state = "lapsed"
     else:
         state = "live"
-    return Look(number, state, said, ours, uri, seen.etag, max(0.0, seen.now - seen.modified))
+    age = max(0.0, seen.now - seen.modified)
+    return Look(number, state, said, ours, uri, seen.etag, age, _every(body.get("every")))
+
+
+def _every(said: object) -> float | None:
+    """A renewal period a body says: a number of seconds above 0 and under a term (never a
+    boolean), else None."""
+    if isinstance(said, bool) or not isinstance(said, int | float):
+        return None
+    return float(said) if 0 < said < TERM else None
+
+
+def renew_every(term: float, every: float | None = None) -> float:
+    """Seconds between a lease's renewals: as often as its body says (``every``: a swarm's
+    claims), a third of its term at most (two may fail before it lapses); the one period its
+    holder renews at (``Renewing``) and its readers judge it by (``_claims.silence``)."""
+    return min(every or term, term / 3)
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
@@ -182,6 +209,8 @@ class Lease:
     token: str
     term: float = TERM
     after: str | None = None
+    # seconds between its renewals, said in its body (None: a third of its term)
+    every: float | None = None
 
     # renewals run on Renewing's threads: a release waits for one in flight (bounded), so it
     # replaces the version that renewal wrote, never a version it replaced
@@ -197,6 +226,11 @@ class Lease:
     def uri(self) -> str:
         return self.name.uri
 
+    def body(self) -> bytes:
+        """Its bytes as its holder writes them, at its take and at each renewal: how often it is
+        renewed (``every``) said, a new nonce."""
+        return lease_body(self.holder, self.token, every=self.every)
+
     def renew(self) -> None:
         """Extend it (only our own generation is ever written); LeaseLost when a generation exists
         above ours within the walk every machine does (another is the last: taken over) or ours
@@ -204,9 +238,7 @@ class Lease:
         with self._lock:
             if _last(self.writer, self.name, self.number) != self.number:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
-            seen = self.writer.replace(
-                self.uri, lease_body(self.holder, self.token), etag=self.etag
-            )
+            seen = self.writer.replace(self.uri, self.body(), etag=self.etag)
             if seen is None:
                 raise LeaseLost(f"the lease {self.uri} was removed or changed")
             self.etag = seen.etag
@@ -245,6 +277,7 @@ def take(
     mine: str | None = None,
     token: str | None = None,
     dead: Callable[[Look], bool] = lambda seen: False,
+    every: float | None = None,
 ) -> Lease | None:
     """The lease for us: the next generation created, unless the last is live (None); ``dead``
     (told each live generation seen) judges a live one taken over all the same: the caller's
@@ -256,17 +289,18 @@ def take(
     that one (ours released), and every machine converges on the top of the run. ``mine``: the
     token of a generation this machine held (its partial of the file is on disk): a run of it
     that ended, taken over at once. ``token``: our generation's (a new one unless told: a swarm's
-    claims all carry its run's, so a restart knows them)."""
+    claims all carry its run's, so a restart knows them). ``every``: our renewals' period, said in
+    the body (``lease_body``)."""
     seen = look(writer, lease, term=term, mine=mine)
-    token, tries = token or new_token(), 0
+    draft, tries = Lease(writer, lease, "", holder, token or new_token(), term, every=every), 0
     # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
     while (seen.state != "live" or dead(seen)) and tries < TAKE_TRIES:
-        number, made = _create(writer, lease, seen, lease_body(holder, token))
+        number, made = _create(writer, lease, seen, draft.body())
         if made is None and number == seen.number:
             return None  # another machine took the last number over first
         last = _last(writer, lease, number)
         if made is not None:
-            ours = Lease(writer, lease.at(number), made.etag, holder, token, term, seen.token)
+            ours = replace(draft, name=lease.at(number), etag=made.etag, after=seen.token)
             if last == number:
                 if seen.uri is not None:
                     why = "held past the taker's bound" if seen.state == "live" else seen.state
@@ -315,7 +349,9 @@ class Renewing:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease = lease
-        self.every = lease.term / 3 if every is None else every  # two may fail before it lapses
+        # as often as its body says (``renew_every``): two renewals may fail before it lapses,
+        # or before a reader judges it dead (``_claims.silence``)
+        self.every = every or renew_every(lease.term, lease.every)
         self.lost = threading.Event()
         # this machine's own clock, only to time its own renewals (never to judge a lease)
         self.clock = clock

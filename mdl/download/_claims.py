@@ -4,12 +4,15 @@ can check it. A claim another holds is taken over (the next generation, an exclu
 the machines that judge so at once, one wins the part) once this machine has seen the same
 generation either
 
-- at one version for ``silence``: a renewal missed (a holder renews every third of a term, each
-  renewal a new version: S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode
-  and time) and slack, whatever the store's clock says to make it younger (a future mtime set
-  once on a shared folder, a body written once); what the store says of its age (when it was
-  last written) only ever makes it older, here and below: a dead machine's claim, first seen
-  long after its last write, is taken over at once, or
+- at one version for ``silence``: a renewal missed and slack (a holder renews every third of a
+  term), or two and a period when it renews as often as its body says (``every``: a swarm's
+  claims, so that a killed machine's parts are taken over within seconds; each renewal a new
+  version: S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode and time),
+  whatever the store's clock says to make it younger (a future mtime set once on a shared
+  folder, a body written once); what the store says of its age (when it was last written) only
+  ever makes it older, here and below, by a period at most (another machine's clock) unless
+  past an older body's silence: a dead machine's claim, first seen long after its last write, is
+  taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
   often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
@@ -25,11 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mdl.buckets.lease import Look
+from mdl.buckets.lease import Look, renew_every
 from mdl.errors import MdlError
 
 REFUSALS = 3  # objects at the final name refused (not the file) before it is no longer looked at
 SLACK = 2.0  # seconds: a late renewal's, or a part's fetch time's, allowance
+MISSED = 2  # renewals that may fail before a claim whose body says its period is judged dead
 
 
 class SwarmEnded(MdlError):
@@ -81,20 +85,25 @@ class _Seen:
     first: float  # when this machine first saw this generation held
     changed: float  # when it last saw its version change (or first saw it)
     since: float  # when this machine first saw the part held, by any generation
+    silent: float  # seconds at one version: not renewed (``silence``, as its body says)
 
-    def over(self, now: float, silent: float, bound: float) -> bool:
+    def over(self, now: float, bound: float) -> bool:
         """Not renewed for ``silent``, held past ``bound``, or the part held for twice that."""
         return (
-            now - self.changed > silent or now - self.first > bound or now - self.since > 2 * bound
+            now - self.changed > self.silent
+            or now - self.first > bound
+            or now - self.since > 2 * bound
         )
 
 
-def silence(term: float) -> float:
-    """Seconds a claim may stay at one version before it is judged dead: its holder's first
-    missed renewal (every third of a term) and a renewal's slack (``SLACK`` at least), never a
-    term."""
-    every = term / 3
-    return min(term, every + max(every, SLACK))
+def silence(term: float, every: float | None = None) -> float:
+    """Seconds a claim may stay at one version before it is judged dead: ``MISSED`` renewals
+    and a period when its holder renews it as often as its body says (``renew_every``; a slow
+    renewal pushes the next one back: two may fail), one and the slack when every third of a
+    term (an older body's); a period and ``SLACK`` at least, never a term."""
+    period = renew_every(term, every)
+    missed = MISSED if period < term / 3 else 1
+    return min(term, period + max(missed * period, SLACK))
 
 
 class Claims:
@@ -105,7 +114,7 @@ class Claims:
         self, term: float, clock: Callable[[], float] = time.monotonic, *, whole: bool = False
     ) -> None:
         # ``whole``: a file's lease (judged dead after a term: wrongly, it costs the whole file)
-        self.clock = clock
+        self.clock, self.term, self.whole = clock, term, whole
         self.silent = term if whole else silence(term)  # seconds at one version: not renewed
         self.bound = term  # seconds a generation may stay held: a part's fetch here (the swarm's)
         self._seen: dict[int, _Seen] = {}
@@ -116,24 +125,33 @@ class Claims:
         (not renewed for ``silent``, or held past ``bound``, as this machine saw it); it is
         remembered either way."""
         now = self.clock()
+        # (a body that says it is renewed more often is judged dead sooner, never later)
+        silent = self.silent if self.whole else silence(self.term, found.every)
+        # its last write, by the store's age of it: never later than now (held since then at
+        # least), and a period at most before now (the store's clock is another machine's: a
+        # shared folder's mtime, an S3 date the store sent none of), unless older than an
+        # older body's silence: a claim first seen here long after it was written is that old
+        age = found.age
+        if not self.whole and age <= self.silent:
+            age = min(age, renew_every(self.term, found.every))
+        written = now - age
         with self._lock:
             seen = self._seen.get(index)
-            # its last write, by the store's age of it: never later than now (held since then
-            # at least: a claim first seen here long after it was written is that old)
-            written = now - found.age
             if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
                 since = written if seen is None else seen.since
-                self._seen[index] = seen = _Seen(found.uri, found.etag, written, written, since)
+                seen = _Seen(found.uri, found.etag, written, written, since, silent)
+                self._seen[index] = seen
             elif seen.etag != found.etag:  # renewed since the last look
                 seen.etag, seen.changed = found.etag, max(seen.changed, written)
-            return seen.over(now, self.silent, self.bound)
+            seen.silent = silent
+            return seen.over(now, self.bound)
 
     def held(self, index: int) -> None:
         """Part ``index`` is another's, whose claim was not read (a take refused, or lost to
         another taker): looked at again after a term."""
         now = self.clock()
         with self._lock:
-            self._seen.setdefault(index, _Seen(None, None, now, now, now))
+            self._seen.setdefault(index, _Seen(None, None, now, now, now, self.silent))
 
     def due(self, indexes: set[int]) -> set[int]:
         """Of ``indexes`` (parts held by others), those to look at again now: a generation seen
@@ -143,7 +161,7 @@ class Claims:
             return {
                 i
                 for i in indexes
-                if (seen := self._seen.get(i)) is None or seen.over(now, self.silent, self.bound)
+                if (seen := self._seen.get(i)) is None or seen.over(now, self.bound)
             }
 
     def forget(self, index: int) -> None:

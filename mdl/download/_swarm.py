@@ -35,7 +35,7 @@ from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
+from mdl.buckets.lease import TERM, Lease, Renewing, numbered, take
 from mdl.download._claims import SLACK, Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.download._swarmparts import LEFT, PartStates
@@ -54,6 +54,9 @@ FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _T = TypeVar("_T")
 REFUSALS = 3  # claims the mirror refuses (errors) before the swarm gives way to the file lease
+# seconds between a claim's renewals (said in its body): a killed machine's parts are taken over
+# two renewals missed and a period later (``_claims.silence``: 9 s), not after the end game's bound
+RENEW_EVERY = 3.0
 
 
 class SwarmFailed(MdlError):
@@ -175,6 +178,7 @@ class Swarm(AbstractContextManager["Swarm"]):
                 mine=self.token,
                 token=self.token,
                 dead=partial(self.claims.over, index),
+                every=RENEW_EVERY,
             )
         except MdlError as exc:  # held by nobody known: looked at again; refused again: out
             log.info("%s: part %d not claimed: %s", self.job.label, index + 1, exc)
@@ -246,9 +250,10 @@ class Swarm(AbstractContextManager["Swarm"]):
         self.final.check()
         found = self._found()
         # (every read ends before the look does: a part in flight is no stream's to fetch)
-        if found and any(list(self._readers.map(lambda index: self._fetch(index, put), found))):
-            return True
-        return self._due_claims()
+        read = bool(found) and any(list(self._readers.map(lambda i: self._fetch(i, put), found)))
+        # the claims are judged at every look, parts read or not: a dead machine's part is taken
+        # over while the others' parts still come in (a loaded box reads them for seconds)
+        return self._due_claims() or read
 
     def _found(self) -> list[int]:
         """Parts to read now (``READING``): the ones listed under the version's own set, or,
@@ -355,5 +360,9 @@ def _first(
     case); None: it is there, and the claim is taken as a lease is (``take``). A generation above
     it, a co-tenant's, would make two holders of the part: its bytes fetched twice, never wrong
     (each part is checked by whoever reads it)."""
-    made = writer.create(claim.uri, lease_body(holder, token))
-    return None if made is None else Lease(writer, claim, made.etag, holder, token, term)
+    ours = Lease(writer, claim, "", holder, token, term, every=RENEW_EVERY)
+    made = writer.create(claim.uri, ours.body())
+    if made is None:
+        return None
+    ours.etag = made.etag
+    return ours

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rangetrust
@@ -27,11 +28,12 @@ from servers import Fault, HubServer, make_data
 from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, look, take
-from mdl.buckets.protocol import Writer
+from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
 from mdl.download._claims import Claims, silence
 from mdl.download._parts import PartSet, Publisher
-from mdl.download._swarm import Swarm
+from mdl.download._swarm import RENEW_EVERY, Swarm
+from mdl.download._swarmparts import State
 from mdl.download.session import TERM_VARIABLE
 from mdl.errors import MdlError
 from mdl.wait import Wait
@@ -537,3 +539,108 @@ def test_a_holder_still_fetching_when_its_claim_was_taken_over_is_counted_not_hi
     print("origin", spent / len(fleet.data), "duplicated", said_twice / fleet.part, "parts")
     assert spent - len(fleet.data) <= said_twice + 1000, (spent, said_twice)
     assert said_twice <= spent - len(fleet.data) + fleet.part, (spent, said_twice)
+
+
+class Ageless:
+    """A shared folder whose reads say each object was written as it was read (an age of 0): a
+    claim's silence counted on the test's clock alone, however long the test takes."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.writer, name)
+
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
+        found = self.writer.read(uri, limit=limit, aged=aged)
+        return None if found is None else (found[0], replace(found[1], now=found[1].modified))
+
+
+def test_a_killed_machines_claim_is_taken_over_by_one_survivor_its_renewals_missed(
+    tmp_path: Path, small: None
+) -> None:
+    """Issue 90 (the swarm's kill row): a machine killed holding a claim (never renewed, never
+    released) costs that part, fetched once more by one survivor, two renewals missed and a
+    period after its last write (``RENEW_EVERY`` said in the claim's body: 9 s of the survivors'
+    clock), not after the end game's bound (a term before a part was timed) or a third of a
+    term and more; the other survivor waits on the taker's fresh claim. A claim whose body says
+    nothing of its renewals (an older machine's) is judged as before; one that says it is
+    renewed more seldom than a third of a term is no longer held for it."""
+    writer = Ageless(STORES["file"].writer(endpoint=None, secrets=None))
+    parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
+    clock = FakeClock()
+    dead, b, c = (on_clock(parts, name, clock) for name in "abc")
+    with b, c:
+        lost = turns(dead, set())
+        assert lost is not None
+        assert look(writer, parts.claim(lost)).every == RENEW_EVERY
+        kill(dead)
+        have = {i for i in range(3) if i != lost}  # the survivors need only the dead one's part
+        dead_too_soon = "the dead machine's claim taken over before its renewals were missed"
+        assert turns(b, have) is None and turns(c, have) is None, dead_too_soon
+        clock.now += silence(TERM, RENEW_EVERY) + 1
+        assert silence(TERM, RENEW_EVERY) + 1 < min(silence(TERM), TERM)
+        assert turns(b, have) == lost, "the dead machine's part not taken over"
+        assert turns(c, have) is None, "a survivor took over another's fresh claim"
+        assert (b.state.fetched, c.state.fetched) == (1, 0)
+    older, other = Claims(TERM, clock), Parts((writer, f"file://{tmp_path}/older/"), tmp_path)
+    for index, every in ((0, None), (1, TERM)):  # an older body; one that says a term
+        made = writer.create(other.claim(index).uri, lease_body("d:1:x", FORGER, every=every))
+        assert made is not None
+        assert other.take(older, index, "e:1:x") is None
+    clock.now += silence(TERM) - 1
+    assert older.due({0, 1}) == set()
+    clock.now += 2
+    assert older.due({0, 1}) == {0, 1}
+
+
+def on_clock(parts: Parts, name: str, clock: FakeClock) -> Swarm:
+    """A machine of a swarm on ``parts`` judging claims by ``clock`` (a term of 30 s)."""
+    return Swarm(
+        parts.parts,
+        rangetrust.trust_of(parts.data, MiB),
+        parts.job,
+        holder=f"{name}:1:x",
+        token=name * 32,
+        wait=Wait(clock=clock),
+        there=lambda: None,
+        readers=ThreadPoolExecutor(2),  # (idle once the test is done)
+    )
+
+
+def turns(swarm: Swarm, have: set[int]) -> int | None:
+    """A few turns of one stream's loop: the part it claims, if any."""
+    stops = iter(range(100))
+    return swarm.next(have, lambda i, d: None, lambda: next(stops) > 4)
+
+
+def kill(machine: Swarm) -> None:
+    """Its claims neither renewed nor let go any more (SIGKILL)."""
+    for _, renewing in machine.state.release():
+        renewing.__exit__(None, None, None)
+
+
+def test_a_dead_machines_claim_is_judged_at_a_look_that_reads_others_parts_too(
+    tmp_path: Path, small: None
+) -> None:
+    """A survivor still reading the others' parts (each look finds one more: a loaded box reads
+    them for seconds) judges the claims at that look all the same: a dead machine's part is
+    handed back to be taken over while parts still come in, not once they stopped coming."""
+    writer = Ageless(STORES["file"].writer(endpoint=None, secrets=None))
+    parts = Parts((writer, f"file://{tmp_path}/mirror/"), tmp_path)
+    clock = FakeClock()
+    dead, live, b = (on_clock(parts, name, clock) for name in "abc")
+    with live, b:
+        lost = turns(dead, set())
+        kill(dead)
+        assert lost is not None
+        other = turns(live, {lost})  # a live machine's part, published later
+        assert other is not None
+        have = {i for i in range(3) if i not in (lost, other)}
+        assert turns(b, have) is None
+        start, end = parts.parts.span(other + 1)
+        assert writer.create(parts.parts.uri(other + 1), parts.data[start:end]) is not None
+        clock.now += silence(TERM, RENEW_EVERY) + 1
+        b._turn(lambda i, d: None)  # one look: the live machine's part is read…
+        assert b.state.parts[other].state is State.READ
+        assert b.state.parts[lost].state is State.FREE, "the dead machine's part not judged"
