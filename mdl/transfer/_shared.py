@@ -12,6 +12,7 @@ import httpx2
 
 from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
+from mdl.store.filesystem import DirSyncs
 from mdl.transfer._state import DownloadState
 from mdl.transfer.failures import RetryableError, transport_error
 from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError
@@ -24,7 +25,8 @@ IGNORED_RANGE = "the server ignored the range"
 
 
 class Shared:
-    """What a file's streams share: the client, the config, progress, cancel, the limiter."""
+    """What a file's streams share: the client, the config, progress, cancel, the limiter, the
+    folders to fsync."""
 
     def __init__(
         self,
@@ -34,12 +36,15 @@ class Shared:
         progress: Progress,
         cancel: threading.Event,
         limiter: RateLimiter | None = None,
+        dirs: DirSyncs | None = None,
     ) -> None:
         self.client = client
         self.config = config
         self.progress = progress
         self.cancel = cancel
         self.limiter = limiter
+        # folders to fsync before a record names their files (None: fsync at each finish)
+        self.dirs = dirs
         self._open: dict[httpx2.Response, DownloadState] = {}  # by file
         self._open_lock = threading.Lock()
         # by file: a 200 to one of its ranges, unread, for the one stream it starts over as

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
-from mdl.store.filesystem import DirSyncs
 from mdl.transfer import small
 from mdl.transfer._part import PartFetch
 from mdl.transfer._shared import Shared
@@ -22,15 +20,6 @@ from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import probe
 from mdl.transfer.resume import load_state
-
-if TYPE_CHECKING:
-    import threading
-
-    import httpx2
-
-    from mdl.progress import Progress
-    from mdl.transfer.job import EngineConfig
-    from mdl.transfer.scheduling import RateLimiter
 
 log = logging.getLogger("mdl.transfer")
 
@@ -68,20 +57,6 @@ class Paused(contextlib.AbstractContextManager["Paused"]):
 class Engine(Shared):
     """What its streams share (client, knobs, display, Ctrl-C, rate cap, open answers), and the
     fetch of one file, many files at once across threads."""
-
-    def __init__(
-        self,
-        client: httpx2.Client,
-        config: EngineConfig,
-        *,
-        progress: Progress,
-        cancel: threading.Event,
-        limiter: RateLimiter | None = None,
-        dirs: DirSyncs | None = None,
-    ) -> None:
-        super().__init__(client, config, progress=progress, cancel=cancel, limiter=limiter)
-        # folders to fsync before a record names their files (None: fsync at each finish)
-        self.dirs = dirs
 
     def abort(self) -> None:
         self.cancel.set()
