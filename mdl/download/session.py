@@ -242,9 +242,8 @@ class FileSources:
         self.remote = remote
         self.ledger = Ledger() if ledger is None else ledger
         self.missed: list[tuple[str, MdlError]] = []  # a failed mirror: url, why
-        self.landing: Landing | None = (
-            None  # who hears the origin's fetch land (a fill's publisher)
-        )
+        # who hears the origin's fetch land (a fill's publisher)
+        self.landing: Landing | None = None
         self.swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
         # nothing of the file on disk: a small one may take one GET (Engine.fetch)
         self.fresh = fresh
@@ -258,7 +257,7 @@ class FileSources:
         )
         sources.missed = self.missed
         sources.landing = landing
-        sources.swarm = swarm
+        sources.swarm = self.swarm if swarm is None else swarm
         return sources
 
     @property

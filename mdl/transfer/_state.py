@@ -103,9 +103,9 @@ class DownloadState:
 
     def _unclaim(self, start: int, end: int) -> None:
         """THE one telling of bytes claimed no more (``Landing.taken_back``), before they change:
-        every state function that unclaims bytes calls it, under the lock. The hasher starts over
-        if it read past ``start``; which of the bytes claimed were the file's, no flushed layout
-        tells any more."""
+        every state function that unclaims bytes calls it, under the lock. The hasher goes back to
+        its last mark before ``start`` if it read past it; which of the bytes claimed were the
+        file's, no flushed layout tells any more."""
         self.hasher.unclaim(start)
         self.record.flushed = None
         if end > start and (hear := self.beside.landing) is not None:

@@ -45,6 +45,7 @@ class Hasher:
         self.read_back = 0  # bytes hashed from the file, not from memory (every attempt's)
         # bumped by unclaim: a catch-up begun before it stops instead of hashing old bytes
         self.epoch = 0
+        self._marks: list[tuple[int, Hash, Hash | None]] = []
         self._rewind(0)
 
     def _rewind(self, start: int) -> None:
@@ -62,7 +63,7 @@ class Hasher:
             )
             self.check = self.signed.check_apart() if self.signed is not None else None
         # (a signed check apart keeps no marks: it cannot be copied, it starts over)
-        self._marks: list[tuple[int, Hash, Hash | None]] = marks
+        self._marks = marks
         self._next_mark = self.position + MARK_EVERY if self.check is None else math.inf
 
     def unclaim(self, start: int) -> None:
@@ -97,7 +98,7 @@ class Hasher:
                 self._update(memoryview(data)[self.position - offset :])
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
-        """Hash bytes [position, limit) from the file; stops if reset since ``epoch`` (``limit``
+        """Hash bytes [position, limit) from the file; stops if unclaimed since ``epoch`` (``limit``
         may be stale).
         """
         epoch = self.epoch if epoch is None else epoch
@@ -133,7 +134,7 @@ class Hasher:
                     if contiguous() <= self.position and not done.is_set():
                         lock.wait(0.5)
                     target = contiguous()
-                    # read with the frontier: a reset is made under the same lock
+                    # read with the frontier: an unclaim is made under the same lock
                     epoch = self.epoch
                 if target > self.position:
                     self.catch_up(target, epoch=epoch)

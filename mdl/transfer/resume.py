@@ -69,6 +69,8 @@ class Claims(Protocol):
 
     def on_disk(self) -> int: ...
 
+    def take_back(self, piece: Piece, frontier: int) -> int: ...
+
 
 class Record:
     """The resume record of one ``.part``: when it is due, and its writing (cheap, or durable once
@@ -161,8 +163,7 @@ class Record:
             if len(claims.pieces) > 1:
                 return
         piece = claims.pieces[0]
-        with claims.lock:
-            piece.done = max(0, piece.done - RECORD_ROOM)
+        claims.take_back(piece, max(piece.start, piece.start + piece.done - RECORD_ROOM))
         with contextlib.suppress(OSError):
             os.ftruncate(claims.fd, piece.start + piece.done)
             self.save(durable=True)

@@ -67,4 +67,8 @@ def test_a_take_back_before_the_first_mark_starts_over_and_one_past_the_hash_kee
     assert hasher.position == 0
     hasher.catch_up(len(data))
     assert hasher.read_back == 2 * MiB + 10 + 3 * MiB
+    hasher.unclaim(2 * MiB)  # at a mark: from that mark
+    assert hasher.position == 2 * MiB
+    hasher.catch_up(len(data))
+    assert hasher.read_back == 2 * MiB + 10 + 3 * MiB + MiB
     assert hasher.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
