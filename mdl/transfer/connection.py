@@ -201,9 +201,9 @@ class WireStream(httpcore2.NetworkStream):
     """A connection as httpcore2 sees it: reads a body ``READ_SIZE`` at a time into the thread's
     buffer, with the socket's timeout set only when it changes (httpcore2's own stream sets it, an
     ioctl, at every read); while a header block is awaited (read as httpcore2 asks) every call is
-    cut to the request's budget. TLS
-    inside a proxy's TLS is left to httpcore2's stream. ``home``: where a direct connection goes
-    back to once its answer's body was read past the parser to its last byte (``ended``)."""
+    cut to the request's budget. TLS inside a proxy's TLS is left to httpcore2's stream. ``home``:
+    where a direct connection goes back to once its answer's body was read past the parser to its
+    last byte (``ended``)."""
 
     def __init__(
         self,

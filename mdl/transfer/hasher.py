@@ -50,7 +50,7 @@ class Hasher:
 
     def _rewind(self, start: int) -> None:
         """The hashes as they were at the last mark at or before ``start`` (at byte 0: new)."""
-        marks = [mark for mark in self._marks if mark[0] <= start] if start else []
+        marks = [mark for mark in self._marks if mark[0] <= start]  # (none at byte 0)
         if marks:
             self.position, sha256, sha1 = marks[-1]
             self.sha256, self.sha1 = sha256.copy(), None if sha1 is None else sha1.copy()
