@@ -100,10 +100,12 @@ def silence(term: float, every: float | None = None) -> float:
     """Seconds a claim may stay at one version before it is judged dead: ``MISSED`` renewals
     and a period when its holder renews it as often as its body says (``renew_every``; a slow
     renewal pushes the next one back: two may fail), one and the slack when every third of a
-    term (an older body's); a period and ``SLACK`` at least, never a term."""
+    term (an older body's); a period and ``SLACK`` at least, never a term, and never longer than
+    an older body's (what a body says makes its claim judged dead sooner, never later)."""
     period = renew_every(term, every)
     missed = MISSED if period < term / 3 else 1
-    return min(term, period + max(missed * period, SLACK))
+    said = min(term, period + max(missed * period, SLACK))
+    return said if every is None else min(said, silence(term))
 
 
 class Claims:

@@ -6,7 +6,9 @@ for); the bodies through a real shared folder."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import pytest
 from clocks import FakeClock
 from download.test_swarm_hostile import FORGER
 from download.test_swarm_liveness import Parts, on_clock
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from mdl import partsize
 from mdl.buckets.lease import TERM, Look, Renewing, lease_body, look, read_generation
@@ -126,3 +130,32 @@ def test_a_bodys_renewal_period_is_a_number_of_seconds_under_a_term(
     found = read_generation(writer, uri, 1, term=TERM)
     assert found.state == "live" and found.every == every
     assert silence(TERM, found.every) == judged
+
+
+BODY_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(said=BODY_VALUES)
+@example(said=9.9)  # (held 29.7 s before: three periods, past an older body's 20 s)
+def test_whatever_a_body_says_of_its_renewals_its_claim_is_judged_dead_no_later(
+    said: object,
+) -> None:
+    """A co-tenant writes the body: whatever its ``every`` holds (any JSON value), a claim is
+    judged dead after a period and the slack at least and never later than an older body's
+    (20 s): what a body says only ever makes its own claim die sooner."""
+    body = {"holder": "d:1:x", "token": FORGER, "n": "0", "every": said}
+    with tempfile.TemporaryDirectory() as folder:
+        writer = STORES["file"].writer(endpoint=None, secrets=None)
+        uri = f"file://{folder}/claim/{next(_NUMBERS)}"
+        assert writer.create(uri, json.dumps(body).encode()) is not None
+        found = read_generation(writer, uri, 1, term=TERM)
+    assert found.every is None or (type(found.every) is float and 0 < found.every < TERM)
+    assert SLACK <= silence(TERM, found.every) <= silence(TERM) == OLDER
+
+
+_NUMBERS = itertools.count(1)
