@@ -29,6 +29,14 @@ class FakeClock:
         self.now += seconds
 
 
+class Unwaited(threading.Event):
+    """A cancel never set whose waits end at once, unset: a ``Wait`` on a ``FakeClock`` with it
+    pauses between looks without real time (the test moves the clock, not the pauses)."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.is_set()
+
+
 class VirtualWaits:
     """A follower's waits on a lease (``mdl.buckets.lease.wait_for``) on a clock of the test's: each
     pause between two looks moves it by ``pause`` seconds and takes no real time, and reading the

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import rangetrust
-from clocks import FakeClock
+from clocks import FakeClock, Unwaited
 from download.test_swarm_hostile import FORGER, MACHINES, Fleet, twice
 from download.test_swarm_review import folder_fleet, run_with, s3_fleet  # noqa: F401
 from runfixtures import transfer_job, wait_for
@@ -205,7 +205,7 @@ def two_machines(parts: Parts, clock: FakeClock) -> tuple[Swarm, Swarm]:
             parts.job,
             holder=holder,
             token=token,
-            wait=Wait(clock=clock),
+            wait=Wait(cancel=Unwaited(), clock=clock),  # (its pauses: none)
             there=lambda: None,
             readers=ThreadPoolExecutor(2),  # (idle once the test is done)
             term=3600,
@@ -602,7 +602,7 @@ def on_clock(parts: Parts, name: str, clock: FakeClock) -> Swarm:
         parts.job,
         holder=f"{name}:1:x",
         token=name * 32,
-        wait=Wait(clock=clock),
+        wait=Wait(cancel=Unwaited(), clock=clock),  # (its pauses: none)
         there=lambda: None,
         readers=ThreadPoolExecutor(2),  # (idle once the test is done)
     )
