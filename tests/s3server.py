@@ -91,9 +91,9 @@ class Cutter:
     """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many
     bytes (the connection drops mid-body, as a network failure does); ``slowdown`` answers the next
     requests 503 SlowDown (S3's throttling; a large number: always); ``ranges`` lists the presigned
-    GETs' Range headers. A conditional write (If-Match, If-None-Match) is served alone, as S3 serves
-    it, atomically: moto checks the condition, then stores, and two writes to one key at once both
-    passed its check (two machines' sends of one part both "made" it, in 9 of 40 tries here)."""
+    GETs' Range headers. A conditional write (If-Match, If-None-Match) is served alone on its key,
+    as S3 serves it, atomically: moto checks the condition, then stores, and two writes to one key
+    at once both passed its check (two machines' sends of one part both "made" it, 9 of 40 here)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -108,7 +108,9 @@ class Cutter:
         # while set: every part upload waits, until it is set or HANG passes, before it is served
         # (a publish caught mid-upload however fast it runs, to interrupt)
         self.hold_parts: threading.Event | None = None
-        self._conditional = threading.Lock()  # held while a conditional write is served
+        # a key's lock, held while a conditional write to it is served (others' go on at once)
+        self._keys: dict[str, threading.Lock] = {}
+        self._keys_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
@@ -140,7 +142,9 @@ class Cutter:
         if method in ("PUT", "POST", "DELETE") and (
             "HTTP_IF_MATCH" in environ or "HTTP_IF_NONE_MATCH" in environ
         ):
-            with self._conditional:
+            with self._keys_lock:
+                alone = self._keys.setdefault(path, threading.Lock())
+            with alone:
                 return self.app(environ, start_response)
         body = self.app(environ, start_response)
         after = self.after
