@@ -85,6 +85,10 @@ SLOW = (
     b"<?xml version='1.0' encoding='UTF-8'?>"
     b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
 )
+CONFLICT = (
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ConditionalRequestConflict</Code>"
+    b"<Message>A conflicting operation is in progress.</Message></Error>"
+)
 
 
 class Cutter:
@@ -144,8 +148,18 @@ class Cutter:
         ):
             with self._keys_lock:
                 alone = self._keys.setdefault(path, threading.Lock())
-            with alone:
+            if not alone.acquire(
+                timeout=HANG
+            ):  # (a deadline: S3's own answer to a write in flight)
+                start_response(
+                    "409 Conflict",
+                    [("Content-Type", "application/xml"), ("Content-Length", str(len(CONFLICT)))],
+                )
+                return [CONFLICT]
+            try:
                 return self.app(environ, start_response)
+            finally:
+                alone.release()
         body = self.app(environ, start_response)
         after = self.after
         if (
