@@ -1,6 +1,7 @@
 """The S3 the tests run against keeps S3's one promise the swarm's accounting rests on: of
-conditional writes to one key at once, one wins (moto checks, then stores: without the
-fixture's lock two sends of one part both "made" it, in 9 of 40 pairs tried; without it, 8 pairs caught it in 2 runs of 6, 20 in 5 of 6)."""
+conditional writes to one key at once, one wins (moto checks, then stores: without the fixture's
+lock two sends of one part both "made" it in 9 of 40 pairs tried; 8 pairs caught it in 2 runs of
+6, 20 pairs in 5 of 6)."""
 
 from __future__ import annotations
 
