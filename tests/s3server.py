@@ -85,13 +85,19 @@ SLOW = (
     b"<?xml version='1.0' encoding='UTF-8'?>"
     b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
 )
+CONFLICT = (
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ConditionalRequestConflict</Code>"
+    b"<Message>A conflicting operation is in progress.</Message></Error>"
+)
 
 
 class Cutter:
     """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many
     bytes (the connection drops mid-body, as a network failure does); ``slowdown`` answers the next
     requests 503 SlowDown (S3's throttling; a large number: always); ``ranges`` lists the presigned
-    GETs' Range headers."""
+    GETs' Range headers. A conditional write (If-Match, If-None-Match) is served alone on its key,
+    as S3 serves it, atomically: moto checks the condition, then stores, and two writes to one key
+    at once both passed its check (two machines' sends of one part both "made" it, 9 of 40 here)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -106,6 +112,9 @@ class Cutter:
         # while set: every part upload waits, until it is set or HANG passes, before it is served
         # (a publish caught mid-upload however fast it runs, to interrupt)
         self.hold_parts: threading.Event | None = None
+        # a key's lock, held while a conditional write to it is served (others' go on at once)
+        self._keys: dict[str, threading.Lock] = {}
+        self._keys_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
@@ -134,6 +143,23 @@ class Cutter:
                 [("Content-Type", "application/xml"), ("Content-Length", str(len(SLOW)))],
             )
             return [SLOW]
+        if method in ("PUT", "POST", "DELETE") and (
+            "HTTP_IF_MATCH" in environ or "HTTP_IF_NONE_MATCH" in environ
+        ):
+            with self._keys_lock:
+                alone = self._keys.setdefault(path, threading.Lock())
+            if not alone.acquire(
+                timeout=HANG
+            ):  # (a deadline: S3's own answer to a write in flight)
+                start_response(
+                    "409 Conflict",
+                    [("Content-Type", "application/xml"), ("Content-Length", str(len(CONFLICT)))],
+                )
+                return [CONFLICT]
+            try:
+                return self.app(environ, start_response)
+            finally:
+                alone.release()
         body = self.app(environ, start_response)
         after = self.after
         if (
