@@ -148,9 +148,9 @@ class Cutter:
         ):
             with self._keys_lock:
                 alone = self._keys.setdefault(path, threading.Lock())
-            if not alone.acquire(
-                timeout=HANG
-            ):  # (a deadline: S3's own answer to a write in flight)
+            # (a deadline; past it, the 409 S3 answers at once to a write while another is in flight)
+            if not alone.acquire(timeout=HANG):
+                environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
                 start_response(
                     "409 Conflict",
                     [("Content-Type", "application/xml"), ("Content-Length", str(len(CONFLICT)))],
