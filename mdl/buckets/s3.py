@@ -162,11 +162,11 @@ def s3_client(
     timeout: float = 60.0,
     retries: int | None = None,
 ) -> Any:
-    """A boto3 S3 client from the standard credential chain (unsigned without credentials: public
-    buckets; the secret ones registered in the run's ``secrets``). ``timeout``: to connect (at
-    most 10 s) and to read; ``retries``: botocore's tries after the first, over AWS_MAX_ATTEMPTS."""
+    """A botocore S3 client (boto3's own) from the standard credential chain (unsigned without
+    credentials: public buckets; the secret ones registered in the run's ``secrets``).
+    ``timeout``: to connect (at most 10 s) and to read; ``retries``: botocore's tries after the
+    first, over AWS_MAX_ATTEMPTS."""
     try:
-        import boto3
         import botocore.exceptions
         from botocore import UNSIGNED
         from botocore.config import Config
@@ -175,7 +175,7 @@ def s3_client(
             f"s3:// sources need boto3, which is not installed: {EXTRA_HINT}", hint=EXTRA_HINT
         ) from None
     try:
-        session = boto3.session.Session()
+        session = _session()
         credentials = session.get_credentials()
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(f"S3: {exc}", hint="check AWS_PROFILE and ~/.aws/config") from None
@@ -200,10 +200,29 @@ def s3_client(
             secrets.add(frozen.token)
         options["signature_version"] = "s3v4"
     try:
-        return session.client("s3", endpoint_url=endpoint, config=Config(**options))
+        return session.create_client("s3", endpoint_url=endpoint, config=Config(**options))
     except ValueError as exc:  # botocore's "Invalid endpoint: …"
         where = "the endpoint" if endpoint else "AWS_ENDPOINT_URL[_S3] / ~/.aws/config"
         raise UsageError(f"S3: {where} is not a usable URL: {exc}") from None
+
+
+# AWS_DATA_PATH -> botocore's Loader, shared by every session of the process: each new session
+# parses the endpoints and the S3 model again (~150 ms CPU a client, most of an s3:// command's
+# CPU before its first request); botocore's own way to share them (register_component).
+_LOADERS: dict[str | None, Any] = {}
+
+
+def _session() -> Any:
+    """A fresh botocore session (the environment and credential chain read now, as a new boto3
+    session reads them), with the process's parsed models."""
+    import botocore.loaders
+    import botocore.session
+
+    session = botocore.session.get_session()
+    path = session.get_config_variable("data_path")
+    loader = _LOADERS.get(path) or _LOADERS.setdefault(path, botocore.loaders.create_loader(path))
+    session.register_component("data_loader", loader)
+    return session
 
 
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}

@@ -106,6 +106,34 @@ def test_secret_key_and_session_token_are_registered(
     )
 
 
+def test_a_second_client_parses_no_model_yet_reads_the_environment_anew(
+    s3: S3,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each client is a new session (credentials and endpoint read from the environment as it is
+    now), but botocore's models are parsed once a process: the files it opens are counted."""
+    import botocore.loaders
+
+    opened: list[str] = []
+    load_file = botocore.loaders.JSONFileLoader.load_file
+
+    def counted(self: object, file_path: str) -> object:
+        opened.append(file_path)
+        return load_file(self, file_path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counted)
+    s3.put("bucket-n", "k", b"v")
+    assert head_s3(s3_client(), S3Object("bucket-n", "k"))["ContentLength"] == 1
+    opened.clear()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another-secret-key/0123456789abcdefghij")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port
+    client = s3_client(secrets=(secrets := Secrets()))
+    said = safe_text("a another-secret-key/0123456789abcdefghij", secrets=secrets)
+    assert "another-secret-key" not in said  # the credential as the environment says it now
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+    assert opened == []  # no endpoints.json, no S3 model read again
+
+
 def test_endpoint_override_wins(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     s3.put("bucket-b", "k", b"v")
     # the discard port: nothing answers there
