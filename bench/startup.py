@@ -1,5 +1,6 @@
 """Start-up time: `mdl --help`, `mdl list` (40 models), a tiny `mdl get` of a loopback URL and the
 readiness probe (`mdl verify --all --quick --locked` of that file, pulled; beside `mdl --version`),
+the tiny file's `mdl get s3://` through bench/s3front.py beside `aws s3 cp` (row ``s3``),
 of this tree and of a baseline commit, beside `hf --help`, the minimal Typer + httpx2 app doing the
 same get (bench/minimal_get.py) and `python -c "import typer, httpx2"`.
 
@@ -7,6 +8,7 @@ same get (bench/minimal_get.py) and `python -c "import typer, httpx2"`.
     python bench/startup.py --baseline 220b516  # also the tree at that commit (a temp folder)
     python bench/startup.py --only get --reps 9 --variant /tmp/patched --json out.json
     python bench/startup.py --only probe --reps 9 --baseline 92935b0
+    python bench/startup.py --only s3 --reps 9 --baseline ac04d919
 
 One untimed warm-up run of each command, then ``--reps`` alternating rounds; medians, ranges and
 ratios, wall and CPU. The get rows fetch a 42-byte file from a server this script runs on 127.0.0.1,
@@ -19,6 +21,7 @@ the latency proxy). Nothing else touches the network: `mdl list` is offline by c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import statistics
@@ -26,7 +29,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,11 +40,52 @@ from timeline import requests_between
 
 MINIMAL = r.HERE / "minimal_get.py"
 IMPORTS = "import typer, httpx2"
-ROWS = ("get", "help", "list", "probe")
+ROWS = ("get", "help", "list", "probe", "s3")
+FRONT = r.HERE / "s3front.py"
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 # issue 53: the tiny get costs no more than the minimal app (wall and CPU); issue 90: at most 1.3 x
 # the libraries' import in CPU (was 1.5 x, wall and CPU)
 TARGETS = (("minimal app", 1.0, ("wall", "cpu")), (f"python -c '{IMPORTS}'", 1.3, ("cpu",)))
+
+
+BUCKET = "mdl"
+# the S3 row's credentials and endpoint: bench/s3front.py on loopback, which takes any signature
+S3_ENV = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "BENCHKEY",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{r.free_port()}",
+}
+
+
+@contextlib.contextmanager
+def s3_front(tiny: r.DataFile) -> Iterator[None]:
+    """bench/s3front.py serving the tiny file's folder, once it answers (at most 10 s)."""
+    port = S3_ENV["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]
+    argv = [r.PY, str(FRONT), "--root", str(tiny.path.parent), "--bucket", BUCKET, "--prefix", "",
+            "--port", port]  # fmt: skip
+    front = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                url = f"{S3_ENV['AWS_ENDPOINT_URL']}/{BUCKET}/{tiny.path.name}"
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            time.sleep(0.1)
+        yield
+    finally:
+        front.terminate()
+        front.wait(timeout=10)
+
+
+def s3_get(saved: Callable[[Path], str], tiny: r.DataFile) -> r.Tool:
+    """`mdl get s3://` of the tiny file."""
+    uri = f"s3://{BUCKET}/{tiny.path.name}"
+    return r.Tool("mdl get s3://", lambda d: r.mdl("get", uri, "-o", saved(d), "-q"),
+                  r.flat(tiny), env=S3_ENV)  # fmt: skip
 
 
 def write_catalog(folder: Path, models: int = 40) -> Path:
@@ -217,7 +262,8 @@ def main() -> None:
     log = work / "tiny-requests.log"
     env = r.clean_env(work)
     offline = {"HF_HUB_OFFLINE": "1"}  # help and list: a promise held, not a setting needed
-    with TinyServer(tiny, log) as server:
+    front = s3_front(tiny) if "s3" in rows else contextlib.nullcontext()
+    with TinyServer(tiny, log) as server, front:
         saved = lambda d: str(d / tiny.path.name)  # noqa: E731
         gets = [
             r.Tool(
@@ -238,6 +284,8 @@ def main() -> None:
                 else []
             ),
         ]
+        if "s3" in rows:
+            mine.append(s3_get(saved, tiny))
         if "probe" in rows:
             probe = ready_probe(work, server.url, env)
             mine += [
@@ -253,6 +301,10 @@ def main() -> None:
         tools = [*mine, *r.variants_of(mine, folders)]
         if "get" in rows:
             tools += [minimal, libraries]
+        if "s3" in rows and (aws := r.which("aws")):
+            uri = f"s3://{BUCKET}/{tiny.path.name}"
+            tools.append(r.Tool("aws s3 cp", lambda d: [aws, "s3", "cp", uri, saved(d), "--quiet"],
+                                r.flat(tiny), env=S3_ENV))  # fmt: skip
         if "help" in rows and (hf := r.which("hf")):
             tools.append(r.Tool("hf --help", lambda d: [hf, "--help"], env=offline))
         runs = r.measure(tools, reps=args.reps, work=work, env=env, warmup=True, verify_first=True)
