@@ -46,21 +46,22 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _imports(path: Path) -> list[tuple[str, list[str]]]:
+@cache  # (each module parsed once a worker, not once a test: ~1.5 CPU-s a test)
+def _imports(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """Every ``import`` in a module (function-level ones too): (module, names imported from it)."""
     own = _module_name(path)
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
-    found: list[tuple[str, list[str]]] = []
+    found: list[tuple[str, tuple[str, ...]]] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found.extend((alias.name, []) for alias in node.names)
+            found.extend((alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            found.append((base, [alias.name for alias in node.names]))
-    return found
+            found.append((base, tuple(alias.name for alias in node.names)))
+    return tuple(found)
 
 
 def _part(module: str) -> str | None:
