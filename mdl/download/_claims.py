@@ -15,8 +15,10 @@ generation either
   taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
-  often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
-  fetches of it, the one whose copy the mirror does not hold counts its bytes as ``duplicated``.
+  often is no renewal; counted anew, once, from a generation that took over one due here: its
+  taker's bound is its own, not used up by the holder before it and a starved take): renewed or
+  not, the part is fetched here (the end game). Of the two fetches of it, the one whose copy the
+  mirror does not hold counts its bytes as ``duplicated``.
 
 Nothing a co-tenant writes in a claim or sets on it (its mtime, a time in its body) lengthens
 either, and each costs the part it names: never the whole file on every machine."""
@@ -84,8 +86,9 @@ class _Seen:
     etag: str | None  # the version read
     first: float  # when this machine first saw this generation held
     changed: float  # when it last saw its version change (or first saw it)
-    since: float  # when this machine first saw the part held, by any generation
+    since: float  # when this machine first saw the part held, by any generation (or restarted)
     silent: float  # seconds at one version: not renewed (``silence``, as its body says)
+    restarted: bool = False  # ``since`` restarted at a generation that took over one due here
 
     def over(self, now: float, bound: float) -> bool:
         """Not renewed for ``silent``, held past ``bound``, or the part held for twice that."""
@@ -140,8 +143,13 @@ class Claims:
         with self._lock:
             seen = self._seen.get(index)
             if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
-                since = written if seen is None else seen.since
-                seen = _Seen(found.uri, found.etag, written, written, since, silent)
+                # the part's too, once, when it took over a generation due a take-over here: its
+                # taker has the bound of its own, not what the holder before and a starved take
+                # used up (judged over at first sight, a part is fetched by machine after machine)
+                again = seen is not None and not seen.restarted and seen.over(now, self.bound)
+                since = seen.since if seen is not None and not again else written
+                restarted = again or (seen is not None and seen.restarted)
+                seen = _Seen(found.uri, found.etag, written, written, since, silent, restarted)
                 self._seen[index] = seen
             elif seen.etag != found.etag:  # renewed since the last look
                 seen.etag, seen.changed = found.etag, max(seen.changed, written)
