@@ -15,7 +15,9 @@ generation either
   taken over at once, or
 - held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
   before it timed one), or the part held by anyone for twice that (a new generation every so
-  often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
+  often is no renewal; counted anew, once, from a generation over one that outstayed here, held
+  past ``bound`` or not renewed: its taker's bound is its own, not used up by the holder before
+  and a starved take): renewed or not, the part is fetched here (the end game). Of the two
   fetches of it, the one whose copy the mirror does not hold counts its bytes as ``duplicated``.
 
 Nothing a co-tenant writes in a claim or sets on it (its mtime, a time in its body) lengthens
@@ -84,16 +86,17 @@ class _Seen:
     etag: str | None  # the version read
     first: float  # when this machine first saw this generation held
     changed: float  # when it last saw its version change (or first saw it)
-    since: float  # when this machine first saw the part held, by any generation
+    since: float  # when this machine first saw the part held, by any generation (or restarted)
     silent: float  # seconds at one version: not renewed (``silence``, as its body says)
+    restarted: bool = False  # ``since`` restarted at a generation over one that outstayed
 
     def over(self, now: float, bound: float) -> bool:
         """Not renewed for ``silent``, held past ``bound``, or the part held for twice that."""
-        return (
-            now - self.changed > self.silent
-            or now - self.first > bound
-            or now - self.since > 2 * bound
-        )
+        return self.outstayed(now, bound) or now - self.since > 2 * bound
+
+    def outstayed(self, now: float, bound: float) -> bool:
+        """This generation not renewed for ``silent`` or held past ``bound`` (the part aside)."""
+        return now - self.changed > self.silent or now - self.first > bound
 
 
 def silence(term: float, every: float | None = None) -> float:
@@ -140,8 +143,13 @@ class Claims:
         with self._lock:
             seen = self._seen.get(index)
             if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
-                since = written if seen is None else seen.since
-                seen = _Seen(found.uri, found.etag, written, written, since, silent)
+                # the part's too, once, when it took over one that outstayed here: its taker has
+                # a bound of its own, not what the holder before and a starved take used up
+                # (judged over at first sight, a part is fetched by machine after machine)
+                again = seen is not None and not seen.restarted and seen.outstayed(now, self.bound)
+                since = seen.since if seen is not None and not again else written
+                restarted = again or (seen is not None and seen.restarted)
+                seen = _Seen(found.uri, found.etag, written, written, since, silent, restarted)
                 self._seen[index] = seen
             elif seen.etag != found.etag:  # renewed since the last look
                 seen.etag, seen.changed = found.etag, max(seen.changed, written)

@@ -197,6 +197,67 @@ def test_a_generation_after_another_without_end_is_no_renewal(
     assert numbers and clock.now - 100.0 <= 2 * claims.bound + 6.0, (numbers, clock.now)
 
 
+def test_a_generation_that_took_over_a_part_due_here_is_held_its_bound_once(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """A generation written over one this machine judged due a take-over (another machine took it
+    over first: its take landing late, a starved box's) is held its own bound, however long the
+    part was held before; once only: a forger that writes generation after generation from then
+    on keeps the part at most twice the bound past that one."""
+    parts = Parts(mirror, tmp_path)
+    clock = FakeClock()
+    claims = Claims(TERM, clock)
+    claims.bound = 10.0
+    parts.forge(2)
+    assert parts.take(claims, 2, "b:1:x") is None
+    clock.now += 3 * claims.bound  # held past the bound: due here, and past twice it
+    assert claims.due({2}) == {2}
+    taker = parts.claim(2).at(2).uri  # another machine's take-over, first
+    assert parts.writer.create(taker, lease_body("c:1:x", FORGER)) is not None
+    assert parts.take(claims, 2, "b:1:x") is None, "a fresh take-over taken over at first sight"
+    clock.now += claims.bound - 1
+    assert claims.due({2}) == set(), "a taker held less than its bound"
+    assert parts.take(claims, 2, "b:1:x") is None
+    restarted = clock.now - (claims.bound - 1)
+    for number in range(3, 8):  # a generation after another, each a bound and one apart
+        clock.now += claims.bound + 1
+        assert parts.writer.create(parts.claim(2).at(number).uri, lease_body("m:1:x", FORGER))
+        lease = parts.take(claims, 2, "b:1:x")
+        if lease is not None:
+            break
+    assert lease is not None and clock.now - restarted <= 2 * claims.bound + claims.bound + 1
+
+
+@pytest.mark.parametrize("renewed", [True, False], ids=["renewed", "written-once"])
+def test_forged_claims_taken_over_late_cost_each_part_one_fetch_across_the_fleet(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None, renewed: bool
+) -> None:
+    """A forger renews a claim on every part forever (each renewal a new version; or writes it
+    once, never renewed, as with a future mtime); three machines
+    on one clock of the test's. The parts are held past twice the bound by the time one machine's
+    take-overs land (a starved box: its looks late, its creates slow): the other two wait on the
+    taker's fresh claims, not take them over at first sight, so the origin sends each part once
+    (below 2x the file however busy the box: what no timing decides)."""
+    writer, folder = mirror
+    parts = Parts((Ageless(writer), folder), tmp_path)
+    clock = FakeClock()
+    machines = [on_clock(parts, name, clock) for name in "abc"]
+    a, b, c = machines
+    for index in range(3):
+        parts.forge(index)
+    have: dict[Swarm, set[int]] = {m: set() for m in machines}
+    with a, b, c:
+        assert all(turns(m, have[m]) is None for m in machines), "a live claim taken"
+        clock.now += 2 * TERM + 1  # the forger renewing all along: held past twice the bound
+        for index in range(3 if renewed else 0):
+            parts.touch(index)
+        taken = {turns(a, have[a]) for _ in range(4)} - {None}
+        assert taken == {0, 1, 2}, taken
+        clock.now += silence(TERM, RENEW_EVERY) - 1  # the takers' claims renewed on their clock
+        assert turns(b, have[b]) is None and turns(c, have[c]) is None, "taken over again"
+        assert [m.state.fetched for m in machines] == [3, 0, 0]
+
+
 def two_machines(parts: Parts, clock: FakeClock) -> tuple[Swarm, Swarm]:
     def machine(holder: str, token: str) -> Swarm:
         return Swarm(
@@ -371,8 +432,11 @@ def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_who
 ) -> None:
     """Issue 86's first finding: a forged claim on every part, written once with an mtime a year
     ahead (live forever by the folder's clock, no process renewing it). Each is taken over after
-    a term (3 s) of a machine's own clock, by one machine: the origin sends about the file, not
-    the file once per machine, and every extra byte is said as duplicated."""
+    a term (3 s) of a machine's own clock and the file is made; every byte the origin sends
+    beyond the file is said as duplicated (a taker starved past the end game's bound has its part
+    fetched again: said, never hidden). That each part costs one fetch across the fleet, however
+    late the take-overs land, is held on the test's clock (``..._one_fetch_across_the_fleet``):
+    on the box's own, how busy it is decides it."""
     fleet: Fleet = request.getfixturevalue("folder_fleet")
     for number in range(1, fleet.count + 1):
         uri = fleet.claim(number).uri
@@ -383,8 +447,8 @@ def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_who
     reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
     spent = fleet.origin_bytes()
     print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
-    assert spent < 2 * len(fleet.data), (spent / len(fleet.data), [r.files[0] for r in reports])
-    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
+    outcomes = [r.files[0] for r in reports]
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), (spent, outcomes)
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -397,7 +461,10 @@ def test_forged_claims_renewed_forever_on_every_part_cost_no_machine_the_whole_f
 ) -> None:
     """A forger's process renews a forged claim on every part as a holder would (each renewal a
     new version), never publishing: each part is taken over once held past a term (before a
-    machine timed a part) by one machine, not fetched by every machine's end game."""
+    machine timed a part) and the file is made; every byte the origin sends beyond the file is
+    said as duplicated. One fetch per part across the fleet is held on the test's clock, where
+    no real pause decides it (``..._one_fetch_across_the_fleet``: three machines, the take-overs
+    landing late), not here, where a starved taker's part is fetched again by the end game."""
     fleet = any_fleet
     for number in range(1, fleet.count + 1):
         assert fleet.writer.create(fleet.claim(number).uri, lease_body("m:1:x", FORGER))
@@ -422,8 +489,8 @@ def test_forged_claims_renewed_forever_on_every_part_cost_no_machine_the_whole_f
         renewing.join()
     spent = fleet.origin_bytes()
     print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
-    assert spent < 2 * len(fleet.data), (spent / len(fleet.data), [r.files[0] for r in reports])
-    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
+    outcomes = [r.files[0] for r in reports]
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), (spent, outcomes)
 
 
 def test_junk_of_the_files_size_at_the_final_name_mid_swarm_costs_one_read_not_the_origin(
