@@ -29,9 +29,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from email.utils import formatdate
+from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,12 +70,14 @@ def s3_front(tiny: r.DataFile) -> Iterator[None]:
             "--port", port]  # fmt: skip
     front = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                url = f"{S3_ENV['AWS_ENDPOINT_URL']}/{BUCKET}/{tiny.path.name}"
-                urllib.request.urlopen(url, timeout=1).close()
-                break
+        for _ in range(100):  # (straight to 127.0.0.1: no proxy of the caller's)
+            with contextlib.suppress(OSError), closing(HTTPConnection("127.0.0.1", int(port))) as c:
+                c.request("HEAD", f"/{BUCKET}/{tiny.path.name}")
+                if c.getresponse().status == 200:
+                    break
             time.sleep(0.1)
+        else:
+            raise SystemExit(f"bench/s3front.py did not answer on port {port} within 10 s")
         yield
     finally:
         front.terminate()
