@@ -10,6 +10,7 @@ s3, s3_server  # noqa: F401``.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -66,19 +67,21 @@ class S3:
             reply.read()
 
 
-# one boto3 session a worker: its models parsed once (~150 ms CPU a client)
-_SESSIONS: list[Any] = []
-_SESSIONS_LOCK = threading.Lock()  # a boto3 session makes one client at a time
+_CLIENTS_LOCK = threading.Lock()  # a boto3 session makes one client at a time
+
+
+@functools.cache
+def _session() -> Any:
+    """One boto3 session a worker: its models parsed once (~150 ms CPU a client)."""
+    import boto3
+
+    return boto3.session.Session()
 
 
 def _client(*args: Any, **kwargs: Any) -> Any:
     """A client of the worker's boto3 session (its credentials, region and endpoint explicit)."""
-    import boto3
-
-    with _SESSIONS_LOCK:
-        if not _SESSIONS:
-            _SESSIONS.append(boto3.session.Session())
-        return _SESSIONS[0].client(*args, **kwargs)
+    with _CLIENTS_LOCK:
+        return _session().client(*args, **kwargs)
 
 
 def aws_environ(endpoint: str) -> dict[str, str]:

@@ -147,7 +147,7 @@ class Claims:
                 # a bound of its own, not what the holder before and a starved take used up
                 # (judged over at first sight, a part is fetched by machine after machine)
                 again = seen is not None and not seen.restarted and seen.outstayed(now, self.bound)
-                since = seen.since if seen is not None and not again else written
+                since = written if seen is None or again else seen.since
                 restarted = again or (seen is not None and seen.restarted)
                 seen = _Seen(found.uri, found.etag, written, written, since, silent, restarted)
                 self._seen[index] = seen
