@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -24,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 from runfixtures import make_hf_run, mdl, write
-from signkeys import json_places, json_replaced
+from signkeys import json_places, json_replaced, official, official_verify
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
@@ -52,24 +51,6 @@ def make_keys(folder: Path, name: str = "key") -> tuple[Path, Path]:
         )
     )
     return private, public
-
-
-def official_verify(folder: Path, public: Path) -> subprocess.CompletedProcess[str]:
-    """``model_signing verify key FOLDER --public_key PUB --signature FOLDER/model.sig``, the
-    official CLI.
-    """
-    args = [
-        "verify",
-        "key",
-        str(folder),
-        "--public_key",
-        str(public),
-        "--signature",
-        str(folder / "model.sig"),
-    ]
-    return subprocess.run(
-        [sys.executable, "-m", "model_signing", *args], capture_output=True, text=True, check=False
-    )
 
 
 @pytest.fixture
@@ -430,7 +411,8 @@ def test_a_folder_the_official_tool_signed_and_zipped_verifies(world: Path) -> N
         "--signature",
         str(folder / "model.sig"),
     ]
-    subprocess.run([sys.executable, "-m", "model_signing", *args], check=True, capture_output=True)
+    signed = official(*args)
+    assert signed.returncode == 0, signed.stderr + signed.stdout
     with zipfile.ZipFile(world / "theirs.zip", "w") as zf:
         for path in sorted(folder.rglob("*")):
             if path.is_file():

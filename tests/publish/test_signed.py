@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from runfixtures import mdl
 from s3server import S3
 from servers import HubServer, make_data
+from signkeys import official_verify
 from typer.testing import Result
 
 from mdl.errors import ExitCode
@@ -57,13 +57,6 @@ def make_key(folder: Path, name: str = "signer") -> tuple[Path, Path]:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, spki))
     return private, public
-
-
-def official_verify(folder: Path, public: Path) -> subprocess.CompletedProcess[str]:
-    """The judge: model_signing's own CLI, hashing the folder itself."""
-    command = [sys.executable, "-m", "model_signing", "verify", "key", str(folder)]
-    command += ["--public_key", str(public), "--signature", str(folder / "model.sig")]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 def manifest_of(s3: S3, model: str = "tiny") -> dict[str, Any]:
