@@ -133,13 +133,16 @@ while True:
 # sends, and exits with the child's code (a signal's end as that signal).
 _SHIM = r"""#!EXECUTABLE -IS
 import json, os, signal, socket, sys
+passed = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+signal.pthread_sigmask(signal.SIG_BLOCK, passed)  # one sent before the pid is known waits for it
 ask = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 ask.connect("SOCKET")
 request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
 socket.send_fds(ask, [json.dumps(request).encode()], [0, 1, 2])
 pid = int(ask.recv(64).split()[1])
-for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1):
+for sig in passed:
     signal.signal(sig, lambda number, _: os.kill(pid, number))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, passed)
 told = ask.recv(64).split()
 code = int(told[1]) if told else 1
 if code < 0:
