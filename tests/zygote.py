@@ -223,12 +223,20 @@ class Zygote:
             return self._exits.get(pid)
 
     def spawn(
-        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, stdout: Path, stderr: Path
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        stdout: Path | None = None,
+        stderr: Path | None = None,
     ) -> Forked:
         """``mdl ARGV`` as a child with exactly ``env``, in ``cwd``, its stdout and stderr written
-        to those files."""
+        to those files (None: files of the zygote's own, gone with it)."""
         with self.changed:
             ident, self._next = self._next, self._next + 1
+            stdout = stdout or self._folder / f"{ident}.out"
+            stderr = stderr or self._folder / f"{ident}.err"
             request = {"id": ident, "argv": list(argv), "env": dict(env), "cwd": str(cwd),
                        "stdout": str(stdout), "stderr": str(stderr)}  # fmt: skip
             assert self.process.stdin is not None

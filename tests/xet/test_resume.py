@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from profiles import examples
 from runfixtures import mdl_as_child, wait_for
 from servers import Fault, make_data
 from xetserver import XetFile, XetHubServer
+from zygote import forked_mdl
 
 WEIGHTS = "model.safetensors"
 MiB = 1 << 20
@@ -61,7 +61,7 @@ class Pull:
         claimed then.
         """
         child = subprocess.Popen(
-            [sys.executable, "-m", "mdl", "pull", "m"],
+            [forked_mdl(), "pull", "m"],  # forked from the worker's zygote (tests/zygote.py)
             env=self.env,
             cwd=self.root,
             stdout=subprocess.DEVNULL,
