@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from itertools import pairwise
@@ -21,6 +20,7 @@ from runfixtures import HANG, mdl, mdl_as_child, use_catalog, wait_for
 from servers import TOKEN, Fault, make_data
 from signkeys import key_pair, official_sign, write_files
 from xetserver import XetHubServer, bearer
+from zygote import forked_mdl
 
 from mdl.progress import Progress
 from mdl.redact import Secrets
@@ -212,7 +212,7 @@ def _interrupted(
     args = ["pull", "m", *(["--no-xet"] if plain else [])]
     if real:
         child = subprocess.Popen(
-            [sys.executable, "-m", "mdl", *args],
+            [forked_mdl(), *args],  # forked from the worker's zygote (tests/zygote.py)
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -448,9 +448,7 @@ def test_two_runs_pulling_one_xet_file_at_once(xet_hub: XetHubServer, catalog: P
     xet_hub.cas.throttle_bps = 4 << 20
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            [forked_mdl(), "pull", "m"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(2)
     ]
