@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, mdl_as_child, wait_for
+from zygote import Forked, shared
 
 # what every AWS library in these tests sees besides the run's key: no metadata endpoint, no
 # profile of the developer's, nothing but 127.0.0.1
@@ -39,22 +40,32 @@ def aws_cli() -> str:
 
 
 class ServeProcess:
-    """``mdl serve ARGS`` as a child process (stdout and stderr to files)."""
+    """``mdl serve ARGS`` as a child process (stdout and stderr to files), forked from the
+    worker's zygote (tests/zygote.py); ``real``: ``python -m mdl`` itself, for a test of the
+    process's own memory (a forked child's resident set holds the zygote's preloads)."""
 
-    def __init__(self, folder: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, folder: Path, *args: str, env: Mapping[str, str] | None = None, real: bool = False
+    ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.env_file = folder / "loader.env"
         self.env_file.unlink(missing_ok=True)
         self.stdout_path, self.stderr_path = folder / "serve.out", folder / "serve.err"
-        command = [sys.executable, "-m", "mdl", "serve", "--port", "0", "--no-progress",
-                   "--env-file", str(self.env_file), *args]  # fmt: skip
+        argv = ["serve", "--port", "0", "--no-progress", "--env-file", str(self.env_file), *args]
         environ = {**os.environ, **(env or {})}
         self.env = environ
+        self.process: subprocess.Popen[bytes] | Forked
+        if not real:
+            self.process = shared().spawn(
+                argv, env=environ, cwd=Path.cwd(), stdout=self.stdout_path, stderr=self.stderr_path
+            )
+            return
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=environ
-            )
+                [sys.executable, "-m", "mdl", *argv],
+                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=environ,
+            )  # fmt: skip
 
     def ready(self) -> ServeProcess:
         """Wait until it listens (its env file is written: the name is taken empty first, then the
@@ -233,9 +244,8 @@ def lock_with_parts(
     from mdl.partsize import part_size
     from mdl.transfer.ranges import digest
 
-    command = [sys.executable, "-m", "mdl", "lock", "--all", "-q"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG)
-    assert done.returncode == 0, done.stderr
+    done = mdl_as_child(["lock", "--all", "-q"], env=env)
+    assert done.exit_code == 0, done.stderr
     parts = {}
     for data in files.values():
         each = part or part_size(len(data))

@@ -133,13 +133,16 @@ while True:
 # sends, and exits with the child's code (a signal's end as that signal).
 _SHIM = r"""#!EXECUTABLE -IS
 import json, os, signal, socket, sys
+passed = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+signal.pthread_sigmask(signal.SIG_BLOCK, passed)  # one sent before the pid is known waits for it
 ask = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 ask.connect("SOCKET")
 request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
 socket.send_fds(ask, [json.dumps(request).encode()], [0, 1, 2])
 pid = int(ask.recv(64).split()[1])
-for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1):
+for sig in passed:
     signal.signal(sig, lambda number, _: os.kill(pid, number))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, passed)
 told = ask.recv(64).split()
 code = int(told[1]) if told else 1
 if code < 0:
@@ -220,12 +223,20 @@ class Zygote:
             return self._exits.get(pid)
 
     def spawn(
-        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, stdout: Path, stderr: Path
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        stdout: Path | None = None,
+        stderr: Path | None = None,
     ) -> Forked:
         """``mdl ARGV`` as a child with exactly ``env``, in ``cwd``, its stdout and stderr written
-        to those files."""
+        to those files (None: files of the zygote's own, gone with it)."""
         with self.changed:
             ident, self._next = self._next, self._next + 1
+            stdout = stdout or self._folder / f"{ident}.out"
+            stderr = stderr or self._folder / f"{ident}.err"
             request = {"id": ident, "argv": list(argv), "env": dict(env), "cwd": str(cwd),
                        "stdout": str(stdout), "stderr": str(stderr)}  # fmt: skip
             assert self.process.stdin is not None

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from runfixtures import make_hf_run, write
+from zygote import forked_mdl
 
 from mdl.archive.packer import PackOptions, PackResult, pack_run, select_checkpoint
 from mdl.errors import ExitCode, MdlError, UsageError
@@ -145,18 +145,7 @@ def test_nan_through_the_cli_json_is_valid_json(tmp_path: Path) -> None:
     set_state(run.root, best_metric=float("nan"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mdl",
-            "pack",
-            "run",
-            "--checkpoint",
-            "best",
-            "-o",
-            "x.zip",
-            "--json",
-        ],
+        [forked_mdl(), "pack", "run", "--checkpoint", "best", "-o", "x.zip", "--json"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -173,7 +162,7 @@ def test_the_cli_says_exit_2_for_deep_json(tmp_path: Path) -> None:
         path.write_text("{" + '"a":{' * 100_000 + "}" * 100_001)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "--checkpoint", "best"],
+        [forked_mdl(), "pack", "run", "--checkpoint", "best"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

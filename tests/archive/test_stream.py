@@ -10,7 +10,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import threading
 import zipfile
 import zlib
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from runfixtures import RecordingProgress, make_hf_run, write
+from zygote import forked_mdl
 
 from mdl.archive import _zipwriter as zipstream
 from mdl.archive.packer import PackOptions, PackResult, pack_run
@@ -201,7 +201,7 @@ def test_the_cli_streams_to_a_pipe(tmp_path: Path) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "--checkpoint", "latest", "-o", "-"],
+        [forked_mdl(), "pack", "run", "--checkpoint", "latest", "-o", "-"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

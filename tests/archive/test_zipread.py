@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import RecordingProgress
+from zygote import forked_mdl
 
 from mdl.archive.unpack import UnpackResult, unpack_archive
 from mdl.archive.zipread import decode_name
@@ -128,9 +129,7 @@ def tree(folder: Path) -> list[str]:
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(cwd / "mdl.log")}
-    return subprocess.run(
-        [sys.executable, "-m", "mdl", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
+    return subprocess.run([forked_mdl(), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 # --- finding 10: what zipfile raised as NotImplementedError or UnicodeDecodeError (exit 1) is exit

@@ -10,13 +10,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from runfixtures import HANG, mdl, wait_for
 from servers import TOKEN, CdnServer, HubServer, hold_after, make_data
+from zygote import Forked, forked_mdl, shared
 
 BIG = make_data(3_000_000, seed=7)
 WEIGHTS = make_data(40_000_000, seed=3)
@@ -406,13 +406,10 @@ def test_version_flag() -> None:
 # ---------------------------------------------------------
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mdl", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def _spawn(args: list[str], env: dict[str, str]) -> Forked:
+    """``mdl ARGS`` forked from the worker's zygote (tests/zygote.py): a signal or a kill -9 is
+    mdl's own."""
+    return shared().spawn(args, env=env, cwd=Path.cwd())
 
 
 def _partial_bytes(dest: Path) -> int:
@@ -531,7 +528,7 @@ def test_parse_errors_honour_json_in_a_real_process(tmp_path: Path) -> None:
     """
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     bad = subprocess.run(
-        [sys.executable, "-m", "mdl", "pull", "x", "--json", "--connections", "abc"],
+        [forked_mdl(), "pull", "x", "--json", "--connections", "abc"],
         capture_output=True,
         text=True,
         env=env,
@@ -544,13 +541,9 @@ def test_parse_errors_honour_json_in_a_real_process(tmp_path: Path) -> None:
         and "--connections" in doc["error"]["message"]
     )
     assert "--connections" in bad.stderr
-    unknown = subprocess.run(
-        [sys.executable, "-m", "mdl", "nosuch"], capture_output=True, text=True, env=env
-    )
+    unknown = subprocess.run([forked_mdl(), "nosuch"], capture_output=True, text=True, env=env)
     assert unknown.returncode == 2 and unknown.stdout == "" and "nosuch" in unknown.stderr
-    version = subprocess.run(
-        [sys.executable, "-m", "mdl", "--version"], capture_output=True, text=True, env=env
-    )
+    version = subprocess.run([forked_mdl(), "--version"], capture_output=True, text=True, env=env)
     assert version.returncode == 0 and version.stdout.startswith("mdl ")
 
 

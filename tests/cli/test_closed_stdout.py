@@ -35,6 +35,7 @@ import typer
 from runfixtures import HANG, make_hf_run, mdl_as_child
 from servers import HubServer, make_data
 from terminal import unstamped
+from zygote import forked_mdl
 
 from mdl import api
 from mdl.cli.app import app as mdl_app
@@ -95,9 +96,7 @@ def run_closed(args: list[str], env: dict[str, str], stderr_file: Path, *, read_
     exit code.
     """
     with stderr_file.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mdl", *args], env=env, stdout=subprocess.PIPE, stderr=err
-        )
+        proc = subprocess.Popen([forked_mdl(), *args], env=env, stdout=subprocess.PIPE, stderr=err)
         assert proc.stdout is not None
         for _ in range(read_lines):
             proc.stdout.readline()
@@ -369,7 +368,7 @@ def test_verify_stops_hashing_when_the_reader_leaves(
     os.truncate(weights, size)
     with (world["tmp"] / "err").open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mdl", "verify", "big", "--no-progress"],
+            [forked_mdl(), "verify", "big", "--no-progress"],
             env=_env(hub, world),
             stdout=subprocess.PIPE,
             stderr=err,
@@ -400,7 +399,7 @@ def test_verify_streams_each_row_so_head_1_ends_it_early(
     full_hash = _seconds_to_hash(size)
     with (world["tmp"] / "err").open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mdl", "verify", "m1", "big", "--no-progress"],
+            [forked_mdl(), "verify", "m1", "big", "--no-progress"],
             env=_env(hub, world),
             stdout=subprocess.PIPE,
             stderr=err,

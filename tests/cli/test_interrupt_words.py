@@ -3,7 +3,7 @@ downloads; pack: the unfinished archive removed; unpack: the destination as it w
 was uploaded), each said once; and running out of memory is exit 7 "out of memory", never exit 1
 "internal error".
 
-The interrupts are real SIGINTs sent to real `python -m mdl` processes caught mid-work; the memory
+The interrupts are real SIGINTs sent to real `mdl` processes caught mid-work; the memory
 runs out under a real address-space limit (RLIMIT_AS).
 """
 
@@ -26,6 +26,7 @@ import pytest
 from runfixtures import HANG, make_hf_run, mdl, use_catalog, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import CdnServer, HubServer, hold_after, make_data
+from zygote import Forked, forked_mdl, shared
 
 from mdl.cli.run import Run
 from mdl.cli.translate import KEPT_ON_INTERRUPT, translate
@@ -39,8 +40,15 @@ INVENTORY = str(Path(inventory.__file__))  # a module's file that compiles
 KEPT_DOWNLOADS = "interrupted; partial downloads were kept, run again to resume"
 
 
-def spawn(args: list[str], *, cwd: Path, stdin: int | None = None) -> subprocess.Popen[str]:
+def spawn(
+    args: list[str], *, cwd: Path, stdin: int | None = None
+) -> subprocess.Popen[str] | Forked:
+    """``mdl ARGS`` forked from the worker's zygote (tests/zygote.py), its SIGINT its own (a
+    signal passed on by a command would come after what the test does next). With ``stdin``, a
+    pipe the test writes, ``python -m mdl``."""
     env = {**os.environ, "MDL_LOG_FILE": str(cwd / "mdl.log")}
+    if stdin is None:
+        return shared().spawn(args, env=env, cwd=cwd)
     return subprocess.Popen(
         [sys.executable, "-m", "mdl", *args],
         cwd=cwd,
@@ -53,7 +61,11 @@ def spawn(args: list[str], *, cwd: Path, stdin: int | None = None) -> subprocess
 
 
 def interrupt(
-    proc: subprocess.Popen[str], ready: object, *, what: str, sent: threading.Event | None = None
+    proc: subprocess.Popen[str] | Forked,
+    ready: object,
+    *,
+    what: str,
+    sent: threading.Event | None = None,
 ) -> str:
     """SIGINT ``proc`` once ``ready()`` holds (then set ``sent``: what a server held until the
     signal goes on); its stderr, after it ended with 130."""
@@ -62,7 +74,8 @@ def interrupt(
         proc.send_signal(signal.SIGINT)
         if sent is not None:
             sent.set()
-        _, err = proc.communicate(timeout=HANG)
+        _, told = proc.communicate(timeout=HANG)
+        err = told.decode() if isinstance(told, bytes) else told
     finally:
         if sent is not None:
             sent.set()
@@ -179,10 +192,7 @@ def test_unpack_interrupted_says_the_destination_was_left_as_it_was(tmp_path: Pa
     make_hf_run(run, steps=(100,))
     (run / "big.safetensors").write_bytes(os.urandom(24 * MiB))
     archive = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"],
-        cwd=tmp_path,
-        capture_output=True,
-        check=True,
+        [forked_mdl(), "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
     ).stdout
     dest = tmp_path / "dest"
     dest.mkdir()

@@ -9,11 +9,10 @@ every line carries) has exactly one `file` line per file, and its `--json` lists
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from runfixtures import HANG, parse_file_line, wait_for
 from servers import Fault, HubServer, make_data
+from zygote import Forked, shared
 
 MODEL = "ten"
 FILES: dict[str, bytes] = {
@@ -34,6 +34,7 @@ FILES: dict[str, bytes] = {
 LFS = sorted(p for p in FILES if p.endswith(".safetensors"))
 SMALL = sorted(set(FILES) - set(LFS))
 PID = re.compile(r" pid=(\d+) ")
+RUNS = itertools.count()  # each run's stdout and stderr files
 WAITING = "waiting"  # the log line of a run that waits for another run's lock says so
 
 
@@ -50,17 +51,17 @@ def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def spawn(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mdl", "pull", MODEL, "--log-file", str(log), "--json", *args],
-        env=env,
-        cwd=log.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def spawn(env: dict[str, str], log: Path, *args: str) -> Forked:
+    """``mdl pull`` forked from the worker's zygote (tests/zygote.py): its pid is mdl's own, as
+    the log's ``pid=`` names it."""
+    run = log.parent / f"run{next(RUNS)}"
+    return shared().spawn(
+        ["pull", MODEL, "--log-file", str(log), "--json", *args],
+        env=env, cwd=log.parent, stdout=run.with_suffix(".out"), stderr=run.with_suffix(".err"),
+    )  # fmt: skip
 
 
-def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+def finish(proc: Forked) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=HANG)
     return proc.returncode, out.decode(), err.decode()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from runfixtures import mdl
 from servers import CdnServer
+from zygote import forked_mdl
 
 from mdl.cli.app import build_command
 from mdl.cli.plain import LINES, QUIET, recognised
@@ -162,7 +162,7 @@ def both_ways(
         setup(here)
         if way == "plain":
             done = subprocess.run(
-                [sys.executable, "-m", "mdl", *argv],
+                [forked_mdl(), *argv],  # forked from the worker's zygote (tests/zygote.py)
                 capture_output=True,
                 text=True,
                 cwd=here,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from terminal import STAMP, run_mdl, unstamped
+from zygote import forked_mdl, shared
 
 from mdl.cli.render.console import Console, StampedLines, stamped, stderr_sink
 
@@ -55,7 +56,7 @@ def test_two_runs_writing_one_log_are_told_apart_by_their_stamps(
 
 def test_a_usage_error_off_a_terminal_is_stamped_too(catalog: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "pull", "--limit-rate"],
+        [forked_mdl(), "pull", "--limit-rate"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -81,19 +82,9 @@ def test_on_a_terminal_nothing_is_added(tmp_path: Path, catalog: Path) -> None:
 @pytest.mark.slow
 def test_progress_json_stays_pure_and_begin_names_the_pid(tmp_path: Path, catalog: Path) -> None:
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
-    args = [
-        sys.executable,
-        "-m",
-        "mdl",
-        "pull",
-        "nope",
-        "--progress",
-        "json",
-        "--catalog",
-        str(catalog),
-    ]
-    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    _, stderr = run.communicate(timeout=60)
+    args = ["pull", "nope", "--progress", "json", "--catalog", str(catalog)]
+    run = shared().spawn(args, env=env, cwd=Path.cwd())  # mdl's own pid, as begin names it
+    stderr = run.communicate(timeout=60)[1].decode()
     # every line a JSON document: no stamps
     events = [json.loads(line) for line in stderr.splitlines()]
     assert [e["event"] for e in events] == ["begin", "error", "end"]

@@ -25,7 +25,6 @@ from mdl import api
 from mdl.errors import UsageError
 
 MiB = 1024 * 1024
-MDL = f"{shlex.quote(sys.executable)} -m mdl"
 
 
 def spools(folder: Path) -> list[str]:
@@ -55,8 +54,9 @@ def test_pack_to_stdout_piped_into_unpack_from_stdin_gives_identical_bytes(
     run_dir: Path, tmp_path: Path
 ) -> None:
     dest = tmp_path / "deploy" / "models"
+    mdl = shlex.quote(str(forked_mdl()))
     done = subprocess.run(
-        f"{MDL} pack run -o - | {MDL} unpack - -d {shlex.quote(str(dest))}",
+        f"{mdl} pack run -o - | {mdl} unpack - -d {shlex.quote(str(dest))}",
         shell=True,
         cwd=tmp_path,
         capture_output=True,
@@ -106,6 +106,7 @@ def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(
         [forked_mdl(), "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
     ).stdout
     dest = tmp_path / "target" / "models"
+    # python -m mdl: its stdin is closed right after the Ctrl-C, which a shim's mdl would get late
     proc = subprocess.Popen(
         [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(dest)],
         cwd=tmp_path,

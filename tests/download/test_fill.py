@@ -22,6 +22,7 @@ from runfixtures import HANG, wait_for
 from s3proxy import s3_proxy
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
+from zygote import forked_mdl
 
 import mdl
 from mdl.buckets.names import Generation, namespace
@@ -573,7 +574,7 @@ def mdl_process(
     command = ["pull", "--all", "--catalog", str(catalog), "--dest", str(dest)]
     fill = ["--mirror", template(root), "--fill-mirror", "--json", "--no-progress"]
     return subprocess.Popen(
-        [sys.executable, "-m", "mdl", *command, *fill],
+        [forked_mdl(), *command, *fill],  # forked from the worker's zygote (tests/zygote.py)
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

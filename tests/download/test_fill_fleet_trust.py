@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +22,8 @@ from clocks import VirtualWaits
 from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, hold_after, make_data
+from zygote import Forked, shared
 
-import mdl
 import mdl.download._fill as fill_module
 from mdl import partsize
 from mdl.buckets.folder import FolderWriter
@@ -371,8 +369,8 @@ BIG = make_data(4 * BIG_PART + 3, seed=70)
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+def processes() -> Iterator[list[Forked]]:
+    started: list[Forked] = []
     yield started
     for process in started:  # a failed test leaves none behind
         if process.poll() is None:
@@ -380,26 +378,20 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait()
 
 
-def child(hub: HubServer, tmp_path: Path, root: Path, name: str = "m0") -> subprocess.Popen[str]:
+def child(hub: HubServer, tmp_path: Path, root: Path, name: str = "m0") -> Forked:
+    """``mdl pull --fill-mirror`` forked from the worker's zygote (tests/zygote.py): a kill -9 is
+    mdl's own."""
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
-    tree = str(Path(mdl.__file__).resolve().parents[1])
     env = {
         **os.environ,
-        "PYTHONPATH": tree,
         "HF_ENDPOINT": hub.url,
         "MDL_LOG_FILE": str(tmp_path / f"{name}.log"),
         TERM_VARIABLE: "3600",  # another machine would wait an hour: only its own takes it
     }
     command = ["pull", "--all", "--catalog", str(catalog), "--dest", str(tmp_path / name)]
     fill = ["--mirror", template_of(root), "--fill-mirror", "--json", "--no-progress"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "mdl", *command, *fill],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return shared().spawn([*command, *fill], env=env, cwd=Path.cwd())
 
 
 @pytest.mark.slow
@@ -407,7 +399,7 @@ def test_a_holder_killed_then_restarted_takes_its_lease_at_once_and_publishes_it
     hub: HubServer,
     root: Path,
     tmp_path: Path,
-    processes: list[subprocess.Popen[str]],
+    processes: list[Forked],
     request: pytest.FixtureRequest,
 ) -> None:
     """Issue 68: a holder kill -9ed at 20 % cost 1.42× the file at N = 4: its partial was never

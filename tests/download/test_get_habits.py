@@ -10,15 +10,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, Fault, HubServer, make_data
-
-ROOT = Path(__file__).resolve().parents[2]
+from zygote import forked_mdl
 
 DATA = make_data(300_000, seed=31)
 OTHER = make_data(200_000, seed=32)
@@ -100,10 +98,8 @@ def test_the_logged_command_line_hides_credential_headers_of_any_length(
         "X-Trace: t1",
     ]
     # the log reads the process's own command line
-    command = [sys.executable, "-m", "mdl", "get", url, *args]
-    done = subprocess.run(
-        command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=60
-    )
+    command = [forked_mdl(), "get", url, *args]
+    done = subprocess.run(command, env=dict(os.environ), capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
     log = (here / "mdl.log").read_text()
     assert KEY not in log and "c=s3cr" not in log and PASSWORD not in log

@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from runfixtures import HANG, Meeting
 from servers import Fault, HubServer, git_blob_sha1, make_data
+from zygote import forked_mdl
 
 from mdl import api
 from mdl.download.lock import LockReport
@@ -289,16 +289,7 @@ def test_two_locks_at_once_keep_both_models(world: World, hub: HubServer, tmp_pa
     env = {**os.environ, **world.env, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     runs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mdl",
-                "lock",
-                name,
-                "--catalog",
-                str(world.catalog),
-                "--no-progress",
-            ],
+            [forked_mdl(), "lock", name, "--catalog", str(world.catalog), "--no-progress"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -9,13 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runfixtures import HANG, wait_for
 from servers import HubServer, hold_after, make_data
+from zygote import Forked, forked_mdl, shared
 
 from mdl.lockfile.parts import PartHashes, parts_beside, write_parts
 from mdl.transfer import ranges
@@ -25,8 +25,8 @@ WEIGHTS = make_data(12 * MiB + 345, seed=73)
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+def processes() -> Iterator[list[Forked]]:
+    started: list[Forked] = []
     yield started
     for process in started:  # a failed test leaves none behind
         if process.poll() is None:
@@ -34,26 +34,22 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait()
 
 
-def pull(catalog: Path, dest: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "mdl", "pull", "--all", "--frozen", "--json", "--no-progress"]
+def pull(catalog: Path, dest: Path, env: dict[str, str]) -> Forked:
+    """``mdl pull`` forked from the worker's zygote (tests/zygote.py): a kill -9 is mdl's own."""
+    argv = ["pull", "--all", "--frozen", "--json", "--no-progress"]
     argv += ["--catalog", str(catalog), "--dest", str(dest)]
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return shared().spawn(argv, env=env, cwd=Path.cwd())
 
 
 def test_a_pull_killed_then_run_again_keeps_the_ranges_that_verify(
-    hub: HubServer,
-    tmp_path: Path,
-    processes: list[subprocess.Popen[str]],
-    request: pytest.FixtureRequest,
+    hub: HubServer, tmp_path: Path, processes: list[Forked], request: pytest.FixtureRequest
 ) -> None:
     hub.add_repo("org/m", {"model.safetensors": WEIGHTS})
     env = {**os.environ, "HF_ENDPOINT": hub.url, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.m]\nrepo = "org/m"\n')
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "lock", "--all", "-q", "--catalog", str(catalog)],
+        [forked_mdl(), "lock", "--all", "-q", "--catalog", str(catalog)],
         env=env,
         capture_output=True,
         text=True,
@@ -96,7 +92,7 @@ def test_a_pull_killed_then_run_again_keeps_the_ranges_that_verify(
         opened.write(bytes([WEIGHTS[100] ^ 1]))
     hub.cdn.log.clear()
     processes.append(again := pull(catalog, dest, env))
-    out, err = again.communicate(timeout=HANG)
+    out, err = (told.decode() for told in again.communicate(timeout=HANG))
     assert again.returncode == 0, err
     assert (dest / "m" / "model.safetensors").read_bytes() == WEIGHTS
     (line,) = json.loads(out)["files"]

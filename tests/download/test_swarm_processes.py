@@ -1,13 +1,16 @@
 """A swarm of real processes on one shared folder (issue 78, F and G): ``kill -9`` of a machine
 mid-swarm, with a restart (its own claims taken back at once) and without one (the survivors end,
 the origin's bytes bounded); and an mdl from git history (the file lease, before the swarm) beside
-swarm nodes. Each child is ``python -m mdl pull --fill-mirror``; the file has part hashes beside
-its lock (a range trust, as ``mdl lock`` writes them); parts of 1 MiB in every child (a
-``sitecustomize`` lowers ``mdl.partsize.PART`` as the in-process tests do: it is one fact that
-every mdl of a fleet must cut alike)."""
+swarm nodes. Each child is ``mdl pull --fill-mirror`` (this tree's forked from a zygote, the old
+tree's ``python -m mdl``); the file has part hashes beside its lock (a range trust, as ``mdl lock``
+writes them); parts of 1 MiB in every child (a ``sitecustomize``, or the zygote's preload, lowers
+``mdl.partsize.PART`` as the in-process tests do: it is one fact that every mdl of a fleet must
+cut alike)."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import json
 import os
@@ -15,12 +18,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runfixtures import HANG, wait_for
 from servers import HubServer, hold_after, make_data
+from zygote import Forked, Zygote
 
 import mdl
 from mdl import api
@@ -38,6 +43,20 @@ include = ["*.safetensors"]
 SMALL_PARTS = "import mdl.partsize\nmdl.partsize.PART = 1 << 20\n"
 TREE = Path(mdl.__file__).resolve().parents[1]
 
+
+@functools.cache
+def small_parts() -> Zygote:
+    """A zygote of this tree whose children cut at 1 MiB parts (SMALL_PARTS run after its
+    preloads: PART is read at each cut), made once per worker: a node without an interpreter's
+    start and imports each."""
+    folder = Path(tempfile.mkdtemp(prefix="swarm"))
+    (folder / "swarm_small_parts.py").write_text(SMALL_PARTS)
+    zygote = Zygote(preload=["swarm_small_parts"], cwd=folder)  # (its folder on its sys.path)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    atexit.register(zygote.__exit__)
+    return zygote
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -48,7 +67,7 @@ class Machines:
         self.hub, self.tmp, self.data = hub, tmp_path, data
         self.root = tmp_path / "shared"
         self.root.mkdir()
-        self.started: list[subprocess.Popen[str]] = []
+        self.started: list[subprocess.Popen[str] | Forked] = []
         self.site = tmp_path / "site"
         self.site.mkdir()
         (self.site / "sitecustomize.py").write_text(SMALL_PARTS)
@@ -70,7 +89,7 @@ class Machines:
 
     def start(
         self, name: str, *, term: str, tree: Path = TREE, connections: int = 4
-    ) -> subprocess.Popen[str]:
+    ) -> subprocess.Popen[str] | Forked:
         env = {
             **os.environ,
             "PYTHONPATH": f"{tree}{os.pathsep}{self.site}",
@@ -82,14 +101,21 @@ class Machines:
         command = ["pull", "--all", "--catalog", str(self.catalog), "--dest", str(self.dest(name))]
         template = f"file://{self.root}/{{model}}/{{path}}"
         fill = ["--mirror", template, "--fill-mirror", "--json", "--no-progress"]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mdl", *command, *fill],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=self.tmp,
-        )
+        process: subprocess.Popen[str] | Forked
+        if tree == TREE:  # this tree's mdl: forked, its part size lowered as sitecustomize does
+            out, err = self.tmp / f"{name}.out", self.tmp / f"{name}.err"
+            process = small_parts().spawn(
+                [*command, *fill], env=env, cwd=self.tmp, stdout=out, stderr=err
+            )
+        else:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mdl", *command, *fill],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=self.tmp,
+            )
         self.started.append(process)
         return process
 
@@ -103,7 +129,7 @@ class Machines:
         path = self.log_path(name)
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def ended(self, process: subprocess.Popen[str], name: str) -> dict[str, object]:
+    def ended(self, process: subprocess.Popen[str] | Forked, name: str) -> dict[str, object]:
         """The child's one file, installed and verified: its ``--json`` line."""
         out, err = process.communicate(timeout=HANG)
         assert process.returncode == 0, err
@@ -163,7 +189,7 @@ def machines(hub: HubServer, tmp_path: Path) -> Iterator[list[Machines]]:
                 process.wait()
 
 
-def kill(process: subprocess.Popen[str]) -> None:
+def kill(process: subprocess.Popen[str] | Forked) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(HANG)
 

@@ -10,7 +10,6 @@ import hashlib
 import os
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from botocore.exceptions import ClientError
 from runfixtures import HANG, wait_for
 from serveproc import ServeProcess, isolated, model_catalog
 from servers import CdnServer, make_data
+from zygote import shared
 
 from mdl.endpoint.server import MOST_CONNECTIONS
 
@@ -301,14 +301,15 @@ def test_a_port_in_use_is_a_short_error_naming_it(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         catalog = model_catalog(tmp_path, {"a.bin": ("http://127.0.0.1:9/a.bin", b"x")})
-        done = subprocess.run(
-            [os.sys.executable, "-m", "mdl", "serve", "m", "--port", str(port)],
-            env=isolated(tmp_path, catalog), capture_output=True, text=True, timeout=120,
+        done = shared().spawn(
+            ["serve", "m", "--port", str(port)], env=isolated(tmp_path, catalog), cwd=tmp_path,
+            stdout=tmp_path / "out", stderr=tmp_path / "err",
         )  # fmt: skip
+        out, err = done.communicate(timeout=120)
     assert done.returncode == 2
-    assert f"port {port} on 127.0.0.1 is in use" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert done.stdout == ""
+    assert f"port {port} on 127.0.0.1 is in use" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert out == b""
 
 
 def test_sigterm_and_ctrl_c_end_waiting_clients_at_once(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """``mdl serve m`` of a model nothing pulled (what is asked here never reaches a file)."""
     folder = tmp_path_factory.mktemp("memory")
     catalog = model_catalog(folder, {"x.bin": ("http://127.0.0.1:9/x.bin", b"x")})
-    with ServeProcess(folder, "m", env=isolated(folder, catalog)) as process:
+    with ServeProcess(folder, "m", env=isolated(folder, catalog), real=True) as process:
         yield process.ready()
         assert process.stop() == 0, process.stderr
 
@@ -141,7 +141,7 @@ def test_150_ranged_gets_released_by_range_stay_under_250_mb(tmp_path: Path) -> 
         )
         args = ("m", "--pull", "--wait", str(int(HANG)), "--connections", "1")
         try:
-            with ServeProcess(tmp_path, *args, env=env) as serve:
+            with ServeProcess(tmp_path, *args, env=env, real=True) as serve:
                 s3 = serve.ready().boto3()
                 head, get = (
                     s3.generate_presigned_url(how, Params={"Bucket": "mdl", "Key": "m/w.bin"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from runfixtures import HANG, wait_for
 from serveproc import ServeProcess, isolated, model_catalog
 from servers import CdnServer, Content, Exchange, make_data
+from zygote import forked_mdl
 
 from mdl.units import human_size
 
@@ -138,7 +138,7 @@ def test_it_says_each_warning_pull_says_once(tmp_path: Path) -> None:
         pulled = tmp_path / "pull"
         pulled.mkdir()
         env = isolated(pulled, model_catalog(pulled, {"w.bin": (url, data)}))
-        command = [sys.executable, "-m", "mdl", "pull", "m", "--no-progress", *flags]
+        command = [forked_mdl(), "pull", "m", "--no-progress", *flags]
         pull = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG)
         assert pull.returncode == 0, pull.stderr
         served = tmp_path / "serve"

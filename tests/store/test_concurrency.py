@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from filelock import FileLock
 from runfixtures import wait_for
 from servers import Fault, HubServer, hold_after, make_data
+from zygote import forked_mdl, shared
 
 from mdl.store.store import Store
 
@@ -73,11 +73,9 @@ def dest_of(env: dict[str, str]) -> Path:
 
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """``mdl pull ARGS`` forked from the worker's zygote (tests/zygote.py), on pipes."""
     return subprocess.Popen(
-        [sys.executable, "-m", "mdl", "pull", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        [forked_mdl(), "pull", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
@@ -227,11 +225,15 @@ def test_lock_not_obtained_within_lock_timeout_is_exit_7(
 
 
 @pytest.mark.slow
-def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str, str]) -> None:
+def test_a_killed_run_does_not_leave_its_lock_held(
+    hub: HubServer, env: dict[str, str], tmp_path: Path
+) -> None:
     dest = dest_of(env)
     hub.cdn.throttle_bps = 6 * MB
     killed = hold_after(hub.cdn, 3 * MB)  # every answer held after 3 MB until the kill: mid-way
-    victim = spawn(env, "pair", "--connections", "4")
+    # mdl's own pid (its temp files are named with it), killed -9 itself
+    victim = shared().spawn(["pull", "pair", "--connections", "4"], env=env, cwd=Path.cwd(),
+                            stdout=tmp_path / "out", stderr=tmp_path / "err")  # fmt: skip
     try:
         wait_for(lambda: partial_bytes(dest) > 2 * MB, timeout=PATIENCE)
         victim.kill()
@@ -250,7 +252,7 @@ def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str
     strays = [p.name for p in (dest / ".mdl").rglob("*.tmp")]
     assert all(f".{victim.pid}." in name for name in strays), strays
     cleaned = subprocess.run(
-        [sys.executable, "-m", "mdl", "clean"], env=env, capture_output=True, timeout=PATIENCE
+        [forked_mdl(), "clean"], env=env, capture_output=True, timeout=PATIENCE
     )
     assert cleaned.returncode == 0, cleaned.stderr
     assert_complete_and_clean(dest, ("pair",))

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from runfixtures import HANG, recorded, wait_for
 from servers import Fault, HubServer, make_data
-from zygote import forked_mdl
+from zygote import Forked, forked_mdl, shared
 
 MODEL = "half"
 FILES: dict[str, bytes] = {
@@ -58,12 +57,15 @@ class Setup:
 
     def spawn(
         self, *args: str, offline: bool = False, real: bool = False
-    ) -> subprocess.Popen[bytes]:
-        """``mdl ARGS`` as a process forked from the worker's zygote (tests/zygote.py); ``real``:
-        ``python -m mdl`` itself, for the runs a signal ends."""
+    ) -> subprocess.Popen[bytes] | Forked:
+        """``mdl ARGS`` as a process forked from the worker's zygote (tests/zygote.py), by its
+        ``mdl`` command; ``real``: the forked child itself, for the runs a signal ends (a kill -9
+        of the command reaches its child a moment later)."""
         env = {**self.env, "HF_HUB_OFFLINE": "1"} if offline else self.env
+        if real:
+            return shared().spawn(args, env=env, cwd=self.root)
         return subprocess.Popen(
-            [sys.executable, "-m", "mdl", *args] if real else [forked_mdl(), *args],
+            [forked_mdl(), *args],
             env=env,
             cwd=self.root,
             stdout=subprocess.PIPE,

@@ -13,7 +13,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from hostile import Answer, FramedServer, Phase, Policy, ScriptedServer, Seen, chunked
 from runfixtures import HANG, mdl, use_catalog, wait_for
 from servers import Fault, HubServer, make_data
+from zygote import forked_mdl
 
 from mdl.errors import ExitCode
 from mdl.store.store import Store
@@ -235,7 +235,7 @@ def test_sigterm_mid_body_is_exit_130_and_leaves_nothing_half_written(
         Fault.stall(after_bytes=50 * KiB, until=gate, path_prefix="/blobs/", times=None)
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mdl", "pull", "one", "--dest", str(dest), "--no-progress"],
+        [forked_mdl(), "pull", "one", "--dest", str(dest), "--no-progress"],
         env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

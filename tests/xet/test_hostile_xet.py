@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from itertools import pairwise
@@ -21,6 +20,7 @@ from runfixtures import HANG, mdl, mdl_as_child, use_catalog, wait_for
 from servers import TOKEN, Fault, make_data
 from signkeys import key_pair, official_sign, write_files
 from xetserver import XetHubServer, bearer
+from zygote import forked_mdl, shared
 
 from mdl.progress import Progress
 from mdl.redact import Secrets
@@ -211,19 +211,14 @@ def _interrupted(
 
     args = ["pull", "m", *(["--no-xet"] if plain else [])]
     if real:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "mdl", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # forked from the worker's zygote (tests/zygote.py): the SIGINT is mdl's own
+        child = shared().spawn(args, env=env, cwd=Path.cwd())
         try:
             wait_for(saved, what="a resume record")
         finally:
             child.send_signal(signal.SIGINT)
             sent.set()
-            _, stderr = child.communicate(timeout=HANG)
+            stderr = child.communicate(timeout=HANG)[1].decode()
             hub.cas.faults.clear()
             hub.cdn.faults.clear()
         code = child.returncode
@@ -448,9 +443,7 @@ def test_two_runs_pulling_one_xet_file_at_once(xet_hub: XetHubServer, catalog: P
     xet_hub.cas.throttle_bps = 4 << 20
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            [forked_mdl(), "pull", "m"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(2)
     ]

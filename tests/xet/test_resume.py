@@ -11,8 +11,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from profiles import examples
 from runfixtures import mdl_as_child, wait_for
 from servers import Fault, make_data
 from xetserver import XetFile, XetHubServer
+from zygote import shared
 
 WEIGHTS = "model.safetensors"
 MiB = 1 << 20
@@ -60,13 +59,8 @@ class Pull:
         """Start a pull, wait until its record claims ``claimed`` bytes, send ``how``; the bytes
         claimed then.
         """
-        child = subprocess.Popen(
-            [sys.executable, "-m", "mdl", "pull", "m"],
-            env=self.env,
-            cwd=self.root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # forked from the worker's zygote (tests/zygote.py): the signal is mdl's own
+        child = shared().spawn(["pull", "m"], env=self.env, cwd=self.root)
         try:
             wait_for(
                 lambda: _claimed(self.state) >= claimed,
