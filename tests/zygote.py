@@ -9,6 +9,7 @@ is its own."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -40,7 +41,9 @@ shims.listen(64)
 os.rename(sys.argv[1] + ".binding", sys.argv[1])  # there once it listens
 asking = {}  # pid -> the shim's connection
 replies = os.dup(1)
-os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(null, 1)
+os.close(null)
 wake_r, wake_w = os.pipe()
 os.set_blocking(wake_w, False)
 signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -140,13 +143,19 @@ ask.connect("SOCKET")
 request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
 socket.send_fds(ask, [json.dumps(request).encode()], [0, 1, 2])
 pid = int(ask.recv(64).split()[1])
+def passing(number, _):
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:  # it ended: its exit is on its way
+        pass
 for sig in passed:
-    signal.signal(sig, lambda number, _: os.kill(pid, number))
+    signal.signal(sig, passing)
 signal.pthread_sigmask(signal.SIG_UNBLOCK, passed)
 told = ask.recv(64).split()
 code = int(told[1]) if told else 1
 if code < 0:
-    signal.signal(-code, signal.SIG_DFL)
+    if -code not in (signal.SIGKILL, signal.SIGSTOP):  # neither can be set (EINVAL)
+        signal.signal(-code, signal.SIG_DFL)
     os.kill(os.getpid(), -code)
 sys.exit(code)
 """
@@ -178,7 +187,8 @@ class Forked:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # reaped, its exit not read yet
+                os.kill(self.pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
