@@ -18,8 +18,6 @@ from mdl.archive.packer import PackOptions, PackResult, pack_run, select_checkpo
 from mdl.errors import ExitCode, MdlError, UsageError
 from mdl.progress import NullProgress
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def pack(root: Path, checkpoint: str | None, output: str = "out.zip") -> PackResult:
     options = PackOptions(run_dir=Path("run"), output=Path(output), checkpoint=checkpoint, cwd=root)
@@ -143,7 +141,7 @@ def test_non_finite_metrics_are_absent_and_never_serialised(tmp_path: Path, metr
 def test_nan_through_the_cli_json_is_valid_json(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200), best_step=200)
     set_state(run.root, best_metric=float("nan"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     done = subprocess.run(
         [forked_mdl(), "pack", "run", "--checkpoint", "best", "-o", "x.zip", "--json"],
         cwd=tmp_path,
@@ -160,7 +158,7 @@ def test_the_cli_says_exit_2_for_deep_json(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100,))
     for path in run.root.rglob("trainer_state.json"):
         path.write_text("{" + '"a":{' * 100_000 + "}" * 100_001)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     done = subprocess.run(
         [forked_mdl(), "pack", "run", "--checkpoint", "best"],
         cwd=tmp_path,

@@ -27,7 +27,6 @@ from mdl.archive.unpack import unpack_archive
 from mdl.errors import MdlError
 from mdl.progress import NullProgress
 
-ROOT = Path(__file__).resolve().parents[2]
 JAVA_READER = """
 import java.io.*;
 import java.util.zip.*;
@@ -199,7 +198,7 @@ def test_zip64_fields_in_a_stream_are_read_everywhere(
 
 def test_the_cli_streams_to_a_pipe(tmp_path: Path) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     done = subprocess.run(
         [forked_mdl(), "pack", "run", "--checkpoint", "latest", "-o", "-"],
         cwd=tmp_path,

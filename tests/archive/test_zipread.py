@@ -128,7 +128,7 @@ def tree(folder: Path) -> list[str]:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(cwd / "mdl.log")}
+    env = {**os.environ, "MDL_LOG_FILE": str(cwd / "mdl.log")}
     return subprocess.run([forked_mdl(), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
