@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ settings.load_profile(
     if os.environ.get("MDL_TESTS") == "fast"
     else "gate"
 )
+
+# The caller may turn bytecode caching off (``PYTHONDONTWRITEBYTECODE=1``, as CI images do): then
+# every interpreter the suite starts (each worker, its zygote, every exec'd ``mdl`` and Python child,
+# some 300 a run) compiled all it imported from source again, since the install compiles nothing
+# (README: ``--no-compile``): an ``mdl`` start took 0.64 CPU-s instead of 0.27. The suite writes
+# the caches for itself and its children (atomically, as Python always does); set here, in the
+# process that starts the workers, before it starts them.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 
