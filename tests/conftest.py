@@ -53,11 +53,13 @@ NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_C
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` runs two workers more than there are cores: many tests wait on a subprocess, a
-    server or the clock, and the extra workers keep the cores busy meanwhile. Measured on 2 cores,
-    clean-clone `.ci/run`: 3 workers 9:47 of pytest with the cores 153 % busy, 4 workers 9:12 at
-    170 % (5 % more CPU: contended caches)."""
-    return (os.cpu_count() or 1) + 2
+    """`-n auto` runs two workers per core, and one more: many tests wait on a subprocess, a server
+    or the clock, and the extra workers keep the cores busy meanwhile. Measured on 2 cores, clean-clone
+    `.ci/run`: 3 workers 9:47 of pytest (cores 153 % busy), 4 workers 9:12 (170 %, 5 % more CPU),
+    5 workers 8:51 (177 %, no more CPU), 6 workers 9:07 (180 %, 4 % more CPU). No more than one
+    per 2 GiB of memory: a worker peaks at 1.3-1.7 GB (the modules' test data, moto's objects)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(2 * (os.cpu_count() or 1) + 1, memory // (2 << 30)))
 
 
 class SayFailures:
