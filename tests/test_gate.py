@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import FIRST, pytest_collection_modifyitems
+from runfixtures import HANG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,3 +109,17 @@ def test_the_gate_runs_a_tenth_of_each_property_and_the_soak_run_all() -> None:
     assert (
         settings.get_profile("gate").max_examples * 10 == settings.get_profile("soak").max_examples
     )
+
+
+def test_the_suite_and_the_interpreters_it_starts_write_bytecode_caches() -> None:
+    """Whatever the caller's environment says (``PYTHONDONTWRITEBYTECODE=1`` in CI images): with the
+    install's ``--no-compile``, an interpreter that may not write the caches compiles all it imports
+    from source, every time (conftest)."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; print(sys.dont_write_bytecode)"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert (sys.dont_write_bytecode, child.stdout.strip()) == (False, "False"), child.stderr
