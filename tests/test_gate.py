@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -117,7 +116,6 @@ def test_the_suite_and_the_interpreters_it_starts_write_bytecode_caches() -> Non
     from source, every time (conftest)."""
     child = subprocess.run(
         [sys.executable, "-c", "import sys; print(sys.dont_write_bytecode)"],
-        env=dict(os.environ),
         capture_output=True,
         text=True,
         timeout=HANG,

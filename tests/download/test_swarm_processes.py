@@ -102,9 +102,8 @@ class Machines:
         template = f"file://{self.root}/{{model}}/{{path}}"
         fill = ["--mirror", template, "--fill-mirror", "--json", "--no-progress"]
         process: subprocess.Popen[str] | Forked
-        if (
-            tree == TREE and not real
-        ):  # this tree's mdl forked, its part size lowered as the site does
+        # this tree's mdl, forked, its part size lowered as sitecustomize does (``real``: started)
+        if tree == TREE and not real:
             out, err = self.tmp / f"{name}.out", self.tmp / f"{name}.err"
             process = small_parts().spawn(
                 [*command, *fill], env=env, cwd=self.tmp, stdout=out, stderr=err
