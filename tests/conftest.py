@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -150,6 +151,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files of ``FIRST`` first, in its order (each worker sorts alike: one collection)."""
     rank = {name: place for place, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(FIRST)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collecting made lives as long as the worker (the modules, their test data, ~6,000
+    items: a GB and more), so it is frozen out of the cyclic collector (``gc.freeze``), which
+    walked it again at every full collection: 5 % of the suite's CPU, measured."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import blake3
 import httpx2
 import pytest
 from typer.testing import CliRunner, Result
@@ -187,9 +188,9 @@ def safetensors_header(data_size: int) -> bytes:
 
 def pseudo_random(size: int, seed: str) -> bytes:
     """Deterministic, incompressible-looking bytes (weights do not deflate much either); a
-    shorter size is a prefix of a longer one. SHAKE-128, an XOF: C speed (a sha256 per 32 bytes
-    in Python cost ~15 CPU-s a run)."""
-    return hashlib.shake_128(f"mdl-test:{seed}".encode()).digest(size)
+    shorter size is a prefix of a longer one. BLAKE3's XOF, as servers.make_data: C speed (a sha256
+    per 32 bytes in Python cost ~15 CPU-s a run)."""
+    return blake3.blake3(f"mdl-test:{seed}".encode()).digest(length=size)
 
 
 def write(path: Path, data: bytes | str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shlex
 import subprocess
 import sys
@@ -121,3 +122,11 @@ def test_the_suite_and_the_interpreters_it_starts_write_bytecode_caches() -> Non
         timeout=HANG,
     )
     assert (sys.dont_write_bytecode, child.stdout.strip()) == (False, "False"), child.stderr
+
+
+def test_what_the_worker_collected_is_out_of_the_cyclic_collectors_walks(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Collecting made at least an object per test, all alive to the worker's end: frozen
+    (conftest), so no full collection walks them again."""
+    assert gc.get_freeze_count() >= len(request.session.items) > 0

@@ -19,11 +19,14 @@ from mdl.lazy import import_ahead, loading
 
 @pytest.fixture
 def collector() -> Iterator[None]:
-    """The collector on, as a run starts, and left as it was found."""
-    was = gc.isenabled()
+    """The collector on, as a run starts, and left as it was found (what the suite froze, frozen
+    again: the tests unfreeze what they froze, and all with it)."""
+    was, frozen = gc.isenabled(), gc.get_freeze_count()
     gc.enable()
     yield
     (gc.enable if was else gc.disable)()
+    if frozen:
+        gc.freeze()
 
 
 @pytest.mark.usefixtures("collector")
