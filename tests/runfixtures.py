@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import blake3
 import httpx2
 import pytest
+from servers import make_data
 from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
@@ -172,7 +172,7 @@ def safetensors_bytes(
         offset += nbytes
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
-    return struct.pack("<Q", len(raw)) + raw + pseudo_random(offset, seed)
+    return struct.pack("<Q", len(raw)) + raw + make_data(offset, seed)
 
 
 def safetensors_header(data_size: int) -> bytes:
@@ -184,13 +184,6 @@ def safetensors_header(data_size: int) -> bytes:
     ).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
-
-
-def pseudo_random(size: int, seed: str) -> bytes:
-    """Deterministic, incompressible-looking bytes (weights do not deflate much either); a
-    shorter size is a prefix of a longer one. BLAKE3's XOF, as servers.make_data: C speed (a sha256
-    per 32 bytes in Python cost ~15 CPU-s a run)."""
-    return blake3.blake3(f"mdl-test:{seed}".encode()).digest(length=size)
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -266,7 +259,7 @@ def make_hf_run(
         folder = root / f"checkpoint-{step}"
         write_model_files(folder, seed=f"ckpt-{step}", sharded=step in sharded)
         for name in TRAINING_STATE:
-            write(folder / name, pseudo_random(2048, f"{name}-{step}"))
+            write(folder / name, make_data(2048, f"{name}-{step}"))
         state = {
             "global_step": step,
             "best_metric": 0.25,
@@ -277,7 +270,7 @@ def make_hf_run(
         write_json(folder / "trainer_state.json", state)
         run.checkpoints.append(folder.name)
     write_model_files(root, seed="final")
-    write(root / "training_args.bin", pseudo_random(1024, "args"))
+    write(root / "training_args.bin", make_data(1024, "args"))
     write(root / "training.log", "".join(f"step {s} loss {1.0 / s:.4f}\n" for s in steps))
     write_json(root / "progress.json", {"step": steps[-1], "done": True})
     write_json(root / "all_results.json", {"eval_loss": 0.25})
@@ -291,7 +284,7 @@ def make_lightning_run(root: Path) -> Run:
     """
     root.mkdir(parents=True, exist_ok=True)
     for epoch, step in ((0, 100), (1, 200)):
-        write(root / f"epoch={epoch}-step={step}.ckpt", pseudo_random(4096, f"pl-{step}"))
+        write(root / f"epoch={epoch}-step={step}.ckpt", make_data(4096, f"pl-{step}"))
     os.symlink("epoch=1-step=200.ckpt", root / "last.ckpt")
     return Run(root, ["epoch=0-step=100.ckpt", "epoch=1-step=200.ckpt", "last.ckpt"])
 
@@ -306,9 +299,7 @@ def make_kohya_run(root: Path) -> Run:
             root / f"style-{epoch:06d}.safetensors",
             safetensors_bytes({"lora.down": 4096}, seed=f"k{epoch}"),
         )
-        write(
-            root / f"style-{epoch:06d}-state" / "optimizer.bin", pseudo_random(1024, f"ks{epoch}")
-        )
+        write(root / f"style-{epoch:06d}-state" / "optimizer.bin", make_data(1024, f"ks{epoch}"))
     write(root / "style.safetensors", safetensors_bytes({"lora.down": 4096}, seed="kfinal"))
     return Run(root, ["style-000001.safetensors", "style-000002.safetensors"])
 

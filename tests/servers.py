@@ -84,13 +84,13 @@ _FIXED_EPOCH = 1_767_225_600.0
 _DISCONNECTS = (ConnectionError, TimeoutError)
 
 
-def make_data(size: int, seed: int = 0) -> bytes:
-    """Deterministic pseudo-random bytes (incompressible, so no transfer can cheat); fast for
-    100s of MB.
+def make_data(size: int, seed: int | str = 0) -> bytes:
+    """Deterministic pseudo-random bytes (incompressible, so no transfer can cheat); a shorter
+    size is a prefix of a longer one of the same seed. Fast for 100s of MB.
     """
     # BLAKE3's XOF (mdl's own dependency): 1.2 GB/s, 4x SHAKE-128; every worker collects the
     # modules' data (~1 GiB), so this was a third of a worker's collection.
-    return blake3.blake3(b"mdl-test-data:%d" % seed).digest(length=size)
+    return blake3.blake3(f"mdl-test-data:{seed}".encode()).digest(length=size)
 
 
 def git_blob_sha1(data: bytes) -> str:

@@ -9,8 +9,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from runfixtures import TRAINING_STATE, make_hf_run, make_kohya_run, pseudo_random, write
+from runfixtures import TRAINING_STATE, make_hf_run, make_kohya_run, write
 from runfixtures import mdl as run_mdl
+from servers import make_data
 from terminal import unstamped
 
 import mdl
@@ -25,7 +26,7 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     run = make_hf_run(tmp_path / "run", steps=(100, 500))
     write(
         run.root / "checkpoint-500" / "global_step500" / "zero_pp_rank_0_optim_states.pt",
-        pseudo_random(64, "ds"),
+        make_data(64, "ds"),
     )
     return run.root
 

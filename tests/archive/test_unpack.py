@@ -17,7 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from runfixtures import RecordingProgress, make_hf_run, pseudo_random, wait_for
+from runfixtures import RecordingProgress, make_hf_run, wait_for
+from servers import make_data
 
 from mdl.archive.packer import PackOptions, pack_run
 from mdl.archive.unpack import UnpackResult, unpack_archive
@@ -287,7 +288,7 @@ def _declare_size(path: Path, name: str, size: int) -> None:
 
 def test_a_lying_file_size_is_caught(tmp_path: Path) -> None:
     # text: deflates, and deflate is where sizes can lie
-    data = pseudo_random(3000, "lie").hex().encode()
+    data = make_data(3000, "lie").hex().encode()
     smaller = build_zip(tmp_path / "smaller.zip", [("pkg/a.txt", data)], deflate=True)
     _declare_size(smaller, "pkg/a.txt", 100)
     with pytest.raises(

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from runfixtures import mdl, pseudo_random, use_catalog
-from servers import HubServer
+from runfixtures import mdl, use_catalog
+from servers import HubServer, make_data
 from typer.testing import Result
 
 from mdl.errors import ExitCode
 from mdl.transfer._headers import served_sha256
 
 CONFIG = b'{"model_type": "llm"}\n'
-V1 = {"config.json": CONFIG, "model.safetensors": pseudo_random(40_000, "uci-1")}
-V2 = {"config.json": CONFIG, "model.safetensors": pseudo_random(40_000, "uci-2")}
+V1 = {"config.json": CONFIG, "model.safetensors": make_data(40_000, "uci-1")}
+V2 = {"config.json": CONFIG, "model.safetensors": make_data(40_000, "uci-2")}
 
 
 def sha(data: bytes) -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, pseudo_random, use_catalog
+from runfixtures import mdl, use_catalog
 from s3server import S3
-from servers import HubServer
+from servers import HubServer, make_data
 
 from mdl.errors import ExitCode
 
 PREFIX = "s3://team-models/hub"
-V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(4000, "lcp-1")}
+V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": make_data(4000, "lcp-1")}
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_lock_check_holds_the_lock_to_the_versions_published(
     assert mdl("publish", "llm", "--to", PREFIX).exit_code == 0
     assert mdl("lock", "--check").exit_code == 0
 
-    hub.commit("team/llm", {"model.safetensors": pseudo_random(4001, "lcp-2")}, title="v2")
+    hub.commit("team/llm", {"model.safetensors": make_data(4001, "lcp-2")}, title="v2")
     assert mdl("lock", "--upgrade", "llm").exit_code == 0  # before publishing v2: the wrong order
     checked = mdl("lock", "--check")
     assert checked.exit_code == ExitCode.NOT_FOUND, checked.stderr

@@ -13,15 +13,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, pseudo_random
-from servers import HubServer
+from runfixtures import mdl
+from servers import HubServer, make_data
 from signkeys import key_pair
 from typer.testing import Result
 
 from mdl.errors import ExitCode
 
-V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(3000, "rm-v1")}
-V2 = {"model.safetensors": pseudo_random(3001, "rm-v2")}
+V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": make_data(3000, "rm-v1")}
+V2 = {"model.safetensors": make_data(3001, "rm-v2")}
 
 
 class Release:

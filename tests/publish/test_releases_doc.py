@@ -32,9 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runfixtures import HANG, pseudo_random
+from runfixtures import HANG
 from s3server import S3
-from servers import CdnServer, Fault, HubServer
+from servers import CdnServer, Fault, HubServer, make_data
 from zygote import forked_mdl
 
 from mdl.errors import ExitCode
@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "releases.md").read_text(encoding="utf-8")
 PREFIX = "s3://team-models/hub"
 CONFIG = b'{"model_type": "llama"}\n'
-V1 = {f"model-0000{i}-of-00002.safetensors": pseudo_random(3000 + i, f"d1-{i}") for i in (1, 2)}
-V2 = {f"model-0000{i}-of-00003.safetensors": pseudo_random(2000 + i, f"d2-{i}") for i in (1, 2, 3)}
+V1 = {f"model-0000{i}-of-00002.safetensors": make_data(3000 + i, f"d1-{i}") for i in (1, 2)}
+V2 = {f"model-0000{i}-of-00003.safetensors": make_data(2000 + i, f"d2-{i}") for i in (1, 2, 3)}
 # each release as training commits it to the Hub (None: deleted)
 COMMITS: dict[str, dict[str, bytes | None]] = {
     "v1": {"config.json": CONFIG, **V1},
     "v2": {**dict.fromkeys(V1), **V2},
-    "v3": {"model-00002-of-00003.safetensors": pseudo_random(2002, "d3-2")},
+    "v3": {"model-00002-of-00003.safetensors": make_data(2002, "d3-2")},
 }
 
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 from releases import store_clock_past, writer_of
-from runfixtures import HANG, mdl, pseudo_random
+from runfixtures import HANG, mdl
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from seaweed import Weed
-from servers import Fault, HubServer
+from servers import Fault, HubServer, make_data
 from signkeys import key_pair
 
 from mdl.buckets import versions
@@ -42,7 +42,7 @@ RELEASE_090 = "39e42f9"  # the 0.9.0 release commit ("0.9.0: CHANGELOG")
 
 
 def _shard(name: str, size: int) -> bytes:
-    return pseudo_random(size, name)
+    return make_data(size, name)
 
 
 def _index(shards: list[str]) -> bytes:

@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, pseudo_random
+from runfixtures import mdl
 from s3server import S3
-from servers import HubServer
+from servers import HubServer, make_data
 from signkeys import key_pair
 from typer.testing import Result
 
@@ -23,7 +23,7 @@ from mdl.lockfile.io import read_lock, write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "s3://team-models/hub"
-V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(3000, "sx-v1")}
+V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": make_data(3000, "sx-v1")}
 
 
 class Released:

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, pseudo_random
+from runfixtures import mdl
 from s3server import S3
-from servers import Fault, HubServer
+from servers import Fault, HubServer, make_data
 from signkeys import key_pair
 from typer.testing import Result
 
@@ -19,7 +19,7 @@ from mdl.errors import ExitCode
 from mdl.lockfile.io import read_lock
 
 PREFIX = "s3://team-models/hub"
-V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(5000, "url-v1")}
+V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": make_data(5000, "url-v1")}
 
 
 class Machine:

@@ -43,8 +43,8 @@ import httpx2
 import pytest
 from referrers import manifest_bytes
 from registry import MANIFEST, NEEDS_REGISTRY, DistributionRegistry, distribution, sha256_digest
-from runfixtures import HANG, pseudo_random
-from servers import Fault, HubServer
+from runfixtures import HANG
+from servers import Fault, HubServer, make_data
 from signkeys import key_pair
 from zygote import forked_mdl
 
@@ -59,10 +59,10 @@ ILLUSTRATIVE = "sha256:4f1c…e9"
 PUBLISHER = '[models.granite]\nrepo = "ibm/granite"\n'
 OLD = {
     "config.json": b'{"model_type": "granite"}\n',
-    "model.safetensors": pseudo_random(5000, "granite-old"),
+    "model.safetensors": make_data(5000, "granite-old"),
 }
-OLDEST = {**OLD, "model.safetensors": pseudo_random(4000, "granite-oldest")}
-NEW = {**OLD, "model.safetensors": pseudo_random(6000, "granite-new"), "README.md": b"# granite\n"}
+OLDEST = {**OLD, "model.safetensors": make_data(4000, "granite-oldest")}
+NEW = {**OLD, "model.safetensors": make_data(6000, "granite-new"), "README.md": b"# granite\n"}
 
 
 def section(title: str) -> str:
