@@ -104,15 +104,18 @@ def code_lines(source: str, tree: ast.Module) -> int:
     )
 
 
+def classes(name: str, tree: ast.Module) -> list[tuple[str, int]]:
+    """(``module:Class``, lines) of each class."""
+    return [
+        (f"{name}:{node.name}", (node.end_lineno or node.lineno) - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    ]
+
+
 def big_classes(name: str, tree: ast.Module) -> list[tuple[str, int]]:
     """(``module:Class``, lines) of each class longer than BIG_CLASS lines."""
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef):
-            length = (node.end_lineno or node.lineno) - node.lineno + 1
-            if length > BIG_CLASS:
-                found.append((f"{name}:{node.name}", length))
-    return found
+    return [(where, length) for where, length in classes(name, tree) if length > BIG_CLASS]
 
 
 def functions(module: str, source: str) -> list[tuple[int, str, int]]:
@@ -137,26 +140,43 @@ def functions(module: str, source: str) -> list[tuple[int, str, int]]:
     return found
 
 
-def over_limits(root: Path) -> list[str]:
-    """Each function above complexity MOST_COMPLEX, class over BIG_CLASS lines and module over
-    BIG_MODULE lines under ROOT, named with its figure (tests/test_house_limits.py holds none)."""
+Figures = list[tuple[str, list[tuple[int, str, int]], list[tuple[str, int]], int]]
+
+
+def figures(root: Path) -> Figures:
+    """Per module under ROOT: its name, its functions (:func:`functions`), its classes' lengths and
+    its lines: what :func:`over_limits` holds to the limits (radon's pass is the cost: read once)."""
     root = root.resolve()
-    culprits: list[str] = []
+    found: Figures = []
     for path in sorted(root.rglob("*.py")):
         source = path.read_text(encoding="utf-8")
         name = module_name(root, path)
+        tree = ast.parse(source)
+        found.append((name, functions(name, source), classes(name, tree), len(source.splitlines())))
+    return found
+
+
+def over_limits(
+    root: Path, limits: tuple[int, int, int] | None = None, measured: Figures | None = None
+) -> list[str]:
+    """Each function above complexity MOST_COMPLEX, class over BIG_CLASS lines and module over
+    BIG_MODULE lines under ROOT (or other LIMITS, in that order), named with its figure
+    (tests/test_house_limits.py holds none). MEASURED: :func:`figures` of ROOT, if already read."""
+    most_complex, big_class, big_module = limits or (MOST_COMPLEX, BIG_CLASS, BIG_MODULE)
+    culprits: list[str] = []
+    for name, funcs, lengths, lines in figures(root) if measured is None else measured:
         culprits += [
-            f"function {where}: complexity {c} (limit {MOST_COMPLEX})"
-            for c, where, _ in functions(name, source)
-            if c > MOST_COMPLEX
+            f"function {where}: complexity {c} (limit {most_complex})"
+            for c, where, _ in funcs
+            if c > most_complex
         ]
         culprits += [
-            f"class {where}: {length} lines (limit {BIG_CLASS})"
-            for where, length in big_classes(name, ast.parse(source))
+            f"class {where}: {length} lines (limit {big_class})"
+            for where, length in lengths
+            if length > big_class
         ]
-        lines = len(source.splitlines())
-        if lines > BIG_MODULE:
-            culprits += [f"module {name}: {lines} lines (limit {BIG_MODULE})"]
+        if lines > big_module:
+            culprits += [f"module {name}: {lines} lines (limit {big_module})"]
     return culprits
 
 
