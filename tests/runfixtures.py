@@ -9,12 +9,15 @@ import json
 import os
 import re
 import struct
+import subprocess
 import sys
+import tarfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +117,24 @@ def without_modules(folder: Path, *names: str) -> dict[str, str]:
 # asserts that it fired; a test that a wait is bounded sets what would be the wrong wait far beyond
 # HANG and bounds the right one by HANG.
 HANG = 120.0
+
+
+def mdl_from_history(commit: str, folder: Path) -> Path:
+    """``mdl/`` as ``commit`` had it (``git archive`` of this checkout), in ``folder``: an old
+    release for PYTHONPATH. tarfile's "data" filter where this Python has it (3.11.4 and later;
+    3.11.2, Debian 12's, lacks it): the archive is this repository's own history either way."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", commit, "mdl"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    with tarfile.open(fileobj=BytesIO(done.stdout)) as tar:
+        tar.extractall(folder, **safe)
+    return folder
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = HANG, what: str = "condition") -> None:

@@ -11,11 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
-from io import BytesIO
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl_from_history
 from servers import HubServer, make_data
 
 from mdl import api
@@ -45,16 +44,7 @@ def mdl_060(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("this clone's history does not reach mdl 0.6.0 (shallow?)")
     release = f"{bump}~1"  # the commit before the one that moved past 0.6.0
     assert '__version__ = "0.6.0"' in _git("show", f"{release}:mdl/version.py")
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", release, "mdl"],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    folder = tmp_path_factory.mktemp("mdl-0.6.0")
-    with tarfile.open(fileobj=BytesIO(done.stdout)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
+    return mdl_from_history(release, tmp_path_factory.mktemp("mdl-0.6.0"))
 
 
 def run_060(mdl_060: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -16,17 +16,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 from releases import store_clock_past, writer_of
-from runfixtures import HANG, mdl
+from runfixtures import HANG, mdl, mdl_from_history
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from seaweed import Weed
 from servers import Fault, HubServer, make_data
@@ -392,12 +390,7 @@ def mdl_090(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shown.returncode != 0:
         pytest.skip(f"not a git checkout holding mdl 0.9.0 ({RELEASE_090}): {shown.stderr[:200]!r}")
     assert b'"0.9.0"' in shown.stdout
-    archive = _git("archive", "--format=tar", RELEASE_090, "mdl")
-    assert archive.returncode == 0, archive.stderr
-    folder = tmp_path_factory.mktemp("mdl-0.9.0")
-    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
+    return mdl_from_history(RELEASE_090, tmp_path_factory.mktemp("mdl-0.9.0"))
 
 
 @pytest.mark.slow  # a real 0.9.0 process
