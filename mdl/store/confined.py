@@ -30,10 +30,10 @@ NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
 def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
     """A descriptor of the folder ``path`` inside ``root`` (``open_dir``'s walk and link policy),
     for the block; while ``reused`` runs, the one already opened for it, if it is still there."""
-    kept = _reused
-    if kept is not None:
-        yield kept.get(root, path, create=create)
-        return
+    with _sharing(start=False) as kept:
+        if kept is not None:
+            yield kept.get(root, path, create=create)
+            return
     fd = open_dir(root, path, create=create)
     try:
         yield fd
@@ -45,10 +45,10 @@ def own_folder(root: Path, path: Path) -> int:
     """A descriptor of the folder ``path`` inside ``root`` that the caller keeps and closes (a held
     lock's folder): while ``reused`` runs, a duplicate of the one already opened for it (one
     ``lstat`` and a ``dup``, not an ``open`` of every folder on the way), else ``open_dir``'s."""
-    kept = _reused
-    if kept is None:
-        return open_dir(root, path)
-    return os.dup(kept.get(root, path, create=True))
+    with _sharing(start=False) as kept:
+        if kept is not None:
+            return os.dup(kept.get(root, path, create=True))
+    return open_dir(root, path)
 
 
 class _Folders:
@@ -100,21 +100,33 @@ def reused() -> Iterator[None]:
     """Folders opened once for the block (``_Folders``), in every thread; blocks at once (nested,
     or two pulls of one process: the API's) share them, closed when the last ends (closed with
     the first, the other's descriptors would be gone under it, or another file's)."""
+    with _sharing(start=True):
+        yield
+
+
+@contextlib.contextmanager
+def _sharing(*, start: bool) -> Iterator["_Folders | None"]:
+    """The folders ``reused`` keeps (made if ``start`` and there are none), counted as in use for
+    the block: a look at one folder outside any ``reused`` block (another command of the process,
+    a thread of its own) holds them open as a block does, or the last block's end would close the
+    descriptor it was handed, soon another file's (a record read through it failed EBADF)."""
     global _reused, _users
     with _users_lock:
-        if _reused is None:
+        if _reused is None and start:
             _reused = _Folders()
-        _users += 1
+        kept = _reused
+        _users += kept is not None
     try:
-        yield
+        yield kept
     finally:
-        with _users_lock:
-            _users -= 1
-            kept, last = _reused, _users == 0
+        if kept is not None:
+            with _users_lock:
+                _users -= 1
+                last = _users == 0
+                if last:
+                    _reused = None
             if last:
-                _reused = None
-        if last and kept is not None:
-            kept.close()
+                kept.close()
 
 
 def not_own(found: os.stat_result, *, reading: bool = False) -> str | None:

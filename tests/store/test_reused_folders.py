@@ -39,3 +39,47 @@ def test_a_pull_that_ends_first_leaves_the_others_folders_open(tmp_path: Path) -
     worker.join(30)
     assert seen == [(tmp_path / "records").stat().st_ino], seen
     assert (tmp_path / "records" / "a.json").read_bytes() == b"x"
+
+
+def test_a_look_outside_any_block_keeps_its_folder_open_when_the_last_block_ends(
+    tmp_path: Path,
+) -> None:
+    """A thread outside any ``reused`` block (another command of the process: a verify beside a
+    pull's last thread) is handed the shared folder's descriptor; the last block ends meanwhile. The
+    descriptor still names that folder until the look ends (closed under it, its number was soon
+    another file's: a record read through it failed EBADF), and then it is closed."""
+    (tmp_path / "records").mkdir()
+    looking, block_done, look_done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def look() -> None:
+        with folder(tmp_path, tmp_path / "records") as fd:
+            looking.set()
+            assert block_done.wait(30)
+            other = os.open(tmp_path, os.O_RDONLY)  # a number freed by a close would be this one's
+            try:
+                os.rename("a.tmp", "a.json", src_dir_fd=fd, dst_dir_fd=fd)
+                seen.append(os.fstat(fd).st_ino)
+            except OSError as exc:
+                seen.append(exc)
+            finally:
+                os.close(other)
+            seen.append(fd)
+        look_done.set()
+
+    (tmp_path / "records" / "a.tmp").write_bytes(b"x")
+    worker = threading.Thread(target=look)
+    with reused():
+        worker.start()
+        assert looking.wait(30)
+    block_done.set()
+    assert look_done.wait(30)
+    worker.join(30)
+    assert seen[:1] == [(tmp_path / "records").stat().st_ino], seen
+    assert (tmp_path / "records" / "a.json").exists()
+    try:  # closed once the look ended
+        os.fstat(seen[1])  # type: ignore[arg-type]
+    except OSError as exc:
+        assert exc.errno == 9
+    else:
+        raise AssertionError(f"descriptor {seen[1]} of the look still open")
