@@ -3,6 +3,7 @@ fleet of machines in one test process): the first to end leaves the other's desc
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -78,8 +79,8 @@ def test_a_look_outside_any_block_keeps_its_folder_open_when_the_last_block_ends
     assert seen[:1] == [(tmp_path / "records").stat().st_ino], seen
     assert (tmp_path / "records" / "a.json").exists()
     try:  # closed once the look ended
-        os.fstat(seen[1])  # type: ignore[arg-type]
+        os.fstat(seen[1])
     except OSError as exc:
-        assert exc.errno == 9
+        assert exc.errno == errno.EBADF
     else:
         raise AssertionError(f"descriptor {seen[1]} of the look still open")
