@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import stat
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
@@ -26,6 +27,9 @@ log = logging.getLogger("mdl.cli")
 STDOUT_FD = 1
 # POSIX only; elsewhere nothing is watched
 WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)
+# once stdout's reader has left, how often the watcher wakes the main thread again while a stop
+# has not reached the command (``StdoutWatch._raised_again_if_swallowed``)
+WAKE_AGAIN_MS = 100
 
 
 def emit_document(
@@ -123,6 +127,25 @@ class StdoutWatch:
             raise StdoutClosed
 
     @contextlib.contextmanager
+    def _raised_again_if_swallowed(self) -> Iterator[None]:
+        """A stop raised where Python lets no exception out (a weakref's callback, a ``__del__``)
+        reaches ``sys.unraisablehook``, not the command: armed again, the watcher wakes the main
+        thread again (a signal sent from here would be raised here, and swallowed again)."""
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            if isinstance(unraisable.exc_value, StdoutClosed):
+                self.armed = True
+            else:
+                previous(unraisable)
+
+        sys.unraisablehook = hook
+        try:
+            yield
+        finally:
+            sys.unraisablehook = previous
+
+    @contextlib.contextmanager
     def stop_when_closed(self) -> Iterator[None]:
         """A watcher thread polls fd 1 and wakes the main thread with SIGURG (every failed write
         sends SIGPIPE).
@@ -140,22 +163,28 @@ class StdoutWatch:
             poller = select.poll()
             poller.register(STDOUT_FD, 0)
             poller.register(wake_read, select.POLLIN)
+            closed = False
             while True:
-                events = dict(poller.poll())  # (a signal's EINTR is retried by Python: PEP 475)
+                # (a signal's EINTR is retried by Python: PEP 475)
+                events = dict(poller.poll(WAKE_AGAIN_MS if closed else None))
                 if events.get(wake_read):
                     return
-                if events.get(STDOUT_FD, 0) & select.POLLERR:
+                found = events.get(STDOUT_FD, 0)
+                if found & select.POLLERR:
                     log.info("stdout was closed by its reader; stopping")
-                    signal.pthread_kill(main_ident, wake_signal)
-                    return
-                if events.get(STDOUT_FD, 0) & (select.POLLHUP | select.POLLNVAL):
+                    closed = True
+                    poller.unregister(STDOUT_FD)  # (it stays closed: not polled again)
+                elif found & (select.POLLHUP | select.POLLNVAL):
                     return  # not a reader that left: nothing to stop for
+                if closed and self.armed:  # the first time, or the last stop was swallowed
+                    signal.pthread_kill(main_ident, wake_signal)
 
         watcher = Background("mdl-stdout-watch", watch)
         self.armed = True
         watcher.start()
         try:
-            yield
+            with self._raised_again_if_swallowed():
+                yield
         finally:
             # from here on a late wake-up does nothing; a failed write is the error
             self.armed = False
