@@ -34,6 +34,7 @@ def main() -> None:
             # a plain get, pull or verify line runs without Typer (mdl.cli.plain); others: Typer's
             from mdl.cli.plain import recognised, run_plainly
             from mdl.cli.run import invoke
+            from mdl.cli.swallowed import interrupts_kept
 
             plain = recognised(sys.argv[1:], os.environ)
             if plain is None:
@@ -46,7 +47,8 @@ def main() -> None:
         raise
     try:
         # every way it ends, as an exit code (mdl.cli.translate, the one translator)
-        code = invoke(app) if plain is None else run_plainly(plain)
+        with interrupts_kept():
+            code = invoke(app) if plain is None else run_plainly(plain)
         # Teardown's full collections would walk the ~50k objects the imports made (0.1 s of a small
         # `mdl get`); frozen ones are skipped, while atexit handlers and thread joins still run.
         gc.freeze()

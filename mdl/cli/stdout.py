@@ -11,13 +11,13 @@ import os
 import select
 import signal
 import stat
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from mdl.background import Background
 from mdl.cli.render.console import isatty
+from mdl.cli.swallowed import redelivered
 from mdl.errors import EXIT_STDOUT_CLOSED as EXIT_STDOUT_CLOSED  # re-exported beside its rule
 from mdl.errors import causes
 from mdl.redact import Secrets, safe_doc
@@ -28,7 +28,7 @@ STDOUT_FD = 1
 # POSIX only; elsewhere nothing is watched
 WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)
 # once stdout's reader has left, how often the watcher wakes the main thread again while a stop
-# has not reached the command (``StdoutWatch._raised_again_if_swallowed``)
+# has not reached the command (it was swallowed: ``mdl.cli.swallowed``)
 WAKE_AGAIN_MS = 100
 
 
@@ -127,25 +127,6 @@ class StdoutWatch:
             raise StdoutClosed
 
     @contextlib.contextmanager
-    def _raised_again_if_swallowed(self) -> Iterator[None]:
-        """A stop raised where Python lets no exception out (a weakref's callback, a ``__del__``)
-        reaches ``sys.unraisablehook``, not the command: armed again, the watcher wakes the main
-        thread again (a signal sent from here would be raised here, and swallowed again)."""
-        previous = sys.unraisablehook
-
-        def hook(unraisable: Any) -> None:
-            if isinstance(unraisable.exc_value, StdoutClosed):
-                self.armed = True
-            else:
-                previous(unraisable)
-
-        sys.unraisablehook = hook
-        try:
-            yield
-        finally:
-            sys.unraisablehook = previous
-
-    @contextlib.contextmanager
     def stop_when_closed(self) -> Iterator[None]:
         """A watcher thread polls fd 1 and wakes the main thread with SIGURG (every failed write
         sends SIGPIPE).
@@ -183,7 +164,8 @@ class StdoutWatch:
         self.armed = True
         watcher.start()
         try:
-            with self._raised_again_if_swallowed():
+            # a stop swallowed (``redelivered``): armed again, the watcher wakes the main thread
+            with redelivered(StdoutClosed, lambda: setattr(self, "armed", True)):
                 yield
         finally:
             # from here on a late wake-up does nothing; a failed write is the error
