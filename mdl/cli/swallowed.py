@@ -34,16 +34,30 @@ def redelivered(kind: type[BaseException], again: Callable[[], None]) -> Iterato
         sys.unraisablehook = previous
 
 
-def interrupts_kept() -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def interrupts_kept() -> Iterator[None]:
     """Ctrl-C or SIGTERM (a KeyboardInterrupt) swallowed is sent again to the main thread as a
     SIGINT, from a thread of its own, a moment later: sent at once, it would land in the hook
-    itself, and be lost there (swallowed again later, it is sent again)."""
+    itself, and be lost there (swallowed again later, it is sent again). None is sent once the
+    block has ended: the command is over, and an interrupt then would land in the exit."""
     main = threading.main_thread().ident
     assert main is not None  # (the main thread has started: this code runs in a thread)
+    sending = threading.Lock()
+    active = True
+
+    def send() -> None:
+        with sending:
+            if active:
+                signal.pthread_kill(main, signal.SIGINT)
 
     def again() -> None:
-        later = threading.Timer(AGAIN_AFTER, signal.pthread_kill, (main, signal.SIGINT))
+        later = threading.Timer(AGAIN_AFTER, send)
         later.daemon, later.name = True, "mdl-interrupt-again"
         later.start()
 
-    return redelivered(KeyboardInterrupt, again)
+    try:
+        with redelivered(KeyboardInterrupt, again):
+            yield
+    finally:
+        with sending:  # (one sent before this is raised in the block, or here)
+            active = False
