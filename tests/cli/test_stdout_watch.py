@@ -73,4 +73,3 @@ def test_a_stop_swallowed_by_a_weakref_callback_is_raised_again(
     assert kept() is None
     assert watch.fired
     assert reported == []  # nothing left for the interpreter to print ("Exception ignored in")
-
