@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mdl.errors import UsageError
@@ -147,19 +148,17 @@ _HF = r"hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[^/@]+/[^/@]+)(?P<re
 
 def is_repo_id(source: str) -> bool:
     """Whether a source is an ``hf download`` repo id (``owner/name[/path]``) and no local file
-    (a path that exists stays a job output; one that does not is said as read from the Hub)."""
-    return REPO_ID.fullmatch(source) is not None and not os.path.lexists(source)
+    (a file that exists stays a job output; a folder is none: ``--local-dir owner/name``)."""
+    return REPO_ID.fullmatch(source) is not None and not (
+        os.path.lexists(source) and not Path(source).is_dir()
+    )
 
 
 def _is_file_name(source: str) -> bool:
-    """A plain file name (no folder, no scheme) that no local file has: after a bare repo id, as
-    ``hf download REPO config.json`` names it, a file of that repo."""
-    return (
-        "/" not in source
-        and ":" not in source
-        and source not in ("-", ".", "..")
-        and not os.path.lexists(source)
-    )
+    """A plain file name (no folder, no scheme): after a bare repo id, as ``hf download REPO
+    config.json`` names it, a file of that repo, whatever local file has its name (the last run's
+    ``config.json``, saved here)."""
+    return "/" not in source and ":" not in source and source not in ("-", ".", "..")
 
 
 def hub_words(
@@ -185,7 +184,7 @@ def hub_words(
                 del read[whole]
                 whole = None
             uri = _with(f"hf://{repo}/{source}", revision=revision, repo_type=repo_type)
-            note(f"{source}: no such local file; fetching {uri} (a file of {repo}) from the Hub")
+            note(f"{source}: a file of {repo}; fetching {uri} from the Hub")
             read.append(uri)
         elif is_repo_id(source):
             uri = _with(f"hf://{source}", revision=revision, repo_type=repo_type)

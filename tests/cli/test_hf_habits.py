@@ -146,4 +146,20 @@ def test_file_names_after_a_repo_id_are_its_files_as_hf_download_reads_them(
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "two" / "config.json").read_bytes() == CONFIG_V2
     assert (tmp_path / "two" / "model.safetensors").read_bytes() == WEIGHTS
-    assert "fetching hf://org/tiny/config.json (a file of org/tiny) from the Hub" in result.stderr
+    assert (
+        "config.json: a file of org/tiny; fetching hf://org/tiny/config.json from" in result.stderr
+    )
+
+
+def test_the_same_line_run_again_where_the_last_run_saved_works(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    # `hf download REPO FILE --local-dir .` leaves ./config.json, and --local-dir REPO leaves the
+    # folder REPO: neither is a job output the second time (nor after a Ctrl-C)
+    for _ in range(2):
+        here = mdl("get", "org/tiny", "config.json", "--local-dir", ".")
+        assert here.exit_code == 0, here.stderr
+        assert (tmp_path / "config.json").read_bytes() == CONFIG_V2
+        named = mdl("get", "org/tiny", "--local-dir", "org/tiny")
+        assert named.exit_code == 0, named.stderr
+        assert (tmp_path / "org" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
