@@ -164,7 +164,7 @@ def _tell_without_run(exc: BaseException, error: MdlError) -> int:
     if "--json" in argv:
         error_document(error, sys.stdout)
     if wants_events(argv):
-        failed_to_start(sys.stderr, message=error.message, exit_code=code, kind=error.kind)
+        failed_to_start(sys.stderr, error)
         return code
     # Typer's own usage text (its ClickException, not exported, has show)
     show = getattr(exc, "show", None)
@@ -191,13 +191,13 @@ def error_document(exc: MdlError, stream: Any, *, secrets: Secrets | None = None
         emit_document({"ok": False, "error": error}, stream=stream, secrets=secrets)
 
 
-def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str = "usage") -> None:
-    """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` and
-    ``end``.
-    """
+def failed_to_start(stream: TextIO, error: MdlError) -> None:
+    """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` (its
+    hint too, as ``--json`` and stderr say it) and ``end``."""
+    code = int(error.exit_code)
     events = EventStream(stream)
-    events.error(message, code=exit_code, kind=kind)
-    events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
+    events.error(error.message, hint=error.hint, code=code, kind=error.kind)
+    events.end(exit_code=code, summary=run_summary((), seconds=0.0, text=None))
 
 
 def wants_events(argv: Sequence[str]) -> bool:

@@ -25,6 +25,7 @@ from zygote import forked_mdl
 from mdl.cli.render.console import EventStream, run_summary
 from mdl.cli.run import Exit, Run, guarded
 from mdl.cli.translate import failed_to_start, wants_events
+from mdl.errors import UsageError
 
 WEIGHTS = make_data(300_000, seed=31)
 CONFIG = b'{"hidden_size": 8}'
@@ -236,18 +237,25 @@ def test_a_command_line_that_asks_for_events_is_seen_before_it_parses(
 def test_a_run_that_never_started_is_still_a_whole_stream() -> None:
     """What the entry point writes for a command line that did not parse (mdl/__main__.py)."""
     out = io.StringIO()
-    failed_to_start(out, message="No such option: --bogus", exit_code=2)
+    failed_to_start(out, UsageError("No such option: --bogus", hint="see mdl --help"))
     events = stream(out.getvalue())
     assert [e["event"] for e in events] == ["begin", "error", "end"]
-    assert events[1]["kind"] == "usage" and events[1]["code"] == 2 and events[1]["hint"] is None
+    assert events[1]["kind"] == "usage" and events[1]["code"] == 2
+    assert events[1]["message"] == "No such option: --bogus"
+    assert events[1]["hint"] == "see mdl --help"
     assert end_of(events)["exit_code"] == 2 and events[-1]["ok"] is False
 
 
 @pytest.mark.parametrize(
-    "argv", [["pull", "--progress", "json", "--bogus"], ["--progress=json", "--json", "nosuch"]]
+    ("argv", "hint"),
+    [
+        (["pull", "--progress", "json", "--bogus"], "see mdl pull --help"),
+        (["--progress=json", "--json", "nosuch"], "see mdl --help"),
+        (["get", "org/x", "--progress", "json", "--max-workers"], "--connections N"),
+    ],
 )
 def test_a_command_line_that_did_not_parse_is_a_whole_stream_in_a_real_process(
-    argv: list[str],
+    argv: list[str], hint: str
 ) -> None:
     """The entry point's translator (mdl.cli.run.invoke): no usage text on a stderr that a
     program reads.
@@ -260,6 +268,7 @@ def test_a_command_line_that_did_not_parse_is_a_whole_stream_in_a_real_process(
         events[1]["kind"] == "usage" and events[1]["code"] == 2 and argv[-1] in events[1]["message"]
     )
     assert end_of(events)["exit_code"] == 2
+    assert hint in events[1]["hint"]  # as --json and stderr say it
     if "--json" in argv:
         doc = json.loads(done.stdout)
         assert (
