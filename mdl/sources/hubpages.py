@@ -180,6 +180,11 @@ def hub_words(
     whole: int | None = None  # where that repo is in ``read``, while it still means all of it
     for source in sources:
         if repo is not None and _is_file_name(source):
+            if "*" in source or "?" in source:  # hf's `--include A B`: B is no file
+                raise UsageError(
+                    f"{printable(source, limit=100)}: a pattern, not a file of {repo}",
+                    hint="one pattern each: --include '*.json' --include '*.txt'",
+                )
             if whole is not None:  # its files, not the whole repo
                 del read[whole]
                 whole = None

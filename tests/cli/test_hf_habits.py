@@ -163,3 +163,14 @@ def test_the_same_line_run_again_where_the_last_run_saved_works(
         named = mdl("get", "org/tiny", "--local-dir", "org/tiny")
         assert named.exit_code == 0, named.stderr
         assert (tmp_path / "org" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+
+
+@pytest.mark.parametrize("flag", ["--include", "--exclude"])
+def test_hfs_patterns_after_one_flag_are_named_with_mdls_spelling(
+    hub: HubServer, tmp_path: Path, flag: str
+) -> None:
+    result = mdl("get", "org/tiny", flag, "*.json", "*.safetensors", "-d", "out")
+    assert result.exit_code == 2, result.stderr
+    assert "*.safetensors: a pattern, not a file of org/tiny" in result.stderr
+    assert "--include '*.json' --include '*.txt'" in result.stderr
+    assert not (tmp_path / "out").exists()
