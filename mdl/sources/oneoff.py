@@ -354,15 +354,22 @@ class _Places:
     refused."""
 
     def __init__(self) -> None:
-        self.files: dict[str, str] = {}  # name key → source
+        self.files: dict[str, tuple[str, str]] = {}  # name key → (its spelling, source)
         self.folders: dict[str, tuple[str, str]] = {}  # name key → (its first spelling, source)
 
     def take(self, where: str, parts: Sequence[str], target: Path) -> None:
         """The file of ``where`` at ``parts`` (under -d), or UsageError naming what it clashes
         with."""
-        key = name_key("/".join(parts))
+        name = "/".join(parts)
+        key = name_key(name)
         if key in self.files:
-            raise UsageError(f"{where} and {self.files[key]} would both be saved as {target}")
+            first, other = self.files[key]
+            why = (
+                ""
+                if first == name
+                else ": they differ only in case or Unicode form (one file on macOS and Windows)"
+            )
+            raise UsageError(f"{where} and {other} would both be saved as {target}{why}")
         if key in self.folders:
             raise UsageError(
                 f"{where} would be saved as {target}, where {self.folders[key][1]} needs a folder"
@@ -372,7 +379,7 @@ class _Places:
             folder = name_key(spelled)
             if folder in self.files:
                 raise UsageError(
-                    f"{where} needs a folder where {self.files[folder]} would be saved"
+                    f"{where} needs a folder where {self.files[folder][1]} would be saved"
                 )
             first, other = self.folders.setdefault(folder, (spelled, where))
             if first != spelled:  # 'Samples/a' and 'samples/b': one folder on macOS and Windows
@@ -380,7 +387,7 @@ class _Places:
                     f"{where} needs the folder {shown(spelled)}, which {other} spells"
                     f" {shown(first)}: they differ only in case or Unicode form"
                 )
-        self.files[key] = where
+        self.files[key] = (name, where)
 
 
 def check_payloads(

@@ -240,6 +240,9 @@ def test_two_names_that_differ_only_in_case_are_refused(env: HubServer, tmp_path
     result = run_mdl("get", "hf://org/cases", "-d", "out")
     assert result.exit_code == 2
     assert "would both be saved as" in result.stderr
+    assert (
+        "they differ only in case or Unicode form (one file on macOS and Windows)" in result.stderr
+    )
     assert not (tmp_path / "out").exists()
 
 
