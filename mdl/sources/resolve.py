@@ -407,6 +407,9 @@ def resolve_offline(spec: "ModelSpec", record: ModelRecord | None) -> ResolvedMo
     fail offline).
     """
     files = _recorded_files(spec, record)
+    if spec.files:  # a model of files is those files: what else the record has is no longer its
+        wanted = {f.save_path for f in spec.files}
+        files = [f for f in files if f.path in wanted]
     names = {f.path for f in files}
     # a catalog entry added since the last pull must not vanish offline
     files += [_never_fetched(spec.name, f) for f in spec.files if f.save_path not in names]

@@ -18,6 +18,7 @@ from mdl.catalog.settings import Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
+from mdl.store.expected import ExpectedFile
 from mdl.store.filesystem import (
     creatable_problem,
     kind_of,
@@ -430,9 +431,18 @@ def adopt_cached(
     """Offline, in the hf-cache layout: the files already cached added to what the record knows
     (re-hashed against their blob names before they are trusted)."""
     known = dict(record.files) if record is not None else {}
+    # what the last pull expected (another get of the repo: other files of it) and what is cached
+    expected = None if record is None or record.expected is None else dict(record.expected)
     for entry in _cached_files(spec, cache_root):
         known.setdefault(entry.path, entry)
-    return replace(record or ModelRecord(name=spec.name), files=known) if known else record
+        if expected is not None:
+            expected.setdefault(
+                entry.path,
+                ExpectedFile(entry.path, entry.size, entry.sha256, entry.git_oid, entry.source),
+            )
+    if not known:
+        return record
+    return replace(record or ModelRecord(name=spec.name), files=known, expected=expected)
 
 
 def _cached_files(spec: "ModelSpec", cache_root: Path) -> list[FileRecord]:

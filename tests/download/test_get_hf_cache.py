@@ -84,6 +84,21 @@ def test_offline_a_repo_in_the_cache_is_its_snapshot_folder(
     assert hub.log.records() == []
 
 
+def test_offline_files_of_a_repo_are_the_files_asked_for(hub: HubServer, cache: Path) -> None:
+    whole = mdl("get", "hf://org/tiny", "--layout", "hf-cache")
+    assert whole.exit_code == 0, whole.stderr
+    snapshot = Path(whole.stdout.strip())
+    online = mdl("get", "hf://org/tiny/model.safetensors", "--layout", "hf-cache")
+    assert online.exit_code == 0, online.stderr  # (the record's last pull: one file of the repo)
+    offline = {"HF_HUB_OFFLINE": "1"}
+    one = mdl("get", "org/tiny", "config.json", "--layout", "hf-cache", "--json", env=offline)
+    assert one.exit_code == 0, one.stderr
+    assert [f["path"] for f in json.loads(one.stdout)["files"]] == ["config.json"]
+    two = mdl("get", "hf://org/tiny/tok/vocab.txt", "--layout", "hf-cache", env=offline)
+    assert two.exit_code == 0, two.stderr
+    assert two.stdout.splitlines() == [str(snapshot / "tok" / "vocab.txt")]
+
+
 def test_a_sha256_in_upper_case_is_the_same_digest_in_the_cache(
     hub: HubServer, cache: Path
 ) -> None:
