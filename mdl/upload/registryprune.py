@@ -49,6 +49,7 @@ log = logging.getLogger("mdl.prune")
 
 Files = frozenset[tuple[str, int, str]]  # a version: its files' paths, sizes and sha256
 MOST_TAGS = 10_000  # a repository's tags prune reads: more, and every version of it is kept
+MOST_PAGES = 100  # and pages of them (a registry may send fewer than asked), none read twice
 NO_VERSION = "not a version of the model (an index, a referrer, another artifact): kept"
 UNDATED = f"states no time ({CREATED}): kept, never counted (--keep-versions 0: the locks' only)"
 SHARED = "a repository several of the catalog's models share: every version kept"
@@ -196,14 +197,17 @@ class _RegistryRun(Tally):
     def model(self, ref: OciRef, pins: Mapping[str | Files, str], current: Files | None) -> None:
         """One model's repository: its manifests read, judged, the unkept deleted."""
         try:
-            tags = self.registry.tags(ref, most=MOST_TAGS, what=ref.given)
+            tags = self.registry.tags(ref, most=MOST_TAGS, pages=MOST_PAGES, what=ref.given)
         except NotFoundError:
             return  # nothing published there
         except MdlError as exc:
             self.errors.append(exc)
             return
         if tags is None:
-            self.warnings.append(f"{ref.given}: more than {MOST_TAGS} tags: every version kept")
+            self.warnings.append(
+                f"{ref.given}: its tag list does not end within {MOST_TAGS} tags in"
+                f" {MOST_PAGES} pages (or names a page again): every version kept"
+            )
             return
         found = self.read(ref, tags)
         if found is not None:

@@ -404,3 +404,46 @@ def test_a_manifest_another_models_lock_pins_is_kept_never_counted(
     assert done.exit_code == 0, done.stderr
     assert manifest_status(registry, "cross/tiny", release) == 200
     assert manifest_status(registry, "cross/tiny", old) == 404
+
+
+def _loop(first: str) -> dict[str, tuple[bytes, str | None]]:
+    """One tag a page (n ignored), each page's Link back to the first."""
+    return {first: (b'{"tags": ["a"]}', f'<{first}>; rel="next"')}
+
+
+def _endless(first: str) -> dict[str, tuple[bytes, str | None]]:
+    """One tag a page (n ignored), each page's Link to a new one, past the pages prune reads."""
+    urls = [first, *(f"{first}&last=t{n}" for n in range(200))]
+    return {url: (b'{"tags": ["t%d"]}' % n, f'<{urls[n + 1]}>; rel="next"')
+            for n, url in enumerate(urls[:-1])}  # fmt: skip
+
+
+@pytest.mark.parametrize(("pages", "asked"), [(_loop, 1), (_endless, 100)])
+def test_a_tag_list_that_never_ends_keeps_every_version(
+    plain_registry: DistributionRegistry,
+    pages: Any,
+    asked: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry that ignores ``n`` and links a page already read, or page after page past the
+    pages prune reads: the walk ends there, every version kept, the repository named."""
+    origin = f"oci://{plain_registry.host}/origin/endless:rel"
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
+    plain_registry.push_model("origin/endless", "rel", version(7))
+    assert mdl("lock", "tiny").exit_code == 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
+    server.pages = pages("/v2/team/tiny/tags/list?n=1000")  # type: ignore[attr-defined]
+    server.asked = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.exit_code == 0, done.stderr
+    assert f"oci://{host}/team/tiny: its tag list does not end within" in done.stderr
+    assert "every version kept" in done.stderr
+    assert len(server.asked) == asked  # type: ignore[attr-defined]
+    assert all("/tags/list" in path for path in server.asked)  # type: ignore[attr-defined]
