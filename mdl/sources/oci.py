@@ -136,13 +136,18 @@ class Registry:
         content_type = said.get("Content-Type")
         return digest, parse_manifest(raw, content_type=content_type, what=f"{what}: its manifest")
 
-    def tags(self, ref: OciRef, *, most: int, what: str) -> list[str] | None:
+    def tags(self, ref: OciRef, *, most: int, pages: int, what: str) -> list[str] | None:
         """The repository's tags (``GET /v2/REPOSITORY/tags/list``, then each page its ``Link``
-        names), None past ``most``; NotFoundError: no such repository."""
+        names), None past ``most`` tags or ``pages`` pages, or at a page named again (a walk
+        that would not end); NotFoundError: no such repository."""
         found: list[str] = []
-        page: str | None = f"tags/list?n={TAGS_PAGE}"
+        page: str | None = f"{ref.base}/tags/list?n={TAGS_PAGE}"
         missing = f"the registry has no repository {ref.repository}"
+        asked: set[str] = set()
         while page is not None and len(found) <= most:
+            if page in asked or len(asked) == pages:
+                return None
+            asked.add(page)
             raw, said = self.ask(ref, page, what=what, missing=missing)
             doc = read_registry_json(raw, what=f"{what}: its tags")
             tags = (doc.get("tags") or []) if isinstance(doc, dict) else None

@@ -3,7 +3,8 @@ forever. Each catalog model's repository is listed by its tags (bounded), each t
 (bounded, parsed strictly); a manifest is a version of the model when it is a ModelPack artifact
 whose layers are files. Kept: the versions a kept lock pins (its manifest digest, for an ``oci``
 model; exactly its files, for one published there) — the only proof a registry gives that a version
-is this catalog's — and, newest first by the time their manifests state, the newest
+is this catalog's; a manifest any kept lock pins for any model is never deleted, and only counted
+for its own — and, newest first by the time their manifests state, the newest
 ``--keep-versions N`` of those. What a registry says (a tag, a time) proves nothing: a manifest no
 lock pins is never counted, and it is kept while it is as new as the last version counted (or
 states no time). The others' manifests are deleted by digest where the registry allows it; the
@@ -48,6 +49,7 @@ log = logging.getLogger("mdl.prune")
 
 Files = frozenset[tuple[str, int, str]]  # a version: its files' paths, sizes and sha256
 MOST_TAGS = 10_000  # a repository's tags prune reads: more, and every version of it is kept
+MOST_PAGES = 100  # and pages of them (a registry may send fewer than asked), none read twice
 NO_VERSION = "not a version of the model (an index, a referrer, another artifact): kept"
 UNDATED = f"states no time ({CREATED}): kept, never counted (--keep-versions 0: the locks' only)"
 SHARED = "a repository several of the catalog's models share: every version kept"
@@ -97,7 +99,7 @@ def prune_registry(
     registry = Registry(
         client, environ=settings.environ or {}, secrets=settings.secrets, retry=retry
     )
-    run = _RegistryRun(registry, settings.dry_run, keep_versions)
+    run = _RegistryRun(registry, settings.dry_run, keep_versions, _held(kept.pins))
     current = {model.name: _files_of(model) for model in pinned}
     refs = {spec.name: _repository(template, spec.name) for spec in models}
     shared = Counter(ref.repository for ref in refs.values() if ref is not None)
@@ -141,10 +143,27 @@ def _pins(pins: Sequence[tuple[str, ResolvedModel]], name: str) -> dict[str | Fi
     found: dict[str | Files, str] = {}
     for origin, model in (pin for pin in pins if pin[1].name == name):
         found.setdefault(_files_of(model), origin)
-        for file in model.files:
-            if (source := parse_oci_source(file.source)) is not None and source[0].digest:
-                found.setdefault(source[0].digest, origin)
+        for digest in _digests(model):
+            found.setdefault(digest, origin)
     return found
+
+
+def _held(pins: Sequence[tuple[str, ResolvedModel]]) -> dict[str, str]:
+    """Every manifest digest a kept lock pins, whichever model's (an ``oci`` model deployed from
+    another's repository): why it stays wherever prune finds it, never counted there."""
+    held: dict[str, str] = {}
+    for origin, model in pins:
+        for digest in _digests(model):
+            held.setdefault(
+                digest, f"the manifest {origin} pins for {model.name}: kept, never counted"
+            )
+    return held
+
+
+def _digests(model: ResolvedModel) -> set[str]:
+    """The manifest digests an ``oci`` model's files come from (none for another source's)."""
+    sources = (parse_oci_source(file.source) for file in model.files)
+    return {source[0].digest for source in sources if source is not None and source[0].digest}
 
 
 def _created(manifest: Manifest) -> float | None:
@@ -172,19 +191,23 @@ class _RegistryRun(Tally):
     registry: Registry
     dry_run: bool
     keep: int
+    held: Mapping[str, str]  # every manifest digest a kept lock pins → why it stays
     refused: bool = False  # the registry refused a delete: no other is asked
 
     def model(self, ref: OciRef, pins: Mapping[str | Files, str], current: Files | None) -> None:
         """One model's repository: its manifests read, judged, the unkept deleted."""
         try:
-            tags = self.registry.tags(ref, most=MOST_TAGS, what=ref.given)
+            tags = self.registry.tags(ref, most=MOST_TAGS, pages=MOST_PAGES, what=ref.given)
         except NotFoundError:
             return  # nothing published there
         except MdlError as exc:
             self.errors.append(exc)
             return
         if tags is None:
-            self.warnings.append(f"{ref.given}: more than {MOST_TAGS} tags: every version kept")
+            self.warnings.append(
+                f"{ref.given}: its tag list does not end within {MOST_TAGS} tags in"
+                f" {MOST_PAGES} pages (or names a page again): every version kept"
+            )
             return
         found = self.read(ref, tags)
         if found is not None:
@@ -220,18 +243,22 @@ class _RegistryRun(Tally):
         pins: Mapping[str | Files, str],
         current: Files | None,
     ) -> None:
-        """Keep what a kept lock pins; count the newest ``keep`` of those versions by the
-        earliest time their manifests state (a copy of a version's manifest can only make it
-        older); delete a manifest no lock pins only when the time it states is older than the
-        last version counted."""
+        """Keep what a kept lock pins (a manifest pinned for another model: never counted here);
+        count the newest ``keep`` of this model's versions by the earliest time their manifests
+        state (a copy of a version's manifest can only make it older); delete a manifest no lock
+        pins only when the time it states is older than the last version counted."""
         keep: list[tuple[_Found, str]] = []
         unpinned: list[_Found] = []
+        theirs: list[tuple[_Found, str]] = []  # pinned for another model: kept, never counted
         for item in found.values():
-            if (by := item.pinned_by(pins)) is None:
-                unpinned.append(item)
-            else:
+            if (by := item.pinned_by(pins)) is not None:
                 keep.append((item, f"the manifest of a version {by} pins"))
+            elif item.digest in self.held:
+                theirs.append((item, self.held[item.digest]))
+            else:
+                unpinned.append(item)
         dated = _dated(item for item, _ in keep)
+        keep += theirs
         anchor = dated.get(current) if current is not None else None
         cutoff = _cutoff(dated, anchor, self.keep)
         gone: list[_Found] = []

@@ -364,3 +364,86 @@ def test_the_tag_list_is_read_page_by_page(
     assert done.exit_code == 0, done.stderr  # both tags untagged meanwhile (404): none to judge
     asked = server.asked  # type: ignore[attr-defined]
     assert asked == [first, second, "/v2/team/tiny/manifests/a", "/v2/team/tiny/manifests/b"]
+
+
+@pytest.mark.parametrize("by_lock", [False, True])
+def test_a_manifest_another_models_lock_pins_is_kept_never_counted(
+    by_lock: bool,
+    plain_registry: DistributionRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Model ``q`` is deployed by digest from model ``tiny``'s repository (an older release of it,
+    tagged there): a kept lock (catalog.lock, or a ``--lock`` once ``q`` left the catalog) pins
+    that manifest for ``q``, so pruning ``tiny``'s repository keeps it, and never counts it among
+    ``tiny``'s versions (the older one no lock pins stays)."""
+    registry = plain_registry
+    old = push_version(registry, "cross/tiny", "v0", version(0), "2019-01-01T00:00:00Z")
+    release = push_version(registry, "cross/tiny", "q-release", version(1), "2020-01-01T00:00:00Z")
+    push_version(registry, "cross/tiny", "v2", version(2), "2024-01-01T00:00:00Z")
+    registry.push_model("origin/cross", "rel", version(2))
+    tiny = f'[models.tiny]\noci = "oci://{registry.host}/origin/cross:rel"\n'
+    q = f'[models.q]\noci = "oci://{registry.host}/cross/tiny:q-release"\n'
+    catalog = use_catalog(tmp_path, monkeypatch, tiny + q)
+    assert mdl("lock").exit_code == 0
+    assert f"cross/tiny@{release}" in (tmp_path / "catalog.lock").read_text()
+    origin, flags = "catalog.lock", ()
+    if by_lock:
+        origin, flags = str(tmp_path / "q.lock"), ("--lock", str(tmp_path / "q.lock"))
+        shutil.copy(tmp_path / "catalog.lock", origin)
+        catalog.write_text(tiny)
+    mirror = f"oci://{registry.host}/cross/{{model}}"
+    counted = mdl("prune", "--mirror", mirror, *flags, "--keep-versions", "2", "--json")
+    assert counted.exit_code == 0, counted.stderr
+    report = json.loads(counted.stdout)
+    assert report["removed"] == []  # one version of tiny counted (v2): fewer than 2, none goes
+    kept = {e["uri"]: e["reason"] for e in report["kept"]}
+    shown = f"oci://{registry.host}/cross/tiny:q-release@{release}"
+    assert kept[shown] == f"the manifest {origin} pins for q: kept, never counted"
+    done = mdl("prune", "--mirror", mirror, *flags, "--keep-versions", "1")
+    assert done.exit_code == 0, done.stderr
+    assert manifest_status(registry, "cross/tiny", release) == 200
+    assert manifest_status(registry, "cross/tiny", old) == 404
+
+
+def _loop(first: str) -> dict[str, tuple[bytes, str | None]]:
+    """One tag a page (n ignored), each page's Link back to the first."""
+    return {first: (b'{"tags": ["a"]}', f'<{first}>; rel="next"')}
+
+
+def _endless(first: str) -> dict[str, tuple[bytes, str | None]]:
+    """One tag a page (n ignored), each page's Link to a new one, past the pages prune reads."""
+    urls = [first, *(f"{first}&last=t{n}" for n in range(200))]
+    return {url: (b'{"tags": ["t%d"]}' % n, f'<{urls[n + 1]}>; rel="next"')
+            for n, url in enumerate(urls[:-1])}  # fmt: skip
+
+
+@pytest.mark.parametrize(("pages", "asked"), [(_loop, 1), (_endless, 100)])
+def test_a_tag_list_that_never_ends_keeps_every_version(
+    plain_registry: DistributionRegistry,
+    pages: Any,
+    asked: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry that ignores ``n`` and links a page already read, or page after page past the
+    pages prune reads: the walk ends there, every version kept, the repository named."""
+    origin = f"oci://{plain_registry.host}/origin/endless:rel"
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
+    plain_registry.push_model("origin/endless", "rel", version(7))
+    assert mdl("lock", "tiny").exit_code == 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
+    server.pages = pages("/v2/team/tiny/tags/list?n=1000")  # type: ignore[attr-defined]
+    server.asked = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.exit_code == 0, done.stderr
+    assert f"oci://{host}/team/tiny: its tag list does not end within" in done.stderr
+    assert "every version kept" in done.stderr
+    assert len(server.asked) == asked  # type: ignore[attr-defined]
+    assert all("/tags/list" in path for path in server.asked)  # type: ignore[attr-defined]
