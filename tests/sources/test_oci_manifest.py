@@ -17,6 +17,7 @@ from mdl.paths import parse_oci_ref, parse_oci_source, path_problem
 from mdl.sources.ocimanifest import (
     MAX_MANIFEST_BYTES,
     MODELPACK_PATH,
+    ORAS_UNPACK,
     TITLE,
     layer_files,
     parse_manifest,
@@ -77,6 +78,11 @@ def test_a_manifest_names_its_files() -> None:
         (manifest({"mediaType": "a", "digest": f"sha256:{HEX}", "size": 1}), "names no file path"),
         (manifest(layer("w", mediaType="application/vnd.cncf.model.weight.v1.tar")), "tar"),
         (
+            manifest(layer("w", key=TITLE, mediaType="application/vnd.cncf.model.weight.v1.tar")),
+            "tar",
+        ),
+        (manifest(layer("w", annotations={MODELPACK_PATH: "w", ORAS_UNPACK: "true"})), "tar"),
+        (
             manifest(
                 layer(
                     "w", key=TITLE, annotations={TITLE: "w", "io.deis.oras.content.unpack": "true"}
@@ -94,6 +100,36 @@ def test_a_bad_manifest_is_refused_naming_why(raw: bytes, said: str) -> None:
         files_of(raw)
     assert said in caught.value.message
     assert caught.value.exit_code == ExitCode.NETWORK
+
+
+@FUZZ
+@given(
+    media_type=st.sampled_from(
+        [
+            f"application/vnd.cncf.model.{kind}.v1.{packing}"
+            for kind in ("weight", "weight.config", "doc", "code", "dataset")
+            for packing in ("tar", "tar+gzip", "tar+zstd", "raw")
+        ]
+        + ["application/vnd.oci.image.layer.v1.tar", "application/octet-stream"]
+    ),
+    keys=st.sampled_from([(MODELPACK_PATH,), (TITLE,), (MODELPACK_PATH, TITLE)]),
+    unpack=st.sampled_from([None, "true", "false"]),
+    upper=st.booleans(),
+)
+def test_a_tar_layer_is_refused_whatever_annotation_names_it(
+    media_type: str, keys: tuple[str, ...], unpack: str | None, upper: bool
+) -> None:
+    annotations = dict.fromkeys(keys, "w.bin") | ({ORAS_UNPACK: unpack} if unpack else {})
+    raw = manifest(layer("w.bin", mediaType=media_type.upper() if upper else media_type,
+                         annotations=annotations))  # fmt: skip
+    # a tar: ModelPack's tar media types, any tar one under ModelPack's path, oras's unpack;
+    # oras's tar media type under its title alone is what `oras push FILE` writes for a file
+    modelpack = media_type.startswith("application/vnd.cncf.") or MODELPACK_PATH in keys
+    if unpack == "true" or (modelpack and ".tar" in media_type):
+        with pytest.raises(RegistryReplyError, match="is a tar archive"):
+            files_of(raw)
+    else:
+        assert files_of(raw) == [("w.bin", 5, HEX)]
 
 
 def test_an_index_never_picks_a_platform_image() -> None:
