@@ -224,6 +224,6 @@ def _check_manifest_digest(ref: OciRef, digest: str, stated: str | None, *, what
         check_digest(stated, what=f"{what}: the registry's Docker-Content-Digest")
         if stated != digest:
             raise IntegrityError(
-                f"{what}: the registry states manifest {stated} for tag {ref.tag}, but sent one"
-                f" that hashes to {digest}; refused"
+                f"{what}: the registry states manifest {stated} for tag {ref.reference}, but sent"
+                f" one that hashes to {digest}; refused"
             )

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.errors import ExitCode, RegistryReplyError, UsageError
+from mdl.errors import ExitCode, IntegrityError, RegistryReplyError, UsageError
 from mdl.paths import parse_oci_ref, parse_oci_source, path_problem
+from mdl.redact import Secrets
+from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import (
     MAX_MANIFEST_BYTES,
     MODELPACK_PATH,
@@ -23,6 +26,7 @@ from mdl.sources.ocimanifest import (
     parse_manifest,
     pick_artifact,
 )
+from mdl.transfer.http import make_client
 
 FUZZ = settings(
     max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -317,3 +321,18 @@ def test_an_upload_location_is_one_mdl_sends_to_or_refused(said: str) -> None:
         assert exc.exit_code == ExitCode.NETWORK and exc.message.startswith("w.bin: "), exc.message
         return
     assert where.startswith("https://")
+
+
+def test_a_digest_the_registry_misstates_names_the_tag_asked() -> None:
+    raw = manifest(layer("w.bin"))
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        lie = {"Content-Type": MANIFEST, "Docker-Content-Digest": "sha256:" + "0" * 64}
+        return httpx2.Response(200, content=raw, headers=lie)
+
+    with make_client(pool_size=1, environ={}, transport=httpx2.MockTransport(answer)) as client:
+        registry = Registry(client, environ={}, secrets=Secrets())
+        for given, tag in (("oci://127.0.0.1:9/t/x", "latest"), ("oci://127.0.0.1:9/t/x:v1", "v1")):
+            with pytest.raises(IntegrityError) as caught:
+                registry.manifest(parse_oci_ref(given), what="x")
+            assert f"for tag {tag}, but sent one" in caught.value.message, caught.value.message
