@@ -239,6 +239,7 @@ class RegistryGate:
     patches_before_cut: int = 0  # PATCHes relayed whole before the one cut
     max_body: int | None = None  # a PATCH or PUT body past this: 413, as a registry's size limit
     fail_pushes: int = 0  # the next pushes answered 503 (their bodies read, not relayed)
+    lying_heads: bool = False  # a blob HEAD: 200 stating another size and digest, held or not
 
     def requests(self, method: str | None = None) -> list[Seen]:
         with self.lock:
@@ -356,6 +357,12 @@ class _Handler(BaseHTTPRequestHandler):
             if gate.basic is not None:
                 challenge = 'Basic realm="gate"'
             return self._answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', challenge)
+        if gate.lying_heads and "/blobs/sha256:" in path and self.command == "HEAD":
+            self.send_response(200)
+            self.send_header("Content-Length", "1")
+            self.send_header("Docker-Content-Digest", "sha256:" + "0" * 64)
+            self.end_headers()
+            return None
         if gate.redirect_blobs and "/blobs/" in path and self.command == "GET":
             self.send_response(307)
             self.send_header("Location", f"{gate.storage_url}/storage{self.path}")

@@ -89,7 +89,8 @@ class Registry:
             return self._auths[key]
 
     def resolve(self, ref: OciRef, *, model: str = "", what: str | None = None) -> OciModel:
-        """``ref``'s files at one manifest digest (a tag resolved now; a digest as pinned)."""
+        """``ref``'s files at one manifest digest (a tag resolved now; a digest as pinned);
+        NotFoundError (exit 4): a manifest with no layer that is a file."""
         what = what or ref.given
         digest, manifest = self.manifest(ref, what=what)
         if manifest.is_index:
@@ -110,6 +111,8 @@ class Registry:
             )
             for file in layer_files(manifest, what=f"{what} ({digest})")
         )
+        if not files:  # (a container image's config alone, an empty artifact)
+            raise NotFoundError(f"{what}: {pinned.given} has no layers that are files")
         return OciModel(pinned, digest, files)
 
     def resolve_model(self, spec: ModelSpec) -> ResolvedModel:
@@ -118,8 +121,6 @@ class Registry:
         assert spec.oci is not None
         ref = parse_oci_ref(spec.oci, where=f"models.{spec.name}.oci")
         found = self.resolve(ref, model=spec.name, what=spec.name)
-        if not found.files:
-            raise NotFoundError(f"{spec.name}: {found.ref.given} has no layers that are files")
         return ResolvedModel(spec.name, ref.tag, None, found.files)
 
     def manifest(self, ref: OciRef, *, what: str) -> tuple[str, Manifest]:
@@ -228,6 +229,6 @@ def _check_manifest_digest(ref: OciRef, digest: str, stated: str | None, *, what
         check_digest(stated, what=f"{what}: the registry's Docker-Content-Digest")
         if stated != digest:
             raise IntegrityError(
-                f"{what}: the registry states manifest {stated} for tag {ref.tag}, but sent one"
-                f" that hashes to {digest}; refused"
+                f"{what}: the registry states manifest {stated} for tag {ref.reference}, but sent"
+                f" one that hashes to {digest}; refused"
             )

@@ -29,6 +29,7 @@ INDEXES = frozenset({INDEX, DOCKER_LIST})
 # what a manifest GET asks for (a Docker list last: a registry converts nothing then)
 ACCEPT = ", ".join((MANIFEST, INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
+MODELPACK_MEDIA = "application/vnd.cncf.model."  # ModelPack's media types (layers, config)
 MODELPACK_PATH = "org.cncf.model.filepath"  # CNCF ModelPack: the file's path in the model
 TITLE = "org.opencontainers.image.title"  # what oras push writes: the file's name
 CREATED = "org.opencontainers.image.created"  # the time a manifest states (RFC 3339)
@@ -192,20 +193,19 @@ def layer_files(manifest: Manifest, *, what: str) -> list[LayerFile]:
 
 
 def _layer_file(layer: Descriptor, *, what: str) -> LayerFile:
-    """One layer's path (ModelPack's filepath, else oras's title), refused if it is a tar or has
-    no path."""
+    """One layer's path (ModelPack's filepath, else oras's title), refused if it has no path or
+    is a tar, whatever annotation names it: a ModelPack tar media type (or any tar one under a
+    ModelPack path), or oras's unpack annotation."""
     annotations = layer.annotations
     path = annotations.get(MODELPACK_PATH) or annotations.get(TITLE)
     if not path:
         raise RegistryReplyError(
             f"{what} names no file path ({MODELPACK_PATH} or {TITLE}); mdl reads layers as files"
         )
-    tar = (
-        annotations.get(ORAS_UNPACK) == "true"
-        if MODELPACK_PATH not in annotations
-        else _TAR.search(layer.media_type) is not None
-    )
-    if tar:
+    media_type = layer.media_type.lower()
+    modelpack = MODELPACK_PATH in annotations or media_type.startswith(MODELPACK_MEDIA)
+    # oras's tar media type is also what `oras push FILE` gives a plain file: its title stays one
+    if (modelpack and _TAR.search(media_type)) or annotations.get(ORAS_UNPACK) == "true":
         raise RegistryReplyError(
             f"{what} ({printable(path, limit=120)!r}) is a tar archive"
             f" ({printable(layer.media_type, limit=100)}); mdl reads raw layers only",

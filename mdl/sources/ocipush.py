@@ -21,7 +21,7 @@ import httpx2
 
 from mdl.errors import AuthError, LocalFSError, MdlError, NotFoundError, RegistryReplyError
 from mdl.paths import OciRef
-from mdl.redact import redact_url
+from mdl.redact import printable, redact_url
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import manifest_digest
 from mdl.transfer.connection import drain
@@ -129,10 +129,27 @@ class RegistryWriter:
         self.chunk_size = chunk_size
         self.cancel = cancel or registry.cancel
 
-    def has_blob(self, digest: str, *, what: str) -> bool:
-        """Whether the repository holds the blob (a 307 to its storage: it does)."""
-        url = self.ref.blob_url(digest)
-        return self._ask("HEAD", url, what=what, ok=(200, 307, 302, 404)).status != 404
+    def has_blob(self, digest: str, size: int, *, what: str) -> bool:
+        """Whether the repository holds the blob (a 307 to its storage: it does); a 200 whose
+        own ``Content-Length`` or ``Docker-Content-Digest`` names another blob is no proof: it is
+        sent (the closing ``PUT ?digest=`` has the registry check the bytes)."""
+        reply = self._ask("HEAD", self.ref.blob_url(digest), what=what, ok=(200, 307, 302, 404))
+        if reply.status == 404:
+            return False
+        stated = reply.headers.get("Docker-Content-Digest", digest)
+        length = reply.headers.get("Content-Length", str(size)) if reply.status == 200 else None
+        if stated == digest and length in (None, str(size)):
+            return True
+        log.warning(
+            "%s: %s answers HEAD %s with 200 but states Content-Length %s, Docker-Content-Digest"
+            " %s; sending it",
+            what,
+            redact_url(self.ref.base),
+            digest,
+            printable(str(length), limit=40),
+            printable(stated, limit=80),
+        )
+        return False
 
     def push_blob(
         self,
@@ -146,7 +163,7 @@ class RegistryWriter:
         """The blob in the repository: ``there`` already, ``mounted`` from the repository
         ``mount_from`` of the same registry, or ``uploaded`` (``head``: False when the caller
         just found it missing)."""
-        if head and self.has_blob(blob.digest, what=what):
+        if head and self.has_blob(blob.digest, blob.size, what=what):
             return THERE
         session = None
         if mount_from is not None and mount_from != self.ref.repository:

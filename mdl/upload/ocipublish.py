@@ -228,7 +228,8 @@ class _Run:
                 writer.push_blob(config, what=what)
             contents = list(plan.contents.values())
             found = self.pool.map(
-                lambda f: writer.has_blob(f"sha256:{f.sha256}", what=f"{name}/{f.path}"), contents
+                lambda f: writer.has_blob(f"sha256:{f.sha256}", f.size, what=f"{name}/{f.path}"),
+                contents,
             )
             plan.there = {f.sha256 for f, held in zip(contents, list(found), strict=True) if held}
         except MdlError as exc:

@@ -223,8 +223,8 @@ class PublishReport(RunReport):
     def template(self) -> str:
         """The mirror template nodes pull what was published with (a registry's: its
         repositories, the tag left out)."""
-        if self.target.startswith("oci://"):
-            return re.sub(r":[\w][\w.-]{0,127}$", "", self.target)
+        if self.target.startswith("oci://"):  # the tag: a literal one or {model}'s
+            return re.sub(r":[^/:]*$", "", self.target)
         return versions.template_of(self.target)
 
     @property

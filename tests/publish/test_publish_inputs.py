@@ -18,7 +18,9 @@ from servers import HubServer
 
 from mdl.buckets.s3 import parse_s3_prefix, sha256_of_head
 from mdl.catalog.load import parse_catalog
+from mdl.catalog.settings import check_mirror
 from mdl.errors import ExitCode, MdlError, UsageError
+from mdl.upload.publisher import PublishReport
 
 
 @given(st.text(max_size=80))
@@ -161,3 +163,19 @@ def test_the_python_api_publishes_and_prints_nothing(
         )
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    ("target", "template"),
+    [
+        ("oci://127.0.0.1:5000/team/tiny", "oci://127.0.0.1:5000/team/tiny"),
+        ("oci://127.0.0.1:5000/team/tiny:v1", "oci://127.0.0.1:5000/team/tiny"),
+        ("oci://reg.example.com/models/{model}", "oci://reg.example.com/models/{model}"),
+        ("oci://reg.example.com/models/{model}:2026-11", "oci://reg.example.com/models/{model}"),
+        ("oci://reg.example.com/models/{model}:{model}", "oci://reg.example.com/models/{model}"),
+        ("oci://reg.example.com/m/{model}:v-{model}.1", "oci://reg.example.com/m/{model}"),
+    ],
+)
+def test_a_registry_publishs_nodes_hint_is_a_mirror_mdl_takes(target: str, template: str) -> None:
+    assert PublishReport((), target=target).template == template
+    assert check_mirror(template, where="--mirror") == template

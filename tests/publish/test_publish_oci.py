@@ -187,6 +187,19 @@ def test_republish_sends_nothing_and_a_changed_shard_sends_itself_config_and_man
     assert [p for p, a in rows.items() if a == "uploaded"] == ["model-00002-of-00004.safetensors"]
 
 
+def test_a_head_that_states_another_blob_is_no_proof_the_registry_holds_it(
+    pulled: Path, gate: RegistryGate, tmp_path: Path
+) -> None:
+    gate.lying_heads = True  # every blob HEAD: 200, Content-Length 1, a digest of zeros
+    done = publish(pulled, f"oci://{host_of(gate.url)}/team/lied:v1")
+    assert done.exit_code == 0, done.stderr
+    assert {f["action"] for f in json.loads(done.stdout)["files"]} == {"uploaded"}
+    gate.lying_heads = False
+    got = mdl("get", f"oci://{host_of(gate.url)}/team/lied:v1", "-d", str(tmp_path / "back"))
+    assert got.exit_code == 0, got.stderr
+    assert read_tree(tmp_path / "back") == FILES
+
+
 def test_a_cut_chunk_resumes_from_the_registrys_range(
     pulled: Path, gate: RegistryGate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,7 @@ from registry import (
     registry_gate,
     sha256_digest,
 )
-from runfixtures import mdl
+from runfixtures import mdl, use_catalog
 from servers import make_data
 
 pytestmark = NEEDS_REGISTRY
@@ -63,6 +63,22 @@ def test_oras_titles_are_files_as_oras_pull_writes_them(
     done = mdl("get", f"oci://{registry.host}/team/oras", "-d", str(tmp_path))
     assert done.exit_code == 0, done.stderr
     assert read_tree(tmp_path) == files
+
+
+def test_a_manifest_with_no_layers_is_exit_4_for_get_as_for_a_catalog_model(
+    registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.push_model("team/empty", "v1", {})
+    reference = f"oci://{registry.host}/team/empty:v1"
+    got = mdl("get", reference, "-d", str(tmp_path / "got"))
+    assert got.exit_code == 4, got.stderr
+    assert "has no layers that are files" in got.stderr and reference in got.stderr
+    use_catalog(tmp_path, monkeypatch, f'[models.empty]\noci = "{reference}"\n')
+    pulled = mdl("pull", "empty")
+    assert pulled.exit_code == 4, pulled.stderr
+    assert (
+        "empty: " + reference in pulled.stderr and "has no layers that are files" in pulled.stderr
+    )
 
 
 def test_an_index_picks_the_model_artifact_not_the_platform_image(

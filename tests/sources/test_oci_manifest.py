@@ -7,21 +7,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.errors import ExitCode, RegistryReplyError, UsageError
+from mdl.errors import ExitCode, IntegrityError, RegistryReplyError, UsageError
 from mdl.paths import parse_oci_ref, parse_oci_source, path_problem
+from mdl.redact import Secrets
+from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import (
     MAX_MANIFEST_BYTES,
     MODELPACK_PATH,
+    ORAS_UNPACK,
     TITLE,
     layer_files,
     parse_manifest,
     pick_artifact,
 )
+from mdl.transfer.http import make_client
 
 FUZZ = settings(
     max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -77,6 +82,11 @@ def test_a_manifest_names_its_files() -> None:
         (manifest({"mediaType": "a", "digest": f"sha256:{HEX}", "size": 1}), "names no file path"),
         (manifest(layer("w", mediaType="application/vnd.cncf.model.weight.v1.tar")), "tar"),
         (
+            manifest(layer("w", key=TITLE, mediaType="application/vnd.cncf.model.weight.v1.tar")),
+            "tar",
+        ),
+        (manifest(layer("w", annotations={MODELPACK_PATH: "w", ORAS_UNPACK: "true"})), "tar"),
+        (
             manifest(
                 layer(
                     "w", key=TITLE, annotations={TITLE: "w", "io.deis.oras.content.unpack": "true"}
@@ -94,6 +104,36 @@ def test_a_bad_manifest_is_refused_naming_why(raw: bytes, said: str) -> None:
         files_of(raw)
     assert said in caught.value.message
     assert caught.value.exit_code == ExitCode.NETWORK
+
+
+@FUZZ
+@given(
+    media_type=st.sampled_from(
+        [
+            f"application/vnd.cncf.model.{kind}.v1.{packing}"
+            for kind in ("weight", "weight.config", "doc", "code", "dataset")
+            for packing in ("tar", "tar+gzip", "tar+zstd", "raw")
+        ]
+        + ["application/vnd.oci.image.layer.v1.tar", "application/octet-stream"]
+    ),
+    keys=st.sampled_from([(MODELPACK_PATH,), (TITLE,), (MODELPACK_PATH, TITLE)]),
+    unpack=st.sampled_from([None, "true", "false"]),
+    upper=st.booleans(),
+)
+def test_a_tar_layer_is_refused_whatever_annotation_names_it(
+    media_type: str, keys: tuple[str, ...], unpack: str | None, upper: bool
+) -> None:
+    annotations = dict.fromkeys(keys, "w.bin") | ({ORAS_UNPACK: unpack} if unpack else {})
+    raw = manifest(layer("w.bin", mediaType=media_type.upper() if upper else media_type,
+                         annotations=annotations))  # fmt: skip
+    # a tar: ModelPack's tar media types, any tar one under ModelPack's path, oras's unpack;
+    # oras's tar media type under its title alone is what `oras push FILE` writes for a file
+    modelpack = media_type.startswith("application/vnd.cncf.") or MODELPACK_PATH in keys
+    if unpack == "true" or (modelpack and ".tar" in media_type):
+        with pytest.raises(RegistryReplyError, match="is a tar archive"):
+            files_of(raw)
+    else:
+        assert files_of(raw) == [("w.bin", 5, HEX)]
 
 
 def test_an_index_never_picks_a_platform_image() -> None:
@@ -281,3 +321,18 @@ def test_an_upload_location_is_one_mdl_sends_to_or_refused(said: str) -> None:
         assert exc.exit_code == ExitCode.NETWORK and exc.message.startswith("w.bin: "), exc.message
         return
     assert where.startswith("https://")
+
+
+def test_a_digest_the_registry_misstates_names_the_tag_asked() -> None:
+    raw = manifest(layer("w.bin"))
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        lie = {"Content-Type": MANIFEST, "Docker-Content-Digest": "sha256:" + "0" * 64}
+        return httpx2.Response(200, content=raw, headers=lie)
+
+    with make_client(pool_size=1, environ={}, transport=httpx2.MockTransport(answer)) as client:
+        registry = Registry(client, environ={}, secrets=Secrets())
+        for given, tag in (("oci://127.0.0.1:9/t/x", "latest"), ("oci://127.0.0.1:9/t/x:v1", "v1")):
+            with pytest.raises(IntegrityError) as caught:
+                registry.manifest(parse_oci_ref(given), what="x")
+            assert f"for tag {tag}, but sent one" in caught.value.message, caught.value.message
