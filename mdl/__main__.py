@@ -24,6 +24,7 @@ def main() -> None:
     # Address space held back (never touched) until memory runs out: room to say so under a limit
     # (RLIMIT_AS) reached while importing, or by the translator itself.
     reserve = None
+    _standard_descriptors_held()
     try:
         reserve = mmap.mmap(-1, 2 << 20)
         # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit
@@ -33,8 +34,11 @@ def main() -> None:
         with Watch().loading(), loading():
             # a plain get, pull or verify line runs without Typer (mdl.cli.plain); others: Typer's
             from mdl.cli.plain import recognised, run_plainly
+            from mdl.cli.render.console import lenient
             from mdl.cli.run import invoke
             from mdl.cli.swallowed import interrupts_kept
+
+            sys.stderr = lenient(sys.stderr)  # (a full log's disk never stops the work)
 
             plain = recognised(sys.argv[1:], os.environ)
             if plain is None:
@@ -66,6 +70,19 @@ def main() -> None:
     except Exception as exc:  # memory ran out in the translator itself; else raised
         _exit_if_out_of_memory(exc, reserve)
         raise
+
+
+def _standard_descriptors_held() -> None:
+    """stdin, stdout and stderr closed at start (``mdl pull >&-``) opened on /dev/null: else the
+    next file mdl opens takes the number, and what goes to stdout or stderr goes into it. A closed
+    stdout then takes the data as /dev/null does (Python left it None)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:  # (the lowest free number: this one, the ones below are open)
+            os.open(os.devnull, os.O_RDWR)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (the process's)
 
 
 class Watch(logging.Handler):

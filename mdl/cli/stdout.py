@@ -71,6 +71,10 @@ def stdout_closed(fd: int = STDOUT_FD) -> bool:
         return False
 
 
+# a write to stdout that no retry helps: a full disk or quota, an I/O error
+UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
 def is_closed_stdout_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or its cause) is a write that failed because stdout's reader has gone."""
     for current in causes(exc):
@@ -95,13 +99,13 @@ def silence_stdout() -> None:
 
 @contextlib.contextmanager
 def unread_if_failing(*, failing: bool) -> Iterator[None]:
-    """Output of a failing command that no one reads is dropped: its own exit code says more than
-    141.
+    """Output of a failing command that no one reads, or that stdout cannot take (a full disk), is
+    dropped: its own exit code says more than 141, and its error is on stderr too.
     """
     try:
         yield
     except OSError as exc:
-        if not failing or not is_closed_stdout_error(exc):
+        if not failing or not (is_closed_stdout_error(exc) or exc.errno in UNWRITABLE):
             raise
         silence_stdout()
 

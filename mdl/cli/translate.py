@@ -14,6 +14,7 @@ from typing import Any, Protocol, TextIO
 from mdl.cli.render.console import EventStream, run_summary, stderr_sink
 from mdl.cli.stdout import (
     EXIT_STDOUT_CLOSED,
+    UNWRITABLE,
     emit_document,
     is_closed_stdout_error,
     silence_stdout,
@@ -22,6 +23,7 @@ from mdl.cli.stdout import (
 from mdl.errors import (
     CatalogError,
     InterruptedByUserError,
+    LocalFSError,
     MdlError,
     OutOfMemoryError,
     UsageError,
@@ -104,6 +106,12 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
         return InterruptedByUserError("interrupted")
     if _out_of_memory(exc):
         return _memory_error(exc)
+    if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+        # a write no part said as its own (stdout's data to a full disk): local, exit 7, no bug
+        return LocalFSError(
+            (exc.strerror or "write failed").lower(),
+            hint="free space on the disk mdl writes to (stdout's file's too)",
+        )
     # a parse error (Typer's public base of Click's): its usage, exit 2
     if isinstance(exc, _typer("TyperException")):
         # a usage error's command

@@ -18,7 +18,6 @@ from mdl.catalog.settings import Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
-from mdl.store.expected import ExpectedFile
 from mdl.store.filesystem import (
     creatable_problem,
     kind_of,
@@ -430,6 +429,8 @@ def adopt_cached(
 ) -> ModelRecord | None:
     """Offline, in the hf-cache layout: the files already cached added to what the record knows
     (re-hashed against their blob names before they are trusted)."""
+    from mdl.store.expected import ExpectedFile  # (offline, in the cache layout: not every get's)
+
     known = dict(record.files) if record is not None else {}
     # what the last pull expected (another get of the repo: other files of it) and what is cached
     expected = None if record is None or record.expected is None else dict(record.expected)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -101,6 +102,35 @@ def unstamped(stream: TextIO) -> TextIO:
     it is).
     """
     return stream.stream if isinstance(stream, StampedLines) else stream
+
+
+class _Lenient:
+    """stderr as the CLI writes it: a write or flush that fails (a full disk under a cron log, a
+    terminal hung up, stderr closed at start: None) is dropped. Lines for people never stop the
+    work: the files, stdout's data and the exit code say how it ended, as curl and wget go on."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # (closed: ValueError)
+            self.stream.write(text)  # type: ignore[union-attr]
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self.stream.flush()  # type: ignore[union-attr]
+
+    def isatty(self) -> bool:
+        return isatty(self.stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def lenient(stream: TextIO | None) -> TextIO:
+    """``stream`` (the process's stderr) with failing writes dropped (:class:`_Lenient`)."""
+    return stream if isinstance(stream, _Lenient) else cast(TextIO, _Lenient(stream))
 
 
 def stderr_sink(stream: TextIO, *, events: bool = False) -> TextIO:
