@@ -430,8 +430,10 @@ def _recover_staging(
             closing.callback(os.close, staging_fd)
             if _identity(os.fstat(staging_fd)) != folder_id:
                 raise ValueError(f"{staging} is not the folder its record names")
-            # a file mdl made, or OSError
-            lock = confined.open_entry(staging_fd, staging / _LOCK, os.O_RDWR)
+            try:  # a file mdl made, or OSError
+                lock = confined.open_entry(staging_fd, staging / _LOCK, os.O_RDWR)
+            except FileNotFoundError:  # the record names it: a discard went as far as it (a kill)
+                return _discarded(dest, dest_fd, staging_fd, token, dry_run=dry_run)
             closing.callback(os.close, lock)
             if _identity(os.fstat(lock)) != lock_id:
                 raise ValueError(f"{staging}'s lock is not the one its record names")
@@ -450,6 +452,18 @@ def _recover_staging(
         if not dry_run and not _recover_one(dest, dest_fd, staging_fd, token, journal, progress):
             return None
         return staging, size
+
+
+def _discarded(
+    dest: Path, dest_fd: int, staging_fd: int, token: str, *, dry_run: bool
+) -> tuple[Path, int]:
+    """A recorded staging whose lock is gone: only a discard removes it (the record was written
+    after it), and one stopped there (a kill -9 in its ``rmtree``) leaves the rest, moved-aside
+    originals of a swap that was done: the discard finished (or only measured: ``dry_run``)."""
+    staging, size = dest / f"{STAGING_PREFIX}{token}", _staging_size(staging_fd)
+    if not dry_run:
+        _discard(dest, dest_fd, staging_fd, token)
+    return staging, size
 
 
 def _recover_one(

@@ -261,6 +261,21 @@ def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) 
     assert sorted(p.name for p in dest.iterdir()) == ["model"]
 
 
+def test_a_discard_killed_after_it_removed_the_lock_is_finished(tmp_path: Path) -> None:
+    """A kill -9 while a done swap's staging is removed (rmtree reaches the lock before old/)
+    leaves the originals moved aside and the record: the next recovery (unpack, clean) ends it."""
+    dest = tmp_path / "dest"
+    (dest / "model").mkdir(parents=True)
+    (dest / "model" / "old.txt").write_text("old")
+    dead = killed_after_swap(dest, "model", "new")
+    (dead.path / "lock").unlink()  # where the killed discard stopped
+    handled = unpack_staging.recover(dest, NullProgress())
+    assert [path for path, _ in handled] == [dead.path]
+    assert staging_folders(dest) == []
+    assert (dest / "model" / "new.txt").read_text() == "new"
+    assert sorted(p.name for p in dest.iterdir()) == ["model"]  # the record and .mdl/ too
+
+
 def test_a_staging_being_made_is_never_taken_for_abandoned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
