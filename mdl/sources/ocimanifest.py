@@ -18,6 +18,8 @@ from mdl.redact import printable
 
 # distribution's limit for a manifest (registry/handlers/manifests.go: maxManifestBodySize)
 MAX_MANIFEST_BYTES = 4 << 20
+# a reference by digest as a hint spells it ("oci://…@" would read as a login, and be redacted)
+BY_DIGEST = "oci://REGISTRY/REPOSITORY@sha256:DIGEST"
 MAX_LAYERS = 10_000  # more files than any model has; a manifest past it is refused, not walked
 MAX_BLOB_SIZE = 1 << 50  # a descriptor's size past a PiB is no file a model has
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -170,11 +172,16 @@ def pick_artifact(index: Manifest, *, what: str) -> Descriptor:
         raise RegistryReplyError(
             f"{what} is an index that names no model artifact (it names:"
             f" {', '.join(kinds) or 'nothing'})",
-            hint="name the artifact's manifest by its digest (oci://…@sha256:…)",
+            hint=f"name the artifact's manifest by its digest ({BY_DIGEST})",
+        )
+    if len(chosen) == 1:  # (not a manifest: an index in an index)
+        raise RegistryReplyError(
+            f"{what} is an index whose model artifact is another index ({chosen[0].media_type})",
+            hint=f"name the artifact's manifest by its digest ({BY_DIGEST})",
         )
     raise RegistryReplyError(
         f"{what} is an index that names {len(chosen)} model artifacts; mdl does not guess",
-        hint="name the one wanted by its digest (oci://…@sha256:…)",
+        hint=f"name the one wanted by its digest ({BY_DIGEST})",
     )
 
 

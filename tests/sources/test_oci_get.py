@@ -124,6 +124,8 @@ def test_an_index_picks_the_model_artifact_not_the_platform_image(
     assert refused.exit_code == 5, refused.stderr
     assert "names no model artifact" in refused.stderr
     assert "a platform image" in refused.stderr
+    # the hint's reference by digest said whole (a "…@" in it read as a login: oci://sha256:…)
+    assert "(oci://REGISTRY/REPOSITORY@sha256:DIGEST)" in refused.stderr
     assert not (tmp_path / "i" / "w.bin").exists()
 
 

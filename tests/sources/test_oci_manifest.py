@@ -152,6 +152,8 @@ def test_an_index_never_picks_a_platform_image() -> None:
         pick_artifact(parsed(image), what="i")
     with pytest.raises(RegistryReplyError, match="names 2 model artifacts"):
         pick_artifact(parsed(art, {**art, "digest": f"sha256:{'ef' * 32}"}), what="i")
+    with pytest.raises(RegistryReplyError, match="whose model artifact is another index"):
+        pick_artifact(parsed({**art, "mediaType": index}), what="i")
     modelpack = {**art, "digest": f"sha256:{'ef' * 32}",
                  "artifactType": "application/vnd.cncf.model.manifest.v1+json"}  # fmt: skip
     assert pick_artifact(parsed(art, modelpack), what="i").digest == modelpack["digest"]
