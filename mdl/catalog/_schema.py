@@ -110,6 +110,8 @@ def _one_of(choices: tuple[str, ...], *, hint: bool) -> AfterValidator:
 def _file_url(url: str) -> str:
     if not is_http_url(url):
         scheme = urlsplit(url).scheme if "://" in url else ""
+        if scheme in ("http", "https"):  # its scheme is right: its host, port or spaces are not
+            raise problem("must be an http(s) URL with a host, a port of 1-65535 and no spaces")
         raise problem(
             "must be an http:// or https:// URL, got"
             f" {f'scheme {scheme!r}' if scheme else 'no scheme'}"

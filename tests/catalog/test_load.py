@@ -320,8 +320,6 @@ def test_hub_only_keys_on_a_url_file(key: str) -> None:
         ("ftp://h/x.bin", "scheme 'ftp'"),
         ("file:///etc/passwd", "scheme 'file'"),
         ("cdn.example.com/x.bin", "no scheme"),
-        ("https:///x.bin", "scheme 'https'"),
-        ("https://h/a b.bin", "scheme 'https'"),
     ],
 )
 def test_url_must_be_http(url: str, got: str) -> None:
@@ -329,6 +327,17 @@ def test_url_must_be_http(url: str, got: str) -> None:
     assert (
         message
         == f"cat.toml:2: models.m.files[0].url: must be an http:// or https:// URL, got {got}"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["https:///x.bin", "https://h/a b.bin", "http://h:99999/x.bin", "http://h:port/x.bin"]
+)
+def test_an_http_url_wrong_past_its_scheme_is_named_so(url: str) -> None:
+    message = bad(f'[models.m]\nfiles = [{{ url = "{url}" }}]\n')
+    assert message == (
+        "cat.toml:2: models.m.files[0].url: must be an http(s) URL with a host, a port of 1-65535"
+        " and no spaces"
     )
 
 
