@@ -121,6 +121,7 @@ def clean(
 ) -> CleanReport:
     """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
     from mdl.archive.staging import recover as recover_unpacks
+    from mdl.archive.staging import stale_spools
     from mdl.store.inventory import CleanedFile, CleanReport
     from mdl.store.inventory import clean as clean_partials
     from mdl.store.layout import Layout
@@ -135,6 +136,10 @@ def clean(
     stagings = [
         CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)
         for path, size in recover_unpacks(settings.dest, NullProgress(), dry_run=dry_run)
+    ]
+    stagings += [
+        CleanedFile(path, size, "a killed `unpack -`'s copy of stdin", not dry_run)
+        for path, size in stale_spools(settings.dest, dry_run=dry_run)
     ]
     # a killed `prune` leaves what it set aside (hidden, as big as the file): put back or removed
     asides = clean_asides(settings)

@@ -27,6 +27,7 @@ import shutil
 import signal
 import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -46,6 +47,11 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | confined.NO_LINK
 RECORDS = Path(".mdl") / "unpack"  # under DEST: one record per staging, named after its token
 _TOKEN = re.compile("[0-9a-f]{32}")
 MAX_RECORD_BYTES = 4096
+# ``unpack -``'s copy of stdin (``paths.temp_name("stdin.zip")``), locked while its unpack runs; one
+# a kill left is removed by the next unpack or clean there once this old (never one just made,
+# before its lock)
+SPOOL = re.compile(r"\.stdin\.zip\.[0-9a-f]{16}\.mdl-tmp")
+SPOOL_AGE = 60.0
 # the top-level names come from a central directory, twice its size at most
 MAX_JOURNAL_BYTES = 2 * MAX_CENTRAL_BYTES
 _LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
@@ -405,6 +411,47 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
     finally:
         os.close(dest_fd)
     return handled
+
+
+def stale_spools(dest: Path, *, dry_run: bool = False) -> list[tuple[Path, int]]:
+    """The copies of stdin killed ``unpack -`` runs left in ``dest`` (``SPOOL``: this user's
+    regular files, no running unpack's lock on them, older than ``SPOOL_AGE``), removed unless
+    ``dry_run``; each with its size."""
+    try:
+        dest_fd = os.open(dest, _DIR | os.O_CLOEXEC)
+    except OSError:
+        return []
+    found: list[tuple[Path, int]] = []
+    try:
+        for name in sorted(os.listdir(dest_fd)):  # noqa: PTH208 (a descriptor: no Path for it)
+            if SPOOL.fullmatch(name) and (size := _stale_spool(dest_fd, name, dry_run)) is not None:
+                found.append((dest / name, size))
+    finally:
+        os.close(dest_fd)
+    return found
+
+
+def _stale_spool(dest_fd: int, name: str, dry_run: bool) -> int | None:
+    """The size of spool ``name`` if it is stale (then removed unless ``dry_run``), else None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | confined.NO_LINK, dir_fd=dest_fd)
+    except OSError:
+        return None
+    try:
+        held = os.fstat(fd)
+        if not stat.S_ISREG(held.st_mode) or held.st_uid != os.getuid():
+            return None
+        if time.time() - held.st_mtime < SPOOL_AGE:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a running unpack's
+        now = _lstat(name, dest_fd)
+        if not dry_run and now is not None and _identity(now) == _identity(held):
+            os.unlink(name, dir_fd=dest_fd)
+        return held.st_size
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _recover_staging(

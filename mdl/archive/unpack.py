@@ -7,6 +7,7 @@ private folder, the swap and the recovery of an interrupted one are in ``staging
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
 
 from mdl.archive import zipread
-from mdl.archive.staging import NEW_FILE, Staging, recover
+from mdl.archive.staging import NEW_FILE, Staging, recover, stale_spools
 from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, Entry
 from mdl.errors import (
     ArchiveError,
@@ -366,6 +367,7 @@ def _recover_dest(dest_dir: Path, progress: Progress) -> None:
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)
+        stale_spools(dest_dir)
 
 
 def _checked_entries(fh: BinaryIO, dest_dir: Path, max_ratio: float) -> tuple[list[Entry], int]:
@@ -461,7 +463,9 @@ def unpack_stream(
         fd = os.open(spool, NEW_FILE, 0o600)
     except OSError as exc:
         raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror}") from exc
+    held = os.dup(fd)  # locked until the spool goes: a running unpack's (staging.stale_spools)
     try:
+        fcntl.flock(held, fcntl.LOCK_EX)
         _spool(stream, fd, spool, named)
         try:
             return unpack_archive(
@@ -479,6 +483,7 @@ def unpack_stream(
             raise
     finally:
         spool.unlink(missing_ok=True)
+        os.close(held)
 
 
 def _spool(stream: BinaryIO, fd: int, spool: Path, named: Progress) -> None:

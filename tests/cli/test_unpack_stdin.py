@@ -183,3 +183,42 @@ def test_api_unpack_accepts_a_binary_stream(
     assert spools(tmp_path) == [] and spools(tmp_path / "api-out") == []
     with pytest.raises(UsageError, match="stdin is empty"):
         api.unpack(io.BytesIO(b""), dest="empty")
+
+
+def test_a_spool_a_kill_left_goes_with_the_next_unpack_or_clean_never_a_running_ones(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 (or a hang-up) during `unpack -` leaves its copy of stdin (as big as the archive):
+    the next unpack into that folder, or `mdl clean --dest` it, removes it; a running unpack's
+    spool (locked) and one just made (younger than SPOOL_AGE) stay."""
+    from mdl.archive.staging import SPOOL_AGE, stale_spools
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    left = out / ".stdin.zip.0123456789abcdef.mdl-tmp"
+    left.write_bytes(b"PK" * 1000)
+    young = out / ".stdin.zip.fedcba9876543210.mdl-tmp"
+    young.write_bytes(b"PK")
+    old = left.stat().st_mtime - 2 * SPOOL_AGE
+    os.utime(left, (old, old))
+    # while an unpack of stdin runs: its own spool is locked, the stale one goes
+    seen: dict[str, list[tuple[Path, int]]] = {}
+
+    class Stdin(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if "running" not in seen:  # (its spool exists, locked, and is as old as the stale)
+                [mine] = [p for p in out.iterdir() if p not in (left, young)]
+                os.utime(mine, (old, old))
+                seen["running"] = stale_spools(out, dry_run=True)
+            return super().read(size)
+
+    buffer = io.BytesIO()
+    api.pack("run", stream=buffer)
+    api.unpack(Stdin(buffer.getvalue()), dest="out")
+    assert seen["running"] == [(left, 2000)]  # not its own: a running unpack's, locked
+    assert spools(out) == [young.name]  # the stale one went with this unpack; the young stays
+    os.utime(young, (old, old))
+    cleaned = api.clean(dest=str(out), dry_run=False)
+    assert [(f.path, f.size) for f in cleaned.files] == [(young, 2)]
+    assert spools(out) == []
