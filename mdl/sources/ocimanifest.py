@@ -165,23 +165,24 @@ def pick_artifact(index: Manifest, *, what: str) -> Descriptor:
     chosen = modelpack or artifacts
     if len(chosen) == 1 and chosen[0].media_type in MANIFESTS:
         return chosen[0]
-    if not chosen:
-        kinds = sorted(
-            {"a platform image" if d.platform else d.media_type for d in index.manifests}
+    raise _no_one_artifact(index, chosen, what=what)
+
+
+def _no_one_artifact(index: Manifest, chosen: list[Descriptor], *, what: str) -> RegistryReplyError:
+    """Why the index names no one model manifest: none, several, or one that is an index."""
+    if len(chosen) > 1:
+        return RegistryReplyError(
+            f"{what} is an index that names {len(chosen)} model artifacts; mdl does not guess",
+            hint=f"name the one wanted by its digest ({BY_DIGEST})",
         )
-        raise RegistryReplyError(
-            f"{what} is an index that names no model artifact (it names:"
-            f" {', '.join(kinds) or 'nothing'})",
-            hint=f"name the artifact's manifest by its digest ({BY_DIGEST})",
-        )
-    if len(chosen) == 1:  # (not a manifest: an index in an index)
-        raise RegistryReplyError(
-            f"{what} is an index whose model artifact is another index ({chosen[0].media_type})",
-            hint=f"name the artifact's manifest by its digest ({BY_DIGEST})",
-        )
-    raise RegistryReplyError(
-        f"{what} is an index that names {len(chosen)} model artifacts; mdl does not guess",
-        hint=f"name the one wanted by its digest ({BY_DIGEST})",
+    if chosen:
+        why = f"whose model artifact is another index ({chosen[0].media_type})"
+    else:
+        kinds = {"a platform image" if d.platform else d.media_type for d in index.manifests}
+        why = f"that names no model artifact (it names: {', '.join(sorted(kinds)) or 'nothing'})"
+    return RegistryReplyError(
+        f"{what} is an index {why}",
+        hint=f"name the artifact's manifest by its digest ({BY_DIGEST})",
     )
 
 
