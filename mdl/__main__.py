@@ -57,19 +57,26 @@ def main() -> None:
         # `mdl get`); frozen ones are skipped, while atexit handlers and thread joins still run.
         gc.freeze()
         sys.exit(code)
+    except KeyboardInterrupt:  # past the translator: a Ctrl-C as it ended (or one sent again)
+        sys.stderr.write("mdl: error: interrupted\n")
+        _exit_interrupted()
     except SystemExit as exc:
         if exc.code == 130:
-            # A Ctrl-C inside an import can leave Python re-raising SIGINT at exit (-2, not 130):
-            # leave with 130.
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(OSError, ValueError):
-                    stream.flush()
-            logging.shutdown()
-            os._exit(130)
+            _exit_interrupted()
         raise
     except Exception as exc:  # memory ran out in the translator itself; else raised
         _exit_if_out_of_memory(exc, reserve)
         raise
+
+
+def _exit_interrupted() -> None:
+    """Exit 130, what is buffered said: a Ctrl-C inside an import can leave Python re-raising
+    SIGINT at exit (-2, not 130)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(130)
 
 
 def _standard_descriptors_held() -> None:
@@ -81,6 +88,8 @@ def _standard_descriptors_held() -> None:
             os.fstat(fd)
         except OSError:  # (the lowest free number: this one, the ones below are open)
             os.open(os.devnull, os.O_RDWR)
+    if sys.stdin is None:
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (the process's)
     if sys.stdout is None:
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (the process's)
 

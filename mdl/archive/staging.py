@@ -417,8 +417,8 @@ def stale_spools(dest: Path, *, dry_run: bool = False) -> list[tuple[Path, int]]
     """The copies of stdin killed ``unpack -`` runs left in ``dest`` (``SPOOL``: this user's
     regular files, no running unpack's lock on them, older than ``SPOOL_AGE``), removed unless
     ``dry_run``; each with its size."""
-    try:
-        dest_fd = os.open(dest, _DIR | os.O_CLOEXEC)
+    try:  # (a link to a folder is one: as ``recover`` opens it)
+        dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return []
     found: list[tuple[Path, int]] = []

@@ -367,7 +367,7 @@ def _recover_dest(dest_dir: Path, progress: Progress) -> None:
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)
-        stale_spools(dest_dir)
+    stale_spools(nearest_folder(dest_dir))  # (where `unpack -` spools: DEST, or its nearest folder)
 
 
 def _checked_entries(fh: BinaryIO, dest_dir: Path, max_ratio: float) -> tuple[list[Entry], int]:

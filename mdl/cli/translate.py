@@ -3,6 +3,7 @@ by type: mdl's errors, Ctrl-C, memory, and Typer's parse errors."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
@@ -108,9 +109,11 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
         return _memory_error(exc)
     if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
         # a write no part said as its own (stdout's data to a full disk): local, exit 7, no bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        full = exc.errno != errno.EIO
         return LocalFSError(
-            (exc.strerror or "write failed").lower(),
-            hint="free space on the disk mdl writes to (stdout's file's too)",
+            f"{where}{(exc.strerror or 'write failed').lower()}",
+            hint="free space on the disk mdl writes to (stdout's file's too)" if full else None,
         )
     # a parse error (Typer's public base of Click's): its usage, exit 2
     if isinstance(exc, _typer("TyperException")):

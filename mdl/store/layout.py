@@ -433,10 +433,11 @@ def adopt_cached(
 
     known = dict(record.files) if record is not None else {}
     # what the last pull expected (another get of the repo: other files of it) and what is cached
+    # of its commit (refs/ may name a later one since: its files are no part of that version)
     expected = None if record is None or record.expected is None else dict(record.expected)
     for entry in _cached_files(spec, cache_root):
         known.setdefault(entry.path, entry)
-        if expected is not None:
+        if expected is not None and record is not None and entry.commit in (None, record.commit):
             expected.setdefault(
                 entry.path,
                 ExpectedFile(entry.path, entry.size, entry.sha256, entry.git_oid, entry.source),

@@ -222,3 +222,11 @@ def test_a_spool_a_kill_left_goes_with_the_next_unpack_or_clean_never_a_running_
     cleaned = api.clean(dest=str(out), dry_run=False)
     assert [(f.path, f.size) for f in cleaned.files] == [(young, 2)]
     assert spools(out) == []
+    # spooled where `-d` did not exist yet (its nearest folder), and seen through a link to it
+    (tmp_path / "link").symlink_to(out)
+    for folder in (tmp_path, out):
+        (folder / left.name).write_bytes(b"PK")
+        os.utime(folder / left.name, (old, old))
+    assert stale_spools(tmp_path / "link") == [(tmp_path / "link" / left.name, 2)]
+    api.unpack(io.BytesIO(buffer.getvalue()), dest="new")
+    assert spools(tmp_path) == [] and spools(tmp_path / "new") == []

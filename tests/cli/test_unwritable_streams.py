@@ -71,3 +71,30 @@ def test_a_pull_with_stdout_closed_at_start_installs_and_writes_into_no_file(
     done = shell('"$@" pull m --dest models >&-', tmp_path, closed=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "models" / "m" / "model.bin").read_bytes() == DATA  # (nothing written in)
+
+
+def test_unpack_of_a_stdin_closed_at_start_is_an_empty_stdin(tmp_path: Path) -> None:
+    done = shell('"$@" unpack - -d out <&-', tmp_path, closed=True)
+    assert done.returncode == 2, done.stderr
+    assert "stdin is empty" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_ctrl_c_past_the_translator_is_130_said_in_one_line(tmp_path: Path) -> None:
+    """A Ctrl-C as the command ends (or one mdl.cli.swallowed sent again) lands after the one
+    translator: still exit 130, one line, no traceback. (Its own interpreter: the end is
+    os._exit.)"""
+    script = (
+        "import sys\n"
+        "import mdl.cli.run\n"
+        "def late(app): raise KeyboardInterrupt  # (as if the translator had ended: past it)\n"
+        "mdl.cli.run.invoke = late\n"
+        "sys.argv = ['mdl', '--version']\n"
+        "from mdl.__main__ import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().endswith("mdl: error: interrupted"), done.stderr
+    assert "Traceback" not in done.stderr

@@ -588,3 +588,36 @@ def test_a_repaired_ref_is_left_alone_and_a_lost_refs_folder_comes_back(
     shutil.rmtree(cache / "models--org--tiny" / "refs")
     assert mdl("verify", "tiny", "--layout", "hf-cache").exit_code == 0
     huggingface_hub_reads_it_offline(pulled)
+
+
+def test_offline_a_cached_file_of_another_commit_is_not_expected_of_the_records(
+    tmp_path: Path,
+) -> None:
+    """refs/main moved on since mdl's get (another tool fetched a later commit): offline, the
+    later commit's files are not made part of the version the record holds."""
+    from mdl.catalog.specs import ModelSpec
+    from mdl.store.expected import ExpectedFile
+    from mdl.store.layout import adopt_cached
+    from mdl.store.records import FileRecord, ModelRecord
+
+    first, later = "a" * 40, "b" * 40
+    repo = tmp_path / "models--org--x"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(later)
+    blob = repo / "blobs" / ("c" * 64)
+    blob.parent.mkdir()
+    blob.write_bytes(b"shard")
+    for commit, name in ((first, "config.json"), (later, "config.json"), (later, "shard.bin")):
+        (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (repo / "snapshots" / commit / name).symlink_to(blob)
+    entry = FileRecord("config.json", 5, "c" * 64, 1, "hf://org/x@" + first, commit=first)
+    record = ModelRecord(
+        "models--org--x",
+        "main",
+        first,
+        {"config.json": entry},
+        expected={"config.json": ExpectedFile("config.json", 5, "c" * 64)},
+    )
+    adopted = adopt_cached(ModelSpec("models--org--x", repo="org/x"), record, tmp_path)
+    assert adopted is not None and adopted.expected is not None
+    assert sorted(adopted.expected) == ["config.json"]  # not the later commit's shard
