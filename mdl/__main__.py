@@ -81,17 +81,16 @@ def _exit_interrupted() -> None:
 
 def _standard_descriptors_held() -> None:
     """stdin, stdout and stderr closed at start (``mdl pull >&-``) opened on /dev/null: else the
-    next file mdl opens takes the number, and what goes to stdout or stderr goes into it. A closed
-    stdout then takes the data as /dev/null does (Python left it None)."""
-    for fd in (0, 1, 2):
+    next file mdl opens takes the number, and what goes to stdout or stderr goes into it. Each then
+    reads and takes as /dev/null does (Python left it None)."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
         try:
             os.fstat(fd)
         except OSError:  # (the lowest free number: this one, the ones below are open)
             os.open(os.devnull, os.O_RDWR)
-    if sys.stdin is None:
-        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (the process's)
-    if sys.stdout is None:
-        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (the process's)
+        if getattr(sys, name) is None:
+            mode = "r" if fd == 0 else "w"
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 class Watch(logging.Handler):

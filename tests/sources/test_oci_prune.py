@@ -307,6 +307,21 @@ class _Tags(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def pruned_through(pages: dict[str, tuple[bytes, str | None]]) -> tuple[Any, str, list[str]]:
+    """``mdl prune --mirror`` of the catalog's ``tiny`` through a registry whose tag list is
+    ``pages`` (``_Tags``): its result, that registry's host and the paths it was asked for."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
+    server.pages, server.asked = pages, []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    return done, host, server.asked  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("pages", "said"),
     [
@@ -328,18 +343,10 @@ def test_a_hostile_tag_list_is_refused_and_nothing_is_deleted(
     use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
     plain_registry.push_model("origin/hostile", "rel", version(5))
     assert mdl("lock", "tiny").exit_code == 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
-    server.pages, server.asked = pages, []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host = f"127.0.0.1:{server.server_address[1]}"
-        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
-    finally:
-        server.shutdown()
-        server.server_close()
+    done, _, asked = pruned_through(pages)
     assert done.exit_code == 5, done.stderr
     assert said in done.stderr
-    assert server.asked == ["/v2/team/tiny/tags/list?n=1000"]  # type: ignore[attr-defined]
+    assert asked == ["/v2/team/tiny/tags/list?n=1000"]
 
 
 def test_the_tag_list_is_read_page_by_page(
@@ -350,19 +357,10 @@ def test_the_tag_list_is_read_page_by_page(
     plain_registry.push_model("origin/paged", "rel", version(6))
     assert mdl("lock", "tiny").exit_code == 0
     first, second = "/v2/team/tiny/tags/list?n=1000", "/v2/team/tiny/tags/list?n=1000&last=a"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
-    server.pages = {first: (b'{"tags": ["a"]}', f'<{second}>; rel="next"'),  # type: ignore[attr-defined]
-                    second: (b'{"tags": ["b"]}', None)}  # fmt: skip
-    server.asked = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host = f"127.0.0.1:{server.server_address[1]}"
-        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
-    finally:
-        server.shutdown()
-        server.server_close()
+    done, _, asked = pruned_through(
+        {first: (b'{"tags": ["a"]}', f'<{second}>; rel="next"'), second: (b'{"tags": ["b"]}', None)}
+    )
     assert done.exit_code == 0, done.stderr  # both tags untagged meanwhile (404): none to judge
-    asked = server.asked  # type: ignore[attr-defined]
     assert asked == [first, second, "/v2/team/tiny/manifests/a", "/v2/team/tiny/manifests/b"]
 
 
@@ -432,18 +430,9 @@ def test_a_tag_list_that_never_ends_keeps_every_version(
     use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
     plain_registry.push_model("origin/endless", "rel", version(7))
     assert mdl("lock", "tiny").exit_code == 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
-    server.pages = pages("/v2/team/tiny/tags/list?n=1000")  # type: ignore[attr-defined]
-    server.asked = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host = f"127.0.0.1:{server.server_address[1]}"
-        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
-    finally:
-        server.shutdown()
-        server.server_close()
+    done, host, paths = pruned_through(pages("/v2/team/tiny/tags/list?n=1000"))
     assert done.exit_code == 0, done.stderr
     assert f"oci://{host}/team/tiny: its tag list does not end within" in done.stderr
     assert "every version kept" in done.stderr
-    assert len(server.asked) == asked  # type: ignore[attr-defined]
-    assert all("/tags/list" in path for path in server.asked)  # type: ignore[attr-defined]
+    assert len(paths) == asked
+    assert all("/tags/list" in path for path in paths)

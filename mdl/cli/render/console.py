@@ -106,20 +106,20 @@ def unstamped(stream: TextIO) -> TextIO:
 
 class _Lenient:
     """stderr as the CLI writes it: a write or flush that fails (a full disk under a cron log, a
-    terminal hung up, stderr closed at start: None) is dropped. Lines for people never stop the
-    work: the files, stdout's data and the exit code say how it ended, as curl and wget go on."""
+    terminal hung up) is dropped. Lines for people never stop the work: the files, stdout's data
+    and the exit code say how it ended, as curl and wget go on."""
 
-    def __init__(self, stream: TextIO | None) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # (closed: ValueError)
-            self.stream.write(text)  # type: ignore[union-attr]
+        with contextlib.suppress(OSError, ValueError):  # (a closed stream: ValueError)
+            self.stream.write(text)
         return len(text)
 
     def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            self.stream.flush()  # type: ignore[union-attr]
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
 
     def isatty(self) -> bool:
         return isatty(self.stream)
@@ -128,7 +128,7 @@ class _Lenient:
         return getattr(self.stream, name)
 
 
-def lenient(stream: TextIO | None) -> TextIO:
+def lenient(stream: TextIO) -> TextIO:
     """``stream`` (the process's stderr) with failing writes dropped (:class:`_Lenient`)."""
     return stream if isinstance(stream, _Lenient) else cast(TextIO, _Lenient(stream))
 
