@@ -200,6 +200,8 @@ def test_a_spool_a_kill_left_goes_with_the_next_unpack_or_clean_never_a_running_
     left.write_bytes(b"PK" * 1000)
     young = out / ".stdin.zip.fedcba9876543210.mdl-tmp"
     young.write_bytes(b"PK")
+    ahead = young.stat().st_mtime + 100 * SPOOL_AGE  # (young however slow this run is)
+    os.utime(young, (ahead, ahead))
     old = left.stat().st_mtime - 2 * SPOOL_AGE
     os.utime(left, (old, old))
     # while an unpack of stdin runs: its own spool is locked, the stale one goes
