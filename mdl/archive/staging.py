@@ -506,7 +506,11 @@ def _discarded(
 ) -> tuple[Path, int]:
     """A recorded staging whose lock is gone: only a discard removes it (the record was written
     after it), and one stopped there (a kill -9 in its ``rmtree``) leaves the rest, moved-aside
-    originals of a swap that was done: the discard finished (or only measured: ``dry_run``)."""
+    originals of a swap that was done: the discard finished (or only measured: ``dry_run``). A
+    journal still saying a swap is under way is no discard's: ValueError (left alone)."""
+    journal = _read_journal(staging_fd, token)
+    if journal is not None and journal[0] == _SWAPPING:
+        raise ValueError("its lock is gone, and its journal says a swap is under way")
     staging, size = dest / f"{STAGING_PREFIX}{token}", _staging_size(staging_fd)
     if not dry_run:
         _discard(dest, dest_fd, staging_fd, token)

@@ -276,6 +276,17 @@ def test_a_discard_killed_after_it_removed_the_lock_is_finished(tmp_path: Path) 
     assert sorted(p.name for p in dest.iterdir()) == ["model"]  # the record and .mdl/ too
 
 
+def test_a_swap_under_way_whose_lock_is_gone_is_left_alone(tmp_path: Path) -> None:
+    """No discard removes the lock while the journal says swapping: such a staging is nobody's to
+    remove (its moved-aside originals would go)."""
+    _, dest, _, _ = killed_mid_swap(tmp_path)
+    [leftover] = staging_folders(dest)
+    (dest / leftover / "lock").unlink()
+    before = snapshot(dest)
+    assert unpack_staging.recover(dest, NullProgress()) == []
+    assert snapshot(dest) == before and staging_folders(dest) == [leftover]
+
+
 def test_a_staging_being_made_is_never_taken_for_abandoned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
