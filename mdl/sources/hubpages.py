@@ -155,10 +155,16 @@ def is_repo_id(source: str) -> bool:
 
 
 def _is_file_name(source: str) -> bool:
-    """A plain file name (no folder, no scheme): after a bare repo id, as ``hf download REPO
-    config.json`` names it, a file of that repo, whatever local file has its name (the last run's
-    ``config.json``, saved here)."""
-    return "/" not in source and ":" not in source and source not in ("-", ".", "..")
+    """A relative path with no scheme (``config.json``, ``onnx/model.onnx``): after a bare repo id,
+    as ``hf download REPO FILE...`` names them, a file of that repo, whatever local file has its
+    name (the last run's ``config.json``, saved here). ``./x``, ``/x``, ``~/x`` and ``..`` stay
+    local (a job output)."""
+    return (
+        ":" not in source
+        and not source.startswith(("/", "./", "~"))
+        and not {"", ".", ".."} & set(source.split("/"))
+        and source != "-"
+    )
 
 
 def hub_words(

@@ -151,6 +151,23 @@ def test_file_names_after_a_repo_id_are_its_files_as_hf_download_reads_them(
     )
 
 
+def test_a_path_after_a_repo_id_is_its_file_as_hf_download_reads_it(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    # `hf download REPO onnx/model.onnx`: a path in the repo, not a second repo id (run twice: the
+    # second time the first run's copy is a local file of that name)
+    for _ in range(2):
+        args = ("org/corpus", "data/train.csv", "--repo-type", "dataset", "--local-dir", ".")
+        result = mdl("get", *args)
+        assert result.exit_code == 0, result.stderr
+        assert (tmp_path / "data" / "train.csv").read_bytes() == ROWS
+        assert "data/train.csv: a file of org/corpus" in result.stderr
+    (tmp_path / "job.json").write_text("{}")
+    local = mdl("get", "org/tiny", "./job.json", "-d", "out")
+    assert local.exit_code == 2, local.stderr  # ./ is a local file: here a job output, a bad one
+    assert "job.json" in local.stderr and "a file of org/tiny" not in local.stderr
+
+
 def test_the_same_line_run_again_where_the_last_run_saved_works(
     hub: HubServer, tmp_path: Path
 ) -> None:
