@@ -15,7 +15,7 @@ from importlib.machinery import ExtensionFileLoader, ModuleSpec
 from types import ModuleType
 from typing import Any
 
-from mdl.errors import imports_ran_short, out_of_memory
+from mdl.errors import STOPS, imports_ran_short, out_of_memory
 from mdl.lazy import freeze_loaded, loading
 
 
@@ -27,9 +27,11 @@ def main() -> None:
     _standard_descriptors_held()
     try:
         reserve = mmap.mmap(-1, 2 << 20)
-        # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit
-        # 130.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # SIGTERM and SIGHUP behave like Ctrl-C (KeyboardInterrupt): stop streams, keep partial
+        # data, exit 130. One the parent ignored stays ignored (`nohup mdl pull &`).
+        for stop in STOPS[1:]:
+            if signal.getsignal(stop) is not signal.SIG_IGN:
+                signal.signal(stop, signal.default_int_handler)
         freeze_loaded()  # (the process is the CLI's: what its imports make is frozen)
         with Watch().loading(), loading():
             # a plain get, pull or verify line runs without Typer (mdl.cli.plain); others: Typer's

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import re
+import signal
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import ClassVar
@@ -41,7 +42,7 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.NETWORK: "network failure that outlasted the retries (retry later)",
     ExitCode.INTEGRITY: "integrity: size or sha256 mismatch",
     ExitCode.LOCAL: "local filesystem: no space, no permission, lock not obtained",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); partial data is kept for resume",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM, SIGHUP); partial data is kept for resume",
     EXIT_STDOUT_CLOSED: "stdout closed by its reader (mdl list | head -1), as cat's",
 }
 
@@ -186,6 +187,10 @@ class OutOfMemoryError(LocalFSError, kind="out_of_memory"):
     internal error.
     """
 
+
+# What stops a command as Ctrl-C does (a KeyboardInterrupt, exit 130, partial data kept): SIGTERM,
+# and a terminal's hang-up (an ssh link that closed), as aria2c takes them.
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 # An interrupt's message: what was kept is said by the command (mdl.cli.run.KEPT_ON_INTERRUPT)
 INTERRUPTED = "interrupted"

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mdl.archive.zipread import MAX_CENTRAL_BYTES
-from mdl.errors import LocalFSError, MdlError, OutsideJSONError
+from mdl.errors import STOPS, LocalFSError, MdlError, OutsideJSONError
 from mdl.outsidejson import read_json
 from mdl.paths import STAGING_PREFIX, name_problem
 from mdl.progress import Progress
@@ -56,31 +56,26 @@ SPOOL_AGE = 60.0
 MAX_JOURNAL_BYTES = 2 * MAX_CENTRAL_BYTES
 _LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
 _SWAPPING, _COMMITTED = "swapping", "committed"
-_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # held while a swap runs, delivered after
 Identity = tuple[int, int]  # st_dev, st_ino
 
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the duration of the block, then deliver them (main thread
-    only).
+    """Hold the signals that stop a command (Ctrl-C, SIGTERM, SIGHUP) for the duration of the
+    block, then deliver them (main thread only; one ignored before stays ignored).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, _: caught.append(signum))
-        for sig in _DEFERRED_SIGNALS
-    }
+    previous = {sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in STOPS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        if caught:
-            # now handled as it would have been: KeyboardInterrupt, exit 130
-            signal.raise_signal(caught[0])
+        for signum in caught:  # each as it would have been: KeyboardInterrupt, exit 130
+            signal.raise_signal(signum)  # (one ignored is a no-op: the next is heard)
 
 
 def _identity(found: os.stat_result) -> Identity:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -429,7 +430,7 @@ def _partial_bytes(dest: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.realtime
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupt_exits_130_and_next_run_resumes(
     world: dict[str, object], sig: signal.Signals
 ) -> None:
@@ -464,6 +465,36 @@ def test_interrupt_exits_130_and_next_run_resumes(
     assert sent <= len(WEIGHTS) - kept + 4 * 1024 * 1024, (
         "the resume re-fetched data it already had"
     )
+
+
+def _signals(pid: int, field: str) -> int:
+    """A /proc status mask (SigIgn, SigCgt) as an int: bit N-1 is signal N."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(field)
+
+
+def test_a_hang_up_nohup_ignored_stays_ignored(tmp_path: Path) -> None:
+    # a real exec: an ignored signal is what a parent hands on across exec (nohup), nothing else
+    ignoring = "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); os.execv(*sys.argv[1:2], sys.argv[1:])"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ignoring, sys.executable, "-m", "mdl", "unpack", "-", "-d", "out"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        bit = lambda sig: 1 << (sig - 1)  # noqa: E731
+        wait_for(
+            lambda: _signals(proc.pid, "SigCgt") & bit(signal.SIGTERM) != 0, what="SIGTERM set"
+        )
+        assert _signals(proc.pid, "SigIgn") & bit(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)
+    finally:
+        _, err = proc.communicate(b"", timeout=HANG)
+    assert proc.returncode == 2, err  # the empty stdin's error: the hang-up was not heard
+    assert b"stdin" in err
 
 
 @pytest.mark.slow
