@@ -163,6 +163,14 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     )
 
 
+def hf_token(environ: Mapping[str, str]) -> str | None:
+    """``HF_TOKEN`` (or its old name ``HUGGING_FACE_HUB_TOKEN``) as huggingface_hub reads it: line
+    breaks and the spaces around it dropped (a secret mounted from a file ends in a newline), empty
+    as unset."""
+    value = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN") or ""
+    return value.replace("\r", "").replace("\n", "").strip() or None
+
+
 def default_dest() -> Path:
     """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
     import platformdirs  # (not for a run given its folder and log file)
@@ -381,7 +389,7 @@ def build_settings(
         force=flags.force,
         dry_run=flags.dry_run,
         unsigned=flags.unsigned,
-        token=environ.get("HF_TOKEN") or None,
+        token=hf_token(environ),
         environ=environ,
         hf_cache=hf_hub_cache(environ) if values["layout"] == "hf-cache" else None,
         mirror_endpoints=endpoints,

@@ -285,6 +285,7 @@ def command(
                 headers=tuple(options.get("header") or ()),
                 logged=logged is None or logged(options),
             )
+            run.secrets.add(options.get("token"))  # (hf's --token, refused: never logged either)
             only = output_only(options) if callable(output_only) else output_only
             code = ran(run, body, options, output_only=only)
             if code:

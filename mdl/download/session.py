@@ -119,9 +119,9 @@ class PullSession:
 
     @cached_property
     def token(self) -> str | None:
-        from mdl.sources.hub import resolve_token  # (mdl.sources.hub: only when a token is asked)
+        from mdl.sources.hub import stored_token  # (mdl.sources.hub: only when a token is asked)
 
-        token = self.settings.token or resolve_token(self.environ)
+        token = self.settings.token or stored_token()
         self.owned.guard.protect(token)
         self.settings.secrets.add(token)  # whatever sink a server's echo of it would reach
         return token

@@ -7,7 +7,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 from urllib.parse import quote, urljoin
@@ -61,12 +61,9 @@ LISTING_LIMITS = ListingLimits()
 OWN_CLIENT_READ_TIMEOUT = 30.0
 
 
-def resolve_token(environ: Mapping[str, str]) -> str | None:
-    """``HF_TOKEN``, else the token huggingface_hub has stored (read only when the Hub is
-    needed).
-    """
-    if token := environ.get("HF_TOKEN"):
-        return token
+def stored_token() -> str | None:
+    """The token huggingface_hub has stored (``hf auth login``; read only when the Hub is needed
+    and ``HF_TOKEN`` is not set: mdl.catalog.settings.hf_token)."""
     from huggingface_hub import get_token
 
     return get_token()

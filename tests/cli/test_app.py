@@ -226,6 +226,18 @@ def test_gated_without_token_is_exit_3_and_with_token_works(
     assert "X-Amz-Signature=" not in log_text
 
 
+@pytest.mark.parametrize("spelled", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])
+def test_a_token_with_a_line_break_works_as_huggingface_hub_reads_it(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch, spelled: str
+) -> None:
+    hub = world["hub"]
+    assert isinstance(hub, HubServer)
+    monkeypatch.setenv(spelled, f"  {TOKEN}\r\n")  # a secret mounted from a file, as k8s does
+    ok = mdl("pull", "gated")
+    assert ok.exit_code == 0, ok.stderr
+    assert any(r.authorization == f"Bearer {TOKEN}" for r in hub.log)
+
+
 def test_unreachable_hub_is_exit_5_quickly(
     world: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ the line that gets it; against the Hub stand-in."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,19 @@ def test_hf_flags_mdl_spells_otherwise_name_its_spelling(
     assert result.exit_code == 2, result.stderr
     assert spelling in result.stderr and "No such option" not in result.stderr
     assert "hf_secretvalue123" not in result.stderr.replace("HF_HUB_CACHE=hf_secretvalue123", "")
+
+
+def test_a_token_on_the_command_line_is_refused_and_never_logged(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "mdl.log"
+    for spelled in (["--token", "my_proxy_secret_123"], ["--token=my_proxy_secret_123"]):
+        args = ["get", "org/tiny", *spelled, "--log-file", str(log)]
+        monkeypatch.setattr(sys, "argv", ["mdl", *args])  # what the log's command line says
+        assert mdl(*args).exit_code == 2
+    logged = log.read_text()
+    assert logged.count(": get org/tiny --token") == 2  # the line was logged, its value hidden
+    assert "my_proxy_secret_123" not in logged
 
 
 def test_pull_of_a_repo_id_says_the_line_that_gets_it(
