@@ -92,7 +92,7 @@ def verify_cmd(
     return verify_files(run, names, all_models=all_models, quick=quick, **where)
 
 
-@command(progress=False)
+@command()
 def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Unpack[Places]) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is
     using).
@@ -124,7 +124,7 @@ def count_of_versions(value: str | None) -> int | None:
     return int(value)
 
 
-@command(progress=False)
+@command()
 def prune_cmd(
     run: Run,
     dry_run: DryRunOpt = False,

@@ -30,7 +30,7 @@ _SAID = {
 CATALOG = SETTING["catalog"]
 
 
-@command(progress=False)
+@command()
 def init_cmd(
     run: Run,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog.")] = False,
@@ -177,7 +177,7 @@ def add_cmd(
     return _render(run, change)
 
 
-@command(progress=False)
+@command()
 def remove_cmd(
     run: Run,
     name: NameArg,

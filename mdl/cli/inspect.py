@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mdl.store.inventory import ModelInfo, ModelList
 
 
-@command(progress=False, output_only=True)
+@command(output_only=True)
 def list_cmd(
     run: Run,
     status: Annotated[
@@ -91,7 +91,7 @@ def _one_offs(run: Run, listing: "ModelList") -> None:
     )
 
 
-@command(progress=False, output_only=True)
+@command(output_only=True)
 def show_cmd(run: Run, name: NameArg, **where: Unpack[Pinned]) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
     info = api.show(name, **where, environ=run.environ)

@@ -259,7 +259,6 @@ def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> C
 
 def command(
     *,
-    progress: bool = True,
     output_only: bool | Callable[[dict[str, Any]], bool] = False,
     logged: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
@@ -297,7 +296,7 @@ def command(
         )
         own = [p.replace(kind=keyword) for p in params if p.kind != p.VAR_KEYWORD]
         group = keywords(WHERE, where_of(body))
-        common = keywords(COMMON, [name for name in COMMON if progress or name != "progress"])
+        common = keywords(COMMON, list(COMMON))
         return declare(run_command, [CONTEXT, *own, *group, *common])
 
     return wrap
