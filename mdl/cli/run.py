@@ -429,8 +429,12 @@ def ended(code: int) -> int:
     if code == EXIT_STDOUT_CLOSED:
         silence_stdout()
         return code
-    flushed = False
-    with unread_if_failing(failing=True):  # a reader that left is found at the last flush: silenced
-        sys.stdout.flush()
-        flushed = True
-    return code if flushed else (code or EXIT_STDOUT_CLOSED)
+    try:
+        # a failing command's data no one reads, or stdout cannot take: dropped, its code says more
+        with unread_if_failing(failing=code != 0):
+            sys.stdout.flush()
+    except OSError as exc:  # the data of a command that did its work is lost (`--version >F`)
+        closed = stdout_closed()  # (asked before the silencing puts /dev/null there)
+        silence_stdout()
+        return EXIT_STDOUT_CLOSED if closed else translate(exc)
+    return code

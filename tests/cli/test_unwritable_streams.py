@@ -51,7 +51,7 @@ def test_a_failing_get_whose_stderr_fails_keeps_its_own_code(
     assert done.stdout.splitlines()[-1] == "exit 4", done.stdout
 
 
-@pytest.mark.parametrize("args", ["list", "list --json", "show m --json"])
+@pytest.mark.parametrize("args", ["list", "list --json", "show m --json", "--version", "--help"])
 def test_data_stdout_cannot_take_is_exit_7_said_on_stderr(
     cdn: CdnServer, tmp_path: Path, args: str
 ) -> None:
