@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from mdl.errors import (
     ExitCode,
@@ -23,6 +23,15 @@ from mdl.errors import (
 )
 from mdl.paths import parse_hf_uri, shown_path
 from mdl.redact import Secrets, safe_text, shown_data
+
+
+class Done:
+    """A report of a command that raises what fails it (list, show, clean, pack, unpack): one it
+    returns did its work, as exit 0 says (every report has ``ok`` and ``exit_code``)."""
+
+    ok: ClassVar[bool] = True
+    exit_code: ClassVar[int] = int(ExitCode.OK)
+
 
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that
 # failed for the file: the part that chose another source has no other way into the outcome).

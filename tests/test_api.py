@@ -339,3 +339,25 @@ def test_the_reports_the_api_returns_have_annotations_that_resolve() -> None:
 
     assert typing.get_type_hints(RunReport)["extra"] == tuple[ExtraFile, ...]
     assert typing.get_type_hints(Resolution)["failures"] == tuple[FileOutcome, ...]
+
+
+def test_every_report_has_ok_exit_code_and_ok_in_its_json(tmp_path: Path) -> None:
+    """docs/python-api.md: "Every report has .ok, .exit_code … and .to_json()" (the --json
+    document, which has ``ok``), those of commands that raise what fails them too."""
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text('[models.a]\nfiles = [{ url = "https://127.0.0.1:9/a.bin" }]\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"x")
+    dest = tmp_path / "m"
+    reports = [
+        mdl.clean(catalog=catalog, dest=dest),
+        mdl.prune(catalog=catalog, dest=dest, dry_run=True),
+        mdl.list_models(catalog=catalog, dest=dest),
+        mdl.show("a", catalog=catalog, dest=dest),
+        mdl.pack(run, output=tmp_path / "o.zip"),
+        mdl.unpack(tmp_path / "o.zip", dest=tmp_path / "u"),
+    ]
+    for report in reports:
+        assert (report.ok, report.exit_code) == (True, 0), report
+        assert report.to_json()["ok"] is True, report

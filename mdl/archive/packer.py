@@ -22,6 +22,7 @@ from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.paths import name_problem
 from mdl.progress import ArchiveProgress, Progress
+from mdl.report import Done
 from mdl.signing.library import sign_digests
 from mdl.signing.statement import SIGNATURE_FILE, skipped_by_signature
 from mdl.store.filesystem import REPLACEABLE, not_a_file, not_a_file_error
@@ -46,7 +47,7 @@ class PackedFile:
 
 
 @dataclass(frozen=True)
-class PackResult:
+class PackResult(Done):
     """What ``mdl pack`` wrote (or, with dry_run, would write)."""
 
     archive: str
@@ -70,7 +71,9 @@ class PackResult:
         """The fields in order; ``skipped``: the checkpoints ``latest`` passed over, then what
         was left out.
         """
-        doc = asdict(self) | {"skipped": skipped_entries(self.skipped, self.left_out)}
+        doc = (
+            {"ok": True} | asdict(self) | {"skipped": skipped_entries(self.skipped, self.left_out)}
+        )
         del doc["left_out"]
         return doc | {key: list(doc[key]) for key in ("files", "folders", "notes")}
 

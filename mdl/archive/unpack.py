@@ -32,6 +32,7 @@ from mdl.errors import (
 from mdl.outsidejson import read_json
 from mdl.paths import SHA256_HEX, nearest_folder, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
+from mdl.report import Done
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import SIGNATURE_FILE, SignedFile, SignedManifest, Trust
 from mdl.store.filesystem import kind_of, not_a_file, stat_file
@@ -54,7 +55,7 @@ class UnpackedFile:
 
 
 @dataclass(frozen=True)
-class UnpackResult:
+class UnpackResult(Done):
     """What ``mdl unpack`` extracted, where, and whether a manifest vouched for it."""
 
     dest: str
@@ -68,7 +69,7 @@ class UnpackResult:
     signature: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:  # the fields in order, the tuples as lists
-        doc = asdict(self)
+        doc = {"ok": True} | asdict(self)
         return doc | {key: list(doc[key]) for key in ("files", "folders", "top_level", "replaced")}
 
 

@@ -17,6 +17,7 @@ from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import LocalFSError, MdlError
 from mdl.redact import redact_url
+from mdl.report import Done
 from mdl.store import confined
 from mdl.store.expected import ExpectedFile
 from mdl.store.filesystem import stat_file
@@ -423,7 +424,7 @@ def list_models(
 
 
 @dataclass(frozen=True)
-class ModelList:
+class ModelList(Done):
     """The catalog's models with their local status, and the download root they were looked for
     in.
     """
@@ -442,6 +443,7 @@ class ModelList:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "ok": True,
             "models": [
                 {**m.list_json(), "earlier": self.earlier.get(m.spec.name, 0)} for m in self.models
             ],
@@ -459,7 +461,7 @@ def _on_disk(model: ModelStatus) -> int:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Done):
     """One model's files and state, and the folder its files go into (None: several)."""
 
     status: ModelStatus
@@ -474,7 +476,7 @@ class ModelInfo:
             doc["commit"] = self.commit
         if self.warning is not None:
             doc["warning"] = self.warning
-        return {"models": [doc]}
+        return {"ok": True, "models": [doc]}
 
 
 @dataclass(frozen=True)
@@ -488,7 +490,7 @@ class CleanedFile:
 
 
 @dataclass(frozen=True)
-class CleanReport:
+class CleanReport(Done):
     """The partial downloads clean removed (or, with dry_run, would remove)."""
 
     files: tuple[CleanedFile, ...]

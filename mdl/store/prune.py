@@ -99,9 +99,13 @@ class PruneReport:
     def exit_code(self) -> int:
         return worst_exit_code([int(e.exit_code) for e in self.errors])
 
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": not self.errors,
+            "ok": self.ok,
             "dry_run": self.dry_run,
             "freed": self.freed,
             "removed": [

@@ -124,7 +124,7 @@ def test_latest_checkpoint_layout_manifest_and_zip_details(tmp_path: Path) -> No
 def test_json_shape(tmp_path: Path) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
     doc = pack(tmp_path, checkpoint="checkpoint-100").to_json()
-    assert list(doc)[:6] == ["archive", "size", "sha256", "checkpoint", "reason", "files"]
+    assert list(doc)[:7] == ["ok", "archive", "size", "sha256", "checkpoint", "reason", "files"]
     assert set(doc["files"][0]) == {"path", "size", "sha256", "role"}
     json.dumps(doc)
 
