@@ -510,13 +510,13 @@ def job_of(session: PullSession, plan: PlannedFile, retries: RetryLog) -> Transf
 
 
 def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
-    """What became of a planned resume, in words that are true once it is done (None: not one): the
-    bytes it went on from, or why the kept ones were thrown away (a server that ignores Range
-    answers 200 with the whole file)."""
+    """What became of a resume, in words that are true once it is done (None: not one): the bytes
+    it went on from, or why the kept ones of a planned one were thrown away (a server that ignores
+    Range answers 200 with the whole file)."""
+    if result.resumed_from > 0:  # (a Xet fetch finds what it kept only as it starts)
+        return f"{human_size(result.resumed_from)} already downloaded"
     if plan.decision.action is not Action.RESUME:
         return None
-    if result.resumed_from > 0:
-        return f"{human_size(result.resumed_from)} already downloaded"
     return (
         f"{result.discarded or 'the partial download could not be resumed'}; the"
         f" {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"

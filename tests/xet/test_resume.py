@@ -77,8 +77,11 @@ class Pull:
     def rerun(self) -> None:
         """The pull again, in this process (what it fetches is the proof; the interrupt was a
         process's)."""
-        result = mdl_as_child(["pull", "m"], env=self.env, cwd=self.root)
+        result = mdl_as_child(["pull", "m", "--json"], env=self.env, cwd=self.root)
         assert result.exit_code == 0, result.stderr
+        # said as a resume, in words true of it (not the plan's "not downloaded yet")
+        (done,) = json.loads(result.stdout)["files"]
+        assert done["action"] == "resumed" and done["reason"].endswith(" already downloaded"), done
 
     @property
     def installed(self) -> Path:
