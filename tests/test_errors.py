@@ -8,6 +8,7 @@ import gc
 import pytest
 
 from mdl.errors import (
+    MESSAGE_LINE,
     ExitCode,
     LocalFSError,
     NetworkError,
@@ -46,3 +47,13 @@ def test_an_exit_code_only_a_class_deeper_down_has_is_found_at_any_depth() -> No
     finally:
         del DeepError
         gc.collect()  # (__subclasses__ holds it weakly: no later test sees it)
+
+
+def test_a_line_of_any_length_a_server_wrote_keeps_its_start_and_its_reason() -> None:
+    huge = "http://127.0.0.1:1/" + "a" * 100_000
+    error = NetworkError(f"out.bin: invalid URL {huge}: URL too long\n  second line")
+    first, second = error.message.split("\n")
+    assert len(first) <= MESSAGE_LINE + 1
+    assert first.startswith("out.bin: invalid URL http://127.0.0.1:1/aaa")
+    assert first.endswith("aaa: URL too long") and "…" in first
+    assert second == "  second line"

@@ -336,8 +336,10 @@ def follow(
             ) from exc
         except httpx2.TransportError as exc:
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
-        except httpx2.InvalidURL as exc:
-            raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
+        except httpx2.InvalidURL as exc:  # (a redirect's: a server's URL, of any length)
+            came = f" (redirected from {redact_url(url)})" if current != url else ""
+            shown = safe_text(redact_url(current), limit=200)
+            raise NetworkError(f"{what}: invalid URL {shown}{came}: {exc}") from exc
         with closing(response):  # however this hop ends (a redirect followed is drained first)
             if renewal.asks_again(response):  # a registry's token renewed: this hop again
                 continue

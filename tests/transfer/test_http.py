@@ -213,6 +213,16 @@ def test_too_many_redirects(cdn: CdnServer, client: httpx2.Client) -> None:
     assert len(cdn.log) == MAX_REDIRECTS + 1
 
 
+def test_a_redirect_to_a_url_of_any_length_is_said_in_a_bounded_line(
+    cdn: CdnServer, client: httpx2.Client
+) -> None:
+    huge = cdn.add_redirect("/huge", "/" + "a" * 100_000)
+    with pytest.raises(NetworkError, match="invalid URL") as info:
+        fetch(client, huge, Credentials())
+    assert len(info.value.message) < 1_000
+    assert f"(redirected from {huge})" in info.value.message
+
+
 def test_redirect_chain_within_the_limit(cdn: CdnServer, client: httpx2.Client) -> None:
     cdn.add_file("/end", b"done")
     for i in range(MAX_REDIRECTS):
