@@ -92,6 +92,7 @@ class PartFetch:
         # the ``.part`` open, its check running (``running``) from ``_begin`` on
         self.fd, self.running = -1, contextlib.ExitStack()
         self.check: RangeCheck | None = None
+        self.unverified = False  # its bytes failed a pinned hash, kept by --no-verify
 
     def run(self, job: TransferJob | None = None) -> TransferResult:
         """The file in place, verified; else an error, the bytes on disk kept if worth a resume.
@@ -174,7 +175,8 @@ class PartFetch:
             etag=state.validator,
             resumed_from=resumed_from,
             fetched=self.beside.ledger.fetched,
-            verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
+            verified=not self.unverified
+            and (not state.overlaps or (resumed_from == 0 and state.answers <= 1)),
             discarded=state.discarded,
             trust=check.trust.kind if check is not None else None,
             refetched=len(check.refetched) if check is not None else 0,
@@ -273,7 +275,11 @@ class PartFetch:
             "%s: %d bytes hashed read back (every attempt's), of %d", self.job.label, back, size
         )
         if (bad := state.hasher.mismatch(self.job, size)) is not None:
-            raise bad
+            if self.job.verify or bad.kind == "size":
+                raise bad
+            # --no-verify: kept, said, and never called verified (a hash was checked: it failed)
+            self.job.retries.warn(f"{self.job.label}: {bad.kept()} (--no-verify)")
+            self.unverified = True
         # the bytes (and the size that reads them back); the rename is made durable apart
         os.fdatasync(fd)
         if check is not None and self.beside.in_order and self.beside.releases is not None:

@@ -157,12 +157,10 @@ class Hasher:
 
     def mismatch(self, job: TransferJob, size: int) -> HashMismatch | None:
         """Why the bytes hashed are not ``job``'s file (size, sha256, git blob id, a signature's
-        digests), or None."""
+        digests), or None; with ``--no-verify`` (not ``job.verify``) too: its caller keeps them."""
         ident = job.identity
         if ident.size is not None and job.size_pinned and size != ident.size:
             return HashMismatch("size", f"{ident.size} bytes", f"{size} bytes")
-        if not job.verify:
-            return None
         if ident.sha256 and (got := self.sha256.hexdigest()) != ident.sha256:
             return HashMismatch("sha256", ident.sha256, got)
         if (

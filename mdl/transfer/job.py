@@ -286,6 +286,10 @@ class HashMismatch(Exception):
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
 
+    def kept(self) -> str:
+        """What a file kept despite it says (``--no-verify``)."""
+        return f"{self.kind} {self.actual}, not the {self.expected} pinned: kept"
+
     def error(self, label: str) -> IntegrityError:
         """The user's error (exit 6): the file's bytes were removed (the ledger counted them)."""
         return IntegrityError(
