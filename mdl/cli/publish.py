@@ -99,10 +99,11 @@ def publish_cmd(
             progress=progress,
             secrets=run.secrets,
         )
+    for version in report.versions:  # (a warning is said in every mode: output.md)
+        if version.warning is not None:
+            run.console.warn(version.warning)
     if not run.json:  # the JSON document has the versions; people get a line per model
         for version in report.versions:
-            if version.warning is not None:
-                run.console.warn(version.warning)
             files = [f for f in report.files if f.model == version.model and f.path is not None]
             size = sum(f.size or 0 for f in files)
             if report.target.startswith("oci://"):

@@ -265,6 +265,7 @@ def test_a_hostile_manifest_at_the_versions_name_is_replaced(
     assert (
         version["warning"] == f"llm: {store.to}/{name} is not this version's manifest; replacing it"
     )
+    assert f"mdl: warning: {version['warning']}" in again.stderr  # said with --json too
     store.write(name, data)
     human = mdl("publish", "llm", "--to", store.to, "--dest", str(seeder.dest))
     assert human.exit_code == 0, human.stderr
