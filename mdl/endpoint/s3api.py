@@ -646,11 +646,12 @@ def object_attributes(header: str | None) -> frozenset[str] | None:
 
 
 def _number(text: str) -> int | None:
-    """A range's number (None: not given), one past 19 digits read as 10**19 (past every
-    object's end)."""
+    """A range's number (None: not given), one past 19 significant digits read as 10**19 (past
+    every object's end)."""
     if text == "":
         return None
-    return int(text) if len(text) <= 19 else _BIG
+    digits = text.lstrip("0") or "0"  # (leading zeros are the same number: RFC 9110)
+    return int(digits) if len(digits) <= 19 else _BIG
 
 
 def _range(header: str | None, size: int) -> tuple[int, int, bool] | None:

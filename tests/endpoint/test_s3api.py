@@ -46,6 +46,14 @@ def test_a_well_formed_range_is_what_http_says(start: int, end: int, size: int) 
     )
 
 
+@given(start=st.integers(0, 10**6), end=st.integers(0, 10**6), zeros=st.integers(0, 80))
+def test_leading_zeros_are_the_same_number(start: int, end: int, zeros: int) -> None:
+    pad = "0" * zeros
+    assert s3api._range(f"bytes={pad}{start}-{pad}{end}", 10**6 + 1) == s3api._range(
+        f"bytes={start}-{end}", 10**6 + 1
+    )
+
+
 @dataclass
 class _Shelf:
     """The objects a listing pages through (the shelf's own tests hold what is on it)."""
