@@ -95,6 +95,8 @@ class Run:
         # False: no log file but one --log-file names (a readiness probe: not a line per call,
         # and a read-only container)
         self.logged = logged
+        # what the parts said as warnings (the catalog's: said_as_warnings), for the JSON document
+        self.warnings: list[str] = []
         self.reserve: mmap.mmap | None = None  # room to say memory ran out (guarded)
         self.watch = StdoutWatch()  # on stdout's reader (guarded)
         self._start()
@@ -151,8 +153,10 @@ class Run:
 
     def emit(self, doc: Mapping[str, Any]) -> None:
         """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never
-        ``""``.
+        ``""``; the run's own warnings (``warnings``) added to its ``warnings``.
         """
+        if self.warnings:
+            doc = {**doc, "warnings": [*doc.get("warnings", ()), *self.warnings]}
         emit_document({"ok": True, **doc}, stream=self.stdout, secrets=self.secrets)
 
     def line(self, *texts: str) -> None:
@@ -182,7 +186,7 @@ class Run:
         code = int(error.exit_code)
         log.error("%s", error.message)  # (the log redacts it, as every sink)
         if self.json:
-            error_document(error, self.stdout, secrets=self.secrets)
+            error_document(error, self.stdout, secrets=self.secrets, warnings=self.warnings)
         self.console.error(error.message, hint=error.hint, code=code, kind=error.kind)
         return code
 
@@ -364,7 +368,8 @@ def ran(
 def said_as_warnings(run: Run) -> Iterator[None]:
     """What the parts say through the :mod:`warnings` module (a catalog read but not whole: a
     ``[settings]`` key this build does not know) said as every warning is, each once a run: a
-    ``mdl: warning:`` line (an event with ``--progress json``) and a log line."""
+    ``mdl: warning:`` line (an event with ``--progress json``), a log line and one of the ``--json``
+    document's ``warnings``."""
     others = warnings.showwarning
 
     def show(
@@ -378,8 +383,11 @@ def said_as_warnings(run: Run) -> Iterator[None]:
         if not issubclass(category, CatalogWarning):
             others(message, category, filename, lineno, file, line)
             return
+        if str(message) in run.warnings:  # said already (the catalog read twice, two ways)
+            return
         log.warning("%s", message)
         run.console.warn(str(message))
+        run.warnings.append(str(message))
 
     with warnings.catch_warnings():
         warnings.simplefilter("default", CatalogWarning)  # once a run: a catalog read twice

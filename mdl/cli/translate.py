@@ -190,16 +190,19 @@ def _tell_without_run(exc: BaseException, error: MdlError) -> int:
     return code
 
 
-def error_document(exc: MdlError, stream: Any, *, secrets: Secrets | None = None) -> None:
-    """The ``--json`` document of a run that failed; no one reading it is no reason to hide the
-    error.
+def error_document(
+    exc: MdlError, stream: Any, *, secrets: Secrets | None = None, warnings: Sequence[str] = ()
+) -> None:
+    """The ``--json`` document of a run that failed (with what it warned of, ``warnings``); no one
+    reading it is no reason to hide the error.
     """
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
     # each problem of the catalog apart (the message holds them all, on one line)
     if isinstance(exc, CatalogError):
         error["problems"] = list(exc.problems)
     with unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
-        emit_document({"ok": False, "error": error}, stream=stream, secrets=secrets)
+        said = {"warnings": list(warnings)} if warnings else {}
+        emit_document({"ok": False, "error": error, **said}, stream=stream, secrets=secrets)
 
 
 def failed_to_start(stream: TextIO, error: MdlError) -> None:

@@ -17,13 +17,14 @@ from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundErro
 from mdl.paths import GIT_OID_HEX, OciRef, parse_oci_ref, path_clash, path_problem
 from mdl.redact import printable, redact_url, unshown
 from mdl.store.layout import hub_source, ref_revision, selected
-from mdl.store.records import ModelRecord
+from mdl.store.records import FileRecord, ModelRecord
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import FileSpec, ModelSpec
     from mdl.signing.statement import SignedFile, Trust
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
+    from mdl.store.expected import ExpectedFile
     from mdl.transfer.job import Opening, RangeTrust
 
 log = logging.getLogger("mdl.mirrors")
@@ -403,17 +404,18 @@ def _check_against_catalog(
 
 
 def resolve_offline(spec: "ModelSpec", record: ModelRecord | None) -> ResolvedModel:
-    """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will
-    fail offline).
-    """
-    files = _recorded_files(spec, record)
-    if spec.files:  # a model of files is those files: what else the record has is no longer its
-        wanted = {f.save_path for f in spec.files}
-        files = [f for f in files if f.path in wanted]
-    names = {f.path for f in files}
-    # a catalog entry added since the last pull must not vanish offline
-    files += [_never_fetched(spec.name, f) for f in spec.files if f.save_path not in names]
-    recorded = record is not None and bool(record.files)
+    """HF_HUB_OFFLINE: the files the model should have as ``list`` and ``verify`` know them
+    (mdl.store.inventory.model_files), each as last recorded when it is that version; one the
+    record does not have (a catalog file never fetched, or pinned anew) will fail offline."""
+    from mdl.store.inventory import known_files, model_files  # (offline only: not every get's)
+
+    recorded = record.files if record is not None else {}
+    # a file as recorded where it was, else as the last pull expected it (an unfinished one)
+    known = {
+        path: _expected(recorded[path]) if path in recorded else want
+        for path, want in known_files(record).items()
+    }
+    files = [_offline_file(spec, record, one, known) for one in model_files(spec, known)]
     if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
         raise NetworkError(
             f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before"
@@ -422,42 +424,34 @@ def resolve_offline(spec: "ModelSpec", record: ModelRecord | None) -> ResolvedMo
     return ResolvedModel(spec.name, revision, commit, tuple(files))
 
 
-def _recorded_files(spec: "ModelSpec", record: ModelRecord | None) -> list[RemoteFile]:
-    """The model's files as its record knows them: what the last pull expected (an unfinished one
-    fails offline, by name), as recorded where it was; records from before expected sets know only
-    what they recorded."""
-    if record is None:
-        return []
-    recorded = record.files
-    expected = record.expected if record.expected is not None else recorded
-    files: list[RemoteFile] = []
-    for path, want in expected.items():
-        rec = recorded.get(path)
-        one = rec or want
-        files.append(
-            RemoteFile(
-                model=spec.name,
-                path=path,
-                url="",
-                size=one.size,
-                sha256=one.sha256,
-                git_oid=one.git_oid,
-                etag=rec.etag if rec is not None else None,
-                commit=rec.commit if rec is not None else None,
-                source=one.source,
-                # a verified file keeps its ref offline too
-                revision=ref_revision(spec, record, path),
-            )
-        )
-    return files
+def _expected(entry: FileRecord) -> "ExpectedFile":
+    from mdl.store.expected import ExpectedFile
+
+    return ExpectedFile(entry.path, entry.size, entry.sha256, entry.git_oid, entry.source)
 
 
-def _never_fetched(model: str, file: "FileSpec") -> RemoteFile:
-    """A catalog file the record does not know: what the catalog says of it, nowhere to get it."""
-    in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
-    source = redact_url(file.url) if file.url else in_hub
+def _offline_file(
+    spec: "ModelSpec",
+    record: ModelRecord | None,
+    one: "ExpectedFile",
+    known: Mapping[str, "ExpectedFile"],
+) -> RemoteFile:
+    """One file offline: as its record has it (its validator, commit, and the ref it keeps), else
+    as the catalog says of it, with nowhere to get it."""
+    ours = known.get(one.path) == one
+    rec = record.files.get(one.path) if record is not None and ours else None
     return RemoteFile(
-        model, file.save_path, url="", size=file.size, sha256=file.sha256, source=source
+        model=spec.name,
+        path=one.path,
+        url="",
+        size=one.size,
+        sha256=one.sha256,
+        git_oid=one.git_oid,
+        etag=rec.etag if rec is not None else None,
+        commit=rec.commit if rec is not None else None,
+        source=one.source,
+        # a verified file keeps its ref offline too
+        revision=ref_revision(spec, record, one.path) if ours else None,
     )
 
 

@@ -21,7 +21,7 @@ from mdl.report import Done
 from mdl.store import confined
 from mdl.store.expected import ExpectedFile
 from mdl.store.filesystem import stat_file
-from mdl.store.layout import Layout, Placement, parse_hub_source, repo_folder, selected
+from mdl.store.layout import Layout, Placement, hub_source, parse_hub_source, repo_folder, selected
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, OUTDATED, PARTIAL, judge
 from mdl.store.store import Store, key_pattern
@@ -343,18 +343,37 @@ def _signer_leaves_out(spec: ModelSpec, path: str) -> bool:
 def _expected_files(
     spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None
 ) -> list[ExpectedFile]:
-    recorded = record.files if record is not None else {}
     # a signed model's git files (.gitattributes) are left out by its signer: never installed
     if pinned is not None:
         return [pin for pin in pinned if not _signer_leaves_out(spec, pin.path)]
-    if record is not None and record.expected is not None:
-        return [record.expected[path] for path in sorted(record.expected)]
-    if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
-        return [
-            ExpectedFile(p, r.size, r.sha256, r.git_oid, r.source)
-            for p, r in sorted(recorded.items())
-        ]
-    return [_catalog_file(file, recorded.get(file.save_path)) for file in spec.files]
+    return model_files(spec, known_files(record))
+
+
+def known_files(record: ModelRecord | None) -> dict[str, ExpectedFile]:
+    """What a model's record says it should have, by path: the expected set its last pull wrote,
+    else (a record from before expected sets) what it recorded."""
+    if record is None:
+        return {}
+    if record.expected is not None:
+        return dict(record.expected)
+    return {
+        p: ExpectedFile(p, r.size, r.sha256, r.git_oid, r.source) for p, r in record.files.items()
+    }
+
+
+def model_files(spec: ModelSpec, known: Mapping[str, ExpectedFile]) -> list[ExpectedFile]:
+    """The files a model should have, as known without asking upstream (``known``: what its record
+    says, by path): the one rule ``list``, ``show``, ``verify`` and an offline ``pull --dry-run``
+    share. A model of listed files is the catalog's files now (one added or renamed since its last
+    pull is a file it lacks), each as ``known`` when of the version the catalog pins, and its
+    signature when known; any other (a whole repo, a registry's) is what its last pull listed."""
+    if not spec.files:
+        return [known[path] for path in sorted(known)]
+    files = [_catalog_file(file, known.get(file.save_path)) for file in spec.files]
+    sig = known.get(spec.signature.installed_as) if spec.signature is not None else None
+    if sig is not None and sig.path not in {f.path for f in files}:
+        files.append(sig)
+    return files
 
 
 def signature_beside(
@@ -372,11 +391,17 @@ def signature_beside(
     return pinned if kept is None else [*pinned, kept]
 
 
-def _catalog_file(file: FileSpec, entry: FileRecord | None) -> ExpectedFile:
-    """A file the catalog lists, as its record has it (else as the catalog says)."""
-    if entry is not None:
-        return ExpectedFile(file.save_path, entry.size, entry.sha256, None, entry.source)
-    source = redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}"
+def _catalog_file(file: FileSpec, known: ExpectedFile | None) -> ExpectedFile:
+    """A file the catalog lists: as ``known`` when it is the version the catalog pins (its sha256
+    and size, when it names them), else as the catalog says."""
+    if (
+        known is not None
+        and file.sha256 in (None, known.sha256)
+        and file.size in (None, known.size)
+    ):
+        return known
+    in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
+    source = redact_url(file.url) if file.url else in_hub
     return ExpectedFile(file.save_path, file.size, file.sha256, None, source)
 
 

@@ -105,11 +105,11 @@ def _verify_model(
     """One model's files re-hashed (its refs written once it is whole, in a cache layout); its
     signature's word, when it is signed."""
     signed, whole = None, False
-    if status.record is None:
+    if status.record is None or not status.files:
         run.add(_never_pulled(spec, status, run.layout))
     else:
         signed = _verify_files(run, spec, status, status.record)
-        whole = bool(status.files) and not any(o.failing for o in outcomes if o.model == spec.name)
+        whole = not any(o.failing for o in outcomes if o.model == spec.name)
         if run.layout.cache_root is not None and whole:
             _write_refs(run.layout, spec, status.files, status.record)
     return None if spec.signature is None else _signature_word(spec.signature, signed, whole=whole)
@@ -121,7 +121,7 @@ def _quick(run: _Run, statuses: Sequence[ModelStatus], outcomes: list[FileOutcom
     signatures: dict[str, dict[str, Any]] = {}
     for status in statuses:
         spec = status.spec
-        if status.record is None:
+        if status.record is None or not status.files:
             run.add(_never_pulled(spec, status, run.layout))
         else:
             for f, want in _wants(run, spec, status.files):
@@ -204,12 +204,17 @@ def _begin(progress: Progress, statuses: Sequence[ModelStatus]) -> None:
 
 
 def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileOutcome:
-    """The outcome of a model with no record: never pulled, or its record is not a file or
-    damaged."""
+    """The outcome of a model with no record (never pulled, or its record is not a file or
+    damaged), or whose record names no file."""
     record_path = layout.records.record_path(spec.name)
+    if status.record is not None:  # read, and it names no file: none of the model is here
+        error: MdlError = NotFoundError(
+            f"{spec.name}: not on this disk (its record {record_path} names no file)",
+            hint=f"run `mdl pull {spec.name}`",
+        )
     # never opened: pull replaces it (a folder excepted)
-    if (kind := not_a_file(record_path)) is not None:
-        error: MdlError = _not_a_file(record_path, kind, spec.name, "its record ")
+    elif (kind := not_a_file(record_path)) is not None:
+        error = _not_a_file(record_path, kind, spec.name, "its record ")
     elif os.path.lexists(record_path):
         error = _unread_record(layout.records, spec.name, record_path)
     else:

@@ -128,3 +128,33 @@ def test_mdl_add_keeps_the_unknown_key_as_written(
     assert 'description = "a tiny model"' in text
     warned = [line for line in unstamped(added.stderr) if "warning" in line]
     assert len(warned) == 2, added.stderr  # each once, though add reads the catalog twice
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("list",),
+        ("show", "tiny"),
+        ("verify", "tiny"),
+        ("verify", "--quick", "tiny"),
+        ("pull", "tiny", "--dry-run"),
+        ("prune", "--dry-run"),
+        ("clean",),
+        ("show", "nosuch"),  # a failure's document too
+    ],
+)
+def test_every_json_document_of_a_run_that_read_the_catalog_has_its_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    """product.md: every warning is a ``mdl: warning:`` line, a ``warning`` in --json and a log
+    line (offline: no server is asked)."""
+    future = FUTURE.replace('repo = "org/tiny"', 'files = [{ url = "http://127.0.0.1:9/w.bin" }]')
+    catalog = use_catalog(tmp_path, monkeypatch, future)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    said = [line.replace("cat.toml", str(catalog), 1) for line in SAID]
+    result = mdl(*command, "--json")
+    doc = json.loads(result.stdout)
+    assert doc["warnings"] == said, result.stdout  # each once, beside prune's own (none here)
+    assert [line for line in unstamped(result.stderr) if "warning" in line] == [
+        f"mdl: warning: {line}" for line in said
+    ]
