@@ -114,7 +114,10 @@ class PartFetch:
                 state.record.keep_on_full_disk()
             raise error from exc
         except HashMismatch as exc:
-            if self.check is not None:  # ranges that left early are not proved: told, refused
+            # Ranges that left early are not proved when every range held its hash and the file
+            # still failed (a root that lies): told, refused. A range that failed its own hash
+            # is what failed the file: those that left held theirs.
+            if self.check is not None and not self.check.bad:
                 self._refuted(self.check, f"its {exc.kind} refused the file")
             self._refuse(state, exc, self.resumed_from)
             raise
@@ -317,6 +320,9 @@ class PartFetch:
                 f"{job.label}: {len(check.refetched)} range(s) failed their {kind} hash"
                 " and were fetched again alone"
             )
+        if bad:  # (the whole file's hash then fails: this is why)
+            shown = ", ".join(f"{start}-{end - 1}" for start, end in bad[:8])
+            job.retries.warn(f"{job.label}: bytes {shown} failed their {kind} hash on every try")
 
     def _refuse(self, state: DownloadState, exc: HashMismatch, resumed_from: int) -> None:
         """The bytes are not the file: removed; an IntegrityError unless a try from zero may

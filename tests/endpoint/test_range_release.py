@@ -244,6 +244,30 @@ def test_a_range_whose_bytes_fail_their_hash_is_never_served_its_read_waits_for_
     assert "1 range(s) failed their lock hash and were fetched again alone" in _log(tmp_path)
 
 
+def test_a_range_that_fails_its_hash_on_every_try_fails_the_file_not_the_ranges_that_left(
+    tmp_path: Path,
+) -> None:
+    """An honest root, an origin that corrupts one range every time it sends it: the ranges that
+    left held their own hashes (the file failed for the one that never did), so no alarm says a
+    loader may have read wrong bytes; the error names the range that failed (exit 6)."""
+    data = make_data(6 * PART + 4321, seed=71)
+    held = threading.Event()
+    with CdnServer() as cdn:
+        url = cdn.add_file("/w.bin", data)
+        cdn.flips.append([2 * PART + 20_000, 1_000])  # every time it is sent
+        _hold(cdn, "w.bin", held, after=2)
+        with _serve(tmp_path, {"w.bin": (url, data)}) as serve:
+            s3 = serve.ready().boto3(read_timeout=HANG)
+            got = s3.get_object(Bucket="mdl", Key="m/w.bin", Range="bytes=10-1000")
+            assert got["Body"].read() == data[10:1001]  # it held its hash: it left
+            held.set()
+            serve.pulled()
+            assert serve.stop() == 6, serve.stderr
+    assert "left to a loader" not in serve.stderr
+    assert f"bytes {2 * PART}-{3 * PART - 1} failed their lock hash on every try" in serve.stderr
+    assert "left verified by its lock hash before" not in _log(tmp_path)
+
+
 def test_a_whole_get_waits_for_the_whole_file_and_every_answer_has_the_object_s_etag(
     tmp_path: Path,
 ) -> None:
