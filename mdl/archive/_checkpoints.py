@@ -12,18 +12,20 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mdl.errors import OutsideJSONError, UnsafePathError, UsageError
 from mdl.outsidejson import read_json
-from mdl.paths import opened
+from mdl.paths import opened, shown
 
 # ASCII digits only: Python's \d also matches full-width digits such as "００５".
 _HF_DIR = re.compile(r"checkpoint-([0-9]+)")
 _TMP_DIR = re.compile(r"tmp-checkpoint-([0-9]+)")
 _ACCELERATE_DIR = re.compile(r"checkpoint_([0-9]+)")  # accelerate: checkpoints/checkpoint_<i>/
+# where accelerate and Lightning (a version_N folder's, or the root's without a logger) save them
+NESTED = "checkpoints"
 _KOHYA_STEP = re.compile(r".+-step([0-9]+)\.safetensors")
 _KOHYA_EPOCH = re.compile(r".+-([0-9]{6})\.safetensors")
 _LIGHTNING_STEP = re.compile(r"(?:.*[-_])?step=([0-9]+)(?:[-_].*)?\.ckpt")
@@ -31,7 +33,7 @@ _LIGHTNING_LAST = "last.ckpt"
 _PICKLED_WEIGHTS = re.compile(r"(pytorch_model|adapter_model|diffusion_pytorch_model).*\.bin")
 KNOWN_PATTERNS = (
     "checkpoint-N/, checkpoints/checkpoint_N/, NAME-stepN.safetensors, NAME-NNNNNN.safetensors, "
-    "*step=N*.ckpt, last.ckpt"
+    "*step=N*.ckpt, last.ckpt (at the top or in checkpoints/)"
 )
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
 # trainer_state.json and shard indexes are small; refuse to slurp anything huge
@@ -279,9 +281,12 @@ def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
 
 
 def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
-    """Every checkpoint in the run, and the names of tmp-checkpoint-* folders (sorted by name)."""
+    """Every checkpoint in the run, and the names of tmp-checkpoint-* folders (sorted by name): at
+    its top, in accelerate's checkpoints/checkpoint_<i>/ and Lightning's checkpoints/*.ckpt (its
+    version_N/checkpoints/, or the root's when logging is off)."""
     found, temporary = _top_candidates(run_dir)
-    found += _accelerate_candidates(run_dir / "checkpoints")
+    found += _nested_candidates(run_dir / NESTED)
+    found = [_as_its_target(cand, found) for cand in found]
     # numerically: 500 before 1000
     found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))
     _refuse_twin_steps(found)
@@ -303,16 +308,37 @@ def _top_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
     return found, temporary
 
 
-def _accelerate_candidates(nested: Path) -> list[Candidate]:
-    """accelerate's checkpoints/checkpoint_<i>/ folders (a linked checkpoints/ is not looked in)."""
+def _nested_candidates(nested: Path) -> list[Candidate]:
+    """accelerate's checkpoints/checkpoint_<i>/ folders and Lightning's checkpoints/*.ckpt files (a
+    linked checkpoints/ is not looked in)."""
     if not nested.is_dir() or nested.is_symlink():
         return []
+    found: list[Candidate] = []
     with os.scandir(nested) as entries:
-        return [
-            Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
-            for entry in entries
-            if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir()
-        ]
+        for entry in entries:
+            if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
+                found.append(
+                    Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
+                )
+            elif entry.name.endswith(".ckpt") and entry.is_file():
+                kind = _classify(entry.name, False)
+                if kind is not None:
+                    found.append(Candidate(entry.name, Path(entry.path), *kind, False))
+    return found
+
+
+def _as_its_target(cand: Candidate, found: list[Candidate]) -> Candidate:
+    """A checkpoint that is a link counts as what it links to: the number its target's name holds
+    (none, when it holds none), and none when the target is another checkpoint of the run (an alias
+    such as Lightning's last.ckpt), so no link lends its own name's step to other content."""
+    if not cand.path.is_symlink():
+        return cand
+    real = os.path.realpath(cand.path)
+    kind = _classify(os.path.basename(real), cand.is_dir)
+    others = (os.path.realpath(c.path) for c in found if c is not cand and not c.path.is_symlink())
+    if kind is None or real in others:
+        kind = (None, "alias")
+    return replace(cand, number=kind[0], unit=kind[1])
 
 
 def _refuse_twin_steps(found: list[Candidate]) -> None:
@@ -322,7 +348,8 @@ def _refuse_twin_steps(found: list[Candidate]) -> None:
         first = seen.setdefault((cand.unit, cand.number), cand.name)
         if first != cand.name and cand.number is not None:
             raise UsageError(
-                f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
+                f"checkpoints {shown(first)} and {shown(cand.name)} are both {cand.unit}"
+                f" {cand.number}",
                 hint="rename or remove one of them",
             )
 
@@ -338,8 +365,11 @@ def _complete(
     return Selection(candidate.name, candidate.path, not candidate.is_dir, reason, (), metric)
 
 
-def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: Path) -> Selection:
-    """The highest-numbered complete checkpoint, and those passed over on the way."""
+def _select_latest(
+    run_dir: Path, candidates: list[Candidate], temporary: list[str], run_real: Path
+) -> Selection:
+    """The highest-numbered complete checkpoint, and those passed over on the way (each by its
+    path in the run, a folder's ending in "/")."""
     numbered = [c for c in candidates if c.number is not None]
     if len(units := {c.unit for c in numbered}) > 1:
         raise UsageError(
@@ -347,7 +377,8 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
             hint="name the checkpoint with --checkpoint NAME",
         )
     skipped = [
-        LeftOut(name, name, "temporary folder left by an interrupted save") for name in temporary
+        LeftOut(f"{name}/", name, "temporary folder left by an interrupted save")
+        for name in temporary
     ]
     for cand in sorted(numbered, key=lambda c: c.number or 0, reverse=True):
         try:
@@ -357,7 +388,8 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
         if problem is None:
             reason = f"latest: highest complete {cand.unit} ({cand.number})"
             return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
-        skipped.append(LeftOut(cand.name, cand.name, problem))
+        path = cand.path.relative_to(run_dir).as_posix() + ("/" if cand.is_dir else "")
+        skipped.append(LeftOut(path, cand.name, problem))
     detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 
@@ -442,7 +474,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         return Selection(None, run_dir, False, "the run's own files, without checkpoint folders")
     candidates, temporary = find_candidates(run_dir)
     if spec == "latest":
-        return _select_latest(candidates, temporary, run_real)
+        return _select_latest(run_dir, candidates, temporary, run_real)
     if spec == "best":
         return _select_best(run_dir, candidates, run_real)
     if spec.startswith("step:"):
@@ -479,9 +511,15 @@ def _select_named(
     name = spec.removesuffix("/")
     if _unsafe_name(name):
         raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
-    if (named := next((c for c in candidates if c.name == name), None)) is None:
+    named = [c for c in candidates if c.name == name]
+    if not named:
         raise _no_checkpoint_named(name, run_dir, candidates)
-    return _complete(named, run_real, "named", "named on the command line")
+    if len(named) > 1:  # last.ckpt at the top and in checkpoints/
+        raise UsageError(
+            f"two checkpoints are named {shown(name)}: at the run's top and in {NESTED}/",
+            hint="rename or remove one of them",
+        )
+    return _complete(named[0], run_real, "named", "named on the command line")
 
 
 def _no_checkpoint_named(name: str, run_dir: Path, candidates: list[Candidate]) -> UsageError:

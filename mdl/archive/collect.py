@@ -490,12 +490,29 @@ def collect_files(
     _refuse_run_without_model(run, files)
     _refuse_bad_names(files, folders, signing=options.sign is not None)
     packed = {src.shown for src in files}
-    passed_over, opened = not_packed(list(selection.skipped), seen, packed)
+    claims = [*selection.skipped, *_other_checkpoints_included(run, packed)]
+    passed_over, opened = not_packed(claims, seen, packed)
     left_out, opened_too = not_packed(collector.left_out, seen, packed)
     reason = selection.reason
     if opened := [*opened, *opened_too]:  # (the whole run's reason says "without checkpoints")
         reason += f"; --include packs from {', '.join(opened)}"
     return Collected(files, folders, left_out, notes, tuple(passed_over), reason)
+
+
+def _other_checkpoints_included(run: _Run, packed: set[str]) -> list[LeftOut]:
+    """The checkpoint folders besides the chosen one (and those ``latest`` passed over) that
+    ``--include`` packs files from: what of them is not packed is said."""
+    selection = run.selection
+    if selection.checkpoint is None or not run.options.includes:
+        return []
+    claimed = {left.path for left in selection.skipped}
+    found: list[LeftOut] = []
+    for cand in find_candidates(run.run_dir)[0]:
+        path = cand.path.relative_to(run.run_dir).as_posix() + "/"
+        if cand.is_dir and cand.path != selection.root and path not in claimed:
+            if any(file.startswith(path) for file in packed):
+                found.append(LeftOut(path, cand.name, ""))
+    return found
 
 
 def not_packed(
@@ -514,7 +531,7 @@ def not_packed(
     kept: list[LeftOut] = []
     opened: list[str] = []
     for claim in claims:
-        folder = claim.path.rstrip("/")  # (a passed-over checkpoint folder's path has no "/")
+        folder = claim.path.rstrip("/")
         if folder not in holding:
             kept.append(claim)
             continue

@@ -231,7 +231,7 @@ def test_in_run_symlink_is_stored_as_its_targets_bytes(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "pl-last.zip") as zf:
         info = zf.getinfo("pl-last/last.ckpt")
         assert stat.S_ISREG(info.external_attr >> 16)
-        assert zf.read(info) == (run.root / "epoch=1-step=200.ckpt").read_bytes()
+        assert zf.read(info) == (run.root / "checkpoints" / "epoch=1-step=200.ckpt").read_bytes()
     assert [(f.path, f.role) for f in result.files] == [("last.ckpt", "pickle")]
 
 
