@@ -18,7 +18,7 @@ from typing import Any
 
 from mdl.errors import OutsideJSONError, UnsafePathError, UsageError
 from mdl.outsidejson import read_json
-from mdl.paths import opened, shown
+from mdl.paths import opened, quoted
 
 # ASCII digits only: Python's \d also matches full-width digits such as "００５".
 _HF_DIR = re.compile(r"checkpoint-([0-9]+)")
@@ -49,17 +49,17 @@ def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
         with opened(path) as found:
             yield found
     except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+        raise UsageError(f"cannot read {quoted(shown)}: {exc.strerror}") from exc
 
 
 def read_small_json(path: Path, shown: str) -> Any:
     """Parse a small JSON file; every failure is exit 2 naming ``shown``."""
     with _opened(path, shown) as (fd, st):
         if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"'{shown}' is not a regular file")
+            raise UsageError(f"{quoted(shown)} is not a regular file")
         with os.fdopen(os.dup(fd), "rb") as fh:
             raw = fh.read(_JSON_MAX + 1)
-    return read_json(raw, source=f"'{shown}'", limit=_JSON_MAX)
+    return read_json(raw, source=quoted(shown), limit=_JSON_MAX)
 
 
 class _Incomplete(Exception):
@@ -167,12 +167,12 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
         real = Path(os.path.realpath(path, strict=True))
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise UnsafePathError(f"symlink cycle at '{shown}'") from exc
+            raise UnsafePathError(f"symlink cycle at {quoted(shown)}") from exc
         if exc.errno == errno.ENOENT:
-            raise UsageError(f"'{shown}' is a dangling symlink") from exc
-        raise UsageError(f"cannot resolve '{shown}': {exc.strerror}") from exc
+            raise UsageError(f"{quoted(shown)} is a dangling symlink") from exc
+        raise UsageError(f"cannot resolve {quoted(shown)}: {exc.strerror}") from exc
     if real != run_real and not real.is_relative_to(run_real):
-        raise UnsafePathError(f"symlink '{shown}' points outside the run, to {real}")
+        raise UnsafePathError(f"symlink {quoted(shown)} points outside the run, to {quoted(real)}")
     return real
 
 
@@ -242,13 +242,13 @@ class _CheckpointFolder:
         data = read_small_json(real_inside(index, self.run_real, label), label)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
-            raise _Incomplete(f"{index.name} has no weight_map")
+            raise _Incomplete(f"{quoted(index.name)} has no weight_map")
         shards = sorted({str(v) for v in weight_map.values()})
         for shard in shards:
             if _unsafe_name(shard):
-                raise _Incomplete(f"{index.name} names unsafe shard path {shard!r}")
+                raise _Incomplete(f"{quoted(index.name)} names unsafe shard path {quoted(shard)}")
             if not (sub / shard).exists() and not (sub / shard).is_symlink():
-                raise _Incomplete(f"shard {shard} named in {index.name} is missing")
+                raise _Incomplete(f"shard {quoted(shard)} named in {quoted(index.name)} is missing")
         return set(shards)
 
     def has_weights(self, sub: Path, found: bool) -> bool:
@@ -259,7 +259,7 @@ class _CheckpointFolder:
             if weights.name.endswith(".safetensors"):
                 problem = safetensors_problem(real_inside(weights, self.run_real, label), label)
                 if problem:
-                    raise _Incomplete(f"{weights.relative_to(self.folder)}: {problem}")
+                    raise _Incomplete(f"{quoted(weights.relative_to(self.folder))}: {problem}")
                 found = True
             elif not found and _PICKLED_WEIGHTS.fullmatch(weights.name):
                 found = real_inside(weights, self.run_real, label).stat().st_size > 0
@@ -334,7 +334,7 @@ def _as_its_target(cand: Candidate, found: list[Candidate]) -> Candidate:
     if not cand.path.is_symlink():
         return cand
     real = os.path.realpath(cand.path)
-    kind = _classify(os.path.basename(real), cand.is_dir)
+    kind = _classify(Path(real).name, cand.is_dir)
     others = (os.path.realpath(c.path) for c in found if c is not cand and not c.path.is_symlink())
     if kind is None or real in others:
         kind = (None, "alias")
@@ -348,7 +348,7 @@ def _refuse_twin_steps(found: list[Candidate]) -> None:
         first = seen.setdefault((cand.unit, cand.number), cand.name)
         if first != cand.name and cand.number is not None:
             raise UsageError(
-                f"checkpoints {shown(first)} and {shown(cand.name)} are both {cand.unit}"
+                f"checkpoints {quoted(first)} and {quoted(cand.name)} are both {cand.unit}"
                 f" {cand.number}",
                 hint="rename or remove one of them",
             )
@@ -361,7 +361,7 @@ def _complete(
     asked for.
     """
     if problem := candidate_problem(candidate, run_real):
-        raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
+        raise UsageError(f"checkpoint {quoted(candidate.name)} ({why}) is incomplete: {problem}")
     return Selection(candidate.name, candidate.path, not candidate.is_dir, reason, (), metric)
 
 
@@ -390,7 +390,7 @@ def _select_latest(
             return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
         path = cand.path.relative_to(run_dir).as_posix() + ("/" if cand.is_dir else "")
         skipped.append(LeftOut(path, cand.name, problem))
-    detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
+    detail = "; ".join(f"{quoted(s.path)}: {s.reason}" for s in skipped) or "none found"
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 
 
@@ -447,11 +447,11 @@ def _recorded_best(shown: str, state: Any) -> tuple[str, str]:
         # The path is as it was at training time (absolute, other machine): only its last part
         # counts.
         name = re.split(r"[/\\]", recorded.rstrip("/\\"))[-1]
-        return name, f"best_model_checkpoint {recorded!r} in {shown}"
+        return name, f"best_model_checkpoint {quoted(recorded)} in {quoted(shown)}"
     if isinstance(best_step, int) and not isinstance(best_step, bool):
-        return f"checkpoint-{best_step}", f"best_global_step {best_step} in {shown}"
+        return f"checkpoint-{best_step}", f"best_global_step {best_step} in {quoted(shown)}"
     raise UsageError(
-        f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)"
+        f"{quoted(shown)} records no best checkpoint (no best_model_checkpoint or best_global_step)"
     )
 
 
@@ -485,7 +485,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
 def _select_step(spec: str, candidates: list[Candidate], run_real: Path) -> Selection:
     """``step:N``: the checkpoint numbered by step N; exit 2 naming the steps there are."""
     if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
-        raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
+        raise UsageError(f"bad checkpoint {quoted(spec)}: step:N takes ASCII digits")
     step = int(match.group(1))
     chosen = next((c for c in candidates if c.unit == "step" and c.number == step), None)
     if chosen is None:
@@ -510,13 +510,13 @@ def _select_named(
     """A checkpoint named on the command line; exit 2 with the closest name when there is none."""
     name = spec.removesuffix("/")
     if _unsafe_name(name):
-        raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
+        raise UsageError(f"checkpoint {quoted(spec)} must be a name in the run, not a path")
     named = [c for c in candidates if c.name == name]
     if not named:
         raise _no_checkpoint_named(name, run_dir, candidates)
     if len(named) > 1:  # last.ckpt at the top and in checkpoints/
         raise UsageError(
-            f"two checkpoints are named {shown(name)}: at the run's top and in {NESTED}/",
+            f"two checkpoints are named {quoted(name)}: at the run's top and in {NESTED}/",
             hint="rename or remove one of them",
         )
     return _complete(named[0], run_real, "named", "named on the command line")
@@ -527,7 +527,7 @@ def _no_checkpoint_named(name: str, run_dir: Path, candidates: list[Candidate]) 
     all, or a checkpoint name the run lacks."""
     if _TMP_DIR.fullmatch(name):
         return UsageError(
-            f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint"
+            f"{quoted(name)} is a temporary folder left by an interrupted save, not a checkpoint"
         )
     close = difflib.get_close_matches(
         name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6
@@ -535,5 +535,7 @@ def _no_checkpoint_named(name: str, run_dir: Path, candidates: list[Candidate]) 
     hint = f"did you mean {close[0]}?" if close else None
     unknown = _classify(name, True) is None and _classify(name, False) is None
     if (run_dir / name).exists() or unknown:
-        return UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint)
-    return UsageError(f"no checkpoint '{name}' in the run", hint=hint)
+        return UsageError(
+            f"{quoted(name)} is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint
+        )
+    return UsageError(f"no checkpoint {quoted(name)} in the run", hint=hint)

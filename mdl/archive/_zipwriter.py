@@ -31,7 +31,7 @@ from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
-from mdl.paths import opened
+from mdl.paths import opened, quoted
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
 from mdl.store.filesystem import not_a_file, not_a_file_error
@@ -162,14 +162,14 @@ def open_unchanged(src: SourceFile) -> Iterator[int]:
         try:
             fd, st = stack.enter_context(opened(src.path))
         except OSError as exc:
-            raise LocalFSError(f"cannot open '{src.shown}': {exc.strerror}") from exc
+            raise LocalFSError(f"cannot open {quoted(src.shown)}: {exc.strerror}") from exc
         if (st.st_dev, st.st_ino) != (src.device, src.inode) or not stat.S_ISREG(st.st_mode):
             raise IntegrityError(
-                f"'{src.shown}' was replaced while being packed; is the run still writing?"
+                f"{quoted(src.shown)} was replaced while being packed; is the run still writing?"
             )
         if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
             raise IntegrityError(
-                f"'{src.shown}' changed while being packed; is the run still writing?"
+                f"{quoted(src.shown)} changed while being packed; is the run still writing?"
             )
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -203,7 +203,7 @@ class HashingCopier(ThreadPoolExecutor):
                 total += count
                 if src is not None and total > src.size:
                     raise IntegrityError(
-                        f"'{src.shown}' grew while being packed; is the run still writing?"
+                        f"{quoted(src.shown)} grew while being packed; is the run still writing?"
                     )
                 view = memoryview(self._buffers[turn])[:count]
                 job = self.submit(digest.update, view)
@@ -237,11 +237,12 @@ class HashingCopier(ThreadPoolExecutor):
             st = os.fstat(fd)
         if total != src.size or (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
             raise IntegrityError(
-                f"'{src.shown}' changed while being packed; is the run still writing?"
+                f"{quoted(src.shown)} changed while being packed; is the run still writing?"
             )
         if expected is not None and digest != expected:
             raise IntegrityError(
-                f"'{src.shown}' changed between hashing and packing; is the run still writing?"
+                f"{quoted(src.shown)} changed between hashing and packing; is the run still"
+                " writing?"
             )
         return digest
 
@@ -325,7 +326,7 @@ def _write_seekable(
             header = fh.read(30)
             # never patch over another entry
             if len(data) != manifest.file_size or header[:4] != b"PK\x03\x04":
-                raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
+                raise MdlError(f"internal: cannot rewrite {quoted(manifest.filename)} in place")
             name_len, extra_len = struct.unpack("<HH", header[26:30])
             manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
             fh.seek(manifest.header_offset + 14)
@@ -354,15 +355,15 @@ def write_file_archive(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise local_fs_error(exc, str(target.parent)) from exc
+        raise local_fs_error(exc, quoted(target.parent)) from exc
     files = contents.files
     needed = sum(
         f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files
     ) + (1 << 20)
     if (free := shutil.disk_usage(target.parent).free) < needed:  # fail before writing (exit 7)
         raise NoSpaceError(
-            f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are"
-            " free"
+            f"not enough space in {quoted(target.parent)}: the archive needs {needed} bytes,"
+            f" {free} are free"
         )
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
@@ -379,7 +380,7 @@ def write_file_archive(
         partial_path.unlink(missing_ok=True)
         fd = os.open(partial_path, flags, 0o644)
     except OSError as exc:
-        raise local_fs_error(exc, str(partial_path)) from exc
+        raise local_fs_error(exc, quoted(partial_path)) from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
             size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
@@ -388,7 +389,7 @@ def write_file_archive(
     except BaseException as exc:
         partial_path.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise local_fs_error(exc, str(target)) from exc
+            raise local_fs_error(exc, quoted(target)) from exc
         raise
     return size, digest, hashes
 
@@ -564,14 +565,15 @@ class StreamZipWriter:
         # the header (stored) or the central record already says the size
         if self._count != self._size:
             raise MdlError(
-                f"internal: '{self._shown}' got {self._count} bytes, its header says {self._size}"
+                f"internal: {quoted(self._shown)} got {self._count} bytes, its header says"
+                f" {self._size}"
             )
         self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
         compressed = self.size - self._data_start
         if self._squeezer is not None:
             if not self._zip64 and compressed >= _MARK:
                 raise MdlError(
-                    f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64"
+                    f"internal: {quoted(self._shown)} deflated to more than 4 GiB without ZIP64"
                 )
             layout = "<4sLQQ" if self._zip64 else "<4sLLL"
             self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._size))
