@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 import struct
 import time
@@ -30,17 +29,18 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
+from mdl.errors import IntegrityError, LocalFSError, MdlError, disk_error
 from mdl.paths import opened, quoted
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
-from mdl.store.filesystem import not_a_file, not_a_file_error
+from mdl.store.filesystem import not_a_file, not_a_file_error, refuse_no_room
 
 # 1 MiB chunks: big enough that per-chunk Python overhead vanishes, small enough to stay in L2/L3
 # while sha256 (one core) and crc32+write (the other) read the same buffer. See
 # bench/README-pack.md.
 CHUNK_SIZE = 1 << 20
-ENTRY_OVERHEAD = 30 + 46 + 20 + 28 + 16  # local + central headers, zip64 extras, data descriptor
+# local + central headers, zip64 extras, data descriptor; and the end records (ZIP64's, its locator)
+ENTRY_OVERHEAD, END_RECORDS = 30 + 46 + 20 + 28 + 24, 22 + 56 + 20
 _DOS_MIN, _DOS_MAX = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
 Stamp = tuple[int, int, int, int, int, int]
 _MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
@@ -109,6 +109,20 @@ class Contents:
         room = _SIZE_ROOM if self.sign is not None and signature is None else 0
         return (text + " " * room + "\n").encode("utf-8")
 
+    def most_bytes(self) -> int:
+        """The most the archive can take (a check of free space): the manifest, every file
+        (deflated at most to zlib's bound), every folder, each with its headers, and the end
+        records; model.sig is not known yet."""
+        named = [
+            (MANIFEST_NAME, len(self.manifest({}))),
+            *((f.arcname, deflate_bound(f.size) if f.deflate else f.size) for f in self.files),
+            *((folder, 0) for folder in self.folders),
+        ]
+        top = len(self.stem.encode()) + 1
+        return END_RECORDS + sum(
+            size + ENTRY_OVERHEAD + 2 * (top + len(name.encode())) for name, size in named
+        )
+
     def signed(self, hashes: dict[str, str]) -> bytes | None:
         """model.sig over the files' ``hashes`` (which gain its own sha256), or None for an
         unsigned archive.
@@ -122,6 +136,11 @@ class Contents:
 
 class _Sink(Protocol):
     def write(self, data: memoryview, /) -> int: ...
+
+
+def deflate_bound(size: int) -> int:
+    """zlib's deflateBound: the most deflate can grow ``size`` incompressible bytes to."""
+    return size + (size >> 12) + (size >> 14) + (size >> 25) + 13
 
 
 def zip_date_time(source_date_epoch: int | None) -> Stamp:
@@ -357,14 +376,7 @@ def write_file_archive(
     except OSError as exc:
         raise local_fs_error(exc, quoted(target.parent)) from exc
     files = contents.files
-    needed = sum(
-        f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files
-    ) + (1 << 20)
-    if (free := shutil.disk_usage(target.parent).free) < needed:  # fail before writing (exit 7)
-        raise NoSpaceError(
-            f"not enough space in {quoted(target.parent)}: the archive needs {needed} bytes,"
-            f" {free} are free"
-        )
+    refuse_no_room(target.parent, contents.most_bytes(), "the archive")
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
     # lstat: a FIFO there would take the archive for good
@@ -542,9 +554,7 @@ class StreamZipWriter:
         # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64,
         # because Java reads an 8-byte descriptor only when the real sizes need it, whatever the
         # local header says.
-        self._zip64 = (
-            size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size
-        ) >= ZIP64_FROM
+        self._zip64 = (deflate_bound(size) if deflate else size) >= ZIP64_FROM
         # a deflated entry's sizes and CRC-32 follow it, in its descriptor
         known = (0, 0) if deflate else (size, size)
         extra = struct.pack("<HHQQ", 1, 16, *known) if self._zip64 else b""

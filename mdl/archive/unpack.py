@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,7 +23,6 @@ from mdl.errors import (
     ArchiveError,
     IntegrityError,
     LocalFSError,
-    NoSpaceError,
     OutsideJSONError,
     UsageError,
     disk_error,
@@ -34,7 +32,7 @@ from mdl.paths import SHA256_HEX, nearest_folder, quoted, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import SIGNATURE_FILE, SignedFile, SignedManifest, Trust
-from mdl.store.filesystem import kind_of, not_a_file, stat_file
+from mdl.store.filesystem import kind_of, not_a_file, refuse_no_room, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
@@ -342,8 +340,7 @@ def _unpack(
     except OSError as exc:
         raise LocalFSError(f"cannot create {quoted(dest_dir)}: {exc.strerror}") from exc
     occupied = _occupied(dest_dir, tops, force=force)
-    if shutil.disk_usage(dest_dir).free < total + (1 << 20):
-        raise NoSpaceError(f"not enough space in {quoted(dest_dir)} for {total} bytes")
+    refuse_no_room(dest_dir, total, "the archive's files")
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
     checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
     return UnpackResult(
