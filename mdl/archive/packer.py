@@ -4,6 +4,7 @@ a deterministic zip (signed with ``--sign``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from mdl.archive._zipwriter import (
     write_stdout_archive,
 )
 from mdl.archive.collect import COMPRESSIONS, PROFILES, Collected, PackOptions, collect_files
+from mdl.archive.unpack import PIPE_HINT
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.paths import name_problem, quoted
@@ -202,12 +204,25 @@ def _checked_inputs(options: PackOptions, stdout: BinaryIO | None) -> Path:
     run_dir = options.cwd / options.run_dir
     if not run_dir.is_dir():
         raise UsageError(f"run folder not found: {quoted(options.run_dir)}")
-    if _to_stdout(options) and stdout is None and not options.dry_run:
-        raise UsageError("-o - needs a stdout stream")
+    if _to_stdout(options) and not options.dry_run:
+        _refuse_stdout(stdout)
     # a key model_signing cannot use is exit 2 before anything is written: sign nothing with it
     if (key := _key(options)) is not None:
         sign_digests({}, private_key=key, model_name=key.stem)
     return run_dir
+
+
+def _refuse_stdout(stdout: BinaryIO | None) -> None:
+    """``-o -`` writes the zip's bytes to stdout: never onto a terminal (as curl refuses, and as
+    ``mdl unpack -`` refuses one on stdin)."""
+    if stdout is None:
+        raise UsageError("-o - needs a stdout stream")
+    with contextlib.suppress(AttributeError, ValueError):  # a closed or odd stream says so later
+        if stdout.isatty():
+            raise UsageError(
+                "-o - would write the archive's binary bytes onto a terminal",
+                hint=f"write it to a file with -o FILE, or into a pipe: {PIPE_HINT}",
+            )
 
 
 def _to_stdout(options: PackOptions) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pty
+import select
 import shutil
 import struct
 import subprocess
@@ -24,7 +26,7 @@ from zygote import forked_mdl
 from mdl.archive import _zipwriter as zipstream
 from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.unpack import unpack_archive
-from mdl.errors import MdlError
+from mdl.errors import ExitCode, MdlError, UsageError
 from mdl.progress import NullProgress
 
 JAVA_READER = """
@@ -259,3 +261,22 @@ def test_an_entry_that_is_not_the_size_it_announced_is_never_finished(deflate: b
     writer.write(b"ab")
     with pytest.raises(MdlError, match=r"'run/a\.bin' got 2 bytes, its header says 3"):
         writer.end()
+
+
+def test_a_terminal_on_stdout_is_refused(tmp_path: Path) -> None:
+    """`mdl pack run -o -` typed at a prompt: exit 2 with the hint, no zip bytes on the screen (a
+    run small enough that the terminal's buffer would take them all)."""
+    write(tmp_path / "run" / "model.safetensors", b"x")
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "wb") as terminal:
+            options = PackOptions(
+                run_dir=Path("run"), output=Path("-"), checkpoint=None, cwd=tmp_path
+            )
+            with pytest.raises(UsageError) as err:
+                pack_run(options, progress=NullProgress(), stdout=terminal)
+            assert select.select([master], [], [], 0)[0] == [], "nothing was written to it"
+        assert err.value.exit_code == ExitCode.USAGE
+        assert "onto a terminal" in err.value.message and "-o FILE" in (err.value.hint or "")
+    finally:
+        os.close(master)
