@@ -50,9 +50,10 @@ def quoted(path: str | os.PathLike[str]) -> str:
     return repr(shown_path(path))
 
 
-def shown_name(name: str) -> str:
-    """A name as a line lists it: as it is when printable, else :func:`quoted`."""
-    return name if name.isprintable() else quoted(name)
+def shown_name(name: str | os.PathLike[str]) -> str:
+    """A name or path as a line says it: as it is when printable, else :func:`quoted`."""
+    text = os.fspath(name)
+    return text if text.isprintable() else quoted(text)
 
 
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:

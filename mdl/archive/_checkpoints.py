@@ -18,7 +18,7 @@ from typing import Any
 
 from mdl.errors import OutsideJSONError, UnsafePathError, UsageError
 from mdl.outsidejson import read_json
-from mdl.paths import opened, quoted
+from mdl.paths import opened, quoted, shown_name
 
 # ASCII digits only: Python's \d also matches full-width digits such as "００５".
 _HF_DIR = re.compile(r"checkpoint-([0-9]+)")
@@ -172,7 +172,9 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
             raise UsageError(f"{quoted(shown)} is a dangling symlink") from exc
         raise UsageError(f"cannot resolve {quoted(shown)}: {exc.strerror}") from exc
     if real != run_real and not real.is_relative_to(run_real):
-        raise UnsafePathError(f"symlink {quoted(shown)} points outside the run, to {quoted(real)}")
+        raise UnsafePathError(
+            f"symlink {quoted(shown)} points outside the run, to {shown_name(real)}"
+        )
     return real
 
 
@@ -242,13 +244,17 @@ class _CheckpointFolder:
         data = read_small_json(real_inside(index, self.run_real, label), label)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
-            raise _Incomplete(f"{quoted(index.name)} has no weight_map")
+            raise _Incomplete(f"{shown_name(index.name)} has no weight_map")
         shards = sorted({str(v) for v in weight_map.values()})
         for shard in shards:
             if _unsafe_name(shard):
-                raise _Incomplete(f"{quoted(index.name)} names unsafe shard path {quoted(shard)}")
+                raise _Incomplete(
+                    f"{shown_name(index.name)} names unsafe shard path {quoted(shard)}"
+                )
             if not (sub / shard).exists() and not (sub / shard).is_symlink():
-                raise _Incomplete(f"shard {quoted(shard)} named in {quoted(index.name)} is missing")
+                raise _Incomplete(
+                    f"shard {shown_name(shard)} named in {shown_name(index.name)} is missing"
+                )
         return set(shards)
 
     def has_weights(self, sub: Path, found: bool) -> bool:
@@ -259,7 +265,7 @@ class _CheckpointFolder:
             if weights.name.endswith(".safetensors"):
                 problem = safetensors_problem(real_inside(weights, self.run_real, label), label)
                 if problem:
-                    raise _Incomplete(f"{quoted(weights.relative_to(self.folder))}: {problem}")
+                    raise _Incomplete(f"{shown_name(weights.relative_to(self.folder))}: {problem}")
                 found = True
             elif not found and _PICKLED_WEIGHTS.fullmatch(weights.name):
                 found = real_inside(weights, self.run_real, label).stat().st_size > 0
@@ -390,7 +396,7 @@ def _select_latest(
             return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
         path = cand.path.relative_to(run_dir).as_posix() + ("/" if cand.is_dir else "")
         skipped.append(LeftOut(path, cand.name, problem))
-    detail = "; ".join(f"{quoted(s.path)}: {s.reason}" for s in skipped) or "none found"
+    detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 
 
@@ -447,11 +453,12 @@ def _recorded_best(shown: str, state: Any) -> tuple[str, str]:
         # The path is as it was at training time (absolute, other machine): only its last part
         # counts.
         name = re.split(r"[/\\]", recorded.rstrip("/\\"))[-1]
-        return name, f"best_model_checkpoint {quoted(recorded)} in {quoted(shown)}"
+        return name, f"best_model_checkpoint {quoted(recorded)} in {shown_name(shown)}"
     if isinstance(best_step, int) and not isinstance(best_step, bool):
-        return f"checkpoint-{best_step}", f"best_global_step {best_step} in {quoted(shown)}"
+        return f"checkpoint-{best_step}", f"best_global_step {best_step} in {shown_name(shown)}"
     raise UsageError(
-        f"{quoted(shown)} records no best checkpoint (no best_model_checkpoint or best_global_step)"
+        f"{shown_name(shown)} records no best checkpoint (no best_model_checkpoint or"
+        " best_global_step)"
     )
 
 

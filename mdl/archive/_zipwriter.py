@@ -29,7 +29,7 @@ from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, disk_error
-from mdl.paths import opened, quoted
+from mdl.paths import opened, quoted, shown_name
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
 from mdl.store.filesystem import not_a_file, not_a_file_error, refuse_no_room
@@ -342,7 +342,7 @@ def write_file_archive(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise local_fs_error(exc, quoted(target.parent)) from exc
+        raise local_fs_error(exc, shown_name(target.parent)) from exc
     files = contents.files
     refuse_no_room(target.parent, contents.most_bytes(), "the archive")
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
@@ -360,7 +360,7 @@ def write_file_archive(
         partial_path.unlink(missing_ok=True)
         fd = os.open(partial_path, flags, 0o644)
     except OSError as exc:
-        raise local_fs_error(exc, quoted(partial_path)) from exc
+        raise local_fs_error(exc, shown_name(partial_path)) from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
             size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
@@ -369,7 +369,7 @@ def write_file_archive(
     except BaseException as exc:
         partial_path.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise local_fs_error(exc, quoted(target)) from exc
+            raise local_fs_error(exc, shown_name(target)) from exc
         raise
     return size, digest, hashes
 

@@ -24,6 +24,7 @@ from mdl.paths import (
     opened,
     quoted,
     reserved_by_mdl,
+    shown_name,
 )
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
@@ -620,7 +621,7 @@ def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
     names = [c.name for c in found]
     listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
     raise UsageError(
-        f"{quoted(run.run_dir.name)} has no final model, only checkpoints ({listed}): the whole"
+        f"{shown_name(run.run_dir.name)} has no final model, only checkpoints ({listed}): the whole"
         " run would pack none of them",
         hint="choose one: --checkpoint latest (or best, step:N, a name)",
     )

@@ -22,7 +22,7 @@ from mdl.archive.collect import COMPRESSIONS, PROFILES, Collected, PackOptions, 
 from mdl.archive.unpack import PIPE_HINT
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
-from mdl.paths import name_problem, quoted
+from mdl.paths import name_problem, quoted, shown_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import sign_digests
 from mdl.signing.statement import SIGNATURE_FILE, skipped_by_signature
@@ -97,7 +97,7 @@ def _refuse_output_in_run(path: str, run_real: Path, shown: str) -> None:
     ):
         if real == run_real or real.is_relative_to(run_real):
             raise UnsafePathError(
-                f"output {shown} is inside the run folder {quoted(run_real)}",
+                f"output {shown} is inside the run folder {shown_name(run_real)}",
                 hint="write the archive outside the run",
             )
 
@@ -203,7 +203,7 @@ def _checked_inputs(options: PackOptions, stdout: BinaryIO | None) -> Path:
             raise UsageError(f"unknown {what} {value!r} (choose {', '.join(known)})")
     run_dir = options.cwd / options.run_dir
     if not run_dir.is_dir():
-        raise UsageError(f"run folder not found: {quoted(options.run_dir)}")
+        raise UsageError(f"run folder not found: {shown_name(options.run_dir)}")
     if _to_stdout(options) and not options.dry_run:
         _refuse_stdout(stdout)
     # a key model_signing cannot use is exit 2 before anything is written: sign nothing with it
@@ -251,7 +251,7 @@ def _plan(
         raise LocalFSError(f"cannot read {quoted(str(exc.filename))}: {exc.strerror}") from exc
     except RecursionError:
         raise UsageError(
-            f"the folders in {quoted(options.run_dir)} are nested too deeply to pack"
+            f"the folders in {shown_name(options.run_dir)} are nested too deeply to pack"
         ) from None
     if not collected.files:
         raise UsageError(
@@ -292,7 +292,7 @@ def _refuse_writing_into_run(target: Path | None, stdout: BinaryIO | None, run_r
         return
     found = stdout_file(stdout) if stdout is not None else None
     if found is not None and found[1] is not None:
-        _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {quoted(found[1])})")
+        _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {shown_name(found[1])})")
 
 
 def _refuse_existing_output(target: Path, *, force: bool) -> None:
@@ -300,7 +300,7 @@ def _refuse_existing_output(target: Path, *, force: bool) -> None:
     folder, a FIFO or a device never."""
     if target.is_dir():
         # -o names a file, as get's -o does
-        raise UsageError(f"output {quoted(target)} is a folder, not a file")
+        raise UsageError(f"output {shown_name(target)} is a folder, not a file")
     kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
     if kind is not None and not (force and kind in REPLACEABLE):
         hint = (

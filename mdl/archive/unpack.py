@@ -28,7 +28,7 @@ from mdl.errors import (
     disk_error,
 )
 from mdl.outsidejson import read_json
-from mdl.paths import SHA256_HEX, nearest_folder, quoted, shown, temp_name
+from mdl.paths import SHA256_HEX, nearest_folder, quoted, shown, shown_name, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import SIGNATURE_FILE, SignedFile, SignedManifest, Trust
@@ -302,19 +302,21 @@ def unpack_archive(
         # a FIFO must not hang us
         fd = os.open(cwd / archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
-        raise UsageError(f"archive not found: {quoted(archive)}") from exc
+        raise UsageError(f"archive not found: {shown_name(archive)}") from exc
     except OSError as exc:
-        raise LocalFSError(f"cannot read {quoted(archive)}: {exc.strerror}") from exc
+        raise LocalFSError(f"cannot read {shown_name(archive)}: {exc.strerror}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UsageError(f"{quoted(archive)} is not a regular file")
+        raise UsageError(f"{shown_name(archive)} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
         try:
             return _unpack(
                 fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio, signer=signer
             )
         except OSError as exc:  # reading the archive, or looking at the destination
-            raise LocalFSError(f"{quoted(exc.filename or archive)}: {exc.strerror}") from exc
+            raise LocalFSError(
+                f"{shown_name(str(exc.filename or archive))}: {exc.strerror}"
+            ) from exc
 
 
 def _unpack(
@@ -338,7 +340,7 @@ def _unpack(
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LocalFSError(f"cannot create {quoted(dest_dir)}: {exc.strerror}") from exc
+        raise LocalFSError(f"cannot create {shown_name(dest_dir)}: {exc.strerror}") from exc
     occupied = _occupied(dest_dir, tops, force=force)
     refuse_no_room(dest_dir, total, "the archive's files")
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
@@ -361,7 +363,7 @@ def _recover_dest(dest_dir: Path, progress: Progress) -> None:
     """Refuse a destination that is no folder; put back what an earlier unpack killed mid-swap
     moved aside."""
     if (kind := not_a_file(dest_dir)) not in (None, "a folder"):
-        raise LocalFSError(f"{quoted(dest_dir)} is {kind}, not a folder: cannot unpack into it")
+        raise LocalFSError(f"{shown_name(dest_dir)} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)
     stale_spools(nearest_folder(dest_dir))  # (where `unpack -` spools: DEST, or its nearest folder)
@@ -399,7 +401,8 @@ def _refuse_replacing(target: Path, st: os.stat_result) -> None:
     # from lstat: a FIFO or device is never opened; --force moves it aside like a file
     if (kind := kind_of(st)) not in (None, "a folder"):
         raise LocalFSError(
-            f"{quoted(target)} is {kind}, not a file or folder", hint="use --force to replace it"
+            f"{shown_name(target)} is {kind}, not a file or folder",
+            hint="use --force to replace it",
         )
     what = "a file"
     if stat.S_ISLNK(st.st_mode):
@@ -419,7 +422,7 @@ def _extract_and_swap(
         staging = Staging(dest_dir)
     except OSError as exc:
         raise LocalFSError(
-            f"cannot create a temporary folder in {quoted(dest_dir)}: {exc.strerror}"
+            f"cannot create a temporary folder in {shown_name(dest_dir)}: {exc.strerror}"
         ) from exc
     try:
         try:
@@ -427,8 +430,8 @@ def _extract_and_swap(
         except OSError as exc:
             raise disk_error(
                 exc,
-                full=f"no space left in {quoted(dest_dir)} while extracting",
-                other=f"cannot extract into {quoted(dest_dir)}: {exc.strerror}",
+                full=f"no space left in {shown_name(dest_dir)} while extracting",
+                other=f"cannot extract into {shown_name(dest_dir)}: {exc.strerror}",
             ) from exc
         staging.swap(tops)
     finally:
@@ -462,7 +465,7 @@ def unpack_stream(
         fd = os.open(spool, NEW_FILE, 0o600)
     except OSError as exc:
         raise LocalFSError(
-            f"cannot spool stdin into {quoted(spool.parent)}: {exc.strerror}"
+            f"cannot spool stdin into {shown_name(spool.parent)}: {exc.strerror}"
         ) from exc
     held = os.dup(fd)  # locked until the spool goes: a running unpack's (staging.stale_spools)
     try:
@@ -501,8 +504,9 @@ def _spool(stream: BinaryIO, fd: int, spool: Path, named: Progress) -> None:
         named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
         raise disk_error(
             exc,
-            full=f"no space left in {quoted(spool.parent)} while reading the archive from stdin",
-            other=f"cannot spool stdin into {quoted(spool.parent)}: {exc.strerror or exc}",
+            full=f"no space left in {shown_name(spool.parent)} while reading the archive from"
+            " stdin",
+            other=f"cannot spool stdin into {shown_name(spool.parent)}: {exc.strerror or exc}",
         ) from exc
     named.finish(STDIN, ok=True)
     if size == 0:

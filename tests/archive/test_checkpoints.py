@@ -167,7 +167,7 @@ def test_named_checkpoint_with_a_trailing_slash_and_unknown_names(tmp_path: Path
 def test_no_complete_checkpoint_lists_every_reason(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100,))
     (run.ckpt("checkpoint-100") / "model.safetensors").unlink()
-    with pytest.raises(UsageError, match=r"no complete checkpoint.*'checkpoint-100/': no weights"):
+    with pytest.raises(UsageError, match=r"no complete checkpoint.*checkpoint-100: no weights"):
         select_checkpoint(run.root, "latest")
 
 

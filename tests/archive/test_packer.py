@@ -359,7 +359,7 @@ def test_an_archive_is_never_written_inside_the_run(tmp_path: Path) -> None:
     # the default name, from inside the run
     with pytest.raises(UnsafePathError, match="is inside the run folder"):
         pack(run.root, ".", checkpoint="latest")
-    inside = r"'-' \(stdout is '.*piped.zip'\) is inside the run folder"
+    inside = r"'-' \(stdout is .*piped.zip\) is inside the run folder"
     with (
         (run.root / "checkpoint-200" / "piped.zip").open("wb") as out,
         pytest.raises(UnsafePathError, match=inside),
