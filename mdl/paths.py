@@ -44,6 +44,18 @@ def shown_path(path: str | os.PathLike[str]) -> str:
     return text if len(text) <= SHOWN_PATH_CHARS else f"{text[:half]}…{text[-half:]}"
 
 
+def quoted(path: str | os.PathLike[str]) -> str:
+    """A name or path as a message quotes it: in quotes, its control and invisible characters
+    escaped (``'a\\nb'``: one line, never a forged one), cut in the middle when long."""
+    return repr(shown_path(path))
+
+
+def shown_name(name: str | os.PathLike[str]) -> str:
+    """A name or path as a line says it: as it is when printable, else :func:`quoted`."""
+    text = os.fspath(name)
+    return text if text.isprintable() else quoted(text)
+
+
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
     return UnsafePathError(
         f"{where}: must be a relative path inside the folder, got {shown(value)} ({reason})"

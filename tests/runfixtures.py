@@ -300,13 +300,17 @@ def make_hf_run(
 
 
 def make_lightning_run(root: Path) -> Run:
-    """A Lightning checkpoints folder: epoch=E-step=S.ckpt files and last.ckpt as a relative
+    """A Lightning run as Lightning writes it (``lightning_logs/version_N/``): hparams.yaml, an
+    event file, and checkpoints/ with epoch=E-step=S.ckpt files and last.ckpt as a relative
     symlink.
     """
-    root.mkdir(parents=True, exist_ok=True)
+    write(root / "hparams.yaml", "lr: 0.001\n")
+    write(root / "events.out.tfevents.1700000000.host.1.0", make_data(256, "pl-events"))
     for epoch, step in ((0, 100), (1, 200)):
-        write(root / f"epoch={epoch}-step={step}.ckpt", make_data(4096, f"pl-{step}"))
-    os.symlink("epoch=1-step=200.ckpt", root / "last.ckpt")
+        write(
+            root / "checkpoints" / f"epoch={epoch}-step={step}.ckpt", make_data(4096, f"pl-{step}")
+        )
+    os.symlink("epoch=1-step=200.ckpt", root / "checkpoints" / "last.ckpt")
     return Run(root, ["epoch=0-step=100.ckpt", "epoch=1-step=200.ckpt", "last.ckpt"])
 
 

@@ -12,18 +12,20 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mdl.errors import OutsideJSONError, UnsafePathError, UsageError
 from mdl.outsidejson import read_json
-from mdl.paths import opened
+from mdl.paths import opened, quoted, shown_name
 
 # ASCII digits only: Python's \d also matches full-width digits such as "００５".
 _HF_DIR = re.compile(r"checkpoint-([0-9]+)")
 _TMP_DIR = re.compile(r"tmp-checkpoint-([0-9]+)")
 _ACCELERATE_DIR = re.compile(r"checkpoint_([0-9]+)")  # accelerate: checkpoints/checkpoint_<i>/
+# where accelerate and Lightning (a version_N folder's, or the root's without a logger) save them
+NESTED = "checkpoints"
 _KOHYA_STEP = re.compile(r".+-step([0-9]+)\.safetensors")
 _KOHYA_EPOCH = re.compile(r".+-([0-9]{6})\.safetensors")
 _LIGHTNING_STEP = re.compile(r"(?:.*[-_])?step=([0-9]+)(?:[-_].*)?\.ckpt")
@@ -31,7 +33,7 @@ _LIGHTNING_LAST = "last.ckpt"
 _PICKLED_WEIGHTS = re.compile(r"(pytorch_model|adapter_model|diffusion_pytorch_model).*\.bin")
 KNOWN_PATTERNS = (
     "checkpoint-N/, checkpoints/checkpoint_N/, NAME-stepN.safetensors, NAME-NNNNNN.safetensors, "
-    "*step=N*.ckpt, last.ckpt"
+    "*step=N*.ckpt, last.ckpt (at the top or in checkpoints/)"
 )
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
 # trainer_state.json and shard indexes are small; refuse to slurp anything huge
@@ -47,17 +49,17 @@ def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
         with opened(path) as found:
             yield found
     except OSError as exc:
-        raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
+        raise UsageError(f"cannot read {quoted(shown)}: {exc.strerror}") from exc
 
 
 def read_small_json(path: Path, shown: str) -> Any:
     """Parse a small JSON file; every failure is exit 2 naming ``shown``."""
     with _opened(path, shown) as (fd, st):
         if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"'{shown}' is not a regular file")
+            raise UsageError(f"{quoted(shown)} is not a regular file")
         with os.fdopen(os.dup(fd), "rb") as fh:
             raw = fh.read(_JSON_MAX + 1)
-    return read_json(raw, source=f"'{shown}'", limit=_JSON_MAX)
+    return read_json(raw, source=quoted(shown), limit=_JSON_MAX)
 
 
 class _Incomplete(Exception):
@@ -165,12 +167,14 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
         real = Path(os.path.realpath(path, strict=True))
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise UnsafePathError(f"symlink cycle at '{shown}'") from exc
+            raise UnsafePathError(f"symlink cycle at {quoted(shown)}") from exc
         if exc.errno == errno.ENOENT:
-            raise UsageError(f"'{shown}' is a dangling symlink") from exc
-        raise UsageError(f"cannot resolve '{shown}': {exc.strerror}") from exc
+            raise UsageError(f"{quoted(shown)} is a dangling symlink") from exc
+        raise UsageError(f"cannot resolve {quoted(shown)}: {exc.strerror}") from exc
     if real != run_real and not real.is_relative_to(run_real):
-        raise UnsafePathError(f"symlink '{shown}' points outside the run, to {real}")
+        raise UnsafePathError(
+            f"symlink {quoted(shown)} points outside the run, to {shown_name(real)}"
+        )
     return real
 
 
@@ -240,13 +244,17 @@ class _CheckpointFolder:
         data = read_small_json(real_inside(index, self.run_real, label), label)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
-            raise _Incomplete(f"{index.name} has no weight_map")
+            raise _Incomplete(f"{shown_name(index.name)} has no weight_map")
         shards = sorted({str(v) for v in weight_map.values()})
         for shard in shards:
             if _unsafe_name(shard):
-                raise _Incomplete(f"{index.name} names unsafe shard path {shard!r}")
+                raise _Incomplete(
+                    f"{shown_name(index.name)} names unsafe shard path {quoted(shard)}"
+                )
             if not (sub / shard).exists() and not (sub / shard).is_symlink():
-                raise _Incomplete(f"shard {shard} named in {index.name} is missing")
+                raise _Incomplete(
+                    f"shard {shown_name(shard)} named in {shown_name(index.name)} is missing"
+                )
         return set(shards)
 
     def has_weights(self, sub: Path, found: bool) -> bool:
@@ -257,7 +265,7 @@ class _CheckpointFolder:
             if weights.name.endswith(".safetensors"):
                 problem = safetensors_problem(real_inside(weights, self.run_real, label), label)
                 if problem:
-                    raise _Incomplete(f"{weights.relative_to(self.folder)}: {problem}")
+                    raise _Incomplete(f"{shown_name(weights.relative_to(self.folder))}: {problem}")
                 found = True
             elif not found and _PICKLED_WEIGHTS.fullmatch(weights.name):
                 found = real_inside(weights, self.run_real, label).stat().st_size > 0
@@ -279,9 +287,12 @@ def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
 
 
 def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
-    """Every checkpoint in the run, and the names of tmp-checkpoint-* folders (sorted by name)."""
+    """Every checkpoint in the run, and the names of tmp-checkpoint-* folders (sorted by name): at
+    its top, in accelerate's checkpoints/checkpoint_<i>/ and Lightning's checkpoints/*.ckpt (its
+    version_N/checkpoints/, or the root's when logging is off)."""
     found, temporary = _top_candidates(run_dir)
-    found += _accelerate_candidates(run_dir / "checkpoints")
+    found += _nested_candidates(run_dir / NESTED)
+    found = [_as_its_target(cand, found) for cand in found]
     # numerically: 500 before 1000
     found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))
     _refuse_twin_steps(found)
@@ -303,16 +314,37 @@ def _top_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
     return found, temporary
 
 
-def _accelerate_candidates(nested: Path) -> list[Candidate]:
-    """accelerate's checkpoints/checkpoint_<i>/ folders (a linked checkpoints/ is not looked in)."""
+def _nested_candidates(nested: Path) -> list[Candidate]:
+    """accelerate's checkpoints/checkpoint_<i>/ folders and Lightning's checkpoints/*.ckpt files (a
+    linked checkpoints/ is not looked in)."""
     if not nested.is_dir() or nested.is_symlink():
         return []
+    found: list[Candidate] = []
     with os.scandir(nested) as entries:
-        return [
-            Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
-            for entry in entries
-            if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir()
-        ]
+        for entry in entries:
+            if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
+                found.append(
+                    Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
+                )
+            elif entry.name.endswith(".ckpt") and entry.is_file():
+                kind = _classify(entry.name, False)
+                if kind is not None:
+                    found.append(Candidate(entry.name, Path(entry.path), *kind, False))
+    return found
+
+
+def _as_its_target(cand: Candidate, found: list[Candidate]) -> Candidate:
+    """A checkpoint that is a link counts as what it links to: the number its target's name holds
+    (none, when it holds none), and none when the target is another checkpoint of the run (an alias
+    such as Lightning's last.ckpt), so no link lends its own name's step to other content."""
+    if not cand.path.is_symlink():
+        return cand
+    real = os.path.realpath(cand.path)
+    kind = _classify(Path(real).name, cand.is_dir)
+    others = (os.path.realpath(c.path) for c in found if c is not cand and not c.path.is_symlink())
+    if kind is None or real in others:
+        kind = (None, "alias")
+    return replace(cand, number=kind[0], unit=kind[1])
 
 
 def _refuse_twin_steps(found: list[Candidate]) -> None:
@@ -322,7 +354,8 @@ def _refuse_twin_steps(found: list[Candidate]) -> None:
         first = seen.setdefault((cand.unit, cand.number), cand.name)
         if first != cand.name and cand.number is not None:
             raise UsageError(
-                f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
+                f"checkpoints {quoted(first)} and {quoted(cand.name)} are both {cand.unit}"
+                f" {cand.number}",
                 hint="rename or remove one of them",
             )
 
@@ -334,12 +367,15 @@ def _complete(
     asked for.
     """
     if problem := candidate_problem(candidate, run_real):
-        raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
+        raise UsageError(f"checkpoint {quoted(candidate.name)} ({why}) is incomplete: {problem}")
     return Selection(candidate.name, candidate.path, not candidate.is_dir, reason, (), metric)
 
 
-def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: Path) -> Selection:
-    """The highest-numbered complete checkpoint, and those passed over on the way."""
+def _select_latest(
+    run_dir: Path, candidates: list[Candidate], temporary: list[str], run_real: Path
+) -> Selection:
+    """The highest-numbered complete checkpoint, and those passed over on the way (each by its
+    path in the run, a folder's ending in "/")."""
     numbered = [c for c in candidates if c.number is not None]
     if len(units := {c.unit for c in numbered}) > 1:
         raise UsageError(
@@ -347,7 +383,8 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
             hint="name the checkpoint with --checkpoint NAME",
         )
     skipped = [
-        LeftOut(name, name, "temporary folder left by an interrupted save") for name in temporary
+        LeftOut(f"{name}/", name, "temporary folder left by an interrupted save")
+        for name in temporary
     ]
     for cand in sorted(numbered, key=lambda c: c.number or 0, reverse=True):
         try:
@@ -357,7 +394,8 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
         if problem is None:
             reason = f"latest: highest complete {cand.unit} ({cand.number})"
             return Selection(cand.name, cand.path, not cand.is_dir, reason, tuple(skipped))
-        skipped.append(LeftOut(cand.name, cand.name, problem))
+        path = cand.path.relative_to(run_dir).as_posix() + ("/" if cand.is_dir else "")
+        skipped.append(LeftOut(path, cand.name, problem))
     detail = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped) or "none found"
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 
@@ -415,11 +453,12 @@ def _recorded_best(shown: str, state: Any) -> tuple[str, str]:
         # The path is as it was at training time (absolute, other machine): only its last part
         # counts.
         name = re.split(r"[/\\]", recorded.rstrip("/\\"))[-1]
-        return name, f"best_model_checkpoint {recorded!r} in {shown}"
+        return name, f"best_model_checkpoint {quoted(recorded)} in {shown_name(shown)}"
     if isinstance(best_step, int) and not isinstance(best_step, bool):
-        return f"checkpoint-{best_step}", f"best_global_step {best_step} in {shown}"
+        return f"checkpoint-{best_step}", f"best_global_step {best_step} in {shown_name(shown)}"
     raise UsageError(
-        f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)"
+        f"{shown_name(shown)} records no best checkpoint (no best_model_checkpoint or"
+        " best_global_step)"
     )
 
 
@@ -442,7 +481,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         return Selection(None, run_dir, False, "the run's own files, without checkpoint folders")
     candidates, temporary = find_candidates(run_dir)
     if spec == "latest":
-        return _select_latest(candidates, temporary, run_real)
+        return _select_latest(run_dir, candidates, temporary, run_real)
     if spec == "best":
         return _select_best(run_dir, candidates, run_real)
     if spec.startswith("step:"):
@@ -453,7 +492,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
 def _select_step(spec: str, candidates: list[Candidate], run_real: Path) -> Selection:
     """``step:N``: the checkpoint numbered by step N; exit 2 naming the steps there are."""
     if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
-        raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
+        raise UsageError(f"bad checkpoint {quoted(spec)}: step:N takes ASCII digits")
     step = int(match.group(1))
     chosen = next((c for c in candidates if c.unit == "step" and c.number == step), None)
     if chosen is None:
@@ -478,10 +517,16 @@ def _select_named(
     """A checkpoint named on the command line; exit 2 with the closest name when there is none."""
     name = spec.removesuffix("/")
     if _unsafe_name(name):
-        raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
-    if (named := next((c for c in candidates if c.name == name), None)) is None:
+        raise UsageError(f"checkpoint {quoted(spec)} must be a name in the run, not a path")
+    named = [c for c in candidates if c.name == name]
+    if not named:
         raise _no_checkpoint_named(name, run_dir, candidates)
-    return _complete(named, run_real, "named", "named on the command line")
+    if len(named) > 1:  # last.ckpt at the top and in checkpoints/
+        raise UsageError(
+            f"two checkpoints are named {quoted(name)}: at the run's top and in {NESTED}/",
+            hint="rename or remove one of them",
+        )
+    return _complete(named[0], run_real, "named", "named on the command line")
 
 
 def _no_checkpoint_named(name: str, run_dir: Path, candidates: list[Candidate]) -> UsageError:
@@ -489,7 +534,7 @@ def _no_checkpoint_named(name: str, run_dir: Path, candidates: list[Candidate]) 
     all, or a checkpoint name the run lacks."""
     if _TMP_DIR.fullmatch(name):
         return UsageError(
-            f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint"
+            f"{quoted(name)} is a temporary folder left by an interrupted save, not a checkpoint"
         )
     close = difflib.get_close_matches(
         name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6
@@ -497,5 +542,7 @@ def _no_checkpoint_named(name: str, run_dir: Path, candidates: list[Candidate]) 
     hint = f"did you mean {close[0]}?" if close else None
     unknown = _classify(name, True) is None and _classify(name, False) is None
     if (run_dir / name).exists() or unknown:
-        return UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint)
-    return UsageError(f"no checkpoint '{name}' in the run", hint=hint)
+        return UsageError(
+            f"{quoted(name)} is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint
+        )
+    return UsageError(f"no checkpoint {quoted(name)} in the run", hint=hint)

@@ -1,13 +1,13 @@
 """Writing the deterministic zip: to a file (via ``.partial``), to stdout that is a regular file, or
-to a pipe.
+to a pipe, the same bytes whichever it is (:class:`StreamZipWriter` writes them all).
 
-Seekable output: zipfile writes each entry while sha256 and CRC-32 are computed (two threads), one
-read of each source; the manifest at the front is filled in last. A pipe cannot be rewound: every
-source is hashed first, then :class:`StreamZipWriter` writes stored entries with size and CRC-32 in
-their local headers (Java's ZipInputStream reads no *stored* entry with a data descriptor), deflated
-ones with a descriptor. An entry that only *starts* past 4 GiB stays ZIP32, since Java reads an
-8-byte descriptor only for big entries: stream-zip makes such entries ZIP64, which is why it is not
-used (bench/README-pack.md)."""
+Seekable output: each entry is written while sha256 and CRC-32 are computed (two threads), one read
+of each source; a stored entry's CRC-32 and the manifest at the front are filled in at the end. A
+pipe cannot be rewound: every source is hashed first, then the same entries are streamed. Stored
+entries carry their size and CRC-32 in their local headers (Java's ZipInputStream reads no *stored*
+entry with a data descriptor), deflated ones a descriptor. An entry that only *starts* past 4 GiB
+stays ZIP32, since Java reads an 8-byte descriptor only for big entries: stream-zip makes such
+entries ZIP64, which is why it is not used (bench/README-pack.md)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 import struct
 import time
-import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -30,17 +28,18 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
-from mdl.paths import opened
+from mdl.errors import IntegrityError, LocalFSError, MdlError, disk_error
+from mdl.paths import opened, quoted, shown_name
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
-from mdl.store.filesystem import not_a_file, not_a_file_error
+from mdl.store.filesystem import not_a_file, not_a_file_error, refuse_no_room
 
 # 1 MiB chunks: big enough that per-chunk Python overhead vanishes, small enough to stay in L2/L3
 # while sha256 (one core) and crc32+write (the other) read the same buffer. See
 # bench/README-pack.md.
 CHUNK_SIZE = 1 << 20
-ENTRY_OVERHEAD = 30 + 46 + 20 + 28 + 16  # local + central headers, zip64 extras, data descriptor
+# local + central headers, zip64 extras, data descriptor; and the end records (ZIP64's, its locator)
+ENTRY_OVERHEAD, END_RECORDS = 30 + 46 + 20 + 28 + 24, 22 + 56 + 20
 _DOS_MIN, _DOS_MAX = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
 Stamp = tuple[int, int, int, int, int, int]
 _MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
@@ -109,6 +108,20 @@ class Contents:
         room = _SIZE_ROOM if self.sign is not None and signature is None else 0
         return (text + " " * room + "\n").encode("utf-8")
 
+    def most_bytes(self) -> int:
+        """The most the archive can take (a check of free space): the manifest, every file
+        (deflated at most to zlib's bound), every folder, each with its headers, and the end
+        records; model.sig is not known yet."""
+        named = [
+            (MANIFEST_NAME, len(self.manifest({}))),
+            *((f.arcname, deflate_bound(f.size) if f.deflate else f.size) for f in self.files),
+            *((folder, 0) for folder in self.folders),
+        ]
+        top = len(self.stem.encode()) + 1
+        return END_RECORDS + sum(
+            size + ENTRY_OVERHEAD + 2 * (top + len(name.encode())) for name, size in named
+        )
+
     def signed(self, hashes: dict[str, str]) -> bytes | None:
         """model.sig over the files' ``hashes`` (which gain its own sha256), or None for an
         unsigned archive.
@@ -124,6 +137,11 @@ class _Sink(Protocol):
     def write(self, data: memoryview, /) -> int: ...
 
 
+def deflate_bound(size: int) -> int:
+    """zlib's deflateBound: the most deflate can grow ``size`` incompressible bytes to."""
+    return size + (size >> 12) + (size >> 14) + (size >> 25) + 13
+
+
 def zip_date_time(source_date_epoch: int | None) -> Stamp:
     """The fixed entry timestamp: 1980-01-01, or SOURCE_DATE_EPOCH clamped to what DOS dates can
     hold.
@@ -136,23 +154,6 @@ def zip_date_time(source_date_epoch: int | None) -> Stamp:
     )
 
 
-def entry_info(
-    name: str, date_time: Stamp, size: int = 0, deflate: bool = False
-) -> zipfile.ZipInfo:
-    """A ZipInfo that depends on nothing but its arguments; a folder (``name`` ends with "/") as
-    ``zip -r`` has it.
-    """
-    info = zipfile.ZipInfo(name, date_time)
-    info.create_system = 3  # Unix, so external_attr carries the mode
-    info.external_attr = _FOLDER_ATTR if name.endswith("/") else _FILE_ATTR
-    info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-    # Known up front so zipfile picks ZIP64 when the entry *starts*: it switches at 2 GiB, and a
-    # too-small guess breaks the archive after 2 GiB have been written.
-    info.file_size = size
-    info.CRC = 0
-    return info
-
-
 @contextlib.contextmanager
 def open_unchanged(src: SourceFile) -> Iterator[int]:
     """``src`` opened (no link followed, no FIFO waited on) if it is the file that was chosen,
@@ -162,14 +163,14 @@ def open_unchanged(src: SourceFile) -> Iterator[int]:
         try:
             fd, st = stack.enter_context(opened(src.path))
         except OSError as exc:
-            raise LocalFSError(f"cannot open '{src.shown}': {exc.strerror}") from exc
+            raise LocalFSError(f"cannot open {quoted(src.shown)}: {exc.strerror}") from exc
         if (st.st_dev, st.st_ino) != (src.device, src.inode) or not stat.S_ISREG(st.st_mode):
             raise IntegrityError(
-                f"'{src.shown}' was replaced while being packed; is the run still writing?"
+                f"{quoted(src.shown)} was replaced while being packed; is the run still writing?"
             )
         if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
             raise IntegrityError(
-                f"'{src.shown}' changed while being packed; is the run still writing?"
+                f"{quoted(src.shown)} changed while being packed; is the run still writing?"
             )
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -203,7 +204,7 @@ class HashingCopier(ThreadPoolExecutor):
                 total += count
                 if src is not None and total > src.size:
                     raise IntegrityError(
-                        f"'{src.shown}' grew while being packed; is the run still writing?"
+                        f"{quoted(src.shown)} grew while being packed; is the run still writing?"
                     )
                 view = memoryview(self._buffers[turn])[:count]
                 job = self.submit(digest.update, view)
@@ -237,11 +238,12 @@ class HashingCopier(ThreadPoolExecutor):
             st = os.fstat(fd)
         if total != src.size or (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
             raise IntegrityError(
-                f"'{src.shown}' changed while being packed; is the run still writing?"
+                f"{quoted(src.shown)} changed while being packed; is the run still writing?"
             )
         if expected is not None and digest != expected:
             raise IntegrityError(
-                f"'{src.shown}' changed between hashing and packing; is the run still writing?"
+                f"{quoted(src.shown)} changed between hashing and packing; is the run still"
+                " writing?"
             )
         return digest
 
@@ -257,29 +259,6 @@ class _CrcSink:
         return len(data)
 
 
-def write_entries(
-    archive: zipfile.ZipFile,
-    *,
-    top: str,
-    sources: Iterable[SourceFile],
-    date_time: Stamp,
-    copier: HashingCopier,
-    progress: Progress,
-    force_zip64: bool = False,
-) -> dict[str, str]:
-    """Write every source as ``top/arcname``; return sha256 per arcname. ``force_zip64``: ZIP64
-    headers always.
-    """
-    hashes: dict[str, str] = {}
-    for src in sources:
-        info = entry_info(f"{top}/{src.arcname}", date_time, src.size, src.deflate)
-        progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-        with archive.open(info, "w", force_zip64=force_zip64) as entry:
-            hashes[src.arcname] = copier.copy(src, entry, progress, src.arcname)
-        progress.finish(src.arcname, ok=True)
-    return hashes
-
-
 def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     """An OSError while writing ``what`` as exit 7 (no space gets its own kind)."""
     return disk_error(
@@ -289,56 +268,65 @@ def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     )
 
 
+def _write_entries(
+    writer: StreamZipWriter,
+    contents: Contents,
+    manifest: bytes,
+    progress: Progress,
+    copy: Callable[[SourceFile, StreamZipWriter], str],
+    sign: Callable[[dict[str, str]], bytes | None],
+) -> tuple[dict[str, str], bytes | None]:
+    """Every entry in its order, the same in a file as in a pipe: the manifest, the files (each
+    ``copy`` into the writer, which returns its sha256), model.sig (``sign`` of their digests), the
+    empty folders. The files' sha256 and the signature."""
+    stem = contents.stem
+    writer.stored(f"{stem}/{MANIFEST_NAME}", manifest)  # first, small, stored, never ZIP64
+    hashes: dict[str, str] = {}
+    for src in contents.files:
+        progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
+        writer.start(f"{stem}/{src.arcname}", size=src.size, deflate=src.deflate)
+        hashes[src.arcname] = copy(src, writer)
+        writer.end()
+        progress.finish(src.arcname, ok=True)
+    if (signature := sign(hashes)) is not None:
+        writer.stored(f"{stem}/{SIGNATURE_FILE}", signature)
+    for folder in contents.folders:
+        writer.stored(f"{stem}/{folder}", attr=_FOLDER_ATTR)
+    return hashes, signature
+
+
+def _final_manifest(contents: Contents, hashes: dict[str, str], signature: bytes | None) -> bytes:
+    """The manifest with the files' hashes, as long as its placeholder (spaces before its last
+    newline fill the room a signature's size had): the same bytes whether written first or patched
+    in."""
+    data, room = contents.manifest(hashes, signature), len(contents.manifest({}))
+    return data[:-1] + b" " * (room - len(data)) + data[-1:]
+
+
 def _write_seekable(
     fh: IO[bytes], contents: Contents, progress: Progress, name: str
 ) -> tuple[int, str, dict[str, str]]:
-    """The whole archive from ``fh``'s position, then read back for its own sha256: its size,
-    sha256 and the files'.
-    """
-    placeholder, stem = contents.manifest({}), contents.stem
-    stamp, start = zip_date_time(contents.epoch), fh.tell()
+    """The whole archive from ``fh``'s position in one read of each file, then read back for its
+    own sha256: its size, sha256 and the files'."""
+    writer = StreamZipWriter(fh, zip_date_time(contents.epoch), seekable=True)
     with HashingCopier() as copier:
-        with zipfile.ZipFile(fh, "w") as archive:
-            manifest = entry_info(f"{stem}/{MANIFEST_NAME}", stamp, len(placeholder))
-            archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
-            hashes = write_entries(
-                archive,
-                top=stem,
-                sources=contents.files,
-                date_time=stamp,
-                copier=copier,
-                progress=progress,
-            )
-            # after the files: it signs their digests
-            if (signature := contents.signed(hashes)) is not None:
-                archive.writestr(
-                    entry_info(f"{stem}/{SIGNATURE_FILE}", stamp, len(signature)), signature
-                )
-            for folder in contents.folders:
-                archive.mkdir(entry_info(f"{stem}/{folder}", stamp))
-            # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros
-            # were as long, the signature's size had room) and CRC-32 patched in place, at the
-            # offsets of APPNOTE 4.3.7.
-            data, written = contents.manifest(hashes, signature), fh.tell()
-            data = data[:-1] + b" " * (len(placeholder) - len(data)) + data[-1:]
-            fh.seek(manifest.header_offset)
-            header = fh.read(30)
-            # never patch over another entry
-            if len(data) != manifest.file_size or header[:4] != b"PK\x03\x04":
-                raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
-            name_len, extra_len = struct.unpack("<HH", header[26:30])
-            manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
-            fh.seek(manifest.header_offset + 14)
-            fh.write(struct.pack("<L", manifest.CRC))
-            fh.seek(manifest.header_offset + 30 + name_len + extra_len)
-            fh.write(data)
-            fh.seek(written)
+        hashes, signature = _write_entries(
+            writer,
+            contents,
+            contents.manifest({}),
+            progress,
+            lambda src, sink: copier.copy(src, sink, progress, src.arcname),
+            contents.signed,
+        )
+        # The manifest comes first yet carries the files' hashes: patched in place (the hashes'
+        # zeros were as long, the signature's size had room).
+        writer.rewrite(0, _final_manifest(contents, hashes, signature))
+        writer.close()
         fh.flush()
         end, fd, key = fh.tell(), fh.fileno(), f"sha256:{name}"
-        length = os.lseek(fd, 0, os.SEEK_END) - start
-        os.lseek(fd, start, os.SEEK_SET)
-        progress.begin(total_bytes=length, files=1)
-        progress.start(key, label=f"checksumming {name}", total=length)
+        os.lseek(fd, writer.base, os.SEEK_SET)
+        progress.begin(total_bytes=writer.size, files=1)
+        progress.start(key, label=f"checksumming {name}", total=writer.size)
         digest, size = copier.digest_fd(fd, partial(progress.advance, key))
         progress.finish(key, ok=True)
     fh.seek(end)
@@ -354,16 +342,9 @@ def write_file_archive(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise local_fs_error(exc, str(target.parent)) from exc
+        raise local_fs_error(exc, shown_name(target.parent)) from exc
     files = contents.files
-    needed = sum(
-        f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files
-    ) + (1 << 20)
-    if (free := shutil.disk_usage(target.parent).free) < needed:  # fail before writing (exit 7)
-        raise NoSpaceError(
-            f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are"
-            " free"
-        )
+    refuse_no_room(target.parent, contents.most_bytes(), "the archive")
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
     # lstat: a FIFO there would take the archive for good
@@ -379,7 +360,7 @@ def write_file_archive(
         partial_path.unlink(missing_ok=True)
         fd = os.open(partial_path, flags, 0o644)
     except OSError as exc:
-        raise local_fs_error(exc, str(partial_path)) from exc
+        raise local_fs_error(exc, shown_name(partial_path)) from exc
     try:
         with os.fdopen(fd, "w+b") as fh:
             size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
@@ -388,7 +369,7 @@ def write_file_archive(
     except BaseException as exc:
         partial_path.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise local_fs_error(exc, str(target)) from exc
+            raise local_fs_error(exc, shown_name(target)) from exc
         raise
     return size, digest, hashes
 
@@ -445,10 +426,9 @@ def _write_pipe(
     the archive.
     """
     writer = StreamZipWriter(out, zip_date_time(contents.epoch))
-    stem, files = contents.stem, contents.files
+    files = contents.files
     total = sum(f.size for f in files)
     hashes: dict[str, str] = {}
-    crcs: dict[str, int] = {}
     with HashingCopier() as copier:
         # two batches: every file is hashed, then written
         progress.begin(total_bytes=total, files=len(files))
@@ -456,23 +436,20 @@ def _write_pipe(
             key, sink = "hash:" + src.arcname, _CrcSink()
             progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
             hashes[src.arcname] = copier.copy(src, sink, progress, key)
-            crcs[src.arcname] = sink.crc
+            writer.crcs[f"{contents.stem}/{src.arcname}"] = sink.crc
             progress.finish(key, ok=True)
-        signature = contents.signed(hashes)
-        writer.stored(f"{stem}/{MANIFEST_NAME}", contents.manifest(hashes, signature))
+        signature = contents.signed(hashes)  # (hashes gains its sha256)
         progress.begin(total_bytes=total, files=len(files))
-        for src in files:
-            progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-            writer.start(
-                f"{stem}/{src.arcname}", size=src.size, crc=crcs[src.arcname], deflate=src.deflate
-            )
-            copier.copy(src, writer, progress, src.arcname, expected=hashes[src.arcname])
-            writer.end()
-            progress.finish(src.arcname, ok=True)
-        if signature is not None:
-            writer.stored(f"{stem}/{SIGNATURE_FILE}", signature)
-        for folder in contents.folders:
-            writer.stored(f"{stem}/{folder}", attr=_FOLDER_ATTR)
+        _write_entries(
+            writer,
+            contents,
+            _final_manifest(contents, hashes, signature),
+            progress,
+            lambda src, sink: copier.copy(
+                src, sink, progress, src.arcname, expected=hashes[src.arcname]
+            ),
+            lambda _: signature,
+        )
         writer.close()
     out.flush()
     return writer.size, writer.digest.hexdigest(), hashes
@@ -482,124 +459,166 @@ def _mark(value: int) -> int:
     return _MARK if value >= ZIP64_FROM else value
 
 
-class StreamZipWriter:
-    """Writes entries in order (start, write, end; close), never seeking, keeping the size and
-    sha256 of its output.
-    """
+@dataclass
+class _Entry:
+    """One entry as its headers say it (sizes and CRC-32 known at its end)."""
 
-    def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]) -> None:
+    name: bytes
+    shown: str
+    flags: int
+    method: int
+    attr: int
+    offset: int  # of its local header, from the archive's start
+    size: int
+    zip64: bool  # in its local header
+    crc: int | None  # None: computed while it is written
+    compressed: int = 0
+
+    @property
+    def local_extra(self) -> bytes:
+        """The local header's ZIP64 field: a deflated entry's sizes follow it, in its descriptor."""
+        known = (0, 0) if self.method else (self.size, self.size)
+        return struct.pack("<HHQQ", 1, 16, *known) if self.zip64 else b""
+
+
+class StreamZipWriter:
+    """Writes entries in order (start, write, end; close), keeping the size and sha256 of its
+    output. ``seekable``: a stored entry's CRC-32 unknown at its start is computed as it is written
+    and patched into its local header, and :meth:`rewrite` fills an entry in again; the bytes are
+    those a pipe gets, whose CRC-32s are known from a hashing pass (``crcs``)."""
+
+    def __init__(self, out: IO[bytes], date_time: Stamp, *, seekable: bool = False) -> None:
         year, month, day, hour, minute, second = date_time
         self._stamp = (
             hour << 11 | minute << 5 | second // 2,
             (year - 1980) << 9 | month << 5 | day,
         )
         self._out, self.size, self.digest = out, 0, hashlib.sha256()
-        self._central: list[bytes] = []
+        self._seekable, self.base = seekable, out.tell() if seekable else 0
+        self.crcs: dict[str, int] = {}  # an entry's CRC-32 by name, from a hashing pass
+        self._entries: list[_Entry] = []
+        self._count = self._running = self._data_start = 0
+        self._squeezer: Any = None
 
     def _raw(self, data: bytes | memoryview) -> None:
         if data:
             self._out.write(data)
-            self.digest.update(data)
+            if not self._seekable:  # (a seekable output is read back once it is patched)
+                self.digest.update(data)
             self.size += len(data)
 
-    def _record(
-        self,
-        prefix: bytes,
-        version: int,
-        crc: int,
-        sizes: tuple[int, int],
-        extra: bytes,
-        tail: bytes,
+    def _common(
+        self, entry: _Entry, version: int, crc: int, sizes: tuple[int, int], extra: bytes
     ) -> bytes:
-        common = _COMMON.pack(
-            version,
-            self._flags,
-            self._method,
-            *self._stamp,
-            crc,
-            *sizes,
-            len(self._name),
-            len(extra),
+        """What a local header and a central record share (APPNOTE 4.3.7, 4.3.12)."""
+        name = entry.name
+        return _COMMON.pack(
+            version, entry.flags, entry.method, *self._stamp, crc, *sizes, len(name), len(extra)
         )
-        return prefix + common + tail + self._name + extra
+
+    def _local(self, entry: _Entry) -> bytes:
+        known = (0, 0) if entry.method else (entry.size, entry.size)
+        sizes = (_MARK, _MARK) if entry.zip64 else known
+        crc = 0 if entry.method or entry.crc is None else entry.crc
+        version = 45 if entry.zip64 else 20
+        extra = entry.local_extra
+        return b"PK\x03\x04" + self._common(entry, version, crc, sizes, extra) + entry.name + extra
 
     def start(
-        self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR
+        self, name: str, *, size: int, deflate: bool, attr: int = _FILE_ATTR, crc: int | None = None
     ) -> None:
-        """Begin an entry of ``size`` bytes and CRC-32 ``crc``, both known from the hashing pass."""
-        self._shown, self._name, self._size, self._crc = name, name.encode("utf-8"), size, crc
-        self._offset, self._attr, self._method, self._count = (
-            self.size,
-            attr,
-            8 if deflate else 0,
-            0,
-        )
-        self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
-        self._squeezer = (
-            zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
-        )
+        """Begin an entry of ``size`` bytes, its CRC-32 ``crc`` (else from ``crcs``; unknown only
+        on a seekable output)."""
+        crc = self.crcs.get(name) if crc is None else crc
+        if crc is None and not self._seekable:
+            raise MdlError(f"internal: no CRC-32 for {quoted(name)} before streaming it")
+        encoded = name.encode("utf-8")
+        flags = (0 if encoded.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
         # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64,
         # because Java reads an 8-byte descriptor only when the real sizes need it, whatever the
         # local header says.
-        self._zip64 = (
-            size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size
-        ) >= ZIP64_FROM
-        # a deflated entry's sizes and CRC-32 follow it, in its descriptor
-        known = (0, 0) if deflate else (size, size)
-        extra = struct.pack("<HHQQ", 1, 16, *known) if self._zip64 else b""
-        self._version = 45 if self._zip64 else 20
-        sizes = (_MARK, _MARK) if self._zip64 else known
-        self._raw(
-            self._record(b"PK\x03\x04", self._version, 0 if deflate else crc, sizes, extra, b"")
+        zip64 = (deflate_bound(size) if deflate else size) >= ZIP64_FROM
+        entry = _Entry(encoded, name, flags, 8 if deflate else 0, attr, self.size, size, zip64, crc)
+        self._entries.append(entry)
+        self._count = self._running = 0
+        self._squeezer = (
+            zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
         )
+        self._raw(self._local(entry))
         self._data_start = self.size
 
     def write(self, data: bytes | memoryview, /) -> int:
         self._count += len(data)
+        if self._entries[-1].crc is None:
+            self._running = zlib.crc32(data, self._running)
         self._raw(self._squeezer.compress(data) if self._squeezer is not None else data)
         return len(data)
 
     def end(self) -> None:
-        """Finish the current entry: its descriptor if deflated, its central record."""
+        """Finish the current entry: its CRC-32 patched in (stored, seekable) or its descriptor
+        (deflated)."""
+        entry = self._entries[-1]
         # the header (stored) or the central record already says the size
-        if self._count != self._size:
+        if self._count != entry.size:
             raise MdlError(
-                f"internal: '{self._shown}' got {self._count} bytes, its header says {self._size}"
+                f"internal: {quoted(entry.shown)} got {self._count} bytes, its header says"
+                f" {entry.size}"
             )
         self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
-        compressed = self.size - self._data_start
-        if self._squeezer is not None:
-            if not self._zip64 and compressed >= _MARK:
+        entry.compressed = self.size - self._data_start
+        if entry.crc is None:
+            entry.crc = self._running
+            if not entry.method:
+                self._patch(entry.offset + 14, struct.pack("<L", entry.crc))
+        if entry.method:
+            if not entry.zip64 and entry.compressed >= _MARK:
                 raise MdlError(
-                    f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64"
+                    f"internal: {quoted(entry.shown)} deflated to more than 4 GiB without ZIP64"
                 )
-            layout = "<4sLQQ" if self._zip64 else "<4sLLL"
-            self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._size))
-        values = (self._size, compressed, self._offset)
-        extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
-        extra, version = (
-            (struct.pack("<HH", 1, len(extra)) + extra, 45) if extra else (b"", self._version)
-        )
-        usize, csize, offset = map(_mark, values)
-        # comment length, disk, internal attributes
-        tail = struct.pack("<HHHLL", 0, 0, 0, self._attr, offset)
-        self._central.append(
-            self._record(
-                b"PK\x01\x02" + bytes([version, 3]), version, self._crc, (csize, usize), extra, tail
-            )
-        )
+            layout = "<4sLQQ" if entry.zip64 else "<4sLLL"
+            self._raw(struct.pack(layout, b"PK\x07\x08", entry.crc, entry.compressed, entry.size))
+
+    def _patch(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset`` (from the archive's start) and come back to its end."""
+        self._out.seek(self.base + offset)
+        self._out.write(data)
+        self._out.seek(self.base + self.size)
+
+    def rewrite(self, index: int, data: bytes) -> None:
+        """Entry ``index`` (stored, written already) filled in with ``data`` of its very length."""
+        entry = self._entries[index]
+        if not self._seekable or entry.method or len(data) != entry.size:
+            raise MdlError(f"internal: cannot rewrite {quoted(entry.shown)} in place")
+        entry.crc = zlib.crc32(data)
+        self._patch(entry.offset + 14, struct.pack("<L", entry.crc))
+        self._patch(entry.offset + 30 + len(entry.name) + len(entry.local_extra), data)
 
     def stored(self, name: str, data: bytes = b"", *, attr: int = _FILE_ATTR) -> None:
         """A whole small entry, stored: the manifest, model.sig, or a folder (no data)."""
-        self.start(name, size=len(data), crc=zlib.crc32(data), deflate=False, attr=attr)
+        self.start(name, size=len(data), deflate=False, attr=attr, crc=zlib.crc32(data))
         self.write(data)
         self.end()
+
+    def _central(self, entry: _Entry) -> bytes:
+        values = (entry.size, entry.compressed, entry.offset)
+        extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
+        extra, version = (
+            (struct.pack("<HH", 1, len(extra)) + extra, 45)
+            if extra
+            else (b"", 45 if entry.zip64 else 20)
+        )
+        usize, csize, offset = map(_mark, values)
+        # comment length, disk, internal attributes
+        tail = struct.pack("<HHHLL", 0, 0, 0, entry.attr, offset)
+        crc = entry.crc or 0
+        common = self._common(entry, version, crc, (csize, usize), extra)
+        return b"PK\x01\x02" + bytes([version, 3]) + common + tail + entry.name + extra
 
     def close(self) -> None:
         """The central directory and end records (ZIP64 ones when counts or offsets need them)."""
         start = self.size
-        self._raw(b"".join(self._central))
-        size, count = self.size - start, len(self._central)
+        self._raw(b"".join(map(self._central, self._entries)))
+        size, count = self.size - start, len(self._entries)
         # the ZIP64 end record, then its locator
         if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:
             self._raw(

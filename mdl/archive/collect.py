@@ -17,7 +17,15 @@ from mdl.archive._checkpoints import LeftOut, Selection, find_candidates, real_i
 from mdl.archive._zipwriter import SourceFile
 from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin
 from mdl.errors import UnsafePathError, UsageError
-from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, name_problem, opened, reserved_by_mdl
+from mdl.paths import (
+    PICKLE_SUFFIXES,
+    WEIGHT_SUFFIXES,
+    name_problem,
+    opened,
+    quoted,
+    reserved_by_mdl,
+    shown_name,
+)
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
 from mdl.units import first_few
@@ -233,7 +241,9 @@ class _Collector:
         """Record one file (or a special file, to skip with a note if it ends up selected)."""
         if not stat.S_ISREG(st.st_mode):
             kind = _special_kind(st.st_mode)
-            self.found.append((arcname, shown, f"skipping {kind} '{shown}': not a regular file"))
+            self.found.append(
+                (arcname, shown, f"skipping {kind} {quoted(shown)}: not a regular file")
+            )
             return
         suffix = PurePosixPath(arcname).suffix.lower()
         src = SourceFile(
@@ -274,7 +284,7 @@ class _Collector:
                 continue
             if path in ancestors or folder.is_relative_to(path):
                 raise UnsafePathError(
-                    f"symlink cycle: '{shown}' leads back to a folder that contains it"
+                    f"symlink cycle: {quoted(shown)} leads back to a folder that contains it"
                 )
             self.walk(path, arcname + "/", shown + "/", ancestors)
 
@@ -313,7 +323,7 @@ class _Collector:
             return path, st
         if _any_glob((arcname, shown), self.excludes):
             # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
-            self.found.append((arcname, shown, f"skipping symlink '{shown}': excluded"))
+            self.found.append((arcname, shown, f"skipping symlink {quoted(shown)}: excluded"))
             return None
         real = real_inside(path, self.run_real, shown)
         return real, real.stat()
@@ -348,7 +358,7 @@ def _run_logs(run_real: Path, options: PackOptions) -> list[Found]:
                 logs.walk(Path(entry.path), _log_arcname(name + "/"), name + "/")
             elif _is_log(name) and not entry.is_dir():
                 if entry.is_symlink() and _any_glob([name, arcname], options.excludes):
-                    logs.found.append((arcname, name, f"skipping symlink '{name}': excluded"))
+                    logs.found.append((arcname, name, f"skipping symlink {quoted(name)}: excluded"))
                     continue
                 real = real_inside(Path(entry.path), run_real, name)
                 logs.add_file(real, real.stat(), arcname, name)
@@ -460,7 +470,7 @@ class _Run:
                     if self.deny
                     else None
                 )
-                raise UsageError(f"--include {pattern!r} matches no file", hint=hint)
+                raise UsageError(f"--include {quoted(pattern)} matches no file", hint=hint)
         return added, seen
 
 
@@ -485,17 +495,35 @@ def collect_files(
         candidates += added
     _refuse_unmatched_excludes(candidates, options.excludes)
     files, folders = _first_of_each_name(candidates, options.excludes, notes)
+    _refuse_run_without_model(run, files)
+    # before the notes name them
+    _refuse_bad_names(files, folders, signing=options.sign is not None)
     for note in notes:
         progress.note(note)
-    _refuse_run_without_model(run, files)
-    _refuse_bad_names(files, folders, signing=options.sign is not None)
     packed = {src.shown for src in files}
-    passed_over, opened = not_packed(list(selection.skipped), seen, packed)
+    claims = [*selection.skipped, *_other_checkpoints_included(run, packed)]
+    passed_over, opened = not_packed(claims, seen, packed)
     left_out, opened_too = not_packed(collector.left_out, seen, packed)
     reason = selection.reason
     if opened := [*opened, *opened_too]:  # (the whole run's reason says "without checkpoints")
         reason += f"; --include packs from {', '.join(opened)}"
     return Collected(files, folders, left_out, notes, tuple(passed_over), reason)
+
+
+def _other_checkpoints_included(run: _Run, packed: set[str]) -> list[LeftOut]:
+    """The checkpoint folders besides the chosen one (and those ``latest`` passed over) that
+    ``--include`` packs files from: what of them is not packed is said."""
+    selection = run.selection
+    if selection.checkpoint is None or not run.options.includes:
+        return []
+    claimed = {left.path for left in selection.skipped}
+    found: list[LeftOut] = []
+    for cand in find_candidates(run.run_dir)[0]:
+        path = cand.path.relative_to(run.run_dir).as_posix() + "/"
+        opened = any(file.startswith(path) for file in packed)
+        if cand.is_dir and cand.path != selection.root and path not in claimed and opened:
+            found.append(LeftOut(path, cand.name, ""))
+    return found
 
 
 def not_packed(
@@ -514,7 +542,7 @@ def not_packed(
     kept: list[LeftOut] = []
     opened: list[str] = []
     for claim in claims:
-        folder = claim.path.rstrip("/")  # (a passed-over checkpoint folder's path has no "/")
+        folder = claim.path.rstrip("/")
         if folder not in holding:
             kept.append(claim)
             continue
@@ -545,7 +573,7 @@ def _refuse_unmatched_excludes(candidates: list[Found], excludes: tuple[str, ...
             glob_matches(arcname, pattern) or glob_matches(path, pattern)
             for arcname, path, _ in candidates
         ):
-            raise UsageError(f"--exclude {pattern!r} matches no file")
+            raise UsageError(f"--exclude {quoted(pattern)} matches no file")
 
 
 def _first_of_each_name(
@@ -566,7 +594,8 @@ def _first_of_each_name(
             first, first_identity = chosen[key]
             if isinstance(src, SourceFile) and first_identity != identity:
                 notes.append(
-                    f"not packing '{path}': '{first}' is packed under its name, '{arcname}'"
+                    f"not packing {quoted(path)}: {quoted(first)} is packed under its name,"
+                    f" {quoted(arcname)}"
                 )
             continue
         chosen[key] = (path, identity)
@@ -592,8 +621,8 @@ def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
     names = [c.name for c in found]
     listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
     raise UsageError(
-        f"{run.run_dir.name} has no final model, only checkpoints ({listed}): the whole run would"
-        " pack none of them",
+        f"{shown_name(run.run_dir.name)} has no final model, only checkpoints ({listed}): the whole"
+        " run would pack none of them",
         hint="choose one: --checkpoint latest (or best, step:N, a name)",
     )
 
@@ -616,26 +645,29 @@ def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: b
         _refuse_name(arcname, shown, signing=signing)
         if (key := collision_key(arcname)) in seen:
             raise UnsafePathError(
-                f"cannot pack both '{seen[key]}' and '{shown}': their names collide"
+                f"cannot pack both {quoted(seen[key])} and {quoted(shown)}: their names collide"
             )
         seen[key] = shown
     # Unpack refuses such an archive: a case-insensitive filesystem merges the two.
     if (twins := first_twin(arcname for arcname, _ in named)) is not None:
         raise UnsafePathError(
-            f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode"
-            " form"
+            f"cannot pack both {quoted(twins[0])} and {quoted(twins[1])}: they differ only in case"
+            " or Unicode form"
         )
 
 
 def _refuse_name(arcname: str, shown: str, *, signing: bool) -> None:
     """One name unpack would reject, mdl's manifest's, or (``signing``) model.sig's."""
     if problem := name_problem(arcname):
-        raise UnsafePathError(f"cannot pack '{shown}': {problem}")
+        raise UnsafePathError(f"cannot pack {quoted(shown)}: {problem}")
     if arcname == MANIFEST_NAME:
-        raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
+        raise UsageError(
+            f"cannot pack {quoted(shown)}: {MANIFEST_NAME} is reserved for mdl's manifest"
+        )
     top = arcname.split("/", 1)[0]
     if signing and collision_key(top) == collision_key(SIGNATURE_FILE):
         raise UsageError(
-            f"cannot pack '{shown}' with --sign: {SIGNATURE_FILE} is the signature --sign writes",
+            f"cannot pack {quoted(shown)} with --sign: {SIGNATURE_FILE} is the signature --sign"
+            " writes",
             hint=f"--exclude {top} leaves it out (the new signature covers every packed file)",
         )

@@ -4,6 +4,7 @@ a deterministic zip (signed with ``--sign``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,9 +19,10 @@ from mdl.archive._zipwriter import (
     write_stdout_archive,
 )
 from mdl.archive.collect import COMPRESSIONS, PROFILES, Collected, PackOptions, collect_files
+from mdl.archive.unpack import PIPE_HINT
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
-from mdl.paths import name_problem
+from mdl.paths import name_problem, quoted, shown_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.report import Done
 from mdl.signing.library import sign_digests
@@ -98,7 +100,7 @@ def _refuse_output_in_run(path: str, run_real: Path, shown: str) -> None:
     ):
         if real == run_real or real.is_relative_to(run_real):
             raise UnsafePathError(
-                f"output {shown} is inside the run folder {run_real}",
+                f"output {shown} is inside the run folder {shown_name(run_real)}",
                 hint="write the archive outside the run",
             )
 
@@ -204,13 +206,26 @@ def _checked_inputs(options: PackOptions, stdout: BinaryIO | None) -> Path:
             raise UsageError(f"unknown {what} {value!r} (choose {', '.join(known)})")
     run_dir = options.cwd / options.run_dir
     if not run_dir.is_dir():
-        raise UsageError(f"run folder not found: {options.run_dir}")
-    if _to_stdout(options) and stdout is None and not options.dry_run:
-        raise UsageError("-o - needs a stdout stream")
+        raise UsageError(f"run folder not found: {shown_name(options.run_dir)}")
+    if _to_stdout(options) and not options.dry_run:
+        _refuse_stdout(stdout)
     # a key model_signing cannot use is exit 2 before anything is written: sign nothing with it
     if (key := _key(options)) is not None:
         sign_digests({}, private_key=key, model_name=key.stem)
     return run_dir
+
+
+def _refuse_stdout(stdout: BinaryIO | None) -> None:
+    """``-o -`` writes the zip's bytes to stdout: never onto a terminal (as curl refuses, and as
+    ``mdl unpack -`` refuses one on stdin)."""
+    if stdout is None:
+        raise UsageError("-o - needs a stdout stream")
+    with contextlib.suppress(AttributeError, ValueError):  # a closed or odd stream says so later
+        if stdout.isatty():
+            raise UsageError(
+                "-o - would write the archive's binary bytes onto a terminal",
+                hint=f"write it to a file with -o FILE, or into a pipe: {PIPE_HINT}",
+            )
 
 
 def _to_stdout(options: PackOptions) -> bool:
@@ -236,10 +251,10 @@ def _plan(
         collected = collect_files(selection, run_dir=run_dir, options=options, progress=progress)
     # anything the checks above did not foresee still names the file (exit 7, not 1)
     except OSError as exc:
-        raise LocalFSError(f"cannot read '{exc.filename}': {exc.strerror}") from exc
+        raise LocalFSError(f"cannot read {quoted(str(exc.filename))}: {exc.strerror}") from exc
     except RecursionError:
         raise UsageError(
-            f"the folders in {options.run_dir} are nested too deeply to pack"
+            f"the folders in {shown_name(options.run_dir)} are nested too deeply to pack"
         ) from None
     if not collected.files:
         raise UsageError(
@@ -260,7 +275,7 @@ def _archive_name(
         target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
         stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
     if problem := name_problem(stem):
-        raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
+        raise UsageError(f"archive name {quoted(stem)} cannot be its top-level folder: {problem}")
     return target, stem
 
 
@@ -276,11 +291,11 @@ def _checkpoint_label(selection: Selection) -> str:
 def _refuse_writing_into_run(target: Path | None, stdout: BinaryIO | None, run_real: Path) -> None:
     """The output file, or the regular file stdout is, must not be inside the run."""
     if target is not None:
-        _refuse_output_in_run(str(target), run_real, f"'{target}'")
+        _refuse_output_in_run(str(target), run_real, quoted(target))
         return
     found = stdout_file(stdout) if stdout is not None else None
     if found is not None and found[1] is not None:
-        _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {found[1]})")
+        _refuse_output_in_run(found[1], run_real, f"'-' (stdout is {shown_name(found[1])})")
 
 
 def _refuse_existing_output(target: Path, *, force: bool) -> None:
@@ -288,7 +303,7 @@ def _refuse_existing_output(target: Path, *, force: bool) -> None:
     folder, a FIFO or a device never."""
     if target.is_dir():
         # -o names a file, as get's -o does
-        raise UsageError(f"output {target} is a folder, not a file")
+        raise UsageError(f"output {shown_name(target)} is a folder, not a file")
     kind = not_a_file(target)  # lstat: a FIFO is never opened (-o - streams to a pipe)
     if kind is not None and not (force and kind in REPLACEABLE):
         hint = (
@@ -296,7 +311,7 @@ def _refuse_existing_output(target: Path, *, force: bool) -> None:
         )
         raise not_a_file_error(target, kind, where="output ", hint=hint)
     if not force and (target.exists() or target.is_symlink()):
-        raise UsageError(f"'{target}' already exists", hint="use --force to replace it")
+        raise UsageError(f"{quoted(target)} already exists", hint="use --force to replace it")
 
 
 def _unsigned_note(files: list[SourceFile]) -> str | None:

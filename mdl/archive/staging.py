@@ -36,7 +36,7 @@ from pathlib import Path
 from mdl.archive.zipread import MAX_CENTRAL_BYTES
 from mdl.errors import STOPS, LocalFSError, MdlError, OutsideJSONError
 from mdl.outsidejson import read_json
-from mdl.paths import STAGING_PREFIX, name_problem
+from mdl.paths import STAGING_PREFIX, name_problem, quoted, shown_name
 from mdl.progress import Progress
 from mdl.store import confined
 
@@ -200,7 +200,7 @@ class Staging:
                     _write_journal(self._fd, self.token, tops, _SWAPPING)
                 except OSError as exc:
                     raise LocalFSError(
-                        f"cannot write the swap journal in {self.path}: {exc.strerror}"
+                        f"cannot write the swap journal in {shown_name(self.path)}: {exc.strerror}"
                     ) from exc
                 moving = ""
                 try:
@@ -217,16 +217,17 @@ class Staging:
                     try:
                         kept = _roll_back(self._dest_fd, self._fd, tops)
                     except OSError as undo:
-                        kept = [f"{moving} ({undo.strerror})"]
+                        kept = [f"{shown_name(moving)} ({undo.strerror})"]
                     if kept:
                         raise LocalFSError(
-                            f"cannot undo a partial move into {self.dest} ({', '.join(kept)}); the"
-                            f" originals are kept in {self.path} and the next mdl unpack into"
-                            f" {self.dest} restores them"
+                            f"cannot undo a partial move into {shown_name(self.dest)}"
+                            f" ({', '.join(kept)}); the originals are kept in"
+                            f" {shown_name(self.path)} and the next mdl unpack into"
+                            f" {shown_name(self.dest)} restores them"
                         ) from exc
                     if isinstance(exc, OSError):
                         raise LocalFSError(
-                            f"cannot move '{moving}' into {self.dest}: {exc.strerror}"
+                            f"cannot move {quoted(moving)} into {quoted(self.dest)}: {exc.strerror}"
                         ) from exc
                     raise
             finally:
@@ -387,7 +388,7 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
         try:
             records = confined.entries(dest, dest / RECORDS)
         except (OSError, MdlError) as exc:
-            progress.note(f"leaving unpack's staging folders in {dest} alone: {exc}")
+            progress.note(f"leaving unpack's staging folders in {shown_name(dest)} alone: {exc}")
             return []
         named = set()
         for name, _ in records:
@@ -400,8 +401,8 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
         for name in sorted(os.listdir(dest_fd)):  # noqa: PTH208 (a descriptor: no Path for it)
             if name.startswith(STAGING_PREFIX) and name not in named:
                 progress.note(
-                    f"leaving {dest / name} alone: it looks like unpack's staging, but no unpack"
-                    " recorded it"
+                    f"leaving {shown_name(dest / name)} alone: it looks like unpack's staging, but"
+                    " no unpack recorded it"
                 )
     finally:
         os.close(dest_fd)
@@ -460,7 +461,7 @@ def _recover_staging(
             data = confined.read_bytes(dest, record, limit=MAX_RECORD_BYTES)
             doc = read_json(data, source=str(record), limit=MAX_RECORD_BYTES)
             if not isinstance(doc, dict) or doc.get("token") != token:
-                raise ValueError(f"{record} is not a staging's record")
+                raise ValueError(f"{shown_name(record)} is not a staging's record")
             folder_id, lock_id = _pair(doc.get("folder")), _pair(doc.get("lock"))
             try:
                 staging_fd = _open_dir(staging.name, dest_fd)
@@ -471,24 +472,26 @@ def _recover_staging(
                 return None
             closing.callback(os.close, staging_fd)
             if _identity(os.fstat(staging_fd)) != folder_id:
-                raise ValueError(f"{staging} is not the folder its record names")
+                raise ValueError(f"{shown_name(staging)} is not the folder its record names")
             try:  # a file mdl made, or OSError
                 lock = confined.open_entry(staging_fd, staging / _LOCK, os.O_RDWR)
             except FileNotFoundError:  # the record names it: a discard went as far as it (a kill)
                 return _discarded(dest, dest_fd, staging_fd, token, dry_run=dry_run)
             closing.callback(os.close, lock)
             if _identity(os.fstat(lock)) != lock_id:
-                raise ValueError(f"{staging}'s lock is not the one its record names")
+                raise ValueError(f"{shown_name(staging)}'s lock is not the one its record names")
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (FileNotFoundError, BlockingIOError):
             return None  # a running unpack owns it, or is removing it right now
         except (OSError, ValueError, MdlError) as exc:
-            progress.note(f"leaving {staging} alone: {exc}")
+            progress.note(f"leaving {shown_name(staging)} alone: {exc}")
             return None
         try:
             journal = _read_journal(staging_fd, token)
         except (OSError, ValueError) as exc:
-            progress.note(f"leaving {staging} alone: its journal cannot be trusted ({exc})")
+            progress.note(
+                f"leaving {shown_name(staging)} alone: its journal cannot be trusted ({exc})"
+            )
             return None
         size = _staging_size(staging_fd)
         if not dry_run and not _recover_one(dest, dest_fd, staging_fd, token, journal, progress):
@@ -534,18 +537,18 @@ def _recover_one(
                 fcntl.flock(dest_fd, fcntl.LOCK_UN)
         except OSError as exc:
             raise LocalFSError(
-                f"cannot restore what an interrupted unpack moved aside in {staging}:"
+                f"cannot restore what an interrupted unpack moved aside in {shown_name(staging)}:"
                 f" {exc.strerror}"
             ) from exc
         if kept:
             progress.note(
-                f"leaving {staging} alone: {', '.join(kept)} in {dest} are not what the unpack left"
-                " there"
+                f"leaving {shown_name(staging)} alone: {', '.join(kept)} in {shown_name(dest)} are"
+                " not what the unpack left there"
             )
             return False
         progress.note(
-            f"restored {', '.join(t.name for t in journal[1])} in {dest}: an earlier unpack was"
-            " interrupted"
+            f"restored {', '.join(t.name for t in journal[1])} in {shown_name(dest)}: an earlier"
+            " unpack was interrupted"
         )
     _discard(dest, dest_fd, staging_fd, token)
     return True

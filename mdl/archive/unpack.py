@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,18 +23,17 @@ from mdl.errors import (
     ArchiveError,
     IntegrityError,
     LocalFSError,
-    NoSpaceError,
     OutsideJSONError,
     UsageError,
     disk_error,
 )
 from mdl.outsidejson import read_json
-from mdl.paths import SHA256_HEX, nearest_folder, shown, temp_name
+from mdl.paths import SHA256_HEX, nearest_folder, quoted, shown, shown_name, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.report import Done
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import SIGNATURE_FILE, SignedFile, SignedManifest, Trust
-from mdl.store.filesystem import kind_of, not_a_file, stat_file
+from mdl.store.filesystem import kind_of, not_a_file, refuse_no_room, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
@@ -305,19 +303,21 @@ def unpack_archive(
         # a FIFO must not hang us
         fd = os.open(cwd / archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
-        raise UsageError(f"archive not found: {archive}") from exc
+        raise UsageError(f"archive not found: {shown_name(archive)}") from exc
     except OSError as exc:
-        raise LocalFSError(f"cannot read {archive}: {exc.strerror}") from exc
+        raise LocalFSError(f"cannot read {shown_name(archive)}: {exc.strerror}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UsageError(f"{archive} is not a regular file")
+        raise UsageError(f"{shown_name(archive)} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
         try:
             return _unpack(
                 fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio, signer=signer
             )
         except OSError as exc:  # reading the archive, or looking at the destination
-            raise LocalFSError(f"{exc.filename or archive}: {exc.strerror}") from exc
+            raise LocalFSError(
+                f"{shown_name(str(exc.filename or archive))}: {exc.strerror}"
+            ) from exc
 
 
 def _unpack(
@@ -341,10 +341,9 @@ def _unpack(
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LocalFSError(f"cannot create {dest_dir}: {exc.strerror}") from exc
+        raise LocalFSError(f"cannot create {shown_name(dest_dir)}: {exc.strerror}") from exc
     occupied = _occupied(dest_dir, tops, force=force)
-    if shutil.disk_usage(dest_dir).free < total + (1 << 20):
-        raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
+    refuse_no_room(dest_dir, total, "the archive's files")
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
     checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
     return UnpackResult(
@@ -365,7 +364,7 @@ def _recover_dest(dest_dir: Path, progress: Progress) -> None:
     """Refuse a destination that is no folder; put back what an earlier unpack killed mid-swap
     moved aside."""
     if (kind := not_a_file(dest_dir)) not in (None, "a folder"):
-        raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
+        raise LocalFSError(f"{shown_name(dest_dir)} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)
     stale_spools(nearest_folder(dest_dir))  # (where `unpack -` spools: DEST, or its nearest folder)
@@ -403,14 +402,17 @@ def _refuse_replacing(target: Path, st: os.stat_result) -> None:
     # from lstat: a FIFO or device is never opened; --force moves it aside like a file
     if (kind := kind_of(st)) not in (None, "a folder"):
         raise LocalFSError(
-            f"{target} is {kind}, not a file or folder", hint="use --force to replace it"
+            f"{shown_name(target)} is {kind}, not a file or folder",
+            hint="use --force to replace it",
         )
     what = "a file"
     if stat.S_ISLNK(st.st_mode):
         what = "a symlink"
     elif stat.S_ISDIR(st.st_mode):
         what = "not empty"
-    raise UsageError(f"'{target}' already exists and is {what}", hint="use --force to replace it")
+    raise UsageError(
+        f"{quoted(target)} already exists and is {what}", hint="use --force to replace it"
+    )
 
 
 def _extract_and_swap(
@@ -421,7 +423,7 @@ def _extract_and_swap(
         staging = Staging(dest_dir)
     except OSError as exc:
         raise LocalFSError(
-            f"cannot create a temporary folder in {dest_dir}: {exc.strerror}"
+            f"cannot create a temporary folder in {shown_name(dest_dir)}: {exc.strerror}"
         ) from exc
     try:
         try:
@@ -429,8 +431,8 @@ def _extract_and_swap(
         except OSError as exc:
             raise disk_error(
                 exc,
-                full=f"no space left in {dest_dir} while extracting",
-                other=f"cannot extract into {dest_dir}: {exc.strerror}",
+                full=f"no space left in {shown_name(dest_dir)} while extracting",
+                other=f"cannot extract into {shown_name(dest_dir)}: {exc.strerror}",
             ) from exc
         staging.swap(tops)
     finally:
@@ -463,7 +465,9 @@ def unpack_stream(
     try:
         fd = os.open(spool, NEW_FILE, 0o600)
     except OSError as exc:
-        raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror}") from exc
+        raise LocalFSError(
+            f"cannot spool stdin into {shown_name(spool.parent)}: {exc.strerror}"
+        ) from exc
     held = os.dup(fd)  # locked until the spool goes: a running unpack's (staging.stale_spools)
     try:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -501,8 +505,9 @@ def _spool(stream: BinaryIO, fd: int, spool: Path, named: Progress) -> None:
         named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
         raise disk_error(
             exc,
-            full=f"no space left in {spool.parent} while reading the archive from stdin",
-            other=f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}",
+            full=f"no space left in {shown_name(spool.parent)} while reading the archive from"
+            " stdin",
+            other=f"cannot spool stdin into {shown_name(spool.parent)}: {exc.strerror or exc}",
         ) from exc
     named.finish(STDIN, ok=True)
     if size == 0:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mdl.errors import ArchiveError, IntegrityError, UsageError
-from mdl.paths import MAX_SHOWN, name_problem, nearest_folder, shown
+from mdl.paths import MAX_SHOWN, name_problem, nearest_folder, shown, shown_name
 
 MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
 STORED, DEFLATED = 0, 8
@@ -572,7 +572,7 @@ def check_lengths(entries: list[Entry], dest: Path) -> None:
         if prefix + len(encoded) > limit:
             raise ArchiveError(
                 f"entry {shown(entry.stored)} would make a path of {prefix + len(encoded)} bytes in"
-                f" {dest} (limit {limit})"
+                f" {shown_name(dest)} (limit {limit})"
             )
 
 

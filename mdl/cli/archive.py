@@ -13,6 +13,7 @@ from mdl import api
 from mdl.cli.options import CompressChoice, DryRunOpt, ProfileChoice, command, complete_checkpoints
 from mdl.cli.run import Run
 from mdl.errors import UsageError
+from mdl.paths import shown_name
 from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def say_left_out(run: Run, skipped: Sequence[Mapping[str, object]]) -> None:
     the profile left out."""
     by_reason: dict[str, list[str]] = {}
     for item in skipped:
-        by_reason.setdefault(str(item["reason"]), []).append(str(item["path"]))
+        by_reason.setdefault(str(item["reason"]), []).append(shown_name(str(item["path"])))
     for reason, paths in by_reason.items():
         more = len(paths) - SHOWN_LEFT_OUT
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
@@ -135,11 +136,13 @@ def packed_line(result: "PackResult", *, dry_run: bool) -> str:
         content = human_size(sum(f.size for f in result.files))
         signed = f" and {result.signature}, signing them" if result.signature else ""
         return (
-            f"would write {result.archive} ({count}{signed}, {content} before compression);"
-            f" {chosen}"
+            f"would write {shown_name(result.archive)} ({count}{signed}, {content} before"
+            f" compression); {chosen}"
         )
     signed = f", signed: {result.signature}" if result.signature else ""
-    return f"wrote {result.archive} ({human_size(result.size)}, {count}{signed}); {chosen}"
+    return (
+        f"wrote {shown_name(result.archive)} ({human_size(result.size)}, {count}{signed}); {chosen}"
+    )
 
 
 @command()
@@ -200,4 +203,4 @@ def unpack_cmd(
         if doc["signature"]
         else ""
     )
-    run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}{signed}")
+    run.console.info(f"extracted {len(doc['files'])} files into {shown_name(doc['dest'])}{signed}")

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from mdl.errors import LocalFSError
+from mdl.errors import LocalFSError, NoSpaceError
 from mdl.paths import kind_of as kind_of  # re-exported: the store says what is in the way of a file
-from mdl.paths import shown_path
+from mdl.paths import quoted, shown_path
 
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
 # What the filesystem says about a *name* (too long, not encodable, something in the way): a problem
@@ -27,6 +27,23 @@ NAME_ERRNOS = frozenset(
 # program reads as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not
 # unlink the device node).
 REPLACEABLE = frozenset({"a FIFO", "a socket"})
+
+
+def refuse_no_room(folder: Path, needed: int, what: str) -> None:
+    """Fail before writing ``what`` into ``folder`` (exit 7): a read-only filesystem is said as one,
+    and fewer free bytes than ``needed`` (at most what ``what`` takes) as no space; a filesystem
+    that counts no blocks (/proc, /sys) has no free space to compare: its write says what fails."""
+    try:
+        fs = os.statvfs(folder)
+    except OSError as exc:
+        raise LocalFSError(f"cannot write {what} in {quoted(folder)}: {exc.strerror}") from exc
+    if fs.f_flag & os.ST_RDONLY:
+        raise LocalFSError(f"cannot write {what} in {quoted(folder)}: a read-only filesystem")
+    if fs.f_blocks and (free := fs.f_bavail * fs.f_frsize) < needed:
+        raise NoSpaceError(
+            f"not enough space in {quoted(folder)}: {what} needs up to {needed} bytes, {free} are"
+            " free"
+        )
 
 
 def stat_file(path: Path) -> os.stat_result | None:

@@ -176,7 +176,7 @@ def test_lightning_steps_and_last_ckpt(tmp_path: Path) -> None:
     latest = select_checkpoint(run.root, "latest")
     assert (latest.checkpoint, latest.single_file) == ("epoch=1-step=200.ckpt", True)
     assert select_checkpoint(run.root, "step:100").checkpoint == "epoch=0-step=100.ckpt"
-    assert select_checkpoint(run.root, "last.ckpt").root == run.root / "last.ckpt"
+    assert select_checkpoint(run.root, "last.ckpt").root == run.root / "checkpoints" / "last.ckpt"
 
 
 def test_kohya_epochs(tmp_path: Path) -> None:

@@ -115,7 +115,23 @@ def test_a_checkpoint_latest_passed_over_but_included_is_not_said_passed_over(
     assert manifest["checkpoint"] == "checkpoint-200"
     skipped = [item["path"] for item in manifest["skipped"]]  # type: ignore[attr-defined]
     assert "checkpoint-400/model.safetensors" in names
-    assert "checkpoint-400" not in skipped
+    assert "checkpoint-400/" not in skipped and "checkpoint-400" not in skipped
+    assert not [path for path in skipped if in_archive(path, names)]
+
+
+def test_the_rest_of_another_checkpoint_an_include_packs_from_is_said(run_dir: Path) -> None:
+    """checkpoint-100 is neither chosen nor passed over by latest: what --include does not take of
+    it (its weights, its training state) is said all the same."""
+    names, manifest, said = packed(
+        str(run_dir), "--checkpoint", "latest", "--include", "checkpoint-100/*.json"
+    )
+    assert manifest["checkpoint"] == "checkpoint-400" and "checkpoint-100/config.json" in names
+    skipped = {item["path"]: item for item in manifest["skipped"]}  # type: ignore[attr-defined]
+    rest = PARTLY_REASON.format(folder="checkpoint-100/")
+    assert skipped["checkpoint-100/model.safetensors"]["reason"] == rest
+    assert skipped["checkpoint-100/optimizer.pt"]["reason"] == DENY_REASON
+    assert said["checkpoint-100/model.safetensors"] == rest
+    assert str(manifest["reason"]).endswith("; --include packs from checkpoint-100/")
     assert not [path for path in skipped if in_archive(path, names)]
 
 

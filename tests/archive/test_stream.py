@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pty
+import select
 import shutil
 import struct
 import subprocess
@@ -24,7 +26,7 @@ from zygote import forked_mdl
 from mdl.archive import _zipwriter as zipstream
 from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.unpack import unpack_archive
-from mdl.errors import MdlError
+from mdl.errors import ExitCode, MdlError, UsageError
 from mdl.progress import NullProgress
 
 JAVA_READER = """
@@ -229,9 +231,13 @@ def test_stdout_that_is_a_regular_file_is_written_in_one_pass(tmp_path: Path) ->
     assert progress.batches == [(total, len(result.files)), (result.size, 1)]
     assert sum(n for key, n in progress.by_key.items() if not key.startswith("sha256:")) == total
     assert progress.by_key["sha256:redirected.zip"] == result.size
-    check_readers(out_path, len(result.files) + 1, streaming=False)
+    # the archive's own bytes (offsets from its start) are a pipe's: read on their own
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(data[7:])
+    assert data[7:] == pack_into_pipe(tmp_path, checkpoint="latest")[1]
+    check_readers(archive, len(result.files) + 1)
     unpack_archive(
-        out_path, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path
+        archive, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path
     )
 
 
@@ -259,3 +265,45 @@ def test_an_entry_that_is_not_the_size_it_announced_is_never_finished(deflate: b
     writer.write(b"ab")
     with pytest.raises(MdlError, match=r"'run/a\.bin' got 2 bytes, its header says 3"):
         writer.end()
+
+
+def test_a_terminal_on_stdout_is_refused(tmp_path: Path) -> None:
+    """`mdl pack run -o -` typed at a prompt: exit 2 with the hint, no zip bytes on the screen (a
+    run small enough that the terminal's buffer would take them all)."""
+    write(tmp_path / "run" / "model.safetensors", b"x")
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "wb") as terminal:
+            options = PackOptions(
+                run_dir=Path("run"), output=Path("-"), checkpoint=None, cwd=tmp_path
+            )
+            with pytest.raises(UsageError) as err:
+                pack_run(options, progress=NullProgress(), stdout=terminal)
+            assert select.select([master], [], [], 0)[0] == [], "nothing was written to it"
+        assert err.value.exit_code == ExitCode.USAGE
+        assert "onto a terminal" in err.value.message and "-o FILE" in (err.value.hint or "")
+    finally:
+        os.close(master)
+
+
+def test_a_file_and_a_pipe_get_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-o run.zip` and `-o - | cat > run.zip`: one archive, deflated entries (with their
+    descriptors), ZIP64 ones and empty folders included."""
+    monkeypatch.setattr(zipstream, "ZIP64_FROM", 1024)
+    make_hf_run(tmp_path / "run", steps=(100,))
+    write(tmp_path / "run" / "checkpoint-100" / "notes.txt", "text " * 1000)
+    (tmp_path / "run" / "checkpoint-100" / "empty").mkdir()
+    archive = tmp_path / "run-checkpoint-100.zip"  # the name a pipe's top folder has
+    options = PackOptions(
+        run_dir=Path("run"), output=Path(archive.name), checkpoint="latest", cwd=tmp_path
+    )
+    result = pack_run(options, progress=NullProgress())
+    piped, data = pack_into_pipe(tmp_path, checkpoint="latest")
+    written = archive.read_bytes()
+    assert hashlib.sha256(written).hexdigest() == result.sha256 == piped.sha256
+    assert written == data and result.files == piped.files and result.folders == ("empty/",)
+    locals_ = walk_local_headers(written)
+    assert any(e.method == 8 for e in locals_) and b"PK\x06\x06" in written[-200:]
+    check_readers(archive, len(result.files) + 2, streaming=False)
