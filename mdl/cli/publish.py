@@ -4,7 +4,7 @@ fleet to pull.
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Unpack, cast
+from typing import TYPE_CHECKING, Annotated, Unpack, cast
 
 import typer
 
@@ -15,6 +15,9 @@ from mdl.cli.summary import render_report
 from mdl.errors import UsageError
 from mdl.setting import SETTING, Pinned
 from mdl.units import human_size
+
+if TYPE_CHECKING:
+    from mdl.upload.publisher import PublishReport
 
 WORDS = {"uploaded": "written", "skipped": "already there", "upload": "to write", "skip": "there"}
 
@@ -103,21 +106,27 @@ def publish_cmd(
         if version.warning is not None:
             run.console.warn(version.warning)
     if not run.json:  # the JSON document has the versions; people get a line per model
-        for version in report.versions:
-            files = [f for f in report.files if f.model == version.model and f.path is not None]
-            size = sum(f.size or 0 for f in files)
-            if report.target.startswith("oci://"):
-                run.console.info(
-                    f"{version.model} → {version.manifest} ({len(files)} files,"
-                    f" {human_size(size)}; version {version.id[:12]}, manifest"
-                    f" {WORDS[version.action]})"
-                )
-                continue
-            to = report.target.rstrip("/") + f"/{version.model}/"
-            run.console.info(
-                f"{version.model} → {to} ({len(files)} files, {human_size(size)}; version"
-                f" {version.id[:12]}, manifest {version.manifest} {WORDS[version.action]})"
-            )
-        if report.versions:
-            run.console.info(f"nodes: --mirror {shlex.quote(report.template)}")
+        _say_versions(run, report)
     return render_report(run, report, verb="published")
+
+
+def _say_versions(run: Run, report: "PublishReport") -> None:
+    """A line per model published (where it went, its files, its version), then the mirror nodes
+    pull with."""
+    for version in report.versions:
+        files = [f for f in report.files if f.model == version.model and f.path is not None]
+        size = sum(f.size or 0 for f in files)
+        if report.target.startswith("oci://"):
+            run.console.info(
+                f"{version.model} → {version.manifest} ({len(files)} files,"
+                f" {human_size(size)}; version {version.id[:12]}, manifest"
+                f" {WORDS[version.action]})"
+            )
+            continue
+        to = report.target.rstrip("/") + f"/{version.model}/"
+        run.console.info(
+            f"{version.model} → {to} ({len(files)} files, {human_size(size)}; version"
+            f" {version.id[:12]}, manifest {version.manifest} {WORDS[version.action]})"
+        )
+    if report.versions:
+        run.console.info(f"nodes: --mirror {shlex.quote(report.template)}")

@@ -113,11 +113,8 @@ class PartFetch:
             if isinstance(error, NoSpaceError):
                 state.record.keep_on_full_disk()
             raise error from exc
-        except HashMismatch as exc:
-            # Ranges that left early are not proved when every range held its hash and the file
-            # still failed (a root that lies): told, refused. A range that failed its own hash
-            # is what failed the file: those that left held theirs.
-            if self.check is not None and not self.check.bad:
+        except HashMismatch as exc:  # every range held its hash, the file failed: a lying root
+            if self.check is not None and not self.check.bad:  # (left early: told, refused)
                 self._refuted(self.check, f"its {exc.kind} refused the file")
             self._refuse(state, exc, self.resumed_from)
             raise
@@ -280,9 +277,8 @@ class PartFetch:
         if (bad := state.hasher.mismatch(self.job, size)) is not None:
             if self.job.verify or bad.kind == "size":
                 raise bad
-            # --no-verify: kept, said, and never called verified (a hash was checked: it failed)
             self.job.retries.warn(f"{self.job.label}: {bad.kept()} (--no-verify)")
-            self.unverified = True
+            self.unverified = True  # (a hash was checked, it failed: never called verified)
         # the bytes (and the size that reads them back); the rename is made durable apart
         os.fdatasync(fd)
         if check is not None and self.beside.in_order and self.beside.releases is not None:

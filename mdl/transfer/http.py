@@ -336,10 +336,8 @@ def follow(
             ) from exc
         except httpx2.TransportError as exc:
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
-        except httpx2.InvalidURL as exc:  # (a redirect's: a server's URL, of any length)
-            came = f" (redirected from {redact_url(url)})" if current != url else ""
-            shown = safe_text(redact_url(current), limit=200)
-            raise NetworkError(f"{what}: invalid URL {shown}{came}: {exc}") from exc
+        except httpx2.InvalidURL as exc:
+            raise _invalid(current, asked=url, what=what, exc=exc) from exc
         with closing(response):  # however this hop ends (a redirect followed is drained first)
             if renewal.asks_again(response):  # a registry's token renewed: this hop again
                 continue
@@ -369,6 +367,13 @@ def follow(
     raise NetworkError(
         f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}"
     )
+
+
+def _invalid(url: str, *, asked: str, what: str, exc: Exception) -> NetworkError:
+    """A URL the HTTP library cannot ask (a redirect's: a server's URL, of any length), said in a
+    bounded line naming the URL asked."""
+    came = f" (redirected from {redact_url(asked)})" if url != asked else ""
+    return NetworkError(f"{what}: invalid URL {safe_text(redact_url(url), limit=200)}{came}: {exc}")
 
 
 def refuse_web_page(
