@@ -67,11 +67,14 @@ class MdlError(Exception):
     # kind of its own says its kind unless it has words of its own, a subclass without says its
     # parent's
     words: ClassVar[str] = "internal error"
+    # One line, whatever a name or a server's words in it hold (a newline would forge a line of
+    # mdl's own); a catalog's problems are one a line.
+    multiline: ClassVar[bool] = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # Messages quote servers, archives and file names: a control character never reaches a
         # caller unescaped.
-        lines = printable(message, multiline=True).split("\n")
+        lines = printable(message, multiline=self.multiline).split("\n")
         self.message, self.hint = "\n".join(_bounded(line) for line in lines), hint
         super().__init__(self.message)
         # For the log: the HTTP status and the server's own error text (sanitised) when a server
@@ -98,6 +101,8 @@ class CatalogError(UsageError, kind="catalog", words="catalog error"):
     """The catalog file is missing, unreadable or invalid; ``problems`` holds each problem found,
     one line each.
     """
+
+    multiline = True
 
     def __init__(
         self, message: str, *, hint: str | None = None, problems: Sequence[str] = ()

@@ -9,6 +9,7 @@ import pytest
 
 from mdl.errors import (
     MESSAGE_LINE,
+    CatalogError,
     ExitCode,
     LocalFSError,
     NetworkError,
@@ -51,9 +52,14 @@ def test_an_exit_code_only_a_class_deeper_down_has_is_found_at_any_depth() -> No
 
 def test_a_line_of_any_length_a_server_wrote_keeps_its_start_and_its_reason() -> None:
     huge = "http://127.0.0.1:1/" + "a" * 100_000
-    error = NetworkError(f"out.bin: invalid URL {huge}: URL too long\n  second line")
-    first, second = error.message.split("\n")
-    assert len(first) <= MESSAGE_LINE + 1
-    assert first.startswith("out.bin: invalid URL http://127.0.0.1:1/aaa")
-    assert first.endswith("aaa: URL too long") and "…" in first
-    assert second == "  second line"
+    error = NetworkError(f"out.bin: invalid URL {huge}: URL too long")
+    assert len(error.message) <= MESSAGE_LINE + 1
+    assert error.message.startswith("out.bin: invalid URL http://127.0.0.1:1/aaa")
+    assert error.message.endswith("aaa: URL too long") and "…" in error.message
+
+
+def test_a_message_is_one_line_whatever_a_name_in_it_holds() -> None:
+    forged = "a\n2026-11-30T00:00:00Z [1] pulled 1 model"
+    assert "\n" not in NetworkError(f"{forged}: cannot read").message
+    listed = CatalogError("c.toml: 2 problems\n  c.toml:1: x\n  c.toml:2: y")
+    assert listed.message.count("\n") == 2  # a catalog's problems, one a line
