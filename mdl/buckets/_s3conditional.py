@@ -52,6 +52,13 @@ _NO_CONDITIONAL_DELETE = (400, 501)
 SMALL_BODY = MiB
 
 
+# Every listing's bound (every caller's: a listing of a bucket is this one): its pages (S3's hold
+# a thousand names: ten million), and pages in a row that name nothing (S3 may answer a few past
+# deleted names; a store that keeps saying "more" and names nothing is looping)
+LISTED_PAGES = 10_000
+EMPTY_PAGES = 100
+
+
 class Refused(Exception):
     """The store refused a conditional write: the condition did not hold."""
 
@@ -310,7 +317,7 @@ class S3Conditional:
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (``s3://bucket/…``), a page at a time
-        (``most``: the caller stops taking pages)."""
+        (``most``: the caller stops taking pages), each page checked (``_pages``)."""
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not is_bucket_name(bucket):
             raise UsageError(f"{prefix}: expected s3://bucket/prefix")
@@ -323,8 +330,7 @@ class S3Conditional:
             )
 
         with s3_errors(prefix, named):
-            pages = self.client().get_paginator("list_objects_v2")
-            for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
+            for page in _pages(self.client(), bucket, key_prefix, where=prefix):
                 for item in page.get("Contents", []):
                     yield Listed(
                         uri=f"s3://{bucket}/{item['Key']}",
@@ -365,3 +371,39 @@ class S3Conditional:
         except botocore.exceptions.BotoCoreError as exc:
             raise s3_error(exc, what="S3: the store's clock") from None
         return self._date(reply)
+
+
+def _pages(client: Any, bucket: str, key_prefix: str, *, where: str) -> Iterator[dict[str, Any]]:
+    """A listing's pages, each believed only once checked, or NetworkError (exit 5) naming
+    ``where``: every name starts with the prefix asked and comes after the one before (S3 lists
+    each name once, in order: a listing that repeats or goes back is looping); one that says more
+    follow goes on with its continuation token (none: the listing is incomplete, never taken as
+    everything), within ``LISTED_PAGES`` and ``EMPTY_PAGES``."""
+    asked = {"Bucket": bucket, "Prefix": key_prefix}
+    last, empty = "", 0
+    for _ in range(LISTED_PAGES):
+        page = client.list_objects_v2(**asked)
+        keys = [str(item["Key"]) for item in page.get("Contents", [])]
+        for key in keys:  # (str order is UTF-8's byte order, S3's)
+            if not key.startswith(key_prefix) or key <= last:
+                said = "again, or out of order" if key.startswith(key_prefix) else "not under it"
+                raise NetworkError(
+                    f"{where}: a hostile listing names {printable(key, limit=120)!r} ({said});"
+                    " nothing is done on it"
+                )
+            last = key
+        yield page
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated"):
+            return
+        empty = 0 if keys else empty + 1
+        if not token or empty > EMPTY_PAGES:
+            why = "no continuation token" if not token else f"{empty} pages naming nothing"
+            raise NetworkError(
+                f"{where}: an incomplete listing: a page says more follow, with {why};"
+                " nothing is done on it"
+            )
+        asked["ContinuationToken"] = str(token)
+    raise NetworkError(
+        f"{where}: a listing of more than {LISTED_PAGES} pages; nothing is done on it"
+    )
