@@ -260,7 +260,7 @@ class Swarm(AbstractContextManager["Swarm"]):
         when that listing is too long to judge, a few held by others, by name."""
         parts = self.parts
         listed = _unless_failed(
-            lambda: numbered(parts.writer, parts.first.prefix),
+            lambda: numbered(parts.writer, parts.first.prefix, self.wait.cancel),
             f"{self.job.label}: a look at the mirror failed",
         )
         sizes = None if listed is None else {n - 1: item.size for n, item in listed.items()}
