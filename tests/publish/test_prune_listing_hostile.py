@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from releases import MODEL, Signed, object_uri, publish, shard, signatures, write_locks
+from releases import Signed, object_uri, publish, shard, signatures, write_locks
 from releases import version_id as vid
 from runfixtures import Result, mdl, use_catalog
 from s3server import S3, Shape, endless, naming, truncated
