@@ -147,7 +147,7 @@ def naming(prefix: str, *keys: str) -> Shape:
 class Cutter:
     """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many
     bytes (the connection drops mid-body, as a network failure does); ``listings`` reshapes every
-    ListObjectsV2 page (a ``Shape``: the store lies; its continuation tokens are the shape's own,
+    ListObjectsV2 and ListMultipartUploads page (a ``Shape``: the store lies; its continuation tokens are the shape's own,
     never given to moto, which answers the first page again); ``slowdown`` answers the next
     requests 503 SlowDown (S3's throttling; a large number: always); ``ranges`` lists the presigned
     GETs' Range headers. A conditional write (If-Match, If-None-Match) is served alone on its key,
@@ -217,7 +217,8 @@ class Cutter:
             finally:
                 alone.release()
         shape, query = self.listings, environ.get("QUERY_STRING", "")
-        if shape is not None and method == "GET" and "list-type=2" in query:
+        listing = "list-type=2" in query or query.split("&")[0] in ("uploads", "uploads=")
+        if shape is not None and method == "GET" and listing:
             return self._listed(environ, start_response, shape)
         body = self.app(environ, start_response)
         after = self.after

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 from mdl.buckets._parts import MiB
@@ -345,15 +346,20 @@ class S3Conditional:
         found: list[Listed] = []
         with s3_errors(prefix):
             pages = self.client().get_paginator("list_multipart_uploads")
-            for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
-                for upload in page.get("Uploads", []):
-                    begun = upload["Initiated"].timestamp()
-                    obj = S3Object(bucket, upload["Key"])
-                    if remove and begun < before:
-                        self.client().abort_multipart_upload(
-                            Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
-                        )
-                    found.append(Listed(obj.uri, 0, begun))
+            listed = islice(pages.paginate(Bucket=bucket, Prefix=key_prefix), LISTED_PAGES)
+            # every page checked before anything is aborted on it (as ``_pages``)
+            uploads = [upload for page in listed for upload in page.get("Uploads", [])]
+            for upload in uploads:
+                if not str(upload["Key"]).startswith(key_prefix):
+                    raise _hostile(prefix, str(upload["Key"]), "not under it")
+            for upload in uploads:
+                begun = upload["Initiated"].timestamp()
+                obj = S3Object(bucket, upload["Key"])
+                if remove and begun < before:
+                    self.client().abort_multipart_upload(
+                        Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
+                    )
+                found.append(Listed(obj.uri, 0, begun))
         return found
 
     def now(self) -> float:
@@ -387,10 +393,7 @@ def _pages(client: Any, bucket: str, key_prefix: str, *, where: str) -> Iterator
         for key in keys:  # (str order is UTF-8's byte order, S3's)
             if not key.startswith(key_prefix) or key <= last:
                 said = "again, or out of order" if key.startswith(key_prefix) else "not under it"
-                raise NetworkError(
-                    f"{where}: a hostile listing names {printable(key, limit=120)!r} ({said});"
-                    " nothing is done on it"
-                )
+                raise _hostile(where, key, said)
             last = key
         yield page
         token = page.get("NextContinuationToken")
@@ -406,4 +409,11 @@ def _pages(client: Any, bucket: str, key_prefix: str, *, where: str) -> Iterator
         asked["ContinuationToken"] = str(token)
     raise NetworkError(
         f"{where}: a listing of more than {LISTED_PAGES} pages; nothing is done on it"
+    )
+
+
+def _hostile(where: str, key: str, said: str) -> NetworkError:
+    return NetworkError(
+        f"{where}: a hostile listing names {printable(key, limit=120)!r} ({said}); nothing is done"
+        " on it"
     )

@@ -66,3 +66,21 @@ def test_a_listing_is_bounded_in_pages(
     s3.cutter.listings = endless
     with pytest.raises(NetworkError, match=r"s3://mirror/none/: a listing of more than 3 pages"):
         list(writer.listing("s3://mirror/none/"))
+
+
+def test_an_upload_outside_the_prefix_asked_is_never_aborted(s3: S3, writer: S3Writer) -> None:  # noqa: F811
+    """prune's look at abandoned uploads (``abandoned``): a listing of hub/'s uploads that names
+    another prefix's upload aborts nothing."""
+    client = s3.client()
+    theirs = client.create_multipart_upload(Bucket="mirror", Key="hubnot/m/d")["UploadId"]
+    upload = (
+        b"<Upload><Key>hubnot/m/d</Key><UploadId>%s</UploadId>"
+        b"<Initiated>2020-01-01T00:00:00.000Z</Initiated><StorageClass>STANDARD</StorageClass>"
+        b"</Upload></ListMultipartUploadsResult>" % theirs.encode()
+    )
+    s3.cutter.listings = lambda query, body: body.replace(b"</ListMultipartUploadsResult>", upload)
+    with pytest.raises(NetworkError, match=r"s3://mirror/hub/: a hostile listing .*hubnot/m/d"):
+        writer.abandoned("s3://mirror/hub/", before=float("inf"), remove=True)
+    s3.cutter.listings = None
+    left = client.list_multipart_uploads(Bucket="mirror").get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [theirs]
