@@ -28,6 +28,15 @@ def test_an_honest_listing_is_everything(writer: S3Writer) -> None:
     ]
 
 
+def test_an_honest_listing_of_many_pages_is_everything_in_order(s3: S3, writer: S3Writer) -> None:  # noqa: F811
+    """Three pages (S3's thousand names each), their tokens followed; the checks refuse none."""
+    keys = [f"hub/many/{n:05d}" for n in range(2100)]
+    s3.plant("mirror", keys, b"1")
+    assert [i.uri for i in writer.listing("s3://mirror/hub/many/")] == [
+        f"s3://mirror/{key}" for key in keys
+    ]
+
+
 def test_a_key_outside_the_prefix_asked_is_refused(s3: S3, writer: S3Writer) -> None:  # noqa: F811
     s3.cutter.listings = naming("hub/", "hubnot/m/c")
     with pytest.raises(NetworkError, match=r"s3://mirror/hub/: a hostile listing .*hubnot/m/c"):
