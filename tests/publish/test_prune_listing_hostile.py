@@ -74,6 +74,8 @@ def test_a_versions_listing_truncated_without_a_token_keeps_everything(team: S3)
     refused(result, r"s3://mirror/hub/\.mdl/versions/: an incomplete listing")
     assert held(team) == every
     assert object_uri(PREFIX, shard(4)).removeprefix("s3://mirror/") in every
+    reasons = {entry["reason"] for entry in json.loads(result.stdout)["kept"]}
+    assert "the mirror's published versions could not be listed: every object is kept" in reasons
 
 
 def test_a_key_outside_the_mirrors_folder_is_never_removed(team: S3, tmp_path: Path) -> None:
