@@ -381,20 +381,21 @@ class S3Conditional:
 
 def _pages(client: Any, bucket: str, key_prefix: str, *, where: str) -> Iterator[dict[str, Any]]:
     """A listing's pages, each believed only once checked, or NetworkError (exit 5) naming
-    ``where``: every name starts with the prefix asked and comes after the one before (S3 lists
-    each name once, in order: a listing that repeats or goes back is looping); one that says more
-    follow goes on with its continuation token (none: the listing is incomplete, never taken as
-    everything), within ``LISTED_PAGES`` and ``EMPTY_PAGES``."""
+    ``where``: every name starts with the prefix asked and was not named before (a listing names
+    each once: one that repeats is looping; its order is not every store's promise, S3 Express's
+    directory buckets keep none); one that says more follow goes on with its continuation token
+    (none: the listing is incomplete, never taken as everything), within ``LISTED_PAGES`` and
+    ``EMPTY_PAGES``."""
     asked = {"Bucket": bucket, "Prefix": key_prefix}
-    last, empty = "", 0
+    seen: set[str] = set()
+    empty = 0
     for _ in range(LISTED_PAGES):
         page = client.list_objects_v2(**asked)
         keys = [str(item["Key"]) for item in page.get("Contents", [])]
-        for key in keys:  # (str order is UTF-8's byte order, S3's)
-            if not key.startswith(key_prefix) or key <= last:
-                said = "again, or out of order" if key.startswith(key_prefix) else "not under it"
-                raise _hostile(where, key, said)
-            last = key
+        for key in keys:
+            if not key.startswith(key_prefix) or key in seen:
+                raise _hostile(where, key, "again" if key in seen else "not under it")
+            seen.add(key)
         yield page
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated"):
