@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,9 +108,47 @@ CONFLICT = (
 )
 
 
+# what a lying store or proxy makes of a ListObjectsV2 page (its query, its body): ``Cutter.listings``
+Shape = Callable[[str, bytes], bytes]
+
+
+def truncated(query: str, body: bytes) -> bytes:
+    """A page that says more follow and gives no token to ask for them."""
+    body = body.replace(b"<IsTruncated>false</IsTruncated>", b"<IsTruncated>true</IsTruncated>")
+    return re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"", body)
+
+
+def endless(query: str, body: bytes) -> bytes:
+    """A page that says more follow, with a new token every time (the same names again)."""
+    token = b"<NextContinuationToken>%d</NextContinuationToken>" % next(_TOKENS)
+    return truncated(query, body).replace(b"</ListBucketResult>", token + b"</ListBucketResult>")
+
+
+_TOKENS = iter(range(1, 1 << 62))
+
+
+def naming(prefix: str, *keys: str) -> Shape:
+    """Pages asked for ``prefix`` that name ``keys`` too (first)."""
+
+    def shape(query: str, body: bytes) -> bytes:
+        if f"prefix={prefix.replace('/', '%2F')}&" not in query + "&":
+            return body
+        named = b"".join(
+            b"<Contents><Key>%s</Key><LastModified>2020-01-01T00:00:00.000Z</LastModified>"
+            b"<ETag>&quot;x&quot;</ETag><Size>8</Size><StorageClass>STANDARD</StorageClass>"
+            b"</Contents>" % key.encode()
+            for key in keys
+        )
+        return body.replace(b"<Contents>", named + b"<Contents>", 1)
+
+    return shape
+
+
 class Cutter:
     """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many
-    bytes (the connection drops mid-body, as a network failure does); ``slowdown`` answers the next
+    bytes (the connection drops mid-body, as a network failure does); ``listings`` reshapes every
+    ListObjectsV2 and ListMultipartUploads page (a ``Shape``: the store lies; its continuation tokens are the shape's own,
+    never given to moto, which answers the first page again); ``slowdown`` answers the next
     requests 503 SlowDown (S3's throttling; a large number: always); ``ranges`` lists the presigned
     GETs' Range headers. A conditional write (If-Match, If-None-Match) is served alone on its key,
     as S3 serves it, atomically: moto checks the condition, then stores, and two writes to one key
@@ -131,6 +170,7 @@ class Cutter:
         # a key's lock, held while a conditional write to it is served (others' go on at once)
         self._keys: dict[str, threading.Lock] = {}
         self._keys_lock = threading.Lock()
+        self.listings: Shape | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
@@ -176,6 +216,10 @@ class Cutter:
                 return self.app(environ, start_response)
             finally:
                 alone.release()
+        shape, query = self.listings, environ.get("QUERY_STRING", "")
+        listing = "list-type=2" in query or query.split("&")[0] in ("uploads", "uploads=")
+        if shape is not None and method == "GET" and listing:
+            return self._listed(environ, start_response, shape)
         body = self.app(environ, start_response)
         after = self.after
         if (
@@ -185,6 +229,21 @@ class Cutter:
         ):
             return body
         return self._cut(body, after)
+
+    def _listed(self, environ: dict[str, Any], start_response: Any, shape: Shape) -> Any:
+        query = environ.get("QUERY_STRING", "")
+        parts = query.split("&")
+        environ["QUERY_STRING"] = "&".join(p for p in parts if not p.startswith("continuation-"))
+        said: dict[str, Any] = {}
+
+        def started(status: str, headers: list[tuple[str, str]], *_: Any) -> Any:
+            said.update(status=status, headers=headers)
+            return lambda data: None
+
+        data = shape(query, b"".join(self.app(environ, started)))
+        headers = [(k, v) for k, v in said["headers"] if k.lower() != "content-length"]
+        start_response(said["status"], [*headers, ("Content-Length", str(len(data)))])
+        return [data]
 
     @staticmethod
     def _cut(body: Any, after: int) -> Iterator[bytes]:
@@ -239,7 +298,9 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
     s3_server.cutter.writes.clear()
     s3_server.cutter.fail_writes_after = None
     s3_server.cutter.hold_parts = None
+    s3_server.cutter.listings = None
     yield s3_server
+    s3_server.cutter.listings = None
     s3_server.cutter.after = None
     s3_server.cutter.slowdown = 0
     s3_server.cutter.fail_writes_after = None

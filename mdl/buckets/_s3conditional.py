@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 from mdl.buckets._parts import MiB
@@ -50,6 +51,13 @@ _NO_CONDITIONAL_DELETE = (400, 501)
 # a created object bigger than this (a fill's published part) goes on the upload client, with its
 # SHA-256 for the store to check; smaller ones (a lease) on the lease-sized client
 SMALL_BODY = MiB
+
+
+# Every listing's bound (every caller's: a listing of a bucket is this one): its pages (S3's hold
+# a thousand names: ten million), and pages in a row that name nothing (S3 may answer a few past
+# deleted names; a store that keeps saying "more" and names nothing is looping)
+LISTED_PAGES = 10_000
+EMPTY_PAGES = 100
 
 
 class Refused(Exception):
@@ -310,7 +318,7 @@ class S3Conditional:
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (``s3://bucket/…``), a page at a time
-        (``most``: the caller stops taking pages)."""
+        (``most``: the caller stops taking pages), each page checked (``_pages``)."""
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not is_bucket_name(bucket):
             raise UsageError(f"{prefix}: expected s3://bucket/prefix")
@@ -323,8 +331,7 @@ class S3Conditional:
             )
 
         with s3_errors(prefix, named):
-            pages = self.client().get_paginator("list_objects_v2")
-            for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
+            for page in _pages(self.client(), bucket, key_prefix, where=prefix):
                 for item in page.get("Contents", []):
                     yield Listed(
                         uri=f"s3://{bucket}/{item['Key']}",
@@ -339,15 +346,20 @@ class S3Conditional:
         found: list[Listed] = []
         with s3_errors(prefix):
             pages = self.client().get_paginator("list_multipart_uploads")
-            for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
-                for upload in page.get("Uploads", []):
-                    begun = upload["Initiated"].timestamp()
-                    obj = S3Object(bucket, upload["Key"])
-                    if remove and begun < before:
-                        self.client().abort_multipart_upload(
-                            Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
-                        )
-                    found.append(Listed(obj.uri, 0, begun))
+            listed = islice(pages.paginate(Bucket=bucket, Prefix=key_prefix), LISTED_PAGES)
+            # every page checked before anything is aborted on it (as ``_pages``)
+            uploads = [upload for page in listed for upload in page.get("Uploads", [])]
+            for upload in uploads:
+                if not str(upload["Key"]).startswith(key_prefix):
+                    raise _hostile(prefix, str(upload["Key"]), "not under it")
+            for upload in uploads:
+                begun = upload["Initiated"].timestamp()
+                obj = S3Object(bucket, upload["Key"])
+                if remove and begun < before:
+                    self.client().abort_multipart_upload(
+                        Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
+                    )
+                found.append(Listed(obj.uri, 0, begun))
         return found
 
     def now(self) -> float:
@@ -365,3 +377,44 @@ class S3Conditional:
         except botocore.exceptions.BotoCoreError as exc:
             raise s3_error(exc, what="S3: the store's clock") from None
         return self._date(reply)
+
+
+def _pages(client: Any, bucket: str, key_prefix: str, *, where: str) -> Iterator[dict[str, Any]]:
+    """A listing's pages, each believed only once checked, or NetworkError (exit 5) naming
+    ``where``: every name starts with the prefix asked and was not named before (a listing names
+    each once: one that repeats is looping; its order is not every store's promise, S3 Express's
+    directory buckets keep none); one that says more follow goes on with its continuation token
+    (none: the listing is incomplete, never taken as everything), within ``LISTED_PAGES`` and
+    ``EMPTY_PAGES``."""
+    asked = {"Bucket": bucket, "Prefix": key_prefix}
+    seen: set[str] = set()
+    empty = 0
+    for _ in range(LISTED_PAGES):
+        page = client.list_objects_v2(**asked)
+        keys = [str(item["Key"]) for item in page.get("Contents", [])]
+        for key in keys:
+            if not key.startswith(key_prefix) or key in seen:
+                raise _hostile(where, key, "again" if key in seen else "not under it")
+            seen.add(key)
+        yield page
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated"):
+            return
+        empty = 0 if keys else empty + 1
+        if not token or empty > EMPTY_PAGES:
+            why = "no continuation token" if not token else f"{empty} pages naming nothing"
+            raise NetworkError(
+                f"{where}: an incomplete listing: a page says more follow, with {why};"
+                " nothing is done on it"
+            )
+        asked["ContinuationToken"] = str(token)
+    raise NetworkError(
+        f"{where}: a listing of more than {LISTED_PAGES} pages; nothing is done on it"
+    )
+
+
+def _hostile(where: str, key: str, said: str) -> NetworkError:
+    return NetworkError(
+        f"{where}: a hostile listing names {printable(key, limit=120)!r} ({said}); nothing is done"
+        " on it"
+    )

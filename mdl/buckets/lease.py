@@ -56,12 +56,15 @@ STALL_TERMS = 3.0  # a follower gives up after this many terms without verified 
 SLOW_RATE = float(1 << 20)  # bytes/s: the slowest fill worth waiting for (the whole wait's bound)
 
 
-def numbered(writer: Writer, prefix: str) -> dict[int, Listed] | None:
+def numbered(
+    writer: Writer, prefix: str, cancel: threading.Event | None = None
+) -> dict[int, Listed] | None:
     """The objects right under ``prefix`` named as mdl names a part, by number; any other name is
     skipped and costs only its listing.
-    None: more than ``LISTED_LIMIT`` names, or a listing longer than ``LISTING_TIME``: unknown."""
+    None: more than ``LISTED_LIMIT`` names, or a listing longer than ``LISTING_TIME`` (or
+    ``cancel`` set: Ctrl-C): unknown."""
     found: dict[int, Listed] = {}
-    listing = Wait.within(LISTING_TIME)
+    listing = Wait.within(LISTING_TIME, cancel)
     for count, item in enumerate(writer.listing(prefix, most=LISTED_LIMIT + 1)):
         if count >= LISTED_LIMIT or listing.over:
             return None

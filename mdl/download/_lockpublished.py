@@ -13,12 +13,13 @@ import shlex
 from collections.abc import Iterable
 
 from mdl.buckets import versions
+from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import InterruptedByUserError, MdlError, NotFoundError
 from mdl.lockfile.model import Lock, LockedModel
-from mdl.redact import redact_url
+from mdl.redact import printable, redact_url
 from mdl.report import FileOutcome, failed
 from mdl.signing.statement import SIGNATURE_FILE
 
@@ -70,6 +71,7 @@ def _published(
         read = writer.read(uri, limit=versions.MAX_MANIFEST_BYTES, aged=False)
         found = versions.parse_manifest(read[0]) if read is not None else None
         if found is not None and found.model == spec.name and found.id == vid:
+            _held(writer, spec, prefix, found)
             log.info("%s: the version the lock pins is published (%s)", spec.name, redact_url(uri))
             return
     folder = versions.manifest_uri(prefix, spec.name, ids[0]).rsplit("/", 1)[0] + "/"
@@ -79,6 +81,26 @@ def _published(
         log.info("%s: no version of it is published to %s", spec.name, redact_url(prefix))
         return
     raise _unpublished(spec, locked, prefix, versions.manifest_uri(prefix, spec.name, ids[0]))
+
+
+def _held(writer: Writer, spec: ModelSpec, prefix: str, found: versions.Manifest) -> None:
+    """NotFoundError (exit 4) naming the files of the version ``found`` that ``prefix`` does not
+    hold at their size (a HEAD each): a manifest alone (planted: its id is public; or its objects
+    removed) is not the version nodes would find."""
+    files = {f.sha256: f for f in (*found.files, *filter(None, [found.signature]))}.values()
+    missing = []
+    for f in files:
+        seen = writer.head(f"{prefix.rstrip('/')}/{spec.name}/{f.sha256}")
+        if seen is None or seen.size != f.size:
+            missing.append(f.path)
+    if missing:
+        shown, name = redact_url(prefix), shlex.quote(spec.name)
+        raise NotFoundError(
+            f"{spec.name}: the version the lock pins has a manifest in {shown} but not its files"
+            f" ({printable(', '.join(sorted(missing)), limit=300)}); nodes would not find its"
+            " files in the bucket",
+            hint=f"publish it again: mdl pull {name}; mdl publish {name} --to {shlex.quote(shown)}",
+        )
 
 
 def _unpublished(spec: ModelSpec, locked: LockedModel, prefix: str, uri: str) -> NotFoundError:

@@ -95,6 +95,9 @@ class Swarm(AbstractContextManager["Swarm"]):
         self._polling = False
         self._looked = threading.Event()  # the first look of a fetch is done
         self._quiet = 0  # looks in a row that found nothing
+        # a listing of the parts failed or was too long to judge: parts are looked up by name from
+        # then on (a store whose listing lies or never ends costs one bounded listing, no more)
+        self._unlisted = False
         # the mirror's parts read on these, one look at a time: the caller's pool, made once for
         # the swarm and shut down after it (``_fill``: ``with``, the one way a pool is kept)
         self._readers = readers
@@ -257,12 +260,13 @@ class Swarm(AbstractContextManager["Swarm"]):
 
     def _found(self) -> list[int]:
         """Parts to read now (``READING``): the ones listed under the version's own set, or,
-        when that listing is too long to judge, a few held by others, by name."""
+        once that listing failed or was too long to judge, a few held by others, by name."""
         parts = self.parts
-        listed = _unless_failed(
-            lambda: numbered(parts.writer, parts.first.prefix),
+        listed = None if self._unlisted else _unless_failed(
+            lambda: numbered(parts.writer, parts.first.prefix, self.wait.cancel),
             f"{self.job.label}: a look at the mirror failed",
-        )
+        )  # fmt: skip
+        self._unlisted = listed is None
         sizes = None if listed is None else {n - 1: item.size for n, item in listed.items()}
         with self._lock:
             return self.state.found(sizes, lookups=LOOKUPS, most=READERS * 4)

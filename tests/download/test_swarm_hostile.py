@@ -7,6 +7,7 @@ test_swarm_processes.py)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -17,10 +18,11 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, transfer_job, wait_for
-from s3server import S3, s3, s3_server  # noqa: F401
+from s3server import S3, endless, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 from mdl import partsize
+from mdl.buckets import _s3conditional as conditional_module
 from mdl.buckets import lease as lease_module
 from mdl.buckets import names
 from mdl.buckets.lease import lease_body
@@ -33,6 +35,7 @@ from mdl.download import _parts as parts_module
 from mdl.download._parts import PartSet, Publisher
 from mdl.download.puller import pull_models
 from mdl.download.session import TERM_VARIABLE, FileSources
+from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
@@ -283,6 +286,50 @@ def test_junk_in_the_claims_and_parts_folders_sends_no_machine_to_the_origin_for
     )
     outcomes = [r.files[0] for r in reports]
     assert sum(o.streamed for o in outcomes) > 0, "no machine read a part of another"
+
+
+@pytest.mark.parametrize("fleet", ["s3"], indirect=True)
+def test_a_parts_listing_that_never_ends_costs_one_bounded_listing(
+    fleet: Fleet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    s3: S3,  # noqa: F811
+) -> None:
+    """Every page of every listing says more follow, with a new token each time (the parts
+    folder's names again, or none): each machine's listing is refused at its bound, the machine
+    looks parts up by name from then on (one listing a machine), and the fleet fetches the file
+    from the origin. (The store tells the truth after 3000 pages: a machine that would list for
+    ever ends the test.)"""
+    monkeypatch.setattr(conditional_module, "EMPTY_PAGES", 5, raising=False)
+    asked = itertools.count()
+    s3.cutter.listings = lambda query, body: endless(query, body) if next(asked) < 3000 else body
+    fleet.run(tmp_path, env={TERM_VARIABLE: "3"})
+    assert next(asked) <= MACHINES * (5 + 1), "one bounded listing a machine"
+
+
+@pytest.mark.parametrize("fleet", ["s3"], indirect=True)
+def test_a_stop_is_heard_while_the_parts_listing_never_ends(
+    fleet: Fleet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    s3: S3,  # noqa: F811
+) -> None:
+    """Ctrl-C (or SIGTERM: the same stop) while a machine lists a parts folder that never ends:
+    the listing ends at its bound and the run stops, interrupted, never listing on."""
+    monkeypatch.setattr(conditional_module, "EMPTY_PAGES", 5, raising=False)
+    asked, stop, at = itertools.count(), threading.Event(), []
+
+    def shape(query: str, body: bytes) -> bytes:
+        n = next(asked)
+        if "parts" in query and not stop.is_set():
+            at.append(n)
+            stop.set()
+        return endless(query, body) if n < 3000 else body
+
+    s3.cutter.listings = shape
+    with pytest.raises(InterruptedByUserError):
+        fleet.pull(tmp_path / "m", cancel=stop)
+    assert next(asked) - at[0] <= 5 + 1, "listed on after the stop"
 
 
 # --- 5. no range trust: the file lease ---

@@ -53,3 +53,20 @@ def test_lock_check_holds_the_lock_to_the_versions_published(
     assert mdl("publish", "llm", "--to", PREFIX).exit_code == 0
     again = mdl("lock", "--check")
     assert again.exit_code == 0, again.stderr
+
+
+def test_a_manifest_without_its_files_is_not_the_version(world: Path, s3: S3) -> None:
+    """The bucket holds the version's manifest (planted: its id is computable from the pins; or
+    left while its objects were removed) and not its objects: exit 4 naming the files, as when
+    there is no manifest at all."""
+    assert mdl("lock", "llm").exit_code == 0
+    assert mdl("pull", "llm", "--unsigned").exit_code == 0
+    assert mdl("publish", "llm", "--to", PREFIX).exit_code == 0
+    client = s3.client()
+    for item in client.list_objects_v2(Bucket="team-models", Prefix="hub/llm/")["Contents"]:
+        if item["Size"] == len(V1["model.safetensors"]):
+            client.delete_object(Bucket="team-models", Key=item["Key"])
+    checked = mdl("lock", "--check")
+    assert checked.exit_code == ExitCode.NOT_FOUND, checked.stderr
+    assert "llm: the version the lock pins has a manifest in s3://team-models/hub" in checked.stderr
+    assert "not its files (model.safetensors)" in checked.stderr

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, mdl, wait_for
-from s3server import ACCESS_KEY, S3, SECRET_KEY
+from s3server import ACCESS_KEY, S3, SECRET_KEY, endless
 from servers import HubServer, make_data
 from typer.testing import Result
 
@@ -351,6 +351,20 @@ def test_a_model_never_pulled_is_exit_4(seeded: Path, s3: S3) -> None:
     assert result.exit_code == ExitCode.NOT_FOUND, result.output
     assert "other: not on this disk" in result.stderr
     assert "mdl pull other" in result.stderr
+
+
+def test_a_listing_of_the_models_folder_that_never_ends_is_exit_5(seeded: Path, s3: S3) -> None:
+    """Every page says more follow, with a new token, and names the same objects again: publish
+    stops at the second page, naming the folder (no wait for ever, nothing uploaded)."""
+    to = ("--to", f"s3://{BUCKET}/hub", "--dest", str(seeded))
+    assert mdl("publish", "tiny", *to).exit_code == 0
+    s3.cutter.writes.clear()
+    told = iter(range(200))  # then the store's honest first page (the old code ends)
+    s3.cutter.listings = lambda query, body: endless(query, body) if next(told, -1) >= 0 else body
+    result = mdl("publish", "tiny", *to)
+    assert result.exit_code == ExitCode.NETWORK, result.output
+    assert f"s3://{BUCKET}/hub/tiny/: a hostile listing names" in result.stderr
+    assert s3.cutter.writes == []
 
 
 def test_a_missing_bucket_is_exit_4_and_denied_is_exit_3(
