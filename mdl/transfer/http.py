@@ -532,13 +532,19 @@ class Tries:
             if limit is not None
             else f"try {self.failures}, giving up in {human_seconds(max(left - delay, 0))}"
         )
-        line = f"{told}, retrying in {human_seconds(delay)} ({budget})"
-        # every wait is said: by its caller (a file's streams, its row), else to the run
+        self._say(exc, f"{told}, retrying in {human_seconds(delay)} ({budget})")
+        self._sleep(delay, exc)
+
+    def _say(self, exc: RetryableError, line: str) -> None:
+        """Every wait is said: by its caller (a file's streams: its row too), else to the run
+        (``RetryPolicy.said``); but the quick one of a host that never answered (offline is one
+        message, said within seconds)."""
+        if self.quick_unreachable and isinstance(exc, UnreachableError):
+            return
         if self.announce is not None:
             self.announce(self.failures, line)
         elif self.policy.said is not None:
             self.policy.said(self.what, line)
-        self._sleep(delay, exc)
 
     def _limit(self, exc: RetryableError) -> int | None:
         """The count of tries after the first this failure's kind gets (None: the time bounds
