@@ -53,8 +53,9 @@ class Progress:
         self.emit(Event("start", key, label, total, completed=completed, model=model, path=path))
 
     def waiting(self, key: str, message: str) -> None:
-        """Item ``key`` waits for something other than bytes (another run's lock); key ``""``: the
-        whole run waits (the Hub's rate limit), said even without a progress display."""
+        """Item ``key`` waits for something other than bytes (another run's lock, a retry); key
+        ``""``: a wait said on a line of its own, even without a progress display (the whole run's
+        on the Hub's rate limit, a wait before a retry: ``transfer.http.say_wait``)."""
         self.emit(Event("waiting", key, message=message))
 
     def advance(self, key: str, nbytes: int) -> None:

@@ -548,6 +548,8 @@ class Answer:
     drip_body: float | None = None
     close: bool = False  # close the connection after this answer
     phase: int | None = None
+    # False: no Content-Length, the body ends as the connection closes (RFC 9112 §6.3)
+    sized: bool = True
 
 
 Policy = Callable[[int, Seen, "ScriptedServer"], Answer | None]
@@ -745,7 +747,8 @@ class ScriptedServer:
                     self.policy(seen.index, seen, self) if self.policy else None
                 ) or self.reply(seen)
                 self._send(conn, seen, answer)
-                if answer.close or headers.get("connection", "").lower() == "close":
+                closes = answer.close or not answer.sized
+                if closes or headers.get("connection", "").lower() == "close":
                     return
         except OSError:
             pass  # the client went away (mdl drops answers it does not want): normal
@@ -764,8 +767,9 @@ class ScriptedServer:
         except ValueError:
             reason = "Whatever"
         headers = {"Date": http_date(time.time()), **answer.headers}
-        headers.setdefault("Content-Length", str(len(answer.body)))
-        if answer.close:
+        if answer.sized:
+            headers.setdefault("Content-Length", str(len(answer.body)))
+        if answer.close or not answer.sized:
             headers["Connection"] = "close"
         head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in headers.items()

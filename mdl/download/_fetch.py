@@ -466,6 +466,12 @@ def _act(
     result = _from_staged(session, job, remote)
     if result is None:
         fresh = action is Action.DOWNLOAD
+        if fresh and plan.partial_bytes:  # kept bytes of another version (``planned``)
+            kept = human_size(plan.partial_bytes)
+            session.progress.note(
+                f"{job.label}: {plan.decision.reason}; the {kept} kept are discarded, downloading"
+                " the new version"
+            )
         result = fetch_from_sources(session, job, remote, fresh=fresh, paused=paused)
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
@@ -515,10 +521,12 @@ def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
     Range answers 200 with the whole file)."""
     if result.resumed_from > 0:  # (a Xet fetch finds what it kept only as it starts)
         return f"{human_size(result.resumed_from)} already downloaded"
-    if plan.decision.action is not Action.RESUME:
+    if not plan.partial_bytes:
         return None
+    # (bytes of another version: the plan's reason says why they were not resumed)
+    planned = plan.decision.reason if plan.decision.action is not Action.RESUME else None
     return (
-        f"{result.discarded or 'the partial download could not be resumed'}; the"
+        f"{result.discarded or planned or 'the partial download could not be resumed'}; the"
         f" {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"
     )
 

@@ -93,6 +93,8 @@ def same_source(record: FileRecord, remote: RemoteFile) -> bool:
 
 
 UNNAMED = "the server names no version to compare with the one fetched before"
+# a partial download of another version than the one upstream names now
+CHANGED = "the file changed upstream"
 NEW_SOURCE = "another source than the one it was fetched from"
 # The reason of a present file fetched again because of --force: people read "re-downloaded", JSON
 # "downloaded".
@@ -257,9 +259,15 @@ def planned(remote: RemoteFile, placement: Placement, disk: OnDisk, *, force: bo
     the fetch's under the file's lock)."""
     # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it
     # aside.
-    partial = saved_progress(disk.state, identity_of(remote)) if disk.state else 0
-    local = LocalState.of(disk.final, partial_bytes=partial)
+    partial, same = saved_progress(disk.state, identity_of(remote)) if disk.state else (0, True)
+    local = LocalState.of(disk.final, partial_bytes=partial if same else 0)
     decision = decide(remote, disk.entry, local, force=force, unnamed=policy_of(remote).unnamed)
+    if not same and local.size is None and partial:
+        # a partial of another version (the file absent: ``_absent``): its bytes are thrown away,
+        # as the outcome says (its ``partial_bytes``)
+        decision = Decision(Action.DOWNLOAD, CHANGED)
+    elif not same:
+        partial = 0
     # a FIFO, socket or device where the file goes is never opened: the atomic rename replaces it
     warning = (
         f"{shown_path(disk.odd[0])} is {disk.odd[1]}, not a file; it is replaced"

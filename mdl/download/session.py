@@ -33,7 +33,7 @@ from mdl.store.layout import Layout
 from mdl.store.store import Store
 from mdl.transfer.connection import origin
 from mdl.transfer.context import JobContext, Ledger
-from mdl.transfer.http import Credentials, RetryPolicy
+from mdl.transfer.http import Credentials, RetryPolicy, say_wait
 from mdl.transfer.job import Landing, PartSource, TransferJob, TransferResult
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import discard_partial
@@ -74,7 +74,12 @@ class PullSession:
         self.environ = dict(settings.environ or {})
         self.owned = RunOwned(
             settings,
-            retry=RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time),
+            # every wait before a retry said (a file's probe, the Hub's API): a line, no row
+            retry=RetryPolicy(
+                retries=settings.retries,
+                max_time=settings.retry_max_time,
+                said=partial(say_wait, progress, row=False),
+            ),
             progress=progress,
             cancel=self.cancel,
             releases=demand.releases if demand is not None else None,

@@ -15,6 +15,7 @@ from mdl.progress import Progress
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._state import DownloadState
 from mdl.transfer.failures import RetryableError, transport_error
+from mdl.transfer.http import say_wait
 from mdl.transfer.job import EngineConfig, Opening, RangesIgnoredError
 from mdl.transfer.replies import locate
 from mdl.transfer.scheduling import RateLimiter, StreamStopped
@@ -114,9 +115,10 @@ class Shared:
             if state.announced.get(kind, 0) >= count:
                 return
             state.announced[kind] = count
-        self.progress.note(f"{state.job.label}: {text}")
-        if kind == "retry":  # its row says it waits, and when it tries again, till bytes come
-            self.progress.waiting(state.job.label, text)
+        if kind == "retry":  # said as every wait before a retry is
+            say_wait(self.progress, state.job.label, text)
+        else:
+            self.progress.note(f"{state.job.label}: {text}")
 
     def ignored_range(self, state: DownloadState) -> None:
         """Say once that the bytes on disk are thrown away: a resume the display announced is not
@@ -135,7 +137,7 @@ class Shared:
             what=state.job.label,
             wait=self.cancel.wait,
             on_retry=state.job.retries.add,
-            announce=lambda _, line: self.progress.note(f"{state.job.label}: {line}"),
+            announce=lambda _, line: say_wait(self.progress, state.job.label, line),
         )
 
 

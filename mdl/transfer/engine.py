@@ -17,6 +17,7 @@ from mdl.transfer import small
 from mdl.transfer._part import PartFetch
 from mdl.transfer._shared import Shared
 from mdl.transfer.context import JobContext, Ledger
+from mdl.transfer.http import say_wait
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import probe
 from mdl.transfer.resume import load_state
@@ -125,6 +126,8 @@ class Engine(Shared):
             what=job.label,
             wait=self.cancel.wait,
             on_retry=job.retries.add,
+            # (its row: a failed fetch's finish ends it)
+            announce=lambda _, line: say_wait(self.progress, job.label, line),
         )
         # else no ranges here (or a coded body): one stream, as before; from the whole file the
         # probe is reading (ranges ignored), if it is

@@ -8,10 +8,19 @@ import re
 from contextlib import suppress
 from urllib.parse import urlsplit
 
+import httpcore2
 import httpx2
 
 from mdl.errors import AuthError, MdlError, NetworkError
-from mdl.redact import Secrets, hide_cut_secret, is_secret_param, printable, redact_text, safe_text
+from mdl.redact import (
+    Secrets,
+    hide_cut_secret,
+    is_secret_param,
+    printable,
+    redact_text,
+    redact_url,
+    safe_text,
+)
 from mdl.report import SERVER_TEXT_LIMIT
 from mdl.transfer._headers import retry_after_seconds
 from mdl.transfer.connection import Proxy
@@ -212,6 +221,13 @@ def transport_error(
             hint=f"check the proxy, or add {host} to NO_PROXY to go direct",
         )
     through = f" through {proxy.describe()}" if proxy is not None else ""
+    if _head_too_long(exc):  # it answered: a count of tries, as for a 5xx
+        limit = getattr(httpcore2.HTTP11Connection, "MAX_INCOMPLETE_EVENT_SIZE", None)
+        over = f"exceed {limit // 1024} KiB" if isinstance(limit, int) else "are too long"
+        shown = safe_text(redact_url(url), limit=200)
+        return RetryableError(
+            f"{what}: the server's reply headers {over} ({shown}{through})", answered=True
+        )
     if isinstance(exc, httpx2.TimeoutException):
         return UnreachableError(f"{what}: {who} {_silent(exc)}{through}", hint=hint)
     if isinstance(exc, httpx2.ConnectError):
@@ -219,6 +235,19 @@ def transport_error(
         verb = "cannot reach" if server else "cannot connect to"
         return UnreachableError(f"{what}: {verb} {who}{through}: {reason}", hint=hint)
     return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
+
+
+def _head_too_long(exc: BaseException) -> bool:
+    """Whether h11 refused the reply's status line and headers for their size: the one error it
+    gives ``error_status_hint`` 431 (Request Header Fields Too Large), under the HTTP library's."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # (httpx2's, httpcore2's, h11's: a chain of a few)
+        if cause is None:
+            break
+        if getattr(cause, "error_status_hint", None) == 431:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _silent(exc: httpx2.TimeoutException) -> str:

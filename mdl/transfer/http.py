@@ -27,6 +27,7 @@ from mdl.errors import (
     WebPageError,
 )
 from mdl.paths import is_model_file_name, names_model_file
+from mdl.progress import Progress
 from mdl.redact import Secrets, is_signed_url, printable, redact_url, safe_text, unshown
 from mdl.transfer._files import FolderTransport
 from mdl.transfer._headers import retry_after_seconds as retry_after_seconds
@@ -438,6 +439,9 @@ class RetryPolicy(NamedTuple):
     max_time: float = RETRY_MAX_TIME
     clock: Callable[[], float] = time.monotonic
     virtual: bool = False  # ``sleep`` is a test's clock: waits call it (and hear a cancel first)
+    # who hears a wait before a retry whose caller says none of its own (what, line): the run's
+    # display (``say_wait``), whatever the request (a probe, the Hub's API, a Xet CAS)
+    said: Callable[[str, str], None] | None = None
 
     def delay(self, attempt: int, *, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -462,6 +466,16 @@ class RetryPolicy(NamedTuple):
                 return call()
             except RetryableError as exc:
                 tries.failed(exc)
+
+
+def say_wait(progress: Progress, what: str, line: str, *, row: bool = True) -> None:
+    """How a wait before a retry is said, whatever the phase: ``what: line`` on a line of its own
+    in every display but -q's (``--no-progress`` and cron too; a ``note`` event with --progress
+    json), and (``row``: its item ends with a finish, ok or not) ``what``'s row waits till bytes
+    come."""
+    progress.waiting("", f"{what}: {line}")
+    if row:
+        progress.waiting(what, line)
 
 
 class Tries:
@@ -517,19 +531,27 @@ class Tries:
         log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
         if self.on_retry is not None:
             self.on_retry(said)
-        if self.announce is not None:
-            told = (
-                f"connection lost ({said})"
-                if lost and not isinstance(exc, UnreachableError)
-                else said
-            )
-            budget = (
-                f"{self.failures}/{limit}"
-                if limit is not None
-                else f"try {self.failures}, giving up in {human_seconds(max(left - delay, 0))}"
-            )
-            self.announce(self.failures, f"{told}, retrying in {human_seconds(delay)} ({budget})")
+        told = (
+            f"connection lost ({said})" if lost and not isinstance(exc, UnreachableError) else said
+        )
+        budget = (
+            f"{self.failures}/{limit}"
+            if limit is not None
+            else f"try {self.failures}, giving up in {human_seconds(max(left - delay, 0))}"
+        )
+        self._say(exc, f"{told}, retrying in {human_seconds(delay)} ({budget})")
         self._sleep(delay, exc)
+
+    def _say(self, exc: RetryableError, line: str) -> None:
+        """Every wait is said: by its caller (a file's streams: its row too), else to the run
+        (``RetryPolicy.said``); but the quick one of a host that never answered (offline is one
+        message, said within seconds)."""
+        if self.quick_unreachable and isinstance(exc, UnreachableError):
+            return
+        if self.announce is not None:
+            self.announce(self.failures, line)
+        elif self.policy.said is not None:
+            self.policy.said(self.what, line)
 
     def _limit(self, exc: RetryableError) -> int | None:
         """The count of tries after the first this failure's kind gets (None: the time bounds

@@ -81,11 +81,13 @@ class RetryLog:
 
 
 class Opening:
-    """A probe's unread answer, bytes ``[0, end)``: taken by one stream (``with`` it), closed by
-    the last holder.
+    """A probe's unread answer, bytes ``[0, end)`` (``end`` None: to the body's end, its length
+    unsaid): taken by one stream (``with`` it), closed by the last holder.
     """
 
-    def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
+    def __init__(
+        self, response: httpx2.Response, close: Callable[[], None], *, end: int | None
+    ) -> None:
         self.response, self.end, self._close = response, end, close
         self._lock = threading.Lock()
         self._taken = False

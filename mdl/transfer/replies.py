@@ -92,29 +92,27 @@ def probe(
                 client, url, credentials=credentials, headers=asked, what=what, saved_as=saved_as
             )
         )
-        if response.status_code in (200, 206) and is_encoded(response, what=what):
-            # Its lengths count coded bytes and its ETag names the coding: size and version unknown
-            # till decoded.
-            return Probed(str(response.url), None, None, ranged=False)
+        # Its lengths count coded bytes and its ETag names the coding: size and version unknown
+        # till decoded.
+        encoded = response.status_code in (200, 206) and is_encoded(response, what=what)
         span = _first_bytes(response, what=what, credentials=credentials)
-        etag, modified = validators(response)
+        etag, modified = (None, None) if encoded else validators(response)
         opening = None
-        # the file from byte 0, its size known
-        carried = carry and span.start == 0 and span.total is not None
-        if carried and span.end is not None:
-            # the download reads on, and closes it: a 206 from byte 0, or a 200 (Range ignored)
-            # that is the whole file, which asking again would only fetch a second time
+        if carry and span.start == 0:
+            # The file from byte 0 (a 206; a 200, Range ignored; one of no length, chunked or
+            # close-delimited; a coded one): the download reads on, and closes it. Asking again
+            # would fetch it a second time, and a one-time link not at all.
             opening = Opening(response, stack.pop_all().close, end=span.end)
-        elif span.ranged:
+        elif span.ranged and not encoded:
             drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
         return Probed(
             str(response.url),
             span.total,
             etag or modified,
-            span.ranged,
+            span.ranged and not encoded,
             opening,
-            served_sha256(response.headers),
+            None if encoded else served_sha256(response.headers),
         )
 
 

@@ -394,15 +394,15 @@ def planted(job: TransferJob, found: os.stat_result) -> bool:
     return foreign is not None
 
 
-def saved_progress(state_path: Path, identity: Identity) -> int:
-    """Bytes a resume record of this identity says are on disk, for planning (the preallocated
-    ``.part`` cannot).
+def saved_progress(state_path: Path, identity: Identity) -> tuple[int, bool]:
+    """Bytes a resume record says are on disk, for planning (the preallocated ``.part`` cannot),
+    and whether they are of this identity (else of another version: a fetch discards them).
     """
     try:
         saved, pieces, *_ = _read_state(state_path, state_path.parent)
     except (OSError, ValueError, MdlError):
-        return 0
-    return sum(piece.done for piece in pieces) if saved.matches(identity) else 0
+        return 0, True
+    return sum(piece.done for piece in pieces), saved.matches(identity)
 
 
 def seed(job: TransferJob, ranges: list[tuple[int, int]], *, cut: int | None = None) -> None:

@@ -14,7 +14,6 @@ import os
 import httpx2
 
 from mdl.errors import InterruptedByUserError, LocalFSError, NetworkError, disk_error
-from mdl.progress import Progress
 from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._headers import is_encoded
@@ -23,7 +22,7 @@ from mdl.transfer.body import promised, read_body
 from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.failures import ExpiredURLError, RetryableError
 from mdl.transfer.hasher import Hasher
-from mdl.transfer.http import Tries, error_for_status, follow
+from mdl.transfer.http import Tries, error_for_status, follow, say_wait
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import validators
 from mdl.transfer.resume import discard_partial, finish_part, job_root
@@ -49,12 +48,6 @@ def fits(shared: Shared, job: TransferJob, beside: JobContext) -> bool:
     )
 
 
-def said(progress: Progress, label: str, line: str) -> None:
-    """A retry's line, and its row's wait till bytes come (the wait, and when it tries again)."""
-    progress.note(f"{label}: {line}")
-    progress.waiting(label, line)
-
-
 def fetch(
     shared: Shared, job: TransferJob, dirs: DirSyncs | None, ledger: Ledger
 ) -> TransferResult:
@@ -69,7 +62,7 @@ def fetch(
         label,
         wait=shared.cancel.wait,
         on_retry=job.retries.add,
-        announce=lambda _, line: said(shared.progress, label, line),
+        announce=lambda _, line: say_wait(shared.progress, label, line),
         # its size came from an answer (the Hub's listing, a probe): a refusal now is a link down
         quick_unreachable=False,
     )

@@ -281,8 +281,8 @@ def test_saved_progress_is_a_byte_count(text: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "a.part.json"
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        done = saved_progress(path, Identity(300, SHA, None, '"e"'))
-    assert type(done) is int and 0 <= done <= 300
+        done, same = saved_progress(path, Identity(300, SHA, None, '"e"'))
+    assert type(done) is int and done >= 0 and (done <= 300 or not same)
 
 
 def test_the_record_written_by_save_is_accepted() -> None:

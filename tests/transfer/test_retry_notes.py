@@ -18,6 +18,7 @@ import pytest
 from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
+from mdl.cli.render.progress import said_alone
 from mdl.progress import Event, NullProgress
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
@@ -26,19 +27,23 @@ from mdl.transfer.scheduling import MiB
 
 
 class Notes(NullProgress):
-    """Keeps the notes and the starts (a real Progress, not the thing under test)."""
+    """Keeps the lines said on their own (notes, and waits said so: ``said_alone``), the rows'
+    waits and the starts (a real Progress, not the thing under test)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.notes: list[str] = []
+        self.rows: list[tuple[str, str]] = []
         self.starts: list[tuple[str, str | None, str | None]] = []
 
     def emit(self, event: Event) -> None:
         with self.lock:
             if event.kind == "start":
                 self.starts.append((event.key, event.model, event.path))
-            elif event.kind == "note":
+            elif said_alone(event):
                 self.notes.append(event.message)
+            elif event.kind == "waiting":
+                self.rows.append((event.key, event.message))
 
 
 @pytest.fixture
@@ -172,3 +177,19 @@ def test_a_503_while_locating_a_split_file_is_told_too(
         f"m/f.bin: HTTP 503 from {url}: injected 503 error from the test server, retrying in 1 s"
         " (1/2)"
     ]
+
+
+def test_a_503_to_the_first_request_of_a_file_of_unknown_size_is_told_too(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    """The engine's own probe (a pull's fetch of a URL it knows no size of) waits as its streams
+    do: one line, and the file's row waits till bytes come."""
+    data = make_data(20_000, seed=67)
+    url = cdn.add_file("/f.bin", data)
+    cdn.faults.add(Fault.http_error(503, retry_after=0))
+    progress = Notes()
+    engine(client, progress, retries=2).fetch(transfer_job(tmp_path, url, model="m", path="f.bin"))
+    assert (tmp_path / "dest" / "m" / "f.bin").read_bytes() == data
+    said = f"HTTP 503 from {url}: injected 503 error from the test server, retrying in 0 s (1/2)"
+    assert progress.notes == [f"m/f.bin: {said}"]
+    assert progress.rows == [("m/f.bin", said)]

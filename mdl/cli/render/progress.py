@@ -340,8 +340,8 @@ def _progress_text(item: Item, rate: float | None) -> str:
 
 
 class RunWaits(PlainReporter):
-    """``--no-progress``: no progress, but a wait of the whole run (the Hub's rate limit) is a line
-    of its own, as a cron log needs (-q: none)."""
+    """``--no-progress``: no progress, but a wait said on a line of its own (the Hub's rate limit,
+    a wait before a retry) is one, as a cron log needs (-q: none)."""
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
         if event.kind == "waiting" and not event.key:
