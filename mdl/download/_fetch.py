@@ -287,7 +287,9 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
         # entry, linked above); the record of another commit's (its own snapshot entry) goes to
         # ``earlier``, for prune to free (put when the record held another, as the look found it).
-        entry = entry._replace(source=remote.source, commit=remote.commit)
+        entry = entry._replace(
+            source=remote.source, commit=remote.commit, xet=entry.xet or plan.placement.xet
+        )
         if plan.disk.current != entry:
             session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = (
@@ -510,8 +512,9 @@ def job_of(session: PullSession, plan: PlannedFile, retries: RetryLog) -> Transf
     # or not. A signed model's files are held to their signature whatever --no-verify says: the
     # catalog asks for it.
     verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
+    # into the repo blob: huggingface_hub's link to its shared entry replaced, never written through
     return transfer_job(
-        session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries
+        session, remote, plan.placement.store, plan.placement.blob, verify=verify, retries=retries
     )
 
 
@@ -609,11 +612,13 @@ def _record(
         # record's Xet hash binds it to the file's (``PullSession.xet_bound``), never the Hub's word
         xet, reused, fetched = result.xet, result.reused, result.fetched
         checked = result.xet is not None
-    try:
-        mtime_ns = plan.placement.final.stat().st_mtime_ns
+    else:  # found in huggingface_hub's shared store: the Xet hash its entry is named by
+        xet = xet or plan.placement.xet
+    try:  # (the repo blob: what a transfer wrote, else huggingface_hub's link to what was found)
+        mtime_ns = plan.placement.blob.stat().st_mtime_ns
     except OSError as exc:
         raise LocalFSError(
-            f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}"
+            f"{label_of(remote)}: {plan.placement.blob} vanished: {exc.strerror or exc}"
         ) from exc
     return FileRecord(
         remote.path,

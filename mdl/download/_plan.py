@@ -244,6 +244,7 @@ def placed(layout: Layout, file: RemoteFile, *, offline: bool) -> tuple[Placemen
             sha256=file.sha256,
             git_oid=file.git_oid,
             revision=file.revision,
+            xet=file.xet.hash if file.xet is not None else None,
         )
     except MdlError:
         if offline:  # never pulled: where it would go is only known upstream

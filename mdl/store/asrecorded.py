@@ -11,7 +11,7 @@ import stat as st
 from collections.abc import Callable
 from pathlib import Path
 
-from mdl.errors import MdlError
+from mdl.errors import MdlError, UnsafePathError
 from mdl.store import confined
 from mdl.store.filesystem import hash_descriptor
 from mdl.store.layout import Layout, Placement
@@ -25,6 +25,8 @@ def place_of(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
         return layout.place(
             model, entry.path, source=entry.source, sha256=entry.sha256, git_oid=entry.git_oid
         )
+    except UnsafePathError:  # a link on the way: refused, as by every command
+        raise
     except MdlError:
         return None
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec, ModelSpec
-from mdl.errors import LocalFSError, MdlError
+from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.redact import redact_url
 from mdl.report import Done
 from mdl.store import confined
@@ -162,6 +162,8 @@ def file_state(
         placement = layout.place(
             model, path, source=entry.source if entry else source, sha256=sha256, git_oid=git_oid
         )
+    except UnsafePathError:  # a link on the way: refused, as by every command
+        raise
     except MdlError:  # where it goes cannot be known yet (a Hub file never pulled, hf-cache)
         return MISSING, None
     placement, stat = _look_at(placement)
@@ -279,6 +281,11 @@ def _local_file(
     if entry is not None and state not in (MISSING, PARTIAL) and known is None:
         state = OUTDATED
     shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
+    if placement is None and (want.sha256 or want.git_oid):  # named by where it would be opened
+        with contextlib.suppress(MdlError):
+            shown = layout.place(
+                model, want.path, source=want.source, sha256=want.sha256, git_oid=want.git_oid
+            ).shown
     verified = entry.verified if entry is not None else None
     size, sha256 = _size_and_sha256(want, known)
     return LocalFile(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mdl.catalog.settings import Settings
-from mdl.errors import LocalFSError, MdlError, UsageError
+from mdl.errors import HubReplyError, LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import (
@@ -83,7 +83,9 @@ def signed_name(path: str, source: str) -> str:
 class Placement(NamedTuple):
     """Where one file's verified bytes go, and what else must point at them."""
 
-    final: Path  # the atomic-rename target (a blob, in the Hugging Face cache)
+    # where its bytes are: the atomic-rename target (a blob, in the Hugging Face cache), or the
+    # shared entry huggingface_hub's link there leads to (read only: a fetch writes ``blob``)
+    final: Path
     shown: Path  # the path programs open (the snapshot entry, in the Hugging Face cache)
     store: Store  # partials and locks for this file (same filesystem as ``final``)
     # a lock shared with huggingface_hub; None: the store's own per-file lock
@@ -91,22 +93,29 @@ class Placement(NamedTuple):
     link: Path | None = None  # the snapshot symlink to point at ``final``
     ref: tuple[Path, str] | None = None  # refs/<revision> and the commit it must name
     # huggingface_hub's link ``blobs/<etag>`` when ``final`` is the entry of its shared Xet store it
-    # leads to
+    # leads to, named by the file's Xet hash
     shared_via: Path | None = None
 
     @property
     def blob(self) -> Path:
         """The repo's ``blobs/<etag>`` entry, which the snapshot entry names (the file itself,
-        when plain).
+        when plain): where a fetch puts the file, replacing huggingface_hub's link to its shared
+        entry, never written through (the entry is another repo's file too).
         """
         return self.shared_via or self.final
+
+    @property
+    def xet(self) -> str | None:
+        """The Xet hash naming huggingface_hub's shared entry the file is read from (None: not
+        read from one)."""
+        return self.final.name if self.shared_via is not None else None
 
     def check_writable(self, *, label: str, fine: set[Path]) -> None:
         """Refuse (exit 7), before any byte is fetched, a file that cannot be created where it
         goes (``fine``: ``creatable_problem``'s, shared by the files of a plan).
         """
         partial, _ = self.store.part_paths("", label)
-        for target in dict.fromkeys((self.final, self.shown, partial)):
+        for target in dict.fromkeys((self.blob, self.shown, partial)):
             if (problem := creatable_problem(target, fine)) is not None:
                 raise LocalFSError(
                     f"{shown_path(label)}: cannot be saved at {shown_path(target)}: {problem}"
@@ -173,31 +182,56 @@ class Layout:
         sha256: str | None,
         git_oid: str | None,
         revision: str | None = None,
+        xet: str | None = None,
     ) -> Placement:
+        """Where the file goes (``xet``: its Xet hash as the Hub's listing or the lock names it,
+        else as its record has it); UnsafePathError (exit 2) naming a link on the way below the
+        root, for every command alike (the writes' own walk refuses one planted later)."""
         if self.cache is None or (hub := parse_hub_source(source)) is None:
             final = self.plain.final_path(model, path)
+            refuse_links(self.plain.dest, final.parent)
             return Placement(final=final, shown=final, store=self.plain)
         label = f"{model}/{path}"
+        # what the Hub said of the file, not the user's input (exit 5)
+        hint = "check HF_ENDPOINT: a mirror or a proxy that rewrites the Hub's headers"
         if hub.commit is None or not GIT_OID_HEX.fullmatch(hub.commit):
-            raise UsageError(
-                f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF"
-                " cache"
+            raise HubReplyError(
+                f"{label}: the Hub did not name the commit of {hub.repo} (X-Repo-Commit); cannot"
+                " place it in the Hugging Face cache",
+                hint=hint,
             )
-        if (etag := git_oid or sha256) is None or not re.fullmatch(BLOB_NAME, etag):
-            raise UsageError(
-                f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache"
-            )
-        repo_dir = self.cache.dest / repo_folder(hub.repo, hub.repo_type)
+        root = self.cache.dest
+        repo_dir = root / repo_folder(hub.repo, hub.repo_type)
         in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
         link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
-        lock = self.cache.dest / ".locks" / repo_dir.name / f"{etag}.lock"
-        ref = self.ref_for(source, revision, label=label)
+        refuse_links(root, repo_dir / "blobs")
+        refuse_links(root, link.parent)
+        if (etag := git_oid or sha256) is None or not re.fullmatch(BLOB_NAME, etag):
+            raise HubReplyError(
+                f"{label}: the Hub named no sha256 or git blob id for {source} (X-Linked-Etag,"
+                " else ETag) to name its blob by in the Hugging Face cache",
+                hint=hint,
+            )
         blob = repo_dir / "blobs" / etag
-        shared = shared_blob(self.cache.dest, blob)
+        lock = root / ".locks" / repo_dir.name / f"{etag}.lock"
+        ref = self.ref_for(source, revision, label=label)
+        shared = shared_blob(root, blob)
+        # huggingface_hub's entry is this file's only when named by the file's Xet hash: another
+        # file's (a link a co-tenant planted) is never read, and never written: the link is
+        # replaced
+        if shared is not None and shared.name != (xet or self._recorded_xet(model, path, etag)):
+            shared = None
         via = blob if shared is not None else None
         return Placement(
             shared or blob, link, self.cache, lock=lock, link=link, ref=ref, shared_via=via
         )
+
+    def _recorded_xet(self, model: str, path: str, etag: str) -> str | None:
+        """The Xet hash the record keeps for the file of content ``etag`` (sha256 or git blob
+        id)."""
+        sha256, git_oid = (etag, None) if len(etag) == 64 else (None, etag)
+        entry = self.records.entry(model, path, sha256=sha256, git_oid=git_oid)
+        return entry.xet if entry is not None else None
 
     def store_for(self, source: str) -> Store:
         """The store a file from ``source`` goes into (its partials and locks): the cache for Hub
@@ -291,7 +325,8 @@ def shared_blob(cache_root: Path, blob: Path) -> Path | None:
     huggingface_hub >= 2.4) that the repo blob ``blob`` is huggingface_hub's link to, or None. Such
     a link is read through, a planted one never: it must be relative, lead (as written, never
     resolved through another link) into the marked store of the same cache, to a regular file
-    reached without a link on the way; anything else is no blob to read, as before."""
+    reached without a link on the way; anything else is no blob to read, as before. (Whose file
+    it is, its name says: ``Layout.place``.)"""
     try:
         # (the common case, in one call: a blob file, or none yet)
         if not st.S_ISLNK(os.lstat(blob).st_mode):
@@ -317,6 +352,24 @@ def shared_blob(cache_root: Path, blob: Path) -> Path | None:
     except (OSError, MdlError):
         return None
     return entry if marker == b"1\n" and st.S_ISREG(found.st_mode) else None
+
+
+def refuse_links(root: Path, folder: Path) -> None:
+    """UnsafePathError (exit 2) naming the first symbolic link among the folders from below
+    ``root`` down to ``folder``: nothing below a root mdl manages is followed, whichever command
+    looks (a folder not there yet, or a name the filesystem refuses, is for what follows to say)."""
+    depth = len(root.parts)
+    for end in range(depth + 1, len(folder.parts) + 1):
+        step = Path(*folder.parts[:end])
+        try:
+            found = os.lstat(step)
+        except OSError:
+            return
+        if st.S_ISLNK(found.st_mode):
+            raise UnsafePathError(
+                f"{step} is a symbolic link; mdl never follows links inside {root}",
+                hint="move the folder back in place of the link",
+            )
 
 
 def check_folder(path: Path, *, what: str) -> None:

@@ -205,6 +205,10 @@ def transport_error(
     else retryable).
     """
     parts = urlsplit(url)
+    # ``url`` says what was asked (the Xet storage), not where: the request that failed says where
+    if not parts.netloc and isinstance(exc, httpx2.RequestError):
+        with suppress(RuntimeError):  # (one raised without its request)
+            parts = urlsplit(str(exc.request.url))
     host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
     who = server or parts.netloc.rsplit("@", 1)[-1]
     reason = printable(redact_text(str(exc)), limit=300) or type(exc).__name__

@@ -77,9 +77,20 @@ class Cas:
 
     def _ask_token(self, url: str, what: str) -> XetToken:
         def once() -> XetToken:
-            with follow(self.client, url, credentials=self.hub(), what=what) as response:
+            credentials = self.hub()
+            with follow(self.client, url, credentials=credentials, what=what) as response:
                 if response.status_code != 200:
-                    raise error_for_status(response, what=what, hub=True)
+                    error = error_for_status(response, what=what, hub=True)
+                    # a refusal from where the token never went (a redirect off the Hub) is no
+                    # refusal of it: the plain path, as when no token can be had
+                    if isinstance(error, AuthError) and (
+                        origin(str(response.url)) != credentials.hub_origin
+                    ):
+                        raise XetFallback(
+                            f"no Xet read token: {redact_url(str(response.url))}, off the Hub's"
+                            f" origin, answered HTTP {response.status_code}"
+                        )
+                    raise error
                 body = self._read(response, TOKEN_MAX, what=what)
                 try:
                     return parse_token(body)

@@ -109,6 +109,21 @@ def test_a_redirects_sha256_never_replaces_the_catalogs_pin(
     assert not world.cdn.log.records()  # refused before a byte was asked
 
 
+def test_a_malformed_etag_in_the_hf_cache_is_the_hubs_reply_not_bad_input(
+    world: LyingHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain layout needs no blob name; the Hugging Face cache names the blob by it: an
+    ``X-Linked-Etag`` that is no sha256 is what the Hub said wrong (exit 5), never written."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    world.lies = {"X-Linked-Etag": '"../../../evil"', "ETag": '"../../../evil"'}
+    result = mdl("pull", "m", "--layout", "hf-cache")
+    assert result.exit_code == ExitCode.NETWORK, result.output
+    commit = world.repo("org/m").sha
+    said = f"m/w.safetensors: the Hub named no sha256 or git blob id for hf://org/m@{commit}/"
+    assert said in result.stderr and "check HF_ENDPOINT" in result.stderr, result.stderr
+    assert not (tmp_path / "evil").exists()
+
+
 def test_a_locked_pull_checks_the_locks_sha256_not_the_redirects(
     world: LyingHub, tmp_path: Path
 ) -> None:

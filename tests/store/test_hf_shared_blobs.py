@@ -141,18 +141,98 @@ def test_a_shared_store_entry_laid_out_as_huggingface_hub_does_is_read(
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     assert mdl("pull", "m", "--no-progress").exit_code == 0
     repo_blob = cache / "models--org--m" / "blobs" / SHA
-    # the real writer of the layout
-    from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
-
     xet_hash = hashlib.sha256(b"a xet hash").hexdigest()
-    assert publish_blob_to_shared_store(
-        blob_path=str(repo_blob), xet_hash=xet_hash, cache_dir=cache, expected_size=len(DATA)
-    )
-    assert repo_blob.is_symlink()
+    hub.xet_hashes[SHA] = xet_hash  # the listing names the file's Xet hash, as the Hub's does
+    entry = _published(cache, repo_blob, xet_hash)
     hub.cdn.log.clear()
     result = mdl("pull", "m", "--no-progress")
     assert result.exit_code == 0, result.stderr
     assert hub.cdn.log.body_bytes() == 0
-    assert (
-        repo_blob.is_symlink() and (cache / "blobs" / xet_hash[:2] / xet_hash).read_bytes() == DATA
+    assert repo_blob.is_symlink() and entry.read_bytes() == DATA
+    verified = mdl("verify", "m", "--json")  # the record keeps the Xet hash that names the entry
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert mdl("pull", "m", "--no-progress").exit_code == 0
+    assert repo_blob.is_symlink() and hub.cdn.log.body_bytes() == 0
+
+
+def _published(cache: Path, repo_blob: Path, xet_hash: str) -> Path:
+    """The repo blob moved into huggingface_hub's shared store by its own publisher (the real
+    writer of the layout); returns its entry there."""
+    from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
+
+    size = repo_blob.stat().st_size
+    assert publish_blob_to_shared_store(
+        blob_path=str(repo_blob), xet_hash=xet_hash, cache_dir=cache, expected_size=size
     )
+    assert repo_blob.is_symlink()
+    return cache / "blobs" / xet_hash[:2] / xet_hash
+
+
+def _as_it_is(path: Path) -> tuple[bytes, int, int]:
+    found = path.stat()
+    return path.read_bytes(), found.st_ino, found.st_mode
+
+
+def test_a_link_to_another_files_shared_entry_is_replaced_never_written_through(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A co-tenant links repo a's blob, as huggingface_hub writes links, to the shared entry of
+    repo b's file: the entry is b's (its name is b's Xet hash, not a's), so a's file is fetched and
+    the link replaced; b's entry keeps its bytes, inode and huggingface_hub's read-only mode."""
+    other = make_data(3 << 20, seed=72)
+    hub.add_repo("org/a", {WEIGHTS: DATA})
+    hub.add_repo("org/b", {WEIGHTS: other})
+    b_hash = hashlib.sha256(b"xet hash of b").hexdigest()
+    hub.xet_hashes[hashlib.sha256(other).hexdigest()] = b_hash
+    cache = tmp_path / "hf-cache"
+    catalog = '[settings]\nlayout = "hf-cache"\n[models.a]\nrepo = "org/a"\n'
+    use_catalog(tmp_path, monkeypatch, catalog + '[models.b]\nrepo = "org/b"\n', endpoint=hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    assert mdl("pull", "--all", "--no-progress").exit_code == 0
+    blob_a = cache / "models--org--a" / "blobs" / SHA
+    blob_b = cache / "models--org--b" / "blobs" / hashlib.sha256(other).hexdigest()
+    entry_b = _published(cache, blob_b, b_hash)
+    blob_a.unlink()
+    blob_a.symlink_to(os.readlink(blob_b))
+    before = _as_it_is(entry_b)
+
+    result = mdl("pull", "--all", "--json", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert _as_it_is(entry_b) == before, "another repo's file was written through a link"
+    assert not blob_a.is_symlink() and blob_a.read_bytes() == DATA
+    actions = {f["model"]: f["action"] for f in json.loads(result.stdout)["files"]}
+    assert actions["b"] == "skipped", actions  # its own link, named by its Xet hash
+    verified = mdl("verify", "--all", "--json")
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+    assert blob_b.is_symlink() and _as_it_is(entry_b) == before
+
+
+def test_a_repair_replaces_the_link_never_the_shared_entry(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's own shared entry (named by its Xet hash) holds other bytes: the repair writes
+    the repo blob in place of huggingface_hub's link, never the entry other repos may link to."""
+    hub.add_repo("org/m", {WEIGHTS: DATA})
+    xet_hash = hashlib.sha256(b"xet hash of m").hexdigest()
+    hub.xet_hashes[SHA] = xet_hash
+    cache = tmp_path / "hf-cache"
+    use_catalog(tmp_path, monkeypatch, CATALOG, endpoint=hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    assert mdl("pull", "m", "--no-progress").exit_code == 0
+    repo_blob = cache / "models--org--m" / "blobs" / SHA
+    entry = _published(cache, repo_blob, xet_hash)
+    mode = entry.stat().st_mode
+    entry.chmod(0o600)
+    entry.write_bytes(make_data(len(DATA), seed=73))  # damaged in place
+    entry.chmod(mode)
+    before = _as_it_is(entry)
+
+    result = mdl("pull", "m", "--json", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert [f["action"] for f in json.loads(result.stdout)["files"]] == ["repaired"]
+    assert _as_it_is(entry) == before, "the shared entry was written"
+    assert not repo_blob.is_symlink() and repo_blob.read_bytes() == DATA
+    snapshot = next((cache / "models--org--m" / "snapshots").iterdir())
+    assert (snapshot / WEIGHTS).read_bytes() == DATA
+    assert mdl("verify", "m").exit_code == 0

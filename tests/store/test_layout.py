@@ -19,7 +19,7 @@ from runfixtures import mdl
 from servers import HubServer, git_blob_sha1, make_data
 
 from mdl.catalog.settings import build_settings, hf_hub_cache
-from mdl.errors import ExitCode, UsageError
+from mdl.errors import ExitCode, MdlError
 from mdl.setting import Overrides
 from mdl.store.layout import Layout, parse_hub_source
 from mdl.store.store import Store
@@ -292,6 +292,23 @@ def test_offline_pull_needs_no_network_and_names_what_is_missing(
         assert (cache / "models--org--tiny" / "snapshots" / commit / "config.json").exists()
 
 
+def test_a_file_its_record_lost_is_missing_where_programs_open_it(
+    env: HubServer, cache: Path
+) -> None:
+    """The listing names the file (its sha256 places it), its record does not: verify's
+    "missing" names its snapshot entry, not the repo's folder."""
+    assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
+    store = Store(cache, state_dir=cache / ".locks" / "mdl")
+    store.drop_from_record("tiny", ("model.safetensors",))
+    (cache / "models--org--tiny" / "blobs" / sha256(WEIGHTS)).unlink()
+    result = mdl("verify", "tiny", "--layout", "hf-cache", "--json")
+    assert result.exit_code == 4, result.output
+    (found,) = [f for f in json.loads(result.stdout)["files"] if f["action"] == "missing"]
+    entry = cache / "models--org--tiny" / "snapshots" / env.repo("org/tiny").sha
+    assert found["dest"] == str(entry / "model.safetensors"), found
+    assert f"tiny/model.safetensors: missing ({entry / 'model.safetensors'})" in result.stderr
+
+
 def test_cache_location_matches_huggingface_hub(tmp_path: Path) -> None:
     cases = [
         {"HF_HUB_CACHE": str(tmp_path / "a")},
@@ -353,18 +370,23 @@ def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
         "m", "a.bin", source=f"hf://o/r@{'a' * 40}/a.bin", sha256="b" * 64, git_oid=None
     )
     assert good.final == tmp_path / "models--o--r" / "blobs" / ("b" * 64)
+    # what the Hub failed to say is its reply's fault (exit 5), a hostile path is refused (exit 2)
+    no_commit = "m/a.bin: the Hub did not name the commit of o/r"
     refused = [
-        ("hf://o/r/a.bin", "b" * 64, "m/a.bin: the Hub did not name the commit of o/r"),
-        ("hf://o/r@../../x/a.bin", "b" * 64, "m/a.bin: the Hub did not name the commit of o/r"),
-        (f"hf://o/r@{'a' * 40}/../../evil", "b" * 64, "m/a.bin: path in o/r"),
-        (f"hf://o/r@{'a' * 40}/a.bin", None, "m/a.bin: no sha256 or git blob id to name its blob"),
+        ("hf://o/r/a.bin", "b" * 64, ExitCode.NETWORK, no_commit),
+        ("hf://o/r@../../x/a.bin", "b" * 64, ExitCode.NETWORK, no_commit),
+        (f"hf://o/r@{'a' * 40}/../../evil", "b" * 64, ExitCode.USAGE, "m/a.bin: path in o/r"),
+        (
+            f"hf://o/r@{'a' * 40}/a.bin",
+            "../../../evil",
+            ExitCode.NETWORK,
+            f"m/a.bin: the Hub named no sha256 or git blob id for hf://o/r@{'a' * 40}/a.bin",
+        ),
     ]
-    for source, sha, message in refused:
-        with pytest.raises(UsageError) as info:
+    for source, sha, code, message in refused:
+        with pytest.raises(MdlError) as info:
             layout.place("m", "a.bin", source=source, sha256=sha, git_oid=None)
-        assert info.value.exit_code == ExitCode.USAGE and info.value.message.startswith(message), (
-            info.value
-        )
+        assert info.value.exit_code == code and info.value.message.startswith(message), info.value
     url = layout.place("m", "a.bin", source="https://cdn.example/a.bin", sha256=None, git_oid=None)
     assert url.final == tmp_path / "d" / "m" / "a.bin" and url.link is None
     ds = parse_hub_source(f"hf://datasets/o/r@{'c' * 40}/x/y.json")

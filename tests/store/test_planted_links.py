@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -398,3 +399,36 @@ def test_hf_cache_entries_mdl_manages_are_never_written_through(
     result = world.mdl("pull", "tiny", "--layout", "hf-cache")
     check(result, link)
     assert snapshot(world.outside) == before, f"pull wrote through {rel}"
+
+
+@pytest.mark.parametrize(
+    ("layout", "moved"),
+    [
+        ("plain", "tiny"),
+        ("plain", "tiny/nested"),
+        ("hf-cache", "models--org--tiny"),
+        ("hf-cache", "models--org--tiny/blobs"),
+        ("hf-cache", "models--org--tiny/snapshots"),
+        ("hf-cache", "models--org--tiny/snapshots/{commit}"),
+        ("hf-cache", "models--org--tiny/snapshots/{commit}/nested"),
+    ],
+)
+def test_a_folder_moved_out_and_linked_back_is_refused_by_every_command(
+    world: World, layout: str, moved: str
+) -> None:
+    """A folder a pull filled, moved out of the destination (or cache) and a link left in its
+    place: every command refuses it alike, exit 2 naming the link and nothing on stdout (none reads
+    through it, as a forced pull never did, nor calls the files missing)."""
+    assert world.mdl("pull", "tiny", "--layout", layout).exit_code == 0
+    root = world.dest if layout == "plain" else world.cache
+    folder = root / moved.format(commit=world.hub.repo("org/tiny").head.sha)
+    away = world.root / "away"
+    shutil.move(folder, away)
+    folder.symlink_to(away)
+    before = snapshot(away)
+    for command in (("pull", "tiny"), ("verify", "tiny"), ("list",), ("pull", "tiny", "--force")):
+        result = world.mdl(*command, "--layout", layout)
+        said = f"{folder} is a symbolic link; mdl never follows links inside {root}"
+        assert result.exit_code == 2 and said in result.stderr, (command, text_of(result))
+        assert result.stdout == "", (command, result.stdout)
+    assert snapshot(away) == before and folder.is_symlink()

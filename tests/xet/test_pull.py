@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -225,6 +226,24 @@ def test_a_refused_hub_token_is_exit_3(
     assert not _installed(catalog).exists()
 
 
+def test_a_token_url_redirected_off_the_hub_falls_back_to_plain_http(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read token's URL redirected to another origin (the Hub token is not sent there): its
+    401 refuses no token of the user's, so the file comes over plain HTTP, never exit 3."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    data = make_data(1 << 20, seed=17)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, private=True)
+    asks = "/api/models/org/m/xet-read-token/"
+    elsewhere = xet_hub.url.replace("127.0.0.1", "localhost")  # the same server, another origin
+    redirect = Fault.http_error(307, path_prefix=asks, headers={})
+    redirect.headers["Location"] = f"{elsewhere}{asks}"
+    xet_hub.faults.add(redirect)
+    _falls_back(xet_hub, catalog, data, "off the Hub's origin, answered HTTP 401")
+    offsite = [r for r in xet_hub.log.records() if not r.headers.get("host", "").startswith("127.")]
+    assert offsite and all(bearer(r) is None for r in offsite), "the token left the Hub"
+
+
 def _falls_back(hub: XetHubServer, catalog: Path, data: bytes, why: str) -> None:
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
@@ -243,6 +262,15 @@ def test_a_cas_that_is_down_falls_back_quickly(xet_hub: XetHubServer, catalog: P
     xet_hub.add_repo("org/m", {WEIGHTS: data})
     xet_hub.cas.down = "503"
     _falls_back(xet_hub, catalog, data, "Xet storage failed")
+
+
+def test_a_xorb_stream_cut_short_falls_back_naming_where_it_came_from(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    data = make_data(1 << 20, seed=16)
+    xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="lz4")
+    xet_hub.cas.faults.add(Fault.reset(1000, path_prefix="/xorb/", times=None))
+    _falls_back(xet_hub, catalog, data, f"error from {urlsplit(xet_hub.cas.url).netloc}: ")
 
 
 def test_an_unknown_chunk_version_falls_back(xet_hub: XetHubServer, catalog: Path) -> None:
