@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdl.background import Background
-from mdl.download._outcomes import done_outcome
+from mdl.download._outcomes import done_outcome, resume_reason
 from mdl.download._plan import Action, PlannedFile, identity_of, offline_error, planned
 from mdl.download._workers import Crew
 from mdl.download.session import FileSources, PullSession, label_of
@@ -499,7 +499,7 @@ def _act(
             size=size,
             sha256=sha256,
             result=result,
-            reason=_resume_reason(plan, result),
+            reason=resume_reason(plan, result),
         ),
         record,
     )
@@ -515,22 +515,6 @@ def job_of(session: PullSession, plan: PlannedFile, retries: RetryLog) -> Transf
     # into the repo blob: huggingface_hub's link to its shared entry replaced, never written through
     return transfer_job(
         session, remote, plan.placement.store, plan.placement.blob, verify=verify, retries=retries
-    )
-
-
-def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
-    """What became of a resume, in words that are true once it is done (None: not one): the bytes
-    it went on from, or why the kept ones of a planned one were thrown away (a server that ignores
-    Range answers 200 with the whole file)."""
-    if result.resumed_from > 0:  # (a Xet fetch finds what it kept only as it starts)
-        return f"{human_size(result.resumed_from)} already downloaded"
-    if not plan.partial_bytes:
-        return None
-    # (bytes of another version: the plan's reason says why they were not resumed)
-    planned = plan.decision.reason if plan.decision.action is not Action.RESUME else None
-    return (
-        f"{result.discarded or planned or 'the partial download could not be resumed'}; the"
-        f" {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"
     )
 
 

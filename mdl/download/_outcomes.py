@@ -14,6 +14,7 @@ from mdl.report import FileOutcome, log_outcome
 from mdl.store.filesystem import hash_file
 from mdl.store.records import FileRecord
 from mdl.transfer.job import TransferResult
+from mdl.units import human_size
 
 # a file get finds in place with the bytes asked for: kept, whoever wrote it
 SAME_BYTES = "already there, same bytes"
@@ -155,3 +156,19 @@ def still_verified(path: Path, entry: FileRecord | None) -> bool:
         return found.st_mtime_ns == entry.mtime_ns or hash_file(path)[1] == entry.sha256
     except OSError:
         return False
+
+
+def resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
+    """What became of a resume, in words that are true once it is done (None: not one): the bytes
+    it went on from, or why the kept ones of a planned one were thrown away (a server that ignores
+    Range answers 200 with the whole file)."""
+    if result.resumed_from > 0:  # (a Xet fetch finds what it kept only as it starts)
+        return f"{human_size(result.resumed_from)} already downloaded"
+    if not plan.partial_bytes:
+        return None
+    # (bytes of another version: the plan's reason says why they were not resumed)
+    planned = plan.decision.reason if plan.decision.action is not Action.RESUME else None
+    return (
+        f"{result.discarded or planned or 'the partial download could not be resumed'}; the"
+        f" {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"
+    )

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 from contextlib import suppress
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpcore2
 import httpx2
 
-from mdl.errors import AuthError, MdlError, NetworkError
+from mdl.errors import AuthError, MdlError, NetworkError, causes
 from mdl.redact import (
     Secrets,
     hide_cut_secret,
@@ -204,11 +204,7 @@ def transport_error(
     """A transport failure in one line naming the proxy, server or certificate (refused: final,
     else retryable).
     """
-    parts = urlsplit(url)
-    # ``url`` says what was asked (the Xet storage), not where: the request that failed says where
-    if not parts.netloc and isinstance(exc, httpx2.RequestError):
-        with suppress(RuntimeError):  # (one raised without its request)
-            parts = urlsplit(str(exc.request.url))
+    parts = _asked_at(exc, url)
     host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
     who = server or parts.netloc.rsplit("@", 1)[-1]
     reason = printable(redact_text(str(exc)), limit=300) or type(exc).__name__
@@ -225,13 +221,8 @@ def transport_error(
             hint=f"check the proxy, or add {host} to NO_PROXY to go direct",
         )
     through = f" through {proxy.describe()}" if proxy is not None else ""
-    if _head_too_long(exc):  # it answered: a count of tries, as for a 5xx
-        limit = getattr(httpcore2.HTTP11Connection, "MAX_INCOMPLETE_EVENT_SIZE", None)
-        over = f"exceed {limit // 1024} KiB" if isinstance(limit, int) else "are too long"
-        shown = safe_text(redact_url(url), limit=200)
-        return RetryableError(
-            f"{what}: the server's reply headers {over} ({shown}{through})", answered=True
-        )
+    if any(getattr(cause, "error_status_hint", None) == 431 for cause in causes(exc)):
+        return _head_too_long(what=what, url=url, through=through)
     if isinstance(exc, httpx2.TimeoutException):
         return UnreachableError(f"{what}: {who} {_silent(exc)}{through}", hint=hint)
     if isinstance(exc, httpx2.ConnectError):
@@ -241,17 +232,26 @@ def transport_error(
     return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
 
 
-def _head_too_long(exc: BaseException) -> bool:
-    """Whether h11 refused the reply's status line and headers for their size: the one error it
-    gives ``error_status_hint`` 431 (Request Header Fields Too Large), under the HTTP library's."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # (httpx2's, httpcore2's, h11's: a chain of a few)
-        if cause is None:
-            break
-        if getattr(cause, "error_status_hint", None) == 431:
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
+def _asked_at(exc: Exception, url: str) -> SplitResult:
+    """Where the failed request went: ``url``, unless it says only what was asked (the Xet
+    storage): then the request's own URL."""
+    parts = urlsplit(url)
+    if not parts.netloc and isinstance(exc, httpx2.RequestError):
+        with suppress(RuntimeError):  # (one raised without its request)
+            parts = urlsplit(str(exc.request.url))
+    return parts
+
+
+def _head_too_long(*, what: str, url: str, through: str) -> RetryableError:
+    """h11 refused the reply's status line and headers for their size (its one error with
+    ``error_status_hint`` 431, under the HTTP library's): the server answered, a count of tries
+    as for a 5xx."""
+    limit = getattr(httpcore2.HTTP11Connection, "MAX_INCOMPLETE_EVENT_SIZE", None)
+    over = f"exceed {limit // 1024} KiB" if isinstance(limit, int) else "are too long"
+    shown = safe_text(redact_url(url), limit=200)
+    return RetryableError(
+        f"{what}: the server's reply headers {over} ({shown}{through})", answered=True
+    )
 
 
 def _silent(exc: httpx2.TimeoutException) -> str:
