@@ -222,6 +222,9 @@ class Zygote:
             with self.changed:
                 if kind == "forked":
                     self._forked[int(first)] = int(second)
+                    # a pid used again (pid_max 32768 on a long run): the earlier child's exit is
+                    # not this one's (its "forked" line always comes before its "exit")
+                    self._exits.pop(int(second), None)
                 else:
                     self._exits[int(first)] = int(second)
                 self.changed.notify_all()
