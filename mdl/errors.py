@@ -47,17 +47,6 @@ EXIT_MEANINGS: dict[int, str] = {
 }
 
 
-# The characters a line of a message keeps: a server's URL or words may be of any length (a
-# 100 KB Location); its start and its end (where the reason is) are kept.
-MESSAGE_LINE = 1000
-
-
-def _bounded(line: str) -> str:
-    if len(line) <= MESSAGE_LINE:
-        return line
-    return f"{line[: MESSAGE_LINE * 3 // 4]}…{line[-MESSAGE_LINE // 4 :]}"
-
-
 class MdlError(Exception):
     """Base of every expected failure; ``str(err)`` is the one-line message shown to users."""
 
@@ -74,8 +63,7 @@ class MdlError(Exception):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # Messages quote servers, archives and file names: a control character never reaches a
         # caller unescaped.
-        lines = printable(message, multiline=self.multiline).split("\n")
-        self.message, self.hint = "\n".join(_bounded(line) for line in lines), hint
+        self.message, self.hint = printable(message, multiline=self.multiline), hint
         super().__init__(self.message)
         # For the log: the HTTP status and the server's own error text (sanitised) when a server
         # refused.

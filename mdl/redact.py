@@ -528,6 +528,8 @@ def redact_text(text: str, *, secrets: Secrets | None = None) -> str:
 # sink.
 _SURROGATES = "[\ud800-\udfff]"
 _NEWLINES = "[\t\n]"
+# The characters a line said at a sink keeps (after redaction: no secret is cut in two)
+LINE_LIMIT = 4000
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
@@ -561,8 +563,11 @@ def safe_text(
     """The one redaction, for text from outside (server replies, URLs, headers, error messages, log
     lines) at every sink: the run's ``secrets`` out as tokens, however quoted or reflowed, then
     control characters escaped, URLs' credentials and token-shaped values out, then cut (a secret is
-    never half-shown)."""
-    return _cut(_redact(text, secrets, multiline=multiline), limit)
+    never half-shown): to ``limit``, and each line to LINE_LIMIT."""
+    shown = _redact(text, secrets, multiline=multiline)
+    if len(shown) > LINE_LIMIT:  # (a server's URL or words of any length: a 100 KB Location)
+        shown = "\n".join(_cut(line, LINE_LIMIT) for line in shown.split("\n"))
+    return _cut(shown, limit)
 
 
 def shown_data(text: str) -> str:

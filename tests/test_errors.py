@@ -8,7 +8,6 @@ import gc
 import pytest
 
 from mdl.errors import (
-    MESSAGE_LINE,
     CatalogError,
     ExitCode,
     LocalFSError,
@@ -18,6 +17,7 @@ from mdl.errors import (
     error_for_exit_code,
     kind_words,
 )
+from mdl.redact import LINE_LIMIT, Secrets, safe_text
 
 
 @pytest.mark.parametrize("number", [errno.ENOSPC, errno.EDQUOT])
@@ -50,12 +50,14 @@ def test_an_exit_code_only_a_class_deeper_down_has_is_found_at_any_depth() -> No
         gc.collect()  # (__subclasses__ holds it weakly: no later test sees it)
 
 
-def test_a_line_of_any_length_a_server_wrote_keeps_its_start_and_its_reason() -> None:
-    huge = "http://127.0.0.1:1/" + "a" * 100_000
-    error = NetworkError(f"out.bin: invalid URL {huge}: URL too long")
-    assert len(error.message) <= MESSAGE_LINE + 1
-    assert error.message.startswith("out.bin: invalid URL http://127.0.0.1:1/aaa")
-    assert error.message.endswith("aaa: URL too long") and "…" in error.message
+def test_a_line_of_any_length_is_bounded_at_the_sink_never_through_a_secret() -> None:
+    secret = "Zq9Lm3Xv8Tr2Wp7Kd4HbN6cY1sF5gJ0e"  # an API key, no token shape a pattern knows
+    secrets = Secrets([secret])
+    for at in range(LINE_LIMIT - 40, LINE_LIMIT + 8):  # the secret across the cut, every way
+        line = NetworkError("x" * at + "/" + secret + "/" + "a" * 5_000 + ": URL too long").message
+        shown = safe_text(line, secrets=secrets)
+        assert len(shown) <= LINE_LIMIT + 1 and shown.startswith("xxx")
+        assert not any(secret[k : k + 8] in shown for k in range(len(secret) - 7)), at
 
 
 def test_a_message_is_one_line_whatever_a_name_in_it_holds() -> None:
