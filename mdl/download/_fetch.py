@@ -471,8 +471,7 @@ def _act(
         if fresh and plan.partial_bytes:  # kept bytes of another version (``planned``)
             kept = human_size(plan.partial_bytes)
             session.progress.note(
-                f"{job.label}: {plan.decision.reason}; the {kept} kept are discarded, downloading"
-                " the new version"
+                f"{job.label}: {plan.decision.reason}; the {kept} kept are discarded"
             )
         result = fetch_from_sources(session, job, remote, fresh=fresh, paused=paused)
         session.progress.finish(job.label, ok=True)

@@ -246,6 +246,8 @@ def placed(layout: Layout, file: RemoteFile, *, offline: bool) -> tuple[Placemen
             revision=file.revision,
             xet=file.xet.hash if file.xet is not None else None,
         )
+    except UnsafePathError:  # a link on the way: refused alike, offline too
+        raise
     except MdlError:
         if offline:  # never pulled: where it would go is only known upstream
             raise offline_error(file) from None

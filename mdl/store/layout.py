@@ -170,6 +170,9 @@ class Layout:
             else None
         )
         self.records = self.cache or self.plain  # the store whose records describe the models
+        # folders found no link (``refuse_links``), looked at once a run: a write refuses one
+        # planted later
+        self._unlinked: set[Path] = set()
         # where partials may be
         self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]
 
@@ -189,7 +192,7 @@ class Layout:
         root, for every command alike (the writes' own walk refuses one planted later)."""
         if self.cache is None or (hub := parse_hub_source(source)) is None:
             final = self.plain.final_path(model, path)
-            refuse_links(self.plain.dest, final.parent)
+            refuse_links(self.plain.dest, final.parent, self._unlinked)
             return Placement(final=final, shown=final, store=self.plain)
         label = f"{model}/{path}"
         # what the Hub said of the file, not the user's input (exit 5)
@@ -204,8 +207,8 @@ class Layout:
         repo_dir = root / repo_folder(hub.repo, hub.repo_type)
         in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
         link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
-        refuse_links(root, repo_dir / "blobs")
-        refuse_links(root, link.parent)
+        refuse_links(root, repo_dir / "blobs", self._unlinked)
+        refuse_links(root, link.parent, self._unlinked)
         if (etag := git_oid or sha256) is None or not re.fullmatch(BLOB_NAME, etag):
             raise HubReplyError(
                 f"{label}: the Hub named no sha256 or git blob id for {source} (X-Linked-Etag,"
@@ -354,13 +357,15 @@ def shared_blob(cache_root: Path, blob: Path) -> Path | None:
     return entry if marker == b"1\n" and st.S_ISREG(found.st_mode) else None
 
 
-def refuse_links(root: Path, folder: Path) -> None:
+def refuse_links(root: Path, folder: Path, unlinked: set[Path]) -> None:
     """UnsafePathError (exit 2) naming the first symbolic link among the folders from below
     ``root`` down to ``folder``: nothing below a root mdl manages is followed, whichever command
-    looks (a folder not there yet, or a name the filesystem refuses, is for what follows to say)."""
-    depth = len(root.parts)
-    for end in range(depth + 1, len(folder.parts) + 1):
+    looks (a folder not there yet, or a name the filesystem refuses, is for what follows to say).
+    ``unlinked``: the folders found none already (a plan's files share them), added to."""
+    for end in range(len(root.parts) + 1, len(folder.parts) + 1):
         step = Path(*folder.parts[:end])
+        if step in unlinked:
+            continue
         try:
             found = os.lstat(step)
         except OSError:
@@ -370,6 +375,7 @@ def refuse_links(root: Path, folder: Path) -> None:
                 f"{step} is a symbolic link; mdl never follows links inside {root}",
                 hint="move the folder back in place of the link",
             )
+        unlinked.add(step)
 
 
 def check_folder(path: Path, *, what: str) -> None:

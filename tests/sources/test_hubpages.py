@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mdl.errors import MdlError, UsageError
 from mdl.paths import parse_hf_uri
-from mdl.sources.hubpages import hub_page_as_hf
+from mdl.sources.hubpages import hub_page_as_hf, hub_words
 
 HUB = "https://huggingface.co"
 
@@ -244,3 +244,19 @@ def test_a_revision_is_requested_as_itself_or_refused(revision: str, api: bool) 
         path.removeprefix(prefix).removesuffix("/x.bin") if not api else path.removeprefix(prefix)
     )
     assert "/" not in segment and unquote(segment) == revision, (revision, url, path)
+
+
+@pytest.mark.parametrize(
+    ("words", "read"),
+    [
+        (["org/tiny", "config.json"], ["hf://org/tiny/config.json"]),
+        (["org/tiny", "onnx/model.onnx"], ["hf://org/tiny/onnx/model.onnx"]),
+        (["org/tiny", "org/other"], ["hf://org/tiny/org/other"]),  # hf's reading: a path in it
+        (["hf://org/tiny", "hf://org/other"], ["hf://org/tiny", "hf://org/other"]),
+        (["org/tiny", "./job.json"], ["hf://org/tiny", "./job.json"]),
+    ],
+)
+def test_words_after_a_repo_id_are_read_as_hf_download_reads_them(
+    words: list[str], read: list[str]
+) -> None:
+    assert hub_words(words, revision=None, repo_type=None, note=lambda _: None) == read

@@ -643,3 +643,33 @@ def test_offline_a_cached_file_of_another_commit_is_not_expected_of_the_records(
     adopted = adopt_cached(ModelSpec("models--org--x", repo="org/x"), record, tmp_path)
     assert adopted is not None and adopted.expected is not None
     assert sorted(adopted.expected) == ["config.json"]  # not the later commit's shard
+
+
+def test_a_plans_files_look_at_each_folder_on_their_way_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link check before a file is placed looks at each folder below the root once a run,
+    however many files share it (a 300-file repo: not a walk from the root per file)."""
+    settings = build_settings(
+        environ={"HF_HUB_CACHE": str(tmp_path)},
+        dest=tmp_path / "d",
+        flags=Overrides(layout="hf-cache"),
+    )
+    commit = "a" * 40
+    for folder in ("blobs", f"snapshots/{commit}/sub"):
+        (tmp_path / "models--o--r" / folder).mkdir(parents=True)
+    layout = Layout(settings)
+    looked: list[str] = []
+    real = os.lstat
+    monkeypatch.setattr(
+        os, "lstat", lambda path, *a, **k: looked.append(str(path)) or real(path, *a, **k)
+    )
+    for n in range(50):
+        sha = hashlib.sha256(str(n).encode()).hexdigest()
+        layout.place(
+            "m", f"sub/{n}.bin", source=f"hf://o/r@{commit}/sub/{n}.bin", sha256=sha, git_oid=None
+        )
+    folders = [
+        p for p in looked if not p.startswith(str(tmp_path / "models--o--r" / "blobs") + "/")
+    ]
+    assert len(folders) == len(set(folders)) <= 5, folders

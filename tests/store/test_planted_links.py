@@ -431,4 +431,8 @@ def test_a_folder_moved_out_and_linked_back_is_refused_by_every_command(
         said = f"{folder} is a symbolic link; mdl never follows links inside {root}"
         assert result.exit_code == 2 and said in result.stderr, (command, text_of(result))
         assert result.stdout == "", (command, result.stdout)
+    with pytest.MonkeyPatch.context() as offline:  # offline too: a link, not "must be fetched"
+        offline.setenv("HF_HUB_OFFLINE", "1")
+        result = world.mdl("pull", "tiny", "--layout", layout)
+    assert result.exit_code == 2 and said in result.stderr, text_of(result)
     assert snapshot(away) == before and folder.is_symlink()
