@@ -39,8 +39,8 @@ log = logging.getLogger("mdl.cli")
 # What a Ctrl-C (or SIGTERM) leaves behind, said after what was interrupted: each command's own
 # (README "Exit codes").
 KEPT_ON_INTERRUPT = {
-    "pull": "partial downloads were kept, run again to resume",
-    "get": "partial downloads were kept, run again to resume",
+    "pull": "what had arrived is kept, run again to resume",
+    "get": "what had arrived is kept, run again to resume",
     "publish": "files already uploaded are kept, run again to send the rest",
     "pack": (
         "the unfinished archive was removed (with -o -, what was written to stdout is incomplete)"

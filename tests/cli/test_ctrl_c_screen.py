@@ -47,7 +47,7 @@ def test_ctrl_c_leaves_one_final_frame(tmp_path: Path, columns: int) -> None:
     assert sorted(line.split()[0] for line in screen[rows + 1 : rows + 3]) == ["w.bin", "x.bin"], (
         "\n".join(screen)
     )
-    assert screen[-1].startswith("mdl: error: interrupted; partial downloads were kept"), "\n".join(
+    assert screen[-1].startswith("mdl: error: interrupted; what had arrived is kept"), "\n".join(
         screen
     )
     # the rows fill the line: where the echo used to wrap and shift the final redraw

@@ -37,7 +37,7 @@ from mdl.store import inventory
 
 MiB = 1024 * 1024
 INVENTORY = str(Path(inventory.__file__))  # a module's file that compiles
-KEPT_DOWNLOADS = "interrupted; partial downloads were kept, run again to resume"
+KEPT_DOWNLOADS = "interrupted; what had arrived is kept, run again to resume"
 
 
 def spawn(
@@ -128,7 +128,7 @@ def test_a_core_interruption_keeps_its_own_words_and_gets_the_commands(
         Run(command="pull"),
     )
     assert (
-        "tiny/w.bin: interrupted while waiting for a lock; partial downloads were kept"
+        "tiny/w.bin: interrupted while waiting for a lock; what had arrived is kept"
         in capsys.readouterr().err
     )
 
