@@ -108,20 +108,36 @@ CONFLICT = (
 )
 
 
-# what a lying store or proxy makes of a ListObjectsV2 page (its query, its body): ``Cutter.listings``
+# what a lying store or proxy makes of a ListObjectsV2 or ListMultipartUploads page (its query, its
+# body): ``Cutter.listings``
 Shape = Callable[[str, bytes], bytes]
+# a page's tokens: ListObjectsV2's, ListMultipartUploads' (both its markers)
+_TOKENED = rb"<(NextContinuationToken|NextKeyMarker|NextUploadIdMarker)>.*?</\1>"
 
 
 def truncated(query: str, body: bytes) -> bytes:
     """A page that says more follow and gives no token to ask for them."""
     body = body.replace(b"<IsTruncated>false</IsTruncated>", b"<IsTruncated>true</IsTruncated>")
-    return re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"", body)
+    return re.sub(_TOKENED, b"", body)
 
 
 def endless(query: str, body: bytes) -> bytes:
     """A page that says more follow, with a new token every time (the same names again)."""
-    token = b"<NextContinuationToken>%d</NextContinuationToken>" % next(_TOKENS)
-    return truncated(query, body).replace(b"</ListBucketResult>", token + b"</ListBucketResult>")
+    return tokened(next(_TOKENS))(query, body)
+
+
+def tokened(token: int) -> Shape:
+    """Pages that say more follow, with ``token`` as their token (each of the listing's)."""
+
+    def shape(query: str, body: bytes) -> bytes:
+        given = b"".join(
+            b"<%s>%d</%s>" % (name, token, name)
+            for name in (b"NextContinuationToken", b"NextKeyMarker", b"NextUploadIdMarker")
+        )
+        end = re.compile(rb"</(ListBucketResult|ListMultipartUploadsResult)>")
+        return end.sub(lambda m: given + m.group(0), truncated(query, body))
+
+    return shape
 
 
 _TOKENS = iter(range(1, 1 << 62))
@@ -233,7 +249,8 @@ class Cutter:
     def _listed(self, environ: dict[str, Any], start_response: Any, shape: Shape) -> Any:
         query = environ.get("QUERY_STRING", "")
         parts = query.split("&")
-        environ["QUERY_STRING"] = "&".join(p for p in parts if not p.startswith("continuation-"))
+        tokens = ("continuation-", "key-marker=", "upload-id-marker=")
+        environ["QUERY_STRING"] = "&".join(p for p in parts if not p.startswith(tokens))
         said: dict[str, Any] = {}
 
         def started(status: str, headers: list[tuple[str, str]], *_: Any) -> Any:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from itertools import islice
+from dataclasses import dataclass
 from typing import Any
 
 from mdl.buckets._parts import MiB
@@ -331,8 +331,8 @@ class S3Conditional:
             )
 
         with s3_errors(prefix, named):
-            for page in _pages(self.client(), bucket, key_prefix, where=prefix):
-                for item in page.get("Contents", []):
+            for page in _pages(self.client(), _OBJECTS, bucket, key_prefix, where=prefix):
+                for item in page:
                     yield Listed(
                         uri=f"s3://{bucket}/{item['Key']}",
                         size=int(item["Size"]),
@@ -345,14 +345,9 @@ class S3Conditional:
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         found: list[Listed] = []
         with s3_errors(prefix):
-            pages = self.client().get_paginator("list_multipart_uploads")
-            listed = islice(pages.paginate(Bucket=bucket, Prefix=key_prefix), LISTED_PAGES)
-            # every page checked before anything is aborted on it (as ``_pages``)
-            uploads = [upload for page in listed for upload in page.get("Uploads", [])]
-            for upload in uploads:
-                if not str(upload["Key"]).startswith(key_prefix):
-                    raise _hostile(prefix, str(upload["Key"]), "not under it")
-            for upload in uploads:
+            # every page checked before anything is aborted on it
+            pages = _pages(self.client(), _UPLOADS, bucket, key_prefix, where=prefix)
+            for upload in [upload for page in pages for upload in page]:
                 begun = upload["Initiated"].timestamp()
                 obj = S3Object(bucket, upload["Key"])
                 if remove and begun < before:
@@ -379,38 +374,94 @@ class S3Conditional:
         return self._date(reply)
 
 
-def _pages(client: Any, bucket: str, key_prefix: str, *, where: str) -> Iterator[dict[str, Any]]:
-    """A listing's pages, each believed only once checked, or NetworkError (exit 5) naming
-    ``where``: every name starts with the prefix asked and was not named before (a listing names
-    each once: one that repeats is looping; its order is not every store's promise, S3 Express's
-    directory buckets keep none); one that says more follow goes on with its continuation token
-    (none: the listing is incomplete, never taken as everything), within ``LISTED_PAGES`` and
-    ``EMPTY_PAGES``."""
+@dataclass(frozen=True)
+class _Paged:
+    """A paged S3 listing: its call, its reply's items (each named once by ``named``), and its
+    tokens (the reply's field each page gives, the request's field that asks for the next): the
+    first one a page that says more follow must give, the others sent when given (S3 Express's
+    directory buckets give no NextUploadIdMarker)."""
+
+    call: str
+    items: str
+    named: tuple[str, ...]
+    tokens: tuple[tuple[str, str], ...]
+
+
+_OBJECTS = _Paged(
+    "list_objects_v2", "Contents", ("Key",), (("NextContinuationToken", "ContinuationToken"),)
+)
+_UPLOADS = _Paged(
+    "list_multipart_uploads",
+    "Uploads",
+    ("Key", "UploadId"),
+    (("NextKeyMarker", "KeyMarker"), ("NextUploadIdMarker", "UploadIdMarker")),
+)
+
+
+def _pages(
+    client: Any, paged: _Paged, bucket: str, key_prefix: str, *, where: str
+) -> Iterator[list[dict[str, Any]]]:
+    """A listing's items a page at a time, each page believed only once checked, or NetworkError
+    (exit 5) naming ``where``: every item's key starts with the prefix asked and is not named
+    again on its page or the one before (a listing names each once: one that repeats is looping;
+    its order is not every store's promise, S3 Express's directory buckets keep none); a page
+    that says more follow goes on with its tokens, given (``_Paged``) and never given before (none:
+    the listing is incomplete, never taken as everything), within ``LISTED_PAGES`` and
+    ``EMPTY_PAGES``. What is held is a page's names and the tokens, not every name listed."""
     asked = {"Bucket": bucket, "Prefix": key_prefix}
-    seen: set[str] = set()
+    before: set[tuple[str, ...]] = set()
+    tokens: set[tuple[str, ...]] = set()
     empty = 0
     for _ in range(LISTED_PAGES):
-        page = client.list_objects_v2(**asked)
-        keys = [str(item["Key"]) for item in page.get("Contents", [])]
-        for key in keys:
-            if not key.startswith(key_prefix) or key in seen:
-                raise _hostile(where, key, "again" if key in seen else "not under it")
-            seen.add(key)
-        yield page
-        token = page.get("NextContinuationToken")
+        page = getattr(client, paged.call)(**asked)
+        items = page.get(paged.items, [])
+        named = _named(items, paged, key_prefix, before, where=where)
+        yield items
         if not page.get("IsTruncated"):
             return
-        empty = 0 if keys else empty + 1
-        if not token or empty > EMPTY_PAGES:
-            why = "no continuation token" if not token else f"{empty} pages naming nothing"
+        token = tuple(str(page.get(given) or "") for given, _ in paged.tokens)
+        empty, before = (0 if items else empty + 1), named
+        why = _unfollowed(token, tokens, empty)
+        if why is not None:
             raise NetworkError(
                 f"{where}: an incomplete listing: a page says more follow, with {why};"
                 " nothing is done on it"
             )
-        asked["ContinuationToken"] = str(token)
+        tokens.add(token)
+        asked.update({ask: got for (_, ask), got in zip(paged.tokens, token, strict=True) if got})
     raise NetworkError(
         f"{where}: a listing of more than {LISTED_PAGES} pages; nothing is done on it"
     )
+
+
+def _named(
+    items: list[dict[str, Any]],
+    paged: _Paged,
+    key_prefix: str,
+    before: set[tuple[str, ...]],
+    *,
+    where: str,
+) -> set[tuple[str, ...]]:
+    """A page's names (``_pages``), each under the prefix asked and named once on it and the page
+    ``before``."""
+    named: set[tuple[str, ...]] = set()
+    for item in items:
+        key, name = str(item["Key"]), tuple(str(item[field]) for field in paged.named)
+        again = name in named or name in before
+        if again or not key.startswith(key_prefix):
+            raise _hostile(where, key, "again" if again else "not under it")
+        named.add(name)
+    return named
+
+
+def _unfollowed(token: tuple[str, ...], tokens: set[tuple[str, ...]], empty: int) -> str | None:
+    """Why a page that says more follow is not followed (its ``token``, those given before, the
+    pages in a row naming nothing): None when it is."""
+    if not token[0]:
+        return "no continuation token"
+    if token in tokens:
+        return "a token it gave before"
+    return f"{empty} pages naming nothing" if empty > EMPTY_PAGES else None
 
 
 def _hostile(where: str, key: str, said: str) -> NetworkError:

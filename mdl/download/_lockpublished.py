@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from mdl.buckets import versions
 from mdl.buckets.protocol import Writer
@@ -24,6 +25,9 @@ from mdl.report import FileOutcome, failed
 from mdl.signing.statement import SIGNATURE_FILE
 
 log = logging.getLogger("mdl.lock")
+# a version's files looked at many at once (each look a round trip), within the connections an S3
+# client keeps (botocore's 10)
+HEAD_WORKERS = 8
 
 
 def checked_published(
@@ -85,14 +89,22 @@ def _published(
 
 def _held(writer: Writer, spec: ModelSpec, prefix: str, found: versions.Manifest) -> None:
     """NotFoundError (exit 4) naming the files of the version ``found`` that ``prefix`` does not
-    hold at their size (a HEAD each): a manifest alone (planted: its id is public; or its objects
-    removed) is not the version nodes would find."""
-    files = {f.sha256: f for f in (*found.files, *filter(None, [found.signature]))}.values()
-    missing = []
-    for f in files:
-        seen = writer.head(f"{prefix.rstrip('/')}/{spec.name}/{f.sha256}")
-        if seen is None or seen.size != f.size:
-            missing.append(f.path)
+    hold at their size (a HEAD each, ``HEAD_WORKERS`` at once, at the names publish gives them:
+    ``versions.template_of``): a manifest alone (planted: its id is public; or its objects removed)
+    is not the version nodes would find."""
+    files = [*{f.sha256: f for f in (*found.files, *filter(None, [found.signature]))}.values()]
+    template = versions.template_of(prefix)
+    pool = ThreadPoolExecutor(max_workers=HEAD_WORKERS)  # (a thread made per look, up to it)
+    try:
+        seen = list(
+            pool.map(
+                lambda f: writer.head(template.format(model=spec.name, sha256=f.sha256)), files
+            )
+        )
+    finally:
+        # Ctrl-C does not wait for hundreds of HEADs
+        pool.shutdown(wait=False, cancel_futures=True)
+    missing = [f.path for f, s in zip(files, seen, strict=True) if s is None or s.size != f.size]
     if missing:
         shown, name = redact_url(prefix), shlex.quote(spec.name)
         raise NotFoundError(

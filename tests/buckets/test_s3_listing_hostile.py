@@ -5,8 +5,10 @@ never "this is everything"."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
-from s3server import S3, endless, naming, s3, s3_server, truncated  # noqa: F401
+from s3server import S3, endless, naming, s3, s3_server, tokened, truncated  # noqa: F401
 
 from mdl.buckets import _s3conditional
 from mdl.buckets._s3write import S3Writer
@@ -93,3 +95,63 @@ def test_an_upload_outside_the_prefix_asked_is_never_aborted(s3: S3, writer: S3W
     s3.cutter.listings = None
     left = client.list_multipart_uploads(Bucket="mirror").get("Uploads", [])
     assert [u["UploadId"] for u in left] == [theirs]
+
+
+def test_a_token_given_again_is_refused(s3: S3, writer: S3Writer) -> None:  # noqa: F811
+    """Pages that loop by their tokens (1, 2, 1, …) end at the first token given again, not at a
+    bound."""
+    given = itertools.cycle([1, 2])
+    s3.cutter.listings = lambda query, body: tokened(next(given))(query, body)
+    with pytest.raises(NetworkError, match=r"s3://mirror/none/: an incomplete .*a token it gave"):
+        list(writer.listing("s3://mirror/none/"))
+
+
+@pytest.fixture
+def upload(s3: S3, writer: S3Writer) -> str:  # noqa: F811
+    """An upload under hub/ begun long before any ``before``: abandoned, to abort."""
+    return str(s3.client().create_multipart_upload(Bucket="mirror", Key="hub/m/e")["UploadId"])
+
+
+def _uploads(s3: S3) -> list[str]:  # noqa: F811
+    return [u["UploadId"] for u in s3.client().list_multipart_uploads(Bucket="mirror")["Uploads"]]
+
+
+def test_uploads_truncated_without_their_markers_are_incomplete(
+    s3: S3,  # noqa: F811
+    writer: S3Writer,
+    upload: str,
+) -> None:
+    """prune's look at abandoned uploads is the one checked listing too: a page that says more
+    follow with no markers to ask for them aborts nothing (boto's paginator ended quietly)."""
+    s3.cutter.listings = truncated
+    with pytest.raises(NetworkError, match=r"s3://mirror/hub/: an incomplete listing.*no contin"):
+        writer.abandoned("s3://mirror/hub/", before=float("inf"), remove=True)
+    s3.cutter.listings = None
+    assert _uploads(s3) == [upload]
+
+
+def test_uploads_named_again_are_refused_and_nothing_is_aborted(
+    s3: S3,  # noqa: F811
+    writer: S3Writer,
+    upload: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New markers every page, the same upload again: a loop, never "this is everything" (the
+    page bound cut such a listing quietly)."""
+    monkeypatch.setattr(_s3conditional, "LISTED_PAGES", 3)
+    s3.cutter.listings = endless
+    with pytest.raises(NetworkError, match=r"s3://mirror/hub/: a hostile listing .*hub/m/e.*again"):
+        writer.abandoned("s3://mirror/hub/", before=float("inf"), remove=True)
+    s3.cutter.listings = None
+    assert _uploads(s3) == [upload]
+
+
+def test_uploads_past_the_page_bound_are_refused(
+    s3: S3,  # noqa: F811
+    writer: S3Writer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_s3conditional, "LISTED_PAGES", 3)
+    s3.cutter.listings = endless
+    with pytest.raises(NetworkError, match=r"s3://mirror/none/: a listing of more than 3 pages"):
+        writer.abandoned("s3://mirror/none/", before=float("inf"), remove=True)

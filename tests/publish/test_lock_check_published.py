@@ -6,14 +6,20 @@ reason to fail."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from runfixtures import mdl, use_catalog
 from s3server import S3
 from servers import HubServer, make_data
 
-from mdl.errors import ExitCode
+from mdl.buckets import versions
+from mdl.buckets.protocol import Seen, Writer
+from mdl.catalog.specs import ModelSpec
+from mdl.download import _lockpublished
+from mdl.errors import ExitCode, NotFoundError
 
 PREFIX = "s3://team-models/hub"
 V1 = {"config.json": b'{"v": 1}\n', "model.safetensors": make_data(4000, "lcp-1")}
@@ -70,3 +76,32 @@ def test_a_manifest_without_its_files_is_not_the_version(world: Path, s3: S3) ->
     assert checked.exit_code == ExitCode.NOT_FOUND, checked.stderr
     assert "llm: the version the lock pins has a manifest in s3://team-models/hub" in checked.stderr
     assert "not its files (model.safetensors)" in checked.stderr
+
+
+class Meeting:
+    """A store whose HEADs answer only when ``looks`` are in flight at once (its deadline:
+    BrokenBarrierError): a check that looks at a version's files one at a time never passes."""
+
+    def __init__(self, looks: int, held: set[str]) -> None:
+        self.met, self.held, self.asked = threading.Barrier(looks, timeout=60), held, list[str]()
+
+    def head(self, uri: str) -> Seen | None:
+        self.met.wait()
+        self.asked.append(uri)
+        return Seen(etag="e", size=8, modified=0.0, now=0.0) if uri in self.held else None
+
+
+def test_a_versions_files_are_looked_at_together_at_their_published_names() -> None:
+    """300 files were 300 round trips in a row: they are looked at ``HEAD_WORKERS`` at once, each
+    at the name publish gives it (``versions.template_of``)."""
+    files = tuple(versions.ManifestFile(path=f"f{n}", size=8, sha256=f"{n:064x}") for n in range(4))
+    found = versions.Manifest(model="llm", id="0" * 64, files=files)
+    named = [f"{PREFIX}/llm/{f.sha256}" for f in files]
+    store = Meeting(4, held=set(named[1:]))
+    with pytest.raises(
+        NotFoundError,
+        match=r"has a manifest in s3://team-models/hub but not its"
+        r" files \(f0\)",
+    ):
+        _lockpublished._held(cast(Writer, cast(Any, store)), ModelSpec(name="llm"), PREFIX, found)
+    assert sorted(store.asked) == sorted(named)
