@@ -2,4 +2,4 @@
 (and the API).
 """
 
-__version__ = "0.22.4"
+__version__ = "0.23.0"
