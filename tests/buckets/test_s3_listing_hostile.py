@@ -57,25 +57,23 @@ def test_a_listing_that_names_its_keys_again_is_refused(s3: S3, writer: S3Writer
         list(writer.listing("s3://mirror/hub/"))
 
 
-def test_an_endless_listing_of_nothing_is_bounded(
+@pytest.mark.parametrize(
+    ("bound", "said"),
+    [
+        ("EMPTY_PAGES", r"an incomplete listing.*4 pages"),  # pages in a row that name nothing
+        ("LISTED_PAGES", r"a listing of more than 3 pages"),  # pages in all
+    ],
+)
+def test_an_endless_listing_is_bounded(
     s3: S3,  # noqa: F811
     writer: S3Writer,
     monkeypatch: pytest.MonkeyPatch,
+    bound: str,
+    said: str,
 ) -> None:
-    monkeypatch.setattr(_s3conditional, "EMPTY_PAGES", 3)
+    monkeypatch.setattr(_s3conditional, bound, 3)
     s3.cutter.listings = endless
-    with pytest.raises(NetworkError, match=r"s3://mirror/none/: an incomplete listing.*4 pages"):
-        list(writer.listing("s3://mirror/none/"))
-
-
-def test_a_listing_is_bounded_in_pages(
-    s3: S3,  # noqa: F811
-    writer: S3Writer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_s3conditional, "LISTED_PAGES", 3)
-    s3.cutter.listings = endless
-    with pytest.raises(NetworkError, match=r"s3://mirror/none/: a listing of more than 3 pages"):
+    with pytest.raises(NetworkError, match=rf"s3://mirror/none/: {said}"):
         list(writer.listing("s3://mirror/none/"))
 
 
