@@ -304,9 +304,9 @@ def test_a_parts_listing_that_never_ends_costs_one_bounded_listing(
     asked = itertools.count()
     s3.cutter.listings = lambda query, body: endless(query, body) if next(asked) < 3000 else body
     fleet.run(tmp_path, env={TERM_VARIABLE: "3"})
-    # one bounded listing a fetch (one that begins again on a loaded box lists once more): the
-    # old code listed till the store told the truth (3,010 pages)
-    assert next(asked) <= 2 * MACHINES * (5 + 1), "one bounded listing a fetch"
+    # a bounded listing or two a machine (a loaded CI run saw four listings for three machines,
+    # not traced); the old code listed till the store told the truth (3,010 pages)
+    assert next(asked) <= 2 * MACHINES * (5 + 1), "a bounded listing or two a machine"
 
 
 @pytest.mark.parametrize("fleet", ["s3"], indirect=True)
