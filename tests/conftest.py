@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scratch
 from hypothesis import settings
 from profiles import DEV_EXAMPLES, GATE_SHARE, HYPOTHESIS_DEFAULT
 from rewrites import rewrite_my_share
@@ -49,6 +50,9 @@ settings.load_profile(
 # process that starts the workers, before it starts them.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
+
+# before xdist starts the workers: they, and every process they start, inherit its TMPDIR
+SCRATCH = scratch.in_memory()
 
 NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 
@@ -140,6 +144,22 @@ FIRST = (
     "tests/xet/test_replies.py",
     "tests/xet/test_pull.py",
 )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The run's scratch removed once it passed, else named (its failed tests' folders)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    kept = scratch.done(
+        SCRATCH, passed=exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+    )
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    if kept is not None and terminal is not None:
+        terminal.write("\n")  # (after the progress line, which has not ended)
+        terminal.write_line(
+            f"mdl tests: the failed tests' folders are kept in {kept} (in memory: remove it when done)"
+        )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,0 +1,55 @@
+"""The suite's scratch in memory: ``tmp_path``, ``tempfile`` and every child's temporary files under one
+folder of this run's on ``/dev/shm`` (a tmpfs) when it has room, else where the caller's ``TMPDIR`` says.
+
+Why: a run writes some 21 GB (bodies of 33 MiB per example, servers' objects, archives), all of it
+deleted soon after. On the disk, its writeback and the fsyncs mdl makes (as it must) cost a run of
+the whole suite ~40 CPU-s of system time and waits: `.ci/run` took 8:44 of pytest with its scratch
+on the disk, 7:56 with it here, every test passing both ways; tests/transfer alone 85 s against 51.
+Nothing mdl does is told apart by the filesystem under it here: the tests of a full disk or a
+read-only one mount a small tmpfs of their own.
+
+A caller's own ``TMPDIR`` (or pytest's ``PYTEST_DEBUG_TEMPROOT``) is kept, and so is the folder of a
+run that failed (its failed tests' folders are there: pytest keeps those alone), which the run
+names at its end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+MEMORY = "/dev/shm"
+# free room it needs: a run's live scratch peaks at ~1 GB (each passing test's folder is removed
+# as it ends: `tmp_path_retention_policy = "failed"`), and the workers need the rest of memory
+ROOM = 4 << 30
+
+
+def in_memory() -> str | None:
+    """This run's folder on ``MEMORY``, made and set as ``TMPDIR`` for this process and every
+    process it starts; None where it is not used (a caller's choice, no room, a worker: it has
+    its controller's)."""
+    chosen = {"TMPDIR", "PYTEST_DEBUG_TEMPROOT", "PYTEST_XDIST_WORKER"} & os.environ.keys()
+    if chosen:
+        return None
+    try:
+        room = shutil.disk_usage(MEMORY).free
+        noexec = os.statvfs(MEMORY).f_flag & os.ST_NOEXEC
+    except OSError:
+        return None
+    if room < ROOM or noexec:  # (tests run scripts they write: a noexec mount cannot hold them)
+        return None
+    folder = tempfile.mkdtemp(prefix="mdl-tests-", dir=MEMORY)
+    os.environ["TMPDIR"] = tempfile.tempdir = folder
+    return folder
+
+
+def done(folder: str | None, *, passed: bool) -> str | None:
+    """Removes this run's folder once it passed; else returns it, to be named (it holds the
+    folders of the tests that failed)."""
+    if folder is None:
+        return None
+    if passed:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return folder
