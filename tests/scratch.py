@@ -40,6 +40,8 @@ def in_memory() -> str | None:
     if room < ROOM or noexec:  # (tests run scripts they write: a noexec mount cannot hold them)
         return None
     folder = tempfile.mkdtemp(prefix="mdl-tests-", dir=MEMORY)
+    # as /tmp is: the tests acting as another user (``nobody``) make their folders in it
+    os.chmod(folder, 0o1777)
     os.environ["TMPDIR"] = tempfile.tempdir = folder
     return folder
 

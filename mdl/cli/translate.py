@@ -59,6 +59,8 @@ HF_SPELLINGS = {
     "--cache-dir": "the Hugging Face cache is HF_HUB_CACHE, filled by --layout hf-cache",
     "--max-workers": "--connections N (parallel ranges per big file), --jobs N (files at once)",
 }
+# a local path refused to this user: no permission, or a read-only filesystem
+DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 _MEMORY_HINT = "free memory or raise the process's limit, or ask for less at once (fewer models)"
 
 
@@ -107,6 +109,14 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
         return InterruptedByUserError("interrupted")
     if _out_of_memory(exc):
         return _memory_error(exc)
+    if isinstance(exc, OSError) and exc.errno in DENIED:
+        # a path this user may not read, enter or write that no part said as its own (a stat of a
+        # catalog or an output under a folder of another user's): local, exit 7, named
+        where = f"{exc.filename}: " if exc.filename else ""
+        return LocalFSError(
+            f"{where}{(exc.strerror or 'permission denied').lower()}",
+            hint=f"check the permissions of that path and of the folders above it (mdl runs as user {os.geteuid()})",
+        )
     if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
         # a write no part said as its own (stdout's data to a full disk): local, exit 7, no bug
         where = f"{exc.filename}: " if exc.filename else ""

@@ -176,6 +176,25 @@ def test_a_file_this_user_may_not_read_is_not_ready(shared: Path) -> None:
     assert "small/s.bin: this user (nobody (uid 65534)) may not read it" in result.stderr
 
 
+def test_a_catalog_in_a_folder_this_user_may_not_enter_is_exit_7_naming_it(
+    shared: Path, hub: HubServer
+) -> None:
+    """Not an internal error (exit 1, a bug's words): a stat refused to this user is exit 7, the
+    path named, wherever mdl meets it first (the catalog's lookup; a get's output)."""
+    private = shared / "private"
+    private.mkdir(mode=0o700)
+    shutil.copy(shared / "catalog.toml", private / "catalog.toml")
+    url = f"{hub.url}/org/small/resolve/main/s.bin"
+    assert mdl("get", url, "-o", str(shared / "warm.bin")).exit_code == 0  # (its modules, as root)
+    with as_user(NOBODY):
+        listed = mdl("list", "--catalog", str(private / "catalog.toml"))
+        got = mdl("get", url, "-o", str(private / "out.bin"))
+    for result, path in ((listed, private / "catalog.toml"), (got, private / "out.bin")):
+        assert result.exit_code == 7, result.stderr
+        assert f"{path}: permission denied" in result.stderr
+        assert "internal error" not in result.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a record to another user needs root")
 @pytest.mark.parametrize(("owner", "reader"), [(NOBODY, 0), (OTHER, NOBODY)])
 def test_another_users_record_is_not_ready_naming_its_owner(
