@@ -115,7 +115,8 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
         where = f"{exc.filename}: " if exc.filename else ""
         return LocalFSError(
             f"{where}{(exc.strerror or 'permission denied').lower()}",
-            hint=f"check the permissions of that path and of the folders above it (mdl runs as user {os.geteuid()})",
+            hint="check the permissions of that path and of the folders above it"
+            f" (mdl runs as user {os.geteuid()})",
         )
     if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
         # a write no part said as its own (stdout's data to a full disk): local, exit 7, no bug
