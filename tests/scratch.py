@@ -19,27 +19,30 @@ import os
 import shutil
 import tempfile
 
-MEMORY = "/dev/shm"
+SHM = "/dev/shm"
 # free room it needs: a run's live scratch peaks at ~1 GB (each passing test's folder is removed
-# as it ends: `tmp_path_retention_policy = "failed"`), and the workers need the rest of memory
-ROOM = 4 << 30
+# as it ends: `tmp_path_retention_policy = "failed"`); and the memory, of which the workers take
+# ~1.5 GB each (tests/conftest.py: one per 2 GiB)
+ROOM, MEMORY_AT_LEAST = 4 << 30, 16 << 30
 
 
 def in_memory() -> str | None:
-    """This run's folder on ``MEMORY``, made and set as ``TMPDIR`` for this process and every
+    """This run's folder on ``SHM``, made and set as ``TMPDIR`` for this process and every
     process it starts; None where it is not used (a caller's choice, no room, a worker: it has
     its controller's)."""
     chosen = {"TMPDIR", "PYTEST_DEBUG_TEMPROOT", "PYTEST_XDIST_WORKER"} & os.environ.keys()
     if chosen:
         return None
+    if os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") < MEMORY_AT_LEAST:
+        return None
     try:
-        room = shutil.disk_usage(MEMORY).free
-        noexec = os.statvfs(MEMORY).f_flag & os.ST_NOEXEC
+        room = shutil.disk_usage(SHM).free
+        noexec = os.statvfs(SHM).f_flag & os.ST_NOEXEC
     except OSError:
         return None
     if room < ROOM or noexec:  # (tests run scripts they write: a noexec mount cannot hold them)
         return None
-    folder = tempfile.mkdtemp(prefix="mdl-tests-", dir=MEMORY)
+    folder = tempfile.mkdtemp(prefix="mdl-tests-", dir=SHM)
     # as /tmp is: the tests acting as another user (``nobody``) make their folders in it
     os.chmod(folder, 0o1777)
     os.environ["TMPDIR"] = tempfile.tempdir = folder
