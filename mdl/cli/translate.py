@@ -109,23 +109,9 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
         return InterruptedByUserError("interrupted")
     if _out_of_memory(exc):
         return _memory_error(exc)
-    if isinstance(exc, OSError) and exc.errno in DENIED:
-        # a path this user may not read, enter or write that no part said as its own (a stat of a
-        # catalog or an output under a folder of another user's): local, exit 7, named
-        where = f"{exc.filename}: " if exc.filename else ""
-        return LocalFSError(
-            f"{where}{(exc.strerror or 'permission denied').lower()}",
-            hint="check the permissions of that path and of the folders above it"
-            f" (mdl runs as user {os.geteuid()})",
-        )
-    if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
-        # a write no part said as its own (stdout's data to a full disk): local, exit 7, no bug
-        where = f"{exc.filename}: " if exc.filename else ""
-        full = exc.errno != errno.EIO
-        return LocalFSError(
-            f"{where}{(exc.strerror or 'write failed').lower()}",
-            hint="free space on the disk mdl writes to (stdout's file's too)" if full else None,
-        )
+    local = _local_error(exc) if isinstance(exc, OSError) else None
+    if local is not None:
+        return local
     # a parse error (Typer's public base of Click's): its usage, exit 2
     if isinstance(exc, _typer("TyperException")):
         # a usage error's command
@@ -133,6 +119,27 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
         spelt = HF_SPELLINGS.get(getattr(exc, "option_name", None) or "")
         return UsageError(exc.format_message(), hint=spelt or f"see {context} --help")
     return _internal_error(exc, run)
+
+
+def _local_error(exc: OSError) -> LocalFSError | None:
+    """An OSError no part said as its own that is about this machine's files: exit 7, the path
+    named; None for any other."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in DENIED:
+        # a path this user may not read, enter or write (a stat of a catalog, an output under
+        # another user's folder)
+        return LocalFSError(
+            f"{where}{(exc.strerror or 'permission denied').lower()}",
+            hint="check the permissions of that path and of the folders above it"
+            f" (mdl runs as user {os.geteuid()})",
+        )
+    if exc.errno in UNWRITABLE:  # a write (stdout's data to a full disk): no bug
+        full = exc.errno != errno.EIO
+        return LocalFSError(
+            f"{where}{(exc.strerror or 'write failed').lower()}",
+            hint="free space on the disk mdl writes to (stdout's file's too)" if full else None,
+        )
+    return None
 
 
 def _typer(name: str) -> tuple[type[Any], ...]:
