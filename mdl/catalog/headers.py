@@ -25,6 +25,8 @@ MANAGED_HEADERS = frozenset(
 # Values that are credentials whatever a catalog or a command line says of them (beside
 # is_secret_param's names).
 _SECRET_HEADERS = frozenset({"cookie", "proxy-authorization"})
+# a Hub token no header can carry (HF_TOKEN, the stored token file): usually a paste gone wrong
+PASTE_AGAIN = "copy the token again from https://huggingface.co/settings/tokens"
 
 
 def header_name_problem(name: str) -> str | None:

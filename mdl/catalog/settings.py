@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mdl.buckets.registry import store_for, store_schemes
-from mdl.catalog.headers import catalog_secrets
+from mdl.catalog.headers import PASTE_AGAIN, catalog_secrets, header_value_problem
 from mdl.errors import UsageError
 from mdl.paths import is_http_url, parse_oci_ref
 from mdl.redact import Secrets, unshown
@@ -166,9 +166,14 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
 def hf_token(environ: Mapping[str, str]) -> str | None:
     """``HF_TOKEN`` (or its old name ``HUGGING_FACE_HUB_TOKEN``) as huggingface_hub reads it: line
     breaks and the spaces around it dropped (a secret mounted from a file ends in a newline), empty
-    as unset."""
-    value = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN") or ""
-    return value.replace("\r", "").replace("\n", "").strip() or None
+    as unset; one no header can carry is bad input (exit 2: no request has tried it), named by its
+    variable, never shown."""
+    name = "HF_TOKEN" if environ.get("HF_TOKEN") else "HUGGING_FACE_HUB_TOKEN"
+    value = environ.get(name, "").replace("\r", "").replace("\n", "").strip()
+    problem = header_value_problem(value)
+    if problem is not None:
+        raise UsageError(f"{name}: the Hub token {problem}", hint=PASTE_AGAIN)
+    return value or None
 
 
 def default_dest() -> Path:

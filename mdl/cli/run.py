@@ -50,8 +50,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mdl.cli")
 T = TypeVar("T")
-# an environment variable whose name says credential: its value is hidden, used by mdl or not
-_CREDENTIAL = re.compile("TOKEN|SECRET|PASSWORD|API_?KEY|CREDENTIAL")
+# an environment variable whose name says credential: its value is hidden, used by mdl or not;
+# one that names a file (HF_TOKEN_PATH, AWS_SHARED_CREDENTIALS_FILE) is shown: an error names it
+_CREDENTIAL = re.compile(
+    "^(?!.*_(?:PATH|FILE|DIR)$).*(?:TOKEN|SECRET|PASSWORD|API_?KEY|CREDENTIAL)"
+)
 
 
 class Exit(Exception):

@@ -14,9 +14,10 @@ from urllib.parse import quote, urljoin
 
 import httpx2
 
-from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
+from mdl.catalog.headers import PASTE_AGAIN, header_value_problem
+from mdl.errors import AuthError, HubReplyError, LocalFSError, MdlError, NotFoundError, UsageError
 from mdl.lazy import import_ahead
-from mdl.paths import check_revision, repo_id_problem
+from mdl.paths import check_revision, repo_id_problem, shown_path
 from mdl.redact import Secrets, printable, redact_url
 from mdl.transfer.body import promised
 from mdl.transfer.connection import drain, origin, set_reply_deadline
@@ -63,10 +64,25 @@ OWN_CLIENT_READ_TIMEOUT = 30.0
 
 def stored_token() -> str | None:
     """The token huggingface_hub has stored (``hf auth login``; read only when the Hub is needed
-    and ``HF_TOKEN`` is not set: mdl.catalog.settings.hf_token)."""
-    from huggingface_hub import get_token
+    and ``HF_TOKEN`` is not set: mdl.catalog.settings.hf_token); a file that cannot be read (a
+    folder: exit 7), is not UTF-8 text or holds a token no header can carry (exit 2) is named,
+    never shown."""
+    from huggingface_hub import constants, get_token
 
-    return get_token()
+    where = shown_path(constants.HF_TOKEN_PATH)
+    try:
+        token = get_token()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: the Hub token file is not UTF-8 text") from exc
+    except OSError as exc:  # (a file not found is no token: huggingface_hub's own answer)
+        if exc.filename is None:
+            raise  # not a file's
+        said = (exc.strerror or "not readable").lower()
+        raise LocalFSError(f"{shown_path(exc.filename)}: the Hub token file: {said}") from exc
+    problem = header_value_problem(token or "")
+    if problem is not None:
+        raise UsageError(f"{where}: the Hub token {problem}", hint=PASTE_AGAIN)
+    return token
 
 
 # huggingface_hub's hf_hub_url written out: its module (huggingface_hub.file_download) costs ~0.2 s

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mdl.errors import UsageError
-from mdl.paths import HF_URI_TYPES, check_revision, is_http_url
+from mdl.paths import HF_URI_TYPES, check_revision, is_http_url, parse_hf_uri
 from mdl.progress import Progress
 from mdl.redact import printable, redact_url
 from mdl.store.layout import REPO_TYPES
@@ -155,10 +155,10 @@ def is_repo_id(source: str) -> bool:
 
 
 def _is_file_name(source: str) -> bool:
-    """A relative path with no scheme (``config.json``, ``onnx/model.onnx``): after a bare repo id,
-    as ``hf download REPO FILE...`` names them, a file of that repo, whatever local file has its
-    name (the last run's ``config.json``, saved here). ``./x``, ``/x``, ``~/x`` and ``..`` stay
-    local (a job output)."""
+    """A relative path with no scheme (``config.json``, ``onnx/model.onnx``): after a repo (a bare
+    id, or an hf:// with no path), as ``hf download REPO FILE...`` names them, a file of that repo,
+    whatever local file has its name (the last run's ``config.json``, saved here). ``./x``, ``/x``,
+    ``~/x`` and ``..`` stay local (a job output)."""
     return (
         ":" not in source
         and not source.startswith(("/", "./", "~"))
@@ -182,35 +182,47 @@ def hub_words(
             f"--repo-type {printable(repo_type, limit=40)}: expected model, dataset or space"
         )
     read: list[str] = []
-    repo: str | None = None  # the bare repo id before: hf download REPO FILE... names its files
+    # the repo before (a bare id, an hf:// with no path): hf download REPO FILE... names its files
+    repo: str | None = None
     whole: int | None = None  # where that repo is in ``read``, while it still means all of it
     for source in sources:
         if repo is not None and _is_file_name(source):
-            if "*" in source or "?" in source:  # hf's `--include A B`: B is no file
-                raise UsageError(
-                    f"{printable(source, limit=100)}: a pattern, not a file of {repo}",
-                    hint="one pattern each: --include '*.json' --include '*.txt'",
-                )
             if whole is not None:  # its files, not the whole repo
                 del read[whole]
                 whole = None
-            uri = _with(f"hf://{repo}/{source}", revision=revision, repo_type=repo_type)
+            uri = _with(_file_of(repo, source), revision=revision, repo_type=repo_type)
             note(f"{source}: a file of {repo}; fetching {uri} from the Hub")
             read.append(uri)
-        elif is_repo_id(source):
-            uri = _with(f"hf://{source}", revision=revision, repo_type=repo_type)
+            continue
+        bare = is_repo_id(source)
+        uri = _with(f"hf://{source}" if bare else source, revision=revision, repo_type=repo_type)
+        if bare:
             note(f"{source}: no such local file; fetching {uri} from the Hub")
-            read.append(uri)
-            repo = source if source.count("/") == 1 else None
-            whole = len(read) - 1 if repo is not None else None
-        elif source.startswith("hf://"):
-            read.append(_with(source, revision=revision, repo_type=repo_type))
-            repo = whole = None
-        else:
-            read.append(source)
-            repo = whole = None
+        read.append(uri)
+        repo = _whole_repo(source, bare=bare)
+        whole = len(read) - 1 if repo is not None else None
     _check_used(read, revision=revision, repo_type=repo_type)
     return read
+
+
+def _file_of(repo: str, source: str) -> str:
+    """The hf:// of the file ``source`` names in ``repo`` (as given: ``owner/name`` or hf://)."""
+    if "*" in source or "?" in source:  # hf's `--include A B`: B is no file
+        raise UsageError(
+            f"{printable(source, limit=100)}: a pattern, not a file of {repo}",
+            hint="one pattern each: --include '*.json' --include '*.txt'",
+        )
+    return f"{repo if repo.startswith('hf://') else f'hf://{repo}'}/{source}"
+
+
+def _whole_repo(source: str, *, bare: bool) -> str | None:
+    """The repo a source names whole (names after it are its files): a bare repo id ``owner/name``,
+    or an hf:// with no path (without its trailing '/'); None for any other source."""
+    if bare:
+        return source if source.count("/") == 1 else None
+    if source.startswith("hf://") and parse_hf_uri(source).path is None:
+        return source.rstrip("/")
+    return None
 
 
 def _check_used(read: Sequence[str], *, revision: str | None, repo_type: str | None) -> None:
@@ -235,12 +247,12 @@ def _with(uri: str, *, revision: str | None, repo_type: str | None) -> str:
         if kind is not None and HF_URI_TYPES[kind] != repo_type:
             raise UsageError(f"{said} is a {HF_URI_TYPES[kind]}, and --repo-type says {repo_type}")
         kind = REPO_TYPES[repo_type].rstrip("/") or None
-    if revision is not None:
-        if rest.startswith("@"):
-            raise UsageError(
-                f"{said} names its revision, and --revision says {printable(revision, limit=80)}"
-            )
+    if revision is not None and not rest.startswith("@"):
         rest = f"@{revision}{rest}"
+    elif revision is not None and parse_hf_uri(uri).revision != revision:  # both: they agree
+        raise UsageError(
+            f"{said} names its revision, and --revision says {printable(revision, limit=80)}"
+        )
     return f"hf://{kind + '/' if kind else ''}{repo}{rest}"
 
 

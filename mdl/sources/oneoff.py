@@ -27,8 +27,8 @@ from mdl.paths import (
     url_basename,
 )
 from mdl.progress import Progress
-from mdl.redact import Secrets, redact_url, unshown
-from mdl.sources.hubpages import hub_words, read_hub_pages
+from mdl.redact import Secrets, printable, redact_url, unshown
+from mdl.sources.hubpages import REPO_ID, hub_words, read_hub_pages
 from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
@@ -161,12 +161,22 @@ def parse_sources(
             name = "" if named else stored.name
             found.append(UrlFile(name, stored.url, stored.size, stored.sha256, where=stored.where))
         else:
-            where = "stdin" if source == "-" else source
-            found.extend(parse_job_output(read_text(source), where=where))
+            found.extend(_job_output(source, read_text=read_text))
     if secrets is not None:  # the URLs read: their signatures and tokens are the run's secrets
         for url in (item.url for item in found if isinstance(item, UrlFile) and item.url):
             secrets.add_url(url)
     return found
+
+
+def _job_output(source: str, *, read_text: Callable[[str], str]) -> list[Source]:
+    """A local job output's files; a file that is none with a Hub file's name (``owner/name/path``,
+    as ``--local-dir owner/name`` saved it) says the hf:// that fetches that file."""
+    try:
+        return parse_job_output(read_text(source), where="stdin" if source == "-" else source)
+    except UsageError as exc:
+        if REPO_ID.fullmatch(source) and source.count("/") > 1:
+            exc.hint = f"a local file; to fetch the Hub file, give hf://{printable(source)}"
+        raise
 
 
 def _url_source(source: str, *, named: bool, headers: tuple[tuple[str, str], ...]) -> UrlFile:

@@ -5,6 +5,7 @@ the line that gets it; against the Hub stand-in."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -205,3 +206,67 @@ def test_hfs_patterns_after_one_flag_are_named_with_mdls_spelling(
     assert "*.safetensors: a pattern, not a file of org/tiny" in result.stderr
     assert "--include '*.json' --include '*.txt'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_revision_said_both_ways_alike_is_taken(hub: HubServer, tmp_path: Path) -> None:
+    # docs/coming-from-hf.md: hf://REPO@REV and --revision at once must agree; when they do, fine
+    result = mdl("get", "hf://org/tiny@v1/config.json", "--revision", "v1", "-d", "out")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "config.json").read_bytes() == CONFIG_V1
+
+
+def test_file_names_after_an_hf_uri_of_a_repo_are_its_files(hub: HubServer, tmp_path: Path) -> None:
+    dataset = mdl("get", "hf://datasets/org/corpus", "data/train.csv", "-d", "ds")
+    assert dataset.exit_code == 0, dataset.stderr
+    assert [p.name for p in (tmp_path / "ds").iterdir() if p.name != ".mdl"] == ["data"]
+    assert (tmp_path / "ds" / "data" / "train.csv").read_bytes() == ROWS
+    tagged = mdl("get", "hf://org/tiny@v1", "config.json", "-d", "v1")
+    assert tagged.exit_code == 0, tagged.stderr
+    assert (tmp_path / "v1" / "config.json").read_bytes() == CONFIG_V1
+    assert not (tmp_path / "v1" / "model.safetensors").exists()
+
+
+def test_a_saved_hub_files_path_as_a_source_says_the_hf_uri(hub: HubServer, tmp_path: Path) -> None:
+    # `--local-dir org/tiny` left org/tiny/config.json: a local file, so a job output; the error says
+    # how to ask for the Hub file instead
+    assert mdl("get", "org/tiny", "--local-dir", "org/tiny").exit_code == 0
+    result = mdl("get", "org/tiny/config.json", "--local-dir", "org/tiny")
+    assert result.exit_code == 2, result.stderr
+    assert "give hf://org/tiny/config.json" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])
+@pytest.mark.parametrize("token", ["hf_abc d\u00e9f", "hf_abc\u2019", "hf_a\x7fb"])
+def test_a_token_no_header_can_carry_is_refused_naming_its_variable(
+    hub: HubServer, name: str, token: str
+) -> None:
+    result = mdl("get", "org/tiny", "config.json", "-d", "out", "--json", env={name: token})
+    assert result.exit_code == 2, result.stderr
+    assert json.loads(result.stdout)["error"]["message"].startswith(f"{name}: the Hub token must")
+    assert token not in result.stdout + result.stderr
+
+
+def test_a_stored_token_file_mdl_cannot_use_is_named_even_for_a_public_repo(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    # where huggingface_hub reads it (HF_TOKEN_PATH, read when it is imported), and the variable
+    # too: a path is no secret, the error shows it
+    token_path = tmp_path / "hf" / "token"
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_path))
+    monkeypatch.setenv("HF_TOKEN_PATH", str(token_path))
+    token_path.mkdir(parents=True)
+    folder = mdl("get", "org/tiny", "config.json", "-d", "out")
+    assert folder.exit_code == 7, folder.stderr
+    assert f"{token_path}: the Hub token file: is a directory" in folder.stderr
+    token_path.rmdir()
+    for content, said in [
+        (b"\xff\xfe\x00bad", "the Hub token file is not UTF-8 text"),
+        ("hf_pasted\u2019\n".encode(), "the Hub token must be ASCII"),
+    ]:
+        token_path.write_bytes(content)
+        result = mdl("get", "org/tiny", "config.json", "-d", "out")
+        assert result.exit_code == 2, result.stderr
+        assert f"{token_path}: {said}" in result.stderr
+        assert "REDACTED" not in result.stderr and "pasted" not in result.stderr

@@ -9,13 +9,17 @@ escape sequences around it.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from runfixtures import mdl, parse_file_line, use_catalog
 from servers import CdnServer, Fault, make_data
 from typer.testing import Result
+
+from mdl.cli.run import Run
 
 CIVITAI = "civ-7f3a9b2c4d5e6f708192"  # the value of ${CIVITAI_KEY}
 OSS_SIG = "ossSIG0a1b2c3d4e5f6a7b8c9d"
@@ -199,3 +203,23 @@ def test_a_stored_hub_token_without_the_hf_prefix_is_never_shown(
     (line,) = [parse_file_line(x) for x in sinks["mdl.log"].splitlines() if " file " in x]
     assert line["status"] == "401"
     assert line["server_text"] == "token REDACTED has expired\\x1b[2J"
+
+
+def test_a_variable_that_names_a_file_is_shown_its_credential_neighbours_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # HF_TOKEN_PATH is where a token is, not a token: an error about that file names it (the file's
+    # contents, once read, are the run's secret)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    paths = {
+        "HF_TOKEN_PATH": "/run/secrets/hf-token",
+        "AWS_SHARED_CREDENTIALS_FILE": "/home/u/.aws/credentials",
+        "VAULT_SECRETS_DIR": "/var/lib/vault/secrets",
+    }
+    hidden = {
+        "HF_TOKEN": "hf_0123456789abcdef",
+        "MY_API_KEY": "key-0123456789",
+        "DB_PASSWORD": "pw-9876543210",
+    }
+    run = Run(environ={**paths, **hidden}, logged=False)
+    assert set(run.secrets.known()) == set(hidden.values())

@@ -254,9 +254,44 @@ def test_a_revision_is_requested_as_itself_or_refused(revision: str, api: bool) 
         (["org/tiny", "org/other"], ["hf://org/tiny/org/other"]),  # hf's reading: a path in it
         (["hf://org/tiny", "hf://org/other"], ["hf://org/tiny", "hf://org/other"]),
         (["org/tiny", "./job.json"], ["hf://org/tiny", "./job.json"]),
+        # the hf:// of a whole repo reads the same
+        (["hf://org/tiny", "config.json"], ["hf://org/tiny/config.json"]),
+        (["hf://datasets/org/c/", "a/b.csv"], ["hf://datasets/org/c/a/b.csv"]),
+        (
+            ["hf://org/tiny@v1", "x.json", "y.json"],
+            ["hf://org/tiny@v1/x.json", "hf://org/tiny@v1/y.json"],
+        ),
+        (
+            ["hf://org/tiny", "https://e.com/x", "a.json"],
+            ["hf://org/tiny", "https://e.com/x", "a.json"],
+        ),
+        (["hf://org/tiny/config.json", "a.json"], ["hf://org/tiny/config.json", "a.json"]),
     ],
 )
 def test_words_after_a_repo_id_are_read_as_hf_download_reads_them(
     words: list[str], read: list[str]
 ) -> None:
     assert hub_words(words, revision=None, repo_type=None, note=lambda _: None) == read
+
+
+@pytest.mark.parametrize(
+    ("words", "revision", "read"),
+    [
+        (["hf://org/tiny@v1"], "v1", ["hf://org/tiny@v1"]),
+        (["hf://org/tiny@refs/pr/1/a.json"], "refs/pr/1", ["hf://org/tiny@refs/pr/1/a.json"]),
+        (["hf://org/tiny@v1", "a.json"], "v1", ["hf://org/tiny@v1/a.json"]),
+        (["hf://org/tiny"], "v1", ["hf://org/tiny@v1"]),
+    ],
+)
+def test_a_revision_said_twice_alike_is_taken(
+    words: list[str], revision: str, read: list[str]
+) -> None:
+    assert hub_words(words, revision=revision, repo_type=None, note=lambda _: None) == read
+
+
+@pytest.mark.parametrize(
+    ("word", "revision"), [("hf://org/tiny@v1", "v2"), ("hf://org/tiny@refs/pr/1/x", "refs")]
+)
+def test_two_revisions_that_differ_are_refused_naming_both(word: str, revision: str) -> None:
+    with pytest.raises(UsageError, match=f"names its revision, and --revision says {revision}$"):
+        hub_words([word], revision=revision, repo_type=None, note=lambda _: None)
