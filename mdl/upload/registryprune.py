@@ -7,10 +7,11 @@ there: the bucket's rule, ``keptversions.lock_ids``) — the only proof a regist
 version is this catalog's; a manifest any kept lock pins for any model is never deleted, and only
 counted for its own. The newest ``--keep-versions N`` count by times the user's locks vouch for:
 catalog.lock's version (the earliest time its manifests state: a copy can only make it older; not
-there: newer than any), and a version whose manifest a lock pins by digest (the time is in the
-bytes it pins). What a registry says (a tag, a time) proves nothing: a version matched by its files
-alone is kept, never counted (anyone who may push can write its files stating any time), and a
-manifest no lock pins is kept while it is as new as the last version counted (or states no time).
+there, or no time stated: nothing is counted, nothing goes by its age), and a version whose manifest
+a lock pins by digest (the time is in the bytes it pins). What a registry says (a tag, a time)
+proves nothing: a version matched by its files alone is kept, never counted (anyone who may push can
+write its files stating any time), and a manifest no lock pins is kept while it is as new as the
+last version counted (or states no time).
 The others' manifests are deleted by digest where the registry allows it; the registry's own
 garbage collection frees their blobs. A repository several models share is kept."""
 
@@ -308,20 +309,22 @@ def _counted(found: Iterable[_Found], pins: _Pins) -> tuple[float | None, list[f
     """The time of catalog.lock's version (the earliest its manifests state: a copy can only make
     it older; None: none there states one), and the times of the versions counted, each once:
     catalog.lock's (not there: newer than any) and each a lock pins by its manifest's digest (its
-    stated time is bytes the lock pins), none newer than catalog.lock's. A version matched by its
-    files alone is never counted: anyone who may push can write them stating any time, and no
-    copy, planted or re-dated, may push another version out."""
+    stated time is bytes the lock pins), none newer than catalog.lock's; none when catalog.lock's
+    version is not there. A version matched by its files alone is never counted: anyone who may
+    push can write them stating any time, and no copy, planted, re-dated or re-tagged away, may
+    push another version out."""
     items = list(found)
     anchor = min(
         (i.created for i in items if i.vid in pins.current and i.created is not None), default=None
     )
-    top = float("inf") if anchor is None else anchor
+    if anchor is None:  # (a tag a co-tenant moved away hides it: so that only ever keeps more)
+        return None, []
     dated: dict[str | None, float] = {}
     for item in items:
         chained = item.digest in pins.digests and item.vid not in (None, *pins.current)
-        if chained and item.created is not None and item.created <= top:
+        if chained and item.created is not None and item.created <= anchor:
             dated[item.vid] = min(dated.get(item.vid, item.created), item.created)
-    return anchor, [top, *dated.values()]
+    return anchor, [anchor, *dated.values()]
 
 
 def _cutoff(counted: list[float], keep: int) -> float | None:

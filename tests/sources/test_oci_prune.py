@@ -281,6 +281,14 @@ def test_keep_versions_1_prunes_what_mdl_published_before_catalog_locks_version(
     two = mdl("prune", "--mirror", mirror, "--lock", release, "--json")
     assert two.exit_code == 0, two.stderr
     assert json.loads(two.stdout)["removed"] == []  # v2 matched by its files: never counted
+    # catalog.lock's version not in the mirror (never published there, or its tag moved away by a
+    # co-tenant): nothing is counted, nothing goes by its age
+    registry.push_model("origin/dated", "rel", version(5))
+    assert mdl("lock", "tiny", "--upgrade").exit_code == 0
+    hidden = mdl("prune", "--mirror", mirror, "--keep-versions", "1", "--dry-run", "--json")
+    assert hidden.exit_code == 0, hidden.stderr
+    assert json.loads(hidden.stdout)["removed"] == []
+    shutil.copy(tmp_path / "releases" / "v3.lock", tmp_path / "catalog.lock")
     done = mdl("prune", "--mirror", mirror, "--lock", release, "--keep-versions", "1", "--json")
     assert done.exit_code == 0, done.stderr
     report = json.loads(done.stdout)
