@@ -86,12 +86,19 @@ def lock_version(origin: str, template: str, resolved: ResolvedModel) -> KeptVer
     return KeptVersion(resolved.name, origin, resolved.commit, tuple(objects.items()))
 
 
+def signature_file(spec: ModelSpec) -> str:
+    """The path of a model's signature file (the one ``spec``, its catalog entry, names, else
+    model.sig): left out of a version's files wherever one is matched to a lock (a bucket's
+    manifest by its id, a registry's by its layers), as ``publish`` leaves a model.sig of its
+    own out when it signs the version."""
+    named = spec.signature.installed_as if spec.signature is not None else ""
+    return named or SIGNATURE_FILE
+
+
 def lock_ids(locked: LockedModel, spec: ModelSpec) -> tuple[str, ...]:
-    """The ids the version a lock pins is published under (its signature file: the one ``spec``,
-    its catalog entry, names, else model.sig: what ``publish`` leaves out)."""
+    """The ids the version a lock pins is published under (its signature file left out)."""
     rows = [(f.path, f.size, f.sha256) for f in locked.files]
-    signature = spec.signature.installed_as if spec.signature is not None else ""
-    return versions.version_ids(rows, signature=signature or SIGNATURE_FILE)
+    return versions.version_ids(rows, signature=signature_file(spec))
 
 
 class KeptLocks:

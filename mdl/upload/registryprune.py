@@ -2,13 +2,18 @@
 forever. Each catalog model's repository is listed by its tags (bounded), each tag's manifest read
 (bounded, parsed strictly); a manifest is a version of the model when it is a ModelPack artifact
 whose layers are files. Kept: the versions a kept lock pins (its manifest digest, for an ``oci``
-model; exactly its files, for one published there) — the only proof a registry gives that a version
-is this catalog's; a manifest any kept lock pins for any model is never deleted, and only counted
-for its own — and, newest first by the time their manifests state, the newest
-``--keep-versions N`` of those. What a registry says (a tag, a time) proves nothing: a manifest no
-lock pins is never counted, and it is kept while it is as new as the last version counted (or
-states no time). The others' manifests are deleted by digest where the registry allows it; the
-registry's own garbage collection frees their blobs. A repository several models share is kept."""
+model; its files, the signature file left out as ``publish --sign`` leaves it, for one published
+there: the bucket's rule, ``keptversions.lock_ids``) — the only proof a registry gives that a
+version is this catalog's; a manifest any kept lock pins for any model is never deleted, and only
+counted for its own. The newest ``--keep-versions N`` count by times the user's locks vouch for:
+catalog.lock's version (the earliest time its manifests state: a copy can only make it older; not
+there, or no time stated: nothing is counted, nothing goes by its age), and a version whose manifest
+a lock pins by digest (the time is in the bytes it pins). What a registry says (a tag, a time)
+proves nothing: a version matched by its files alone is kept, never counted (anyone who may push can
+write its files stating any time), and a manifest no lock pins is kept while it is as new as the
+last version counted (or states no time).
+The others' manifests are deleted by digest where the registry allows it; the registry's own
+garbage collection frees their blobs. A repository several models share is kept."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from mdl.buckets.versions import version_id
 from mdl.catalog.settings import (
     MIRROR_FIELDS,
     Settings,
@@ -42,7 +48,7 @@ from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import CREATED, MODELPACK_ARTIFACT, Manifest, layer_files
 from mdl.sources.resolve import ResolvedModel
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.upload.keptversions import AHEAD, JUNK, UNKEPT, UNPROVEN, KeptLocks
+from mdl.upload.keptversions import AHEAD, JUNK, UNKEPT, UNPROVEN, KeptLocks, signature_file
 from mdl.upload.mirrorprune import MirrorEntry, MirrorPruneReport, Tally
 
 log = logging.getLogger("mdl.prune")
@@ -62,18 +68,31 @@ DELETES_HINT = (
 
 @dataclass
 class _Found:
-    """One manifest of a model's repository: its digest, its tags, its files (None: no version of
-    the model) and the time it states (None: none)."""
+    """One manifest of a model's repository: its digest, its tags, its files and its version's id
+    (None: no version of the model) and the time it states (None: none)."""
 
     digest: str
     tags: list[str]
     files: Files | None
+    vid: str | None
     created: float | None
 
-    def pinned_by(self, pins: Mapping[str | Files, str]) -> str | None:
-        """The kept lock that pins this manifest (its digest, else its version's files), None:
-        none does."""
-        return pins.get(self.digest) or (pins.get(self.files) if self.files else None)
+
+@dataclass(frozen=True)
+class _Pins:
+    """What the kept locks pin of one model, each by the lock that pins it: its versions' ids
+    (``lock_ids``), and the manifests an ``oci`` model's locks pin by digest (whose stated times
+    are bytes a lock pins); ``current``: the ids of catalog.lock's version; ``signature``: the
+    model's signature file, left out of a manifest's files as of a lock's."""
+
+    ids: Mapping[str, str]
+    digests: Mapping[str, str]
+    current: frozenset[str]
+    signature: str
+
+    def pinned_by(self, item: _Found) -> str | None:
+        """The kept lock that pins this manifest (its digest, else its version), None: none."""
+        return self.digests.get(item.digest) or (self.ids.get(item.vid) if item.vid else None)
 
 
 def prune_registry(
@@ -93,25 +112,24 @@ def prune_registry(
         )
     template = check_mirror(mirror, where="--mirror")
     kept = KeptLocks(settings, template)
-    pinned, unpinned = kept.catalog(models, locks)
+    _, unpinned = kept.catalog(models, locks)
     retry = RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time)
     client = make_client(pool_size=4, timeout=settings.timeout, environ=settings.environ)
     registry = Registry(
         client, environ=settings.environ or {}, secrets=settings.secrets, retry=retry
     )
     run = _RegistryRun(registry, settings.dry_run, keep_versions, _held(kept.pins))
-    current = {model.name: _files_of(model) for model in pinned}
-    refs = {spec.name: _repository(template, spec.name) for spec in models}
-    shared = Counter(ref.repository for ref in refs.values() if ref is not None)
+    refs = {spec.name: (spec, _repository(template, spec.name)) for spec in models}
+    shared = Counter(ref.repository for _, ref in refs.values() if ref is not None)
     with client:
-        for name, ref in refs.items():
+        for name, (spec, ref) in refs.items():
             if ref is None:
                 run.warnings.append(f"{name}: no repository can have this name; nothing pruned")
             elif shared[ref.repository] > 1 or name in unpinned:
                 why = SHARED if shared[ref.repository] > 1 else f"{name} has no fresh lock entry"
                 run.kept.append(MirrorEntry(ref.given, 0, why))
             else:
-                run.model(ref, _pins(kept.pins, name), current.get(name))
+                run.model(ref, _pins(kept, spec))
     return MirrorPruneReport(
         template,
         0.0,
@@ -133,19 +151,14 @@ def _repository(template: str, model: str) -> OciRef | None:
         return None
 
 
-def _files_of(model: ResolvedModel) -> Files:
-    return frozenset((f.path, f.size or 0, f.sha256 or "") for f in model.files)
-
-
-def _pins(pins: Sequence[tuple[str, ResolvedModel]], name: str) -> dict[str | Files, str]:
-    """What the kept locks pin of model ``name``: its versions' files, and the manifest digests of
-    an ``oci`` model's, each by the lock that pins it."""
-    found: dict[str | Files, str] = {}
-    for origin, model in (pin for pin in pins if pin[1].name == name):
-        found.setdefault(_files_of(model), origin)
+def _pins(kept: KeptLocks, spec: ModelSpec) -> _Pins:
+    """What the kept locks pin of the model ``spec`` names."""
+    digests: dict[str, str] = {}
+    for origin, model in (pin for pin in kept.pins if pin[1].name == spec.name):
         for digest in _digests(model):
-            found.setdefault(digest, origin)
-    return found
+            digests.setdefault(digest, origin)
+    current = frozenset(kept.current.get(spec.name, ()))
+    return _Pins(kept.ids.get(spec.name, {}), digests, current, signature_file(spec))
 
 
 def _held(pins: Sequence[tuple[str, ResolvedModel]]) -> dict[str, str]:
@@ -194,7 +207,7 @@ class _RegistryRun(Tally):
     held: Mapping[str, str]  # every manifest digest a kept lock pins → why it stays
     refused: bool = False  # the registry refused a delete: no other is asked
 
-    def model(self, ref: OciRef, pins: Mapping[str | Files, str], current: Files | None) -> None:
+    def model(self, ref: OciRef, pins: _Pins) -> None:
         """One model's repository: its manifests read, judged, the unkept deleted."""
         try:
             tags = self.registry.tags(ref, most=MOST_TAGS, pages=MOST_PAGES, what=ref.given)
@@ -209,11 +222,11 @@ class _RegistryRun(Tally):
                 f" {MOST_PAGES} pages (or names a page again): every version kept"
             )
             return
-        found = self.read(ref, tags)
+        found = self.read(ref, tags, pins.signature)
         if found is not None:
-            self.judge(ref, found, pins, current)
+            self.judge(ref, found, pins)
 
-    def read(self, ref: OciRef, tags: list[str]) -> dict[str, _Found] | None:
+    def read(self, ref: OciRef, tags: list[str], signature: str) -> dict[str, _Found] | None:
         """Each tag's manifest, by digest; None: one could not be read (nothing goes)."""
         found: dict[str, _Found] = {}
         for tag in tags:
@@ -232,38 +245,30 @@ class _RegistryRun(Tally):
             if digest in found:
                 found[digest].tags.append(tag)
             else:
-                version = _version(manifest, what=tagged.given)
-                found[digest] = _Found(digest, [tag], version, _created(manifest))
+                files = _version(manifest, what=tagged.given)
+                vid = None if files is None else version_id(files, signature=signature)
+                found[digest] = _Found(digest, [tag], files, vid, _created(manifest))
         return found
 
-    def judge(
-        self,
-        ref: OciRef,
-        found: Mapping[str, _Found],
-        pins: Mapping[str | Files, str],
-        current: Files | None,
-    ) -> None:
+    def judge(self, ref: OciRef, found: Mapping[str, _Found], pins: _Pins) -> None:
         """Keep what a kept lock pins (a manifest pinned for another model: never counted here);
-        count the newest ``keep`` of this model's versions by the earliest time their manifests
-        state (a copy of a version's manifest can only make it older); delete a manifest no lock
-        pins only when the time it states is older than the last version counted."""
+        count the newest ``keep`` of this model's versions by the times the locks vouch for
+        (``_counted``); delete a manifest no lock pins only when the time it states is older than
+        the last version counted."""
         keep: list[tuple[_Found, str]] = []
         unpinned: list[_Found] = []
-        theirs: list[tuple[_Found, str]] = []  # pinned for another model: kept, never counted
         for item in found.values():
-            if (by := item.pinned_by(pins)) is not None:
+            if (by := pins.pinned_by(item)) is not None:
                 keep.append((item, f"the manifest of a version {by} pins"))
             elif item.digest in self.held:
-                theirs.append((item, self.held[item.digest]))
+                keep.append((item, self.held[item.digest]))
             else:
                 unpinned.append(item)
-        dated = _dated(item for item, _ in keep)
-        keep += theirs
-        anchor = dated.get(current) if current is not None else None
-        cutoff = _cutoff(dated, anchor, self.keep)
+        anchor, counted = _counted(found.values(), pins)
+        cutoff = _cutoff(counted, self.keep)
         gone: list[_Found] = []
         for item in unpinned:
-            why = _unkept_why(item, cutoff, anchor)
+            why = _unkept_why(item, cutoff, anchor, self.keep)
             if why is None:
                 gone.append(item)
             else:
@@ -300,31 +305,41 @@ class _RegistryRun(Tally):
         self.removed.append(MirrorEntry(shown, size, UNKEPT))
 
 
-def _dated(pinned: Iterable[_Found]) -> dict[Files, float]:
-    """Each pinned version's time: the earliest its manifests state (a copy of a version's
-    manifest can only make it older); one that states none is not dated."""
-    dated: dict[Files, float] = {}
-    for item in pinned:
-        if item.files is not None and item.created is not None:
-            dated[item.files] = min(dated.get(item.files, item.created), item.created)
-    return dated
+def _counted(found: Iterable[_Found], pins: _Pins) -> tuple[float | None, list[float]]:
+    """The time of catalog.lock's version (the earliest its manifests state: a copy can only make
+    it older; None: none there states one), and the times of the versions counted, each once:
+    catalog.lock's (not there: newer than any) and each a lock pins by its manifest's digest (its
+    stated time is bytes the lock pins), none newer than catalog.lock's; none when catalog.lock's
+    version is not there. A version matched by its files alone is never counted: anyone who may
+    push can write them stating any time, and no copy, planted, re-dated or re-tagged away, may
+    push another version out."""
+    items = list(found)
+    anchor = min(
+        (i.created for i in items if i.vid in pins.current and i.created is not None), default=None
+    )
+    if anchor is None:  # (a tag a co-tenant moved away hides it: so that only ever keeps more)
+        return None, []
+    dated: dict[str | None, float] = {}
+    for item in items:
+        chained = item.digest in pins.digests and item.vid not in (None, *pins.current)
+        if chained and item.created is not None and item.created <= anchor:
+            dated[item.vid] = min(dated.get(item.vid, item.created), item.created)
+    return anchor, [anchor, *dated.values()]
 
 
-def _cutoff(dated: Mapping[Files, float], anchor: float | None, keep: int) -> float | None:
-    """The time of the last of the newest ``keep`` pinned versions (none newer than ``anchor``,
-    catalog.lock's version, counts), below which a manifest no lock pins goes; None: fewer were
-    counted, nothing goes (``keep`` 0: only the locks' are kept)."""
-    if keep == 0:
-        return float("inf")
-    newest = sorted((t for t in dated.values() if anchor is None or t <= anchor), reverse=True)
-    return newest[keep - 1] if keep <= len(newest) else None
+def _cutoff(counted: list[float], keep: int) -> float | None:
+    """The time of the last of the newest ``keep`` versions counted, below which a manifest no
+    lock pins goes; None: fewer were counted, nothing goes by its time."""
+    newest = sorted(counted, reverse=True)
+    return newest[keep - 1] if 0 < keep <= len(newest) else None
 
 
-def _unkept_why(item: _Found, cutoff: float | None, anchor: float | None) -> str | None:
-    """Why a manifest no lock pins stays, None: it goes (it states a time before ``cutoff``)."""
+def _unkept_why(item: _Found, cutoff: float | None, anchor: float | None, keep: int) -> str | None:
+    """Why a manifest no lock pins stays, None: it goes (it states a time before ``cutoff``;
+    ``keep`` 0: the locks' versions only, whatever it states)."""
     if item.files is None:
         return NO_VERSION
-    if cutoff == float("inf"):  # --keep-versions 0: the locks' versions only, whatever is stated
+    if keep == 0:
         return None
     if item.created is None:
         return UNDATED

@@ -1,8 +1,9 @@
 """``mdl prune --mirror oci://REGISTRY/NAMESPACE``: each catalog model's repository read by its
-tags; the versions the kept locks pin stay, and the newest ``--keep-versions N`` of them count;
-a manifest no lock pins only stays while it is as new as the last version counted (a planted one,
-a release not locked yet), never counted; the others' manifests are deleted by digest where the
-registry allows it."""
+tags; the versions the kept locks pin stay, and the newest ``--keep-versions N`` of them count
+(catalog.lock's, and those a lock pins by their manifest's digest: a version matched by its files
+alone is never counted); a manifest no lock pins only stays while it is as new as the last version
+counted (a planted one, a release not locked yet), never counted; the others' manifests are
+deleted by digest where the registry allows it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from registry import (
 from registrytokens import token_service
 from runfixtures import mdl, use_catalog
 from servers import make_data
+from signkeys import key_pair
 
 CREATED = "org.opencontainers.image.created"
 
@@ -71,27 +73,27 @@ def manifest_status(registry: DistributionRegistry, repository: str, digest: str
 def releases(
     plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
-    """Model ``tiny`` from ``origin/tiny:rel``: v1 locked in releases/v1.lock, v2 in catalog.lock;
-    the team's registry mirror ``team/tiny`` holds v0 (older than both), v1, v2, a version made
-    between them that no lock pins, and one planted with a time years ahead."""
+    """Model ``tiny`` released from its own repository ``team/tiny`` (each lock pins its
+    manifest by digest, so the time it states is the lock's): v1 locked in releases/v1.lock, v2 in
+    catalog.lock; the repository holds v0 (older than both), v1, v2, a version made between them
+    that no lock pins, and one planted with a time years ahead."""
     registry = plain_registry
-    use_catalog(
-        tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{registry.host}/origin/tiny:rel"\n'
-    )
-    registry.push_model("origin/tiny", "rel", version(1))
+    entry = f'[models.tiny]\noci = "oci://{registry.host}/team/tiny:%s"\n'
+    catalog = use_catalog(tmp_path, monkeypatch, entry % "v1")
+    pushed = {
+        "v0": push_version(registry, "team/tiny", "v0", version(0), "2024-01-01T00:00:00Z"),
+        "v1": push_version(registry, "team/tiny", "v1", version(1), "2024-02-01T00:00:00Z"),
+    }
     assert mdl("lock", "tiny").exit_code == 0
     (tmp_path / "releases").mkdir()
     shutil.copy(tmp_path / "catalog.lock", tmp_path / "releases" / "v1.lock")
-    registry.push_model("origin/tiny", "rel", version(2))
+    pushed["mid"] = push_version(registry, "team/tiny", "mid", version(3), "2024-02-15T00:00:00Z")
+    pushed["v2"] = push_version(registry, "team/tiny", "v2", version(2), "2024-03-01T00:00:00Z")
+    catalog.write_text(entry % "v2")
     upgraded = mdl("lock", "tiny", "--upgrade")
     assert upgraded.exit_code == 0, upgraded.stderr
-    return {
-        "v0": push_version(registry, "team/tiny", "v0", version(0), "2024-01-01T00:00:00Z"),
-        "v1": push_version(registry, "team/tiny", "v1", version(1), "2024-02-01T00:00:00Z"),
-        "mid": push_version(registry, "team/tiny", "mid", version(3), "2024-02-15T00:00:00Z"),
-        "v2": push_version(registry, "team/tiny", "v2", version(2), "2024-03-01T00:00:00Z"),
-        "planted": push_version(registry, "team/tiny", "x", version(4), "2099-01-01T00:00:00Z"),
-    }
+    pushed["planted"] = push_version(registry, "team/tiny", "x", version(4), "2099-01-01T00:00:00Z")
+    return pushed
 
 
 @pytest.fixture
@@ -245,12 +247,14 @@ def test_versions_that_state_no_time_go_only_with_keep_versions_0(
     assert manifest_status(registry, "undated/tiny", kept) == 200
 
 
-def test_the_default_prunes_what_mdl_published_older_than_the_newest_two_locked(
+def test_keep_versions_1_prunes_what_mdl_published_before_catalog_locks_version(
     plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Four versions published by ``mdl publish`` (each manifest states its publish time), the
-    last two locked: the default ``--keep-versions 2`` counts those two, deletes the two before
-    them, and keeps one published after catalog.lock's version (no lock pins it yet)."""
+    """Five versions published by ``mdl publish`` (each manifest states its publish time), v2 and
+    v3 locked (by their files: a mirror of a model from another source): the default
+    ``--keep-versions 2`` counts catalog.lock's version only (a version matched by its files alone
+    is never counted) and deletes nothing; ``--keep-versions 1`` deletes the two before v2, and
+    keeps v4, published after catalog.lock's version (no lock pins it yet)."""
     registry = plain_registry
     use_catalog(
         tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{registry.host}/origin/dated:rel"\n'
@@ -274,7 +278,18 @@ def test_the_default_prunes_what_mdl_published_older_than_the_newest_two_locked(
     assert only_one.exit_code == 0, only_one.stderr
     assert json.loads(only_one.stdout)["removed"] == []
     release = str(tmp_path / "releases" / "v2.lock")
-    done = mdl("prune", "--mirror", mirror, "--lock", release, "--json")
+    two = mdl("prune", "--mirror", mirror, "--lock", release, "--json")
+    assert two.exit_code == 0, two.stderr
+    assert json.loads(two.stdout)["removed"] == []  # v2 matched by its files: never counted
+    # catalog.lock's version not in the mirror (never published there, or its tag moved away by a
+    # co-tenant): nothing is counted, nothing goes by its age
+    registry.push_model("origin/dated", "rel", version(5))
+    assert mdl("lock", "tiny", "--upgrade").exit_code == 0
+    hidden = mdl("prune", "--mirror", mirror, "--keep-versions", "1", "--dry-run", "--json")
+    assert hidden.exit_code == 0, hidden.stderr
+    assert json.loads(hidden.stdout)["removed"] == []
+    shutil.copy(tmp_path / "releases" / "v3.lock", tmp_path / "catalog.lock")
+    done = mdl("prune", "--mirror", mirror, "--lock", release, "--keep-versions", "1", "--json")
     assert done.exit_code == 0, done.stderr
     report = json.loads(done.stdout)
     assert sorted(e["uri"] for e in report["removed"]) == [published[0], published[1]]
@@ -436,3 +451,69 @@ def test_a_tag_list_that_never_ends_keeps_every_version(
     assert "every version kept" in done.stderr
     assert len(paths) == asked
     assert all("/tags/list" in path for path in paths)
+
+
+def test_a_copy_of_a_locked_version_planted_stating_any_time_pushes_no_version_out(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2 and v3 published to the mirror, catalog.lock pins v3 and v1.lock v1, never published
+    there: a co-tenant's manifest of v1's files stating a time just before v3's only keeps itself;
+    v2, which nothing counted pushed out before, stays (a time anyone may write orders nothing)."""
+    registry = plain_registry
+    origin = f"oci://{registry.host}/origin/plant:rel"
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
+    for n in (1, 2, 3):
+        registry.push_model("origin/plant", "rel", version(n))
+        assert mdl("lock", "tiny", "--upgrade").exit_code == 0
+        shutil.copy(tmp_path / "catalog.lock", tmp_path / f"v{n}.lock")
+    v2 = push_version(registry, "plant/tiny", "v2", version(2), "2024-02-01T00:00:00Z")
+    push_version(registry, "plant/tiny", "v3", version(3), "2024-03-01T00:00:00Z")
+    mirror, lock = f"oci://{registry.host}/plant/{{model}}", str(tmp_path / "v1.lock")
+    before = mdl("prune", "--mirror", mirror, "--lock", lock, "--dry-run", "--json")
+    assert before.exit_code == 0, before.stderr
+    assert json.loads(before.stdout)["removed"] == []
+    planted = push_version(registry, "plant/tiny", "x", version(1), "2024-02-29T23:59:59.999Z")
+    after = mdl("prune", "--mirror", mirror, "--lock", lock, "--json")
+    assert after.exit_code == 0, after.stderr
+    report = json.loads(after.stdout)
+    assert report["removed"] == []
+    kept = {e["uri"]: e["reason"] for e in report["kept"]}
+    shown = f"oci://{registry.host}/plant/tiny:x@{planted}"
+    assert kept[shown] == f"the manifest of a version {lock} pins"
+    assert manifest_status(registry, "plant/tiny", v2) == 200
+
+
+def test_a_version_signed_in_place_of_its_own_model_sig_is_the_one_its_lock_pins(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model with a model.sig of its own, published with ``--sign --force`` (mdl's signature a
+    referrer, its own model.sig no layer): the lock, which pins that model.sig, pins the manifest
+    all the same (the signature file is left out of both, as of a bucket's version id), so
+    ``--keep-versions 0`` keeps both locked versions."""
+    registry = plain_registry
+    host = registry.host
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{host}/origin/signed:rel"\n')
+    key, _ = key_pair(tmp_path / "keys")
+    published = {}
+    for n in (1, 2):
+        registry.push_model("origin/signed", "rel", {**version(n), "model.sig": b"own %d" % n})
+        assert mdl("lock", "tiny", "--upgrade").exit_code == 0
+        shutil.copy(tmp_path / "catalog.lock", tmp_path / f"v{n}.lock")
+        dest = str(tmp_path / f"v{n}")
+        assert mdl("pull", "tiny", "--dest", dest).exit_code == 0
+        to = f"oci://{host}/signed/tiny:v{n}"
+        done = mdl("publish", "tiny", "--to", to, "--dest", dest, "--sign", str(key), "--force",
+                   "--json")  # fmt: skip
+        assert done.exit_code == 0, done.stderr
+        published[n] = json.loads(done.stdout)["versions"][0]["manifest"]
+    lock = str(tmp_path / "v1.lock")
+    mirror = f"oci://{host}/signed/{{model}}"
+    done = mdl("prune", "--mirror", mirror, "--lock", lock, "--keep-versions", "0", "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["removed"] == []
+    kept = {e["uri"]: e["reason"] for e in report["kept"]}
+    assert kept[published[1]] == f"the manifest of a version {lock} pins"
+    assert kept[published[2]] == "the manifest of a version catalog.lock pins"
+    for manifest in published.values():
+        assert manifest_status(registry, "signed/tiny", manifest.rpartition("@")[2]) == 200
