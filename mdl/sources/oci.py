@@ -30,7 +30,7 @@ from mdl.sources.ocimanifest import (
 )
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.transfer.connection import origin
-from mdl.transfer.failures import body_start
+from mdl.transfer.failures import read_reply
 from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow
 
 log = logging.getLogger("mdl.oci")
@@ -85,6 +85,7 @@ class Registry:
                     login=login,
                     secrets=self.secrets,
                     retry=self.retry,
+                    cancel=self.cancel,
                 )
             return self._auths[key]
 
@@ -197,7 +198,9 @@ class Registry:
                     raise auth.refused(response, what=what)
                 if response.is_error:
                     raise error_for_status(response, what=what, credentials=credentials)
-                return bytes(body_start(response, MAX_MANIFEST_BYTES + 1)), response.headers
+                timeout = self.client.timeout.read
+                body = read_reply(response, MAX_MANIFEST_BYTES, what=what, timeout=timeout)
+                return bytes(body), response.headers
 
         wait = self.cancel.wait if self.cancel is not None else None
         return self.retry.run(ask, what=what, wait=wait)

@@ -21,11 +21,11 @@ import httpx2
 
 from mdl.errors import AuthError, NetworkError, OutsideJSONError, RegistryReplyError
 from mdl.outsidejson import read_json
-from mdl.paths import read_small_file
+from mdl.paths import is_loopback, read_small_file
 from mdl.redact import Secrets, printable, redact_url
 from mdl.sources.ocimanifest import read_registry_json
 from mdl.transfer.connection import origin
-from mdl.transfer.failures import body_start
+from mdl.transfer.failures import read_reply
 from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow
 
 log = logging.getLogger("mdl.oci")
@@ -223,12 +223,14 @@ class RegistryAuth:
         login: Login | None,
         secrets: Secrets | None,
         retry: RetryPolicy | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.origin = origin(registry_url)
         self.registry = registry_url
         self.repository = repository
         self.client, self.login, self.secrets = client, login, secrets
         self.retry = retry or RetryPolicy()
+        self.cancel = cancel  # the run's: a wait before a retry hears it
         self.header: str | None = None
         self._lock = threading.Lock()
         if login is not None and secrets is not None:
@@ -238,7 +240,26 @@ class RegistryAuth:
     def credentials(self) -> Credentials:
         """What each request carries: the current Authorization, to the registry's origin only
         (never on a redirect to its storage), and how to renew it."""
-        return Credentials(extra=_Current(self), extra_origin=self.origin, renew=self.renew)
+        named = (
+            f"the registry's Authorization (the login from {self.login.where})"
+            if self.login is not None
+            else "the registry's Authorization (a token given without a login)"
+        )
+        return Credentials(
+            extra=_Current(self),
+            extra_origin=self.origin,
+            renew=self.renew,
+            named=named,
+            refused_hint=self.hint,
+        )
+
+    @property
+    def hint(self) -> str:
+        """What to do when the registry or its token service refuses (401, 403): the login's
+        file or helper, else how to log in."""
+        if self.login is None:
+            return NO_LOGIN
+        return f"the login from {self.login.where} was refused, or may not read {self.repository}"
 
     def renew(self, response: httpx2.Response) -> bool:
         """A 401 from the registry: True when the request is worth sending again (a new token, the
@@ -262,9 +283,9 @@ class RegistryAuth:
     def refused(self, response: httpx2.Response, *, what: str) -> AuthError:
         """A 401 that stands (no challenge mdl can answer, or the answer refused): exit 3, naming
         where a login is kept."""
-        hint = f"the login from {self.login.where} was refused" if self.login else NO_LOGIN
         return AuthError(
-            f"{what}: not authorised (HTTP 401 from {redact_url(str(response.url))})", hint=hint
+            f"{what}: not authorised (HTTP 401 from {redact_url(str(response.url))})",
+            hint=self.hint,
         )
 
     def _token(self, params: Mapping[str, str]) -> str:
@@ -283,10 +304,12 @@ class RegistryAuth:
                 f"{what}: the realm {printable(realm, limit=100)!r} is no http(s) URL"
             )
         login = self.login
-        if login is not None and urlsplit(realm).scheme == "http" and self.origin[0] == "https":
+        if login is not None and not _may_carry_login(realm, self.origin[0]):
             raise AuthError(
                 f"{what}: the registry asks for its login at a plain http realm"
-                f" ({redact_url(realm)}); refused: a login is never sent in the clear"
+                f" ({redact_url(realm)}); refused: a login goes in the clear only to this machine,"
+                " from a registry on it",
+                hint="the registry's token service must be https (or on this machine)",
             )
         credentials = (
             Credentials(extra={"Authorization": login.basic}, extra_origin=origin(realm))
@@ -296,26 +319,31 @@ class RegistryAuth:
 
         def ask() -> str:
             with follow(self.client, url, credentials=credentials, what=what) as response:
-                body = bytes(body_start(response, MAX_TOKEN_REPLY + 1))
+                timeout = self.client.timeout.read
+                body = bytes(read_reply(response, MAX_TOKEN_REPLY, what=what, timeout=timeout))
                 if response.status_code in (401, 403):
-                    hint = (
-                        f"the login from {login.where} was refused"
-                        if login is not None
-                        else NO_LOGIN
-                    )
                     raise AuthError(
                         f"{what}: no token for {scope} (HTTP {response.status_code} from"
                         f" {redact_url(str(response.url))})",
-                        hint=hint,
+                        hint=self.hint,
                     )
                 if response.is_error:
                     raise error_for_status(response, what=what)
             return _token_in(body, what=what)
 
-        token = self.retry.run(ask, what=what)
+        wait = self.cancel.wait if self.cancel is not None else None
+        token = self.retry.run(ask, what=what, wait=wait)
         if self.secrets is not None:
             self.secrets.add(token)
         return token
+
+
+def _may_carry_login(realm: str, registry_scheme: str) -> bool:
+    """Whether a login may go to ``realm``: over https, or over plain http to this machine from a
+    registry on it (asked over plain http itself), as the registry may be."""
+    parts = urlsplit(realm)
+    local = registry_scheme == "http" and is_loopback(parts.hostname or "")
+    return parts.scheme == "https" or local
 
 
 def _token_in(body: bytes, *, what: str) -> str:

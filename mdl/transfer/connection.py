@@ -392,6 +392,11 @@ class WireBackend(httpcore2.NetworkBackend):
             stream.close()
 
 
+class SlowBody(httpx2.ReadTimeout):
+    """A body that came too slowly (under the floor rate, or past its deadline): the server
+    answered, but its reply did not come."""
+
+
 class Pace:
     """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes
     (time spent writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""
@@ -415,11 +420,11 @@ class Pace:
         if self.got >= self.window * MIN_BODY_RATE:
             self.waited, self.got = 0.0, 0
         elif self.waited >= self.window:
-            raise httpx2.ReadTimeout(
+            raise SlowBody(
                 f"under {MIN_BODY_RATE} bytes/s for {self.window:g} s", request=self.request
             )
         if self.deadline is not None and now >= self.deadline:
-            raise httpx2.ReadTimeout("the body did not arrive in time", request=self.request)
+            raise SlowBody("the body did not arrive in time", request=self.request)
 
 
 BODY = "mdl_body"  # the response extension holding its :class:`Body`

@@ -23,7 +23,7 @@ from mdl.redact import (
 )
 from mdl.report import SERVER_TEXT_LIMIT
 from mdl.transfer._headers import retry_after_seconds
-from mdl.transfer.connection import Proxy
+from mdl.transfer.connection import Proxy, SlowBody, set_reply_deadline
 from mdl.transfer.ratelimit import MAX_HUB_WAIT, Refusal, refusal_of
 from mdl.transfer.tls import CA_HINT, certificate_problem
 from mdl.units import human_seconds
@@ -127,6 +127,24 @@ def body_start(response: httpx2.Response, size: int, *, into: bytearray | None =
             del body[size:]
             break
     return body
+
+
+def read_reply(
+    response: httpx2.Response, limit: int, *, what: str, timeout: float | None
+) -> bytearray:
+    """An API reply read whole (a registry's manifest or token, the CAS's JSON): its first
+    ``limit`` + 1 bytes at most (one past the bound, which the reader refuses), whole within
+    ``REPLY_FACTOR`` × the read ``timeout`` however it trickles. A connection cut, silent or too
+    slow mid-body is the retryable error a transport failure is (``RetryPolicy.run`` tries it
+    again, then exit 5), as when no byte came."""
+    set_reply_deadline(response, timeout)
+    try:
+        return body_start(response, limit + 1)
+    except httpx2.TransportError as exc:
+        raise transport_error(exc, what=what, url=str(response.url)) from exc
+    except httpx2.DecodingError as exc:
+        shown = redact_url(str(response.url))
+        raise NetworkError(f"{what}: {shown} sent a body that cannot be decoded") from exc
 
 
 # Markup that starts an HTML document (an XML or JSON body is left alone: its text is the message).
@@ -256,6 +274,8 @@ def _head_too_long(*, what: str, url: str, through: str) -> RetryableError:
 
 def _silent(exc: httpx2.TimeoutException) -> str:
     """What a timeout says the server did not do, and within how long."""
+    if isinstance(exc, SlowBody):
+        return f"sent its reply too slowly ({exc})"
     phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
     try:
         limit = (exc.request.extensions.get("timeout") or {}).get(phase)

@@ -109,6 +109,10 @@ class Credentials(NamedTuple):
     # a registry's 401 at extra's origin: True when the request is worth sending once more (a new
     # token in extra: mdl.sources.ociauth), so a token that expires mid-blob costs one request
     renew: Callable[[httpx2.Response], bool] | None = None
+    # a registry's login (mdl.sources.ociauth) in place of the user's headers (-H, the catalog's
+    # headers, a netrc login): what extra is, in words, and the hint of a refusal at its origin
+    named: str = ""
+    refused_hint: str = ""
 
     def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
         return unshown(self)
@@ -149,19 +153,19 @@ class Credentials(NamedTuple):
         headers = (
             "the headers given (-H, the catalog's headers)" if len(self.extra) > self.netrc else ""
         )
-        what = " and ".join(filter(None, (login, headers)))
-        were = "were" if headers else "was"
-        return (
-            (
-                f"{what} for {shown_origin_of(given)} {were} withheld on the redirect to"
-                f" {shown_origin_of(at)} ({why}: mdl sends credentials only to the origin they were"
-                " given for, on no redirect that leaves it)"
-            ),
-            (
-                f"give the URL it redirects to ({redact_url(url)}) so that they go there, if you"
-                " trust it with them"
-            ),
+        what = self.named or " and ".join(filter(None, (login, headers)))
+        were = "were" if headers and not self.named else "was"
+        hint = (
+            f"if {shown_origin_of(at)} is the same registry, name the registry so"
+            if self.named
+            else f"give the URL it redirects to ({redact_url(url)}) so that they go there, if you"
+            " trust it with them"
         )
+        return (
+            f"{what} for {shown_origin_of(given)} {were} withheld on the redirect to"
+            f" {shown_origin_of(at)} ({why}: mdl sends credentials only to the origin they were"
+            " given for, on no redirect that leaves it)"
+        ), hint
 
     def from_hub(self, response: httpx2.Response) -> bool:
         return self.hub_origin is not None and origin(str(response.url)) == self.hub_origin
@@ -260,11 +264,16 @@ class _Refusal(NamedTuple):
             return AuthError(f"{self.said('not authorised')}; {withheld[0]}", hint=withheld[1])
         if self.hub:
             hint = hub_auth_hint(self.response.headers.get("X-Error-Code"), self.response)
-        elif credentials_sent(self.response):
-            hint = REFUSED_CREDENTIALS
-        else:
-            hint = NO_CREDENTIALS
-        return AuthError(self.said("not authorised"), hint=hint)
+            return AuthError(self.said("not authorised"), hint=hint)
+        return AuthError(self.said("not authorised"), hint=self.credentials_hint(NO_CREDENTIALS))
+
+    def credentials_hint(self, unsent: str | None) -> str | None:
+        """A refusal's hint: a registry's own at its origin (where its login came from), else
+        the user's headers when they were sent, else ``unsent``."""
+        credentials, at = self.credentials, origin(str(self.response.url))
+        if credentials is not None and credentials.refused_hint and at == credentials.extra_origin:
+            return credentials.refused_hint
+        return REFUSED_CREDENTIALS if credentials_sent(self.response) else unsent
 
     def forbidden(self) -> AuthError:
         if self.hub:
@@ -274,8 +283,7 @@ class _Refusal(NamedTuple):
         if is_signed_url(str(self.response.url)):
             expired = "the link has expired or was revoked; ask for a fresh one"
             return ExpiredURLError(self.said(expired))
-        hint = REFUSED_CREDENTIALS if credentials_sent(self.response) else None
-        return ExpiredURLError(self.said("access denied"), hint=hint)
+        return ExpiredURLError(self.said("access denied"), hint=self.credentials_hint(None))
 
 
 class _Renewal:

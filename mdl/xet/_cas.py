@@ -15,8 +15,8 @@ import httpx2
 from mdl.errors import AuthError, InterruptedByUserError, MdlError
 from mdl.redact import Secrets, redact_url
 from mdl.sources.resolve import XetRef
-from mdl.transfer.connection import origin, set_read_timeout, set_reply_deadline
-from mdl.transfer.failures import body_start, transport_error
+from mdl.transfer.connection import origin, set_read_timeout
+from mdl.transfer.failures import read_reply
 from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow
 from mdl.xet._protocol import (
     Fetch,
@@ -221,11 +221,7 @@ class Cas:
         read = (response.request.extensions.get("timeout") or {}).get("read")
         if self.stall_timeout is not None and (read is None or self.stall_timeout < read):
             set_read_timeout(response, self.stall_timeout)
-        set_reply_deadline(response, self.client.timeout.read)
-        try:
-            body = body_start(response, limit + 1)
-        except httpx2.TransportError as exc:
-            raise transport_error(exc, what=what, url=str(response.url)) from exc
+        body = read_reply(response, limit, what=what, timeout=self.client.timeout.read)
         if len(body) > limit:
             raise ReplyError(
                 f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes"
