@@ -250,10 +250,11 @@ def test_the_registry_page_runs_as_written(
     page.run("mdl pull granite --frozen", fleet, MDL_DEST=str(tmp_path / "fleet-models"))
     assert files_in(tmp_path / "fleet-models" / "granite") == NEW
 
-    # prune: the two locked versions counted and kept, the oldest one's manifest deleted (after a
-    # dry run)
+    # prune: the two locked versions kept, catalog.lock's counted (a mirror of a Hub model: its
+    # locks pin the Hub's files, so no other version's time counts: the page says --keep-versions
+    # 1), the oldest one's manifest deleted (after a dry run)
     dry, real = prune.splitlines()
-    assert "--keep-versions" not in prune, "the default"
+    assert "--keep-versions 1" in dry and "--keep-versions 1" in real, prune
     old = manifest_digest(registry, "models/granite", "2026-09")
     assert old is not None
     would = page.run(dry, publisher)
