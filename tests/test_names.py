@@ -301,8 +301,8 @@ def test_get_refuses_a_folder_it_cannot_create(hub_env: HubServer, tmp_path: Pat
 
 @pytest.mark.parametrize(
     "name",
-    ["pkg/" + "n" * 240 + ".bin", "pkg/evil\u202etxt.bin", "pkg/two\u2028lines.bin"],
-    ids=["240-bytes", "rlo", "line-sep"],
+    ["pkg/" + "n" * 252 + ".bin", "pkg/evil\u202etxt.bin", "pkg/two\u2028lines.bin"],
+    ids=["256-bytes", "rlo", "line-sep"],
 )
 def test_unpack_refuses_the_same_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str

@@ -658,7 +658,7 @@ def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: b
 
 def _refuse_name(arcname: str, shown: str, *, signing: bool) -> None:
     """One name unpack would reject, mdl's manifest's, or (``signing``) model.sig's."""
-    if problem := name_problem(arcname):
+    if problem := name_problem(arcname, room=0):  # as unpack reads it
         raise UnsafePathError(f"cannot pack {quoted(shown)}: {problem}")
     if arcname == MANIFEST_NAME:
         raise UsageError(

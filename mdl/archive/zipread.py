@@ -309,7 +309,7 @@ def check_entry(entry: Entry) -> None:
     """Refuse one entry's unsafe name or type, and what this reader cannot do safely."""
     raw, attr, flags = entry.stored, entry.external_attr, entry.flags
     v, is_dir = entry.version_needed, entry.is_dir
-    if problem := name_problem(entry.name):
+    if problem := name_problem(entry.name, room=0):  # written under its own name, no temp
         raise ArchiveError(f"unsafe entry {shown(raw)}: {problem}")
     kind = stat.S_IFMT(attr >> 16) if entry.create_system == 3 else 0
     marked_dir = kind == stat.S_IFDIR or attr & _DOS_DIRECTORY
