@@ -71,10 +71,15 @@ _BIDI_CONTROLS = frozenset(
 )
 
 
+# the ends of mdl's temporary names (``temp_name``: unpack -'s copy of stdin is one) and of what
+# prune sets aside: what cleanup finds by name alone, so never the name of a file mdl writes
+TEMP_SUFFIX, ASIDE_SUFFIX = ".mdl-tmp", ".mdl-prune"
+
+
 def temp_name(name: str) -> str:
     """The hidden, unique name mdl writes ``name`` under before renaming it into place."""
     # (os.urandom, as secrets.token_hex is: that module brings hmac and more to every start)
-    return f".{name}.{os.urandom(8).hex()}.mdl-tmp"
+    return f".{name}.{os.urandom(8).hex()}{TEMP_SUFFIX}"
 
 
 TEMP_NAME_OVERHEAD = len(temp_name(""))  # a dot before the name and ".<16 hex>.mdl-tmp" after it
@@ -86,17 +91,23 @@ MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD
 STATE_FOLDER = ".mdl"
 # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
 STAGING_PREFIX = ".mdl-unpack-"
-RESERVED_WHY = "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"
+RESERVED_WHY = (
+    "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*, *.mdl-tmp, *.mdl-prune)"
+)
 
 
 def reserved_by_mdl(part: str) -> bool:
     """Whether one path component is, once case-folded and normalised as any filesystem might, a
-    name mdl keeps for its own state beside a destination: ``.mdl`` or unpack's staging
-    ``.mdl-unpack-*``."""
+    name mdl keeps for its own state beside a destination: ``.mdl``, unpack's staging
+    ``.mdl-unpack-*``, or a name cleanup removes (``*.mdl-tmp``, ``*.mdl-prune``)."""
     folded = part
     for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
         folded = unicodedata.normalize("NFKC", folded).casefold()
-    return folded == STATE_FOLDER or folded.startswith(STAGING_PREFIX)
+    return (
+        folded == STATE_FOLDER
+        or folded.startswith(STAGING_PREFIX)
+        or folded.endswith((TEMP_SUFFIX, ASIDE_SUFFIX))
+    )
 
 
 def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:

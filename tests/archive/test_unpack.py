@@ -156,6 +156,10 @@ HOSTILE_NAMES = [
     "x ",
     "a:stream",
     "x" * 300,
+    # names mdl's cleanup removes (unpack -'s copy of stdin, a temp file, prune's set-aside)
+    ".stdin.zip.0123456789abcdef.mdl-tmp",
+    "m/.w.bin.0123456789abcdef.MDL-TMP",
+    "m/.w.bin.0123456789ab.mdl-prune",
 ]
 
 
