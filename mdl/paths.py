@@ -63,17 +63,15 @@ def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
 
 
 NAME_MAX = 255  # bytes of one encoded path component, on Linux and macOS
+_ROOM = " less room for mdl's temporary name"
+# how mdl's temp names (``temp_name``, unpack -'s stdin spool too) and prune's set-asides end
+TEMP_SUFFIX, ASIDE_SUFFIX = ".mdl-tmp", ".mdl-prune"
 # Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe"
 # shows as "xexe.txt". Overrides, embeddings and isolates, and the invisible direction marks (LRM,
 # RLM, ALM) hubreplies refuses too.
 _BIDI_CONTROLS = frozenset(
     "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 )
-
-
-# the ends of mdl's temporary names (``temp_name``: unpack -'s copy of stdin is one) and of what
-# prune sets aside: what cleanup finds by name alone, so never the name of a file mdl writes
-TEMP_SUFFIX, ASIDE_SUFFIX = ".mdl-tmp", ".mdl-prune"
 
 
 def temp_name(name: str) -> str:
@@ -83,17 +81,13 @@ def temp_name(name: str) -> str:
 
 
 TEMP_NAME_OVERHEAD = len(temp_name(""))  # a dot before the name and ".<16 hex>.mdl-tmp" after it
-# a name must leave room for mdl's temporary one
-MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD
 
 
 # mdl's own state under a destination: records, locks, partials, get.json, unpack's records
 STATE_FOLDER = ".mdl"
 # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
 STAGING_PREFIX = ".mdl-unpack-"
-RESERVED_WHY = (
-    "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*, *.mdl-tmp, *.mdl-prune)"
-)
+RESERVED_WHY = "a name mdl reserves for its own state (.mdl, .mdl-unpack-*, *.mdl-tmp/-prune)"
 
 
 def reserved_by_mdl(part: str) -> bool:
@@ -103,11 +97,8 @@ def reserved_by_mdl(part: str) -> bool:
     folded = part
     for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
         folded = unicodedata.normalize("NFKC", folded).casefold()
-    return (
-        folded == STATE_FOLDER
-        or folded.startswith(STAGING_PREFIX)
-        or folded.endswith((TEMP_SUFFIX, ASIDE_SUFFIX))
-    )
+    cleaned = folded.endswith((TEMP_SUFFIX, ASIDE_SUFFIX))  # what cleanup removes by its name
+    return cleaned or folded == STATE_FOLDER or folded.startswith(STAGING_PREFIX)
 
 
 def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
@@ -119,7 +110,7 @@ def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
     if (why := _character_problem(name)) is not None:
         return why
     parts = name.split("/")
-    limit = NAME_MAX - room
+    limit, why_limit = NAME_MAX - room, f"(NAME_MAX {NAME_MAX}{_ROOM if room else ''})"
     size = next((n for n in (len(part.encode("utf-8")) for part in parts) if n > limit), 0)
     refused = (
         # a separator on Windows: 'a\\..\\..\\x' climbs out there
@@ -128,11 +119,7 @@ def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
         (DRIVE_RE.match(name) is not None, "it starts with a drive letter"),
         (".." in parts, "it climbs out with '..'"),
         (any(part in ("", ".") for part in parts), "it has an empty or '.' component"),
-        (
-            size > 0,
-            f"a component is {size} bytes, longer than {limit} bytes (NAME_MAX {NAME_MAX}"
-            + (" less room for mdl's temporary name)" if room else ")"),
-        ),
+        (size > 0, f"a component is {size} bytes, longer than {limit} bytes {why_limit}"),
     )
     return next((why for bad, why in refused if bad), None)
 
@@ -235,8 +222,8 @@ MAX_NAME_BYTES = 1024  # a whole path: well under PATH_MAX once joined to a dest
 
 def name_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
     """The one rule for a ``/`` path mdl creates below a folder it was given, folders and all (an
-    archive's entry, a job output's file name): why ``name`` is unsafe or unportable, or None.
-    ``room``: as for :func:`path_problem` (an archive's entries: 0)."""
+    archive's entry, a job output's file name): why ``name`` is unsafe or unportable, or None;
+    ``room`` as for :func:`path_problem`."""
     # Then path_problem, the rule pull and get apply (bidi controls, '.'/'..' parts, component
     # length with the temp name), and each component as one file name: names from an archive or a
     # job get no weaker check than a server's.
