@@ -7,7 +7,6 @@ private folder, the swap and the recovery of an interrupted one are in ``staging
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
@@ -386,9 +385,7 @@ def _make_folders(dest_dir: Path) -> list[Path]:
             with contextlib.suppress(FileExistsError):  # (``a/..``, or someone else's)
                 folder.mkdir()
                 made.insert(0, folder)
-        if not dest_dir.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-    except OSError as exc:
+    except OSError as exc:  # (a file where a folder must go: _recover_dest named DIR's own kind)
         _remove_folders(made)
         raise LocalFSError(f"cannot create {shown_name(dest_dir)}: {exc.strerror}") from exc
     return made
