@@ -90,6 +90,10 @@ def _standard_descriptors_held() -> None:
             os.fstat(fd)
         except OSError:  # (the lowest free number: this one, the ones below are open)
             os.open(os.devnull, os.O_RDWR)
+            if fd == 1:  # a command whose output is stdout's data refuses to run (exit 2)
+                from mdl.cli import stdout
+
+                stdout.closed_at_start = True
         if getattr(sys, name) is None:
             mode = "r" if fd == 0 else "w"
             setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115

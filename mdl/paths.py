@@ -63,7 +63,9 @@ def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
 
 
 NAME_MAX = 255  # bytes of one encoded path component, on Linux and macOS
-_ROOM = f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
+_ROOM = " less room for mdl's temporary name"
+# how mdl's temp names (``temp_name``, unpack -'s stdin spool too) and prune's set-asides end
+TEMP_SUFFIX, ASIDE_SUFFIX = ".mdl-tmp", ".mdl-prune"
 # Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe"
 # shows as "xexe.txt". Overrides, embeddings and isolates, and the invisible direction marks (LRM,
 # RLM, ALM) hubreplies refuses too.
@@ -75,43 +77,41 @@ _BIDI_CONTROLS = frozenset(
 def temp_name(name: str) -> str:
     """The hidden, unique name mdl writes ``name`` under before renaming it into place."""
     # (os.urandom, as secrets.token_hex is: that module brings hmac and more to every start)
-    return f".{name}.{os.urandom(8).hex()}.mdl-tmp"
+    return f".{name}.{os.urandom(8).hex()}{TEMP_SUFFIX}"
 
 
 TEMP_NAME_OVERHEAD = len(temp_name(""))  # a dot before the name and ".<16 hex>.mdl-tmp" after it
-# a name must leave room for mdl's temporary one
-MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD
 
 
 # mdl's own state under a destination: records, locks, partials, get.json, unpack's records
 STATE_FOLDER = ".mdl"
 # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
 STAGING_PREFIX = ".mdl-unpack-"
-RESERVED_WHY = "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"
+RESERVED_WHY = "a name mdl reserves for its own state (.mdl, .mdl-unpack-*, *.mdl-tmp/-prune)"
 
 
 def reserved_by_mdl(part: str) -> bool:
     """Whether one path component is, once case-folded and normalised as any filesystem might, a
-    name mdl keeps for its own state beside a destination: ``.mdl`` or unpack's staging
-    ``.mdl-unpack-*``."""
+    name mdl keeps for its own state beside a destination: ``.mdl``, unpack's staging
+    ``.mdl-unpack-*``, or a name cleanup removes (``*.mdl-tmp``, ``*.mdl-prune``)."""
     folded = part
     for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
         folded = unicodedata.normalize("NFKC", folded).casefold()
-    return folded == STATE_FOLDER or folded.startswith(STAGING_PREFIX)
+    cleaned = folded.endswith((TEMP_SUFFIX, ASIDE_SUFFIX))  # what cleanup removes by its name
+    return cleaned or folded == STATE_FOLDER or folded.startswith(STAGING_PREFIX)
 
 
-def path_problem(name: str) -> str | None:
+def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
     """The one rule for names mdl did not choose (relative ``/`` paths): why ``name`` is unsafe
-    to write, or None.
-    """
+    to write, or None. ``room``: the bytes each component leaves for mdl's temporary name (get and
+    pull write one beside each file; unpack and pack none: 0)."""
     if not name:
         return "it is empty"
     if (why := _character_problem(name)) is not None:
         return why
     parts = name.split("/")
-    size = next(
-        (n for n in (len(part.encode("utf-8")) for part in parts) if n > MAX_COMPONENT_BYTES), 0
-    )
+    limit, why_limit = NAME_MAX - room, f"(NAME_MAX {NAME_MAX}{_ROOM if room else ''})"
+    size = next((n for n in (len(part.encode("utf-8")) for part in parts) if n > limit), 0)
     refused = (
         # a separator on Windows: 'a\\..\\..\\x' climbs out there
         ("\\" in name, "it contains a backslash; use '/'"),
@@ -119,7 +119,7 @@ def path_problem(name: str) -> str | None:
         (DRIVE_RE.match(name) is not None, "it starts with a drive letter"),
         (".." in parts, "it climbs out with '..'"),
         (any(part in ("", ".") for part in parts), "it has an empty or '.' component"),
-        (size > 0, f"a component is {size} bytes, longer than {MAX_COMPONENT_BYTES} bytes {_ROOM}"),
+        (size > 0, f"a component is {size} bytes, longer than {limit} bytes {why_limit}"),
     )
     return next((why for bad, why in refused if bad), None)
 
@@ -182,7 +182,7 @@ RESERVED_NAMES = frozenset(
 )
 
 
-def safe_file_name(value: str, *, where: str) -> str:
+def safe_file_name(value: str, *, where: str, room: int = TEMP_NAME_OVERHEAD) -> str:
     """``value`` if it is one plain file name, safe to create in any folder, else
     UnsafePathError.
     """
@@ -211,7 +211,7 @@ def safe_file_name(value: str, *, where: str) -> str:
         (reserved_by_mdl(value), RESERVED_WHY),
     )
     # Then the rule every command shares (length with room for the temp name, ...).
-    reason = next((why for bad, why in refused if bad), None) or path_problem(value)
+    reason = next((why for bad, why in refused if bad), None) or path_problem(value, room=room)
     if reason is not None:
         raise UnsafePathError(f"{where}: must be a plain file name, got {shown(value)} ({reason})")
     return value
@@ -220,19 +220,20 @@ def safe_file_name(value: str, *, where: str) -> str:
 MAX_NAME_BYTES = 1024  # a whole path: well under PATH_MAX once joined to a destination folder
 
 
-def name_problem(name: str) -> str | None:
+def name_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
     """The one rule for a ``/`` path mdl creates below a folder it was given, folders and all (an
-    archive's entry, a job output's file name): why ``name`` is unsafe or unportable, or None."""
+    archive's entry, a job output's file name): why ``name`` is unsafe or unportable, or None;
+    ``room`` as for :func:`path_problem`."""
     # Then path_problem, the rule pull and get apply (bidi controls, '.'/'..' parts, component
     # length with the temp name), and each component as one file name: names from an archive or a
     # job get no weaker check than a server's.
-    problem = _refused_outright(name) or path_problem(name)
+    problem = _refused_outright(name) or path_problem(name, room=room)
     if problem:
         return problem
     if ":" in name:  # a drive or an NTFS alternate data stream on Windows
         return "colon in name"
     for part in name.split("/"):
-        problem = _component_problem(part)
+        problem = _component_problem(part, room)
         if problem:
             return problem
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
@@ -263,7 +264,7 @@ def _refused_outright(name: str) -> str | None:
     return next((why for bad, why in refused if bad), None)
 
 
-def _component_problem(part: str) -> str | None:
+def _component_problem(part: str, room: int) -> str | None:
     """Why one component of a name is unportable (Windows): a trailing dot or space, a device's
     name, a character a file name cannot hold."""
     if part[-1] in ". ":
@@ -271,7 +272,7 @@ def _component_problem(part: str) -> str | None:
     if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
         return "reserved device name"
     try:
-        safe_file_name(part, where="path component")
+        safe_file_name(part, where="path component", room=room)
     except UnsafePathError as exc:
         return exc.message
     return None

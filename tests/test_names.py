@@ -24,8 +24,8 @@ from typer.testing import Result
 
 from mdl.errors import ExitCode, UnsafePathError
 from mdl.paths import (
-    MAX_COMPONENT_BYTES,
     NAME_MAX,
+    TEMP_NAME_OVERHEAD,
     path_clash,
     path_problem,
     safe_relative_path,
@@ -112,7 +112,7 @@ def test_path_problem_names_the_reason(name: str, reason: str) -> None:
 
 
 def test_the_limit_leaves_room_for_the_temp_name() -> None:
-    longest = "x" * MAX_COMPONENT_BYTES
+    longest = "x" * (NAME_MAX - TEMP_NAME_OVERHEAD)
     assert path_problem(longest) is None
     assert path_problem(longest + "x") is not None
     assert len(temp_name(longest).encode()) == NAME_MAX
@@ -301,8 +301,8 @@ def test_get_refuses_a_folder_it_cannot_create(hub_env: HubServer, tmp_path: Pat
 
 @pytest.mark.parametrize(
     "name",
-    ["pkg/" + "n" * 240 + ".bin", "pkg/evil\u202etxt.bin", "pkg/two\u2028lines.bin"],
-    ids=["240-bytes", "rlo", "line-sep"],
+    ["pkg/" + "n" * 252 + ".bin", "pkg/evil\u202etxt.bin", "pkg/two\u2028lines.bin"],
+    ids=["256-bytes", "rlo", "line-sep"],
 )
 def test_unpack_refuses_the_same_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str

@@ -326,6 +326,12 @@ class _Collector:
             self.found.append((arcname, shown, f"skipping symlink {quoted(shown)}: excluded"))
             return None
         real = real_inside(path, self.run_real, shown)
+        # a link counts as its target: into a folder this pack leaves out, it is left out too
+        top = real.relative_to(self.run_real).parts[:1]
+        if top and _matches(top[0], self.top_skip):
+            slash = "/" if real.is_dir() else ""
+            self.left_out.append(LeftOut(shown + slash, top[0], RUN_LEVEL_REASON))
+            return None
         return real, real.stat()
 
 
@@ -350,7 +356,10 @@ def _run_logs(run_real: Path, options: PackOptions) -> list[Found]:
     """The run's logs, each under its name in the archive: its top's log files, ``logs/``,
     TensorBoard's events.
     """
-    logs = _Collector(run_real, (), options.excludes, options.compress, (), keep=_is_log)
+    # (a link into a checkpoint folder is no log: left out, as in a whole run)
+    logs = _Collector(
+        run_real, (), options.excludes, options.compress, _RUN_LEVEL_SKIP, keep=_is_log
+    )
     with os.scandir(run_real) as it:
         for entry in sorted(it, key=lambda e: e.name):
             name, arcname = entry.name, _log_arcname(entry.name)
@@ -500,7 +509,11 @@ def collect_files(
     _refuse_bad_names(files, folders, signing=options.sign is not None)
     for note in notes:
         progress.note(note)
-    packed = {src.shown for src in files}
+    # each file by its path in the run and, reached through a link, by its target's (a checkpoint
+    # folder an in-run link packs from is not said left out)
+    packed = {src.shown for src in files} | {
+        src.path.relative_to(run.real).as_posix() for src in files
+    }
     claims = [*selection.skipped, *_other_checkpoints_included(run, packed)]
     passed_over, opened = not_packed(claims, seen, packed)
     left_out, opened_too = not_packed(collector.left_out, seen, packed)
@@ -658,7 +671,7 @@ def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: b
 
 def _refuse_name(arcname: str, shown: str, *, signing: bool) -> None:
     """One name unpack would reject, mdl's manifest's, or (``signing``) model.sig's."""
-    if problem := name_problem(arcname):
+    if problem := name_problem(arcname, room=0):  # as unpack reads it
         raise UnsafePathError(f"cannot pack {quoted(shown)}: {problem}")
     if arcname == MANIFEST_NAME:
         raise UsageError(

@@ -36,7 +36,7 @@ from pathlib import Path
 from mdl.archive.zipread import MAX_CENTRAL_BYTES
 from mdl.errors import STOPS, LocalFSError, MdlError, OutsideJSONError
 from mdl.outsidejson import read_json
-from mdl.paths import STAGING_PREFIX, name_problem, quoted, shown_name
+from mdl.paths import STAGING_PREFIX, TEMP_SUFFIX, name_problem, quoted, shown_name
 from mdl.progress import Progress
 from mdl.store import confined
 
@@ -50,7 +50,7 @@ MAX_RECORD_BYTES = 4096
 # ``unpack -``'s copy of stdin (``paths.temp_name("stdin.zip")``), locked while its unpack runs; one
 # a kill left is removed by the next unpack or clean there once this old (never one just made,
 # before its lock)
-SPOOL = re.compile(r"\.stdin\.zip\.[0-9a-f]{16}\.mdl-tmp")
+SPOOL = re.compile(rf"\.stdin\.zip\.[0-9a-f]{{16}}{re.escape(TEMP_SUFFIX)}")
 SPOOL_AGE = 60.0
 # the top-level names come from a central directory, twice its size at most
 MAX_JOURNAL_BYTES = 2 * MAX_CENTRAL_BYTES

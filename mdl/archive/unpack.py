@@ -291,9 +291,11 @@ def unpack_archive(
     cwd: Path,
     max_ratio: float = DEFAULT_MAX_RATIO,
     trust: Trust | None = None,
+    name: str | None = None,
 ) -> UnpackResult:
     """Validate every entry, extract into a private temp folder, verify (``trust``: its model.sig
-    too, and every file against it), then swap into ``dest``."""
+    too, and every file against it), then swap into ``dest``. ``name``: what messages call the
+    archive (default: its path)."""
     signer = None if trust is None else (trust, _signer(trust))
     dest_dir = cwd / dest if dest is not None else cwd
     # every entry's bar names the archive (model=) for programs
@@ -312,7 +314,13 @@ def unpack_archive(
     with os.fdopen(fd, "rb") as fh:
         try:
             return _unpack(
-                fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio, signer=signer
+                fh,
+                dest_dir,
+                force=force,
+                progress=progress,
+                max_ratio=max_ratio,
+                name=name or shown_name(archive),
+                signer=signer,
             )
         except OSError as exc:  # reading the archive, or looking at the destination
             raise LocalFSError(
@@ -327,28 +335,32 @@ def _unpack(
     force: bool,
     progress: Progress,
     max_ratio: float,
+    name: str,
     signer: tuple[Trust, str] | None = None,
 ) -> UnpackResult:
-    """Check the destination and the archive, then extract and swap into place."""
+    """Check the destination and the archive (``name``: what messages call it), then extract and
+    swap into place."""
     _recover_dest(dest_dir, progress)
-    entries, total = _checked_entries(fh, dest_dir, max_ratio)
+    entries, total = _checked_entries(fh, dest_dir, max_ratio, name)
     manifest = _read_manifest(fh, entries)
     signed: dict[str, SignedFile] = {}
     signature = None
     if signer is not None:
         signed, signature, entries = _check_signature(fh, entries, signer[0])
     tops = list(dict.fromkeys(e.name.split("/", 1)[0] for e in entries))
+    made = _make_folders(dest_dir)
     try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LocalFSError(f"cannot create {shown_name(dest_dir)}: {exc.strerror}") from exc
-    occupied = _occupied(dest_dir, tops, force=force)
-    refuse_no_room(dest_dir, total, "the archive's files")
-    progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
-    checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
+        occupied = _occupied(dest_dir, tops, force=force)
+        refuse_no_room(dest_dir, total, "the archive's files")
+        progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
+        checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
+        files = _extract_and_swap(checked, dest_dir, tops, progress)
+    except BaseException:  # any failure leaves the destination as it was: not even its folders
+        _remove_folders(made)
+        raise
     return UnpackResult(
         dest=str(dest_dir),
-        files=tuple(_extract_and_swap(checked, dest_dir, tops, progress)),
+        files=tuple(files),
         manifest=manifest is not None,
         checkpoint=manifest[1] if manifest else None,
         top_level=tuple(tops),
@@ -358,6 +370,32 @@ def _unpack(
             None if signer is None else {"verified": True, "by": signer[1], "file": signature}
         ),
     )
+
+
+def _make_folders(dest_dir: Path) -> list[Path]:
+    """Create ``dest_dir`` and the parents it lacks; the folders this run made (never one that
+    was there, or that another process made meanwhile), innermost first."""
+    missing, folder = [], dest_dir
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # (``a/..``, or someone else's)
+                folder.mkdir()
+                made.insert(0, folder)
+    except OSError as exc:  # (a file where a folder must go: _recover_dest named DIR's own kind)
+        _remove_folders(made)
+        raise LocalFSError(f"cannot create {shown_name(dest_dir)}: {exc.strerror}") from exc
+    return made
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Remove the folders :func:`_make_folders` made, innermost first, those still empty only."""
+    for folder in made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _recover_dest(dest_dir: Path, progress: Progress) -> None:
@@ -370,10 +408,14 @@ def _recover_dest(dest_dir: Path, progress: Progress) -> None:
     stale_spools(nearest_folder(dest_dir))  # (where `unpack -` spools: DEST, or its nearest folder)
 
 
-def _checked_entries(fh: BinaryIO, dest_dir: Path, max_ratio: float) -> tuple[list[Entry], int]:
-    """The archive's entries, each checked (names, layout, limits, lengths at ``dest_dir``), and
-    the bytes they unpack to."""
+def _checked_entries(
+    fh: BinaryIO, dest_dir: Path, max_ratio: float, name: str
+) -> tuple[list[Entry], int]:
+    """The archive's entries (none is refused, naming the archive ``name``), each checked (names,
+    layout, limits, lengths at ``dest_dir``), and the bytes they unpack to."""
     entries, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
+    if not entries:  # (unzip: "zipfile is empty", exit 1)
+        raise ArchiveError(f"{name} holds no files: an empty zip archive, nothing to unpack")
     for entry in entries:
         zipread.check_entry(entry)
     zipread.check_names(entries)
@@ -481,6 +523,7 @@ def unpack_stream(
                 cwd=cwd,
                 max_ratio=max_ratio,
                 trust=trust,
+                name="the archive",
             )
         except ArchiveError as exc:
             exc.message = f"{STDIN}: {exc.message}"

@@ -135,12 +135,16 @@ def _broken(why: str) -> ArchiveError:
     return ArchiveError(f"not a readable zip archive (truncated or corrupt): {why}")
 
 
-def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
-    if offset < 0:
-        raise _broken(f"a record would start before the beginning of the file ({offset})")
+def _read_at(fh: BinaryIO, offset: int, size: int, what: str = "a record") -> bytes:
+    """``size`` bytes at ``offset``, both as the archive states them: refused, naming ``what``,
+    unless they lie within the file (a huge offset must not reach seek)."""
+    if not 0 <= offset <= (end := fh.seek(0, 2)) - size:
+        raise _broken(
+            f"{what} ({size} bytes at offset {offset}) lies outside the file ({end} bytes)"
+        )
     fh.seek(offset)
     if len(data := fh.read(size)) != size:
-        raise _broken(f"{size} bytes at offset {offset} run past the end of the file")
+        raise _broken(f"{what} ({size} bytes at offset {offset}) runs past the end of the file")
     return data
 
 
@@ -305,7 +309,7 @@ def check_entry(entry: Entry) -> None:
     """Refuse one entry's unsafe name or type, and what this reader cannot do safely."""
     raw, attr, flags = entry.stored, entry.external_attr, entry.flags
     v, is_dir = entry.version_needed, entry.is_dir
-    if problem := name_problem(entry.name):
+    if problem := name_problem(entry.name, room=0):  # written under its own name, no temp
         raise ArchiveError(f"unsafe entry {shown(raw)}: {problem}")
     kind = stat.S_IFMT(attr >> 16) if entry.create_system == 3 else 0
     marked_dir = kind == stat.S_IFDIR or attr & _DOS_DIRECTORY
@@ -372,15 +376,18 @@ def _read_local(fh: BinaryIO, entry: Entry) -> _Local:
     """The local header of ``entry``, its sizes taken from its ZIP64 field where they are marked
     0xFFFFFFFF.
     """
-    fh.seek(entry.header_offset)
-    if len(header := fh.read(_LOCAL.size)) < _LOCAL.size or not header.startswith(b"PK\x03\x04"):
+    what = f"the local header of entry {shown(entry.stored)}"
+    if not (header := _read_at(fh, entry.header_offset, _LOCAL.size, what)).startswith(
+        b"PK\x03\x04"
+    ):
         raise ArchiveError(f"entry {shown(entry.stored)} has no local header: truncated or corrupt")
     _, version, flags, method, time, date, crc, csize, usize, name_len, extra_len = _LOCAL.unpack(
         header
     )
-    raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len)
+    raw = _read_at(fh, entry.header_offset + _LOCAL.size, name_len, what)
     extras = _extras(
-        _read_at(fh, entry.header_offset + _LOCAL.size + name_len, extra_len), shown(entry.stored)
+        _read_at(fh, entry.header_offset + _LOCAL.size + name_len, extra_len, what),
+        shown(entry.stored),
     )
     start = entry.header_offset + _LOCAL.size + name_len + extra_len
     zip64, pos = extras.get(_EXTRA_ZIP64, b""), 0

@@ -203,4 +203,6 @@ def unpack_cmd(
         if doc["signature"]
         else ""
     )
-    run.console.info(f"extracted {len(doc['files'])} files into {shown_name(doc['dest'])}{signed}")
+    run.console.info(
+        f"extracted {plural(len(doc['files']), 'file')} into {shown_name(doc['dest'])}{signed}"
+    )

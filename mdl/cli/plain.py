@@ -91,7 +91,7 @@ def run_plainly(given: dict[str, Any]) -> int:
     try:
         # (a probe, verify --quick, writes no log unless --log-file names one, as its command says)
         run = Run(quiet=quiet, command=command, logged=not options.get("quick"))
-        code = ran(run, body, options, output_only=output_only)
+        code = ran(run, body, options, output_only=output_only and not options.get("quick"))
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated, as by invoke
         code = translate(exc)
     return ended(code)
@@ -261,7 +261,8 @@ def model_folders(outcomes: Sequence[FileOutcome]) -> list[str]:
     return list(dict.fromkeys(folders))
 
 
-# each plain command's body, and whether it stops when stdout's reader goes (as its command says)
+# each plain command's body, and whether it stops when stdout's reader goes (as its command says;
+# a probe, verify --quick, prints nothing there: its answer is its exit code)
 BODIES: dict[str, tuple[Callable[..., int], bool]] = {
     "get": (get_files, False),
     "pull": (pull_files, False),

@@ -33,6 +33,7 @@ from mdl.cli.stdout import (
     EXIT_STDOUT_CLOSED,
     StdoutWatch,
     emit_document,
+    refuse_closed_stdout,
     silence_stdout,
     stdout_closed,
     unread_if_failing,
@@ -317,6 +318,8 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     try:
         try:
             check_process_settings(run.environ)
+            if output_only:
+                refuse_closed_stdout(run.command or "mdl")
             with (
                 said_as_warnings(run),
                 run.watch.stop_when_closed() if output_only else contextlib.nullcontext(),

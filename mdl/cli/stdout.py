@@ -19,10 +19,13 @@ from mdl.background import Background
 from mdl.cli.render.console import isatty
 from mdl.cli.swallowed import redelivered
 from mdl.errors import EXIT_STDOUT_CLOSED as EXIT_STDOUT_CLOSED  # re-exported beside its rule
-from mdl.errors import causes
+from mdl.errors import UsageError, causes
 from mdl.redact import Secrets, safe_doc
 
 log = logging.getLogger("mdl.cli")
+
+# stdout was closed when mdl started (``>&-``; ``mdl.__main__`` put /dev/null there)
+closed_at_start = False
 
 STDOUT_FD = 1
 # POSIX only; elsewhere nothing is watched
@@ -30,6 +33,17 @@ WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)
 # once stdout's reader has left, how often the watcher wakes the main thread again while a stop
 # has not reached the command (it was swallowed: ``mdl.cli.swallowed``)
 WAKE_AGAIN_MS = 100
+
+
+def refuse_closed_stdout(command: str) -> None:
+    """A command whose only output is stdout's data (``pack -o -``, ``list``) refuses a stdout
+    closed at start (exit 2), as it refuses a terminal for binary data: its output would go
+    nowhere."""
+    if closed_at_start:
+        raise UsageError(
+            f"{command}: stdout is closed: what it prints would go nowhere",
+            hint="give it a file or a pipe (>/dev/null to discard it)",
+        )
 
 
 def emit_document(

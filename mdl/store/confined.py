@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
-from mdl.paths import FRESH_TRIES, open_dir
+from mdl.paths import ASIDE_SUFFIX, FRESH_TRIES, open_dir
 from mdl.store.filesystem import kind_of, not_a_file_error
 from mdl.units import human_size
 
@@ -402,7 +402,7 @@ def symlink(root: Path, target: str, path: Path) -> None:
 
 # unlink_checked's private name: ``.<the name's first 64 characters>.<12 hex>.mdl-prune``; the
 # pattern finds one a killed prune left (store.prune), its ``start`` the name's first characters
-ASIDE_KEEPS, ASIDE_SUFFIX = 64, ".mdl-prune"
+ASIDE_KEEPS = 64
 ASIDE_NAME = rf"(?s)\.(?P<start>.{{1,{ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(ASIDE_SUFFIX)}"
 
 

@@ -9,6 +9,7 @@ import gzip
 import io
 import lzma
 import tarfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,3 +54,15 @@ def test_a_corrupt_zip_is_still_said_as_one(tmp_path: Path) -> None:
     result = mdl("unpack", str(archive), "-d", str(tmp_path / "out"))
     assert result.exit_code == 2
     assert "not a readable zip archive" in result.stderr and "this is a" not in result.stderr
+
+
+def test_an_empty_zip_is_exit_2_naming_it_and_one_file_is_one(tmp_path: Path) -> None:
+    archive = tmp_path / "empty.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))  # no entries: unzip says "zipfile is empty"
+    result = mdl("unpack", str(archive), "-d", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "empty.zip holds no files" in result.stderr
+    assert not (tmp_path / "out").exists()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("run/config.json", b"{}")
+    result = mdl("unpack", str(archive), "-d", str(tmp_path / "out"))
+    assert result.exit_code == 0 and "extracted 1 file into" in result.stderr

@@ -228,3 +228,23 @@ def test_nothing_said_left_out_is_in_the_archive(busy_run: Path, includes: list[
         folder = f"checkpoint-{step}/"
         if not in_archive(folder, names):
             assert folder in skipped
+
+
+def test_a_link_into_a_checkpoint_counts_as_its_target(run_dir: Path) -> None:
+    # logs/ck -> ../checkpoint-100: the whole run packed its weights through the link while saying
+    # checkpoint-100/ was left out, and --with-logs took them as a log file
+    (run_dir / "logs").mkdir(exist_ok=True)
+    (run_dir / "logs" / "ck").symlink_to("../checkpoint-100")
+    names, manifest, said = packed("run", "--with-logs")
+    assert not in_archive("logs/ck/", names)
+    assert said["checkpoint-100/"] == said["logs/ck/"] == RUN_LEVEL_REASON
+    assert {"path": "logs/ck/", "checkpoint": "checkpoint-100", "reason": RUN_LEVEL_REASON} in (
+        manifest["skipped"]  # type: ignore[operator]
+    )
+    Path("out.zip").unlink()
+    names, _, said = packed("run", "--checkpoint", "checkpoint-200", "--with-logs")
+    assert not any(n.startswith("logs/ck") for n in names)
+    # an --include that names it takes it, and then checkpoint-100/ is not said left out
+    Path("out.zip").unlink()
+    names, _, said = packed("run", "--include", "logs/**")
+    assert in_archive("logs/ck/", names) and "checkpoint-100/" not in said

@@ -480,3 +480,11 @@ def test_a_manifest_that_would_not_fit_its_place_is_never_patched_in(tmp_path: P
     with pytest.raises(MdlError, match=r"cannot rewrite 'run/mdl-manifest\.json' in place"):
         write_file_archive(target, contents, NullProgress())
     assert list(target.parent.iterdir()) == [], "neither the archive nor its .partial is left"
+
+
+def test_names_of_up_to_name_max_bytes_pack(tmp_path: Path) -> None:
+    # pack and unpack write no temp name beside a file: get's reserve (229 bytes) is not their rule
+    run = make_hf_run(tmp_path / "run", steps=(100,))
+    long = "n" * 250 + ".json"
+    write(run.root / long, b"{}")
+    assert long in {f.path for f in pack(tmp_path).files}

@@ -12,6 +12,7 @@ import select
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 import zipfile
 import zlib
@@ -307,3 +308,32 @@ def test_a_file_and_a_pipe_get_the_same_bytes(
     locals_ = walk_local_headers(written)
     assert any(e.method == 8 for e in locals_) and b"PK\x06\x06" in written[-200:]
     check_readers(archive, len(result.files) + 2, streaming=False)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["pack", "run", "-o", "-"], ["list"], ["verify", "--quick", "--all"]],
+    ids=["pack", "list", "probe"],
+)
+def test_a_stdout_closed_at_start_is_refused_by_commands_that_only_print(
+    tmp_path: Path, args: list[str]
+) -> None:
+    # a process of its own: the descriptor closed before mdl starts (>&-) is the point; python -m
+    # mdl, as the zygote's shim would take fd 1 for its own socket
+    write(tmp_path / "run" / "model.safetensors", b"x")
+    write(tmp_path / "catalog.toml", b"")
+    env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m mdl "$@" >&-', sys.executable, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "--quick" in args:  # a probe's answer is its exit code: not refused (no models here)
+        assert "stdout is closed" not in done.stderr and "names no models" in done.stderr
+        return
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert "stdout is closed" in done.stderr and "wrote" not in done.stderr
+    assert not list(tmp_path.glob("*.zip*"))

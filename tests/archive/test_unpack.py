@@ -156,6 +156,10 @@ HOSTILE_NAMES = [
     "x ",
     "a:stream",
     "x" * 300,
+    # names mdl's cleanup removes (unpack -'s copy of stdin, a temp file, prune's set-aside)
+    ".stdin.zip.0123456789abcdef.mdl-tmp",
+    "m/.w.bin.0123456789abcdef.MDL-TMP",
+    "m/.w.bin.0123456789ab.mdl-prune",
 ]
 
 
@@ -531,3 +535,43 @@ def test_an_archive_streamed_to_stdout_unpacks_too(tmp_path: Path) -> None:
         weights.read_bytes()
         == (tmp_path / "run" / "checkpoint-100" / "model.safetensors").read_bytes()
     )
+
+
+@pytest.mark.parametrize("failure", ["crc", "sha256", "interrupt"])
+def test_a_failed_unpack_removes_the_folders_it_made_and_no_other(
+    tmp_path: Path, failure: str
+) -> None:
+    # packaging.md: any failure leaves the destination as it was, so a DIR it made goes too
+    original = pack_to(tmp_path)
+    with zipfile.ZipFile(original) as zf:
+        weights = bytearray(zf.read("model/model.safetensors"))
+    weights[-1] ^= 0xFF
+    archive = rewrite(original, tmp_path / "bad.zip", {"model/model.safetensors": bytes(weights)})
+    if failure == "crc":  # the same bytes, the CRC of the original: a CRC mismatch
+        archive = build_zip(tmp_path / "crc.zip", [("pkg/a.bin", b"A" * 5000)])
+        _patch(archive, archive.read_bytes().index(b"A" * 100) + 50, b"Z")
+    if failure == "interrupt":
+        archive = original
+
+    def interrupt(key: str, nbytes: int) -> None:
+        raise KeyboardInterrupt
+
+    (tmp_path / "was").mkdir()
+    for dest in (tmp_path / "new" / "dest", tmp_path / "was" / "dest"):
+        with pytest.raises((IntegrityError, KeyboardInterrupt)):
+            unpack(
+                archive,
+                dest,
+                progress=RecordingProgress(interrupt) if failure == "interrupt" else None,
+            )
+    assert not (tmp_path / "new").exists()
+    assert listing(tmp_path / "was") == []  # kept: it was there before
+
+
+def test_an_archive_without_entries_is_exit_2_naming_it(tmp_path: Path) -> None:
+    archive = tmp_path / "empty.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))  # a bare end record, as zipfile writes one
+    with pytest.raises(ArchiveError, match=r"empty\.zip holds no files") as err:
+        unpack(archive, tmp_path / "dest")
+    assert err.value.exit_code == ExitCode.USAGE
+    assert not (tmp_path / "dest").exists()
