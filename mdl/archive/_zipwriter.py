@@ -12,6 +12,7 @@ entries ZIP64, which is why it is not used (bench/README-pack.md)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
-from mdl.errors import IntegrityError, LocalFSError, MdlError, disk_error
+from mdl.errors import IntegrityError, LocalFSError, MdlError, UsageError, disk_error
 from mdl.paths import opened, quoted, shown_name
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
@@ -333,10 +334,16 @@ def _write_seekable(
     return size, digest, hashes
 
 
+# what link(2) says on a filesystem that has no hard links
+NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+
+
 def write_file_archive(
-    target: Path, contents: Contents, progress: Progress
+    target: Path, contents: Contents, progress: Progress, *, force: bool = False
 ) -> tuple[int, str, dict[str, str]]:
-    """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files'
+    """Write ``target`` via ``target.partial`` (held: another pack of the same ``-o`` is exit 7)
+    and put it in place: renamed over what is there with ``force``, else linked, never over an
+    archive another run put there meanwhile (exit 2); return its size, sha256 and the files'
     sha256.
     """
     try:
@@ -347,31 +354,85 @@ def write_file_archive(
     refuse_no_room(target.parent, contents.most_bytes(), "the archive")
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
-    # lstat: a FIFO there would take the archive for good
-    if (kind := not_a_file(partial_path)) is not None:
-        raise not_a_file_error(
-            partial_path, kind, hint="remove it: the archive is written there, then renamed"
-        )
-    # Made fresh (engine rule 14): what is at the name (a killed pack's leftover, or another name of
-    # an outside file planted there) loses only its name, never its bytes; nothing is written
-    # through it.
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        partial_path.unlink(missing_ok=True)
-        fd = os.open(partial_path, flags, 0o644)
-    except OSError as exc:
-        raise local_fs_error(exc, shown_name(partial_path)) from exc
+    fd = _held_partial(partial_path)
     try:
         with os.fdopen(fd, "w+b") as fh:
             size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
-        partial_path.replace(target)
+            _put_in_place(partial_path, target, force=force)  # (while it is held)
     except BaseException as exc:
         partial_path.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise local_fs_error(exc, shown_name(target)) from exc
         raise
     return size, digest, hashes
+
+
+def _held_partial(path: Path) -> int:
+    """``path`` opened fresh for this run and held (``flock``) until it is in place. Made fresh
+    (engine rule 14): what is at the name (a killed pack's leftover, or another name of an outside
+    file planted there) loses only its name, never its bytes; nothing is written through it. One
+    another pack holds is never taken: its run is exit 7, named."""
+    # lstat: a FIFO there would take the archive for good
+    if (kind := not_a_file(path)) is not None:
+        raise not_a_file_error(
+            path, kind, hint="remove it: the archive is written there, then renamed"
+        )
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        if _held_by_another(path):
+            raise LocalFSError(
+                f"{shown_name(path)}: another mdl pack is writing this archive",
+                hint="let it finish, or write the archive elsewhere (-o)",
+            )
+        path.unlink(missing_ok=True)
+        fd = os.open(path, flags, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except FileExistsError as exc:  # another pack made it since the look above
+        raise LocalFSError(
+            f"{shown_name(path)}: another mdl pack is writing this archive",
+            hint="let it finish, or write the archive elsewhere (-o)",
+        ) from exc
+    except OSError as exc:
+        raise local_fs_error(exc, shown_name(path)) from exc
+    return fd
+
+
+def _held_by_another(path: Path) -> bool:
+    """Whether a pack holds ``path`` (its partial) now; a leftover no run holds is not."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, PermissionError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (its lock, if taken, with it)
+    return False
+
+
+def _put_in_place(partial_path: Path, target: Path, *, force: bool) -> None:
+    """The written archive at ``target``: renamed over what is there with ``force``; else linked,
+    which no archive put there since the run began survives unseen (exit 2, as at the start)."""
+    if force:
+        partial_path.replace(target)
+        return
+    try:
+        os.link(partial_path, target, follow_symlinks=False)
+    except FileExistsError as exc:
+        raise UsageError(
+            f"{quoted(target)} already exists: another run put an archive there while this one"
+            " packed",
+            hint="use --force to replace it",
+        ) from exc
+    except OSError as exc:  # a filesystem without links (FAT, some FUSE): the look, then the rename
+        if exc.errno not in NO_LINKS or os.path.lexists(target):
+            raise
+        partial_path.replace(target)
+        return
+    partial_path.unlink()
 
 
 def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:

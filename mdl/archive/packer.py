@@ -341,7 +341,8 @@ def _write(plan: _Plan, dry: PackResult, progress: Progress, stdout: BinaryIO | 
         assert stdout is not None
         size, digest, hashes = write_stdout_archive(stdout, contents, named)
     else:
-        size, digest, hashes = write_file_archive(target, contents, named)
+        force = plan.options.force
+        size, digest, hashes = write_file_archive(target, contents, named, force=force)
     packed = tuple(PackedFile(f.arcname, f.size, hashes[f.arcname], f.role) for f in files)
     made = signer.made if signer is not None else []
     packed += tuple(

@@ -128,3 +128,49 @@ def test_mdl_state_in_a_run_is_left_out_not_refused(run_dir: Path, tmp_path: Pat
     names = zipfile.ZipFile(tmp_path / "out.zip").namelist()
     assert names and not any(".mdl/" in name for name in names)
     assert ".mdl/" in result.stdout
+
+
+def test_a_pack_of_the_same_output_under_way_is_exit_7_and_its_partial_untouched(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """Two `pack -o same.zip` at once (two cron jobs): the second never takes the first's
+    partial (it unlinked it, and the first then renamed the second's archive in place and said
+    its own was there); a leftover no run holds is still taken."""
+    import fcntl
+
+    target = tmp_path / "same.zip"
+    partial = tmp_path / "same.zip.partial"
+    partial.write_bytes(b"the other run's archive, so far")
+    with open(partial, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target))
+    assert result.exit_code == 7, result.stderr
+    assert "another mdl pack is writing this archive" in result.stderr
+    assert partial.read_bytes() == b"the other run's archive, so far"
+    assert not target.exists()
+    done = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target))
+    assert done.exit_code == 0, done.stderr  # (a leftover: no run holds it)
+    assert zipfile.ZipFile(target).testzip() is None and not partial.exists()
+
+
+def test_an_archive_another_run_put_there_meanwhile_is_never_replaced_unseen(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check at the start (exit 2 without --force) holds at the end too: an archive another
+    run put at the output while this one packed stays, and this run says so (exit 2)."""
+    from mdl.archive import _zipwriter
+
+    target = tmp_path / "out.zip"
+    real = _zipwriter._write_seekable
+
+    def another_run_finishes_first(*args: object, **kwargs: object) -> object:
+        done = real(*args, **kwargs)  # type: ignore[arg-type]
+        target.write_bytes(b"the other run's archive")
+        return done
+
+    monkeypatch.setattr(_zipwriter, "_write_seekable", another_run_finishes_first)
+    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target))
+    assert result.exit_code == 2, result.stderr
+    assert "another run put an archive there while this one packed" in result.stderr
+    assert target.read_bytes() == b"the other run's archive"
+    assert not list(tmp_path.glob("*.partial"))
