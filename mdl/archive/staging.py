@@ -29,12 +29,12 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mdl.archive.zipread import MAX_CENTRAL_BYTES
-from mdl.errors import STOPS, LocalFSError, MdlError, OutsideJSONError
+from mdl.errors import STOPS, LocalFSError, LockTimeoutError, MdlError, OutsideJSONError
 from mdl.outsidejson import read_json
 from mdl.paths import STAGING_PREFIX, TEMP_SUFFIX, name_problem, quoted, shown_name
 from mdl.progress import Progress
@@ -114,6 +114,29 @@ def _pair(value: object) -> Identity:
     return value[0], value[1]
 
 
+# seconds another unpack's swap into the same folder is waited for: a swap is renames, so one
+# held longer is a process stopped there
+SWAP_WAIT = 60.0
+
+
+def _hold(dest_fd: int, dest: Path) -> None:
+    """DEST's flock, taken within ``SWAP_WAIT`` (exit 7 naming DEST after it); a Ctrl-C is
+    heard while it waits."""
+    deadline = time.monotonic() + SWAP_WAIT
+    while True:
+        try:
+            fcntl.flock(dest_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise LockTimeoutError(
+                    f"{shown_name(dest)}: another unpack is swapping files into it (waited"
+                    f" {SWAP_WAIT:g}s)",
+                    hint="check that process",
+                ) from None
+            time.sleep(0.05)
+
+
 class Staging:
     """The private folder beside the destination, locked while in use and recorded under
     ``DEST/.mdl/unpack/``; its tree is made never through a link, and everything in it is reached
@@ -179,60 +202,64 @@ class Staging:
             os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
         return fd
 
-    def swap(self, names: list[str]) -> None:
+    def swap(self, names: list[str], *, check: Callable[[], object] | None = None) -> None:
         """Move each of ``names`` from the tree into DEST, what was there into old/; all or
-        nothing.
+        nothing; ``check`` first, once DEST is held (what it raises ends the swap before a move).
         """
-        with deferred_signals():
-            # DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns,
-            # never onto each other.
-            fcntl.flock(self._dest_fd, fcntl.LOCK_EX)
-            old = _open_dir(_OLD, self._fd)
+        # DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns,
+        # never onto each other; taken before signals wait, so a Ctrl-C is heard while it waits
+        _hold(self._dest_fd, self.dest)
+        try:
+            with deferred_signals():
+                if check is not None:
+                    check()
+                self._moved(names)
+        finally:
+            fcntl.flock(self._dest_fd, fcntl.LOCK_UN)
+
+    def _moved(self, names: list[str]) -> None:
+        """The swap's moves, DEST held and signals waiting: all or nothing."""
+        old = _open_dir(_OLD, self._fd)
+        try:
+            tops = []
+            for name in names:
+                new = os.stat(name, dir_fd=self._root, follow_symlinks=False)
+                there = _lstat(name, self._dest_fd)
+                tops.append(Top(name, _identity(new), None if there is None else _identity(there)))
             try:
-                tops = []
-                for name in names:
-                    new = os.stat(name, dir_fd=self._root, follow_symlinks=False)
-                    there = _lstat(name, self._dest_fd)
-                    tops.append(
-                        Top(name, _identity(new), None if there is None else _identity(there))
-                    )
+                _write_journal(self._fd, self.token, tops, _SWAPPING)
+            except OSError as exc:
+                raise LocalFSError(
+                    f"cannot write the swap journal in {shown_name(self.path)}: {exc.strerror}"
+                ) from exc
+            moving = ""
+            try:
+                for top in tops:
+                    moving = top.name
+                    if top.old is not None:  # a link moves itself, never its target
+                        os.rename(top.name, top.name, src_dir_fd=self._dest_fd, dst_dir_fd=old)
+                    os.rename(top.name, top.name, src_dir_fd=self._root, dst_dir_fd=self._dest_fd)
+                os.fsync(self._dest_fd)
+                _write_journal(self._fd, self.token, tops, _COMMITTED)
+            except BaseException as exc:
                 try:
-                    _write_journal(self._fd, self.token, tops, _SWAPPING)
-                except OSError as exc:
+                    kept = _roll_back(self._dest_fd, self._fd, tops)
+                except OSError as undo:
+                    kept = [f"{shown_name(moving)} ({undo.strerror})"]
+                if kept:
                     raise LocalFSError(
-                        f"cannot write the swap journal in {shown_name(self.path)}: {exc.strerror}"
+                        f"cannot undo a partial move into {shown_name(self.dest)}"
+                        f" ({', '.join(kept)}); the originals are kept in"
+                        f" {shown_name(self.path)} and the next mdl unpack into"
+                        f" {shown_name(self.dest)} restores them"
                     ) from exc
-                moving = ""
-                try:
-                    for top in tops:
-                        moving = top.name
-                        if top.old is not None:  # a link moves itself, never its target
-                            os.rename(top.name, top.name, src_dir_fd=self._dest_fd, dst_dir_fd=old)
-                        os.rename(
-                            top.name, top.name, src_dir_fd=self._root, dst_dir_fd=self._dest_fd
-                        )
-                    os.fsync(self._dest_fd)
-                    _write_journal(self._fd, self.token, tops, _COMMITTED)
-                except BaseException as exc:
-                    try:
-                        kept = _roll_back(self._dest_fd, self._fd, tops)
-                    except OSError as undo:
-                        kept = [f"{shown_name(moving)} ({undo.strerror})"]
-                    if kept:
-                        raise LocalFSError(
-                            f"cannot undo a partial move into {shown_name(self.dest)}"
-                            f" ({', '.join(kept)}); the originals are kept in"
-                            f" {shown_name(self.path)} and the next mdl unpack into"
-                            f" {shown_name(self.dest)} restores them"
-                        ) from exc
-                    if isinstance(exc, OSError):
-                        raise LocalFSError(
-                            f"cannot move {quoted(moving)} into {quoted(self.dest)}: {exc.strerror}"
-                        ) from exc
-                    raise
-            finally:
-                os.close(old)
-                fcntl.flock(self._dest_fd, fcntl.LOCK_UN)
+                if isinstance(exc, OSError):
+                    raise LocalFSError(
+                        f"cannot move {quoted(moving)} into {quoted(self.dest)}: {exc.strerror}"
+                    ) from exc
+                raise
+        finally:
+            os.close(old)
 
     def _close_fds(self) -> None:
         for fd in (*self._fds.values(), self._root):

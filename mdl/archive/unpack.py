@@ -354,7 +354,7 @@ def _unpack(
         refuse_no_room(dest_dir, total, "the archive's files")
         progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
         checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
-        files = _extract_and_swap(checked, dest_dir, tops, progress)
+        files = _extract_and_swap(checked, dest_dir, tops, progress, force=force)
     except BaseException:  # any failure leaves the destination as it was: not even its folders
         _remove_folders(made)
         raise
@@ -458,9 +458,10 @@ def _refuse_replacing(target: Path, st: os.stat_result) -> None:
 
 
 def _extract_and_swap(
-    checked: _Checked, dest_dir: Path, tops: list[str], progress: Progress
+    checked: _Checked, dest_dir: Path, tops: list[str], progress: Progress, *, force: bool
 ) -> list[UnpackedFile]:
-    """Extract into a staging beside ``dest_dir``, swap ``tops`` into place, remove the staging."""
+    """Extract into a staging beside ``dest_dir``, swap ``tops`` into place (what is there looked
+    at again first), remove the staging."""
     try:
         staging = Staging(dest_dir)
     except OSError as exc:
@@ -476,7 +477,8 @@ def _extract_and_swap(
                 full=f"no space left in {shown_name(dest_dir)} while extracting",
                 other=f"cannot extract into {shown_name(dest_dir)}: {exc.strerror}",
             ) from exc
-        staging.swap(tops)
+        # looked at again as the swap begins (alone): another unpack may have put them there
+        staging.swap(tops, check=lambda: _occupied(dest_dir, tops, force=force))
     finally:
         staging.close()
     return files

@@ -575,3 +575,54 @@ def test_an_archive_without_entries_is_exit_2_naming_it(tmp_path: Path) -> None:
         unpack(archive, tmp_path / "dest")
     assert err.value.exit_code == ExitCode.USAGE
     assert not (tmp_path / "dest").exists()
+
+
+def test_two_unpacks_into_one_folder_at_once_never_replace_each_others_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cron jobs unpack archives with the same top-level folder into one DIR at once: the one
+    that swaps second sees the first's files (exit 2 without --force, as run one after the other),
+    never moves them aside unseen; what it extracted is gone, the first's files stay."""
+    from mdl.archive import unpack as unpacking
+
+    archive = build_zip(tmp_path / "b.zip", [("p2/config.json", b'{"model_type": "gpt2"}')])
+    dest = tmp_path / "U"
+    real = unpacking._extract
+
+    def the_other_unpack_swaps_first(*args: object, **kwargs: object) -> object:
+        done = real(*args, **kwargs)  # type: ignore[arg-type]
+        (dest / "p2").mkdir()
+        (dest / "p2" / "config.json").write_bytes(b'{"model_type": "bert"}')
+        return done
+
+    monkeypatch.setattr(unpacking, "_extract", the_other_unpack_swaps_first)
+    with pytest.raises(UsageError, match="already exists and is not empty"):
+        unpack(archive, dest)
+    assert [p for p in listing(dest) if not p.startswith(".mdl")] == ["p2", "p2/config.json"]
+    assert (dest / "p2" / "config.json").read_bytes() == b'{"model_type": "bert"}'
+
+
+def test_an_unpack_waits_for_a_swap_under_way_within_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another unpack's swap holds DIR (renames only): one held past the bound is a process
+    stopped there, exit 7 naming DIR; DIR as it was."""
+    import fcntl
+
+    from mdl.archive import staging
+    from mdl.errors import LockTimeoutError
+
+    monkeypatch.setattr(staging, "SWAP_WAIT", 0.2)
+    archive = build_zip(tmp_path / "a.zip", [("p/x.txt", b"x")])
+    dest = tmp_path / "U"
+    dest.mkdir()
+    held = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(LockTimeoutError, match="another unpack is swapping files into it"):
+            unpack(archive, dest)
+    finally:
+        os.close(held)
+    assert [p for p in listing(dest) if not p.startswith(".mdl")] == []
+    unpack(archive, dest)
+    assert [p for p in listing(dest) if not p.startswith(".mdl")] == ["p", "p/x.txt"]
