@@ -65,6 +65,12 @@ def get(
         raise UsageError("get: give output or directory, not both")
     if output is not None and str(output) == "-":
         raise UsageError("get: output '-': mdl writes files, not stdout")
+    if layout == "hf-cache" and (output is not None or directory is not None):
+        flag = "-o names a file" if output is not None else "-d names a folder"
+        raise UsageError(
+            f"{flag} of its own, but --layout hf-cache puts Hub files in the Hugging Face cache",
+            hint=f"leave out {flag[:2]}, or --layout",
+        )
     here = Path(directory or Path.cwd()).absolute()
     flags = Overrides(
         dest=here,

@@ -290,8 +290,12 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         entry = entry._replace(
             source=remote.source, commit=remote.commit, xet=entry.xet or plan.placement.xet
         )
-        if plan.disk.current != entry:
-            session.store.update_record(remote.model, revision=None, commit=None, put=entry)
+    elif entry is not None and remote.hub and not remote.model and not session.settings.offline:
+        # a get's file, the same asked at another revision: offline, the record proves it is
+        # that revision's (a pull's model keeps its revision itself)
+        entry = entry._replace(revision=remote.revision)
+    if entry is not None and plan.disk.current != entry:
+        session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = (
         plan.remote.size
         if plan.remote.size is not None
@@ -620,6 +624,7 @@ def _record(
         xet_checked=checked,
         reused=reused,
         fetched=fetched,
+        revision=remote.revision if remote.hub else None,
     )
 
 
