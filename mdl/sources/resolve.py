@@ -454,8 +454,8 @@ def _offline_file(
         etag=rec.etag if rec is not None else None,
         commit=rec.commit if rec is not None else None,
         source=one.source,
-        # a verified file keeps its ref offline too
-        revision=ref_revision(spec, record, one.path) if ours else None,
+        # a verified file keeps its ref offline too (one to fetch: named by it)
+        revision=ref_revision(spec, record, one.path),
     )
 
 

@@ -510,7 +510,10 @@ def adopt_cached(
         if not spec.is_snapshot and (
             entry is None or known.get(path, entry).commit != entry.commit
         ):
-            known.pop(path, None)  # (not cached, or of another commit than the ref names)
+            # not cached, or of another commit than the ref names: not the file asked for
+            known.pop(path, None)
+            if expected is not None:
+                expected.pop(path, None)
         if entry is None:
             continue
         known.setdefault(path, _as_recorded(record, entry))
