@@ -162,9 +162,7 @@ def _expect(
         files = [planned.get((model.name, f.path), f) for f in model.files]
         expected = _expected(files, signatures.withheld.get(model.name, ()))
         record = store.read_record(model.name)
-        if offline is not None and (
-            model.name in offline or (record is not None and record.revision == model.revision)
-        ):
+        if _answered_offline(record, model, offline):
             continue
         # A file its signature does not sign, installed by an earlier pull (before the catalog asked
         # for a signer), is no longer vouched for: its record goes, so no view calls it (or its
@@ -181,6 +179,16 @@ def _expect(
             expected=expected,
             catalog=whose,
         )
+
+
+def _answered_offline(
+    record: ModelRecord | None, model: ResolvedModel, offline: set[str] | None
+) -> bool:
+    """Offline (``offline``: the models that failed), whether the model's record stays as it is:
+    it failed, or the record answered at the revision it holds."""
+    if offline is None:
+        return False
+    return model.name in offline or (record is not None and record.revision == model.revision)
 
 
 def _as_expected(

@@ -31,6 +31,7 @@ from mdl.store.store import Store
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import ModelSpec
+    from mdl.store.expected import ExpectedFile
 
 _HUB_SOURCE = (
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)"
@@ -491,39 +492,61 @@ def adopt_cached(
     commit than the cache's ref names for the revision asked (a whole repo pulled at another
     revision, a get of another revision of the file) is not that revision's: the ref answers, as
     huggingface_hub's ``local_files_only`` reads it, and a revision no ref names is not here."""
+    base = _of_revision(spec, record)
+    known, expected = _known_here(spec, base, _cached_files(spec, cache_root))
+    if not known:
+        return base if record is not None else None
+    return replace(base or ModelRecord(spec.name), files=known, expected=expected)
+
+
+def _of_revision(spec: "ModelSpec", record: ModelRecord | None) -> ModelRecord | None:
+    """The record as far as it proves the revision asked for: a whole repo's of another revision
+    is none of it, nor its files of another commit than its own (a get of another revision put
+    them since); its entries of every commit only vouch for cached files of the same content."""
+    if not spec.is_snapshot:
+        return record
+    if record is None or not record.holds(spec.revision):
+        earlier = _every_entry(record) if record is not None else {}
+        return ModelRecord(spec.name, revision=spec.revision, earlier=earlier)
+    files = {p: e for p, e in record.files.items() if e.commit in (None, record.commit)}
+    return replace(record, files=files, earlier=_every_entry(record))
+
+
+def _known_here(
+    spec: "ModelSpec", record: ModelRecord | None, cached: dict[str, FileRecord | None]
+) -> tuple[dict[str, FileRecord], "dict[str, ExpectedFile] | None"]:
+    """The files known (recorded, else cached) and expected (the last pull's, and what is cached
+    of its commit: refs/ may name a later one since, whose files are no part of that version)."""
     from mdl.store.expected import ExpectedFile  # (offline, in the cache layout: not every get's)
 
-    cached = _cached_files(spec, cache_root)
-    given = record
-    if spec.is_snapshot and (record is None or not record.holds(spec.revision)):
-        # the ref's files are the revision's: the record's, of another commit, only vouch for them
-        earlier = _every_entry(record) if record is not None else {}
-        record = ModelRecord(spec.name, revision=spec.revision, earlier=earlier)
     known = dict(record.files) if record is not None else {}
-    if spec.is_snapshot and record is not None and record.commit is not None:
-        # (a file a get of another revision put since is not this commit's)
-        known = {path: e for path, e in known.items() if e.commit in (None, record.commit)}
-    # what the last pull expected (another get of the repo: other files of it) and what is cached
-    # of its commit
     expected = None if record is None or record.expected is None else dict(record.expected)
+    if not spec.is_snapshot:
+        _drop_stale(cached, known, expected)
     for path, entry in cached.items():
-        if not spec.is_snapshot and (
-            entry is None or known.get(path, entry).commit != entry.commit
-        ):
-            # not cached, or of another commit than the ref names: not the file asked for
-            known.pop(path, None)
-            if expected is not None:
-                expected.pop(path, None)
         if entry is None:
             continue
         known.setdefault(path, _as_recorded(record, entry))
         if expected is not None and record is not None and entry.commit in (None, record.commit):
             expected.setdefault(
-                path, ExpectedFile(path, entry.size, entry.sha256, entry.git_oid, entry.source)
+                path,
+                ExpectedFile(path, entry.size, entry.sha256 or None, entry.git_oid, entry.source),
             )
-    if not known:
-        return record if given is not None else None
-    return replace(record or ModelRecord(spec.name), files=known, expected=expected)
+    return known, expected
+
+
+def _drop_stale(
+    cached: dict[str, FileRecord | None],
+    known: dict[str, FileRecord],
+    expected: "dict[str, ExpectedFile] | None",
+) -> None:
+    """A model of files: each not cached at the revision asked, or recorded of another commit than
+    its ref names, is not the file asked for (taken out of ``known`` and ``expected``)."""
+    for path, entry in cached.items():
+        if entry is None or known.get(path, entry).commit != entry.commit:
+            known.pop(path, None)
+            if expected is not None:
+                expected.pop(path, None)
 
 
 def _every_entry(record: ModelRecord) -> dict[str, FileRecord]:
