@@ -496,7 +496,12 @@ def adopt_cached(
     known, expected = _known_here(spec, base, _cached_files(spec, cache_root))
     if not known:
         return base if record is not None else None
-    return replace(base or ModelRecord(spec.name), files=known, expected=expected)
+    adopted = replace(base or ModelRecord(spec.name), files=known, expected=expected)
+    if spec.is_snapshot and adopted.commit is None:  # the commit the ref names, its files' own
+        adopted = replace(
+            adopted, commit=next((e.commit for e in known.values() if e.commit), None)
+        )
+    return adopted
 
 
 def _of_revision(spec: "ModelSpec", record: ModelRecord | None) -> ModelRecord | None:
