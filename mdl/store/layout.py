@@ -532,7 +532,11 @@ def _known_here(
         if entry is None:
             continue
         known.setdefault(path, _as_recorded(record, entry))
-        if expected is not None and record is not None and entry.commit in (None, record.commit):
+        # (a model of files: each file its own ref's; a whole repo: its record's commit's)
+        ours = not spec.is_snapshot or (
+            record is not None and entry.commit in (None, record.commit)
+        )
+        if expected is not None and ours:
             expected.setdefault(
                 path,
                 ExpectedFile(path, entry.size, entry.sha256 or None, entry.git_oid, entry.source),
