@@ -294,7 +294,8 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         # a get's file, the same asked at another revision: offline, the record proves it is
         # that revision's (a pull's model keeps its revision itself)
         entry = entry._replace(revision=remote.revision)
-    if entry is not None and plan.disk.current != entry:
+    # (offline, the record vouched for it: its other commits' entries vouch alike, nothing to put)
+    if entry is not None and plan.disk.current != entry and not session.settings.offline:
         session.store.update_record(remote.model, revision=None, commit=None, put=entry)
     size = (
         plan.remote.size

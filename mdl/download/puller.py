@@ -151,9 +151,9 @@ def _expect(
 ) -> None:
     """Write what each model should be into its record before the first byte moves (atomically): a
     pull that stops halfway leaves a model every offline view calls ``partial``, never
-    ``installed``. ``offline``: HF_HUB_OFFLINE, with the models that failed: no byte moves and the
-    record answered, so it is written only for a revision it did not hold (found in the Hugging
-    Face cache), all of it here (a read-only consumer's no-op writes nothing)."""
+    ``installed``. ``offline``: HF_HUB_OFFLINE, with the models that failed: no byte moves, so only
+    a model with no record is written (found whole in the Hugging Face cache): a read-only
+    consumer writes nothing."""
     # probed: sizes direct URLs told
     planned = {(p.remote.model, p.remote.path): p.remote for p in plans}
     # whose models these are: prune's to remove, not another's
@@ -185,10 +185,10 @@ def _answered_offline(
     record: ModelRecord | None, model: ResolvedModel, offline: set[str] | None
 ) -> bool:
     """Offline (``offline``: the models that failed), whether the model's record stays as it is:
-    it failed, or the record answered at the revision it holds."""
+    it failed, or it has one (it answered, or the cache's ref: a reader may not write it)."""
     if offline is None:
         return False
-    return model.name in offline or (record is not None and record.revision == model.revision)
+    return model.name in offline or record is not None
 
 
 def _as_expected(

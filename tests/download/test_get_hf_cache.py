@@ -127,6 +127,8 @@ def test_offline_a_revision_is_the_one_its_ref_names_never_the_last_fetched(
     for revision in ("main", "dev"):
         got = mdl("get", "org/tiny", "--revision", revision, "--layout", "hf-cache")
         assert got.exit_code == 0, got.stderr
+    record = cache / ".locks" / "mdl" / "records" / "models--org--tiny.json"
+    before = record.stat()
     offline = {"HF_HUB_OFFLINE": "1"}
     whole = mdl("get", "org/tiny", "--layout", "hf-cache", env=offline)
     assert whole.exit_code == 0, whole.stderr
@@ -143,6 +145,8 @@ def test_offline_a_revision_is_the_one_its_ref_names_never_the_last_fetched(
         missing = mdl("get", never, "--layout", "hf-cache", env=offline)
         assert missing.exit_code == 5 and "v1.0" in missing.stderr, missing.stderr
         assert missing.stdout == ""
+    after = record.stat()  # (a reader that may not write it reads it alike)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 def test_offline_a_failed_get_leaves_the_record_as_it_was(hub: HubServer, cache: Path) -> None:
