@@ -61,10 +61,7 @@ def get(
         from mdl.sources.oneoff import GetRequest
 
     # (no source at all, and '-' twice, are the sources' own checks: they see the -i list too)
-    if output is not None and directory is not None:
-        raise UsageError("get: give output or directory, not both")
-    if output is not None and str(output) == "-":
-        raise UsageError("get: output '-': mdl writes files, not stdout")
+    _refuse_places(output, directory, layout=layout)
     here = Path(directory or Path.cwd()).absolute()
     flags = Overrides(
         dest=here,
@@ -98,6 +95,22 @@ def get(
     report = get(request, settings, progress=progress or NullProgress())
     _remember(settings, request.output, report.files)
     return replace(report, files=hidden(report.files, settings.secrets))
+
+
+def _refuse_places(
+    output: StrPath | None, directory: StrPath | None, *, layout: str | None
+) -> None:
+    """-o and -d that do not fit (each other, stdout, the Hugging Face cache): exit 2."""
+    if output is not None and directory is not None:
+        raise UsageError("get: give output or directory, not both")
+    if output is not None and str(output) == "-":
+        raise UsageError("get: output '-': mdl writes files, not stdout")
+    if layout == "hf-cache" and (output is not None or directory is not None):
+        flag = "-o names a file" if output is not None else "-d names a folder"
+        raise UsageError(
+            f"{flag} of its own, but --layout hf-cache puts Hub files in the Hugging Face cache",
+            hint=f"leave out {flag[:2]}, or --layout",
+        )
 
 
 def _remember(settings: Settings, output: Path | None, files: Sequence[FileOutcome]) -> None:

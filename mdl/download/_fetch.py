@@ -282,16 +282,7 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
-    remote, entry = plan.remote, plan.disk.entry
-    if entry is not None and session.store.keeps_revisions:
-        # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
-        # entry, linked above); the record of another commit's (its own snapshot entry) goes to
-        # ``earlier``, for prune to free (put when the record held another, as the look found it).
-        entry = entry._replace(
-            source=remote.source, commit=remote.commit, xet=entry.xet or plan.placement.xet
-        )
-        if plan.disk.current != entry:
-            session.store.update_record(remote.model, revision=None, commit=None, put=entry)
+    entry = _kept_entry(session, plan)
     size = (
         plan.remote.size
         if plan.remote.size is not None
@@ -304,6 +295,25 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         sha256=entry.sha256 if entry is not None else plan.remote.sha256,
         verified=_verified_as_kept(plan.remote, entry),
     )
+
+
+def _kept_entry(session: PullSession, plan: PlannedFile) -> FileRecord | None:
+    """The record's entry of a file kept as it is, put anew when it says more now; offline, the
+    record that vouched for it stays as it is (its other commits' entries vouch alike)."""
+    remote, entry = plan.remote, plan.disk.entry
+    if entry is None or session.settings.offline:
+        return entry
+    if session.store.keeps_revisions:
+        # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
+        # entry, linked above); the record of another commit's (its own snapshot entry) goes to
+        # ``earlier``, for prune to free (put when the record held another, as the look found it).
+        xet = entry.xet or plan.placement.xet
+        entry = entry._replace(source=remote.source, commit=remote.commit, xet=xet)
+    elif remote.hub and not remote.model:
+        entry = entry._replace(revision=remote.revision)  # a get's, asked at another revision
+    if plan.disk.current != entry:
+        session.store.update_record(remote.model, revision=None, commit=None, put=entry)
+    return entry
 
 
 def _verified_as_kept(remote: RemoteFile, entry: FileRecord | None) -> bool:
@@ -620,6 +630,7 @@ def _record(
         xet_checked=checked,
         reused=reused,
         fetched=fetched,
+        revision=remote.revision if remote.hub else None,
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mdl.errors import MdlError, NetworkError, UsageError
-from mdl.paths import GIT_OID_HEX, HfUri
+from mdl.paths import HfUri
 from mdl.report import FileOutcome, failed, log_outcome
 from mdl.sources.joboutput import UrlFile
 from mdl.sources.oneoff import Parsed
@@ -114,13 +114,13 @@ def offline_outcome(
 
 def _of(entry: FileRecord, wanted: _Wanted) -> str | None:
     """The file's path in its repo when its record says it came from the repo (and file) wanted, at
-    the commit wanted when that is a commit (a branch or tag cannot be checked offline)."""
+    the revision wanted (default main): the one it was asked at, or its commit."""
     ref = parse_hub_source(entry.source)
     repo_type, repo, revision, path = wanted
     if ref is None or (ref.repo_type, ref.repo) != (repo_type, repo):
         return None
     if path is not None and ref.path != path:
         return None
-    if revision is not None and GIT_OID_HEX.fullmatch(revision) and ref.commit != revision:
+    if (revision or "main") not in (entry.revision, ref.commit):
         return None
     return ref.path

@@ -323,8 +323,9 @@ def offline_error(remote: RemoteFile) -> MdlError:
     """A file to fetch while HF_HUB_OFFLINE is set: named as the model's file, or (``get``) by
     its source.
     """
+    at = f" (revision {remote.revision})" if remote.revision not in (None, "main") else ""
     return NetworkError(
         f"{label_of(remote) if remote.model else remote.source or remote.path}:"
-        " HF_HUB_OFFLINE is set and the file must be fetched",
+        f" HF_HUB_OFFLINE is set and the file must be fetched{at}",
         hint="unset HF_HUB_OFFLINE",
     )

@@ -61,7 +61,11 @@ def get(request: GetRequest, settings: Settings, *, progress: Progress) -> RunRe
     into the Hugging Face cache is a pull of them (get_into_cache), into a folder the get's own
     (get_sources)."""
     asked = read_request(
-        request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
+        request,
+        endpoint=settings.endpoint,
+        progress=progress,
+        secrets=settings.secrets,
+        offline=settings.offline,
     )
     if settings.layout == "hf-cache":
         from mdl.download.getcache import get_into_cache

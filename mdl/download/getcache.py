@@ -26,17 +26,14 @@ def get_into_cache(request: OneOffs, settings: Settings, *, progress: Progress) 
     folder (``within``)."""
     from mdl.download.puller import pull_models
 
-    if request.output is not None:
-        raise UsageError(
-            "-o names a file of its own, but --layout hf-cache puts Hub files in the Hugging Face"
-            " cache",
-            hint="leave out -o, or --layout",
-        )
     specs = _specs(request)
     run = settings._replace(catalog_path=Path(ONE_OFF_CATALOG), lock_path=None, lock_mode="auto")
     report = pull_models(specs, run, progress=progress)
     whole = {spec.name for spec in specs if spec.is_snapshot}
-    return replace(report, files=tuple(_said(f, whole) for f in report.files))
+    # a whole repo's snapshot folder, said by its files (one of them failed: each of them, so
+    # stdout names no folder that is not all there)
+    folders = {f.model: str(folder(f)) for f in report.files if f.model in whole and folder(f)}
+    return replace(report, files=tuple(_said(f, folders.get(f.model)) for f in report.files))
 
 
 def _specs(request: OneOffs) -> list[ModelSpec]:
@@ -76,8 +73,7 @@ def _specs(request: OneOffs) -> list[ModelSpec]:
     return [*whole.values(), *(ModelSpec(n, files=tuple(f)) for n, f in files.items())]
 
 
-def _said(outcome: FileOutcome, whole: set[str]) -> FileOutcome:
-    """A one-off file, as every get's (no model); a whole repo's names its snapshot folder
-    (stdout's line, as ``hf download`` prints it)."""
-    within = folder(outcome) if outcome.model in whole else None
-    return replace(outcome, model="", within=None if within is None else str(within))
+def _said(outcome: FileOutcome, within: str | None) -> FileOutcome:
+    """A one-off file, as every get's (no model), a whole repo's in its snapshot folder (stdout's
+    line, as ``hf download`` prints it)."""
+    return replace(outcome, model="", within=within)

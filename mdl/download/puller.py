@@ -84,7 +84,15 @@ def _pull(
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
             check_space(plans)
-        _expect(session.store, resolved, plans, signatures, catalog=settings.catalog_path)
+        offline = {o.model for o in outcomes if o.failing} if settings.offline else None
+        _expect(
+            session.store,
+            resolved,
+            plans,
+            signatures,
+            catalog=settings.catalog_path,
+            offline=offline,
+        )
         if session.demand is not None:
             session.demand.planned.set()
         outcomes.extend(fetch(session, plans))
@@ -139,10 +147,13 @@ def _expect(
     signatures: Signatures,
     *,
     catalog: Path | None,
+    offline: set[str] | None = None,
 ) -> None:
     """Write what each model should be into its record before the first byte moves (atomically): a
     pull that stops halfway leaves a model every offline view calls ``partial``, never
-    ``installed``."""
+    ``installed``. ``offline``: HF_HUB_OFFLINE, with the models that failed: no byte moves, so only
+    a model with no record is written (found whole in the Hugging Face cache): a read-only
+    consumer writes nothing."""
     # probed: sizes direct URLs told
     planned = {(p.remote.model, p.remote.path): p.remote for p in plans}
     # whose models these are: prune's to remove, not another's
@@ -151,6 +162,8 @@ def _expect(
         files = [planned.get((model.name, f.path), f) for f in model.files]
         expected = _expected(files, signatures.withheld.get(model.name, ()))
         record = store.read_record(model.name)
+        if _answered_offline(record, model, offline):
+            continue
         # A file its signature does not sign, installed by an earlier pull (before the catalog asked
         # for a signer), is no longer vouched for: its record goes, so no view calls it (or its
         # model) installed and signed.
@@ -166,6 +179,16 @@ def _expect(
             expected=expected,
             catalog=whose,
         )
+
+
+def _answered_offline(
+    record: ModelRecord | None, model: ResolvedModel, offline: set[str] | None
+) -> bool:
+    """Offline (``offline``: the models that failed), whether the model's record stays as it is:
+    it failed, or it has one (it answered, or the cache's ref: a reader may not write it)."""
+    if offline is None:
+        return False
+    return model.name in offline or record is not None
 
 
 def _as_expected(

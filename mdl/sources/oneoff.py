@@ -87,16 +87,34 @@ class OneOffs(NamedTuple):
     unused_headers: bool = False  # -H given, and no http(s) URL among the sources to send it to
 
 
+def _offline_note(progress: Progress) -> Callable[[str], None]:
+    """HF_HUB_OFFLINE: a bare repo id's note (hub_words') says the files are read from this disk,
+    nothing of fetching them: nothing is fetched."""
+
+    def note(text: str) -> None:
+        offline = " from this disk (HF_HUB_OFFLINE is set)"
+        progress.note(text.replace("; fetching ", "; reading ").replace(" from the Hub", offline))
+
+    return note
+
+
 def read_request(
-    request: GetRequest, *, endpoint: str, progress: Progress, secrets: Secrets | None = None
+    request: GetRequest,
+    *,
+    endpoint: str,
+    progress: Progress,
+    secrets: Secrets | None = None,
+    offline: bool = False,
 ) -> OneOffs:
     """The SOURCE arguments and the ``-i`` list's, Hub page URLs read as their hf://, each parsed
-    (parse_sources); the flags that do not fit them are usage errors before the Hub is asked."""
+    (parse_sources); the flags that do not fit them are usage errors before the Hub is asked
+    (``offline``: HF_HUB_OFFLINE, a bare repo id's note says nothing of fetching)."""
     expected = check_expected_sha256(request.sha256)
     read_text = request.read_text
     combined = combined_sources(request.sources, input_file=request.input_file, read_text=read_text)
+    note = _offline_note(progress) if offline else progress.note
     combined = hub_words(
-        combined, revision=request.revision, repo_type=request.repo_type, note=progress.note
+        combined, revision=request.revision, repo_type=request.repo_type, note=note
     )
     combined = read_hub_pages(combined, endpoint=endpoint, progress=progress)
     given = parse_sources(

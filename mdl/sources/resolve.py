@@ -413,12 +413,15 @@ def resolve_offline(spec: "ModelSpec", record: ModelRecord | None) -> ResolvedMo
     # a file as recorded where it was, else as the last pull expected it (an unfinished one)
     known = {
         path: _expected(recorded[path]) if path in recorded else want
-        for path, want in known_files(record).items()
+        for path, want in known_files(spec, record).items()
     }
     files = [_offline_file(spec, record, one, known) for one in model_files(spec, known)]
     if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
+        never = "this model has not been pulled before"
+        if spec.is_snapshot and record is not None:  # (one of another revision proves nothing)
+            never = f"revision {spec.revision} is not on this disk"
         raise NetworkError(
-            f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before"
+            f"{spec.name}: HF_HUB_OFFLINE is set and {never}", hint="unset HF_HUB_OFFLINE"
         )
     revision, commit = (record.revision, record.commit) if record else (None, None)
     return ResolvedModel(spec.name, revision, commit, tuple(files))
@@ -427,7 +430,8 @@ def resolve_offline(spec: "ModelSpec", record: ModelRecord | None) -> ResolvedMo
 def _expected(entry: FileRecord) -> "ExpectedFile":
     from mdl.store.expected import ExpectedFile
 
-    return ExpectedFile(entry.path, entry.size, entry.sha256, entry.git_oid, entry.source)
+    # (a git file found in the cache is known by its blob id: its sha256 is not known yet)
+    return ExpectedFile(entry.path, entry.size, entry.sha256 or None, entry.git_oid, entry.source)
 
 
 def _offline_file(
@@ -450,8 +454,8 @@ def _offline_file(
         etag=rec.etag if rec is not None else None,
         commit=rec.commit if rec is not None else None,
         source=one.source,
-        # a verified file keeps its ref offline too
-        revision=ref_revision(spec, record, one.path) if ours else None,
+        # a verified file keeps its ref offline too (one to fetch: named by it)
+        revision=ref_revision(spec, record, one.path),
     )
 
 

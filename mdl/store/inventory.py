@@ -353,13 +353,14 @@ def _expected_files(
     # a signed model's git files (.gitattributes) are left out by its signer: never installed
     if pinned is not None:
         return [pin for pin in pinned if not _signer_leaves_out(spec, pin.path)]
-    return model_files(spec, known_files(record))
+    return model_files(spec, known_files(spec, record))
 
 
-def known_files(record: ModelRecord | None) -> dict[str, ExpectedFile]:
+def known_files(spec: ModelSpec, record: ModelRecord | None) -> dict[str, ExpectedFile]:
     """What a model's record says it should have, by path: the expected set its last pull wrote,
-    else (a record from before expected sets) what it recorded."""
-    if record is None:
+    else (a record from before expected sets) what it recorded; nothing for a whole repo the
+    record is not of the revision of (pulled at another, the catalog's changed since)."""
+    if record is None or (spec.is_snapshot and not record.holds(spec.revision)):
         return {}
     if record.expected is not None:
         return dict(record.expected)

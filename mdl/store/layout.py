@@ -31,6 +31,7 @@ from mdl.store.store import Store
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import ModelSpec
+    from mdl.store.expected import ExpectedFile
 
 _HUB_SOURCE = (
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)"
@@ -487,41 +488,106 @@ def adopt_cached(
     spec: "ModelSpec", record: ModelRecord | None, cache_root: Path
 ) -> ModelRecord | None:
     """Offline, in the hf-cache layout: the files already cached added to what the record knows
-    (re-hashed against their blob names before they are trusted)."""
+    (re-hashed against their blob names before they are trusted). A file the record has of another
+    commit than the cache's ref names for the revision asked (a whole repo pulled at another
+    revision, a get of another revision of the file) is not that revision's: the ref answers, as
+    huggingface_hub's ``local_files_only`` reads it, and a revision no ref names is not here."""
+    base = _of_revision(spec, record)
+    known, expected = _known_here(spec, base, _cached_files(spec, cache_root))
+    if not known:
+        return base if record is not None else None
+    adopted = replace(base or ModelRecord(spec.name), files=known, expected=expected)
+    if spec.is_snapshot and adopted.commit is None:  # the commit the ref names, its files' own
+        adopted = replace(
+            adopted, commit=next((e.commit for e in known.values() if e.commit), None)
+        )
+    return adopted
+
+
+def _of_revision(spec: "ModelSpec", record: ModelRecord | None) -> ModelRecord | None:
+    """The record as far as it proves the revision asked for: a whole repo's of another revision
+    is none of it, nor its files of another commit than its own (a get of another revision put
+    them since); its entries of every commit only vouch for cached files of the same content."""
+    if not spec.is_snapshot:
+        return record
+    if record is None or not record.holds(spec.revision):
+        earlier = _every_entry(record) if record is not None else {}
+        return ModelRecord(spec.name, revision=spec.revision, earlier=earlier)
+    files = {p: e for p, e in record.files.items() if e.commit in (None, record.commit)}
+    return replace(record, files=files, earlier=_every_entry(record))
+
+
+def _known_here(
+    spec: "ModelSpec", record: ModelRecord | None, cached: dict[str, FileRecord | None]
+) -> tuple[dict[str, FileRecord], "dict[str, ExpectedFile] | None"]:
+    """The files known (recorded, else cached) and expected (the last pull's, and what is cached
+    of its commit: refs/ may name a later one since, whose files are no part of that version)."""
     from mdl.store.expected import ExpectedFile  # (offline, in the cache layout: not every get's)
 
     known = dict(record.files) if record is not None else {}
-    # what the last pull expected (another get of the repo: other files of it) and what is cached
-    # of its commit (refs/ may name a later one since: its files are no part of that version)
     expected = None if record is None or record.expected is None else dict(record.expected)
-    for entry in _cached_files(spec, cache_root):
-        known.setdefault(entry.path, entry)
-        if expected is not None and record is not None and entry.commit in (None, record.commit):
-            expected.setdefault(
-                entry.path,
-                ExpectedFile(entry.path, entry.size, entry.sha256, entry.git_oid, entry.source),
-            )
-    if not known:
-        return record
-    return replace(record or ModelRecord(name=spec.name), files=known, expected=expected)
-
-
-def _cached_files(spec: "ModelSpec", cache_root: Path) -> list[FileRecord]:
-    """The model's files already in the Hugging Face cache, by save path."""
-    if spec.is_snapshot and spec.repo is not None:
-        return selected(
-            spec,
-            cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision),
-            key=lambda item: item.path,
+    if not spec.is_snapshot:
+        _drop_stale(cached, known, expected)
+    for path, entry in cached.items():
+        if entry is None:
+            continue
+        known.setdefault(path, _as_recorded(record, entry))
+        # (a model of files: each file its own ref's; a whole repo: its record's commit's)
+        ours = not spec.is_snapshot or (
+            record is not None and entry.commit in (None, record.commit)
         )
-    cached: list[FileRecord] = []
+        if expected is not None and ours:
+            expected.setdefault(
+                path,
+                ExpectedFile(path, entry.size, entry.sha256 or None, entry.git_oid, entry.source),
+            )
+    return known, expected
+
+
+def _drop_stale(
+    cached: dict[str, FileRecord | None],
+    known: dict[str, FileRecord],
+    expected: "dict[str, ExpectedFile] | None",
+) -> None:
+    """A model of files: each not cached at the revision asked, or recorded of another commit than
+    its ref names, is not the file asked for (taken out of ``known`` and ``expected``)."""
+    for path, entry in cached.items():
+        if entry is None or known.get(path, entry).commit != entry.commit:
+            known.pop(path, None)
+            if expected is not None:
+                expected.pop(path, None)
+
+
+def _every_entry(record: ModelRecord) -> dict[str, FileRecord]:
+    """The record's entries of every commit, by ``<commit>/<path>`` (as ``earlier`` keys them)."""
+    return {**record.earlier, **{f"{e.commit}/{path}": e for path, e in record.files.items()}}
+
+
+def _as_recorded(record: ModelRecord | None, entry: FileRecord) -> FileRecord:
+    """A cached file as the record has its content (vouched for by its size and mtime, not read
+    back), at the cache's commit; else as found (to be re-hashed)."""
+    sha256, oid = entry.sha256 or None, entry.git_oid
+    ours = record.entry_for(entry.path, sha256=sha256, git_oid=oid) if record else None
+    if ours is None or (ours.sha256 != sha256 if sha256 else ours.git_oid != oid):
+        return entry
+    return ours._replace(commit=entry.commit, source=entry.source)
+
+
+def _cached_files(spec: "ModelSpec", cache_root: Path) -> dict[str, FileRecord | None]:
+    """The model's files in the Hugging Face cache at the revision asked, by save path (a file
+    of a model of files that is not cached: None)."""
+    if spec.is_snapshot and spec.repo is not None:
+        found = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
+        return {e.path: e for e in selected(spec, found, key=lambda item: item.path)}
+    cached: dict[str, FileRecord | None] = {}
     for file in spec.files:
         if file.repo is None or file.path is None:
             continue
         found = cached_snapshot(
             cache_root, file.repo, file.repo_type or "model", file.revision or "main"
         )
-        cached.extend(c._replace(path=file.save_path) for c in found if c.path == file.path)
+        ours = (c._replace(path=file.save_path) for c in found if c.path == file.path)
+        cached[file.save_path] = next(ours, None)
     return cached
 
 

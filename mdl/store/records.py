@@ -27,7 +27,7 @@ RECORD_VERSION = 1
 # (mdl.download.getcache): no catalog file is this, so every catalog's prune keeps it whole.
 ONE_OFF_CATALOG = "mdl get"
 # a sha256 mdl computed passes unchanged
-_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})
+_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256", "revision"})
 _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 _MAX_INT = 2**63 - 1
 
@@ -65,6 +65,9 @@ class FileRecord(NamedTuple):
     reused: int = 0  # of its bytes, those copied from files already here (Xet chunks), not fetched
     # of its bytes, those that came over the network (None: not known, an older record)
     fetched: int | None = None
+    # The branch, tag or commit a Hub file was asked at (its commit is ``commit``): offline, what
+    # proves it is the file of that revision (None: not a Hub file, or an older record).
+    revision: str | None = None
 
 
 def adopted_when_found(entry: FileRecord | None) -> bool:
@@ -97,6 +100,11 @@ class ModelRecord:
     # version on disk, still ``installed`` when a later pull aims at a newer one upstream and does
     # not finish (None: not known).
     signed_files: dict[str, str] | None = None
+
+    def holds(self, revision: str) -> bool:
+        """Whether the record proves it is of ``revision`` (offline, nothing else does): the one
+        it was pulled at, or its commit when ``revision`` is a full commit id."""
+        return revision in (self.revision, self.commit)
 
     def entry_for(self, path: str, *, sha256: str | None, git_oid: str | None) -> FileRecord | None:
         """The record of ``path`` for the content named (sha256, else git blob id): the current one,

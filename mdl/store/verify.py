@@ -208,8 +208,11 @@ def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileO
     damaged), or whose record names no file."""
     record_path = layout.records.record_path(spec.name)
     if status.record is not None:  # read, and it names no file: none of the model is here
+        other = spec.is_snapshot and not status.record.holds(spec.revision)
+        names = f"files of revision {status.record.revision}" if other else "no file"
         error: MdlError = NotFoundError(
-            f"{spec.name}: not on this disk (its record {record_path} names no file)",
+            f"{spec.name}: not on this disk{f' at revision {spec.revision}' if other else ''}"
+            f" (its record {record_path} names {names})",
             hint=f"run `mdl pull {spec.name}`",
         )
     # never opened: pull replaces it (a folder excepted)

@@ -112,3 +112,77 @@ def test_a_sha256_in_upper_case_is_the_same_digest_in_the_cache(
     assert result.exit_code == 0, result.stderr
     wrong = mdl("get", source, "--layout", "hf-cache", "--sha256", "AB" * 32, "--force")
     assert wrong.exit_code == 6, wrong.stderr
+
+
+def test_offline_a_revision_is_the_one_its_ref_names_never_the_last_fetched(
+    hub: HubServer, cache: Path
+) -> None:
+    """Offline, a repo or a file in the cache is the revision asked for as refs/ names it (as
+    huggingface_hub's local_files_only reads it), whatever revision the cache's record fetched
+    last; a revision no ref names is exit 5 naming it."""
+    hub.create_tag("org/tiny", "v1.0")
+    main = hub.commit("org/tiny", {"config.json": b'{"main": true}'})
+    hub.create_branch("org/tiny", "dev")
+    dev = hub.commit("org/tiny", {"config.json": b'{"dev": true}'}, branch="dev")
+    for revision in ("main", "dev"):
+        got = mdl("get", "org/tiny", "--revision", revision, "--layout", "hf-cache")
+        assert got.exit_code == 0, got.stderr
+    record = cache / ".locks" / "mdl" / "records" / "models--org--tiny.json"
+    before = record.stat()
+    offline = {"HF_HUB_OFFLINE": "1"}
+    whole = mdl("get", "org/tiny", "--layout", "hf-cache", env=offline)
+    assert whole.exit_code == 0, whole.stderr
+    assert whole.stdout.splitlines() == [str(cache / "models--org--tiny" / "snapshots" / main)]
+    one = mdl("get", "org/tiny", "config.json", "--layout", "hf-cache", env=offline)
+    assert one.exit_code == 0, one.stderr
+    assert Path(one.stdout.strip()).read_bytes() == b'{"main": true}'
+    again = mdl("get", "hf://org/tiny@dev/config.json", "--layout", "hf-cache", env=offline)
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        str(cache / "models--org--tiny" / "snapshots" / dev / "config.json")
+    ]
+    for never in ("hf://org/tiny@v1.0", "hf://org/tiny@v1.0/config.json"):
+        missing = mdl("get", never, "--layout", "hf-cache", env=offline)
+        assert missing.exit_code == 5 and "v1.0" in missing.stderr, missing.stderr
+        assert missing.stdout == ""
+    after = record.stat()  # (a reader that may not write it reads it alike)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_offline_a_failed_get_leaves_the_record_as_it_was(hub: HubServer, cache: Path) -> None:
+    """An offline get that fails (a mistyped file name) writes nothing: a later offline get of the
+    whole repo answers as before, and a no-op rewrites no record (a read-only consumer)."""
+    first = mdl("get", "hf://org/tiny", "--layout", "hf-cache")
+    assert first.exit_code == 0, first.stderr
+    offline = {"HF_HUB_OFFLINE": "1"}
+    assert mdl("get", "hf://org/tiny", "--layout", "hf-cache", env=offline).exit_code == 0
+    record = cache / ".locks" / "mdl" / "records" / "models--org--tiny.json"
+    before = record.stat()
+    typo = mdl("get", "org/tiny", "confg.json", "--layout", "hf-cache", env=offline)
+    assert typo.exit_code == 5 and "confg.json" in typo.stderr, typo.stderr
+    assert typo.stdout == ""
+    whole = mdl("get", "hf://org/tiny", "--layout", "hf-cache", env=offline)
+    assert whole.exit_code == 0, whole.stderr
+    assert whole.stdout == first.stdout
+    after = record.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_folder_with_the_cache_layout_is_refused_as_a_file_is(
+    hub: HubServer, cache: Path, tmp_path: Path
+) -> None:
+    """-d with --layout hf-cache is exit 2, as -o is: the files would not go there."""
+    mine = tmp_path / "mine"
+    result = mdl("get", "hf://org/tiny/config.json", "--layout", "hf-cache", "-d", str(mine))
+    assert result.exit_code == 2 and "-d" in result.stderr, result.stderr
+    assert not mine.exists() and not cache.exists()
+
+
+def test_offline_a_bare_repo_id_is_said_read_from_this_disk(hub: HubServer, cache: Path) -> None:
+    """HF_HUB_OFFLINE: the note of what a bare repo id was read as says nothing of fetching."""
+    assert mdl("get", "org/tiny", "config.json", "--layout", "hf-cache").exit_code == 0
+    offline = mdl(
+        "get", "org/tiny", "config.json", "--layout", "hf-cache", env={"HF_HUB_OFFLINE": "1"}
+    )
+    assert offline.exit_code == 0, offline.stderr
+    assert "fetching" not in offline.stderr and "from this disk" in offline.stderr, offline.stderr

@@ -304,6 +304,32 @@ def test_offline_a_whole_repo_is_a_usage_error_naming_it(
     assert env.log.records() == []
 
 
+def test_offline_a_folder_answers_only_the_revision_it_holds(
+    env: HubServer, tmp_path: Path
+) -> None:
+    """Offline, the folder's record answers a repo or a file at the revision (branch, tag or
+    commit) a get saved it at, never at another: a whole repo is exit 2, a file exit 5, each
+    naming the revision asked for."""
+    env.create_tag("org/tiny", "v1.0")
+    env.create_branch("org/tiny", "dev")
+    dev = env.commit("org/tiny", {"config.json": b'{"dev": true}'}, branch="dev")
+    saved = run_mdl("get", "hf://org/tiny@dev", "-d", "out")
+    assert saved.exit_code == 0, saved.stderr
+    offline = {"HF_HUB_OFFLINE": "1"}
+    for revision in ("dev", dev):
+        same = run_mdl("get", f"hf://org/tiny@{revision}/config.json", "-d", "out", env=offline)
+        assert same.exit_code == 0, same.stderr
+    whole = run_mdl("get", "hf://org/tiny@v1.0", "-d", "out", env=offline)
+    assert whole.exit_code == 2 and "@v1.0" in whole.stderr, whole.stderr
+    for other in ("hf://org/tiny/config.json", "hf://org/tiny@v1.0/config.json"):
+        one = run_mdl("get", other, "-d", "out", env=offline)
+        assert one.exit_code == 5 and other in one.stderr, one.stderr
+    assert (tmp_path / "out" / "config.json").read_bytes() == b'{"dev": true}'
+    run_mdl("get", "hf://org/tiny", "-d", "out")  # main now: its files, the same ones at main
+    main = run_mdl("get", "hf://org/tiny", "-d", "out", env=offline)
+    assert main.exit_code == 0, main.stderr
+
+
 # -- the one parser
 # ----------------------------------------------------------------------------------------
 
