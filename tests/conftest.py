@@ -148,12 +148,10 @@ FIRST = (
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The run's scratch removed once it passed, else named (its failed tests' folders)."""
+    """The run's scratch removed unless tests failed, else named (their folders are there)."""
     if hasattr(session.config, "workerinput"):
         return
-    kept = scratch.done(
-        SCRATCH, passed=exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
-    )
+    kept = scratch.done(SCRATCH, failed=exitstatus == pytest.ExitCode.TESTS_FAILED)
     terminal = session.config.pluginmanager.get_plugin("terminalreporter")
     if kept is not None and terminal is not None:
         terminal.write("\n")  # (after the progress line, which has not ended)

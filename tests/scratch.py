@@ -15,15 +15,21 @@ names at its end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import time
+from pathlib import Path
 
 SHM = "/dev/shm"
 # free room it needs: a run's live scratch peaks at ~1 GB (each passing test's folder is removed
 # as it ends: `tmp_path_retention_policy = "failed"`); and the memory, of which the workers take
 # ~1.5 GB each (tests/conftest.py: one per 2 GiB)
 ROOM, MEMORY_AT_LEAST = 4 << 30, 16 << 30
+OWNER = (
+    "owner.pid"  # in a run's folder: the pid of the run that made it (tests/scratch.py's _sweep)
+)
 
 
 def in_memory() -> str | None:
@@ -42,19 +48,38 @@ def in_memory() -> str | None:
         return None
     if room < ROOM or noexec:  # (tests run scripts they write: a noexec mount cannot hold them)
         return None
+    _sweep()
     folder = tempfile.mkdtemp(prefix="mdl-tests-", dir=SHM)
+    Path(folder, OWNER).write_text(str(os.getpid()))
     # as /tmp is: the tests acting as another user (``nobody``) make their folders in it
     os.chmod(folder, 0o1777)
     os.environ["TMPDIR"] = tempfile.tempdir = folder
     return folder
 
 
-def done(folder: str | None, *, passed: bool) -> str | None:
-    """Removes this run's folder once it passed; else returns it, to be named (it holds the
-    folders of the tests that failed)."""
+def done(folder: str | None, *, failed: bool) -> str | None:
+    """Removes this run's folder unless tests failed (an interrupted run's too); then returns it,
+    to be named (it holds the folders of the tests that failed)."""
     if folder is None:
         return None
-    if passed:
+    if not failed:
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return folder
+
+
+def _sweep() -> None:
+    """The folders of runs that ended without removing theirs (killed: a CI's timeout, a kill -9),
+    removed: each names the process that made it, and one whose process is gone is stale (a run
+    beside this one is alive: its folder stays)."""
+    for folder in Path(SHM).glob("mdl-tests-*"):
+        try:
+            os.kill(int((folder / OWNER).read_text()), 0)
+        except PermissionError:  # another user's live process
+            continue
+        except FileNotFoundError:  # no owner written: killed as it began, or beginning now
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime > 60:
+                    shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):  # its process is gone
+            shutil.rmtree(folder, ignore_errors=True)

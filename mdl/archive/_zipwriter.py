@@ -359,13 +359,36 @@ def write_file_archive(
         with os.fdopen(fd, "w+b") as fh:
             size, digest, hashes = _write_seekable(fh, contents, progress, target.name)
             os.fsync(fh.fileno())  # durable before the rename makes it visible under its final name
+            if not _still_named(partial_path, fh.fileno()):
+                raise _another_pack(partial_path)  # (it took the name before this run held it)
             _put_in_place(partial_path, target, force=force)  # (while it is held)
     except BaseException as exc:
-        partial_path.unlink(missing_ok=True)
+        if not isinstance(exc, _TakenError):  # (the name is the other run's now)
+            partial_path.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise local_fs_error(exc, shown_name(target)) from exc
         raise
     return size, digest, hashes
+
+
+class _TakenError(LocalFSError):
+    """Another pack of the same ``-o`` holds its partial (exit 7)."""
+
+
+def _another_pack(path: Path) -> _TakenError:
+    return _TakenError(
+        f"{shown_name(path)}: another mdl pack is writing this archive",
+        hint="let it finish, or write the archive elsewhere (-o)",
+    )
+
+
+def _still_named(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open at ``fd``."""
+    try:
+        at, held = os.lstat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (at.st_dev, at.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _held_partial(path: Path) -> int:
@@ -381,20 +404,16 @@ def _held_partial(path: Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         if _held_by_another(path):
-            raise LocalFSError(
-                f"{shown_name(path)}: another mdl pack is writing this archive",
-                hint="let it finish, or write the archive elsewhere (-o)",
-            )
+            raise _another_pack(path)
         path.unlink(missing_ok=True)
         fd = os.open(path, flags, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except FileExistsError as exc:  # another pack made it since the look above
-        raise LocalFSError(
-            f"{shown_name(path)}: another mdl pack is writing this archive",
-            hint="let it finish, or write the archive elsewhere (-o)",
-        ) from exc
+        raise _another_pack(path) from exc
     except OSError as exc:
         raise local_fs_error(exc, shown_name(path)) from exc
+    # held: blocking, as another run's look (_held_by_another) holds it for an instant only; a
+    # Ctrl-C is heard while it waits
+    fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
 

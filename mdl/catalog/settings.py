@@ -166,14 +166,26 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
 def hf_token(environ: Mapping[str, str]) -> str | None:
     """``HF_TOKEN`` (or its old name ``HUGGING_FACE_HUB_TOKEN``) as huggingface_hub reads it: line
     breaks and the spaces around it dropped (a secret mounted from a file ends in a newline), empty
-    as unset; one no header can carry is bad input (exit 2: no request has tried it), named by its
-    variable, never shown."""
-    name = "HF_TOKEN" if environ.get("HF_TOKEN") else "HUGGING_FACE_HUB_TOKEN"
-    value = environ.get(name, "").replace("\r", "").replace("\n", "").strip()
-    problem = header_value_problem(value)
-    if problem is not None:
-        raise UsageError(f"{name}: the Hub token {problem}", hint=PASTE_AGAIN)
-    return value or None
+    as unset. (Judged when the Hub is first asked, ``hub_token_problem``: a command that never
+    asks it runs whatever the variable holds.)"""
+    value = environ.get(hf_token_name(environ), "")
+    return value.replace("\r", "").replace("\n", "").strip() or None
+
+
+def hf_token_name(environ: Mapping[str, str]) -> str:
+    """The variable the Hub token is read from."""
+    return "HF_TOKEN" if environ.get("HF_TOKEN") else "HUGGING_FACE_HUB_TOKEN"
+
+
+def hub_token_problem(token: str, where: str) -> UsageError | None:
+    """Why the Hub token read from ``where`` (a variable, a file) cannot be sent (exit 2: no
+    request has tried it), named by ``where``, never shown; None when it can."""
+    problem = header_value_problem(token)
+    return (
+        None
+        if problem is None
+        else UsageError(f"{where}: the Hub token {problem}", hint=PASTE_AGAIN)
+    )
 
 
 def default_dest() -> Path:

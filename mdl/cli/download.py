@@ -67,7 +67,10 @@ def pull_cmd(
     )
 
 
-@command(output_only=True, logged=lambda options: not options["quick"])
+# (a probe, --quick, prints nothing on stdout: its answer is its exit code, a closed stdout too)
+@command(
+    output_only=lambda options: not options["quick"], logged=lambda options: not options["quick"]
+)
 def verify_cmd(
     run: Run,
     names: NamesArg = None,

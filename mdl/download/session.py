@@ -124,9 +124,16 @@ class PullSession:
 
     @cached_property
     def token(self) -> str | None:
+        from mdl.catalog.settings import hf_token_name, hub_token_problem
         from mdl.sources.hub import stored_token  # (mdl.sources.hub: only when a token is asked)
 
-        token = self.settings.token or stored_token()
+        token = self.settings.token
+        if token is not None:  # (judged here: a run that never asks the Hub takes any)
+            where = hf_token_name(self.settings.environ or {})
+            if (bad := hub_token_problem(token, where)) is not None:
+                raise bad
+        else:
+            token = stored_token()
         self.owned.guard.protect(token)
         self.settings.secrets.add(token)  # whatever sink a server's echo of it would reach
         return token

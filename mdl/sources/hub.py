@@ -14,7 +14,7 @@ from urllib.parse import quote, urljoin
 
 import httpx2
 
-from mdl.catalog.headers import PASTE_AGAIN, header_value_problem
+from mdl.catalog.settings import hub_token_problem
 from mdl.errors import AuthError, HubReplyError, LocalFSError, MdlError, NotFoundError, UsageError
 from mdl.lazy import import_ahead
 from mdl.paths import check_revision, repo_id_problem, shown_path
@@ -79,9 +79,8 @@ def stored_token() -> str | None:
             raise  # not a file's
         said = (exc.strerror or "not readable").lower()
         raise LocalFSError(f"{shown_path(exc.filename)}: the Hub token file: {said}") from exc
-    problem = header_value_problem(token or "")
-    if problem is not None:
-        raise UsageError(f"{where}: the Hub token {problem}", hint=PASTE_AGAIN)
+    if token is not None and (bad := hub_token_problem(token, where)) is not None:
+        raise bad
     return token
 
 

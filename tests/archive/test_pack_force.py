@@ -174,3 +174,28 @@ def test_an_archive_another_run_put_there_meanwhile_is_never_replaced_unseen(
     assert "another run put an archive there while this one packed" in result.stderr
     assert target.read_bytes() == b"the other run's archive"
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_partial_another_pack_took_the_name_of_is_never_put_in_place(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another pack took the partial's name (it looked in the instant before this run held its
+    fresh partial, and made its own): this run never puts the other's unfinished archive in place
+    as its own, nor removes it; it is exit 7."""
+    from mdl.archive import _zipwriter
+
+    target, partial = tmp_path / "out.zip", tmp_path / "out.zip.partial"
+    real = _zipwriter._write_seekable
+
+    def the_other_pack_takes_the_name(*args: object, **kwargs: object) -> object:
+        done = real(*args, **kwargs)  # type: ignore[arg-type]
+        partial.unlink()
+        partial.write_bytes(b"the other run's half")
+        return done
+
+    monkeypatch.setattr(_zipwriter, "_write_seekable", the_other_pack_takes_the_name)
+    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target))
+    assert result.exit_code == 7, result.stderr
+    assert "another mdl pack is writing this archive" in result.stderr
+    assert not target.exists()
+    assert partial.read_bytes() == b"the other run's half"
