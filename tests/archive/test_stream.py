@@ -312,8 +312,19 @@ def test_a_file_and_a_pipe_get_the_same_bytes(
 
 @pytest.mark.parametrize(
     "args",
-    [["pack", "run", "-o", "-"], ["list"], ["verify", "--quick", "--all"]],
-    ids=["pack", "list", "probe"],
+    [
+        ["pack", "run", "-o", "-"],
+        ["list"],
+        ["verify", "--quick", "--all"],
+        [
+            "verify",
+            "--quick",
+            "--all",
+            "--dest",
+            "models",
+        ],  # (a line the plain path leaves to Typer)
+    ],
+    ids=["pack", "list", "probe", "probe-typer"],
 )
 def test_a_stdout_closed_at_start_is_refused_by_commands_that_only_print(
     tmp_path: Path, args: list[str]
