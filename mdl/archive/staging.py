@@ -39,6 +39,7 @@ from mdl.outsidejson import read_json
 from mdl.paths import STAGING_PREFIX, TEMP_SUFFIX, name_problem, quoted, shown_name
 from mdl.progress import Progress
 from mdl.store import confined
+from mdl.wait import Wait
 
 # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
 MAX_OPEN_FOLDERS = 64
@@ -116,25 +117,24 @@ def _pair(value: object) -> Identity:
 
 # seconds another unpack's swap into the same folder is waited for: a swap is renames, so one
 # held longer is a process stopped there
-SWAP_WAIT = 60.0
+SWAP_WAIT, SWAP_POLL = 60.0, 0.05
 
 
 def _hold(dest_fd: int, dest: Path) -> None:
     """DEST's flock, taken within ``SWAP_WAIT`` (exit 7 naming DEST after it); a Ctrl-C is
     heard while it waits."""
-    deadline = time.monotonic() + SWAP_WAIT
+    wait = Wait.within(SWAP_WAIT)
     while True:
         try:
             fcntl.flock(dest_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if time.monotonic() > deadline:
+            if not wait.pause(SWAP_POLL):
                 raise LockTimeoutError(
                     f"{shown_name(dest)}: another unpack is swapping files into it (waited"
                     f" {SWAP_WAIT:g}s)",
                     hint="check that process",
                 ) from None
-            time.sleep(0.05)
 
 
 class Staging:

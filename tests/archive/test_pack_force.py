@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,21 @@ def test_mdl_state_in_a_run_is_left_out_not_refused(run_dir: Path, tmp_path: Pat
     assert ".mdl/" in result.stdout
 
 
+def once_written(monkeypatch: pytest.MonkeyPatch, then: Callable[[], object]) -> None:
+    """``then`` run as the archive's bytes are written, before the pack puts it in place: what
+    another run does meanwhile."""
+    from mdl.archive import _zipwriter
+
+    real = _zipwriter._write_seekable
+
+    def written(*args: object, **kwargs: object) -> object:
+        done = real(*args, **kwargs)  # type: ignore[arg-type]
+        then()
+        return done
+
+    monkeypatch.setattr(_zipwriter, "_write_seekable", written)
+
+
 def test_a_pack_of_the_same_output_under_way_is_exit_7_and_its_partial_untouched(
     run_dir: Path, tmp_path: Path
 ) -> None:
@@ -158,17 +174,8 @@ def test_an_archive_another_run_put_there_meanwhile_is_never_replaced_unseen(
 ) -> None:
     """The check at the start (exit 2 without --force) holds at the end too: an archive another
     run put at the output while this one packed stays, and this run says so (exit 2)."""
-    from mdl.archive import _zipwriter
-
     target = tmp_path / "out.zip"
-    real = _zipwriter._write_seekable
-
-    def another_run_finishes_first(*args: object, **kwargs: object) -> object:
-        done = real(*args, **kwargs)  # type: ignore[arg-type]
-        target.write_bytes(b"the other run's archive")
-        return done
-
-    monkeypatch.setattr(_zipwriter, "_write_seekable", another_run_finishes_first)
+    once_written(monkeypatch, lambda: target.write_bytes(b"the other run's archive"))
     result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target))
     assert result.exit_code == 2, result.stderr
     assert "another run put an archive there while this one packed" in result.stderr
@@ -182,18 +189,13 @@ def test_a_partial_another_pack_took_the_name_of_is_never_put_in_place(
     """Another pack took the partial's name (it looked in the instant before this run held its
     fresh partial, and made its own): this run never puts the other's unfinished archive in place
     as its own, nor removes it; it is exit 7."""
-    from mdl.archive import _zipwriter
-
     target, partial = tmp_path / "out.zip", tmp_path / "out.zip.partial"
-    real = _zipwriter._write_seekable
 
-    def the_other_pack_takes_the_name(*args: object, **kwargs: object) -> object:
-        done = real(*args, **kwargs)  # type: ignore[arg-type]
+    def the_other_pack_takes_the_name() -> None:
         partial.unlink()
         partial.write_bytes(b"the other run's half")
-        return done
 
-    monkeypatch.setattr(_zipwriter, "_write_seekable", the_other_pack_takes_the_name)
+    once_written(monkeypatch, the_other_pack_takes_the_name)
     result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target))
     assert result.exit_code == 7, result.stderr
     assert "another mdl pack is writing this archive" in result.stderr
