@@ -7,7 +7,7 @@ loopback nginx.
 ``mdl get URL --sha256 … -d DEST`` (verified, durable) with the raw reader on (``RAW_LEAST`` as
 shipped) and off (``RAW_LEAST`` past any file), alternating: wall, CPU, peak RSS and the requests
 and connections nginx saw. ``--strace`` adds one run each under ``strace -c -f`` (the system calls
-per byte, and the share of the file the hasher read back: its preadv calls, a MiB each); ``--tree
+per byte, and the share of the file the hasher read back: ``-v``'s log line); ``--tree
 DIR`` (or ``--variant``) runs another checkout's ``mdl`` beside this one.
 """
 
@@ -34,8 +34,8 @@ main()
 SYSCALLS = (
     "ioctl,mmap,munmap,futex,recvfrom,recvmsg,read,fdatasync,connect,pwrite64,preadv,preadv2,poll"
 )
-# the hasher reads back what no stream offered it at the frontier, a MiB a call (hasher.READ_BACK)
-READ_BACK = 1 << 20
+# what the hasher read back, not fed from memory (-v's log line, every attempt's)
+READ_BACK = re.compile(r"(\d+) bytes hashed read back")
 
 
 def strace_counts(path: Path) -> dict[str, int]:
@@ -104,14 +104,16 @@ def main() -> None:
                 "-o",
                 str(trace),
                 *tool.argv(dest),
+                "-v",
             ]
-            subprocess.run(
-                argv, env={**env, **tool.env}, cwd=work, stdout=subprocess.DEVNULL, check=True
-            )
+            logged = work / "strace.log"
+            logged.unlink(missing_ok=True)
+            run_env = {**env, **tool.env, "MDL_LOG_FILE": str(logged)}
+            subprocess.run(argv, env=run_env, cwd=work, stdout=subprocess.DEVNULL, check=True)
             counts = strace_counts(trace)
             print(f"{tool.name} strace: {counts}")
-            back = (counts.get("preadv", 0) + counts.get("preadv2", 0)) * READ_BACK
-            print(f"{tool.name} read back by the hasher: ~{back / data.size:.0%} of the file")
+            back = sum(int(n) for n in READ_BACK.findall(logged.read_text()))
+            print(f"{tool.name} read back by the hasher: {back} bytes, {back / data.size:.1%}")
     r.save_json(args, runs=runs)
 
 

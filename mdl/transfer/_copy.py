@@ -57,6 +57,10 @@ class BodyCopy:
         # after it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done
         self.landing = state.beside.landing
+        # how far ahead of the hash the streams' pieces reach (widened on a long round trip)
+        self.spread = shared.config.streams(state.size) * (
+            0 if piece.end is None else piece.end - piece.start
+        )
 
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
@@ -86,6 +90,8 @@ class BodyCopy:
     def take(self, chunk: bytes | memoryview) -> bool:
         """Write one chunk at the frontier; True: read no further (another stream has the rest)."""
         state, piece = self.state, self.piece
+        # no further ahead of the hash than it keeps in memory, or than the streams' pieces reach
+        state.hasher.room(self.offset + len(chunk), self.shared.cancel, ahead=self.spread)
         # read per chunk: a steal may have given this piece's tail to another stream
         limit = piece.end
         # asked on past it

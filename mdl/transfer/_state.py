@@ -176,6 +176,28 @@ class DownloadState:
                     self.pieces = [p for p in self.pieces if p is not after]
             return piece.end or upto
 
+    def widen(self, piece: Piece, streams: int) -> None:
+        """A piece about to be asked for the first time, taken on over the pieces after it no
+        stream has asked for, till a request's round trip is at most a quarter of its time: small
+        pieces keep the streams' bytes within what the hash keeps in memory, but a long round
+        trip each would idle the streams (a presigned URL far away). Only the engine's own
+        pieces, split in parallel (not a swarm's parts, nor a loader's ranges in order); locked."""
+        mine = self.multi and self.beside.swarm is None and not self.beside.in_order
+        if not mine or piece.asked or piece.done:
+            return
+        least = 4 * round_trip_bytes(self, streams)
+        while piece.end is not None and piece.end - piece.start < least:
+            if (after := self._unasked_after(piece)) is None or after.end is None:
+                return
+            piece.end, after.start = after.end, after.end  # (its stream, if one took it: none)
+            self.pieces.remove(after)
+
+    def _unasked_after(self, piece: Piece) -> Piece | None:
+        """The piece right after ``piece`` if no stream ever asked for it (a stream that took it
+        finds it complete), else None; locked."""
+        after = next((p for p in self.pieces if p.start == piece.end), None)
+        return None if after is None or after.asked or after.begun or after.done else after
+
     def free_after(self, piece: Piece) -> Piece | None:
         """The piece right after ``piece`` if no answer for it has begun and it holds no bytes
         (``carry`` may take it), else None."""

@@ -344,6 +344,8 @@ class PieceRequests:
         with state.lock:
             if piece.complete:
                 return None
+            if opening is None:  # (a probe's answer: as it was asked)
+                state.widen(piece, self.shared.config.streams(state.size))
             end = self._window(offset, opening)
             piece.asked = end or 0
             validator = state.validator

@@ -96,7 +96,7 @@ def test_a_token_that_expires_mid_blob_is_renewed_and_no_range_is_asked_twice(
     # one range is refused, a token renewed, that range asked again, the other never (the blob in
     # two pieces, and no stream stealing the other's tail: the count the test asserts is set here,
     # not by the engine's piece size or which stream ends first)
-    monkeypatch.setattr(scheduling, "PIECE", len(BIG) // 2)
+    monkeypatch.setattr(scheduling, "KEEP_AHEAD", len(BIG))  # (two streams: halves)
     monkeypatch.setattr(scheduling, "MIN_STEAL", len(BIG))
     gate.token_auth, gate.token_uses = True, 2
     where = f"oci://{host_of(gate)}/team/one:v1"

@@ -178,7 +178,9 @@ def test_a_token_that_expires_mid_blob_is_renewed_without_asking_a_range_twice(
     files = {"model.safetensors": make_data(SPLIT_THRESHOLD + 5000, seed=5)}
     # the blob in two pieces, no stream stealing the other's tail: the two ranges the test counts
     # are set here, not by the engine's piece size or which stream ends first
-    monkeypatch.setattr(scheduling, "PIECE", len(files["model.safetensors"]) // 2)
+    monkeypatch.setattr(
+        scheduling, "KEEP_AHEAD", len(files["model.safetensors"])
+    )  # (two streams: halves)
     monkeypatch.setattr(scheduling, "MIN_STEAL", len(files["model.safetensors"]))
     registry.push_blob("team/tiny", files["model.safetensors"])
     mirrors = [f"oci://{mirror.url.removeprefix('http://')}/team/tiny"]  # one repository

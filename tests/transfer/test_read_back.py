@@ -1,5 +1,6 @@
 """The bytes the hasher read back from the ``.part`` (said at ``-v``): those no stream offered it
-at the hash's frontier, against the real loopback CDN."""
+at the hash's frontier or within what it keeps in memory ahead of it, against the real loopback
+CDN."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import Progress
+from mdl.transfer import hasher as hasher_module
 from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
@@ -45,9 +47,16 @@ class FirstWhole:
         pass
 
 
-def test_the_piece_landed_whole_beyond_the_hash_is_read_back_and_the_one_at_it_is_not(
-    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("keeps", [hasher_module.KEEP_AHEAD, 1 << 20], ids=["kept", "past-it"])
+def test_the_piece_landed_whole_beyond_the_hash_is_read_back_past_what_it_keeps(
+    cdn: CdnServer,
+    client: httpx2.Client,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    keeps: int,
 ) -> None:
+    monkeypatch.setattr(hasher_module, "KEEP_AHEAD", keeps)
     data = make_data(9_000_003, seed=90)
     url = cdn.add_file("/f.bin", data)
     first, second = plan_pieces(len(data), connections=2, split_threshold=SMALL)
@@ -67,7 +76,9 @@ def test_the_piece_landed_whole_beyond_the_hash_is_read_back_and_the_one_at_it_i
     )
     assert match is not None and int(match[2]) == len(data)
     # The second piece whole before the first began: the hash reaches it only when the first is
-    # done, and reads all of it back. The first whole first: the second's bytes come at the hash's
+    # done; it kept it in memory (4.5 MB ahead, within the 64 MiB it keeps), or, keeping only
+    # 1 MiB, reads all of it back. The first whole first: the second's bytes come at the hash's
     # frontier, each hashed from memory as it lands.
     assert heard.first in ([len(data)], [first.end])
-    assert int(match[1]) == (second.end - second.start if heard.first == [len(data)] else 0)
+    past = heard.first == [len(data)] and keeps < second.end - first.start
+    assert int(match[1]) == (second.end - second.start if past else 0)

@@ -14,10 +14,10 @@ from runfixtures import HANG
 from mdl.transfer.body import RAW_LEAST
 from mdl.transfer.scheduling import (
     FIRST_WINDOW,
+    KEEP_AHEAD,
     MAX_PIECES,
     MIN_PIECE,
     MIN_STEAL,
-    PIECE,
     MiB,
     Piece,
     StreamStopped,
@@ -47,14 +47,16 @@ def test_plan_pieces_cover_the_file_exactly(size: int, connections: int) -> None
         assert len(pieces) == 1
     else:
         # Pieces of one length in file order (streams take them from the front): every stream gets
-        # one, none under MIN_PIECE (but a file under it), no more than MAX_PIECES, PIECE where that
-        # allows; every piece but the last on a 64 KiB boundary.
+        # one, none under MIN_PIECE (but a file under it), no more than MAX_PIECES, what the hash
+        # keeps over the streams where that allows (the streams land their bytes within it);
+        # every piece but the last on a 64 KiB boundary.
         length = pieces[0].end - pieces[0].start  # type: ignore[operator]
         assert all(p.end - p.start == length for p in pieces[:-1])  # type: ignore[operator]
         assert length >= min(size, MIN_PIECE)
         assert len(pieces) <= MAX_PIECES
         assert len(pieces) >= min(connections, size // MIN_PIECE)
-        assert length <= 2 * max(PIECE, -(-size // MAX_PIECES)) + 64 * 1024
+        piece = max(MIN_PIECE, KEEP_AHEAD // connections)
+        assert length <= 2 * max(piece, -(-size // MAX_PIECES)) + 64 * 1024
         assert all((p.end - p.start) % (64 * 1024) == 0 for p in pieces[:-1])  # type: ignore[operator]
         # whole rounds of the streams (one round at least when there are fewer pieces)
         assert len(pieces) <= connections or len(pieces) % connections == 0
@@ -67,10 +69,12 @@ def test_plan_pieces_unknown_size_and_threshold() -> None:
     assert spans == [(0, None, 0)]
     spans = [(p.start, p.end, p.done) for p in plan_pieces(100, connections=8, split_threshold=101)]
     assert spans == [(0, 100, 0)]
-    # PIECE each, taken in file order: the hash trails the newest byte by about 8 x 32 MiB
-    assert len(plan_pieces(1024 * MiB, connections=8, split_threshold=32 * MiB)) == 32
-    # 300 MiB on 8 streams: 8 pieces, not 9 (a ninth alone at the end while 7 streams idle)
-    assert len(plan_pieces(300 * MiB, connections=8, split_threshold=32 * MiB)) == 8
+    # KEEP_AHEAD over the streams each, taken in file order: 8 streams land their bytes within the
+    # 128 MiB the hash keeps in memory
+    assert KEEP_AHEAD == 128 * MiB  # noqa: SIM300
+    assert len(plan_pieces(1024 * MiB, connections=8, split_threshold=32 * MiB)) == 64
+    # 300 MiB on 8 streams: whole rounds, 16 pieces, not 18 (two alone at the end while 6 idle)
+    assert len(plan_pieces(300 * MiB, connections=8, split_threshold=32 * MiB)) == 16
     # every range asked, a stolen tail too, read past the parser (through it: four copies a byte)
     assert RAW_LEAST <= MIN_STEAL <= MIN_PIECE
     # no more than MAX_PIECES (a resume record stays small)

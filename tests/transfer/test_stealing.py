@@ -17,10 +17,11 @@ from runfixtures import HANG, transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
+from mdl.transfer import scheduling
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig, TransferJob
-from mdl.transfer.scheduling import PIECE, MiB, plan_pieces
+from mdl.transfer.scheduling import MiB, plan_pieces
 
 SMALL = 64 * 1024
 
@@ -56,10 +57,12 @@ def ranges(cdn: CdnServer) -> list[tuple[int, int]]:
 @pytest.mark.slow
 @pytest.mark.realtime
 def test_while_one_stream_stalls_the_other_takes_every_piece_left_in_file_order(
-    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # pieces of PIECE in file order, taken from the front by the two streams
-    data = make_data(4 * PIECE + 12_345, seed=71)
+    # pieces of 32 MiB in file order (what the hash keeps over the two streams), taken from the
+    # front by them
+    monkeypatch.setattr(scheduling, "KEEP_AHEAD", 64 * MiB)
+    data = make_data(128 * MiB + 12_345, seed=71)
     cdn.throttle_bps = 24_000_000
     url = cdn.add_file("/f.bin", data)
     # The first range to arrive goes silent after 1 MB until every other byte has been asked for
