@@ -523,8 +523,8 @@ def test_a_machine_whose_claims_fail_leaves_the_swarm_said_and_apart_from_its_bo
         return real(writer, claim, holder, token, term)
 
     monkeypatch.setattr(swarm_module, "_first", first)
-    for _ in range(MACHINES):
-        fleet.hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=left, resume=True))
+    # every fetch held till it left: no part is published before it has tried its claims
+    fleet.hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=left, resume=True, times=None))
     fleet.hub.cdn.throttle_bps = 8 * MiB
     try:
         reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
