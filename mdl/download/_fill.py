@@ -171,7 +171,15 @@ def _swarm_on(
                 except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
                     job.retries.warn(f"{failed.message}; fetched under the file's lease")
                     twice = _twice(sources, swarm, publisher)  # (before the lease's fetch)
-                    return _filled(sources, place, parts, over=over)._replace(duplicated=twice)
+                    # said as a file that could not swarm: what the lease fetches beside the
+                    # others' swarm is no swarm's part, never in ``duplicated``
+                    alone = failed.message.removeprefix(f"{job.label}: ")
+                    leased = _filled(sources, place, parts, over=over)
+                    return leased._replace(
+                        duplicated=twice,
+                        unswarmed=alone,
+                        streamed=leased.streamed + swarm.state.read,
+                    )
         result = _made(sources, place, over, result, swarm, publisher)
         if result.fill != FILLED:
             _tidy(place, swarm, job)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import rangetrust
 from clocks import FakeClock, Unwaited
-from download.test_swarm_hostile import FORGER, MACHINES, Fleet, twice
+from download.test_swarm_hostile import FORGER, MACHINES, Fleet, swarm_bytes, twice
 from download.test_swarm_review import folder_fleet, run_with, s3_fleet  # noqa: F401
 from runfixtures import transfer_job, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
@@ -30,12 +30,13 @@ from mdl.buckets import names
 from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, look, take
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
+from mdl.download import _swarm as swarm_module
 from mdl.download._claims import Claims, silence
 from mdl.download._parts import PartSet, Publisher
 from mdl.download._swarm import RENEW_EVERY, Swarm
 from mdl.download._swarmparts import State
 from mdl.download.session import TERM_VARIABLE
-from mdl.errors import MdlError
+from mdl.errors import MdlError, NetworkError
 from mdl.wait import Wait
 
 MiB = 1 << 20
@@ -490,11 +491,53 @@ def test_forged_claims_renewed_forever_on_every_part_cost_no_machine_the_whole_f
     finally:
         done.set()
         renewing.join()
-    spent = fleet.origin_bytes()
+    spent = swarm_bytes(fleet, reports)
     print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
     outcomes = [r.files[0] for r in reports]
     # (below twice the file: a part taken over at first sight, live or not, costs 2x here)
     assert spent < 2 * len(fleet.data), (spent / len(fleet.data), outcomes)
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), (spent, outcomes)
+
+
+def test_a_machine_whose_claims_fail_leaves_the_swarm_said_and_apart_from_its_bounds(
+    any_fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose store fails its claim requests (a starved box's time out: a loaded run of
+    the forged claims' test once had one) gives the swarm up after ``REFUSALS`` of them and
+    fetches the file under the file's lease, beside the others' swarm (the origin's fetches held
+    till it left). Its outcome says it could not swarm, and why: what it fetched is no swarm's
+    and never in ``duplicated``, and the bounds on the swarm (``swarm_bytes``) are the others'."""
+    fleet = any_fleet
+    left, lock, doomed, failed = threading.Event(), threading.Lock(), [], [0]
+    real = swarm_module._first
+
+    def first(writer: Writer, claim: names.Claim, holder: str, token: str, term: float) -> Any:
+        with lock:
+            doomed[:] = doomed or [token]
+            fails = token == doomed[0]
+            failed[0] += fails
+            if failed[0] >= swarm_module.REFUSALS:
+                left.set()
+        if fails:
+            raise NetworkError("the store did not answer in time")
+        return real(writer, claim, holder, token, term)
+
+    monkeypatch.setattr(swarm_module, "_first", first)
+    # every fetch held till it left: no part is published before it has tried its claims
+    fleet.hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=left, resume=True, times=None))
+    fleet.hub.cdn.throttle_bps = 8 * MiB
+    try:
+        reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
+    finally:
+        left.set()
+    outcomes = [r.files[0] for r in reports]
+    alone = [o for o in outcomes if o.not_swarmed]
+    assert len(alone) == 1, outcomes
+    assert "the mirror refuses claims (the store did not answer in time)" in str(
+        alone[0].not_swarmed
+    )
+    assert alone[0].fill != "swarmed", alone
+    spent = swarm_bytes(fleet, reports)
     assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), (spent, outcomes)
 
 
@@ -519,7 +562,7 @@ def test_junk_of_the_files_size_at_the_final_name_mid_swarm_costs_one_read_not_t
         reports = run_with(fleet, tmp_path, junk, env={TERM_VARIABLE: "3"})
     finally:
         began.set()
-    spent = fleet.origin_bytes()
+    spent = swarm_bytes(fleet, reports)
     outcomes = [r.files[0] for r in reports]
     print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
     assert spent < 2 * len(fleet.data), (spent / len(fleet.data), outcomes)
@@ -607,7 +650,7 @@ def test_a_holder_still_fetching_when_its_claim_was_taken_over_is_counted_not_hi
         reports = run_with(fleet, tmp_path, release, env={TERM_VARIABLE: "3"})
     finally:
         held.set()
-    spent, said_twice = fleet.origin_bytes(), twice(reports)
+    spent, said_twice = swarm_bytes(fleet, reports), twice(reports)
     print("origin", spent / len(fleet.data), "duplicated", said_twice / fleet.part, "parts")
     assert spent - len(fleet.data) <= said_twice + 1000, (spent, said_twice)
     assert said_twice <= spent - len(fleet.data) + fleet.part, (spent, said_twice)

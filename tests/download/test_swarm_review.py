@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from download.test_swarm_hostile import FORGER, MACHINES, Fleet, said, trusting
+from download.test_swarm_hostile import FORGER, MACHINES, Fleet, said, swarm_bytes, trusting, twice
 from runfixtures import HANG, transfer_job, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import CdnServer, HubServer, make_data
@@ -145,8 +145,9 @@ def test_junk_at_the_objects_name_mid_swarm_sends_no_machine_to_the_origin_for_t
     ends at every machine (SwarmEnded), the object is read (refused), then the origin."""
     fleet = folder_fleet
     reports = junk_mid_swarm(fleet, tmp_path)
-    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part + twice(reports), (
-        fleet.origin_bytes(),
+    spent = swarm_bytes(fleet, reports)
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), (
+        spent,
         [r.files[0] for r in reports],
     )
 
@@ -163,8 +164,9 @@ def test_a_forged_live_claim_on_every_part_costs_a_term_not_the_file_per_machine
         assert made is not None
     fleet.hub.cdn.throttle_bps = 8 * MiB
     reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
-    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part + twice(reports), (
-        fleet.origin_bytes(),
+    spent = swarm_bytes(fleet, reports)
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), (
+        spent,
         [r.files[0] for r in reports],
     )
 
@@ -265,10 +267,3 @@ def test_the_parts_each_machine_says_it_fetched_from_the_origin_are_what_the_ori
         said_parts,
         fleet.origin_bytes() / fleet.part,
     )
-
-
-def twice(reports: list[RunReport]) -> int:
-    """The bytes the machines say they fetched twice (the end game's, said in ``duplicated``):
-    a machine starved of CPU may reach the end game's bound on a live claim; what it costs is
-    said, never hidden."""
-    return sum(f.duplicated for r in reports for f in r.files)
