@@ -91,7 +91,9 @@ class BodyCopy:
         """Write one chunk at the frontier; True: read no further (another stream has the rest)."""
         state, piece = self.state, self.piece
         # no further ahead of the hash than it keeps in memory, or than the streams' pieces reach
-        state.hasher.room(self.offset + len(chunk), self.shared.cancel, ahead=self.spread)
+        state.hasher.room(
+            self.offset + len(chunk), state.contiguous, self.shared.cancel, ahead=self.spread
+        )
         # read per chunk: a steal may have given this piece's tail to another stream
         limit = piece.end
         # asked on past it

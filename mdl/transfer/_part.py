@@ -122,6 +122,7 @@ class PartFetch:
             self._keep(state)
             raise
         finally:
+            state.hasher.close()
             os.close(self.fd)
         self._finish(state)
         return self._result(state, size)

@@ -190,7 +190,8 @@ class DownloadState:
             if (after := self._unasked_after(piece)) is None or after.end is None:
                 return
             piece.end, after.start = after.end, after.end  # (its stream, if one took it: none)
-            self.pieces.remove(after)
+            # (a new list, as ``carry`` makes: the record's keeper reads it without the lock)
+            self.pieces = [p for p in self.pieces if p is not after]
 
     def _unasked_after(self, piece: Piece) -> Piece | None:
         """The piece right after ``piece`` if no stream ever asked for it (a stream that took it
@@ -261,6 +262,7 @@ class DownloadState:
             self.pieces = pieces
             self.adopt(None)  # the next answer says (or the one seen: ``Restarts._start_over``)
             self.restarted, self.answers, self.changed_to = True, 0, []
+            self.hasher.close()
             self.hasher = self.new_hasher()
         self.stop.clear()
 

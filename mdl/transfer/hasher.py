@@ -42,6 +42,11 @@ SLAB = 1 * MiB  # a kept chunk's copy is made in one this big (a raw body's chun
 KEEP_TOTAL = 2 * KEEP_AHEAD
 
 
+def held(data: memoryview) -> int:
+    """The memory a kept chunk holds: its slab's, else its own bytes'."""
+    return len(data.obj) if isinstance(data.obj, bytearray) else len(data)
+
+
 class _Kept:
     """The bytes one hasher keeps, counted in the process's total too (``KEEP_TOTAL``); given
     back when hashed, dropped, or when the hasher is dropped with some left (a failed attempt)."""
@@ -138,7 +143,7 @@ class Hasher:
                 kept = {at: data[: max(0, start - at)] for at, data in self._kept.items()}
                 self._kept = {at: data for at, data in kept.items() if len(data)}
                 self._kept_at = sorted(self._kept)
-                self._account.give(self.kept - sum(map(len, self._kept.values())))
+                self._account.give(self.kept - sum(map(held, self._kept.values())))
 
     def _update(self, data: memoryview) -> None:
         self.sha256.update(data)
@@ -158,11 +163,16 @@ class Hasher:
                 while self._waiters and self._waiters[0][0] <= self.position:
                     heapq.heappop(self._waiters)[2].set()
 
-    def room(self, end: int, cancel: threading.Event, *, ahead: int = 0) -> None:
+    def room(
+        self, end: int, landed: Callable[[], int], cancel: threading.Event, *, ahead: int = 0
+    ) -> None:
         """Return once the bytes up to ``end`` lie within what the hash keeps ahead of it (or
-        within ``ahead`` of it, if more: how far the streams' pieces reach), or once the hash has
-        not moved for ``HELD`` seconds (they are read back), or when ``cancel`` is set."""
-        if (need := end - max(KEEP_AHEAD, ahead)) <= self.position or self._held():
+        within ``ahead`` of it, if more: how far the streams' pieces reach). Only a hash short of
+        CPU is waited for: one that has the bytes before (``landed``: the contiguous prefix) and
+        moves; a gap before them (a slower stream, a swarm's order), a hash that has not moved
+        for ``HELD`` seconds or ``cancel`` ends the wait (the bytes are read back)."""
+        need = end - max(KEEP_AHEAD, ahead)
+        if need <= self.position or self._held() or landed() < need:
             return
         told = threading.Event()
         with self._keeping:
@@ -184,10 +194,13 @@ class Hasher:
         # read-back.
         if offset <= self.position < offset + len(data):
             with self.lock:
-                if offset <= self.position < offset + len(data):
+                hashed = offset <= self.position < offset + len(data)
+                if hashed:
                     self._update(memoryview(data)[self.position - offset :])
                     self._hash_kept()
-                    return
+            if hashed:
+                self._drain()  # (bytes kept at the frontier since it last looked)
+                return
         if offset > self.position and offset + len(data) - self.position <= KEEP_AHEAD:
             self._keep(offset, self._copy(data))  # (the copy outside the lock)
 
@@ -206,21 +219,26 @@ class Hasher:
         return memoryview(slab)[: len(data)]
 
     def _free(self, data: memoryview) -> None:
-        if isinstance(slab := data.obj, bytearray):
-            data.release()
+        slab = data.obj
+        data.release()
+        if isinstance(slab, bytearray) and len(self._slabs) < KEEP_AHEAD // SLAB:
             self._slabs.append(slab)
 
     def _keep(self, offset: int, data: memoryview) -> None:
+        cost = held(data)
         with self._keeping:
-            fits = self.kept + len(data) <= KEEP_AHEAD and offset not in self._kept
-            if not (fits and self._account.take(len(data))):
+            # (no two kept chunks overlap: each offset's bytes are offered once a claim)
+            fits = self.kept + cost <= KEEP_AHEAD and offset not in self._kept
+            if not (fits and self._account.take(cost)):
                 self._free(data)
                 return
             self._kept[offset] = data
             heapq.heappush(self._kept_at, offset)
-        # The frontier may have reached it meanwhile: hashed by whoever finds the hash idle (one
-        # hashing looks again once it lets go), not left for the hashing thread, which a busy
-        # process starves.
+        self._drain()  # the frontier may have reached it meanwhile
+
+    def _drain(self) -> None:
+        """Hash the bytes kept at the frontier if the hash is idle (one hashing looks again once
+        it lets go: this), not left for the hashing thread, which a busy process starves."""
         while self.position in self._kept and self.lock.acquire(blocking=False):
             try:
                 self._hash_kept()
@@ -233,15 +251,28 @@ class Hasher:
             with self._keeping:
                 if (data := self._kept.pop(self.position, None)) is None:
                     return
-                self._account.give(len(data))
+                self._account.give(held(data))
             self._update(data)
             self._free(data)
+
+    def close(self) -> None:
+        """The attempt ended: what is kept and the free slabs let go, the process's total given
+        back (not left to the collector: a state lives till a full collection)."""
+        with self.lock, self._keeping:
+            self._kept.clear()
+            self._kept_at.clear()
+            self._slabs.clear()
+            self._account.release()
 
     def _next_kept(self) -> float:
         """Where the next bytes kept ahead begin (a read-back stops there); locked."""
         with self._keeping:
-            while self._kept_at and self._kept_at[0] not in self._kept:
-                heapq.heappop(self._kept_at)  # (hashed)
+            while self._kept_at and (
+                (at := self._kept_at[0]) < self.position or at not in self._kept
+            ):
+                heapq.heappop(self._kept_at)  # hashed; or passed by a read-back: let go
+                if (data := self._kept.pop(at, None)) is not None:
+                    self._account.give(held(data))
             return self._kept_at[0] if self._kept_at else math.inf
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
@@ -256,7 +287,8 @@ class Hasher:
                     return
                 if self._buffer is None:
                     self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
-                until = min(limit, self._next_kept())
+                if (until := min(limit, self._next_kept())) <= self.position:
+                    continue  # (kept at the frontier meanwhile)
                 view = memoryview(self._buffer)[: int(until) - self.position]
                 if (got := os.preadv(self.fd, [view], self.position)) <= 0:
                     raise LocalFSError(f"could not read back {self.position} bytes while hashing")

@@ -68,6 +68,8 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
     count = max(1, size // least)  # (evened out: no short last piece)
     if count > connections:  # whole rounds: no stream fetches a last piece while the others idle
         count -= count % connections
+    if count <= 2 * connections:  # one round, not two: a far server's round trip between them
+        count = min(count, connections)  # costs more than reading back a few hundred MiB
     piece = -(-size // count)
     piece = -(-piece // STEAL_ALIGN) * STEAL_ALIGN
     return [Piece(start, min(start + piece, size)) for start in range(0, size, piece)]

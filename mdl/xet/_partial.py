@@ -258,6 +258,7 @@ class Partial:
                 self.save(durable=True)  # what is on disk, for the next run
             raise
         finally:
+            self.hasher.close()
             os.close(self.fd)
 
     def check_record(self, record: Sequence[Written]) -> Resumed:

@@ -118,7 +118,7 @@ def test_a_take_back_drops_the_bytes_kept_from_it_on_and_the_new_ones_are_hashed
     # the answer that landed bytes from 2.5 MiB on broke its promise: taken back, and another
     # answer lands other bytes there
     hasher.unclaim(2 * MiB + MiB // 2)
-    assert hasher.kept == MiB + MiB // 2
+    assert hasher.kept == 2 * MiB  # MiB 1 and the first half of MiB 2, in a slab each
     new = old[: 2 * MiB + MiB // 2] + os.urandom(len(old) - 2 * MiB - MiB // 2)
     land(fd, hasher, new, 2 * MiB + MiB // 2, 4 * MiB, bytearray(MiB + MiB // 2))
     land(fd, hasher, new, 0, MiB, buffer)  # the frontier: hashed, and what is kept after it
@@ -140,8 +140,8 @@ def test_a_stream_past_what_it_keeps_waits_for_the_hash_while_it_moves(
     seen: list[int] = []
     cancel = threading.Event()
 
-    def ahead() -> None:  # about to land the last MiB: 4 MiB ahead
-        hasher.room(4 * MiB, cancel)
+    def ahead() -> None:  # about to land the last MiB: 4 MiB ahead, every byte before landed
+        hasher.room(4 * MiB, lambda: 3 * MiB, cancel)
         seen.append(hasher.position)
 
     stream = threading.Thread(target=ahead)
@@ -156,17 +156,21 @@ def test_a_stream_past_what_it_keeps_waits_for_the_hash_while_it_moves(
 def test_a_stream_past_what_it_keeps_goes_on_when_the_hash_is_held_or_on_ctrl_c(
     fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A gap before the frontier (a stalled stream) holds the hash: the streams past it go on
-    (their bytes read back later), as on Ctrl-C."""
+    """A gap before the bytes it waits for (a slower stream, a swarm's order) or a hash held
+    still: the streams past it go on (their bytes read back later), as on Ctrl-C."""
     monkeypatch.setattr(hasher_module, "KEEP_AHEAD", 2 * MiB)
+    monkeypatch.setattr(hasher_module, "HELD", 3600.0)
     hasher = Hasher(fd, 8 * MiB, git=False)
+    hasher.room(8 * MiB, lambda: 5 * MiB, threading.Event())  # returns: bytes 5-6 MiB to come
+    assert hasher.position == 0
+    landed = lambda: 8 * MiB  # noqa: E731
     hasher.moved -= hasher_module.HELD  # (nothing moved it since)
-    hasher.room(8 * MiB, threading.Event())  # returns: held
+    hasher.room(8 * MiB, landed, threading.Event())  # returns: held
     assert hasher.position == 0
     hasher.moved += 3600.0  # moving, as far as it knows
     cancel = threading.Event()
     cancel.set()
-    hasher.room(8 * MiB, cancel)  # returns: cancelled
+    hasher.room(8 * MiB, landed, cancel)  # returns: cancelled
     assert hasher.position == 0
 
 
@@ -176,7 +180,8 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
     """A pull fetches several big files at once: what their hashers keep together is bounded; a
     hasher dropped with bytes kept (a failed attempt) gives them back."""
     monkeypatch.setattr(hasher_module, "KEEP_AHEAD", 5 * MiB)
-    monkeypatch.setattr(hasher_module, "KEEP_TOTAL", 6 * MiB)
+    # (what other hashers of this process hold: a failed test's, till collected)
+    monkeypatch.setattr(hasher_module, "KEEP_TOTAL", hasher_module._Kept.total + 6 * MiB)
     data = os.urandom(5 * MiB)
     fds = [os.open(tmp_path / f"{n}.part", os.O_RDWR | os.O_CREAT) for n in range(2)]
     try:
@@ -191,6 +196,9 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
         for start in range(MiB, 5 * MiB, MiB):
             land(fds[0], third, data, start, start + MiB, buffer)
         assert third.kept == 4 * MiB
+        before = hasher_module._Kept.total
+        third.close()  # (an attempt that ended: given back at once, not when collected)
+        assert third.kept == 0 and hasher_module._Kept.total == before - 4 * MiB
         land(fds[1], second, data, 0, MiB, buffer)
         second.catch_up(len(data))
         assert second.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
