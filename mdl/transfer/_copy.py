@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import httpx2
 
 from mdl.transfer._shared import Shared
-from mdl.transfer._state import DownloadState, round_trip_bytes
+from mdl.transfer._state import DownloadState, round_trip_bytes, stream_rate
 from mdl.transfer.body import BodyOverrunError, Span, read_body
 from mdl.transfer.hasher import HASH_BLOCK
 from mdl.transfer.job import Landing, SourceChanged
@@ -92,7 +92,7 @@ class BodyCopy:
         state, piece = self.state, self.piece
         # no further ahead of the hash than it keeps in memory, or than the streams' pieces reach
         state.hasher.room(
-            self.offset + len(chunk), state.contiguous, self.shared.cancel, ahead=self.spread
+            self.offset + len(chunk), self.pace, self.shared.cancel, ahead=self.spread
         )
         # read per chunk: a steal may have given this piece's tail to another stream
         limit = piece.end
@@ -119,6 +119,10 @@ class BodyCopy:
         if save:
             state.record.checkpoint()
         return False
+
+    def pace(self) -> float:
+        """A stream's bytes a second, as the file's streams moved them so far."""
+        return stream_rate(self.state, self.shared.config.streams(self.state.size))
 
     def _clip(
         self, chunk: bytes | memoryview, limit: int | None, *, carrying: bool

@@ -25,8 +25,12 @@ OVERLAP_LEAST = 4 * 1024  # ... and never less
 
 def round_trip_bytes(state: DownloadState, streams: int) -> int:
     """What one of ``streams`` streams moves in one time to first byte (guessed before any)."""
-    rate = state.fetched / max(1e-3, time.monotonic() - state.began) / max(1, streams)
-    return int((rate or ASSUMED_RATE) * state.ttfb)
+    return int((stream_rate(state, streams) or ASSUMED_RATE) * state.ttfb)
+
+
+def stream_rate(state: DownloadState, streams: int) -> float:
+    """Bytes a second one of ``streams`` streams has moved so far this attempt (0: none yet)."""
+    return state.fetched / max(1e-3, time.monotonic() - state.began) / max(1, streams)
 
 
 class DownloadState:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mdl.errors import LocalFSError
+from mdl.transfer.ahead import Ahead
 from mdl.transfer.job import HashMismatch, TransferJob
 from mdl.transfer.scheduling import KEEP_AHEAD, MiB
 from mdl.wait import Wait
@@ -37,43 +38,7 @@ READ_BACK = 1 * MiB
 # read their bytes back); once it has not moved for this long (a gap before the frontier holds it:
 # a stalled or slow stream), the stream goes on and its bytes are read back.
 HELD = 0.5
-SLAB = 1 * MiB  # a kept chunk's copy is made in one this big (a raw body's chunk: body.FILL)
-# what every file's hasher keeps at once, at most (a pull fetches up to 4 big files at once)
-KEEP_TOTAL = 2 * KEEP_AHEAD
-
-
-def held(data: memoryview) -> int:
-    """The memory a kept chunk holds: its slab's, else its own bytes'."""
-    return len(data.obj) if isinstance(data.obj, bytearray) else len(data)
-
-
-class _Kept:
-    """The bytes one hasher keeps, counted in the process's total too (``KEEP_TOTAL``); given
-    back when hashed, dropped, or when the hasher is dropped with some left (a failed attempt)."""
-
-    total = 0
-    lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def take(self, count: int) -> bool:
-        with _Kept.lock:
-            if _Kept.total + count > KEEP_TOTAL:
-                return False
-            _Kept.total += count
-        self.bytes += count
-        return True
-
-    def give(self, count: int) -> None:
-        with _Kept.lock:
-            _Kept.total -= count
-        self.bytes -= count
-
-    def release(self) -> None:
-        self.give(self.bytes)
-
-
+PACE_EVERY = 0.25  # the hash's pace (bytes/s) measured over about this many seconds
 # the hashes' state kept every this many bytes: bytes claimed no more (a take-back, a dropped piece)
 # are hashed again from the last mark before them, not from the file's first byte
 MARK_EVERY = 64 * MiB
@@ -94,23 +59,16 @@ class Hasher:
         # bumped by unclaim: a catch-up begun before it stops instead of hashing old bytes
         self.epoch = 0
         self._marks: list[tuple[int, Hash, Hash | None]] = []
-        # the chunks kept ahead (offset: bytes), their offsets (a heap: the next one the read-back
-        # stops at) and their size; under ``_keeping`` (a stream keeps a chunk without waiting
-        # for a hashing step, which holds ``lock``)
-        self._kept: dict[int, memoryview] = {}
-        self._kept_at: list[int] = []
-        self._account = _Kept()
-        weakref.finalize(self, self._account.release)
-        self._keeping = threading.Lock()
-        self._slabs: list[bytearray] = []  # free ones (``_copy``)
+        self.ahead = Ahead()  # the chunks kept ahead of the hash
+        weakref.finalize(self, self.ahead.close)  # (given back if never closed)
         # streams waiting for the hash to reach a position (``room``): (position, ·, told)
         self._waiters: list[tuple[int, int, threading.Event]] = []
         self._rewind(0)
 
     @property
     def kept(self) -> int:
-        """Bytes kept ahead of the hash, not hashed yet."""
-        return self._account.bytes
+        """The memory the chunks kept ahead of the hash hold."""
+        return self.ahead.memory
 
     def _rewind(self, start: int) -> None:
         """The hashes as they were at the last mark at or before ``start`` (at byte 0: new)."""
@@ -128,7 +86,8 @@ class Hasher:
             self.check = self.signed.check_apart() if self.signed is not None else None
         # (a signed check apart keeps no marks: it cannot be copied, it starts over)
         self._marks = marks
-        self.moved = time.monotonic()  # when the hash last moved (``room``)
+        self.moved = time.monotonic()  # when the hash last moved (``room``) ...
+        self._paced, self.pace = (self.moved, self.position), 0.0  # ... and how fast
         self._next_mark = self.position + MARK_EVERY if self.check is None else math.inf
 
     def unclaim(self, start: int) -> None:
@@ -139,11 +98,7 @@ class Hasher:
             self.epoch += 1
             if self.position > start:
                 self._rewind(start)
-            with self._keeping:  # the bytes kept from ``start`` on may be written anew
-                kept = {at: data[: max(0, start - at)] for at, data in self._kept.items()}
-                self._kept = {at: data for at, data in kept.items() if len(data)}
-                self._kept_at = sorted(self._kept)
-                self._account.give(self.kept - sum(map(held, self._kept.values())))
+            self.ahead.cut(start)  # (the bytes kept from it on may be written anew)
 
     def _update(self, data: memoryview) -> None:
         self.sha256.update(data)
@@ -153,37 +108,43 @@ class Hasher:
             self.check.update(data)
         self.position += len(data)
         self.moved = time.monotonic()
+        if self.moved - self._paced[0] >= PACE_EVERY:
+            began, at = self._paced
+            self.pace = (self.position - at) / (self.moved - began)
+            self._paced = (self.moved, self.position)
         if self.position >= self._next_mark:
             self._marks.append(
                 (self.position, self.sha256.copy(), None if self.sha1 is None else self.sha1.copy())
             )
             self._next_mark = self.position + MARK_EVERY
         if self._waiters and self._waiters[0][0] <= self.position:
-            with self._keeping:  # each stream told once the hash reached what it waits for
+            with self.ahead.lock:  # each stream told once the hash reached what it waits for
                 while self._waiters and self._waiters[0][0] <= self.position:
                     heapq.heappop(self._waiters)[2].set()
 
     def room(
-        self, end: int, landed: Callable[[], int], cancel: threading.Event, *, ahead: int = 0
+        self, end: int, pace: Callable[[], float], cancel: threading.Event, *, ahead: int = 0
     ) -> None:
         """Return once the bytes up to ``end`` lie within what the hash keeps ahead of it (or
-        within ``ahead`` of it, if more: how far the streams' pieces reach). Only a hash short of
-        CPU is waited for: one that has the bytes before (``landed``: the contiguous prefix) and
-        moves; a gap before them (a slower stream, a swarm's order), a hash that has not moved
-        for ``HELD`` seconds or ``cancel`` ends the wait (the bytes are read back)."""
+        within ``ahead`` of it, if more: how far the streams' pieces reach). Only a hash that
+        moves at least at a stream's ``pace`` (bytes/s, asked only then) is waited for: on a
+        machine short of CPU the streams yield to it. A hash held by a slower stream at the
+        frontier (or a swarm's order), or still for ``HELD`` seconds, or ``cancel`` ends the
+        wait: the bytes are read back."""
         need = end - max(KEEP_AHEAD, ahead)
-        if need <= self.position or self._held() or landed() < need:
+        if need <= self.position or not self._behind(pace):
             return
         told = threading.Event()
-        with self._keeping:
+        with self.ahead.lock:
             heapq.heappush(self._waiters, (need, id(told), told))
         wait = Wait(cancel=cancel)
         # (looked at again: the hash may have moved before the wait was listed)
-        while need > self.position and not self._held() and wait.pause(0.1, told):
+        while need > self.position and self._behind(pace) and wait.pause(0.1, told):
             pass
 
-    def _held(self) -> bool:
-        return time.monotonic() - self.moved >= HELD
+    def _behind(self, pace: Callable[[], float]) -> bool:
+        """The hash is what holds the streams: it moved lately, at ``pace`` at least."""
+        return time.monotonic() - self.moved < HELD and self.pace >= pace()
 
     def offer(self, offset: int, data: bytes | memoryview) -> None:
         """Bytes written at ``offset``, about to be claimed: hashed at the frontier (with the
@@ -201,45 +162,14 @@ class Hasher:
             if hashed:
                 self._drain()  # (bytes kept at the frontier since it last looked)
                 return
-        if offset > self.position and offset + len(data) - self.position <= KEEP_AHEAD:
-            self._keep(offset, self._copy(data))  # (the copy outside the lock)
-
-    def _copy(self, data: bytes | memoryview) -> memoryview:
-        """``data`` to keep: itself if it cannot change, else a copy in a slab of the free ones
-        (fresh memory costs a page fault every 4 KiB: 0.2 CPU-s a GiB here)."""
-        if isinstance(data, bytes):
-            return memoryview(data)
-        if not SLAB // 4 <= len(data) <= SLAB:
-            return memoryview(bytes(data))
-        try:
-            slab = self._slabs.pop()
-        except IndexError:
-            slab = bytearray(SLAB)
-        slab[: len(data)] = data
-        return memoryview(slab)[: len(data)]
-
-    def _free(self, data: memoryview) -> None:
-        slab = data.obj
-        data.release()
-        if isinstance(slab, bytearray) and len(self._slabs) < KEEP_AHEAD // SLAB:
-            self._slabs.append(slab)
-
-    def _keep(self, offset: int, data: memoryview) -> None:
-        cost = held(data)
-        with self._keeping:
-            # (no two kept chunks overlap: each offset's bytes are offered once a claim)
-            fits = self.kept + cost <= KEEP_AHEAD and offset not in self._kept
-            if not (fits and self._account.take(cost)):
-                self._free(data)
-                return
-            self._kept[offset] = data
-            heapq.heappush(self._kept_at, offset)
-        self._drain()  # the frontier may have reached it meanwhile
+        near = offset > self.position and offset + len(data) - self.position <= KEEP_AHEAD
+        if near and self.ahead.put(offset, self.ahead.copy(data)):  # (copied outside the lock)
+            self._drain()  # the frontier may have reached it meanwhile
 
     def _drain(self) -> None:
         """Hash the bytes kept at the frontier if the hash is idle (one hashing looks again once
         it lets go: this), not left for the hashing thread, which a busy process starves."""
-        while self.position in self._kept and self.lock.acquire(blocking=False):
+        while self.position in self.ahead and self.lock.acquire(blocking=False):
             try:
                 self._hash_kept()
             finally:
@@ -247,33 +177,15 @@ class Hasher:
 
     def _hash_kept(self) -> None:
         """Hash the bytes kept at the frontier, and the bytes kept after them; locked."""
-        while True:
-            with self._keeping:
-                if (data := self._kept.pop(self.position, None)) is None:
-                    return
-                self._account.give(held(data))
+        while (data := self.ahead.take(self.position)) is not None:
             self._update(data)
-            self._free(data)
+            self.ahead.free(data)
 
     def close(self) -> None:
         """The attempt ended: what is kept and the free slabs let go, the process's total given
         back (not left to the collector: a state lives till a full collection)."""
-        with self.lock, self._keeping:
-            self._kept.clear()
-            self._kept_at.clear()
-            self._slabs.clear()
-            self._account.release()
-
-    def _next_kept(self) -> float:
-        """Where the next bytes kept ahead begin (a read-back stops there); locked."""
-        with self._keeping:
-            while self._kept_at and (
-                (at := self._kept_at[0]) < self.position or at not in self._kept
-            ):
-                heapq.heappop(self._kept_at)  # hashed; or passed by a read-back: let go
-                if (data := self._kept.pop(at, None)) is not None:
-                    self._account.give(held(data))
-            return self._kept_at[0] if self._kept_at else math.inf
+        with self.lock:
+            self.ahead.close()
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
         """Hash bytes [position, limit): those kept from memory, the others read back from the
@@ -287,7 +199,7 @@ class Hasher:
                     return
                 if self._buffer is None:
                     self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
-                if (until := min(limit, self._next_kept())) <= self.position:
+                if (until := min(limit, self.ahead.next_after(self.position))) <= self.position:
                     continue  # (kept at the frontier meanwhile)
                 view = memoryview(self._buffer)[: int(until) - self.position]
                 if (got := os.preadv(self.fd, [view], self.position)) <= 0:

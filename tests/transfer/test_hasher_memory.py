@@ -16,12 +16,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mdl.transfer import ahead as ahead_module
 from mdl.transfer import hasher as hasher_module
 from mdl.transfer.hasher import Hasher
 from mdl.transfer.scheduling import KEEP_AHEAD
 
 MiB = 1 << 20
 KiB = 1 << 10
+
+
+def keeps(monkeypatch: pytest.MonkeyPatch, most: int) -> None:
+    """Each file's hash keeps ``most`` bytes ahead of it, at most that far."""
+    monkeypatch.setattr(hasher_module, "KEEP_AHEAD", most)
+    monkeypatch.setattr(ahead_module, "KEEP_AHEAD", most)
 
 
 @pytest.fixture
@@ -95,7 +102,7 @@ def test_parallel_streams_within_what_it_keeps_are_hashed_from_memory_alone(
 def test_bytes_past_what_it_keeps_are_read_back_and_counted(
     fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hasher_module, "KEEP_AHEAD", 2 * MiB)
+    keeps(monkeypatch, 2 * MiB)
     data = os.urandom(6 * MiB)
     hasher, buffer = Hasher(fd, len(data), git=True), bytearray(MiB)
     # (landed back to front: the last MiB 5 MiB ahead of the hash, past the 2 MiB it keeps)
@@ -133,15 +140,15 @@ def test_a_stream_past_what_it_keeps_waits_for_the_hash_while_it_moves(
     """It returns once the hash is within what it keeps of the bytes it is about to land (moved
     by another stream at the frontier), not before; however slow the machine (no time judged:
     the hash is never held long enough here)."""
-    monkeypatch.setattr(hasher_module, "KEEP_AHEAD", 2 * MiB)
+    keeps(monkeypatch, 2 * MiB)
     monkeypatch.setattr(hasher_module, "HELD", 3600.0)
     data = os.urandom(4 * MiB)
     hasher, buffer = Hasher(fd, len(data), git=False), bytearray(MiB)
     seen: list[int] = []
     cancel = threading.Event()
 
-    def ahead() -> None:  # about to land the last MiB: 4 MiB ahead, every byte before landed
-        hasher.room(4 * MiB, lambda: 3 * MiB, cancel)
+    def ahead() -> None:  # about to land the last MiB: 4 MiB ahead (no stream moved yet)
+        hasher.room(4 * MiB, lambda: 0.0, cancel)
         seen.append(hasher.position)
 
     stream = threading.Thread(target=ahead)
@@ -156,22 +163,24 @@ def test_a_stream_past_what_it_keeps_waits_for_the_hash_while_it_moves(
 def test_a_stream_past_what_it_keeps_goes_on_when_the_hash_is_held_or_on_ctrl_c(
     fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A gap before the bytes it waits for (a slower stream, a swarm's order) or a hash held
-    still: the streams past it go on (their bytes read back later), as on Ctrl-C."""
-    monkeypatch.setattr(hasher_module, "KEEP_AHEAD", 2 * MiB)
+    """A hash slower than the streams (a slower stream holds the frontier, a swarm's order) or
+    held still: the streams past it go on (their bytes read back later), as on Ctrl-C."""
+    keeps(monkeypatch, 2 * MiB)
     monkeypatch.setattr(hasher_module, "HELD", 3600.0)
+    data = os.urandom(MiB)
     hasher = Hasher(fd, 8 * MiB, git=False)
-    hasher.room(8 * MiB, lambda: 5 * MiB, threading.Event())  # returns: bytes 5-6 MiB to come
-    assert hasher.position == 0
-    landed = lambda: 8 * MiB  # noqa: E731
-    hasher.moved -= hasher_module.HELD  # (nothing moved it since)
-    hasher.room(8 * MiB, landed, threading.Event())  # returns: held
-    assert hasher.position == 0
-    hasher.moved += 3600.0  # moving, as far as it knows
+    land(fd, hasher, data, 0, MiB, bytearray(MiB))
+    hasher.pace = 1e6  # (the slow stream's, at the frontier)
+    hasher.room(8 * MiB, lambda: 40e6, threading.Event())  # returns: the streams move faster
+    assert hasher.position == MiB
+    still = lambda: 0.0  # noqa: E731
+    hasher.moved -= 7200.0  # (nothing moved it since)
+    hasher.room(8 * MiB, still, threading.Event())  # returns: held
+    hasher.moved += 7200.0  # moving, as far as it knows
     cancel = threading.Event()
     cancel.set()
-    hasher.room(8 * MiB, landed, cancel)  # returns: cancelled
-    assert hasher.position == 0
+    hasher.room(8 * MiB, still, cancel)  # returns: cancelled
+    assert hasher.position == MiB
 
 
 def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gives_it_back(
@@ -179,9 +188,9 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
 ) -> None:
     """A pull fetches several big files at once: what their hashers keep together is bounded; a
     hasher dropped with bytes kept (a failed attempt) gives them back."""
-    monkeypatch.setattr(hasher_module, "KEEP_AHEAD", 5 * MiB)
+    keeps(monkeypatch, 5 * MiB)
     # (what other hashers of this process hold: a failed test's, till collected)
-    monkeypatch.setattr(hasher_module, "KEEP_TOTAL", hasher_module._Kept.total + 6 * MiB)
+    monkeypatch.setattr(ahead_module, "KEEP_TOTAL", ahead_module._Account.total + 6 * MiB)
     data = os.urandom(5 * MiB)
     fds = [os.open(tmp_path / f"{n}.part", os.O_RDWR | os.O_CREAT) for n in range(2)]
     try:
@@ -196,9 +205,9 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
         for start in range(MiB, 5 * MiB, MiB):
             land(fds[0], third, data, start, start + MiB, buffer)
         assert third.kept == 4 * MiB
-        before = hasher_module._Kept.total
+        before = ahead_module._Account.total
         third.close()  # (an attempt that ended: given back at once, not when collected)
-        assert third.kept == 0 and hasher_module._Kept.total == before - 4 * MiB
+        assert third.kept == 0 and ahead_module._Account.total == before - 4 * MiB
         land(fds[1], second, data, 0, MiB, buffer)
         second.catch_up(len(data))
         assert second.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
