@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdl.transfer import ahead as ahead_module
 from mdl.transfer import hasher as hasher_module
 from mdl.transfer.hasher import Hasher
 from mdl.transfer.scheduling import KEEP_AHEAD
@@ -28,7 +27,6 @@ KiB = 1 << 10
 def keeps(monkeypatch: pytest.MonkeyPatch, most: int) -> None:
     """Each file's hash keeps ``most`` bytes ahead of it, at most that far."""
     monkeypatch.setattr(hasher_module, "KEEP_AHEAD", most)
-    monkeypatch.setattr(ahead_module, "KEEP_AHEAD", most)
 
 
 @pytest.fixture
@@ -190,7 +188,7 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
     hasher dropped with bytes kept (a failed attempt) gives them back."""
     keeps(monkeypatch, 5 * MiB)
     # (what other hashers of this process hold: a failed test's, till collected)
-    monkeypatch.setattr(ahead_module, "KEEP_TOTAL", ahead_module._Account.total + 6 * MiB)
+    monkeypatch.setattr(hasher_module, "KEEP_TOTAL", hasher_module._Account.total + 6 * MiB)
     data = os.urandom(5 * MiB)
     fds = [os.open(tmp_path / f"{n}.part", os.O_RDWR | os.O_CREAT) for n in range(2)]
     try:
@@ -205,9 +203,9 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
         for start in range(MiB, 5 * MiB, MiB):
             land(fds[0], third, data, start, start + MiB, buffer)
         assert third.kept == 4 * MiB
-        before = ahead_module._Account.total
+        before = hasher_module._Account.total
         third.close()  # (an attempt that ended: given back at once, not when collected)
-        assert third.kept == 0 and ahead_module._Account.total == before - 4 * MiB
+        assert third.kept == 0 and hasher_module._Account.total == before - 4 * MiB
         land(fds[1], second, data, 0, MiB, buffer)
         second.catch_up(len(data))
         assert second.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
