@@ -8,6 +8,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -143,16 +144,17 @@ class PartFetch:
                 raise
             log.info("%s: its head was not fetched first: %s", self.job.label, exc)
             return False
+        state.hasher.close()  # (its slabs, while it waits: it keeps working after)
         self.paused = True
         return True
 
     def abandon(self) -> None:
-        """A fetch begun (``ahead``), not to be run on: its bytes kept to resume, its check
-        ended."""
+        """A fetch begun (``ahead``), not run on: its bytes kept to resume, its check ended."""
         try:
             with self.running:
                 self._keep(self.state)
         finally:
+            self.state.hasher.close()
             os.close(self.fd)
 
     def _begin(self) -> DownloadState:
@@ -432,6 +434,7 @@ class Restarts:
 
     def _run_streams(self) -> None:
         state, job = self.state, self.state.job
+        state.paced = (time.monotonic(), state.fetched)  # (a fetch paused after its head: from now)
         connections = self.shared.config.streams(state.size)
         state.multi = len(state.pieces) > 1
         self.shared.whole_carried(state)

@@ -29,8 +29,9 @@ def round_trip_bytes(state: DownloadState, streams: int) -> int:
 
 
 def stream_rate(state: DownloadState, streams: int) -> float:
-    """Bytes a second one of ``streams`` streams has moved so far this attempt (0: none yet)."""
-    return state.fetched / max(1e-3, time.monotonic() - state.began) / max(1, streams)
+    """Bytes a second one of ``streams`` streams has moved since they began (0: none yet)."""
+    began, fetched = state.paced
+    return (state.fetched - fetched) / max(1e-3, time.monotonic() - began) / max(1, streams)
 
 
 class DownloadState:
@@ -66,6 +67,7 @@ class DownloadState:
         self.began = time.monotonic()
         # bytes written by this run (for the per-stream rate that prices a stolen tail)
         self.fetched = 0
+        self.paced = (self.began, 0)  # when the streams began, and ``fetched`` then
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
         self.hasher = self.new_hasher()  # this attempt's: fed at the frontier
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)

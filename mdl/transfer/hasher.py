@@ -33,9 +33,9 @@ HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fi
 # bytes read back per step, so a stream at the frontier never waits long for the lock
 READ_BACK = 1 * MiB
 # A stream about to land bytes past what the hash keeps in memory (``KEEP_AHEAD``) waits for the
-# hash while it moves (a machine short of CPU: the streams yield to the hash instead of making it
-# read their bytes back); once it has not moved for this long (a gap before the frontier holds it:
-# a stalled or slow stream), the stream goes on and its bytes are read back.
+# hash while it moves at a stream's pace at least (a machine short of CPU: the streams yield to the
+# hash instead of making it read their bytes back; a slower stream at the frontier is not waited
+# for), and not once it has not moved for this long (a stalled stream holds it).
 HELD = 0.5
 PACE_EVERY = 0.25  # the hash's pace (bytes/s) measured over about this many seconds
 SLAB = 1 * MiB  # a kept chunk's copy is made in one this big (a raw body's chunk: body.FILL)
@@ -301,8 +301,9 @@ class Hasher:
             self.ahead.free(data)
 
     def close(self) -> None:
-        """The attempt ended: what is kept and the free slabs let go, the process's total given
-        back (not left to the collector: a state lives till a full collection)."""
+        """The attempt ended (or paused): what is kept and the free slabs let go, the process's
+        total given back (not left to the collector: a state lives till a full collection); it
+        keeps working after, as new."""
         with self.lock:
             self.ahead.close()
 

@@ -60,7 +60,8 @@ class Piece:
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
     """Pieces in file order, taken from the front by the streams: ``KEEP_AHEAD`` over the streams
     each (at least ``MIN_PIECE``, fewer than ``MAX_PIECES``, no more than one per stream when that
-    is smaller); a stream that finds none left steals a tail."""
+    is smaller, whole rounds of the streams, one round for a file of two); a stream that finds
+    none left steals a tail."""
     if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
     piece = max(MIN_PIECE, KEEP_AHEAD // connections)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runfixtures import transfer_job
 
-from mdl.transfer._state import DownloadState
+from mdl.transfer._state import DownloadState, stream_rate
 from mdl.transfer.context import JobContext, Ledger
 from mdl.transfer.scheduling import Piece
 
@@ -29,6 +29,7 @@ def moving(state: DownloadState, *, per_stream: int, ttfb: float, streams: int) 
     """As if each of ``streams`` streams had moved ``per_stream`` bytes a second, and answers
     began ``ttfb`` seconds after they were asked."""
     state.began = time.monotonic() - 10.0
+    state.paced = (state.began, 0)
     state.fetched = per_stream * streams * 10
     state.ttfb = ttfb
 
@@ -77,3 +78,18 @@ def test_a_short_round_trip_an_asked_piece_and_a_loaders_ranges_are_left_as_they
     moving(state, per_stream=8 * MiB, ttfb=0.5, streams=4)
     state.widen(state.pieces[0], 4)
     assert spans(state) == plan
+
+
+def test_a_streams_pace_is_counted_from_when_the_streams_began_not_from_a_pause_before(
+    tmp_path: Path,
+) -> None:
+    """A fetch paused after its head (``PartFetch.ahead``) for minutes: the streams that run on
+    are paced from when they began (``Restarts._run_streams``), or a stream's pace reads near 0
+    and any moving hash holds every stream (``Hasher.room``)."""
+    state = state_of(tmp_path, [Piece(0, 4 * MiB), Piece(4 * MiB, 8 * MiB)])
+    state.began = time.monotonic() - 600.0  # its head, ten minutes ago
+    state.fetched = 4 * MiB
+    state.paced = (time.monotonic() - 2.0, state.fetched)  # the streams, two seconds ago
+    state.fetched += 80 * MiB
+    # ~10 MiB/s a stream; from the head on, 0.03 (a minute for these lines: still 10 times that)
+    assert stream_rate(state, 4) >= 80 * MiB / 4 / 60
