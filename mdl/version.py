@@ -2,4 +2,4 @@
 (and the API).
 """
 
-__version__ = "0.24.0"
+__version__ = "0.25.0"
