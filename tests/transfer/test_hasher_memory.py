@@ -11,10 +11,13 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from clocks import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runfixtures import wait_for
 
 from mdl.transfer import hasher as hasher_module
 from mdl.transfer.hasher import Hasher
@@ -213,3 +216,43 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_a_stream_waits_for_a_hash_as_fast_as_the_streams_not_for_a_slower_one(
+    fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash's pace, measured as it moves (on the test's clock): 16 MiB/s here. A stream of
+    1 MiB/s waits for it (the hash, short of CPU, is what holds it); one of 100 MiB/s does not
+    (a slower stream at the frontier holds the hash: its bytes are read back)."""
+    keeps(monkeypatch, 2 * MiB)
+    monkeypatch.setattr(hasher_module, "HELD", 3600.0)
+    clock = FakeClock()
+    monkeypatch.setattr(hasher_module, "time", SimpleNamespace(monotonic=clock))
+    data, cancel = os.urandom(8 * MiB), threading.Event()
+    hasher, buffer = Hasher(fd, len(data), git=False), bytearray(MiB)
+    for start in range(0, 4 * MiB, MiB):  # 4 MiB in 0.25 s
+        clock.now += hasher_module.PACE_EVERY / 4
+        land(fd, hasher, data, start, start + MiB, buffer)
+    assert hasher.pace == 16 * MiB
+    try:
+        fast = threading.Thread(target=hasher.room, args=(8 * MiB, lambda: 100.0 * MiB, cancel))
+        fast.start()
+        fast.join(timeout=60)  # returns at once: nothing moves the hash meanwhile
+        assert not fast.is_alive() and hasher.position == 4 * MiB
+        seen: list[int] = []
+        stream = threading.Thread(
+            target=lambda: (
+                hasher.room(8 * MiB, lambda: 1.0 * MiB, cancel),
+                seen.append(hasher.position),
+            )
+        )
+        stream.start()
+        wait_for(lambda: bool(hasher._waiters), what="the slow stream waiting")
+        assert stream.is_alive() and not seen
+        for start in range(4 * MiB, 7 * MiB, MiB):
+            land(fd, hasher, data, start, start + MiB, buffer)
+        stream.join(timeout=60)
+        assert not stream.is_alive()
+    finally:
+        cancel.set()  # (a failure leaves no thread waiting)
+    assert seen and seen[0] >= 6 * MiB  # it went on once within 2 MiB of its end
