@@ -43,13 +43,14 @@ SLAB = 1 * MiB  # a kept chunk's copy is made in one this big (a raw body's chun
 KEEP_TOTAL = 2 * KEEP_AHEAD
 
 
-def held(data: memoryview) -> int:
-    """The memory a kept chunk holds: its slab's, else its own bytes'."""
-    return len(data.obj) if isinstance(data.obj, bytearray) else len(data)
+def slab_of(data: memoryview) -> bytearray | None:
+    """The slab a kept chunk's copy lies in (None: its own bytes)."""
+    return data.obj if isinstance(data.obj, bytearray) else None
 
 
 class _Account:
-    """The bytes one file keeps, counted in the process's total too (``KEEP_TOTAL``)."""
+    """The memory one file's kept chunks and slabs hold, at most ``KEEP_AHEAD``, counted in the
+    process's total too (``KEEP_TOTAL``)."""
 
     total = 0
     lock = threading.Lock()
@@ -59,22 +60,23 @@ class _Account:
 
     def take(self, count: int) -> bool:
         with _Account.lock:
-            if _Account.total + count > KEEP_TOTAL:
+            if self.bytes + count > KEEP_AHEAD or _Account.total + count > KEEP_TOTAL:
                 return False
             _Account.total += count
-        self.bytes += count
+            self.bytes += count
         return True
 
     def give(self, count: int) -> None:
         with _Account.lock:
             _Account.total -= count
-        self.bytes -= count
+            self.bytes -= count
 
 
 class Ahead:
     """One file's chunks kept ahead of its hash: by offset (none overlap: each offset's bytes are
     offered once a claim), their offsets in a heap (where a read-back stops), under their own lock
-    (a stream keeps a chunk without waiting for a hashing step)."""
+    (a stream keeps a chunk without waiting for a hashing step). A slab stays counted while it is
+    free (it is what the process holds), till ``close``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -85,15 +87,15 @@ class Ahead:
 
     @property
     def memory(self) -> int:
-        """The memory the kept chunks hold."""
+        """The memory the kept chunks and the free slabs hold."""
         return self._account.bytes
 
     def __contains__(self, offset: int) -> bool:
         return offset in self._kept
 
-    def copy(self, data: bytes | memoryview) -> memoryview:
-        """``data`` to keep: itself if it cannot change, else a copy in a slab of the free ones
-        (fresh memory costs a page fault every 4 KiB: 0.2 CPU-s a GiB here)."""
+    def copy(self, data: bytes | memoryview) -> memoryview | None:
+        """``data`` to keep: itself if it cannot change, else a copy in a free slab or a new one
+        (fresh memory costs a page fault every 4 KiB: 0.2 CPU-s a GiB here); None: no room."""
         if isinstance(data, bytes):
             return memoryview(data)
         if not SLAB // 4 <= len(data) <= SLAB:
@@ -101,23 +103,25 @@ class Ahead:
         try:
             slab = self._slabs.pop()
         except IndexError:
+            if not self._account.take(SLAB):
+                return None
             slab = bytearray(SLAB)
         slab[: len(data)] = data
         return memoryview(slab)[: len(data)]
 
     def free(self, data: memoryview) -> None:
-        """A chunk hashed or not kept: its slab to the free ones."""
-        slab = data.obj
+        """A chunk hashed, not kept or let go: its slab back to the free ones (still counted),
+        else its bytes no longer counted."""
+        slab = slab_of(data)
         data.release()
-        if isinstance(slab, bytearray) and len(self._slabs) < KEEP_AHEAD // SLAB:
+        if slab is not None:
             self._slabs.append(slab)
 
     def put(self, offset: int, data: memoryview) -> bool:
         """Keep ``data`` (a ``copy``) at ``offset`` if there is room (else freed): whether kept."""
-        cost = held(data)
         with self.lock:
-            fits = self.memory + cost <= KEEP_AHEAD and offset not in self._kept
-            if fits and self._account.take(cost):
+            own = slab_of(data) is None
+            if offset not in self._kept and (not own or self._account.take(len(data))):
                 self._kept[offset] = data
                 heapq.heappush(self._at, offset)
                 return True
@@ -125,11 +129,14 @@ class Ahead:
         return False
 
     def take(self, offset: int) -> memoryview | None:
-        """The chunk kept at ``offset`` (no longer counted: ``free`` it once hashed), or None."""
+        """The chunk kept at ``offset`` (``free`` it once hashed), or None."""
         with self.lock:
-            if (data := self._kept.pop(offset, None)) is not None:
-                self._account.give(held(data))
-            return data
+            return self._let_go(self._kept.pop(offset, None))
+
+    def _let_go(self, data: memoryview | None) -> memoryview | None:
+        if data is not None and slab_of(data) is None:
+            self._account.give(len(data))
+        return data
 
     def next_after(self, position: int) -> float:
         """Where the first chunk kept at or after ``position`` begins (``math.inf``: none);
@@ -137,20 +144,26 @@ class Ahead:
         with self.lock:
             while self._at and ((at := self._at[0]) < position or at not in self._kept):
                 heapq.heappop(self._at)
-                if (data := self._kept.pop(at, None)) is not None:
-                    self._account.give(held(data))
+                if (data := self._let_go(self._kept.pop(at, None))) is not None:
+                    self.free(data)
             return self._at[0] if self._at else math.inf
 
     def cut(self, start: int) -> None:
         """Let go of the bytes kept from ``start`` on (they may be written anew)."""
         with self.lock:
-            kept = {at: data[: max(0, start - at)] for at, data in self._kept.items()}
-            self._kept = {at: data for at, data in kept.items() if len(data)}
+            for at in [at for at in self._kept if at + len(self._kept[at]) > start]:
+                data = self._kept.pop(at)
+                if at < start:  # (its first bytes stay)
+                    self._kept[at] = kept = data[: start - at]
+                    if slab_of(data) is None:
+                        self._account.give(len(data) - len(kept))
+                    continue
+                if (gone := self._let_go(data)) is not None:
+                    self.free(gone)
             self._at = sorted(self._kept)
-            self._account.give(self.memory - sum(map(held, self._kept.values())))
 
     def close(self) -> None:
-        """Let go of every kept chunk and free slab; the process's total given back."""
+        """Let go of every kept chunk and slab; the process's total given back."""
         with self.lock:
             self._kept.clear()
             self._at.clear()
@@ -186,7 +199,7 @@ class Hasher:
 
     @property
     def kept(self) -> int:
-        """The memory the chunks kept ahead of the hash hold."""
+        """The memory the chunks kept ahead of the hash and its free slabs hold."""
         return self.ahead.memory
 
     def _rewind(self, start: int) -> None:
@@ -282,7 +295,8 @@ class Hasher:
                 self._drain()  # (bytes kept at the frontier since it last looked)
                 return
         near = offset > self.position and offset + len(data) - self.position <= KEEP_AHEAD
-        if near and self.ahead.put(offset, self.ahead.copy(data)):  # (copied outside the lock)
+        kept = self.ahead.copy(data) if near else None  # (copied outside the lock)
+        if kept is not None and self.ahead.put(offset, kept):
             self._drain()  # the frontier may have reached it meanwhile
 
     def _drain(self) -> None:

@@ -95,6 +95,7 @@ def test_parallel_streams_within_what_it_keeps_are_hashed_from_memory_alone(
         assert hasher.read_back == 0
         assert hasher.position == size
         assert hasher.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
+        hasher.close()  # (what it held: free slabs, till then)
         assert hasher.kept == 0
     finally:
         os.close(fd)
@@ -114,7 +115,7 @@ def test_bytes_past_what_it_keeps_are_read_back_and_counted(
     # what lay within 2 MiB of the hash when it landed was kept: MiB 1 (MiB 0 came last, hashed
     # as it landed, with MiB 1 after it); MiBs 2 to 5 were not
     assert hasher.read_back == 4 * MiB
-    assert hasher.kept == 0
+    assert hasher.kept == MiB  # (MiB 1's slab, free now)
 
 
 def test_a_take_back_drops_the_bytes_kept_from_it_on_and_the_new_ones_are_hashed(fd: int) -> None:
@@ -126,7 +127,7 @@ def test_a_take_back_drops_the_bytes_kept_from_it_on_and_the_new_ones_are_hashed
     # the answer that landed bytes from 2.5 MiB on broke its promise: taken back, and another
     # answer lands other bytes there
     hasher.unclaim(2 * MiB + MiB // 2)
-    assert hasher.kept == 2 * MiB  # MiB 1 and the first half of MiB 2, in a slab each
+    assert hasher.kept == 3 * MiB  # (MiB 1, the first half of MiB 2; MiB 3's slab free)
     new = old[: 2 * MiB + MiB // 2] + os.urandom(len(old) - 2 * MiB - MiB // 2)
     land(fd, hasher, new, 2 * MiB + MiB // 2, 4 * MiB, bytearray(MiB + MiB // 2))
     land(fd, hasher, new, 0, MiB, buffer)  # the frontier: hashed, and what is kept after it
@@ -212,7 +213,7 @@ def test_every_files_hasher_keeps_at_most_the_process_total_and_a_dropped_one_gi
         land(fds[1], second, data, 0, MiB, buffer)
         second.catch_up(len(data))
         assert second.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert second.read_back == 2 * MiB and second.kept == 0
+        assert second.read_back == 2 * MiB and second.kept == 2 * MiB  # (two free slabs)
     finally:
         for fd in fds:
             os.close(fd)
