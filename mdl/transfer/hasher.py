@@ -41,6 +41,8 @@ PACE_EVERY = 0.25  # the hash's pace (bytes/s) measured over about this many sec
 SLAB = 1 * MiB  # a kept chunk's copy is made in one this big (a raw body's chunk: body.FILL)
 # what every file's hasher keeps at once, at most (a pull fetches up to 4 big files at once)
 KEEP_TOTAL = 2 * KEEP_AHEAD
+# a file's memory at most: its window, and room for chunks that fill their slab in part
+SLABS_MOST = KEEP_AHEAD * 5 // 4
 
 
 def slab_of(data: memoryview) -> bytearray | None:
@@ -49,7 +51,7 @@ def slab_of(data: memoryview) -> bytearray | None:
 
 
 class _Account:
-    """The memory one file's kept chunks and slabs hold, at most ``KEEP_AHEAD``, counted in the
+    """The memory one file's kept chunks and slabs hold, at most ``SLABS_MOST``, counted in the
     process's total too (``KEEP_TOTAL``)."""
 
     total = 0
@@ -60,7 +62,7 @@ class _Account:
 
     def take(self, count: int) -> bool:
         with _Account.lock:
-            if self.bytes + count > KEEP_AHEAD or _Account.total + count > KEEP_TOTAL:
+            if self.bytes + count > SLABS_MOST or _Account.total + count > KEEP_TOTAL:
                 return False
             _Account.total += count
             self.bytes += count
