@@ -39,6 +39,7 @@ from mdl.outsidejson import read_json
 from mdl.paths import STAGING_PREFIX, TEMP_SUFFIX, name_problem, quoted, shown_name
 from mdl.progress import Progress
 from mdl.store import confined
+from mdl.store.filelocks import flock_once
 from mdl.wait import Wait
 
 # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
@@ -124,17 +125,13 @@ def _hold(dest_fd: int, dest: Path) -> None:
     """DEST's flock, taken within ``SWAP_WAIT`` (exit 7 naming DEST after it); a Ctrl-C is
     heard while it waits."""
     wait = Wait.within(SWAP_WAIT)
-    while True:
-        try:
-            fcntl.flock(dest_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if not wait.pause(SWAP_POLL):
-                raise LockTimeoutError(
-                    f"{shown_name(dest)}: another unpack is swapping files into it (waited"
-                    f" {SWAP_WAIT:g}s)",
-                    hint="check that process",
-                ) from None
+    while not flock_once(dest_fd):
+        if not wait.pause(SWAP_POLL):
+            raise LockTimeoutError(
+                f"{shown_name(dest)}: another unpack is swapping files into it (waited"
+                f" {SWAP_WAIT:g}s)",
+                hint="check that process",
+            )
 
 
 class Staging:

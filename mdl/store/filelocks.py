@@ -87,7 +87,7 @@ class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
             self.locks.pop().release()
 
 
-def _lock(fd: int) -> bool:
+def flock_once(fd: int) -> bool:
     """One try at the exclusive lock of ``fd``: a ``flock``, as filelock and huggingface_hub take
     it, so their locks and ours agree (False while another open file holds it).
     """
@@ -259,7 +259,7 @@ def _try(dir_fd: int, where: Path, *, own: bool) -> _Held | None:
     while True:
         fd, writable = _open_lock(dir_fd, where, own=own)
         try:
-            if not _lock(fd):
+            if not flock_once(fd):
                 os.close(fd)
                 return None
             if not _still_named(fd, dir_fd, where.name):

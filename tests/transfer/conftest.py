@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hostile import ScriptedServer
@@ -19,3 +21,11 @@ def started() -> Iterator[list[ScriptedServer]]:
         server.stop()
     for server in servers:
         assert not server.errors, server.errors
+
+
+@pytest.fixture
+def fd(tmp_path: Path) -> Iterator[int]:
+    """A ``.part``'s descriptor (the test writes its bytes)."""
+    opened = os.open(tmp_path / "file.part", os.O_RDWR | os.O_CREAT)
+    yield opened
+    os.close(opened)

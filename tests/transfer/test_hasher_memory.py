@@ -9,7 +9,6 @@ import hashlib
 import os
 import random
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,14 +29,6 @@ KiB = 1 << 10
 def keeps(monkeypatch: pytest.MonkeyPatch, most: int) -> None:
     """Each file's hash keeps ``most`` bytes ahead of it, at most that far."""
     monkeypatch.setattr(hasher_module, "KEEP_AHEAD", most)
-
-
-@pytest.fixture
-def fd(tmp_path: Path) -> Iterator[int]:
-    """A ``.part``'s descriptor (the test writes its bytes)."""
-    opened = os.open(tmp_path / "file.part", os.O_RDWR | os.O_CREAT)
-    yield opened
-    os.close(opened)
 
 
 def land(fd: int, hasher: Hasher, data: bytes, start: int, end: int, buffer: bytearray) -> None:

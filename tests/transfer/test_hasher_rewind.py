@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,14 +22,6 @@ def git_blob(data: bytes) -> str:
 @pytest.fixture
 def marks_every_mib(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hasher_module, "MARK_EVERY", MiB)
-
-
-@pytest.fixture
-def fd(tmp_path: Path) -> Iterator[int]:
-    """A ``.part``'s descriptor (the test writes its bytes)."""
-    opened = os.open(tmp_path / "file.part", os.O_RDWR | os.O_CREAT)
-    yield opened
-    os.close(opened)
 
 
 @pytest.mark.usefixtures("marks_every_mib")
