@@ -208,7 +208,9 @@ def first_requests(
         argv = tool.argv(dest)
         r.wait_for_quiet(0.5, 5.0)
         started = time.time()
-        subprocess.run(argv, env={**env, **tool.env}, capture_output=True, check=False)
+        # (in the work folder: `python -m mdl` run in a checkout imports the checkout's mdl first,
+        # whatever PYTHONPATH names)
+        subprocess.run(argv, env={**env, **tool.env}, cwd=work, capture_output=True, check=False)
         ended = time.time()
         if arrivals := requests_between(log, started, ended):
             seen[tool.name].append(arrivals[0][0] - started)

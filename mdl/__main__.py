@@ -43,6 +43,11 @@ def main() -> None:
             sys.stderr = lenient(sys.stderr)  # (a full log's disk never stops the work)
 
             plain = recognised(sys.argv[1:], os.environ)
+            if plain is not None and plain["command"] == "get":
+                # its first request goes out while the download's modules load
+                from mdl.transfer.early import send_early
+
+                send_early(plain["sources"], plain.get("output"), plain.get("directory"))
             if plain is None:
                 from mdl.cli.app import app
     except KeyboardInterrupt:

@@ -17,6 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
+# what says a run is offline (huggingface_hub also honours TRANSFORMERS_OFFLINE: one switch stops
+# every tool), in the order read
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
 StrPath = str | os.PathLike[str]
 
 # The one boolean rule for a switch's text (an environment variable's), as uv and pip read theirs:

@@ -3,3 +3,4 @@
 """
 
 __version__ = "0.25.0"
+USER_AGENT = f"mdl/{__version__}"

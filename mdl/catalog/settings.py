@@ -17,7 +17,16 @@ from mdl.catalog.headers import PASTE_AGAIN, catalog_secrets, header_value_probl
 from mdl.errors import UsageError
 from mdl.paths import is_http_url, parse_oci_ref
 from mdl.redact import Secrets, unshown
-from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
+from mdl.setting import (
+    OFF,
+    OFFLINE_VARIABLES,
+    ON,
+    SETTING,
+    SETTINGS,
+    Overrides,
+    Setting,
+    parse_bool,
+)
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog, CatalogSettings
@@ -394,11 +403,7 @@ def build_settings(
         secrets.add_url(template)
     return Settings(
         dest=dest,
-        # huggingface_hub also honours TRANSFORMERS_OFFLINE; so do we, so that one switch stops
-        # every tool.
-        offline=parse_bool(
-            environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""
-        ),
+        offline=parse_bool(next(filter(None, map(environ.get, OFFLINE_VARIABLES)), "")),
         **values,
         connections_set="connections" in given,
         jobs_set="jobs" in given,

@@ -1,9 +1,9 @@
 """The bodies of ``mdl get``, ``mdl pull`` and ``mdl verify``, and their plainest command lines run
 without Typer (Typer and its command are ~0.03 of a tiny get's 0.2 CPU-s, and of the readiness
-probe's): ``get SOURCE...`` with ``-o FILE``, ``-d DIR``; ``pull [NAME...]`` with ``--all``;
-``verify [NAME...]`` with ``--all``, ``--quick``, ``--locked``; ``-q`` with each. Those lines are a
-subset of each command's: each token means what it means to Typer, and anything else is Typer's
-(tests/cli/test_plain.py runs each both ways)."""
+probe's): ``get SOURCE...`` with ``-o FILE``, ``-d DIR``, ``--sha256 HEX``; ``pull [NAME...]``
+with ``--all``; ``verify [NAME...]`` with ``--all``, ``--quick``, ``--locked``; ``-q`` with each.
+Those lines are a subset of each command's: each token means what it means to Typer, and anything
+else is Typer's (tests/cli/test_plain.py runs each both ways)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,19 @@ if TYPE_CHECKING:
 # fills; those in VALUED take the next token (a path), the others are switches. WORDS: the
 # parameter the other words fill.
 LINES: dict[str, dict[str, str]] = {
-    "get": {"-o": "output", "--output": "output", "-d": "directory", "--dir": "directory"},
+    "get": {
+        "-o": "output",
+        "--output": "output",
+        "-d": "directory",
+        "--dir": "directory",
+        "--sha256": "sha256",
+    },
     "pull": {"--all": "all_models"},
     "verify": {"--all": "all_models", "--quick": "quick", "--locked": "locked"},
 }
 WORDS = {"get": "sources", "pull": "names", "verify": "names"}
-VALUED = ("output", "directory")
+VALUED = ("output", "directory", "sha256")
+TEXT = ("sha256",)  # (valued options whose value Typer hands on as text, not as a path)
 QUIET = ("-q", "--quiet")
 
 
@@ -76,8 +83,9 @@ def _meaning(
     option's spelling not in ``flags``, a flag's spelling as a path, a value Typer would refuse)."""
     name = "quiet" if token in QUIET else flags.get(token)
     if name in VALUED:
-        path = next(tokens, "-")
-        return name, None if path.startswith("-") or not plain(Path, path) else Path(path)
+        value = next(tokens, "-")
+        kind = str if name in TEXT else Path
+        return name, None if value.startswith("-") or not plain(kind, value) else kind(value)
     if name is not None:
         return name, True
     return words, None if token.startswith("-") or not plain(str, token) else token

@@ -23,6 +23,7 @@ import httpx2
 
 from mdl.errors import UsageError
 from mdl.redact import REDACTED, unshown
+from mdl.transfer import early
 from mdl.transfer._headers import parse_decimal
 from mdl.transfer.tls import ca_locations, shared_ssl_context
 
@@ -160,15 +161,27 @@ _buffers = threading.local()
 
 
 @contextmanager
-def _header_budget(seconds: float) -> Iterator[None]:
+def _header_budget(seconds: float, sent: early.Early | None = None) -> Iterator[None]:
     """Connect, TLS, proxy tunnel, send and the header block all within ``seconds``, from the
-    first network call.
+    first network call; ``sent``: the connection that sent this request early, for the connect.
     """
-    _request.budget, _request.deadline = seconds, None
+    _request.budget, _request.deadline, _request.early = seconds, None, sent
     try:
         yield
     finally:
         _request.budget, _request.deadline = None, None
+        if (unused := _request.early) is not None:  # (a connection of the pool's took it)
+            _request.early = None
+            unused.close()
+
+
+def _sent_early(core: httpcore2.Request, url: httpx2.URL) -> early.Early | None:
+    """The connection that sent ``core`` before the imports, if it sent these very bytes."""
+    if not early.pending():
+        return None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    head = early.request_bytes(core.method, url.raw_path, core.headers)
+    return early.take(url.scheme, url.host, port, head)
 
 
 def _cut(timeout: float | None, kind: type[Exception]) -> float | None:
@@ -346,6 +359,17 @@ class WireBackend(httpcore2.NetworkBackend):
         kept = self._take((host, port))
         if kept is not None:
             return kept
+        home = partial(self._put, (host, port)) if self._keep else None
+        found: early.Early | None = getattr(_request, "early", None)
+        _request.early = None  # (taken for this request's origin: early.take)
+        if found is not None:
+            limit = _cut(timeout, httpcore2.ConnectTimeout)
+            sock = found.wait(early.CONNECT_SECONDS if limit is None else limit)
+            if sock is not None:
+                from mdl.transfer.earlywire import EarlyStream
+
+                stream = EarlyStream(sock, found.sent)
+                return WireStream(stream, layers=0, live=self.live, home=home)
         inner = self._backend.connect_tcp(
             # ASCII already (httpx2's raw_host): as bytes, getaddrinfo does not load the idna codec
             host.encode("ascii"),  # type: ignore[arg-type]
@@ -354,7 +378,6 @@ class WireBackend(httpcore2.NetworkBackend):
             local_address=local_address,
             socket_options=socket_options,
         )
-        home = partial(self._put, (host, port)) if self._keep else None
         return WireStream(inner, layers=0, live=self.live, home=home)
 
     def _put(self, origin: tuple[str, int], stream: WireStream) -> None:
@@ -530,10 +553,11 @@ class Route(httpx2.BaseTransport):
         if own is not None and self not in own:
             own[self] = self._open_pool()
         pool = own[self] if own is not None else self._pool or self._ready()
+        sent = _sent_early(core, url) if self.proxy is None else None
         try:
             # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes
             # within it, in total.
-            with _header_budget(self.timeout), httpx2_errors(request):
+            with _header_budget(self.timeout, sent), httpx2_errors(request):
                 answer = pool.handle_request(core)
         except httpx2.TransportError as exc:
             if self.proxy is not None:

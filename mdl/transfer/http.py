@@ -48,12 +48,11 @@ from mdl.transfer.failures import (
 )
 from mdl.transfer.ratelimit import HUB_REFUSALS, HubWaits, Refusal
 from mdl.units import human_seconds
-from mdl.version import __version__
+from mdl.version import USER_AGENT
 
 log = logging.getLogger("mdl.http")
 T = TypeVar("T")
 
-USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
 # a host that does not answer at all is offline, not flaky: fail within seconds
 UNREACHABLE_RETRIES = 1

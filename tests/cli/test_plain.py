@@ -26,6 +26,8 @@ PLAIN = (
     ["get", "https://h/a", "http://h/b", "-d", "out", "--quiet"],
     ["get", "--dir", "out", "org/name"],
     ["get", "https://h/x.bin", "-o", ""],
+    ["get", "https://h/x.bin", "--sha256", "ab" * 32, "-o", "x.bin"],
+    ["get", "https://h/x.bin", "--sha256", "not hex"],  # (refused by the get itself, both ways)
     ["verify", "--all", "--quick", "--locked"],
     ["verify", "-q", "tiny", "other"],
     ["verify"],
@@ -43,6 +45,8 @@ TYPER_S = (
     ["get", "https://h/x.bin", "-qo", "x.bin"],
     ["get", "https://h/x.bin", "-o"],
     ["get", "https://h/x.bin", "-o", "-q"],
+    ["get", "https://h/x.bin", "--sha256", "-q"],
+    ["get", "https://h/x.bin", "--sha256", "a", "--sha256", "b"],
     ["get", "https://h/x.bin", "--local-dir", "out"],
     ["get", "-", "-d", "out"],
     ["get", "--", "https://h/x.bin"],

@@ -150,7 +150,9 @@ NOT_FOR_PLAIN_GET = (
 # 85, issues 89 and 90: transfer.http split by idea (a failed request's words are
 # mdl.transfer.failures); a get notes its folder in mdl.store.register and loads neither the
 # register's readers (mdl.store.oneoffs) nor the RateLimit parser (mdl.transfer.rateheaders)
-PLAIN_GET_MODULES = 85
+# 87, issue 90: the first request sent while the rest loads (mdl.transfer.early, standard library
+# only) and read on the connection it opened (mdl.transfer.earlywire, once the download takes it)
+PLAIN_GET_MODULES = 87
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")

@@ -1,0 +1,199 @@
+"""A plain ``mdl get URL``'s first request, sent while Python loads the rest (httpx2 and mdl are
+~0.07 s of a fast machine's start, more on a busy one; aria2c asks at ~0.01 s): a thread connects
+and, for ``http://``, writes the probe the download sends first (engine rule 19: the file from byte
+0); ``https://`` is connected only (its TLS context is httpx2's to build). The download's first
+request to that origin takes the connection (:func:`take`) only when its bytes are these bytes,
+byte for byte: the answer is then read by the one HTTP stack like any other. Standard library
+only: this module is imported before everything else.
+
+Sent only when that first request is known: a plain line of one URL (no headers, no proxy, no
+netrc, not the Hub), into a folder no get used yet and no file in the way; anything else, or a
+connection older than ``FRESH_SECONDS``, is closed unused (a request that was not needed: for
+``http://`` the server's first bytes of the file, cut off)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from mdl.setting import OFFLINE_VARIABLES
+from mdl.version import USER_AGENT
+
+CONNECT_SECONDS = 10.0  # the transport's default timeout (mdl.transfer.connection)
+FRESH_SECONDS = 5.0  # a connection older than this when the download asks is not used
+PROXIES = ("http_proxy", "https_proxy", "all_proxy")
+HUB_HOSTS = ("huggingface.co", "hf.co")
+# what a request target may hold to go out as given (httpx2 re-quotes anything else)
+_TARGET_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%/?&=+,;:@!$'()*"
+)
+
+
+def request_bytes(method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """A request head as h11 writes it (headers in order, as given)."""
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, lines)
+
+
+class Early:
+    """One connection opened (and for ``http://`` one request written) by a thread of its own;
+    ``sent``: the request's bytes (None: connected only)."""
+
+    def __init__(self, scheme: str, host: str, port: int, sent: bytes | None) -> None:
+        self.origin, self.sent = (scheme, host, port), sent
+        self.began = time.monotonic()
+        self.sock: socket.socket | None = None
+        self._done = threading.Event()
+        self._unwanted = False
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        _, host, port = self.origin
+        sock = None
+        try:
+            # (ASCII already: as bytes, getaddrinfo does not load the IDNA codec)
+            address = (host.encode("ascii"), port)
+            sock = socket.create_connection(address, CONNECT_SECONDS)  # type: ignore[arg-type]
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.sent is not None:
+                sock.sendall(self.sent)
+        except OSError:  # the download's own connect says why
+            if sock is not None:
+                sock.close()
+            sock = None
+        with self._lock:
+            if self._unwanted and sock is not None:
+                sock.close()
+            else:
+                self.sock = sock
+        self._done.set()
+
+    def wait(self, timeout: float) -> socket.socket | None:
+        """The connection, once the thread is done with it (within ``timeout``), else None."""
+        self._done.wait(timeout)
+        with self._lock:
+            sock, self.sock, self._unwanted = self.sock, None, True
+        return sock
+
+    def close(self) -> None:
+        sock = self.wait(0)
+        if sock is not None:
+            sock.close()
+
+
+_pending: list[Early] = []
+_pending_lock = threading.Lock()
+
+
+def send_early(
+    sources: Sequence[str],
+    output: Path | None,
+    directory: Path | None,
+    environ: Mapping[str, str] = os.environ,
+) -> None:
+    """Open the connection (and send the request) a plain get of ``sources`` starts with, when it is
+    known (:func:`planned`)."""
+    early = planned(sources, output, directory, environ)
+    if early is None:
+        return
+    with _pending_lock:
+        _pending.append(early)
+    threading.Thread(target=early.run, name="mdl-early", daemon=True).start()
+
+
+def planned(
+    sources: Sequence[str], output: Path | None, directory: Path | None, environ: Mapping[str, str]
+) -> Early | None:
+    """The first connection of a get of ``sources`` into ``output`` or ``directory``, or None
+    when it is not known for sure (then nothing is sent before the download asks)."""
+    at = _origin(sources[0], environ) if len(sources) == 1 and not _routed(environ) else None
+    if at is None:
+        return None
+    scheme, host, port, path, target = at
+    if not set(target) <= _TARGET_CHARACTERS or not _first_into(path, output, directory):
+        return None
+    if scheme == "https":
+        return Early(scheme, host, port, None)
+    headers = (
+        (b"Host", (host if port == 80 else f"{host}:{port}").encode()),
+        (b"Accept", b"*/*"),
+        (b"Connection", b"keep-alive"),
+        (b"User-Agent", USER_AGENT.encode()),
+        (b"Accept-Encoding", b"identity"),
+        (b"Range", b"bytes=0-"),
+    )
+    return Early(scheme, host, port, request_bytes(b"GET", target.encode(), headers))
+
+
+def _origin(source: str, environ: Mapping[str, str]) -> tuple[str, str, int, str, str] | None:
+    """(scheme, host, port, path, request target) of an http(s) URL with no login, not the Hub's,
+    else None."""
+    try:  # (a URL urllib cannot split is the download's to refuse)
+        parts, hub = urlsplit(source), urlsplit(environ.get("HF_ENDPOINT", "")).hostname
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    if scheme not in ("http", "https") or not _plain_host(host) or parts.username is not None:
+        return None
+    if host in (*HUB_HOSTS, hub):
+        return None
+    if not parts.query and "?" in source.partition("#")[0]:
+        return None  # (an empty query httpx2 keeps and urllib drops)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return scheme, host, port, parts.path, target
+
+
+def _routed(environ: Mapping[str, str]) -> bool:
+    """Whether the environment may change the first request: a proxy, a netrc's login, offline."""
+    names = [*PROXIES, *(name.upper() for name in PROXIES), "NETRC", *OFFLINE_VARIABLES]
+    if any(environ.get(name, "").strip() for name in names):
+        return True
+    home = environ.get("HOME")
+    return home is None or os.path.lexists(Path(home, ".netrc"))
+
+
+def _plain_host(host: str) -> bool:
+    """An ASCII name or IPv4 address (IPv6 and IDNA names are httpx2's to spell)."""
+    return bool(host) and host.isascii() and all(c.isalnum() or c in "-." for c in host)
+
+
+def _first_into(path: str, output: Path | None, directory: Path | None) -> bool:
+    """Whether a get into ``output`` (or ``directory``) starts with the whole file: nothing of the
+    folder's own (``.mdl``: records, partials) and no file where it goes."""
+    if output is not None:
+        target, folder = output, output.parent
+    else:
+        name = unquote(path.rsplit("/", 1)[-1])
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            return False
+        folder = Path(directory or ".")
+        target = folder / name
+    if os.path.lexists(folder) and not folder.is_dir():
+        return False  # (refused by the get: nothing to ask)
+    return not os.path.lexists(target) and not os.path.lexists(folder / ".mdl")
+
+
+def pending() -> bool:
+    """Whether an early connection waits to be taken (read without the lock: a hint)."""
+    return bool(_pending)
+
+
+def take(scheme: str, host: str, port: int, head: bytes) -> Early | None:
+    """The early connection to this origin, when the request about to go (``head``, its bytes) is
+    the one it sent (or it sent none); any other early connection to the origin is closed. Each is
+    taken at most once."""
+    with _pending_lock:
+        found = next((e for e in _pending if e.origin == (scheme, host, port)), None)
+        if found is None:
+            return None
+        _pending.remove(found)
+    if time.monotonic() - found.began > FRESH_SECONDS or found.sent not in (None, head):
+        found.close()
+        return None
+    return found

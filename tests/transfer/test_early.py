@@ -1,0 +1,188 @@
+"""Issue 90: a plain get's first request goes out while the rest loads (mdl.transfer.early), and the
+download takes its answer only when it would have sent those very bytes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hostile import ScratchCA, TlsCdn
+from hypothesis import given
+from hypothesis import strategies as st
+from runfixtures import HANG, wait_for
+from servers import CdnServer, make_data
+
+from mdl import api
+from mdl.transfer import early
+
+DATA = make_data(40_000, seed=90)
+
+
+@pytest.fixture(autouse=True)
+def _none_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(early, "_pending", [])  # (each test's own: none left for the next)
+
+
+class HeadRecorder:
+    """A loopback server that keeps each request head's bytes and answers the whole file, closing
+    the connection (so each request is one connection)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.heads: list[bytes] = []
+        self._body = body
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/m/w.bin?X-Amz-Signature=5e%2F"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(HANG)
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                self.heads.append(head)
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                conn.sendall(answer % len(self._body) + self._body)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def recorder() -> Iterator[HeadRecorder]:
+    server = HeadRecorder(DATA)
+    yield server
+    server.close()
+
+
+def test_the_request_sent_early_is_the_download_s_first_byte_for_byte(
+    tmp_path: Path, recorder: HeadRecorder
+) -> None:
+    api.get(recorder.url, directory=tmp_path / "plain", environ={})
+    planned = early.planned([recorder.url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    assert planned is not None
+    assert recorder.heads[0] == planned.sent
+
+
+def test_a_get_answers_from_its_early_request_and_asks_nothing_again(
+    tmp_path: Path, cdn: CdnServer
+) -> None:
+    url = cdn.add_file("/m/w.bin", DATA)
+    early.send_early([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    # out before the download began
+    wait_for(lambda: len(cdn.log.records()) == 1, what="the early request")
+    api.get(url, directory=tmp_path / "d", environ={})
+    assert (tmp_path / "d" / "w.bin").read_bytes() == DATA
+    (record,) = cdn.log.records()
+    assert record.headers["range"] == "bytes=0-"
+    assert not early.pending()
+
+
+def test_an_early_request_the_download_does_not_send_is_closed_unused(
+    tmp_path: Path, cdn: CdnServer
+) -> None:
+    url = cdn.add_file("/m/w.bin", DATA)
+    early.send_early([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    wait_for(lambda: len(cdn.log.records()) == 1, what="the early request")
+    # a header of its own: the download's first request is another request
+    api.get(url, directory=tmp_path / "d", environ={}, headers={"X-Team": "a"})
+    assert (tmp_path / "d" / "w.bin").read_bytes() == DATA
+    sent, asked = cdn.log.records()
+    assert "x-team" not in sent.headers and asked.headers["x-team"] == "a"
+    assert sent.connection != asked.connection
+    assert not early.pending()
+
+
+def test_an_early_connection_older_than_its_freshness_is_not_used(
+    tmp_path: Path, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(early, "FRESH_SECONDS", 0.0)
+    url = cdn.add_file("/m/w.bin", DATA)
+    early.send_early([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    wait_for(lambda: len(cdn.log.records()) == 1, what="the early request")
+    api.get(url, directory=tmp_path / "d", environ={})
+    assert (tmp_path / "d" / "w.bin").read_bytes() == DATA
+    first, second = cdn.log.records()
+    assert first.connection != second.connection
+
+
+def test_an_https_get_starts_tls_on_its_early_connection(tmp_path: Path) -> None:
+    ca = ScratchCA()
+    bundle = str(ca.write_bundle(tmp_path / "ca.pem"))
+    with TlsCdn(ca) as cdn:
+        url = cdn.add_file("/m/w.bin", DATA)
+        planned = early.planned([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+        assert planned is not None and planned.sent is None  # connected only
+        early.send_early([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+        wait_for(lambda: cdn.handshakes == 1, what="the early connection")
+        api.get(url, directory=tmp_path / "d", environ={"SSL_CERT_FILE": bundle})
+        assert (tmp_path / "d" / "w.bin").read_bytes() == DATA
+        assert cdn.handshakes == 1 and len(cdn.log.records()) == 1
+    assert not early.pending()
+
+
+URL = "http://cdn.example:8080/m/w.bin?X-Amz-Signature=5e"
+
+
+@pytest.mark.parametrize(
+    ("sources", "environ", "why"),
+    [
+        ([URL, URL + "2"], {}, "two files"),
+        ([URL], {"HTTPS_PROXY": "http://p:3128"}, "a proxy"),
+        ([URL], {"all_proxy": "http://p:3128"}, "a proxy"),
+        ([URL], {"NETRC": "/n"}, "a netrc's login"),
+        ([URL], {"HF_HUB_OFFLINE": "1"}, "offline"),
+        ([URL], {"TRANSFORMERS_OFFLINE": "1"}, "offline"),
+        (["http://cdn.example/w.bin?"], {}, "an empty query httpx2 keeps"),
+        (["https://huggingface.co/o/m/resolve/main/w.bin"], {}, "the Hub"),
+        ([URL], {"HF_ENDPOINT": "http://cdn.example:8080"}, "the Hub"),
+        (["http://u:p@cdn.example/w.bin"], {}, "a login"),
+        (["http://cdn.example/a b.bin"], {}, "a target httpx2 re-quotes"),
+        (["http://[::1]/w.bin"], {}, "an IPv6 host"),
+        (["http://xn--bcher-kva.example/w.bin"], {}, ""),
+        (["s3://b/w.bin"], {}, "not HTTP"),
+        (["http://cdn.example/"], {}, "no file name"),
+    ],
+)
+def test_nothing_goes_out_early_unless_the_first_request_is_known(
+    tmp_path: Path, sources: list[str], environ: dict[str, str], why: str
+) -> None:
+    planned = early.planned(sources, None, tmp_path, {"HOME": str(tmp_path), **environ})
+    assert (planned is None) == bool(why)
+
+
+def test_a_folder_a_get_used_or_a_file_in_the_way_sends_nothing_early(tmp_path: Path) -> None:
+    home = {"HOME": str(tmp_path)}
+    assert early.planned([URL], None, tmp_path / "d", home) is not None
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "w.bin").write_bytes(b"mine")
+    assert early.planned([URL], None, tmp_path / "d", home) is None
+    assert early.planned([URL], tmp_path / "d" / "w.bin", None, home) is None
+    (tmp_path / "e" / ".mdl").mkdir(parents=True)  # records and partials: a resume, maybe
+    assert early.planned([URL], None, tmp_path / "e", home) is None
+    assert early.planned([URL], tmp_path / "e" / "x.bin", None, home) is None
+    (tmp_path / "file").write_bytes(b"")  # -d naming a file: refused, nothing to ask
+    assert early.planned([URL], None, tmp_path / "file", home) is None
+    (tmp_path / ".netrc").write_text("machine cdn.example login a password b\n")
+    assert early.planned([URL], None, tmp_path / "f", home) is None
+
+
+@given(st.text(max_size=60))
+def test_any_source_is_planned_or_left_without_an_error(source: str) -> None:
+    planned = early.planned([source], None, Path(os.devnull, "none"), {"HOME": os.devnull})
+    if planned is not None:
+        assert planned.origin[0] in ("http", "https")
+        assert planned.sent is None or planned.sent.startswith(b"GET /")
