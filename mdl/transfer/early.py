@@ -115,7 +115,7 @@ def planned(
     if at is None:
         return None
     scheme, host, port, path, target = at
-    if not set(target) <= _TARGET_CHARACTERS or not _first_into(path, output, directory):
+    if not _as_given(path, target) or not _first_into(path, output, directory):
         return None
     if scheme == "https":
         return Early(scheme, host, port, None)
@@ -156,6 +156,11 @@ def _routed(environ: Mapping[str, str]) -> bool:
         return True
     home = environ.get("HOME")
     return home is None or os.path.lexists(Path(home, ".netrc"))
+
+
+def _as_given(path: str, target: str) -> bool:
+    """Whether httpx2 sends ``target`` as it is: nothing to quote, no dot segment to remove."""
+    return set(target) <= _TARGET_CHARACTERS and not {".", ".."} & set(path.split("/"))
 
 
 def _plain_host(host: str) -> bool:

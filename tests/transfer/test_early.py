@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 from hostile import ScratchCA, TlsCdn
 from hypothesis import given
@@ -147,6 +148,8 @@ URL = "http://cdn.example:8080/m/w.bin?X-Amz-Signature=5e"
         ([URL], {"HF_HUB_OFFLINE": "1"}, "offline"),
         ([URL], {"TRANSFORMERS_OFFLINE": "1"}, "offline"),
         (["http://cdn.example/w.bin?"], {}, "an empty query httpx2 keeps"),
+        (["http://cdn.example/a/../w.bin"], {}, "a dot segment httpx2 removes"),
+        (["http://cdn.example/./w.bin"], {}, "a dot segment httpx2 removes"),
         (["https://huggingface.co/o/m/resolve/main/w.bin"], {}, "the Hub"),
         ([URL], {"HF_ENDPOINT": "http://cdn.example:8080"}, "the Hub"),
         (["http://u:p@cdn.example/w.bin"], {}, "a login"),
@@ -180,9 +183,20 @@ def test_a_folder_a_get_used_or_a_file_in_the_way_sends_nothing_early(tmp_path: 
     assert early.planned([URL], None, tmp_path / "f", home) is None
 
 
-@given(st.text(max_size=60))
-def test_any_source_is_planned_or_left_without_an_error(source: str) -> None:
+SHAPES = ("/a/../b", "/a/./b", "//double", "/a;p=1", "/fi%zzle", "?", "?q=a+b&c", "#frag", "")
+
+
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.lists(st.sampled_from(SHAPES), max_size=3).map(lambda p: URL + "".join(p)),
+        st.lists(st.sampled_from(SHAPES), max_size=3).map(lambda p: "http://h/w" + "".join(p)),
+        st.text(max_size=20).map(lambda p: f"http://cdn.example/w{p}"),
+    )
+)
+def test_any_source_is_planned_as_httpx2_would_ask_it_or_not_at_all(source: str) -> None:
     planned = early.planned([source], None, Path(os.devnull, "none"), {"HOME": os.devnull})
-    if planned is not None:
-        assert planned.origin[0] in ("http", "https")
-        assert planned.sent is None or planned.sent.startswith(b"GET /")
+    if planned is None or planned.sent is None:
+        return
+    url = httpx2.URL(source)  # the download's request: its target and Host, as httpx2 makes them
+    assert planned.sent.startswith(b"GET %s HTTP/1.1\r\nHost: %s" % (url.raw_path, url.netloc))
