@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from mdl.background import Background
 from mdl.setting import OFFLINE_VARIABLES
 from mdl.version import USER_AGENT
 
@@ -103,7 +104,8 @@ def send_early(
         return
     with _pending_lock:
         _pending.append(early)
-    threading.Thread(target=early.run, name="mdl-early", daemon=True).start()
+    # (never stopped: its connect and its one write are bounded by CONNECT_SECONDS)
+    Background("mdl-early", lambda stop: early.run()).start()
 
 
 def planned(
