@@ -171,8 +171,8 @@ def _plain_host(host: str) -> bool:
 
 
 def _first_into(path: str, output: Path | None, directory: Path | None) -> bool:
-    """Whether a get into ``output`` (or ``directory``) starts with the whole file: nothing of the
-    folder's own (``.mdl``: records, partials) and no file where it goes."""
+    """Whether a get into ``output`` (or ``directory``) starts with the whole file: no file where
+    it goes and no partial download in the folder (``.mdl/partial``: a resume asks otherwise)."""
     if output is not None:
         target, folder = output, output.parent
     else:
@@ -183,7 +183,18 @@ def _first_into(path: str, output: Path | None, directory: Path | None) -> bool:
         target = folder / name
     if os.path.lexists(folder) and not folder.is_dir():
         return False  # (refused by the get: nothing to ask)
-    return not os.path.lexists(target) and not os.path.lexists(folder / ".mdl")
+    return not os.path.lexists(target) and not _holds_any(folder / ".mdl" / "partial")
+
+
+def _holds_any(folder: Path) -> bool:
+    """Whether ``folder`` exists and is not empty (one entry read, not the listing)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:
+        return False
+    except OSError:  # (not a folder, not readable: the get says why; nothing is asked early)
+        return True
 
 
 def pending() -> bool:

@@ -82,12 +82,13 @@ def test_a_get_answers_from_its_early_request_and_asks_nothing_again(
     tmp_path: Path, cdn: CdnServer
 ) -> None:
     url = cdn.add_file("/m/w.bin", DATA)
-    early.send_early([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    api.get(cdn.add_file("/m/other.bin", b"other"), directory=tmp_path / "d", environ={})
+    early.send_early([url], None, tmp_path / "d", {"HOME": str(tmp_path)})  # a get's folder
     # out before the download began
-    wait_for(lambda: len(cdn.log.records()) == 1, what="the early request")
+    wait_for(lambda: len(cdn.log.records(path_prefix="/m/w.bin")) == 1, what="the early request")
     api.get(url, directory=tmp_path / "d", environ={})
     assert (tmp_path / "d" / "w.bin").read_bytes() == DATA
-    (record,) = cdn.log.records()
+    (record,) = cdn.log.records(path_prefix="/m/w.bin")
     assert record.headers["range"] == "bytes=0-"
     assert not early.pending()
 
@@ -174,7 +175,9 @@ def test_a_folder_a_get_used_or_a_file_in_the_way_sends_nothing_early(tmp_path: 
     (tmp_path / "d" / "w.bin").write_bytes(b"mine")
     assert early.planned([URL], None, tmp_path / "d", home) is None
     assert early.planned([URL], tmp_path / "d" / "w.bin", None, home) is None
-    (tmp_path / "e" / ".mdl").mkdir(parents=True)  # records and partials: a resume, maybe
+    (tmp_path / "e" / ".mdl" / "partial").mkdir(parents=True)  # a get's folder: its record
+    assert early.planned([URL], None, tmp_path / "e", home) is not None
+    (tmp_path / "e" / ".mdl" / "partial" / "k-w.bin.part").write_bytes(b"")  # a resume, maybe
     assert early.planned([URL], None, tmp_path / "e", home) is None
     assert early.planned([URL], tmp_path / "e" / "x.bin", None, home) is None
     (tmp_path / "file").write_bytes(b"")  # -d naming a file: refused, nothing to ask
