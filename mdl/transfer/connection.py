@@ -365,6 +365,8 @@ class WireBackend(httpcore2.NetworkBackend):
         if found is not None:
             limit = _cut(timeout, httpcore2.ConnectTimeout)
             sock = found.wait(early.CONNECT_SECONDS if limit is None else limit)
+            if sock is None and not found.finished:  # (its connect took the time one is given)
+                raise httpcore2.ConnectTimeout("timed out")
             if sock is not None:
                 from mdl.transfer.earlywire import EarlyStream
 

@@ -74,6 +74,11 @@ class Early:
                 self.sock = sock
         self._done.set()
 
+    @property
+    def finished(self) -> bool:
+        """Whether the thread is done: connected (and wrote), or failed."""
+        return self._done.is_set()
+
     def wait(self, timeout: float) -> socket.socket | None:
         """The connection, once the thread is done with it (within ``timeout``), else None."""
         self._done.wait(timeout)

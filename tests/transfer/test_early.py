@@ -203,3 +203,21 @@ def test_any_source_is_planned_as_httpx2_would_ask_it_or_not_at_all(source: str)
         return
     url = httpx2.URL(source)  # the download's request: its target and Host, as httpx2 makes them
     assert planned.sent.startswith(b"GET %s HTTP/1.1\r\nHost: %s" % (url.raw_path, url.netloc))
+
+
+def test_a_download_waits_for_an_early_connect_no_longer_than_a_connect_may_take(
+    tmp_path: Path, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = cdn.add_file("/m/w.bin", DATA)
+    hung = threading.Event()  # (its connect never ends: a host that drops the SYN)
+    monkeypatch.setattr(early.Early, "run", lambda self: hung.wait(HANG))
+    early.send_early([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    try:
+        report = api.get(url, directory=tmp_path / "d", environ={}, timeout=0.5)
+    finally:
+        hung.set()
+    # waited no longer than a connect may take (never for the thread), then asked again on a
+    # connection of its own
+    assert [outcome.action for outcome in report.files] == ["downloaded"]
+    assert (tmp_path / "d" / "w.bin").read_bytes() == DATA
+    assert len(cdn.log.records()) == 1
