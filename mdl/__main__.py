@@ -47,7 +47,8 @@ def main() -> None:
                 # its first request goes out while the download's modules load
                 from mdl.transfer.early import send_early
 
-                send_early(plain["sources"], plain.get("output"), plain.get("directory"))
+                where = plain.get("output"), plain.get("directory")
+                send_early(plain["sources"], *where, sha256=plain.get("sha256"))
             if plain is None:
                 from mdl.cli.app import app
     except KeyboardInterrupt:

@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 # what says a run is offline (huggingface_hub also honours TRANSFORMERS_OFFLINE: one switch stops
 # every tool), in the order read
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# Which CAs to trust (mdl.transfer.tls), read from the run's environment in this order: a bundle
+# file in REQUESTS_CA_BUNDLE (requests), CURL_CA_BUNDLE (curl) or SSL_CERT_FILE (OpenSSL); a folder
+# of hashed certificates in SSL_CERT_DIR; else the system's.
+CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+CA_DIR_VARIABLE = "SSL_CERT_DIR"
 
 StrPath = str | os.PathLike[str]
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mdl.background import Background
-from mdl.setting import OFFLINE_VARIABLES
+from mdl.paths import SHA256_HEX, name_problem, reserved_by_mdl
+from mdl.setting import CA_DIR_VARIABLE, CA_FILE_VARIABLES, OFFLINE_VARIABLES
 from mdl.version import USER_AGENT
 
 CONNECT_SECONDS = 10.0  # the transport's default timeout (mdl.transfer.connection)
@@ -101,9 +102,13 @@ def send_early(
     output: Path | None,
     directory: Path | None,
     environ: Mapping[str, str] = os.environ,
+    *,
+    sha256: str | None = None,
 ) -> None:
     """Open the connection (and send the request) a plain get of ``sources`` starts with, when it is
-    known (:func:`planned`)."""
+    known (:func:`planned`) and the line's ``sha256`` is one the get takes."""
+    if sha256 is not None and not SHA256_HEX.fullmatch(sha256.lower()):
+        return  # (refused before any request)
     early = planned(sources, output, directory, environ)
     if early is None:
         return
@@ -157,9 +162,16 @@ def _origin(source: str, environ: Mapping[str, str]) -> tuple[str, str, int, str
 
 
 def _routed(environ: Mapping[str, str]) -> bool:
-    """Whether the environment may change the first request: a proxy, a netrc's login, offline."""
+    """Whether the environment may change the first request (a proxy, a netrc's login, offline)
+    or stop the get before it (an mdl setting it refuses, a CA variable naming nothing; of mdl's
+    settings only the log file's is read no further here)."""
     names = [*PROXIES, *(name.upper() for name in PROXIES), "NETRC", *OFFLINE_VARIABLES]
     if any(environ.get(name, "").strip() for name in names):
+        return True
+    if any(name.startswith("MDL_") and name != "MDL_LOG_FILE" for name in environ):
+        return True
+    named = [environ.get(name, "").strip() for name in (*CA_FILE_VARIABLES, CA_DIR_VARIABLE)]
+    if any(path and not Path(path).expanduser().exists() for path in named):
         return True
     home = environ.get("HOME")
     return home is None or os.path.lexists(Path(home, ".netrc"))
@@ -178,14 +190,11 @@ def _plain_host(host: str) -> bool:
 def _first_into(path: str, output: Path | None, directory: Path | None) -> bool:
     """Whether a get into ``output`` (or ``directory``) starts with the whole file: no file where
     it goes and no partial download in the folder (``.mdl/partial``: a resume asks otherwise)."""
-    if output is not None:
-        target, folder = output, output.parent
-    else:
-        name = unquote(path.rsplit("/", 1)[-1])
-        if not name or name in (".", "..") or "/" in name or "\0" in name:
-            return False
-        folder = Path(directory or ".")
-        target = folder / name
+    name = output.name if output is not None else unquote(path.rsplit("/", 1)[-1])
+    if "/" in name or name_problem(name) is not None or reserved_by_mdl(name):
+        return False  # (a name the get refuses: nothing to ask)
+    folder = output.parent if output is not None else Path(directory or ".")
+    target = folder / name
     if os.path.lexists(folder) and not folder.is_dir():
         return False  # (refused by the get: nothing to ask)
     return not os.path.lexists(target) and not _holds_any(folder / ".mdl" / "partial")

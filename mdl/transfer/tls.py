@@ -12,12 +12,8 @@ from pathlib import Path
 import httpx2
 
 from mdl.errors import UsageError
+from mdl.setting import CA_DIR_VARIABLE, CA_FILE_VARIABLES
 
-# Which CAs to trust, read from the run's environment in this order: a bundle file in
-# REQUESTS_CA_BUNDLE (requests), CURL_CA_BUNDLE (curl) or SSL_CERT_FILE (OpenSSL); a folder of
-# hashed certificates in SSL_CERT_DIR; else the system's.
-CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-CA_DIR_VARIABLE = "SSL_CERT_DIR"
 _OPENSSL_SOURCE = r"\s*\(_ssl\.c:\d+\)"
 CA_HINT = (
     "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or"

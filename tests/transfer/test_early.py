@@ -159,6 +159,12 @@ URL = "http://cdn.example:8080/m/w.bin?X-Amz-Signature=5e"
         (["http://xn--bcher-kva.example/w.bin"], {}, ""),
         (["s3://b/w.bin"], {}, "not HTTP"),
         (["http://cdn.example/"], {}, "no file name"),
+        (["http://cdn.example/x:y.bin"], {}, "a name the get refuses"),
+        (["http://cdn.example/CON"], {}, "a name the get refuses"),
+        (["http://cdn.example/a%2Fb.bin"], {}, "a name the get refuses"),
+        ([URL], {"MDL_CONNECTIONS": "-3"}, "a setting the get may refuse"),
+        ([URL], {"SSL_CERT_FILE": "/nowhere.pem"}, "a CA bundle that is not there"),
+        ([URL], {"MDL_LOG_FILE": "/tmp/mdl.log"}, ""),
     ],
 )
 def test_nothing_goes_out_early_unless_the_first_request_is_known(
@@ -166,6 +172,14 @@ def test_nothing_goes_out_early_unless_the_first_request_is_known(
 ) -> None:
     planned = early.planned(sources, None, tmp_path, {"HOME": str(tmp_path), **environ})
     assert (planned is None) == bool(why)
+
+
+@pytest.mark.parametrize(("sha256", "sent"), [("ab" * 32, True), ("AB" * 32, True), ("abc", False)])
+def test_a_line_s_sha256_the_get_refuses_sends_nothing_early(
+    tmp_path: Path, recorder: HeadRecorder, sha256: str, sent: bool
+) -> None:
+    early.send_early([recorder.url], None, tmp_path / "d", {"HOME": str(tmp_path)}, sha256=sha256)
+    assert early.pending() == sent
 
 
 def test_a_folder_a_get_used_or_a_file_in_the_way_sends_nothing_early(tmp_path: Path) -> None:
