@@ -25,6 +25,7 @@ OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 # of hashed certificates in SSL_CERT_DIR; else the system's.
 CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 CA_DIR_VARIABLE = "SSL_CERT_DIR"
+DEFAULT_TIMEOUT = 10.0  # seconds to connect, or for an answer to begin (``timeout``)
 
 StrPath = str | os.PathLike[str]
 
@@ -113,7 +114,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "timeout",
         "seconds",
-        10.0,
+        DEFAULT_TIMEOUT,
         "MDL_TIMEOUT",
         "Seconds to wait for a connection, or for an answer to begin",
         DAY,

@@ -23,11 +23,11 @@ import httpx2
 
 from mdl.errors import UsageError
 from mdl.redact import REDACTED, unshown
+from mdl.setting import DEFAULT_TIMEOUT
 from mdl.transfer import early
 from mdl.transfer._headers import parse_decimal
 from mdl.transfer.tls import ca_locations, shared_ssl_context
 
-DEFAULT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused
 SCHEMES = ("http", "https")
 
@@ -364,7 +364,7 @@ class WireBackend(httpcore2.NetworkBackend):
         _request.early = None  # (taken for this request's origin: early.take)
         if found is not None:
             limit = _cut(timeout, httpcore2.ConnectTimeout)
-            sock = found.wait(early.CONNECT_SECONDS if limit is None else limit)
+            sock = found.wait(DEFAULT_TIMEOUT if limit is None else limit)
             if sock is None and not found.finished:  # (its connect took the time one is given)
                 raise httpcore2.ConnectTimeout("timed out")
             if sock is not None:

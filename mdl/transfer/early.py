@@ -6,10 +6,11 @@ request to that origin takes the connection (:func:`take`) only when its bytes a
 byte for byte: the answer is then read by the one HTTP stack like any other. Standard library
 only: this module is imported before everything else.
 
-Sent only when that first request is known: a plain line of one URL (no headers, no proxy, no
-netrc, not the Hub), into a folder no get used yet and no file in the way; anything else, or a
-connection older than ``FRESH_SECONDS``, is closed unused (a request that was not needed: for
-``http://`` the server's first bytes of the file, cut off)."""
+Sent only when that first request is known and the get will make it (:func:`planned`): a plain
+line of one URL (no headers, no proxy, no netrc, not offline, not the Hub), no file where it goes
+and no partial download in its folder; a connection the download does not take, or older than
+``FRESH_SECONDS``, is closed unused (for ``http://`` a request the server answered for nothing,
+its first bytes cut off)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,9 @@ from urllib.parse import unquote, urlsplit
 
 from mdl.background import Background
 from mdl.paths import SHA256_HEX, name_problem, reserved_by_mdl
-from mdl.setting import CA_DIR_VARIABLE, CA_FILE_VARIABLES, OFFLINE_VARIABLES
+from mdl.setting import CA_DIR_VARIABLE, CA_FILE_VARIABLES, DEFAULT_TIMEOUT, OFFLINE_VARIABLES
 from mdl.version import USER_AGENT
 
-CONNECT_SECONDS = 10.0  # the transport's default timeout (mdl.transfer.connection)
 FRESH_SECONDS = 5.0  # a connection older than this when the download asks is not used
 PROXIES = ("http_proxy", "https_proxy", "all_proxy")
 HUB_HOSTS = ("huggingface.co", "hf.co")
@@ -60,7 +60,7 @@ class Early:
         try:
             # (ASCII already: as bytes, getaddrinfo does not load the IDNA codec)
             address = (host.encode("ascii"), port)
-            sock = socket.create_connection(address, CONNECT_SECONDS)  # type: ignore[arg-type]
+            sock = socket.create_connection(address, DEFAULT_TIMEOUT)  # type: ignore[arg-type]
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.sent is not None:
                 sock.sendall(self.sent)
@@ -114,7 +114,7 @@ def send_early(
         return
     with _pending_lock:
         _pending.append(early)
-    # (never stopped: its connect and its one write are bounded by CONNECT_SECONDS)
+    # (never stopped: its connect and its one write are bounded by DEFAULT_TIMEOUT)
     Background("mdl-early", lambda stop: early.run()).start()
 
 

@@ -29,9 +29,10 @@ from mdl.errors import (
 from mdl.paths import is_model_file_name, names_model_file
 from mdl.progress import Progress
 from mdl.redact import Secrets, is_signed_url, printable, redact_url, safe_text, unshown
+from mdl.setting import DEFAULT_TIMEOUT
 from mdl.transfer._files import FolderTransport
 from mdl.transfer._headers import retry_after_seconds as retry_after_seconds
-from mdl.transfer.connection import DEFAULT_TIMEOUT, NetTransport, drain, origin
+from mdl.transfer.connection import NetTransport, drain, origin
 from mdl.transfer.failures import (
     MESSAGE_TEXT_LIMIT,
     NO_CREDENTIALS,
