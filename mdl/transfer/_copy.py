@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import httpx2
 
 from mdl.transfer._shared import Shared
-from mdl.transfer._state import DownloadState, round_trip_bytes, stream_rate
+from mdl.transfer._state import DownloadState, stream_rate
 from mdl.transfer.body import BodyOverrunError, Span, read_body
 from mdl.transfer.hasher import HASH_BLOCK
 from mdl.transfer.job import Landing, SourceChanged
@@ -46,13 +46,13 @@ class BodyCopy:
         near_end: NearEnd | None = None,
     ) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
-        # (the answer ends the piece) told once the bytes left take about a round trip to come
-        self.near_end, self.near = near_end, math.inf
+        # (the answer ends the piece) told once the bytes left take about a round trip to come,
+        # judged at half the answer (never before: no more than twice the streams read at full),
+        # when the streams' rate is measured (at its start, a file's first answers know none)
+        self.near_end, self.near, self.judged = near_end, math.inf, False
+        self.began = time.monotonic()  # (made as its answer's head arrived)
         if near_end is not None and piece.end is not None:
-            # (twice: the next piece's request may need a connection of its own first)
-            early = 2 * round_trip_bytes(state, shared.config.streams(state.size))
-            # (never before half the answer: no more than twice the streams read at full)
-            self.near = max((piece.start + piece.done + piece.end) // 2, piece.end - early)
+            self.near = (piece.start + piece.done + piece.end) // 2
         # bytes before ``told`` are told (``JobContext.landing``: looked up once, not per chunk);
         # after it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done
@@ -65,7 +65,7 @@ class BodyCopy:
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
         first ``back`` bytes are compared with those on disk before the frontier, never written."""
-        state, began = self.state, time.monotonic()
+        state = self.state
         chunks = state.beside.ledger.counting(
             state.job, read_body(resp, self.span, encoded=encoded, what=state.job.label)
         )
@@ -85,7 +85,7 @@ class BodyCopy:
             self._count_answer(back)
             if self.landing is not None:
                 self._tell(self.landing, done=True)
-        self._measure_rate(began)
+        self._measure_rate()
 
     def take(self, chunk: bytes | memoryview) -> bool:
         """Write one chunk at the frontier; True: read no further (another stream has the rest)."""
@@ -107,9 +107,8 @@ class BodyCopy:
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
             counted, complete, save = self._advance(written)
         self.offset += written
-        if self.offset >= self.near and self.near_end is not None:
-            self.near = math.inf
-            self.near_end()
+        if self.offset >= self.near:
+            self._near()
         if self.landing is not None:
             self._tell(self.landing, done=complete)
         self._pass_on(written, counted)
@@ -119,6 +118,22 @@ class BodyCopy:
         if save:
             state.record.checkpoint()
         return False
+
+    def _near(self) -> None:
+        """Half the answer is in: the next piece asked for now if the rest comes within about a
+        round trip, else once it does."""
+        if not self.judged and self.piece.end is not None:
+            self.judged = True
+            # at this answer's own rate so far (the file's since its start counts the first
+            # answers' round trips); twice: the next request may need a connection of its own first
+            rate = (self.offset - self.start) / max(1e-3, time.monotonic() - self.began)
+            early = 2 * int(rate * self.state.ttfb)
+            if self.offset < self.piece.end - early:
+                self.near = self.piece.end - early
+                return
+        self.near = math.inf
+        assert self.near_end is not None
+        self.near_end()
 
     def pace(self) -> float:
         """A stream's bytes a second, as the file's streams moved them so far."""
@@ -176,8 +191,8 @@ class BodyCopy:
             with state.lock:
                 state.answers += 1
 
-    def _measure_rate(self, began: float) -> None:
-        wrote, elapsed = self.offset - self.start, time.monotonic() - began
+    def _measure_rate(self) -> None:
+        wrote, elapsed = self.offset - self.start, time.monotonic() - self.began
         if wrote >= MiB and elapsed > 0:  # what sizes this stream's next window
             self.piece.rate = wrote / elapsed
 

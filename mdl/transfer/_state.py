@@ -191,9 +191,12 @@ class DownloadState:
         mine = self.multi and self.beside.swarm is None and not self.beside.in_order
         if not mine or piece.asked or piece.done:
             return
-        least = 4 * round_trip_bytes(self, streams)
+        least, size = 4 * round_trip_bytes(self, streams), self.size
         while piece.end is not None and piece.end - piece.start < least:
             if (after := self._unasked_after(piece)) is None or after.end is None:
+                return
+            # never into the file's last round: a wide last piece would end alone, after the rest
+            if size is None or size - after.end < (streams - 1) * (after.end - piece.start):
                 return
             piece.end, after.start = after.end, after.end  # (its stream, if one took it: none)
             # (a new list, as ``carry`` makes: the record's keeper reads it without the lock)

@@ -35,7 +35,7 @@ def moving(state: DownloadState, *, per_stream: int, ttfb: float, streams: int) 
 
 
 def test_a_long_round_trip_takes_on_unasked_pieces_up_to_one_a_stream_asked(tmp_path: Path) -> None:
-    pieces = [Piece(start, start + 4 * MiB) for start in range(0, 40 * MiB, 4 * MiB)]
+    pieces = [Piece(start, start + 4 * MiB) for start in range(0, 160 * MiB, 4 * MiB)]
     pieces[5].asked = pieces[5].end or 0  # another stream's request is on the way
     state = state_of(tmp_path, list(pieces))
     # 8 MiB/s a stream, 0.5 s before an answer begins: a piece of 16 MiB at least
@@ -51,8 +51,23 @@ def test_a_long_round_trip_takes_on_unasked_pieces_up_to_one_a_stream_asked(tmp_
     assert (pieces[4].start, pieces[4].end) == (16 * MiB, 20 * MiB)
     assert (pieces[5].start, pieces[5].end) == (20 * MiB, 24 * MiB)
     ends = [(p.start, p.end) for p in state.pieces]
-    assert ends[0][0] == 0 and ends[-1][1] == 40 * MiB
+    assert ends[0][0] == 0 and ends[-1][1] == 160 * MiB
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ends))  # (they still tile the file)
+
+
+def test_a_piece_is_never_widened_into_the_file_s_last_round(tmp_path: Path) -> None:
+    # 4 streams, 8 MiB pieces, a round trip worth 16 MiB: a piece widened near the end would run
+    # on alone after the other streams ended (the last 16 MiB of a file as one request, 1.3 times
+    # the time the last round takes)
+    pieces = [Piece(start, start + 8 * MiB) for start in range(0, 128 * MiB, 8 * MiB)]
+    state = state_of(tmp_path, list(pieces))
+    moving(state, per_stream=8 * MiB, ttfb=0.5, streams=4)
+    state.widen(pieces[0], 4)  # 112 MiB after it: three streams' share of three such pieces
+    assert (pieces[0].start, pieces[0].end) == (0, 16 * MiB)
+    late = pieces[10]  # 40 MiB after it: three more pieces of 16 MiB would not fit
+    state.widen(late, 4)
+    assert (late.start, late.end) == (80 * MiB, 88 * MiB)
+    assert [p.end - p.start for p in state.pieces[-6:]] == [8 * MiB] * 6
 
 
 def test_a_short_round_trip_an_asked_piece_and_a_loaders_ranges_are_left_as_they_are(
