@@ -159,7 +159,7 @@ def test_a_record_saved_without_a_flush_is_not_trusted_after_a_restart(
 
 
 @pytest.mark.parametrize(
-    ("size", "every"), [(48 * MiB, MiB), (1 << 30, (1 << 30) // 50), (1 << 40, 32 * MiB)]
+    ("size", "every"), [(48 * MiB, 8 * MiB), (1 << 30, (1 << 30) // 50), (1 << 40, 32 * MiB)]
 )
 def test_a_record_is_due_every_two_percent_of_the_file_or_its_interval(
     tmp_path: Path, size: int, every: int

@@ -22,7 +22,7 @@ from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
 from mdl.transfer.resume import Record, start_writeback
-from mdl.transfer.scheduling import Piece
+from mdl.transfer.scheduling import MiB, Piece
 
 
 @pytest.fixture
@@ -108,10 +108,11 @@ def test_the_keeper_saves_what_the_streams_wrote(
 def test_the_keeper_writes_every_record_the_streams_find_due(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A stream that finds a save due (here by bytes: every MiB, the floor of 2% of the file) only
+    """A stream that finds a save due (here by bytes: every MiB, the floor set to a MiB) only
     asks: the keeper thread writes the record, so no stream waits on a rename or a flush while the
     disk is busy; and it writes it at once, not at its next writeback nudge (a kill -9 must lose
     under 5% of the file)."""
+    monkeypatch.setattr("mdl.transfer.resume.SAVE_BYTES", (MiB, 32 * MiB))
     data = make_data(12_000_000, seed=83)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 3_000_000
@@ -160,6 +161,7 @@ def test_a_long_download_flushes_a_record_now_and_then(
 
     monkeypatch.setattr(Record, "save", recorded)
     monkeypatch.setattr("mdl.transfer.resume.DURABLE_EVERY", 0.5)
+    monkeypatch.setattr("mdl.transfer.resume.SAVE_BYTES", (MiB, 32 * MiB))  # (a save a MiB)
     # The record's clock moves 0.3 s a save, not with the machine's pace (a busy machine spaced
     # every save past DURABLE_EVERY makes all durable): about one in two is durable.
     monkeypatch.setattr(
