@@ -191,22 +191,27 @@ class DownloadState:
         mine = self.multi and self.beside.swarm is None and not self.beside.in_order
         if not mine or piece.asked or piece.done:
             return
-        least, size = 4 * round_trip_bytes(self, streams), self.size
+        least = 4 * round_trip_bytes(self, streams)
         while piece.end is not None and piece.end - piece.start < least:
-            if (after := self._unasked_after(piece)) is None or after.end is None:
+            if (after := self._takeable_after(piece, streams)) is None:
                 return
-            # never into the file's last round: a wide last piece would end alone, after the rest
-            if size is None or size - after.end < (streams - 1) * (after.end - piece.start):
-                return
+            assert after.end is not None  # (_takeable_after)
             piece.end, after.start = after.end, after.end  # (its stream, if one took it: none)
             # (a new list, as ``carry`` makes: the record's keeper reads it without the lock)
             self.pieces = [p for p in self.pieces if p is not after]
 
-    def _unasked_after(self, piece: Piece) -> Piece | None:
+    def _takeable_after(self, piece: Piece, streams: int) -> Piece | None:
         """The piece right after ``piece`` if no stream ever asked for it (a stream that took it
-        finds it complete), else None; locked."""
+        finds it complete) and ``piece`` may take it on, else None; locked. Never into the file's
+        last round: the bytes after it must be at least ``streams - 1`` times the piece widened
+        (a wide last piece would end alone, after the rest)."""
         after = next((p for p in self.pieces if p.start == piece.end), None)
-        return None if after is None or after.asked or after.begun or after.done else after
+        if after is None or after.asked or after.begun or after.done or after.end is None:
+            return None
+        size = self.size
+        if size is None or size - after.end < (streams - 1) * (after.end - piece.start):
+            return None
+        return after
 
     def free_after(self, piece: Piece) -> Piece | None:
         """The piece right after ``piece`` if no answer for it has begun and it holds no bytes
