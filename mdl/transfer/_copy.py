@@ -74,6 +74,7 @@ class BodyCopy:
             if back:
                 rest = repeated(state, chunks, self.start - back, back)
                 chunks = itertools.chain((rest,), chunks) if len(rest) else chunks
+                self.began = time.monotonic()  # (its rate: of the bytes it writes)
             for chunk in chunks:
                 if self.take(chunk):
                     break

@@ -462,11 +462,15 @@ class Restarts:
             self._run_parallel(todo, connections, gate=gate)
 
     def _run_alone(self, todo: list[Piece]) -> None:
-        """A small file: one stream, hashed as it arrives."""
+        """A small file: one stream, hashed as it arrives; its record saved by a keeper (a stalled
+        answer's bytes are recorded within the interval too, not at its next chunk)."""
+        state = self.state
         # a resumed prefix first: then the stream hashes from memory
-        self.state.hasher.catch_up(self.state.contiguous())
-        for piece in todo:
-            PieceStream(PieceRequests(self.shared, self.state, piece)).run()
+        state.hasher.catch_up(state.contiguous())
+        interval = self.shared.config.checkpoint_interval
+        with state.record.keeping(checkpoint=interval, on_failure=self._stop):
+            for piece in todo:
+                PieceStream(PieceRequests(self.shared, state, piece)).run()
 
     def _run_parallel(
         self,

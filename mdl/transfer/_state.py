@@ -203,15 +203,14 @@ class DownloadState:
     def _takeable_after(self, piece: Piece, streams: int) -> Piece | None:
         """The piece right after ``piece`` if no stream ever asked for it (a stream that took it
         finds it complete) and ``piece`` may take it on, else None; locked. Never into the file's
-        last round: the bytes after it must be at least ``streams - 1`` times the piece widened
-        (a wide last piece would end alone, after the rest)."""
+        last round: the bytes left after it must be at least ``streams - 1`` times the piece
+        widened (a wide last piece would end alone, after the rest)."""
         after = next((p for p in self.pieces if p.start == piece.end), None)
         if after is None or after.asked or after.begun or after.done or after.end is None:
             return None
-        size = self.size
-        if size is None or size - after.end < (streams - 1) * (after.end - piece.start):
-            return None
-        return after
+        # (what is left after it: a resumed file's pieces on disk are no round to share)
+        left = sum(p.left for p in self.pieces if p.start >= after.end)
+        return None if left < (streams - 1) * (after.end - piece.start) else after
 
     def free_after(self, piece: Piece) -> Piece | None:
         """The piece right after ``piece`` if no answer for it has begun and it holds no bytes

@@ -144,7 +144,7 @@ class Record:
 
     def checkpoint(self) -> None:
         """A record found due by a stream: the keeper writes it (a stream never waits on a rename
-        or a flush); a lone stream (a small file) saves its own, cheap."""
+        or a flush); with none (no streams running yet), it is saved here, cheap."""
         if self.background:
             self.wanted.set()
         else:

@@ -108,3 +108,17 @@ def test_a_streams_pace_is_counted_from_when_the_streams_began_not_from_a_pause_
     state.fetched += 80 * MiB
     # ~10 MiB/s a stream; from the head on, 0.03 (a minute for these lines: still 10 times that)
     assert stream_rate(state, 4) >= 80 * MiB / 4 / 60
+
+
+def test_a_resumed_file_s_pieces_on_disk_are_no_round_to_widen_into(tmp_path: Path) -> None:
+    # 4 streams, the last 96 MiB of 128 on disk (a resume): the 32 MiB left are the last round,
+    # four pieces, however many bytes the file has after them
+    pieces = [Piece(start, start + 8 * MiB) for start in range(0, 128 * MiB, 8 * MiB)]
+    for done in pieces[4:]:
+        done.done = 8 * MiB
+    state = state_of(tmp_path, list(pieces))
+    moving(state, per_stream=8 * MiB, ttfb=0.5, streams=4)
+    state.widen(pieces[0], 4)
+    assert [(p.start, p.end) for p in state.pieces[:4]] == [
+        (start, start + 8 * MiB) for start in range(0, 32 * MiB, 8 * MiB)
+    ]

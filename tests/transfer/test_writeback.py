@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import httpx2
 import pytest
-from runfixtures import transfer_job
-from servers import CdnServer, make_data
+from runfixtures import HANG, transfer_job, wait_for
+from servers import CdnServer, hold_after, make_data
 
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
@@ -238,3 +238,33 @@ def test_a_record_not_due_looks_at_no_piece() -> None:
     for piece in pieces:
         piece.done = 100
     assert not record.due(interval=1e9)
+
+
+def test_a_lone_stream_s_bytes_are_recorded_while_its_answer_stalls(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    """A file fetched as one stream (under the split threshold) has a keeper too: a server that
+    stops mid-body leaves every byte it sent recorded within the interval (a kill -9 then keeps
+    them), not only those of the last save a chunk made due (none under the 8 MiB floor)."""
+    data = make_data(12 * MiB, seed=85)
+    url = cdn.add_file("/f.bin", data)
+    job = transfer_job(tmp_path, url, data)
+    held = hold_after(cdn, 6 * MiB)
+    config = EngineConfig(connections=4, retry=RetryPolicy(retries=0))  # (split from 32 MiB)
+    lone = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
+    fetching = threading.Thread(target=lone.fetch, args=(job,))
+    fetching.start()
+    try:
+
+        def claimed() -> int:
+            try:
+                return sum(done for _, _, done in json.loads(job.state_path.read_text())["pieces"])
+            except (OSError, ValueError):  # (not written yet, or replaced as it was read)
+                return 0
+
+        wait_for(lambda: claimed() == 6 * MiB, what="the record of the bytes before the stall")
+        assert job.part_path.read_bytes()[: 6 * MiB] == data[: 6 * MiB]
+    finally:
+        held.set()
+        fetching.join(HANG)
+    assert job.final_path.read_bytes() == data
