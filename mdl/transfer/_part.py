@@ -33,7 +33,7 @@ from mdl.transfer.job import (
 )
 from mdl.transfer.replies import take_version
 from mdl.transfer.resume import Loaded, discard_partial, finish_part, job_root, part_error
-from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
+from mdl.transfer.scheduling import MIN_PIECE, Piece, StreamStopped, run_pieces, spread
 
 if TYPE_CHECKING:
     from mdl.transfer.job import PartSource
@@ -468,9 +468,12 @@ class Restarts:
         # a resumed prefix first: then the stream hashes from memory
         state.hasher.catch_up(state.contiguous())
         interval = self.shared.config.checkpoint_interval
-        with state.record.keeping(checkpoint=interval, on_failure=self._stop):
+        # (a StreamStopped: its keeper failed, which the keeping raises as it ends)
+        keeping = state.record.keeping(checkpoint=interval, on_failure=self._stop)
+        with keeping, contextlib.suppress(StreamStopped):
             for piece in todo:
                 PieceStream(PieceRequests(self.shared, state, piece)).run()
+        self.shared.check_stop(state)  # Ctrl-C
 
     def _run_parallel(
         self,

@@ -41,8 +41,15 @@ def engine(client: httpx2.Client, connections: int) -> Engine:
     return Engine(client, config, progress=NullProgress(), cancel=threading.Event())
 
 
+def lone(client: httpx2.Client) -> Engine:
+    """An engine that fetches a file under 32 MiB as one stream."""
+    config = EngineConfig(connections=4, retry=RetryPolicy(retries=0))
+    return Engine(client, config, progress=NullProgress(), cancel=threading.Event())
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["ranges", "one-stream"])
 def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
-    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, split: bool
 ) -> None:
     data = make_data(12_000_000, seed=81)
     url = cdn.add_file("/f.bin", data)
@@ -58,8 +65,10 @@ def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
 
     blocker = threading.Thread(target=block_the_record, daemon=True)
     blocker.start()
+    # (a one-stream file's record is its keeper's too: its failure is the one said)
+    fetching = engine(client, connections=2) if split else lone(client)
     with pytest.raises(LocalFSError, match="is a folder, not a file"):
-        engine(client, connections=2).fetch(job)
+        fetching.fetch(job)
     blocker.join(5)
     assert not job.final_path.exists()
     # the streams stopped: the file was not finished
@@ -250,9 +259,7 @@ def test_a_lone_stream_s_bytes_are_recorded_while_its_answer_stalls(
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, data)
     held = hold_after(cdn, 6 * MiB)
-    config = EngineConfig(connections=4, retry=RetryPolicy(retries=0))  # (split from 32 MiB)
-    lone = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
-    fetching = threading.Thread(target=lone.fetch, args=(job,))
+    fetching = threading.Thread(target=lone(client).fetch, args=(job,))
     fetching.start()
     try:
 
