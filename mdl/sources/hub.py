@@ -240,12 +240,16 @@ class Hub:
         otherwise), size, Xet hash, and the CDN URL (``location``) of a redirected file.
         """
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
+        # (as commit_of's: the parsers load while the answer comes; a pull of one file of a repo
+        # asks this first, and they were ~50 ms between its answer and the file's ranges)
+        loaded = import_ahead("mdl.sources._hubreplies", "huggingface_hub.utils")
         try:
             response, _ = self._fetch(
                 "GET", url, what=what, repo=repo, revision=revision, path=path, first_byte=True
             )
         except RepoMissingError as exc:
             self._missing(exc, repo, repo_type=repo_type, what=what)
+        loaded()
         from mdl.sources._hubreplies import parse_file_metadata, parse_xet_head
 
         redirected = response.has_redirect_location

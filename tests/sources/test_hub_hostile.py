@@ -9,13 +9,15 @@ shape, terminal escapes in a commit id or in server error text. Each runs end to
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hostile import HostileHub
-from runfixtures import mdl, use_catalog
+from runfixtures import HANG, mdl, use_catalog
 from servers import TOKEN, CdnServer, Exchange, Fault
 
 from mdl.errors import ExitCode, HubReplyError, TokenLeakError
@@ -516,3 +518,33 @@ def test_a_reply_mdl_cannot_read_never_quotes_the_runs_token_to_the_library(
         server.stop()
     assert "unexpected reply from" in message and "you sent Token: REDACTED" in message, message
     assert MIRROR_TOKEN not in message
+
+
+def test_a_file_s_reply_parsers_load_while_its_first_byte_is_asked(
+    hostile: HostileHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull of one file of a repo asks its first byte first: the parsers of the answer (pydantic's
+    models among them, ~50 ms) load on a thread while it is out (``import_ahead``), not between the
+    answer and the file's ranges. The Hub holds its answer till they are loaded, or says it never
+    saw them."""
+    hostile.add_repo("org/lfs", {"w.safetensors": b"s" * 4000})
+    parsers = "mdl.sources._hubreplies"
+    monkeypatch.delitem(sys.modules, parsers, raising=False)  # (as in a fresh run: loaded anew)
+    seen: list[bool] = []
+
+    def loaded_while_asked() -> None:
+        deadline = time.monotonic() + HANG  # (not a speed: a bound on a wait that ends at once)
+        while parsers not in sys.modules and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen.append(parsers in sys.modules)
+
+    hostile.faults.add(Fault.call(loaded_while_asked, path_prefix="/org/lfs/resolve/"))
+    hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
+    try:
+        meta = hub.file_metadata(
+            "org/lfs", "w.safetensors", repo_type="model", revision="main", what="m"
+        )
+    finally:
+        hub.close()
+    assert seen == [True]
+    assert meta.size == 4000
