@@ -47,8 +47,8 @@ class BodyCopy:
     ) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
         # (the answer ends the piece) told once the bytes left take about a round trip to come,
-        # judged at half the answer (never before: no more than twice the streams read at full),
-        # when the streams' rate is measured (at its start, a file's first answers know none)
+        # judged at half the answer by its own rate then (never before: no more than twice the
+        # streams read at full)
         self.near_end, self.near, self.judged = near_end, math.inf, False
         self.began = time.monotonic()  # (made as its answer's head arrived)
         if near_end is not None and piece.end is not None:

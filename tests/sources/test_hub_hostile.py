@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from runfixtures import HANG, mdl, use_catalog
 from servers import TOKEN, CdnServer, Exchange, Fault
 
 from mdl.errors import ExitCode, HubReplyError, TokenLeakError
+from mdl.sources._hubreplies import FileMetadata
 from mdl.sources.hub import Hub
 from mdl.transfer.http import RetryPolicy, TokenGuard, make_client
 
@@ -364,18 +365,23 @@ def test_api_redirect_to_another_origin_is_refused(hostile: HostileHub, other: C
     assert other.log.records() == []
 
 
+def lfs_metadata(hostile: HostileHub) -> FileMetadata:
+    """``org/lfs``'s ``w.safetensors`` as a pull of that one file asks it first."""
+    hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
+    try:
+        return hub.file_metadata(
+            "org/lfs", "w.safetensors", repo_type="model", revision="main", what="m"
+        )
+    finally:
+        hub.close()
+
+
 def test_head_stops_at_a_redirect_off_the_hub_and_reads_it(hostile: HostileHub) -> None:
     """As huggingface_hub: the metadata of an LFS file is on the redirect to the CDN, which is
     never asked.
     """
     hostile.add_repo("org/lfs", {"w.safetensors": b"s" * 4000})
-    hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
-    try:
-        meta = hub.file_metadata(
-            "org/lfs", "w.safetensors", repo_type="model", revision="main", what="m"
-        )
-    finally:
-        hub.close()
+    meta = lfs_metadata(hostile)
     assert (meta.commit, meta.size) == (hostile.repo("org/lfs").sha, 4000)
     assert meta.etag is not None and len(meta.etag) == 64
     assert hostile.cdn.log.records() == []
@@ -533,18 +539,12 @@ def test_a_file_s_reply_parsers_load_while_its_first_byte_is_asked(
     seen: list[bool] = []
 
     def loaded_while_asked() -> None:
-        deadline = time.monotonic() + HANG  # (not a speed: a bound on a wait that ends at once)
-        while parsers not in sys.modules and time.monotonic() < deadline:
-            time.sleep(0.005)
+        # the importing thread's end is the event (none started: the parsers are not loading)
+        for thread in threading.enumerate():
+            if thread.name == "mdl-import-ahead":
+                thread.join(HANG)
         seen.append(parsers in sys.modules)
 
     hostile.faults.add(Fault.call(loaded_while_asked, path_prefix="/org/lfs/resolve/"))
-    hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
-    try:
-        meta = hub.file_metadata(
-            "org/lfs", "w.safetensors", repo_type="model", revision="main", what="m"
-        )
-    finally:
-        hub.close()
+    assert lfs_metadata(hostile).size == 4000
     assert seen == [True]
-    assert meta.size == 4000
