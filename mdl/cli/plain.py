@@ -1,7 +1,8 @@
 """The bodies of ``mdl get``, ``mdl pull`` and ``mdl verify``, and their plainest command lines run
 without Typer (Typer and its command are ~0.03 of a tiny get's 0.2 CPU-s, and of the readiness
 probe's): ``get SOURCE...`` with ``-o FILE``, ``-d DIR``, ``--sha256 HEX``; ``pull [NAME...]``
-with ``--all``; ``verify [NAME...]`` with ``--all``, ``--quick``, ``--locked``; ``-q`` with each.
+with ``--all``; ``verify [NAME...]`` with ``--all``, ``--quick``, ``--locked``; both with
+``--catalog FILE`` and ``--dest DIR`` (a cron line's places); ``-q`` with each.
 Those lines are a subset of each command's: each token means what it means to Typer, and anything
 else is Typer's (tests/cli/test_plain.py runs each both ways)."""
 
@@ -35,11 +36,17 @@ LINES: dict[str, dict[str, str]] = {
         "--dir": "directory",
         "--sha256": "sha256",
     },
-    "pull": {"--all": "all_models"},
-    "verify": {"--all": "all_models", "--quick": "quick", "--locked": "locked"},
+    "pull": {"--all": "all_models", "--catalog": "catalog", "--dest": "dest"},
+    "verify": {
+        "--all": "all_models",
+        "--quick": "quick",
+        "--locked": "locked",
+        "--catalog": "catalog",
+        "--dest": "dest",
+    },
 }
 WORDS = {"get": "sources", "pull": "names", "verify": "names"}
-VALUED = ("output", "directory", "sha256")
+VALUED = ("output", "directory", "sha256", "catalog", "dest")
 TEXT = ("sha256",)  # (valued options whose value Typer hands on as text, not as a path)
 QUIET = ("-q", "--quiet")
 

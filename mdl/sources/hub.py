@@ -4,7 +4,9 @@ passes hubreplies."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +69,11 @@ def stored_token() -> str | None:
     and ``HF_TOKEN`` is not set: mdl.catalog.settings.hf_token); a file that cannot be read (a
     folder: exit 7), is not UTF-8 text or holds a token no header can carry (exit 2) is named,
     never shown."""
-    from huggingface_hub import constants, get_token
+    from huggingface_hub import constants
+
+    if _nothing_stored(constants.HF_TOKEN_PATH):
+        return None
+    from huggingface_hub import get_token
 
     where = shown_path(constants.HF_TOKEN_PATH)
     try:
@@ -82,6 +88,20 @@ def stored_token() -> str | None:
     if token is not None and (bad := hub_token_problem(token, where)) is not None:
         raise bad
     return token
+
+
+def _nothing_stored(path: str) -> bool:
+    """Whether huggingface_hub's ``get_token`` (2.x) has no token to find: none of its sources (an
+    OIDC exchange HF_OIDC_RESOURCE asks for, HF_TOKEN or its old name, the token file at ``path``,
+    Colab's secrets) is there. Then its module (huggingface_hub.utils, with yaml and filelock: ~25
+    ms, before a Hub pull's first request) is not loaded; anything there is the library's to read
+    (tests/sources/test_stored_token.py holds the two equal)."""
+    names = ("HF_OIDC_RESOURCE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+    return (
+        not any(os.environ.get(name) for name in names)
+        and "google.colab" not in sys.modules  # (Colab's kernel has it loaded)
+        and not os.path.lexists(path)
+    )
 
 
 # huggingface_hub's hf_hub_url written out: its module (huggingface_hub.file_download) costs ~0.2 s

@@ -597,9 +597,11 @@ def selected(
     """The ``items`` a whole-repo entry takes by its include and exclude patterns, as
     huggingface_hub applies them.
     """
+    include, exclude = list(spec.include) or None, list(spec.exclude) or None
+    if include is None and exclude is None:
+        return list(items)  # (all of them, as the library keeps them: its module not loaded)
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
-    include, exclude = list(spec.include) or None, list(spec.exclude) or None
     return list(
         filter_repo_objects(items, allow_patterns=include, ignore_patterns=exclude, key=key)
     )

@@ -33,6 +33,8 @@ PLAIN = (
     ["verify"],
     ["pull", "one", "-q"],
     ["pull", "--all"],
+    ["pull", "one", "-q", "--catalog", "c.toml", "--dest", "models"],
+    ["verify", "--dest", "models", "--catalog", "c.toml", "--all", "--quick"],
 )
 TYPER_S = (
     ["get"],  # (Typer says what is missing)
@@ -61,6 +63,9 @@ TYPER_S = (
     ["verify", "--quick", "--frozen"],
     ["pull", "tiny", "--dry-run"],
     ["pull", "--all", "--quick"],
+    ["pull", "one", "--catalog=c.toml"],
+    ["pull", "one", "-c", "c.toml"],
+    ["pull", "one", "--dest", "a", "--dest", "b"],
     ["lock"],
 )
 
@@ -124,6 +129,10 @@ def test_a_plain_get_run_both_ways_says_and_writes_the_same(
         ("--all", "--quick", "--locked", "--", "broken"),  # (Typer's: the file changed, exit 6)
         ("pull", "one"),  # (a pull of what is there: its folder on stdout)
         ("pull", "--all", "-q"),
+        # the common places a cron line names (a fetch into another folder; refusals: exit 2)
+        ("pull", "one", "-q", "--catalog", "catalog.toml", "--dest", "elsewhere"),
+        ("pull", "one", "--dest", "in-the-way.bin"),
+        ("--all", "--quick", "--catalog", "missing.toml"),
     ],
 )
 def test_a_plain_verify_or_pull_run_both_ways_says_the_same(
@@ -146,7 +155,8 @@ def test_a_plain_verify_or_pull_run_both_ways_says_the_same(
 
     ends = both_ways(tmp_path, monkeypatch, argv, pulled)
     assert ends["plain"] == ends["typer"]
-    assert ends["plain"][0] == (6 if broken else 0)
+    refused = {"in-the-way.bin", "missing.toml"} & set(shape)  # (usage errors: exit 2)
+    assert ends["plain"][0] == (6 if broken else 2 if refused else 0)
 
 
 def both_ways(

@@ -401,6 +401,31 @@ def test_a_hub_pull_never_loads_hf_hub_url_s_module(
     ] == [b"weights"]
 
 
+def test_a_hub_pull_with_no_token_anywhere_never_loads_the_token_s_module(
+    tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No HF_TOKEN, no token file, no OIDC: huggingface_hub.utils (yaml, filelock: ~25 ms before
+    the first request) is not loaded to say there is no token (tests/sources/test_stored_token.py
+    holds the answer to the library's); a token file there is read and sent."""
+    hub.add_repo("org/tiny", {"config.json": b"{}", "w.bin": b"weights"})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    (tmp_path / "catalog.toml").write_text(
+        '[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n'
+    )
+    assert loaded(tmp_path, ("huggingface_hub.utils",), "pull", "tiny", "-q") == []
+    assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
+    # a private repo: only the token stored in the file opens it
+    hub.add_repo("org/secret", {"w.bin": b"private weights"}, private=True)
+    (tmp_path / "catalog.toml").write_text(
+        '[settings]\ndest = "models"\n\n[models.secret]\nrepo = "org/secret"\n'
+    )
+    (tmp_path / "hf-home").mkdir()
+    (tmp_path / "hf-home" / "token").write_text(f"{TOKEN}\n")
+    assert loaded(tmp_path, (), "pull", "secret", "-q") == []
+    assert (tmp_path / "models" / "secret" / "w.bin").read_bytes() == b"private weights"
+
+
 def test_every_command_is_built_as_registered() -> None:
     """The lazy table builds each command from its own function, under its own name; help lists
     them in order.
