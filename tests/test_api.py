@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import RecordingProgress, make_hf_run
-from servers import CdnServer, HubServer, make_data
+from servers import TOKEN, CdnServer, HubServer, make_data
 
 import mdl
 from mdl import CatalogError, IntegrityError, MdlError, NotFoundError, UsageError
@@ -308,7 +309,10 @@ def test_a_call_leaves_loggers_as_it_found_them(
 ) -> None:
     """huggingface_hub installs a stderr handler on its logger when it is first imported, which a
     call of mdl's may be (a pull builds Hub URLs with it): mdl takes it off again, and its own
-    logger has only a NullHandler (issue 27)."""
+    logger has only a NullHandler (issue 27). A token stored by `hf auth login` is read with the
+    library's get_token, whose module sets that logging up: the case here."""
+    stored = tmp_path / "hf-token"
+    stored.write_text(TOKEN)
     code = f"""
 import logging, sys
 import mdl
@@ -324,7 +328,12 @@ assert after == before, (before, after)
 assert [type(h).__name__ for h in logging.getLogger("mdl").handlers] == ["NullHandler"]
 """
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "HF_TOKEN_PATH": str(stored)},
     )
     assert done.returncode == 0, done.stderr
 

@@ -12,6 +12,7 @@ import pytest
 from huggingface_hub import constants, get_token
 from huggingface_hub.errors import OIDCError
 
+from mdl.errors import LocalFSError
 from mdl.sources.hub import stored_token
 
 TOKEN = "hf_" + "s" * 34
@@ -58,6 +59,24 @@ def test_the_stored_token_is_the_one_huggingface_hub_finds(
     expected = get_token()
     assert (expected is not None) == (there in ("a token file", "HF_TOKEN", "the old name"))
     assert stored_token() == expected
+
+
+@pytest.mark.parametrize("there", ["a file where its folder is", "a loop of links"])
+def test_a_token_file_that_cannot_be_reached_is_said_as_the_library_finds_it(
+    token_file: Path, monkeypatch: pytest.MonkeyPatch, there: str
+) -> None:
+    """Not "no token": a path the library cannot read but for its absence is named (exit 7),
+    never passed over (a private repo would then fail as not found)."""
+    if there == "a file where its folder is":
+        token_file.parent.write_text("a file")
+    else:
+        token_file.parent.symlink_to(token_file.parent)
+    with pytest.raises(OSError) as raised:
+        get_token()
+    with pytest.raises(LocalFSError) as said:
+        stored_token()
+    assert said.value.message.startswith(f"{token_file}: the Hub token file: ")
+    assert raised.value.strerror and raised.value.strerror.lower() in said.value.message
 
 
 def test_an_oidc_exchange_asked_for_is_the_library_s_to_make(
