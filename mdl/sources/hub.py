@@ -39,7 +39,7 @@ from mdl.transfer.http import (
     refuse_redirect,
 )
 
-# pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
+# the replies' checks, loaded only when the Hub answers (mdl get of a plain URL never asks it)
 if TYPE_CHECKING:
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
 
@@ -189,14 +189,10 @@ class Hub:
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
         url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
-        # the replies' models (pydantic) load while the answer comes, not between it and the
-        # listing's request
-        loaded = import_ahead("mdl.sources._hubreplies")
         try:
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
         except RepoMissingError as exc:
             self._missing(exc, repo, repo_type=repo_type, what=what)
-        loaded()
         from mdl.sources._hubreplies import parse_revision
 
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
@@ -265,8 +261,9 @@ class Hub:
         otherwise), size, Xet hash, and the CDN URL (``location``) of a redirected file.
         """
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
-        # (as commit_of's: the parsers load while the answer comes; a pull of one file of a repo
-        # asks this first, and they were ~50 ms between its answer and the file's ranges)
+        # the parsers (huggingface_hub's utils, for the Xet headers: ~25 ms) load while the answer
+        # comes; a pull of one file of a repo asks this first, and they were ~50 ms between its
+        # answer and the file's ranges
         loaded = import_ahead("mdl.sources._hubreplies", "huggingface_hub.utils")
         try:
             response, _ = self._fetch(

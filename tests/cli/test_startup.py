@@ -406,7 +406,8 @@ def test_a_hub_pull_with_no_token_anywhere_never_loads_the_token_s_module(
 ) -> None:
     """No HF_TOKEN, no token file, no OIDC: huggingface_hub.utils (yaml, filelock: ~25 ms before
     the first request) is not loaded to say there is no token (tests/sources/test_stored_token.py
-    holds the answer to the library's); a token file there is read and sent."""
+    holds the answer to the library's), nor pydantic to read the Hub's replies; a token file there
+    is read and sent."""
     hub.add_repo("org/tiny", {"config.json": b"{}", "w.bin": b"weights"})
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -415,6 +416,11 @@ def test_a_hub_pull_with_no_token_anywhere_never_loads_the_token_s_module(
     )
     assert loaded(tmp_path, ("huggingface_hub.utils",), "pull", "tiny", "-q") == []
     assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
+    # the catalog checked once (its rules are pydantic's), a pull reads the Hub's replies without
+    # pydantic (mdl.sources._hubreplies: ~80 ms a start)
+    watched = ("huggingface_hub.utils", "pydantic")
+    assert loaded(tmp_path, watched, "pull", "tiny", "-q", "--dest", "again") == []
+    assert (tmp_path / "again" / "tiny" / "w.bin").read_bytes() == b"weights"
     # a private repo: only the token stored in the file opens it
     hub.add_repo("org/secret", {"w.bin": b"private weights"}, private=True)
     (tmp_path / "catalog.toml").write_text(

@@ -140,6 +140,121 @@ def test_any_revision_reply_is_a_commit_or_refused(body: bytes) -> None:
     assert re.fullmatch("[0-9a-f]{40}", info.sha)
 
 
+def _pydantic_spec() -> tuple[Any, Any]:
+    """The strict pydantic models mdl's Hub replies were read with (before issue 90 wrote the
+    checks out: pydantic cost a Hub pull ~80 ms of start-up): the spec the hand checks keep."""
+    from typing import Annotated, Literal
+
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        Field,
+        StrictInt,
+        StrictStr,
+        TypeAdapter,
+        ValidationInfo,
+        field_validator,
+    )
+
+    from mdl.sources._hubreplies import xet_hash
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    class RevisionInfo(Strict):
+        sha: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{40}$")]
+
+    class LfsInfo(Strict):
+        oid: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+        size: Annotated[StrictInt, Field(ge=0)]
+
+    class TreeEntry(Strict):
+        type: Literal["file", "directory"]
+        path: StrictStr
+        size: Annotated[StrictInt, Field(ge=0)]
+        oid: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{40}$")]
+        lfs: LfsInfo | None = None
+        xet_hash: str | None = Field(default=None, alias="xetHash")
+
+        @field_validator("xet_hash", mode="plain")
+        @classmethod
+        def _xet_hash(cls, value: Any, info: ValidationInfo) -> str | None:
+            return xet_hash(value, where="spec")
+
+        @field_validator("path")
+        @classmethod
+        def _plain_path(cls, value: str) -> str:
+            if (problem := name_problem(value)) is not None:
+                raise ValueError(f"hostile listing: path {value!r}: {problem}")
+            return value
+
+    return TypeAdapter(RevisionInfo), TypeAdapter(list[TreeEntry])
+
+
+SPEC_REVISION, SPEC_TREE = _pydantic_spec()
+
+
+def _spec_says(adapter: Any, document: Any) -> tuple[str, Any]:
+    """("ok", the fields) or ("refused", where: what) as the pydantic spec reads ``document``."""
+    from pydantic import ValidationError
+
+    try:
+        found = adapter.validate_python(document)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return "refused", (where, message.split(" path ")[0])
+    if isinstance(found, list):
+        return "ok", [
+            (e.type, e.path, e.size, e.oid, e.lfs and (e.lfs.oid, e.lfs.size), e.xet_hash)
+            for e in found
+        ]
+    return "ok", found.sha
+
+
+@given(tree_documents)
+@example([{"type": "file", "path": "a", "size": True, "oid": "a" * 40}])
+@example([{"type": "file", "path": "a", "size": -1, "oid": "a" * 40}])
+@example([{"type": "symlink", "path": "a", "size": 1, "oid": "a" * 40}])
+@example([{"type": "file", "size": 1, "oid": "a" * 40}])
+@example([{"type": "file", "path": 1, "size": 1, "oid": "a" * 40}])
+@example([{"type": "file", "path": "a", "size": 1, "oid": "a" * 40, "lfs": {"oid": "b" * 64}}])
+@example({"type": "file"})
+@example([{"type": "file", "path": "a", "size": 1.0, "oid": "a" * 40}])
+@example([{"type": "file", "path": "a", "size": 1, "oid": "a" * 40 + "\n"}])
+@example([{"type": "file", "path": "a", "size": 1, "oid": "a" * 40, "lfs": False}])
+@example([{"type": "file", "path": "x\u202etxt", "size": 1, "oid": "a" * 40}])
+@example([{"type": "file", "path": "a", "size": 1, "oid": "a" * 40, "xetHash": "b" * 64}])
+def test_a_tree_page_is_read_as_the_strict_pydantic_models_read_it(document: Any) -> None:
+    """Taken with the same fields, or refused at the same place for the same reason."""
+    verdict, said = _spec_says(SPEC_TREE, document)
+    body = json.dumps(document).encode()
+    if verdict == "ok":
+        page = parse_tree_page(body, what="m", url=URL)
+        assert [(*e[:4], e.lfs and tuple(e.lfs), e.xet_hash) for e in page] == said
+        return
+    with pytest.raises(HubReplyError) as refused:
+        parse_tree_page(body, what="m", url=URL)
+    where, message = said
+    assert f"from {URL}: {where + ': ' if where else ''}{message}" in refused.value.message
+
+
+@given(revision_documents)
+@example({"sha": "a" * 40 + "\n"})
+@example(["not", "an", "object"])
+def test_a_revision_reply_is_read_as_the_strict_pydantic_model_reads_it(document: Any) -> None:
+    verdict, said = _spec_says(SPEC_REVISION, document)
+    body = json.dumps(document).encode()
+    if verdict == "ok":
+        assert parse_revision(body, what="m", url=URL).sha == said
+        return
+    with pytest.raises(HubReplyError) as refused:
+        parse_revision(body, what="m", url=URL)
+    where, message = said
+    assert f"from {URL}: {where + ': ' if where else ''}{message}" in refused.value.message
+
+
 header_values = (
     st.text(max_size=50)
     | st.text(HEX, min_size=40, max_size=40)
