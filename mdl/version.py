@@ -2,5 +2,5 @@
 (and the API).
 """
 
-__version__ = "0.27.0"
+__version__ = "0.28.0"
 USER_AGENT = f"mdl/{__version__}"
