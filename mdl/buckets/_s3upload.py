@@ -260,6 +260,8 @@ class S3Upload:
             )["UploadId"]
         try:
             parts = fill(upload_id)
+            if parts is not None and self.sent is not None:
+                self.sent(0)  # the last word before the object is complete: it may stop it
             done = None if parts is None else self._complete(upload_id, parts)
         except _Conflict:
             # AWS: a 409 to CompleteMultipartUpload means starting the upload again (the upload

@@ -248,6 +248,8 @@ class FolderWriter:
                         f"cannot copy {path} into the folder: the copy is not the"
                         f" {size} bytes verified (the file changed since)"
                     )
+                if sent is not None:
+                    sent(0)  # the last word before the object is whole: it may stop it
                 if overwrite:
                     _replace(temp, target, folder)
                 elif not _link(folder, temp, target):

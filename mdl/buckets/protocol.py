@@ -215,7 +215,8 @@ class Writer(Protocol):
         checksum where it keeps one; marked as mdl's (``mark_text``, ``side`` saying whose; S3:
         its metadata; a folder: ``names.Mark.of(uri, root=root)``, ``root`` the mirror's fixed
         part).
-        ``sent``: told the bytes as they go (what it raises stops the upload)."""
+        ``sent``: told the bytes as they go, and 0 just before the object is made whole (what it
+        raises stops the upload)."""
 
     def assemble(
         self,

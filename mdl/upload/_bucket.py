@@ -7,9 +7,10 @@ other version's file can take.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mdl.report import FileOutcome, failed
 
 log = logging.getLogger("mdl.publish")
 HEAD_WORKERS = 16  # looks to decide what to skip are latency-bound: many at once
+STOP_POLL = 0.05  # seconds: an upload waiting for leave to complete looks at the stop this often
 
 
 @dataclass(frozen=True)
@@ -86,19 +88,37 @@ class Bucket:
     def send(self, files: Sequence[ReadyFile], *, progress: Progress) -> list[FileOutcome]:
         """Upload ``files``, ``connections`` at once, each closed as soon as it is done. Ctrl-C
         stops them all: unfinished uploads are aborted (a multipart upload, a folder's temp file),
-        complete objects stay (to be skipped)."""
+        complete objects stay (to be skipped). An upload is made complete only once this (the
+        main) thread has let it (``_meter``): a Ctrl-C another thread took wakes no wait here, and
+        is raised here before, not after that upload completes."""
         stop = threading.Event()
+        # what wakes this thread: an upload done, or one asking to complete (its Event to set)
+        woken: queue.SimpleQueue[Future[FileOutcome] | threading.Event] = queue.SimpleQueue()
         pool = ThreadPoolExecutor(max_workers=self.connections)
         try:
-            futures = [pool.submit(self._send, f, progress, stop) for f in files]
-            return [future.result() for future in as_completed(futures)]
+            futures = [pool.submit(self._send, f, progress, stop, woken.put) for f in files]
+            for future in futures:
+                future.add_done_callback(woken.put)
+            outcomes: list[FileOutcome] = []
+            while len(outcomes) < len(futures):
+                if isinstance(item := woken.get(), threading.Event):
+                    item.set()  # (a Ctrl-C pending in this thread was raised by now)
+                else:
+                    outcomes.append(item.result())
+            return outcomes
         except KeyboardInterrupt:
             stop.set()
             raise InterruptedByUserError("interrupted while uploading") from None
         finally:
             pool.shutdown(cancel_futures=True)
 
-    def _send(self, f: ReadyFile, progress: Progress, stop: threading.Event) -> FileOutcome:
+    def _send(
+        self,
+        f: ReadyFile,
+        progress: Progress,
+        stop: threading.Event,
+        ask: Callable[[threading.Event], None],
+    ) -> FileOutcome:
         """One file, uploaded over whatever is there (its object was compared first: bytes there
         that are not these are a damaged object, replaced)."""
         label, uri = f"{f.model}/{f.path}", self.object_of(f)
@@ -110,7 +130,7 @@ class Bucket:
                 sha256=f.sha256,
                 root=self.root,
                 overwrite=True,
-                sent=_meter(progress, f, stop),
+                sent=_meter(progress, f, stop, ask),
                 side=side_of(f.source),
             )
         except MdlError as exc:
@@ -140,12 +160,23 @@ class Bucket:
         )
 
 
-def _meter(progress: Progress, f: ReadyFile, stop: threading.Event) -> Callable[[int], None]:
+def _meter(
+    progress: Progress,
+    f: ReadyFile,
+    stop: threading.Event,
+    ask: Callable[[threading.Event], None] | None = None,
+) -> Callable[[int], None]:
     """A file's progress from the upload threads: its row starts with its first bytes on the
-    wire; once ``stop`` is set, no more bytes go (the upload is aborted)."""
+    wire; once ``stop`` is set, no more bytes go (the upload is aborted). Told 0 bytes (the upload
+    is about to be made complete), it first waits for the main thread's leave (``ask``), given
+    only once that thread has run, so after a Ctrl-C delivered before it."""
     label, lock, started = f"{f.model}/{f.path}", threading.Lock(), threading.Event()
 
     def advance(nbytes: int) -> None:
+        if not nbytes and ask is not None and not stop.is_set():
+            ask(leave := threading.Event())
+            while not leave.wait(STOP_POLL) and not stop.is_set():
+                pass
         if stop.is_set():
             raise InterruptedByUserError("interrupted while uploading")
         with lock:

@@ -375,7 +375,8 @@ def test_upload_is_exclusive_and_leaves_no_temp(tmp_path: Path) -> None:
 
 def test_an_upload_told_to_overwrite_replaces_and_reports_its_bytes(tmp_path: Path) -> None:
     """``overwrite`` (publish's rule): what is there is replaced, atomically, and marked again;
-    ``sent`` hears the bytes copied."""
+    ``sent`` hears the bytes copied, then 0 just before the object is whole (its last word: what it
+    raises then stops the upload)."""
     writer = STORE.writer(endpoint=None, secrets=None)
     target, shelf = tmp_path / "shelf" / "w.bin", uri_of(tmp_path / "shelf") + "/"
     target.parent.mkdir()
@@ -392,7 +393,7 @@ def test_an_upload_told_to_overwrite_replaces_and_reports_its_bytes(tmp_path: Pa
         overwrite=True,
         sent=told.append,
     )
-    assert target.read_bytes() == DATA and told == [len(DATA)]
+    assert target.read_bytes() == DATA and told == [len(DATA), 0]
     owned = writer.owned(uri_of(target), root=shelf)
     assert owned is not None and owned.marked
     assert _temps(tmp_path) == []

@@ -477,6 +477,41 @@ def test_ctrl_c_mid_publish_exits_130_leaves_no_open_upload_and_the_rerun_finish
     assert {p for p, f in files_of(again).items() if f["action"] == "skipped"} == done_before
 
 
+def test_a_ctrl_c_that_wakes_no_wait_is_heard_before_the_multipart_is_completed(
+    s3: S3, tmp_path: Path
+) -> None:
+    """A SIGINT is taken by whichever thread the kernel gives it (another one, when the main
+    thread had it blocked for a moment, as in creating a thread): Python's handler is then due in
+    the main thread, but its wait is not woken. Heard only when an upload ends, the big file's
+    multipart upload would be completed after the Ctrl-C; heard before it completes, it is aborted.
+    ``_thread.interrupt_main`` is such a signal: the handler due, no wait woken."""
+    import _thread
+    import threading
+
+    from mdl.errors import InterruptedByUserError
+    from mdl.progress import NullProgress
+    from mdl.upload._bucket import Bucket, ReadyFile
+
+    big = tmp_path / "big.safetensors"
+    big.write_bytes(BIG)
+    client = s3.client()
+    client.create_bucket(Bucket=BUCKET)
+    s3.cutter.hold_parts = held = threading.Event()
+
+    def interrupt() -> None:
+        wait_for(lambda: any("partNumber=" in q for _, _, q in s3.cutter.writes), what="a part")
+        _thread.interrupt_main()  # (the main thread waits on the upload: it is not woken)
+        held.set()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    ready = ReadyFile("tiny", "nested/big.safetensors", big, len(BIG), sha(BIG), "hf://org/tiny")
+    with pytest.raises(InterruptedByUserError):
+        Bucket(f"s3://{BUCKET}/hub").send([ready], progress=NullProgress())
+    assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert key(BIG) not in keys, "completed after the Ctrl-C"
+
+
 def test_a_mirror_endpoint_nothing_listens_on_is_warned_about_once(
     hub_repo: HubServer, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
