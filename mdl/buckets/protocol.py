@@ -215,8 +215,9 @@ class Writer(Protocol):
         checksum where it keeps one; marked as mdl's (``mark_text``, ``side`` saying whose; S3:
         its metadata; a folder: ``names.Mark.of(uri, root=root)``, ``root`` the mirror's fixed
         part).
-        ``sent``: told the bytes as they go, and 0 just before the object is made whole (what it
-        raises stops the upload)."""
+        ``sent``: told the bytes as they go, and 0 just before an upload of parts is made whole
+        (a multipart's completion, a folder copy's rename; one PUT is whole at once): what it
+        raises stops the upload."""
 
     def assemble(
         self,

@@ -103,9 +103,21 @@ def _text(
     at, value = _field(found, key, where)
     if not isinstance(value, str):
         raise _Refused(at, "Input should be a valid string")
+    if pattern is not None:
+        _unicode(at, value)  # (pydantic's patterns and literals read the text as UTF-8)
     if pattern is not None and not pattern.fullmatch(value):
         raise _Refused(at, f"String should match pattern '{pattern.pattern}'")
     return value
+
+
+def _unicode(at: str, value: str) -> None:
+    """A JSON string whose escapes make no text (a lone surrogate, ``"\\ud800"``) is refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused(
+            at, "Input should be a valid string, unable to parse raw data as a unicode string"
+        ) from None
 
 
 def _size_of(found: Mapping[str, object], key: str, where: str) -> int:
@@ -130,6 +142,8 @@ def _tree_page(document: object) -> list[TreeEntry]:
 def _entry(item: object, where: str) -> TreeEntry:
     found = _object(item, where, "TreeEntry")
     at, kind = _field(found, "type", where)
+    if isinstance(kind, str):
+        _unicode(at, kind)
     if kind not in ("file", "directory"):
         raise _Refused(at, "Input should be 'file' or 'directory'")
     path = _text(found, "path", where)

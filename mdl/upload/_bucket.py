@@ -91,12 +91,15 @@ class Bucket:
         complete objects stay (to be skipped). An upload is made complete only once this (the
         main) thread has let it (``_meter``): a Ctrl-C another thread took wakes no wait here, and
         is raised here before, not after that upload completes."""
-        stop = threading.Event()
+        # stop: Ctrl-C (unfinished uploads aborted); gone: this thread waits no more (an error
+        # here): an upload asking for leave goes on without it, as it did before it asked
+        stop, gone = threading.Event(), threading.Event()
         # what wakes this thread: an upload done, or one asking to complete (its Event to set)
         woken: queue.SimpleQueue[Future[FileOutcome] | threading.Event] = queue.SimpleQueue()
         pool = ThreadPoolExecutor(max_workers=self.connections)
         try:
-            futures = [pool.submit(self._send, f, progress, stop, woken.put) for f in files]
+            ask = _Asking(woken.put, stop, gone)
+            futures = [pool.submit(self._send, f, progress, stop, ask) for f in files]
             for future in futures:
                 future.add_done_callback(woken.put)
             outcomes: list[FileOutcome] = []
@@ -110,14 +113,11 @@ class Bucket:
             stop.set()
             raise InterruptedByUserError("interrupted while uploading") from None
         finally:
+            gone.set()
             pool.shutdown(cancel_futures=True)
 
     def _send(
-        self,
-        f: ReadyFile,
-        progress: Progress,
-        stop: threading.Event,
-        ask: Callable[[threading.Event], None],
+        self, f: ReadyFile, progress: Progress, stop: threading.Event, ask: _Asking
     ) -> FileOutcome:
         """One file, uploaded over whatever is there (its object was compared first: bytes there
         that are not these are a damaged object, replaced)."""
@@ -160,11 +160,22 @@ class Bucket:
         )
 
 
+@dataclass(frozen=True)
+class _Asking:
+    """An upload's way to the main thread's leave before it is made whole (``_meter``)."""
+
+    put: Callable[[threading.Event], None]  # onto the queue the main thread waits on
+    stop: threading.Event  # Ctrl-C: no leave comes, the upload is aborted
+    gone: threading.Event  # the main thread waits no more: the upload goes on
+
+    def leave(self) -> None:
+        self.put(given := threading.Event())
+        while not given.wait(STOP_POLL) and not self.stop.is_set() and not self.gone.is_set():
+            pass
+
+
 def _meter(
-    progress: Progress,
-    f: ReadyFile,
-    stop: threading.Event,
-    ask: Callable[[threading.Event], None] | None = None,
+    progress: Progress, f: ReadyFile, stop: threading.Event, ask: _Asking | None = None
 ) -> Callable[[int], None]:
     """A file's progress from the upload threads: its row starts with its first bytes on the
     wire; once ``stop`` is set, no more bytes go (the upload is aborted). Told 0 bytes (the upload
@@ -174,11 +185,11 @@ def _meter(
 
     def advance(nbytes: int) -> None:
         if not nbytes and ask is not None and not stop.is_set():
-            ask(leave := threading.Event())
-            while not leave.wait(STOP_POLL) and not stop.is_set():
-                pass
+            ask.leave()
         if stop.is_set():
             raise InterruptedByUserError("interrupted while uploading")
+        if not nbytes:
+            return  # (the last word before it is whole: no bytes, no row started for it)
         with lock:
             if not started.is_set():
                 started.set()

@@ -512,6 +512,63 @@ def test_a_ctrl_c_that_wakes_no_wait_is_heard_before_the_multipart_is_completed(
     assert key(BIG) not in keys, "completed after the Ctrl-C"
 
 
+def test_an_upload_s_own_error_ends_the_send_and_the_others_are_made_whole(tmp_path: Path) -> None:
+    """An upload that fails with an error of its own (not mdl's: a bug) ends ``send`` with it; an
+    upload about to be made whole once this thread waits no more goes on without its leave, as
+    before it asked (none waits for a leave nobody gives: the send returns)."""
+    import sys
+    import threading
+
+    from mdl.progress import NullProgress
+    from mdl.upload._bucket import Bucket, ReadyFile
+
+    (tmp_path / "bucket").mkdir()
+    bucket = Bucket(f"file://{tmp_path}/bucket")
+    writer, failed = bucket.writer, threading.Event()
+    sending: list[int] = []
+
+    def shutting_down() -> bool:  # the sending thread left its loop: in the pool's shutdown
+        frame = sys._current_frames().get(sending[0])
+        while frame is not None and frame.f_code.co_name != "shutdown":
+            frame = frame.f_back
+        return frame is not None
+
+    class Writer:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(writer, name)
+
+        def upload(self, uri: str, path: Path, **kw: Any) -> Any:
+            if path.name == "bad":
+                failed.set()
+                raise RuntimeError("a bug in one upload")
+            failed.wait(HANG)
+            wait_for(shutting_down, what="the send to wait no more")
+            return writer.upload(uri, path, **kw)
+
+    bucket.writer = Writer()  # type: ignore[assignment]
+    files = []
+    for name in ("good", "bad"):
+        (tmp_path / name).write_bytes(name.encode() * 1000)
+        data = (tmp_path / name).read_bytes()
+        files.append(ReadyFile("m", name, tmp_path / name, len(data), sha(data), "hf://o/m"))
+    ended: list[BaseException] = []
+
+    def send() -> None:
+        sending.append(threading.get_ident())
+        try:
+            bucket.send(files, progress=NullProgress())
+        except BaseException as exc:  # (what it ended with, asserted below)
+            ended.append(exc)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    thread.join(HANG)
+    assert not thread.is_alive(), "the send waits for a leave nobody gives"
+    assert [repr(e) for e in ended] == ["RuntimeError('a bug in one upload')"]
+    good = b"good" * 1000  # (content-addressed: the object is named by its sha256)
+    assert (tmp_path / "bucket" / "m" / sha(good)).read_bytes() == good
+
+
 def test_a_mirror_endpoint_nothing_listens_on_is_warned_about_once(
     hub_repo: HubServer, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
