@@ -93,9 +93,9 @@ def stored_token() -> str | None:
 def _nothing_stored(path: str) -> bool:
     """Whether huggingface_hub's ``get_token`` (2.x) has no token to find: none of its sources (an
     OIDC exchange HF_OIDC_RESOURCE asks for, HF_TOKEN or its old name, the token file at ``path``,
-    Colab's secrets) is there. Then its module (huggingface_hub.utils, with yaml and filelock: ~25
-    ms, before a Hub pull's first request) is not loaded; anything there is the library's to read
-    (tests/sources/test_stored_token.py holds the two equal)."""
+    Colab's secrets) is there. Then its module (huggingface_hub.utils._auth, with yaml and
+    filelock: 25-50 ms, before a Hub pull's first request) is not loaded; anything there is the
+    library's to read (tests/sources/test_stored_token.py holds the two equal)."""
     names = ("HF_OIDC_RESOURCE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
     # (Colab's kernel has google.colab loaded)
     if any(os.environ.get(name) for name in names) or "google.colab" in sys.modules:

@@ -99,7 +99,7 @@ class Bucket:
         pool = ThreadPoolExecutor(max_workers=self.connections)
         try:
             ask = _Asking(woken.put, stop, gone)
-            futures = [pool.submit(self._send, f, progress, stop, ask) for f in files]
+            futures = [pool.submit(self._send, f, progress, ask) for f in files]
             for future in futures:
                 future.add_done_callback(woken.put)
             outcomes: list[FileOutcome] = []
@@ -116,9 +116,7 @@ class Bucket:
             gone.set()
             pool.shutdown(cancel_futures=True)
 
-    def _send(
-        self, f: ReadyFile, progress: Progress, stop: threading.Event, ask: _Asking
-    ) -> FileOutcome:
+    def _send(self, f: ReadyFile, progress: Progress, ask: _Asking) -> FileOutcome:
         """One file, uploaded over whatever is there (its object was compared first: bytes there
         that are not these are a damaged object, replaced)."""
         label, uri = f"{f.model}/{f.path}", self.object_of(f)
@@ -130,11 +128,11 @@ class Bucket:
                 sha256=f.sha256,
                 root=self.root,
                 overwrite=True,
-                sent=_meter(progress, f, stop, ask),
+                sent=_meter(progress, f, ask.stop, ask),
                 side=side_of(f.source),
             )
         except MdlError as exc:
-            if stop.is_set():
+            if ask.stop.is_set():
                 raise
             progress.finish(label, ok=False, message=exc.message.removeprefix(f"{uri}: "))
             return replace(failed(f.model, f.path, exc), dest=uri)
