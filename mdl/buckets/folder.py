@@ -26,6 +26,7 @@ from mdl.buckets.protocol import LEGACY_MARK, Listed, Seen, StoredObject, author
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
 from mdl.paths import kind_of, nearest_folder, open_dir, opened
 from mdl.redact import Secrets, printable, safe_text
+from mdl.writes import write_all
 
 log = logging.getLogger(__name__)
 
@@ -423,9 +424,7 @@ def _write_mark(uri: str, root: str, version: bytes) -> None:
 
 def _write(fd: int, path: Path, data: bytes) -> None:
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     except OSError as exc:
         raise local_error(exc, path, what="cannot write") from exc
@@ -493,9 +492,7 @@ def _copy(source: int, target: int, sent: Callable[[int], None]) -> int:
         copied += got
         sent(got)
     while chunk := os.read(source, CHUNK):  # from where the kernel's copy stopped
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(target, view) :]
+        write_all(target, chunk)
         copied += len(chunk)
         sent(len(chunk))
     return copied

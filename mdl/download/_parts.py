@@ -36,6 +36,7 @@ from mdl.transfer.context import Ledger
 from mdl.transfer.job import RangeTrust, TransferJob
 from mdl.transfer.ranges import Landings, covered, merged, touching
 from mdl.transfer.resume import job_root, load_state, seed
+from mdl.writes import write_at
 
 log = logging.getLogger("mdl.pull")
 
@@ -400,12 +401,12 @@ def _read(parts: PartSet, fd: int, trust: RangeTrust | None, number: int) -> _Go
     if found is None or len(found[0]) != end - start:
         return None
     if trust is None:
-        os.pwrite(fd, found[0], start)
+        write_at(fd, found[0], start)
         return _Got([(start, end)], end - start, parts.uri(number))
     data = memoryview(found[0])
     good, failed = verified(trust, start, data)
     for s, e in good:
-        os.pwrite(fd, data[s - start : e - start], s)
+        write_at(fd, data[s - start : e - start], s)
     return _Got(good, end - start, parts.uri(number), failed)
 
 

@@ -25,6 +25,7 @@ from mdl.errors import (
 from mdl.redact import printable
 from mdl.store import confined
 from mdl.wait import Wait
+from mdl.writes import write_at
 
 log = logging.getLogger("mdl.store")
 
@@ -119,7 +120,7 @@ def _write_holder(fd: int) -> None:
     line = f"pid {os.getpid()}, mdl {printable(command)[:40]}".rstrip() + f", since {since}\n"
     with contextlib.suppress(OSError):  # a lock works without its note
         os.ftruncate(fd, 0)
-        os.pwrite(fd, line.encode(), 0)
+        write_at(fd, line.encode(), 0)
 
 
 def holder_of(root: Path, where: Path) -> str:

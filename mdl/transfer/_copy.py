@@ -5,7 +5,6 @@ to the hasher, claimed, told to the listener and counted, its record saved when 
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import math
@@ -22,6 +21,7 @@ from mdl.transfer.hasher import HASH_BLOCK
 from mdl.transfer.job import Landing, SourceChanged
 from mdl.transfer.replies import size_differs
 from mdl.transfer.scheduling import MiB, Piece
+from mdl.writes import write_at
 
 log = logging.getLogger("mdl.transfer")
 
@@ -196,19 +196,6 @@ class BodyCopy:
         wrote, elapsed = self.offset - self.start, time.monotonic() - self.began
         if wrote >= MiB and elapsed > 0:  # what sizes this stream's next window
             self.piece.rate = wrote / elapsed
-
-
-def write_at(fd: int, data: bytes | memoryview, offset: int) -> int:
-    """Write all of ``data`` at ``offset``: a short write is continued, so the next call raises what
-    stopped it (a full disk). Kept short, the rest of the chunk would be lost and the next one
-    written where it should have been."""
-    view, done = memoryview(data), 0
-    while done < len(view):
-        written = os.pwrite(fd, view[done:], offset + done)
-        if written == 0:
-            raise OSError(errno.EIO, f"wrote nothing at byte {offset + done}")
-        done += written
-    return done
 
 
 def repeated(

@@ -34,6 +34,7 @@ from mdl.transfer.job import (
 from mdl.transfer.replies import take_version
 from mdl.transfer.resume import Loaded, discard_partial, finish_part, job_root, part_error
 from mdl.transfer.scheduling import MIN_PIECE, Piece, StreamStopped, run_pieces, spread
+from mdl.writes import write_at
 
 if TYPE_CHECKING:
     from mdl.transfer.job import PartSource
@@ -533,7 +534,7 @@ class Restarts:
 
         def put(index: int, data: bytes) -> None:
             start, end = swarm.spans[index]  # (a part the swarm hands no stream, checked whole)
-            os.pwrite(state.fd, data, start)
+            write_at(state.fd, data, start)
             with state.lock:
                 pieces[start].done = end - start
                 state.lock.notify_all()  # the hashing thread: the prefix may have grown

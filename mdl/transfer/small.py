@@ -26,6 +26,7 @@ from mdl.transfer.http import Tries, error_for_status, follow, say_wait
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import validators
 from mdl.transfer.resume import discard_partial, finish_part, job_root
+from mdl.writes import write_all
 
 # Below this many bytes a file is one GET held in memory (a thread's worth at most per worker).
 SMALL = 1 << 20
@@ -136,9 +137,7 @@ def _place(job: TransferJob, body: bytes, dirs: DirSyncs | None) -> None:
     try:
         fd = open_file(job_root(job), job.part_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, body)
             os.fdatasync(fd)
         finally:
             os.close(fd)

@@ -152,7 +152,9 @@ NOT_FOR_PLAIN_GET = (
 # register's readers (mdl.store.oneoffs) nor the RateLimit parser (mdl.transfer.rateheaders)
 # 87, issue 90: the first request sent while the rest loads (mdl.transfer.early, standard library
 # only) and read on the connection it opened (mdl.transfer.earlywire, once the download takes it)
-PLAIN_GET_MODULES = 87
+# 88, issue 90: the one whole write of a buffer (mdl.writes, below the parts: buckets and the
+# swarm write with it too), which transfer._copy's write_at moved to
+PLAIN_GET_MODULES = 88
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")

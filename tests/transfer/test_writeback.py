@@ -17,7 +17,6 @@ from servers import CdnServer, hold_after, make_data
 
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
-from mdl.transfer._copy import write_at
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
@@ -192,33 +191,6 @@ def test_writeback_of_a_file_is_harmless(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == b"x" * 100_000
-
-
-def test_a_short_write_is_continued_never_dropped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """pwrite may write less than asked (a disk filling up, a signal): the rest goes on at the right
-    offset, and what stopped it is raised by the next call, never a chunk left half-written with the
-    next one shifted into its place."""
-    calls: list[int] = []
-    real = os.pwrite
-
-    def short(fd: int, data: bytes | memoryview, offset: int) -> int:
-        calls.append(offset)
-        return real(fd, bytes(data)[: max(1, len(data) // 3)], offset)  # a third at a time
-
-    path = tmp_path / "f"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    try:
-        monkeypatch.setattr(os, "pwrite", short)
-        assert write_at(fd, b"abcdefghij" * 100, 5) == 1000
-        monkeypatch.setattr(os, "pwrite", lambda *_: 0)
-        with pytest.raises(OSError, match="wrote nothing at byte 7"):
-            write_at(fd, b"xyz", 7)
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == b"\0" * 5 + b"abcdefghij" * 100
-    assert len(calls) > 3 and calls[0] == 5
 
 
 class _LookedAt(Piece):
