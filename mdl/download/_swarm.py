@@ -29,7 +29,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -252,8 +252,13 @@ class Swarm(AbstractContextManager["Swarm"]):
         Whether anything changed."""
         self.final.check()
         found = self._found()
-        # (every read ends before the look does: a part in flight is no stream's to fetch)
-        read = bool(found) and any(list(self._readers.map(lambda i: self._fetch(i, put), found)))
+        # every read ends before the look does, a failed one's too (``map`` would raise at the
+        # first failure, the others still writing into a ``.part`` its fetch then closes): a part
+        # in flight is no stream's to fetch
+        reads = [self._readers.submit(self._fetch, i, put) for i in found]
+        wait(reads)
+        held = [done.result() for done in reads]  # (the first failure raised, once all ended)
+        read = any(held)
         # the claims are judged at every look, parts read or not: a dead machine's part is taken
         # over while the others' parts still come in (a loaded box reads them for seconds)
         return self._due_claims() or read
