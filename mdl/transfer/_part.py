@@ -535,12 +535,13 @@ class Restarts:
         def put(index: int, data: bytes) -> None:
             start, end = swarm.spans[index]  # (a part the swarm hands no stream, checked whole)
             write_at(state.fd, data, start)
+            state.hasher.offer(start, data)  # before it is claimed: the frontier's ours
             with state.lock:
                 pieces[start].done = end - start
                 state.lock.notify_all()  # the hashing thread: the prefix may have grown
             shared.progress.advance(state.job.label, end - start)
-            if (hear := state.beside.landing) is not None:
-                hear.landed(start, end)
+            if (hear := state.beside.landing) is not None:  # (its range check: not read back)
+                hear.landed(start, end, proved=True)
 
         def stopped() -> bool:
             return shared.cancel.is_set() or state.stop.is_set()

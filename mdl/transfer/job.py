@@ -132,9 +132,11 @@ class Landing(Protocol):
     """Whoever asks what of a job's ``.part`` is on disk as the fetch goes (a fill's publisher;
     a check of each range): one listener, told on the engine's threads; it must not block."""
 
-    def landed(self, start: int, end: int) -> None:
+    def landed(self, start: int, end: int, *, proved: bool = False) -> None:
         """Bytes ``[start, end)`` are written and claimed: the ones a record resumes on first,
-        then each answer's every MiB, at its piece's end and at its own. Off the engine's lock."""
+        then each answer's every MiB, at its piece's end and at its own. Off the engine's lock.
+        ``proved``: checked whole against the file's range trust before a byte of them was
+        written, and no stream writes them (a swarm's part from another machine)."""
 
     def taken_back(self, start: int, end: int) -> None:
         """Bytes ``[start, end)`` told before are claimed no more (a piece dropped or cut back,

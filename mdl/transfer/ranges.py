@@ -243,7 +243,7 @@ class Landings:
         self._pending: set[int] = set()  # spans whose bytes all landed, not done yet
         self._worker = Background(name, self._run, join=join)
 
-    def landed(self, start: int, end: int) -> None:
+    def landed(self, start: int, end: int, *, proved: bool = False) -> None:
         with self.changed:
             self._queued += 1
         self._told.put((True, start, end))
@@ -353,10 +353,23 @@ class RangeCheck(Landings):
         self.refetched: set[int] = set()
         self._released: set[int] = set()  # ranges whose bytes left (``reading``)
         self.refuted = False  # the whole file's hash refused it: nothing more leaves
+        # ranges landed ``proved`` (their writer checked them whole first): taken as verified
+        # once, not read back and hashed again
+        self._proved: set[int] = set()
         super().__init__(trust.spans, self._check, name=f"mdl-ranges:{label}", forget=self._forget)
         self._lock = self.changed
 
     # -- the fetch's side (``Landing``) --------------------------------------------------------
+    def landed(self, start: int, end: int, *, proved: bool = False) -> None:
+        if proved:  # (the ranges wholly inside: the ones its writer's check covered)
+            spans = self.spans
+            inside = [
+                i for i in touching(spans, start, end) if start <= spans[i][0] < spans[i][1] <= end
+            ]
+            with self._lock:
+                self._proved.update(inside)
+        super().landed(start, end)
+
     def taken_back(self, start: int, end: int) -> None:
         super().taken_back(start, end)
         if self.then is not None:
@@ -365,6 +378,7 @@ class RangeCheck(Landings):
     def _forget(self, indexes: range) -> None:
         self.verified.difference_update(indexes)
         self.bad.difference_update(indexes)
+        self._proved.difference_update(indexes)
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__()
@@ -389,14 +403,12 @@ class RangeCheck(Landings):
     # -- the checker (on the ``Landings`` thread) ------------------------------------------------
     def _check(self, index: int, epoch: int, stop: threading.Event) -> bool:
         start, end = self.spans[index]
-        with self._budgets.checks.buffer(end - start, Wait(cancel=stop)) as held:
-            if held is None:
-                return False
-            try:
-                good = self.trust.holds(index, _read_into(self.fd, held, start))
-            except Exception as exc:  # not proved: refused (the whole file's hash decides)
-                log.debug("%s: range %d not checked: %s", self.label, index, exc, exc_info=True)
-                good = False
+        with self._lock:
+            proved = index in self._proved
+            self._proved.discard(index)
+        good = True if proved else self._read_back(index, stop)
+        if good is None:
+            return False
         with self._lock:
             if self.epoch != epoch:
                 return False  # its bytes were taken back meanwhile: checked again once they land
@@ -408,6 +420,19 @@ class RangeCheck(Landings):
                 "%s: bytes %d-%d failed their %s hash", self.label, start, end - 1, self.trust.kind
             )
         return True
+
+    def _read_back(self, index: int, stop: threading.Event) -> bool | None:
+        """Whether range ``index`` read back from the file holds its hash; None: no room to read
+        it (checked at the next news)."""
+        start, end = self.spans[index]
+        with self._budgets.checks.buffer(end - start, Wait(cancel=stop)) as held:
+            if held is None:
+                return None
+            try:
+                return self.trust.holds(index, _read_into(self.fd, held, start))
+            except Exception as exc:  # not proved: refused (the whole file's hash decides)
+                log.debug("%s: range %d not checked: %s", self.label, index, exc, exc_info=True)
+                return False
 
     # -- what the fetch and the endpoint ask ---------------------------------------------------
     def settle(self, cancel: threading.Event) -> list[tuple[int, int]]:

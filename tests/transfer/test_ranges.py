@@ -406,6 +406,48 @@ def test_a_verified_range_is_hashed_once_however_often_it_is_read(tmp_path: Path
         os.close(fd)
 
 
+def test_ranges_landed_proved_are_verified_without_being_read_back_once(tmp_path: Path) -> None:
+    """A swarm's part from another machine was checked whole before it was written: landed
+    ``proved``, the ranges wholly inside it verify without being read back and hashed again (and
+    are told on as verified); a range it only touches is read back; a proved range taken back
+    before its check is checked for real once bytes land there again, and a wrong one is caught."""
+    base = trust_of(DATA)
+    counted = Counting(base.kind, base.spans, base.digests)
+    object.__setattr__(counted, "hashed", [])
+    path = tmp_path / "f.part"
+    path.write_bytes(b"\0" * len(DATA))  # (nothing of it on disk: a read-back would fail)
+    fd = os.open(path, os.O_RDWR)
+    told: list[tuple[int, int]] = []
+
+    class Then:
+        def landed(self, start: int, end: int, *, proved: bool = False) -> None:
+            told.append((start, end))
+
+        def taken_back(self, start: int, end: int) -> None:
+            pass
+
+    cancel = threading.Event()
+    try:
+        with RangeCheck(counted, fd, path, ranges.Releases(), then=Then()) as check:
+            check.landed(0, 2 * PART, proved=True)
+            assert check.settle(cancel) == []
+            assert counted.hashed == [] and told == [(0, PART), (PART, 2 * PART)]
+            assert check.verified_spans() == [(0, 2 * PART)]
+            # a span that covers range 3 only in part: that range is read back (zeros: refused)
+            check.landed(2 * PART, 3 * PART + 10, proved=True)
+            check.landed(3 * PART + 10, 4 * PART)
+            assert check.settle(cancel) == [(3 * PART, 4 * PART)]
+            assert counted.hashed == [PART], "range 3 read back; range 2, proved, not"
+            # proved, then taken back before it was checked: checked for real when it lands again
+            check.taken_back(4 * PART, 5 * PART)
+            check.landed(4 * PART, 5 * PART, proved=True)
+            check.taken_back(4 * PART, 5 * PART)
+            check.landed(4 * PART, 5 * PART)
+            assert check.settle(cancel) == [(3 * PART, 4 * PART), (4 * PART, 5 * PART)]
+    finally:
+        os.close(fd)
+
+
 def kept_check(path: Path, releases: ranges.Releases) -> RangeCheck:
     """A fetch's check of ``path`` (DATA), its file verified whole and kept past the fetch."""
     path.write_bytes(DATA)
