@@ -252,10 +252,23 @@ class Swarm(AbstractContextManager["Swarm"]):
         Whether anything changed."""
         self.final.check()
         found = self._found()
-        # every read ends before the look does, a failed one's too (``map`` would raise at the
-        # first failure, the others still writing into a ``.part`` its fetch then closes): a part
-        # in flight is no stream's to fetch
-        reads = [self._readers.submit(self._fetch, i, put) for i in found]
+        # every read begun ends before the look does, a failed one's too (``map`` would raise at
+        # the first failure, the others still writing into a ``.part`` its fetch then closes): a
+        # part in flight is no stream's to fetch
+        failed = threading.Event()  # a read of this look failed: the others not begun, never
+
+        def one(index: int) -> bool:
+            if failed.is_set():  # (back as it was: the next fetch looks again)
+                with self._lock:
+                    self.state.read_from_others(index, held=None)
+                return False
+            try:
+                return self._fetch(index, put)
+            except BaseException:
+                failed.set()
+                raise
+
+        reads = [self._readers.submit(one, i) for i in found]
         wait(reads)
         held = [done.result() for done in reads]  # (the first failure raised, once all ended)
         read = any(held)

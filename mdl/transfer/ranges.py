@@ -413,6 +413,7 @@ class RangeCheck(Landings):
             if self.epoch != epoch:
                 return False  # its bytes were taken back meanwhile: checked again once they land
             (self.verified if good else self.bad).add(index)
+            (self.bad if good else self.verified).discard(index)  # (its bytes landed again)
             if good and self.then is not None:  # under the lock: never after a take-back of it
                 self.then.landed(start, end)
         if not good:

@@ -448,6 +448,28 @@ def test_ranges_landed_proved_are_verified_without_being_read_back_once(tmp_path
         os.close(fd)
 
 
+def test_a_range_checked_again_is_only_what_its_last_check_said(tmp_path: Path) -> None:
+    """A range refused, whose bytes land again right (no take-back between), is verified and no
+    longer bad; one verified whose bytes land again wrong is bad and no longer verified."""
+    path = tmp_path / "f.part"
+    path.write_bytes(b"\0" * PART + DATA[PART:])
+    fd = os.open(path, os.O_RDWR)
+    cancel = threading.Event()
+    try:
+        with RangeCheck(trust_of(DATA), fd, path, ranges.Releases()) as check:
+            check.landed(0, 2 * PART)
+            assert check.settle(cancel) == [(0, PART)]
+            os.pwrite(fd, DATA[:PART], 0)
+            check.landed(0, PART)
+            assert check.settle(cancel) == [] and check.verified_spans() == [(0, 2 * PART)]
+            os.pwrite(fd, b"\0" * 8, PART)
+            check.landed(PART, 2 * PART)
+            assert check.settle(cancel) == [(PART, 2 * PART)]
+            assert check.verified_spans() == [(0, PART)]
+    finally:
+        os.close(fd)
+
+
 def kept_check(path: Path, releases: ranges.Releases) -> RangeCheck:
     """A fetch's check of ``path`` (DATA), its file verified whole and kept past the fetch."""
     path.write_bytes(DATA)
