@@ -44,11 +44,20 @@ def main() -> None:
 
             plain = recognised(sys.argv[1:], os.environ)
             if plain is not None and plain["command"] == "get":
-                # its first request goes out while the download's modules load
+                # its first request goes out while the download's modules load (a pull's: below)
                 from mdl.transfer.early import send_early
 
                 where = plain.get("output"), plain.get("directory")
                 send_early(plain["sources"], *where, sha256=plain.get("sha256"))
+            elif plain is not None and plain["command"] == "pull":
+                from mdl.download.earlypull import send_early_pull
+
+                send_early_pull(
+                    plain["names"],
+                    plain.get("catalog"),
+                    all_models=bool(plain.get("all_models")),
+                    dest=plain.get("dest"),
+                )
             if plain is None:
                 from mdl.cli.app import app
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import scratch
 from hypothesis import settings
 from profiles import DEV_EXAMPLES, GATE_SHARE, HYPOTHESIS_DEFAULT
 from rewrites import rewrite_my_share
-from runfixtures import use_catalog
+from runfixtures import HANG, use_catalog
 from seaweed import seaweed_server  # noqa: F401 (one SeaweedFS per worker, whichever module asks first)
 from servers import CdnServer, HubServer
 
@@ -225,6 +225,16 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 # --- loopback servers (tests/servers.py): stand-ins for the Hub and its CDN; nothing reaches the
 # internet ---
+
+
+@pytest.fixture
+def fresh_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mdl.transfer.early's connections the test's own (none left for the next), fresh however long
+    a busy machine takes from the send to the download's ask."""
+    from mdl.transfer import early
+
+    monkeypatch.setattr(early, "_pending", [])
+    monkeypatch.setattr(early, "FRESH_SECONDS", HANG)
 
 
 @pytest.fixture

@@ -1800,6 +1800,38 @@ if __name__ == "__main__":
     main()
 
 
+class HeadRecorder:
+    """A loopback server that keeps each request head's bytes and gives every request ``answer``
+    (a whole HTTP response that closes the connection: each request is one connection)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.heads: list[bytes] = []
+        self._answer = answer
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(60)
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                self.heads.append(head)
+                conn.sendall(self._answer)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 def hold_after(server: LoopbackServer, nbytes: int) -> threading.Event:
     """Every GET answer of ``server`` holds after ``nbytes`` of its body until the event is set (by
     the test, once its signal was sent), then sends the rest: a run is mid-way then, however fast

@@ -97,7 +97,7 @@ def from_lock(
 ) -> ResolvedModel:
     """The model as the lock pins it (its commit, files, sizes and sha256; ``parts``: the part
     hashes beside it, each file's range trust): no Hub API call."""
-    from mdl.sources.hub import hub_file_url, xet_token_url  # (a pull with no lock needs neither)
+    from mdl.sources.huburls import hub_file_url, xet_token_url
 
     model = resolved_from_locked(
         locked,

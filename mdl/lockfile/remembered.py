@@ -112,6 +112,17 @@ def load_catalog(path: Path) -> Catalog:
     return catalog
 
 
+def recalled_catalog(path: Path) -> Catalog | None:
+    """The catalog at ``path`` when these very bytes were checked before (what :func:`load_catalog`
+    would give without checking them), else None. CatalogError when it cannot be read."""
+    from mdl.catalog.load import catalog_file_text
+
+    text = catalog_file_text(path)
+    data = b"" if text is None else text.encode()
+    found = _recall(_entry("catalog", path), _key("catalog", path, data)) if text else None
+    return found[0] if found is not None and type(found[0]) is Catalog else None
+
+
 def recalled_lock(path: Path, data: bytes, check: Callable[[], Lock]) -> Lock:
     """The lock the bytes ``data`` of ``path`` hold: remembered, else ``check()`` (and then
     remembered)."""

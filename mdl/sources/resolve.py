@@ -179,7 +179,7 @@ def signature_spec(spec: "ModelSpec", trust: "Trust") -> "FileSpec":
 
 def _resolve_snapshot(spec: "ModelSpec", hub: "Hub") -> ResolvedModel:
     """A whole-repo model: its listing at one commit, selected and checked, as files."""
-    from mdl.sources.hub import xet_token_url  # (with the Hub client: a plain URL needs neither)
+    from mdl.sources.huburls import xet_token_url
 
     assert spec.repo is not None
     # a commit already (git reads 40 hex digits as one): its listing says whether it exists

@@ -6,6 +6,9 @@ request to that origin takes the connection (:func:`take`) only when its bytes a
 byte for byte: the answer is then read by the one HTTP stack like any other. Standard library
 only: this module is imported before everything else.
 
+A plain pull's first request is planned in mdl.download.earlypull and sent the same way
+(:func:`asking`, :func:`begin`).
+
 Sent only when that first request is known and the get will make it (:func:`planned`): a plain
 line of one URL (no headers, no proxy, no netrc, not offline, not the Hub), no file where it goes
 and no partial download in its folder; a connection the download does not take, or older than
@@ -23,7 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mdl.background import Background
-from mdl.paths import SHA256_HEX, name_problem, reserved_by_mdl
+from mdl.paths import SHA256_HEX, is_http_url, name_problem, reserved_by_mdl
 from mdl.setting import CA_DIR_VARIABLE, CA_FILE_VARIABLES, DEFAULT_TIMEOUT, OFFLINE_VARIABLES
 from mdl.version import USER_AGENT
 
@@ -110,8 +113,13 @@ def send_early(
     if sha256 is not None and not SHA256_HEX.fullmatch(sha256.lower()):
         return  # (refused before any request)
     early = planned(sources, output, directory, environ)
-    if early is None:
-        return
+    if early is not None:
+        begin(early)
+
+
+def begin(early: Early) -> None:
+    """Connect (and send) ``early`` on a thread of its own, for the first request to its origin to
+    take (:func:`take`)."""
     with _pending_lock:
         _pending.append(early)
     # (never stopped: its connect and its one write are bounded by DEFAULT_TIMEOUT)
@@ -123,45 +131,63 @@ def planned(
 ) -> Early | None:
     """The first connection of a get of ``sources`` into ``output`` or ``directory``, or None
     when it is not known for sure (then nothing is sent before the download asks)."""
-    at = _origin(sources[0], environ) if len(sources) == 1 and not _routed(environ) else None
-    if at is None:
+    at = _origin(sources[0], environ) if len(sources) == 1 and not routed(environ) else None
+    if at is None or not _first_into(at[3], output, directory):
         return None
-    scheme, host, port, path, target = at
-    if not _as_given(path, target) or not _first_into(path, output, directory):
-        return None
-    if scheme == "https":
+    return asking(at, b"bytes=0-", send=at[0] == "http")
+
+
+def asking(at: Origin, asked: bytes | None, *, send: bool) -> Early:
+    """The early connection to ``at``, and (``send``) the GET of its target the download writes
+    first (``asked``: its Range, if any), as httpx2 writes it; an ``https://`` one is connected
+    only (its TLS context is httpx2's to build)."""
+    scheme, host, port, _, target = at
+    if not send or scheme == "https":
         return Early(scheme, host, port, None)
-    headers = (
+    headers = [
         (b"Host", (host if port == 80 else f"{host}:{port}").encode()),
         (b"Accept", b"*/*"),
         (b"Connection", b"keep-alive"),
         (b"User-Agent", USER_AGENT.encode()),
         (b"Accept-Encoding", b"identity"),
-        (b"Range", b"bytes=0-"),
-    )
+    ]
+    headers += [(b"Range", asked)] if asked is not None else []
     return Early(scheme, host, port, request_bytes(b"GET", target.encode(), headers))
 
 
-def _origin(source: str, environ: Mapping[str, str]) -> tuple[str, str, int, str, str] | None:
-    """(scheme, host, port, path, request target) of an http(s) URL with no login, not the Hub's,
-    else None."""
-    try:  # (a URL urllib cannot split is the download's to refuse)
-        parts, hub = urlsplit(source), urlsplit(environ.get("HF_ENDPOINT", "")).hostname
-        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-        port = parts.port or (443 if scheme == "https" else 80)
+# (scheme, host, port, path, request target)
+Origin = tuple[str, str, int, str, str]
+
+
+def _origin(source: str, environ: Mapping[str, str]) -> Origin | None:
+    """An http(s) URL with no login, not the Hub's, that httpx2 asks as it is; else None."""
+    try:  # (an endpoint urllib cannot split: the download's to refuse)
+        hub = urlsplit(environ.get("HF_ENDPOINT", "")).hostname
     except ValueError:
         return None
-    if scheme not in ("http", "https") or not _plain_host(host) or parts.username is not None:
+    at = split_url(source)
+    return None if at is None or at[1] in (*HUB_HOSTS, hub) else at
+
+
+def split_url(source: str) -> Origin | None:
+    """An http(s) URL with no login and a target httpx2 sends as it is, split; else None (one
+    urllib would clean of a space or a control character is the download's to refuse)."""
+    if not is_http_url(source):
         return None
-    if host in (*HUB_HOSTS, hub):
+    parts = urlsplit(source)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if parts.port == 0:
+        return None  # (httpx2 writes its Host header otherwise)
+    port = parts.port or (443 if scheme == "https" else 80)
+    if scheme not in ("http", "https") or not _plain_host(host) or parts.username is not None:
         return None
     if not parts.query and "?" in source.partition("#")[0]:
         return None  # (an empty query httpx2 keeps and urllib drops)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return scheme, host, port, parts.path, target
+    return (scheme, host, port, parts.path, target) if _as_given(parts.path, target) else None
 
 
-def _routed(environ: Mapping[str, str]) -> bool:
+def routed(environ: Mapping[str, str]) -> bool:
     """Whether the environment may change the first request (a proxy, a netrc's login, offline)
     or stop the get before it (an mdl setting it refuses, a CA variable naming nothing; of mdl's
     settings only the log file's is read no further here)."""
@@ -171,7 +197,8 @@ def _routed(environ: Mapping[str, str]) -> bool:
     if any(name.startswith("MDL_") and name != "MDL_LOG_FILE" for name in environ):
         return True
     named = [environ.get(name, "").strip() for name in (*CA_FILE_VARIABLES, CA_DIR_VARIABLE)]
-    if any(path and not Path(path).expanduser().exists() for path in named):
+    # (os.path's: a ~user that is no user, a folder not searchable, is "not there", never raised)
+    if any(path and not os.path.exists(os.path.expanduser(path)) for path in named):  # noqa: PTH110,PTH111
         return True
     home = environ.get("HOME")
     return home is None or os.path.lexists(Path(home, ".netrc"))

@@ -15,7 +15,7 @@ from mdl.lockfile.checked import locked_from_resolved
 from mdl.lockfile.io import dump_lock, parse_lock
 from mdl.lockfile.model import Lock, LockedFile, LockedModel, resolved_from_locked
 from mdl.redact import Secrets
-from mdl.sources.hub import hub_file_url, xet_token_url
+from mdl.sources.huburls import hub_file_url, xet_token_url
 from mdl.sources.resolve import RemoteFile, ResolvedModel, XetRef
 
 COMMIT = "a" * 40

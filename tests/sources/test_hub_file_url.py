@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mdl.errors import ExitCode, UsageError
 from mdl.paths import revision_problem
-from mdl.sources.hub import hub_file_url
+from mdl.sources.huburls import hub_file_url
 
 REPO_IDS = st.one_of(
     st.from_regex(r"\A([A-Za-z0-9][\w.-]{0,12}/)?[\w.-]{1,16}\Z"), st.text(max_size=24)

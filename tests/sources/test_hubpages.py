@@ -226,7 +226,7 @@ def test_a_revision_is_requested_as_itself_or_refused(revision: str, api: bool) 
     before any URL is built."""
     import httpx2
 
-    from mdl.sources.hub import hub_api_url, hub_file_url
+    from mdl.sources.huburls import hub_api_url, hub_file_url
 
     endpoint = "http://127.0.0.1:9/hf"
     try:

@@ -18,7 +18,8 @@ from servers import Exchange, HubServer, make_data
 
 from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.sources._hubreplies import parse_tree_page, parse_xet_head
-from mdl.sources.hub import Hub, xet_token_url
+from mdl.sources.hub import Hub
+from mdl.sources.huburls import xet_token_url
 from mdl.sources.resolve import RemoteFile, XetRef, resolve_file, resolve_model
 
 WEIGHTS = make_data(30_000, seed=7)

@@ -4,7 +4,6 @@ download takes its answer only when it would have sent those very bytes."""
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,58 +14,22 @@ from hostile import ScratchCA, TlsCdn
 from hypothesis import given
 from hypothesis import strategies as st
 from runfixtures import HANG, wait_for
-from servers import CdnServer, make_data
+from servers import CdnServer, HeadRecorder, make_data
 
 from mdl import api
 from mdl.transfer import early
 
 DATA = make_data(40_000, seed=90)
+PATH = "/m/w.bin?X-Amz-Signature=5e%2F"  # (a recorder's)
 
 
-@pytest.fixture(autouse=True)
-def _none_left(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(early, "_pending", [])  # (each test's own: none left for the next)
-    # fresh however long a busy machine takes from the send to the download's ask
-    monkeypatch.setattr(early, "FRESH_SECONDS", HANG)
-
-
-class HeadRecorder:
-    """A loopback server that keeps each request head's bytes and answers the whole file, closing
-    the connection (so each request is one connection)."""
-
-    def __init__(self, body: bytes) -> None:
-        self.heads: list[bytes] = []
-        self._body = body
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/m/w.bin?X-Amz-Signature=5e%2F"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(HANG)
-                head = b""
-                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
-                    head += chunk
-                self.heads.append(head)
-                answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                conn.sendall(answer % len(self._body) + self._body)
-
-    def close(self) -> None:
-        self._listener.close()
+pytestmark = pytest.mark.usefixtures("fresh_early")
 
 
 @pytest.fixture
 def recorder() -> Iterator[HeadRecorder]:
-    server = HeadRecorder(DATA)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(DATA)
+    server = HeadRecorder(answer + DATA)
     yield server
     server.close()
 
@@ -74,8 +37,8 @@ def recorder() -> Iterator[HeadRecorder]:
 def test_the_request_sent_early_is_the_download_s_first_byte_for_byte(
     tmp_path: Path, recorder: HeadRecorder
 ) -> None:
-    api.get(recorder.url, directory=tmp_path / "plain", environ={})
-    planned = early.planned([recorder.url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    api.get(recorder.origin + PATH, directory=tmp_path / "plain", environ={})
+    planned = early.planned([recorder.origin + PATH], None, tmp_path / "d", {"HOME": str(tmp_path)})
     assert planned is not None
     assert recorder.heads[0] == planned.sent
 
@@ -157,6 +120,8 @@ URL = "http://cdn.example:8080/m/w.bin?X-Amz-Signature=5e"
         ([URL], {"HF_ENDPOINT": "http://cdn.example:8080"}, "the Hub"),
         (["http://u:p@cdn.example/w.bin"], {}, "a login"),
         (["http://cdn.example/a b.bin"], {}, "a target httpx2 re-quotes"),
+        (["http://cdn.example/w.bin\t"], {}, "a character urllib drops and the get refuses"),
+        (["http://cdn.example:0/w.bin"], {}, "a port httpx2 writes in its Host header"),
         (["http://[::1]/w.bin"], {}, "an IPv6 host"),
         (["http://xn--bcher-kva.example/w.bin"], {}, ""),
         (["s3://b/w.bin"], {}, "not HTTP"),
@@ -180,7 +145,9 @@ def test_nothing_goes_out_early_unless_the_first_request_is_known(
 def test_a_line_s_sha256_the_get_refuses_sends_nothing_early(
     tmp_path: Path, recorder: HeadRecorder, sha256: str, sent: bool
 ) -> None:
-    early.send_early([recorder.url], None, tmp_path / "d", {"HOME": str(tmp_path)}, sha256=sha256)
+    early.send_early(
+        [recorder.origin + PATH], None, tmp_path / "d", {"HOME": str(tmp_path)}, sha256=sha256
+    )
     assert early.pending() == sent
 
 

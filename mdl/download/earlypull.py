@@ -1,0 +1,145 @@
+"""A plain ``mdl pull NAME``'s first request, sent while Python loads the rest, as a get's is
+(mdl.transfer.early): for a whole repo the Hub's answer naming its revision's commit, for a one-file
+entry its file's first byte. Planned only from a catalog whose very bytes a pull checked before (the
+validated models it remembered: mdl.lockfile.remembered), and only when nothing there or in the
+environment may change that request: a lock beside the catalog, a mirror, a pinned commit, more
+files, a signature, a destination that is not a folder send nothing. A token the pull may send
+leaves the request to the pull (the connection only is opened early). The pull takes the connection
+only when it asks those very bytes; else the answer is dropped unread, as a get's."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mdl.errors import MdlError
+from mdl.paths import GIT_OID_HEX
+from mdl.setting import SETTING
+from mdl.transfer.early import Early, asking, begin, routed, split_url
+
+if TYPE_CHECKING:
+    from mdl.catalog.specs import Catalog, ModelSpec
+
+# [settings] that change nothing the pull asks first (the endpoint is read; any other set: nothing)
+QUIET = frozenset(
+    {"dest", "connections", "jobs", "limit_rate", "layout", "xet", "retries"}
+    | {"stall_timeout", "timeout", "lock_timeout", "retry_max_time", "endpoint"}
+)
+# huggingface_hub finds a token through these besides its file (mdl.sources.hub._nothing_stored)
+TOKEN_VARIABLES = ("HF_OIDC_RESOURCE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def send_early_pull(
+    names: Sequence[str],
+    catalog: Path | None,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    all_models: bool = False,
+    dest: Path | None = None,
+) -> None:
+    """Open the connection (and send the request) the pull of ``names`` starts with, when it is
+    known (:func:`planned_pull`)."""
+    early = None if all_models else planned_pull(names, catalog, environ, dest=dest)
+    if early is not None:
+        begin(early)
+
+
+def planned_pull(
+    names: Sequence[str],
+    catalog: Path | None,
+    environ: Mapping[str, str],
+    *,
+    dest: Path | None = None,
+) -> Early | None:
+    """The first connection (and request) of a pull of ``names`` with ``--catalog catalog`` and
+    ``--dest dest``, or None when it is not known for sure."""
+    try:
+        if len(names) != 1 or routed(environ):
+            return None
+        found = _remembered(catalog, environ)
+        model = _model(found, names[0], dest) if found is not None else None
+        if found is None or model is None:
+            return None
+        url, asked = _first_url(found, model, environ)
+    # (a catalog or a folder that cannot be read, an endpoint the pull refuses: the pull says why)
+    except (MdlError, OSError):
+        return None
+    at = split_url(url) if url is not None else None
+    return asking(at, asked, send=not _token_somewhere(environ)) if at is not None else None
+
+
+def _remembered(catalog: Path | None, environ: Mapping[str, str]) -> Catalog | None:
+    """The catalog the pull reads, when a pull checked these bytes before and no lock is beside
+    it."""
+    from mdl.catalog.load import find_catalog, lock_beside
+    from mdl.catalog.settings import user_config_dir
+    from mdl.lockfile.remembered import recalled_catalog
+
+    found = find_catalog(
+        flag=catalog, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir()
+    )
+    if found is None or os.path.lexists(lock_beside(found)):
+        return None
+    return recalled_catalog(found)
+
+
+def _model(catalog: Catalog, name: str, dest: Path | None) -> ModelSpec | None:
+    """Model ``name``, when the catalog's settings leave the pull's first request to it alone
+    and its destination is a folder or not there yet."""
+    settings = catalog.settings
+    loud = [f.name for f in dataclasses.fields(cast("Any", settings)) if f.name not in QUIET]
+    if any(getattr(settings, name) not in (None, ()) for name in loud):
+        return None
+    where = dest or settings.dest  # (the catalog's: from its folder, ~ expanded)
+    if where is not None and catalog.path is not None:
+        where = catalog.path.parent / os.path.expanduser(where)  # noqa: PTH111 (never raises)
+    # (os.path's: a folder that cannot be searched is "not there", never raised)
+    if where is not None and os.path.exists(where) and not os.path.isdir(where):  # noqa: PTH110,PTH112
+        return None  # (refused before anything is asked)
+    model = next((spec for spec in catalog.models if spec.name == name), None)
+    return model if model is not None and model.oci is None and model.signature is None else None
+
+
+def _first_url(
+    catalog: Catalog, model: ModelSpec, environ: Mapping[str, str]
+) -> tuple[str | None, bytes | None]:
+    """(URL, Range) of the pull's first request for ``model``; (None, None): not known."""
+    from mdl.catalog.settings import parse_setting
+    from mdl.sources.huburls import hub_api_url, hub_file_url
+
+    setting = SETTING["endpoint"]
+    given = environ.get(setting.env) or catalog.settings.endpoint or setting.default
+    endpoint = parse_setting(setting, given, where=f"${setting.env}")  # (as the pull reads it)
+    if model.repo is not None:  # a snapshot: its commit, then its listing
+        if GIT_OID_HEX.fullmatch(model.revision):
+            return None, None  # a commit already: the pull asks for its listing first
+        return hub_api_url(endpoint, model.repo, model.repo_type, "revision", model.revision), None
+    if len(model.files) == 1 and (file := model.files[0]).url is None and file.repo and file.path:
+        revision = file.revision or "main"
+        url = hub_file_url(endpoint, file.repo, file.path, file.repo_type or "model", revision)
+        return url, b"bytes=0-0"
+    return None, None
+
+
+def _token_somewhere(environ: Mapping[str, str]) -> bool:
+    """Whether the pull may send the Hub a token: a variable huggingface_hub reads one from is set,
+    staging moves its file, or a file is at its token file's path."""
+    if any(environ.get(name) for name in TOKEN_VARIABLES) or "HUGGINGFACE_CO_STAGING" in environ:
+        return True
+    return os.path.lexists(hub_token_path(environ))
+
+
+def hub_token_path(environ: Mapping[str, str]) -> str:
+    """huggingface_hub's ``constants.HF_TOKEN_PATH`` for ``environ`` (written out: its module reads
+    the process's environment once; tests/download/test_earlypull.py holds the two equal)."""
+    home = environ.get("HOME") or os.path.expanduser("~")  # noqa: PTH111 (never raises)
+    cache = environ.get("XDG_CACHE_HOME", os.path.join(home, ".cache"))  # noqa: PTH118
+    hf_home = _expanded(environ.get("HF_HOME", os.path.join(cache, "huggingface")))  # noqa: PTH118
+    return _expanded(environ.get("HF_TOKEN_PATH", os.path.join(hf_home, "token")))  # noqa: PTH118
+
+
+def _expanded(path: str) -> str:
+    return os.path.expandvars(os.path.expanduser(path))  # noqa: PTH111
