@@ -43,21 +43,8 @@ def main() -> None:
             sys.stderr = lenient(sys.stderr)  # (a full log's disk never stops the work)
 
             plain = recognised(sys.argv[1:], os.environ)
-            if plain is not None and plain["command"] == "get":
-                # its first request goes out while the download's modules load (a pull's: below)
-                from mdl.transfer.early import send_early
-
-                where = plain.get("output"), plain.get("directory")
-                send_early(plain["sources"], *where, sha256=plain.get("sha256"))
-            elif plain is not None and plain["command"] == "pull":
-                from mdl.download.earlypull import send_early_pull
-
-                send_early_pull(
-                    plain["names"],
-                    plain.get("catalog"),
-                    all_models=bool(plain.get("all_models")),
-                    dest=plain.get("dest"),
-                )
+            if plain is not None:
+                _first_request_early(plain)
             if plain is None:
                 from mdl.cli.app import app
     except KeyboardInterrupt:
@@ -84,6 +71,24 @@ def main() -> None:
     except Exception as exc:  # memory ran out in the translator itself; else raised
         _exit_if_out_of_memory(exc, reserve)
         raise
+
+
+def _first_request_early(plain: dict[str, Any]) -> None:
+    """A plain get's or pull's first request sent while the download's modules load."""
+    if plain["command"] == "get":
+        from mdl.transfer.early import send_early
+
+        where = plain.get("output"), plain.get("directory")
+        send_early(plain["sources"], *where, sha256=plain.get("sha256"))
+    elif plain["command"] == "pull":
+        from mdl.download.earlypull import send_early_pull
+
+        send_early_pull(
+            plain["names"],
+            plain.get("catalog"),
+            all_models=bool(plain.get("all_models")),
+            dest=plain.get("dest"),
+        )
 
 
 def _exit_interrupted() -> None:

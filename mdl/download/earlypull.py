@@ -91,16 +91,20 @@ def _model(catalog: Catalog, name: str, dest: Path | None) -> ModelSpec | None:
     and its destination is a folder or not there yet."""
     settings = catalog.settings
     loud = [f.name for f in dataclasses.fields(cast("Any", settings)) if f.name not in QUIET]
-    if any(getattr(settings, name) not in (None, ()) for name in loud):
+    if any(getattr(settings, name) not in (None, ()) for name in loud) or _refused(catalog, dest):
         return None
-    where = dest or settings.dest  # (the catalog's: from its folder, ~ expanded)
-    if where is not None and catalog.path is not None:
-        where = catalog.path.parent / os.path.expanduser(where)  # noqa: PTH111 (never raises)
-    # (os.path's: a folder that cannot be searched is "not there", never raised)
-    if where is not None and os.path.exists(where) and not os.path.isdir(where):  # noqa: PTH110,PTH112
-        return None  # (refused before anything is asked)
     model = next((spec for spec in catalog.models if spec.name == name), None)
     return model if model is not None and model.oci is None and model.signature is None else None
+
+
+def _refused(catalog: Catalog, dest: Path | None) -> bool:
+    """Whether the destination (``--dest``, else the catalog's: from its folder, ~ expanded) is
+    there and not a folder: the pull refuses it before it asks anything."""
+    where, written = dest, catalog.settings.dest
+    if where is None and written is not None and catalog.path is not None:
+        where = catalog.path.parent / os.path.expanduser(written)  # noqa: PTH111 (never raises)
+    # (os.path's: a folder that cannot be searched is "not there", never raised)
+    return where is not None and os.path.exists(where) and not os.path.isdir(where)  # noqa: PTH110,PTH112
 
 
 def _first_url(

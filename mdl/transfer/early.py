@@ -172,18 +172,17 @@ def _origin(source: str, environ: Mapping[str, str]) -> Origin | None:
 def split_url(source: str) -> Origin | None:
     """An http(s) URL with no login and a target httpx2 sends as it is, split; else None (one
     urllib would clean of a space or a control character is the download's to refuse)."""
-    if not is_http_url(source):
+    if not is_http_url(source):  # (an http(s) URL with a host and a port if any)
         return None
     parts = urlsplit(source)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    if parts.port == 0:
-        return None  # (httpx2 writes its Host header otherwise)
-    port = parts.port or (443 if scheme == "https" else 80)
-    if scheme not in ("http", "https") or not _plain_host(host) or parts.username is not None:
+    scheme, host = parts.scheme, (parts.hostname or "").lower()
+    # (port 0: httpx2 writes its Host header otherwise)
+    if parts.port == 0 or not _plain_host(host) or parts.username is not None:
         return None
     if not parts.query and "?" in source.partition("#")[0]:
         return None  # (an empty query httpx2 keeps and urllib drops)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    port = parts.port or (443 if scheme == "https" else 80)
     return (scheme, host, port, parts.path, target) if _as_given(parts.path, target) else None
 
 

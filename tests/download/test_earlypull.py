@@ -155,6 +155,11 @@ def test_only_a_catalog_a_pull_checked_and_a_folder_to_pull_into_send_early(
     (tmp_path / "file").write_bytes(b"")
     assert planned_pull(["m"], path, environ, dest=tmp_path / "file") is None  # refused first
     send_early_pull(["m"], path, environ, all_models=True)  # `pull m --all`: refused first
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "file").write_bytes(b"")  # [settings] dest: from the catalog's folder
+    inside = write_catalog(tmp_path / "sub", '[settings]\ndest = "file"\n' + ENTRY)
+    assert planned_pull(["m"], inside, environ) is None
+    assert planned_pull(["m"], inside, environ, dest=tmp_path / "sub") is not None
     assert not early.pending()
     (tmp_path / "gone").mkdir()
     monkeypatch.chdir(tmp_path / "gone")
