@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # [settings] that change nothing the pull asks first (the endpoint is read; any other set: nothing)
 QUIET = frozenset(
-    {"dest", "connections", "jobs", "limit_rate", "layout", "xet", "retries"}
+    {"dest", "connections", "jobs", "limit_rate", "xet", "retries"}
     | {"stall_timeout", "timeout", "lock_timeout", "retry_max_time", "endpoint"}
 )
 # huggingface_hub finds a token through these besides its file (mdl.sources.hub._nothing_stored)
@@ -64,11 +64,13 @@ def planned_pull(
         if found is None or model is None:
             return None
         url, asked = _first_url(found, model, environ)
-    # (a catalog or a folder that cannot be read, an endpoint the pull refuses: the pull says why)
-    except (MdlError, OSError):
+        send = not _token_somewhere(environ)
+    # (a catalog or a folder that cannot be read, an endpoint the pull refuses, a path that is not
+    # text: the pull says why)
+    except (MdlError, OSError, ValueError):
         return None
     at = split_url(url) if url is not None else None
-    return asking(at, asked, send=not _token_somewhere(environ)) if at is not None else None
+    return asking(at, asked, send=send) if at is not None else None
 
 
 def _remembered(catalog: Path | None, environ: Mapping[str, str]) -> Catalog | None:
@@ -98,13 +100,17 @@ def _model(catalog: Catalog, name: str, dest: Path | None) -> ModelSpec | None:
 
 
 def _refused(catalog: Catalog, dest: Path | None) -> bool:
-    """Whether the destination (``--dest``, else the catalog's: from its folder, ~ expanded) is
-    there and not a folder: the pull refuses it before it asks anything."""
+    """Whether the destination (``--dest``, else the catalog's: from its folder, ~ expanded; else
+    the default) is not a folder where the pull would make one: it refuses it before it asks."""
+    from mdl.catalog.settings import default_dest
+
     where, written = dest, catalog.settings.dest
     if where is None and written is not None and catalog.path is not None:
         where = catalog.path.parent / os.path.expanduser(written)  # noqa: PTH111 (never raises)
-    # (os.path's: a folder that cannot be searched is "not there", never raised)
-    return where is not None and os.path.exists(where) and not os.path.isdir(where)  # noqa: PTH110,PTH112
+    where = Path(os.path.abspath(where or default_dest()))  # noqa: PTH100
+    # its nearest part there is a folder (os.path's: one that cannot be searched is "not there")
+    there = next((p for p in (where, *where.parents) if os.path.lexists(p)), where)
+    return not os.path.isdir(there)  # noqa: PTH112
 
 
 def _first_url(
@@ -133,7 +139,13 @@ def _token_somewhere(environ: Mapping[str, str]) -> bool:
     staging moves its file, or a file is at its token file's path."""
     if any(environ.get(name) for name in TOKEN_VARIABLES) or "HUGGINGFACE_CO_STAGING" in environ:
         return True
-    return os.path.lexists(hub_token_path(environ))
+    try:  # (as mdl.sources.hub._nothing_stored: only a file not there is no token)
+        os.lstat(hub_token_path(environ))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def hub_token_path(environ: Mapping[str, str]) -> str:

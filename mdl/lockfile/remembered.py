@@ -154,7 +154,8 @@ def _root() -> Path:
 
 def _entry(name: str, path: Path) -> Path:
     # one entry per file and mdl version: two installs probing one file do not take turns
-    where = hashlib.blake2b(f"{name}\0{path}\0{__version__}".encode(), digest_size=16).hexdigest()
+    named = b"\0".join((name.encode(), os.fsencode(path), __version__.encode()))  # (any path)
+    where = hashlib.blake2b(named, digest_size=16).hexdigest()
     return _root() / "checked" / f"{name}-{where}.json"
 
 

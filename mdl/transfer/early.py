@@ -195,9 +195,13 @@ def routed(environ: Mapping[str, str]) -> bool:
         return True
     if any(name.startswith("MDL_") and name != "MDL_LOG_FILE" for name in environ):
         return True
-    named = [environ.get(name, "").strip() for name in (*CA_FILE_VARIABLES, CA_DIR_VARIABLE)]
-    # (os.path's: a ~user that is no user, a folder not searchable, is "not there", never raised)
-    if any(path and not os.path.exists(os.path.expanduser(path)) for path in named):  # noqa: PTH110,PTH111
+    # (mdl.transfer.tls.ca_locations's rule: a bundle is a file or a folder, a CA folder a folder;
+    # os.path's: a ~user that is no user, a folder not searchable, is "not there", never raised)
+    bundles = [os.path.expanduser(environ.get(n, "").strip()) for n in CA_FILE_VARIABLES]  # noqa: PTH111
+    if any(path and not os.path.isfile(path) and not os.path.isdir(path) for path in bundles):  # noqa: PTH112,PTH113
+        return True
+    folder = os.path.expanduser(environ.get(CA_DIR_VARIABLE, "").strip())  # noqa: PTH111
+    if folder and not os.path.isdir(folder):  # noqa: PTH112
         return True
     home = environ.get("HOME")
     return home is None or os.path.lexists(Path(home, ".netrc"))

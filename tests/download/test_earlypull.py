@@ -126,6 +126,11 @@ HUB = "http://hub.example:8080"
         (["m"], ENTRY, {"HF_ENDPOINT": " " + HUB}, None),
         (["m"], ENTRY, {"HF_ENDPOINT": "http://hub.example:0"}, None),
         (["m"], ENTRY, {"SSL_CERT_FILE": "~nosuchuser/ca.pem"}, None),  # (not there: not raised)
+        (["m"], ENTRY, {"SSL_CERT_FILE": "/dev/null"}, None),  # not a bundle: the pull refuses it
+        (["m"], ENTRY, {"SSL_CERT_DIR": "/dev/null"}, None),
+        (["m"], '[settings]\nlayout = "hf-cache"\n' + ENTRY, {}, None),  # its cache decides
+        (["m"], ENTRY, {"HUGGING_FACE_HUB_TOKEN": "hf_x"}, "connected"),
+        (["m"], ENTRY, {"HF_OIDC_RESOURCE": "r"}, "connected"),
         (["m"], ENTRY, {"HF_ENDPOINT": "https://hub.example"}, "connected"),  # TLS: httpx2's
         (["m"], ENTRY, {"HF_TOKEN": "hf_x"}, "connected"),  # the token's request is the pull's
         (["m"], ENTRY, {"HF_HOME": "~nosuchuser/hf"}, "sent"),  # (no token there: not raised)
@@ -155,11 +160,18 @@ def test_only_a_catalog_a_pull_checked_and_a_folder_to_pull_into_send_early(
     (tmp_path / "file").write_bytes(b"")
     assert planned_pull(["m"], path, environ, dest=tmp_path / "file") is None  # refused first
     send_early_pull(["m"], path, environ, all_models=True)  # `pull m --all`: refused first
+    assert planned_pull(["m"], path, environ, dest=tmp_path / "file" / "d") is None  # its parent
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "file").write_bytes(b"")  # [settings] dest: from the catalog's folder
     inside = write_catalog(tmp_path / "sub", '[settings]\ndest = "file"\n' + ENTRY)
     assert planned_pull(["m"], inside, environ) is None
     assert planned_pull(["m"], inside, environ, dest=tmp_path / "sub") is not None
+    monkeypatch.chdir(tmp_path / "sub")  # --dest: from the folder the pull is run in
+    assert planned_pull(["m"], inside, environ, dest=Path("file")) is None
+    assert planned_pull(["m"], inside, environ, dest=Path("new")) is not None
+    odd = tmp_path / os.fsdecode(b"caf\xe9")  # a catalog whose path is not text: nothing sent
+    odd.mkdir()
+    assert planned_pull(["m"], write_catalog(odd, ENTRY), environ) is None
     assert not early.pending()
     (tmp_path / "gone").mkdir()
     monkeypatch.chdir(tmp_path / "gone")
@@ -214,6 +226,16 @@ def test_a_token_file_where_huggingface_hub_reads_it_leaves_the_request_to_the_p
     assert planned is not None and planned.sent is None  # connected only
     (tmp_path / "catalog.lock").write_text("version = 1\n")  # its pins decide what is asked
     assert planned_pull(["m"], path, environ) is None
+
+
+def test_a_token_file_that_cannot_be_looked_at_leaves_the_request_to_the_pull(
+    tmp_path: Path,
+) -> None:
+    path = write_catalog(tmp_path, ENTRY)
+    (tmp_path / "hf").write_bytes(b"")  # HF_HOME a file: the library says why, with the pull
+    environ = {"HF_ENDPOINT": HUB, "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
+    planned = planned_pull(["m"], path, environ)
+    assert planned is not None and planned.sent is None
 
 
 @pytest.fixture
