@@ -195,16 +195,20 @@ def routed(environ: Mapping[str, str]) -> bool:
         return True
     if any(name.startswith("MDL_") and name != "MDL_LOG_FILE" for name in environ):
         return True
-    # (mdl.transfer.tls.ca_locations's rule: a bundle is a file or a folder, a CA folder a folder;
-    # os.path's: a ~user that is no user, a folder not searchable, is "not there", never raised)
-    bundles = [os.path.expanduser(environ.get(n, "").strip()) for n in CA_FILE_VARIABLES]  # noqa: PTH111
-    if any(path and not os.path.isfile(path) and not os.path.isdir(path) for path in bundles):  # noqa: PTH112,PTH113
-        return True
-    folder = os.path.expanduser(environ.get(CA_DIR_VARIABLE, "").strip())  # noqa: PTH111
-    if folder and not os.path.isdir(folder):  # noqa: PTH112
+    if not _cas_there(environ):
         return True
     home = environ.get("HOME")
     return home is None or os.path.lexists(Path(home, ".netrc"))
+
+
+def _cas_there(environ: Mapping[str, str]) -> bool:
+    """Whether every CA variable set names what mdl.transfer.tls.ca_locations takes (a bundle: a
+    file or a folder; a CA folder: a folder). os.path's: a ~user that is no user, a folder that
+    cannot be searched, is "not there", never raised."""
+    bundles = [os.path.expanduser(environ.get(n, "").strip()) for n in CA_FILE_VARIABLES]  # noqa: PTH111
+    folder = os.path.expanduser(environ.get(CA_DIR_VARIABLE, "").strip())  # noqa: PTH111
+    files = all(not p or os.path.isfile(p) or os.path.isdir(p) for p in bundles)  # noqa: PTH112,PTH113
+    return files and (not folder or os.path.isdir(folder))  # noqa: PTH112
 
 
 def _as_given(path: str, target: str) -> bool:

@@ -131,6 +131,8 @@ URL = "http://cdn.example:8080/m/w.bin?X-Amz-Signature=5e"
         (["http://cdn.example/a%2Fb.bin"], {}, "a name the get refuses"),
         ([URL], {"MDL_CONNECTIONS": "-3"}, "a setting the get may refuse"),
         ([URL], {"SSL_CERT_FILE": "/nowhere.pem"}, "a CA bundle that is not there"),
+        ([URL], {"SSL_CERT_FILE": "/dev/null"}, "a CA bundle that is no file"),
+        ([URL], {"SSL_CERT_DIR": "/dev/null"}, "a CA folder that is no folder"),
         ([URL], {"MDL_LOG_FILE": "/tmp/mdl.log"}, ""),
     ],
 )
