@@ -25,6 +25,39 @@ OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 # of hashed certificates in SSL_CERT_DIR; else the system's.
 CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 CA_DIR_VARIABLE = "SSL_CERT_DIR"
+
+CA_HINT = (
+    "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or"
+    " SSL_CERT_FILE at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl"
+    " reads them in that order"
+)
+
+
+def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(cafile, capath, the variable that named them) from the environment, checked to exist
+    (else UsageError, exit 2): a bundle is a file or a folder (requests takes a folder in
+    REQUESTS_CA_BUNDLE), SSL_CERT_DIR a folder. os.path's checks: a ~user that is no user, a folder
+    that cannot be searched, is "not there", never raised (a get's early request asks it too)."""
+    from mdl.errors import UsageError
+
+    cafile = capath = None
+    name = next((n for n in CA_FILE_VARIABLES if environ.get(n, "").strip()), None)
+    if name is not None:
+        path = os.path.expanduser(environ[name].strip())  # noqa: PTH111
+        if os.path.isdir(path):  # noqa: PTH112
+            capath = path
+        elif os.path.isfile(path):  # noqa: PTH113
+            cafile = path
+        else:
+            raise UsageError(f"${name}: no such CA bundle {path!r}", hint=CA_HINT)
+    if folder := environ.get(CA_DIR_VARIABLE, "").strip():
+        folder = os.path.expanduser(folder)  # noqa: PTH111
+        if not os.path.isdir(folder):  # noqa: PTH112
+            raise UsageError(f"${CA_DIR_VARIABLE}: no such folder {folder!r}", hint=CA_HINT)
+        capath = capath or folder
+    return cafile, capath, name or (CA_DIR_VARIABLE if folder else None)
+
+
 DEFAULT_TIMEOUT = 10.0  # seconds to connect, or for an answer to begin (``timeout``)
 
 StrPath = str | os.PathLike[str]

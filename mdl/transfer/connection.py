@@ -23,10 +23,10 @@ import httpx2
 
 from mdl.errors import UsageError
 from mdl.redact import REDACTED, unshown
-from mdl.setting import DEFAULT_TIMEOUT
+from mdl.setting import DEFAULT_TIMEOUT, ca_locations
 from mdl.transfer import early
 from mdl.transfer._headers import parse_decimal
-from mdl.transfer.tls import ca_locations, shared_ssl_context
+from mdl.transfer.tls import shared_ssl_context
 
 KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused
 SCHEMES = ("http", "https")

@@ -26,8 +26,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mdl.background import Background
+from mdl.errors import UsageError
 from mdl.paths import SHA256_HEX, is_http_url, name_problem, reserved_by_mdl
-from mdl.setting import CA_DIR_VARIABLE, CA_FILE_VARIABLES, DEFAULT_TIMEOUT, OFFLINE_VARIABLES
+from mdl.setting import DEFAULT_TIMEOUT, OFFLINE_VARIABLES, ca_locations
 from mdl.version import USER_AGENT
 
 FRESH_SECONDS = 5.0  # a connection older than this when the download asks is not used
@@ -202,13 +203,12 @@ def routed(environ: Mapping[str, str]) -> bool:
 
 
 def _cas_there(environ: Mapping[str, str]) -> bool:
-    """Whether every CA variable set names what mdl.transfer.tls.ca_locations takes (a bundle: a
-    file or a folder; a CA folder: a folder). os.path's: a ~user that is no user, a folder that
-    cannot be searched, is "not there", never raised."""
-    bundles = [os.path.expanduser(environ.get(n, "").strip()) for n in CA_FILE_VARIABLES]  # noqa: PTH111
-    folder = os.path.expanduser(environ.get(CA_DIR_VARIABLE, "").strip())  # noqa: PTH111
-    files = all(not p or os.path.isfile(p) or os.path.isdir(p) for p in bundles)  # noqa: PTH112,PTH113
-    return files and (not folder or os.path.isdir(folder))  # noqa: PTH112
+    """Whether every CA variable set names what the download takes (mdl.setting.ca_locations)."""
+    try:
+        ca_locations(environ)
+    except UsageError:
+        return False
+    return True
 
 
 def _as_given(path: str, target: str) -> bool:

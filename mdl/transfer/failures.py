@@ -22,10 +22,11 @@ from mdl.redact import (
     safe_text,
 )
 from mdl.report import SERVER_TEXT_LIMIT
+from mdl.setting import CA_HINT
 from mdl.transfer._headers import retry_after_seconds
 from mdl.transfer.connection import Proxy, SlowBody, set_reply_deadline
 from mdl.transfer.ratelimit import MAX_HUB_WAIT, Refusal, refusal_of
-from mdl.transfer.tls import CA_HINT, certificate_problem
+from mdl.transfer.tls import certificate_problem
 from mdl.units import human_seconds
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})

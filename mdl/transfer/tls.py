@@ -12,38 +12,9 @@ from pathlib import Path
 import httpx2
 
 from mdl.errors import UsageError
-from mdl.setting import CA_DIR_VARIABLE, CA_FILE_VARIABLES
+from mdl.setting import CA_HINT, ca_locations
 
 _OPENSSL_SOURCE = r"\s*\(_ssl\.c:\d+\)"
-CA_HINT = (
-    "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or"
-    " SSL_CERT_FILE at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl"
-    " reads them in that order"
-)
-
-
-def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
-    """(cafile, capath, the variable that named them) from the environment, checked to exist
-    (else exit 2).
-    """
-    cafile = capath = None
-    name = next((n for n in CA_FILE_VARIABLES if environ.get(n, "").strip()), None)
-    if name is not None:
-        path = Path(environ[name].strip()).expanduser()
-        if path.is_dir():  # requests accepts a folder in REQUESTS_CA_BUNDLE
-            capath = str(path)
-        elif path.is_file():
-            cafile = str(path)
-        else:
-            raise UsageError(f"${name}: no such CA bundle {str(path)!r}", hint=CA_HINT)
-    if folder := environ.get(CA_DIR_VARIABLE, "").strip():
-        if not Path(folder).expanduser().is_dir():
-            raise UsageError(
-                f"${CA_DIR_VARIABLE}: no such folder {str(Path(folder).expanduser())!r}",
-                hint=CA_HINT,
-            )
-        capath = capath or str(Path(folder).expanduser())
-    return cafile, capath, name or (CA_DIR_VARIABLE if folder else None)
 
 
 # The process's contexts, one per CA setting: loading the CAs costs ~30 ms of CPU, paid at the first
