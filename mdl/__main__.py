@@ -75,13 +75,17 @@ def main() -> None:
 
 def _first_request_early(plain: dict[str, Any]) -> None:
     """A plain get's or pull's first request sent while the download's modules load."""
-    if plain["command"] == "get":
+    if plain["command"] == "get" and plain["sources"][0].startswith("hf://"):
+        from mdl.download.earlyhub import send_early_get
+
+        send_early_get(plain["sources"], plain.get("output"), plain.get("directory"))
+    elif plain["command"] == "get":
         from mdl.transfer.early import send_early
 
         where = plain.get("output"), plain.get("directory")
         send_early(plain["sources"], *where, sha256=plain.get("sha256"))
     elif plain["command"] == "pull":
-        from mdl.download.earlypull import send_early_pull
+        from mdl.download.earlyhub import send_early_pull  # (as a get's of hf://)
 
         send_early_pull(
             plain["names"],

@@ -1,5 +1,5 @@
 """The Hub's URLs as huggingface_hub writes them, with nothing heavier than ``urllib`` loaded: a
-pull's first request is written from them before the HTTP stack loads (mdl.download.earlypull)."""
+pull's first request is written from them before the HTTP stack loads (mdl.download.earlyhub)."""
 
 from __future__ import annotations
 

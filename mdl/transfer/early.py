@@ -6,7 +6,7 @@ request to that origin takes the connection (:func:`take`) only when its bytes a
 byte for byte: the answer is then read by the one HTTP stack like any other. Standard library
 only: this module is imported before everything else.
 
-A plain pull's first request is planned in mdl.download.earlypull and sent the same way
+A plain pull's first request is planned in mdl.download.earlyhub and sent the same way
 (:func:`asking`, :func:`begin`).
 
 Sent only when that first request is known and the get will make it (:func:`planned`): a plain
@@ -231,10 +231,10 @@ def _first_into(path: str, output: Path | None, directory: Path | None) -> bool:
     target = folder / name
     if os.path.lexists(folder) and not folder.is_dir():
         return False  # (refused by the get: nothing to ask)
-    return not os.path.lexists(target) and not _holds_any(folder / ".mdl" / "partial")
+    return not os.path.lexists(target) and not holds_any(folder / ".mdl" / "partial")
 
 
-def _holds_any(folder: Path) -> bool:
+def holds_any(folder: Path) -> bool:
     """Whether ``folder`` exists and is not empty (one entry read, not the listing)."""
     try:
         with os.scandir(folder) as entries:

@@ -417,8 +417,8 @@ def test_a_hub_pull_with_no_token_anywhere_never_loads_the_token_s_module(
         '[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n'
     )
     # (its first request sent while the rest loaded, and taken: asked once)
-    watched = ("huggingface_hub.utils", "mdl.download.earlypull")
-    assert loaded(tmp_path, watched, "pull", "tiny", "-q") == ["mdl.download.earlypull"]
+    watched = ("huggingface_hub.utils", "mdl.download.earlyhub")
+    assert loaded(tmp_path, watched, "pull", "tiny", "-q") == ["mdl.download.earlyhub"]
     assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
     assert len(hub.log.records(path_prefix="/api/models/org/tiny/revision/main")) == 1
     # the catalog checked once (its rules are pydantic's), a pull reads the Hub's replies without

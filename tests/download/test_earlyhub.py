@@ -1,4 +1,4 @@
-"""Issue 90: a plain pull's first request goes out while the rest loads (mdl.download.earlypull),
+"""Issue 90: a plain pull's first request goes out while the rest loads (mdl.download.earlyhub),
 as a get's does, and only when a catalog the pull checked before and the environment leave that
 request known; the pull takes its answer only when it would have sent those very bytes."""
 
@@ -19,7 +19,13 @@ from runfixtures import wait_for
 from servers import HeadRecorder, HubServer
 
 from mdl import api
-from mdl.download.earlypull import hub_token_path, planned_pull, send_early_pull
+from mdl.download.earlyhub import (
+    hub_token_path,
+    planned_get,
+    planned_pull,
+    send_early_get,
+    send_early_pull,
+)
 from mdl.errors import MdlError
 from mdl.lockfile.remembered import load_catalog
 from mdl.paths import is_http_url
@@ -269,3 +275,63 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     found = tmp_path_factory.mktemp("catalogs")
     write_catalog(found, ENTRY, checked=False)
     return found
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "hf://org/tiny/w.bin",
+        "hf://org/tiny@v1.0/sub/w.bin",
+        "hf://datasets/org/data.set/x.json",
+        "hf://org/tiny",
+        "hf://spaces/org/app@dev",
+    ],
+)
+def test_a_get_of_hf_sends_early_what_it_asks_first_byte_for_byte(
+    tmp_path: Path, missing: HeadRecorder, source: str
+) -> None:
+    with contextlib.suppress(MdlError):  # (the repo is missing: the first request is all there is)
+        api.get(source, directory=tmp_path / "d", environ={"HF_ENDPOINT": missing.origin})
+    environ = {"HF_ENDPOINT": missing.origin, "HOME": str(tmp_path)}
+    planned = planned_get([source], None, tmp_path / "d", environ)
+    assert planned is not None and planned.sent is not None
+    assert missing.heads[0] == planned.sent
+
+
+def test_a_get_of_a_hub_file_answers_from_its_early_request(tmp_path: Path, hub: HubServer) -> None:
+    hub.add_repo("org/tiny", {"config.json": b"{}", "w.bin": b"weights"})
+    environ = {"HF_ENDPOINT": hub.url, "HOME": str(tmp_path)}
+    send_early_get(["hf://org/tiny/w.bin"], None, tmp_path / "d", environ)
+    asked = "/org/tiny/resolve/main/w.bin"
+    wait_for(lambda: len(hub.log.records(path_prefix=asked)) == 1, what="the early request")
+    api.get("hf://org/tiny/w.bin", directory=tmp_path / "d", environ={"HF_ENDPOINT": hub.url})
+    assert (tmp_path / "d" / "w.bin").read_bytes() == b"weights"
+    first = hub.log.records(path_prefix=asked)[0]
+    assert first.headers["range"] == "bytes=0-0"  # its metadata: asked once, early
+    assert [r.headers.get("range") for r in hub.log.records(path_prefix=asked)].count(
+        "bytes=0-0"
+    ) == 1
+    assert not early.pending()
+
+
+def test_a_get_of_hf_sends_nothing_early_unless_its_first_request_is_known(tmp_path: Path) -> None:
+    environ = {"HF_ENDPOINT": HUB, "HOME": str(tmp_path)}
+    d = tmp_path / "d"
+    assert planned_get(["hf://org/tiny/w.bin"], None, d, environ) is not None
+    assert planned_get(["hf://org/tiny/w.bin", "hf://org/tiny/x"], None, d, environ) is None
+    assert planned_get([f"hf://org/tiny@{COMMIT}"], None, d, environ) is None  # its listing first
+    assert planned_get(["hf://org/../w.bin"], None, d, environ) is None  # refused by the get
+    assert planned_get(["hf://org/tiny/../w.bin"], None, d, environ) is None
+    assert planned_get(["https://example.com/w.bin"], None, d, environ) is None  # (a URL's own)
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "w.bin").write_bytes(b"mine")  # a Hub file keeps its folders under -d
+    assert planned_get(["hf://org/tiny/sub/w.bin"], None, d, environ) is None
+    assert planned_get(["hf://org/tiny/sub/w.bin"], tmp_path / "new.bin", None, environ) is not None
+    (d / ".mdl" / "partial").mkdir(parents=True)
+    (d / ".mdl" / "partial" / "k-w.bin.part").write_bytes(b"")  # a resume, maybe
+    assert planned_get(["hf://org/tiny/w.bin"], None, d, environ) is None
+    assert planned_get(["hf://org/tiny"], None, d, environ) is not None  # (a repo: its revision)
+    tls = planned_get(["hf://org/tiny"], None, d, {**environ, "HF_ENDPOINT": "https://h.example"})
+    assert tls is not None and tls.sent is None
+    token = planned_get(["hf://org/tiny"], None, d, {**environ, "HF_TOKEN": "hf_x"})
+    assert token is not None and token.sent is None

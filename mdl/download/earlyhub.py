@@ -1,11 +1,13 @@
-"""A plain ``mdl pull NAME``'s first request, sent while Python loads the rest, as a get's is
-(mdl.transfer.early): for a whole repo the Hub's answer naming its revision's commit, for a one-file
-entry its file's first byte. Planned only from a catalog whose very bytes a pull checked before (the
-validated models it remembered: mdl.lockfile.remembered), and only when nothing there or in the
-environment may change that request: a lock beside the catalog, a mirror, a pinned commit, more
-files, a signature, a destination that is not a folder send nothing. A token the pull may send
-leaves the request to the pull (the connection only is opened early). The pull takes the connection
-only when it asks those very bytes; else the answer is dropped unread, as a get's."""
+"""A plain ``mdl pull NAME``'s or ``mdl get hf://…``'s first request to the Hub, sent while Python
+loads the rest, as a get's of a URL is (mdl.transfer.early): for a whole repo the Hub's answer
+naming its revision's commit, for one file its first byte. A pull's is planned only from a catalog
+whose very bytes a pull checked before (the validated models it remembered:
+mdl.lockfile.remembered), and only when nothing there or in the environment may change that
+request: a lock beside the catalog, a mirror, a pinned commit, more files, a signature, a
+destination that is not a folder send nothing; a get's only for one hf:// source with nothing yet
+where its file goes. A token the run may send leaves the request to it (the connection only is
+opened early). The run takes the connection only when it asks those very bytes; else the answer is
+dropped unread."""
 
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mdl.errors import MdlError
-from mdl.paths import GIT_OID_HEX
+from mdl.paths import GIT_OID_HEX, parse_hf_uri
 from mdl.setting import SETTING
-from mdl.transfer.early import Early, asking, begin, routed, split_url
+from mdl.transfer.early import Early, asking, begin, holds_any, routed, split_url
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog, ModelSpec
@@ -117,21 +119,79 @@ def _first_url(
     catalog: Catalog, model: ModelSpec, environ: Mapping[str, str]
 ) -> tuple[str | None, bytes | None]:
     """(URL, Range) of the pull's first request for ``model``; (None, None): not known."""
+    endpoint = _endpoint(environ, catalog.settings.endpoint)
+    if model.repo is not None:  # a snapshot: its commit, then its listing
+        return _hub_ask(endpoint, model.repo, model.repo_type, model.revision, None)
+    if len(model.files) == 1 and (file := model.files[0]).url is None and file.repo and file.path:
+        kind, revision = file.repo_type or "model", file.revision or "main"
+        return _hub_ask(endpoint, file.repo, kind, revision, file.path)
+    return None, None
+
+
+def send_early_get(
+    sources: Sequence[str],
+    output: Path | None,
+    directory: Path | None,
+    environ: Mapping[str, str] = os.environ,
+) -> None:
+    """Open the connection (and send the request) a plain get of one ``hf://`` source starts
+    with, when it is known (:func:`planned_get`)."""
+    early = planned_get(sources, output, directory, environ)
+    if early is not None:
+        begin(early)
+
+
+def planned_get(
+    sources: Sequence[str], output: Path | None, directory: Path | None, environ: Mapping[str, str]
+) -> Early | None:
+    """The first connection (and request) of a plain get of one ``hf://`` file (into ``output``
+    or under ``directory``, where nothing is yet) or repo, or None when it is not known for
+    sure."""
+    try:
+        if len(sources) != 1 or not sources[0].startswith("hf://") or routed(environ):
+            return None
+        uri = parse_hf_uri(sources[0])
+        if uri.path is not None and not _nothing_at(uri.path, output, directory):
+            return None
+        endpoint = _endpoint(environ, None)
+        url, asked = _hub_ask(endpoint, uri.repo, uri.repo_type, uri.revision or "main", uri.path)
+        send = not _token_somewhere(environ)
+    except (MdlError, OSError, ValueError):  # (a source the get refuses: it says why)
+        return None
+    at = split_url(url) if url is not None else None
+    return asking(at, asked, send=send) if at is not None else None
+
+
+def _nothing_at(path: str, output: Path | None, directory: Path | None) -> bool:
+    """Whether a get of a Hub file ``path`` starts with its first byte: nothing where it goes
+    (``output``, else its path under ``directory``) and no partial download beside."""
+    folder = output.parent if output is not None else Path(directory or ".")
+    target = output if output is not None else folder / path
+    return not os.path.lexists(target) and not holds_any(folder / ".mdl" / "partial")
+
+
+def _endpoint(environ: Mapping[str, str], written: str | None) -> str:
+    """The Hub's endpoint as the run reads it: HF_ENDPOINT, else the catalog's, else the default
+    (UsageError: one the run refuses)."""
     from mdl.catalog.settings import parse_setting
-    from mdl.sources.huburls import hub_api_url, hub_file_url
 
     setting = SETTING["endpoint"]
-    given = environ.get(setting.env) or catalog.settings.endpoint or setting.default
-    endpoint = parse_setting(setting, given, where=f"${setting.env}")  # (as the pull reads it)
-    if model.repo is not None:  # a snapshot: its commit, then its listing
-        if GIT_OID_HEX.fullmatch(model.revision):
-            return None, None  # a commit already: the pull asks for its listing first
-        return hub_api_url(endpoint, model.repo, model.repo_type, "revision", model.revision), None
-    if len(model.files) == 1 and (file := model.files[0]).url is None and file.repo and file.path:
-        revision = file.revision or "main"
-        url = hub_file_url(endpoint, file.repo, file.path, file.repo_type or "model", revision)
-        return url, b"bytes=0-0"
-    return None, None
+    given = environ.get(setting.env) or written or setting.default
+    return str(parse_setting(setting, given, where=f"${setting.env}"))
+
+
+def _hub_ask(
+    endpoint: str, repo: str, kind: str, revision: str, path: str | None
+) -> tuple[str | None, bytes | None]:
+    """(URL, Range) of the first request for a Hub repo (its revision's commit; none for a commit
+    already: its listing is asked first) or for one file of it (its first byte)."""
+    from mdl.sources.huburls import hub_api_url, hub_file_url
+
+    if path is not None:
+        return hub_file_url(endpoint, repo, path, kind, revision), b"bytes=0-0"
+    if GIT_OID_HEX.fullmatch(revision):
+        return None, None
+    return hub_api_url(endpoint, repo, kind, "revision", revision), None
 
 
 def _token_somewhere(environ: Mapping[str, str]) -> bool:
@@ -150,7 +210,7 @@ def _token_somewhere(environ: Mapping[str, str]) -> bool:
 
 def hub_token_path(environ: Mapping[str, str]) -> str:
     """huggingface_hub's ``constants.HF_TOKEN_PATH`` for ``environ`` (written out: its module reads
-    the process's environment once; tests/download/test_earlypull.py holds the two equal)."""
+    the process's environment once; tests/download/test_earlyhub.py holds the two equal)."""
     home = environ.get("HOME") or os.path.expanduser("~")  # noqa: PTH111 (never raises)
     cache = environ.get("XDG_CACHE_HOME", os.path.join(home, ".cache"))  # noqa: PTH118
     hf_home = _expanded(environ.get("HF_HOME", os.path.join(cache, "huggingface")))  # noqa: PTH118
