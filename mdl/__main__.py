@@ -78,7 +78,8 @@ def _first_request_early(plain: dict[str, Any]) -> None:
     if plain["command"] == "get" and plain["sources"][0].startswith("hf://"):
         from mdl.download.earlyhub import send_early_get
 
-        send_early_get(plain["sources"], plain.get("output"), plain.get("directory"))
+        where = plain.get("output"), plain.get("directory")
+        send_early_get(plain["sources"], *where, sha256=plain.get("sha256"))
     elif plain["command"] == "get":
         from mdl.transfer.early import send_early
 

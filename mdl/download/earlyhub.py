@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from mdl.errors import MdlError
 from mdl.paths import GIT_OID_HEX, parse_hf_uri
 from mdl.setting import SETTING
-from mdl.transfer.early import Early, asking, begin, holds_any, routed, split_url
+from mdl.transfer.early import Early, asking, begin, routed, split_url
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog, ModelSpec
@@ -133,25 +133,34 @@ def send_early_get(
     output: Path | None,
     directory: Path | None,
     environ: Mapping[str, str] = os.environ,
+    *,
+    sha256: str | None = None,
 ) -> None:
     """Open the connection (and send the request) a plain get of one ``hf://`` source starts
     with, when it is known (:func:`planned_get`)."""
-    early = planned_get(sources, output, directory, environ)
+    early = None if output or sha256 else planned_get(sources, directory, environ)
     if early is not None:
         begin(early)
 
 
 def planned_get(
-    sources: Sequence[str], output: Path | None, directory: Path | None, environ: Mapping[str, str]
+    sources: Sequence[str], directory: Path | None, environ: Mapping[str, str]
 ) -> Early | None:
-    """The first connection (and request) of a plain get of one ``hf://`` file (into ``output``
-    or under ``directory``, where nothing is yet) or repo, or None when it is not known for
-    sure."""
+    """The first connection (and request) of a plain get of one ``hf://`` file or repo under
+    ``directory`` (no ``-o``, no ``--sha256``: a line whose checks the get makes first), or None
+    when it is not known for sure. The same whether the file is there or not (the get asks the
+    Hub which version it is)."""
+    from mdl.paths import safe_file_name
+    from mdl.store.filesystem import creatable_problem
+
     try:
         if len(sources) != 1 or not sources[0].startswith("hf://") or routed(environ):
             return None
         uri = parse_hf_uri(sources[0])
-        if uri.path is not None and not _nothing_at(uri.path, output, directory):
+        # where its files go, by the get's own rules (a name it refuses, a folder it cannot
+        # write in: refused before it asks)
+        names = [safe_file_name(part, where=uri.given) for part in (uri.path or "x").split("/")]
+        if creatable_problem(Path(os.path.abspath(directory or "."), *names)) is not None:  # noqa: PTH100
             return None
         endpoint = _endpoint(environ, None)
         url, asked = _hub_ask(endpoint, uri.repo, uri.repo_type, uri.revision or "main", uri.path)
@@ -160,14 +169,6 @@ def planned_get(
         return None
     at = split_url(url) if url is not None else None
     return asking(at, asked, send=send) if at is not None else None
-
-
-def _nothing_at(path: str, output: Path | None, directory: Path | None) -> bool:
-    """Whether a get of a Hub file ``path`` starts with its first byte: nothing where it goes
-    (``output``, else its path under ``directory``) and no partial download beside."""
-    folder = output.parent if output is not None else Path(directory or ".")
-    target = output if output is not None else folder / path
-    return not os.path.lexists(target) and not holds_any(folder / ".mdl" / "partial")
 
 
 def _endpoint(environ: Mapping[str, str], written: str | None) -> str:

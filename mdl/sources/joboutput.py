@@ -7,7 +7,6 @@ chunks.
 import base64
 import contextlib
 import hashlib
-import ipaddress
 import json
 import os
 import stat
@@ -34,6 +33,7 @@ from mdl.redact import unshown
 from mdl.sources.resolve import RemoteFile
 from mdl.store.confined import open_file, rename, unlink
 from mdl.store.filesystem import fsync_dir
+from mdl.transfer.hosts import is_local_host
 
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size
 # costs a few MiB of memory (the JSON text itself is already in memory once; never hold a second
@@ -48,15 +48,6 @@ _DROP_WHITESPACE = str.maketrans("", "", _WHITESPACE)
 _WRAPPER_KEYS = ("files", "outputs", "results", "data")
 _PENDING = frozenset({"in_queue", "in_progress", "queued", "running", "pending", "starting"})
 _MAX_ERROR_TEXT = 300
-# Plain http is for hosts that cannot be on the public internet: a presigned link over http to
-# anywhere else would hand its signature (and the bytes) to every hop on the way. Decided by name
-# only: no DNS.
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
-# Loopback, private (RFC 1918, RFC 4193) and link-local networks.
-_LOCAL_NETS = (
-    "127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 169.254.0.0/16 fe80::/10"
-)
-_LOCAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in _LOCAL_NETS.split())
 
 
 class InlineFile(NamedTuple):
@@ -311,24 +302,6 @@ def _url_field(url: Any, *, where: str) -> str:
         raise JobOutputError(f"{where}: contains control characters or invalid Unicode")
     check_url(url, where=where)
     return url
-
-
-def is_local_host(host: str) -> bool:
-    """Whether ``host`` is loopback, private or link-local by its name or address alone (no DNS
-    lookup).
-    """
-    host = host.strip("[]").rstrip(".").lower()
-    if not host:
-        return False
-    try:
-        # without an IPv6 zone ("fe80::1%eth0")
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        # Single-label names ("minio") resolve only through local search domains.
-        return host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in _LOCAL_NETWORKS)
 
 
 ACCEPTED_URLS = (

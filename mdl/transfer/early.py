@@ -29,6 +29,7 @@ from mdl.background import Background
 from mdl.errors import UsageError
 from mdl.paths import SHA256_HEX, is_http_url, name_problem, reserved_by_mdl
 from mdl.setting import DEFAULT_TIMEOUT, OFFLINE_VARIABLES, ca_locations
+from mdl.transfer.hosts import is_local_host
 from mdl.version import USER_AGENT
 
 FRESH_SECONDS = 5.0  # a connection older than this when the download asks is not used
@@ -143,7 +144,8 @@ def asking(at: Origin, asked: bytes | None, *, send: bool) -> Early:
     first (``asked``: its Range, if any), as httpx2 writes it; an ``https://`` one is connected
     only (its TLS context is httpx2's to build)."""
     scheme, host, port, _, target = at
-    if not send or scheme == "https":
+    # (plain http to a host on the internet: refused by the download, and bytes sent in the clear)
+    if not send or scheme == "https" or not is_local_host(host):
         return Early(scheme, host, port, None)
     headers = [
         (b"Host", (host if port == 80 else f"{host}:{port}").encode()),
@@ -161,13 +163,16 @@ Origin = tuple[str, str, int, str, str]
 
 
 def _origin(source: str, environ: Mapping[str, str]) -> Origin | None:
-    """An http(s) URL with no login, not the Hub's, that httpx2 asks as it is; else None."""
+    """An http(s) URL with no login, not the Hub's, that httpx2 asks as it is and the get takes
+    (plain http only to a loopback or private host); else None."""
     try:  # (an endpoint urllib cannot split: the download's to refuse)
         hub = urlsplit(environ.get("HF_ENDPOINT", "")).hostname
     except ValueError:
         return None
     at = split_url(source)
-    return None if at is None or at[1] in (*HUB_HOSTS, hub) else at
+    if at is None or at[1] in (*HUB_HOSTS, hub):
+        return None
+    return at if at[0] == "https" or is_local_host(at[1]) else None
 
 
 def split_url(source: str) -> Origin | None:
@@ -231,10 +236,10 @@ def _first_into(path: str, output: Path | None, directory: Path | None) -> bool:
     target = folder / name
     if os.path.lexists(folder) and not folder.is_dir():
         return False  # (refused by the get: nothing to ask)
-    return not os.path.lexists(target) and not holds_any(folder / ".mdl" / "partial")
+    return not os.path.lexists(target) and not _holds_any(folder / ".mdl" / "partial")
 
 
-def holds_any(folder: Path) -> bool:
+def _holds_any(folder: Path) -> bool:
     """Whether ``folder`` exists and is not empty (one entry read, not the listing)."""
     try:
         with os.scandir(folder) as entries:

@@ -154,7 +154,8 @@ NOT_FOR_PLAIN_GET = (
 # only) and read on the connection it opened (mdl.transfer.earlywire, once the download takes it)
 # 88, issue 90: the one whole write of a buffer (mdl.writes, below the parts: buckets and the
 # swarm write with it too), which transfer._copy's write_at moved to
-PLAIN_GET_MODULES = 88
+# 89, issue 90: which hosts plain http may go to (mdl.transfer.hosts: the early request asks it too)
+PLAIN_GET_MODULES = 89
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
@@ -421,6 +422,12 @@ def test_a_hub_pull_with_no_token_anywhere_never_loads_the_token_s_module(
     assert loaded(tmp_path, watched, "pull", "tiny", "-q") == ["mdl.download.earlyhub"]
     assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
     assert len(hub.log.records(path_prefix="/api/models/org/tiny/revision/main")) == 1
+    # a get of a Hub file: the same (its first byte asked once, early)
+    got = loaded(tmp_path, watched[1:], "get", "hf://org/tiny/w.bin", "-d", "got", "-q")
+    assert got == ["mdl.download.earlyhub"]
+    assert (tmp_path / "got" / "w.bin").read_bytes() == b"weights"
+    asked = hub.log.records(path_prefix="/org/tiny/resolve/main/w.bin")
+    assert [r.headers.get("range") for r in asked].count("bytes=0-0") == 1
     # the catalog checked once (its rules are pydantic's), a pull reads the Hub's replies without
     # pydantic (mdl.sources._hubreplies: ~80 ms a start)
     watched = ("huggingface_hub.utils", "pydantic")

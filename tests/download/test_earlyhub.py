@@ -99,7 +99,7 @@ def test_a_pull_answers_from_its_early_request_and_asks_nothing_again(
 
 
 ENTRY = '[models.m]\nrepo = "org/tiny"\n'
-HUB = "http://hub.example:8080"
+HUB = "http://hub.internal:8080"  # (a private network's: plain http goes there)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +191,7 @@ def test_the_catalog_s_endpoint_is_asked_unless_hf_endpoint_names_another(tmp_pa
     planned = planned_pull(["m"], path, {"HOME": str(tmp_path)})
     assert planned is not None and planned.origin == ("http", "mirror.example", 80)
     planned = planned_pull(["m"], path, {"HOME": str(tmp_path), "HF_ENDPOINT": HUB})
-    assert planned is not None and planned.origin == ("http", "hub.example", 8080)
+    assert planned is not None and planned.origin == ("http", "hub.internal", 8080)
 
 
 @pytest.mark.parametrize(
@@ -293,7 +293,7 @@ def test_a_get_of_hf_sends_early_what_it_asks_first_byte_for_byte(
     with contextlib.suppress(MdlError):  # (the repo is missing: the first request is all there is)
         api.get(source, directory=tmp_path / "d", environ={"HF_ENDPOINT": missing.origin})
     environ = {"HF_ENDPOINT": missing.origin, "HOME": str(tmp_path)}
-    planned = planned_get([source], None, tmp_path / "d", environ)
+    planned = planned_get([source], tmp_path / "d", environ)
     assert planned is not None and planned.sent is not None
     assert missing.heads[0] == planned.sent
 
@@ -314,24 +314,51 @@ def test_a_get_of_a_hub_file_answers_from_its_early_request(tmp_path: Path, hub:
     assert not early.pending()
 
 
-def test_a_get_of_hf_sends_nothing_early_unless_its_first_request_is_known(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("hf://org/tiny/w.bin", ""),
+        ("hf://org/tiny", ""),  # a repo: its revision
+        ("hf://org/tiny/w.bin hf://org/tiny/x", "two sources"),
+        (f"hf://org/tiny@{COMMIT}", "a commit: its listing first"),
+        ("hf://org/../w.bin", "refused by the get"),
+        ("hf://org/tiny/../w.bin", "refused by the get"),
+        ("hf://org/tiny/w.bin.", "a name the get refuses"),
+        ("hf://org/tiny/nul.txt", "a name the get refuses"),
+        ("hf://org/tiny/.mdl/w.bin", "mdl's own folder"),
+        ("https://example.com/w.bin", "a URL's own (mdl.transfer.early)"),
+    ],
+)
+def test_a_get_of_hf_sends_nothing_early_unless_its_first_request_is_known(
+    tmp_path: Path, source: str, why: str
+) -> None:
+    environ = {"HF_ENDPOINT": HUB, "HOME": str(tmp_path)}
+    planned = planned_get(source.split(), tmp_path / "d", environ)
+    assert (planned is None) == bool(why)
+
+
+def test_a_get_of_hf_asks_early_wherever_the_get_would_ask_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     environ = {"HF_ENDPOINT": HUB, "HOME": str(tmp_path)}
     d = tmp_path / "d"
-    assert planned_get(["hf://org/tiny/w.bin"], None, d, environ) is not None
-    assert planned_get(["hf://org/tiny/w.bin", "hf://org/tiny/x"], None, d, environ) is None
-    assert planned_get([f"hf://org/tiny@{COMMIT}"], None, d, environ) is None  # its listing first
-    assert planned_get(["hf://org/../w.bin"], None, d, environ) is None  # refused by the get
-    assert planned_get(["hf://org/tiny/../w.bin"], None, d, environ) is None
-    assert planned_get(["https://example.com/w.bin"], None, d, environ) is None  # (a URL's own)
     (d / "sub").mkdir(parents=True)
-    (d / "sub" / "w.bin").write_bytes(b"mine")  # a Hub file keeps its folders under -d
-    assert planned_get(["hf://org/tiny/sub/w.bin"], None, d, environ) is None
-    assert planned_get(["hf://org/tiny/sub/w.bin"], tmp_path / "new.bin", None, environ) is not None
-    (d / ".mdl" / "partial").mkdir(parents=True)
-    (d / ".mdl" / "partial" / "k-w.bin.part").write_bytes(b"")  # a resume, maybe
-    assert planned_get(["hf://org/tiny/w.bin"], None, d, environ) is None
-    assert planned_get(["hf://org/tiny"], None, d, environ) is not None  # (a repo: its revision)
-    tls = planned_get(["hf://org/tiny"], None, d, {**environ, "HF_ENDPOINT": "https://h.example"})
+    (d / "sub" / "w.bin").write_bytes(b"mine")  # there: the get asks which version it is first
+    assert planned_get(["hf://org/tiny/sub/w.bin"], d, environ) is not None
+    (d / "a").write_bytes(b"")  # a file where its folder goes: refused before anything is asked
+    assert planned_get(["hf://org/tiny/a/w.bin"], d, environ) is None
+    assert planned_get(["hf://org/tiny"], d / "a", environ) is None
+    assert planned_get(["hf://org/tiny/w.bin"], d / "a" / "sub", environ) is None
+    send_early_get(["hf://org/tiny/w.bin"], d / "x.bin", None, environ)  # -o: its checks first
+    send_early_get(["hf://org/tiny/w.bin"], None, d, environ, sha256="zz")  # --sha256: the same
+    assert not early.pending()
+    tls = planned_get(["hf://org/tiny"], d, {**environ, "HF_ENDPOINT": "https://h.example"})
     assert tls is not None and tls.sent is None
-    token = planned_get(["hf://org/tiny"], None, d, {**environ, "HF_TOKEN": "hf_x"})
+    token = planned_get(["hf://org/tiny"], d, {**environ, "HF_TOKEN": "hf_x"})
     assert token is not None and token.sent is None
+    public = planned_get(["hf://org/tiny"], d, {**environ, "HF_ENDPOINT": "http://h.example"})
+    assert public is not None and public.sent is None  # plain http off this network: nothing sent
+    (d / "gone").mkdir()
+    monkeypatch.chdir(d / "gone")
+    (d / "gone").rmdir()  # a folder deleted under the run: the get says so
+    assert planned_get(["hf://org/tiny/w.bin"], None, environ) is None

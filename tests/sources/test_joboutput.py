@@ -22,11 +22,11 @@ from mdl.sources.joboutput import (
     UrlFile,
     check_inline,
     check_url,
-    is_local_host,
     iter_base64,
     parse_job_output,
     write_inline,
 )
+from mdl.transfer.hosts import is_local_host
 
 
 def b64(data: bytes) -> str:

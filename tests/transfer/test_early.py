@@ -101,7 +101,7 @@ def test_an_https_get_starts_tls_on_its_early_connection(tmp_path: Path) -> None
     assert not early.pending()
 
 
-URL = "http://cdn.example:8080/m/w.bin?X-Amz-Signature=5e"
+URL = "http://cdn.internal:8080/m/w.bin?X-Amz-Signature=5e"
 
 
 @pytest.mark.parametrize(
@@ -113,22 +113,22 @@ URL = "http://cdn.example:8080/m/w.bin?X-Amz-Signature=5e"
         ([URL], {"NETRC": "/n"}, "a netrc's login"),
         ([URL], {"HF_HUB_OFFLINE": "1"}, "offline"),
         ([URL], {"TRANSFORMERS_OFFLINE": "1"}, "offline"),
-        (["http://cdn.example/w.bin?"], {}, "an empty query httpx2 keeps"),
-        (["http://cdn.example/a/../w.bin"], {}, "a dot segment httpx2 removes"),
-        (["http://cdn.example/./w.bin"], {}, "a dot segment httpx2 removes"),
+        (["http://cdn.internal/w.bin?"], {}, "an empty query httpx2 keeps"),
+        (["http://cdn.internal/a/../w.bin"], {}, "a dot segment httpx2 removes"),
+        (["http://cdn.internal/./w.bin"], {}, "a dot segment httpx2 removes"),
         (["https://huggingface.co/o/m/resolve/main/w.bin"], {}, "the Hub"),
-        ([URL], {"HF_ENDPOINT": "http://cdn.example:8080"}, "the Hub"),
-        (["http://u:p@cdn.example/w.bin"], {}, "a login"),
-        (["http://cdn.example/a b.bin"], {}, "a target httpx2 re-quotes"),
-        (["http://cdn.example/w.bin\t"], {}, "a character urllib drops and the get refuses"),
-        (["http://cdn.example:0/w.bin"], {}, "a port httpx2 writes in its Host header"),
+        ([URL], {"HF_ENDPOINT": "http://cdn.internal:8080"}, "the Hub"),
+        (["http://u:p@cdn.internal/w.bin"], {}, "a login"),
+        (["http://cdn.internal/a b.bin"], {}, "a target httpx2 re-quotes"),
+        (["http://cdn.internal/w.bin\t"], {}, "a character urllib drops and the get refuses"),
+        (["http://cdn.internal:0/w.bin"], {}, "a port httpx2 writes in its Host header"),
         (["http://[::1]/w.bin"], {}, "an IPv6 host"),
-        (["http://xn--bcher-kva.example/w.bin"], {}, ""),
+        (["http://xn--bcher-kva.internal/w.bin"], {}, ""),
         (["s3://b/w.bin"], {}, "not HTTP"),
-        (["http://cdn.example/"], {}, "no file name"),
-        (["http://cdn.example/x:y.bin"], {}, "a name the get refuses"),
-        (["http://cdn.example/CON"], {}, "a name the get refuses"),
-        (["http://cdn.example/a%2Fb.bin"], {}, "a name the get refuses"),
+        (["http://cdn.internal/"], {}, "no file name"),
+        (["http://cdn.internal/x:y.bin"], {}, "a name the get refuses"),
+        (["http://cdn.internal/CON"], {}, "a name the get refuses"),
+        (["http://cdn.internal/a%2Fb.bin"], {}, "a name the get refuses"),
         ([URL], {"MDL_CONNECTIONS": "-3"}, "a setting the get may refuse"),
         ([URL], {"SSL_CERT_FILE": "/nowhere.pem"}, "a CA bundle that is not there"),
         ([URL], {"SSL_CERT_FILE": "/dev/null"}, "a CA bundle that is no file"),
@@ -167,7 +167,7 @@ def test_a_folder_a_get_used_or_a_file_in_the_way_sends_nothing_early(tmp_path: 
     assert early.planned([URL], tmp_path / "e" / "x.bin", None, home) is None
     (tmp_path / "file").write_bytes(b"")  # -d naming a file: refused, nothing to ask
     assert early.planned([URL], None, tmp_path / "file", home) is None
-    (tmp_path / ".netrc").write_text("machine cdn.example login a password b\n")
+    (tmp_path / ".netrc").write_text("machine cdn.internal login a password b\n")
     assert early.planned([URL], None, tmp_path / "f", home) is None
 
 
@@ -179,7 +179,7 @@ SHAPES = ("/a/../b", "/a/./b", "//double", "/a;p=1", "/fi%zzle", "?", "?q=a+b&c"
         st.text(max_size=60),
         st.lists(st.sampled_from(SHAPES), max_size=3).map(lambda p: URL + "".join(p)),
         st.lists(st.sampled_from(SHAPES), max_size=3).map(lambda p: "http://h/w" + "".join(p)),
-        st.text(max_size=20).map(lambda p: f"http://cdn.example/w{p}"),
+        st.text(max_size=20).map(lambda p: f"http://cdn.internal/w{p}"),
     )
 )
 def test_any_source_is_planned_as_httpx2_would_ask_it_or_not_at_all(source: str) -> None:
@@ -206,3 +206,18 @@ def test_a_download_waits_for_an_early_connect_no_longer_than_a_connect_may_take
     assert [outcome.action for outcome in report.files] == ["downloaded"]
     assert (tmp_path / "d" / "w.bin").read_bytes() == DATA
     assert len(cdn.log.records()) == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "sent"),
+    [("127.0.0.1", True), ("10.1.2.3", True), ("minio", True), ("cdn.example", False)],
+)
+def test_plain_http_sends_its_request_early_only_where_the_get_takes_plain_http(
+    tmp_path: Path, host: str, sent: bool
+) -> None:
+    """A signed URL over http:// to a host on the internet: the get refuses it, so nothing of it
+    goes out early in the clear (mdl.transfer.hosts, the get's own rule)."""
+    url = f"http://{host}/w.bin?X-Amz-Signature=5e"
+    planned = early.planned([url], None, tmp_path / "d", {"HOME": str(tmp_path)})
+    assert (planned is not None and planned.sent is not None) == sent
+    assert sent or planned is None  # (not even connected)
