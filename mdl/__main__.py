@@ -74,26 +74,24 @@ def main() -> None:
 
 
 def _first_request_early(plain: dict[str, Any]) -> None:
-    """A plain get's or pull's first request sent while the download's modules load."""
-    if plain["command"] == "get" and plain["sources"][0].startswith("hf://"):
-        from mdl.download.earlyhub import send_early_get
-
-        where = plain.get("output"), plain.get("directory")
-        send_early_get(plain["sources"], *where, sha256=plain.get("sha256"))
-    elif plain["command"] == "get":
+    """A plain get's or pull's first request sent while the download's modules load (a Hub's
+    planned in mdl.download.earlyhub)."""
+    if plain["command"] == "get" and not plain["sources"][0].startswith("hf://"):
         from mdl.transfer.early import send_early
 
         where = plain.get("output"), plain.get("directory")
         send_early(plain["sources"], *where, sha256=plain.get("sha256"))
-    elif plain["command"] == "pull":
-        from mdl.download.earlyhub import send_early_pull  # (as a get's of hf://)
+        return
+    from mdl.download.earlyhub import planned_get, planned_pull
+    from mdl.transfer.early import begin
 
-        send_early_pull(
-            plain["names"],
-            plain.get("catalog"),
-            all_models=bool(plain.get("all_models")),
-            dest=plain.get("dest"),
-        )
+    if plain["command"] == "get":
+        where = plain.get("output"), plain.get("directory")
+        begin(planned_get(plain["sources"], *where, os.environ, sha256=plain.get("sha256")))
+    elif plain["command"] == "pull":
+        all_models, dest = bool(plain.get("all_models")), plain.get("dest")
+        names, catalog = plain["names"], plain.get("catalog")
+        begin(planned_pull(names, catalog, os.environ, all_models=all_models, dest=dest))
 
 
 def _exit_interrupted() -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from mdl.errors import MdlError
 from mdl.paths import GIT_OID_HEX, parse_hf_uri
 from mdl.setting import SETTING
-from mdl.transfer.early import Early, asking, begin, routed, split_url
+from mdl.transfer.early import Early, asking, routed, split_url
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog, ModelSpec
@@ -34,45 +34,39 @@ QUIET = frozenset(
 TOKEN_VARIABLES = ("HF_OIDC_RESOURCE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
-def send_early_pull(
-    names: Sequence[str],
-    catalog: Path | None,
-    environ: Mapping[str, str] = os.environ,
-    *,
-    all_models: bool = False,
-    dest: Path | None = None,
-) -> None:
-    """Open the connection (and send the request) the pull of ``names`` starts with, when it is
-    known (:func:`planned_pull`)."""
-    early = None if all_models else planned_pull(names, catalog, environ, dest=dest)
-    if early is not None:
-        begin(early)
-
-
 def planned_pull(
     names: Sequence[str],
     catalog: Path | None,
     environ: Mapping[str, str],
     *,
+    all_models: bool = False,
     dest: Path | None = None,
 ) -> Early | None:
-    """The first connection (and request) of a pull of ``names`` with ``--catalog catalog`` and
-    ``--dest dest``, or None when it is not known for sure."""
+    """The first connection (and request) of a pull of ``names`` (``--all``: none) with
+    ``--catalog catalog`` and ``--dest dest``, or None when it is not known for sure."""
     try:
-        if len(names) != 1 or routed(environ):
+        if len(names) != 1 or all_models or routed(environ):
             return None
         found = _remembered(catalog, environ)
         model = _model(found, names[0], dest) if found is not None else None
-        if found is None or model is None:
-            return None
-        url, asked = _first_url(found, model, environ)
-        send = not _token_somewhere(environ)
+        return _first(found, model, environ) if found is not None and model is not None else None
     # (a catalog or a folder that cannot be read, an endpoint the pull refuses, a path that is not
     # text: the pull says why)
     except (MdlError, OSError, ValueError):
         return None
-    at = split_url(url) if url is not None else None
-    return asking(at, asked, send=send) if at is not None else None
+
+
+def _first(catalog: Catalog, model: ModelSpec, environ: Mapping[str, str]) -> Early | None:
+    """The pull's first ask of the Hub for ``model``: a snapshot's commit (then its listing), a
+    one-file entry's first byte; None for anything else."""
+    written = catalog.settings.endpoint
+    if model.repo is not None:
+        return _hub_early(environ, written, model.repo, model.repo_type, model.revision, None)
+    file = model.files[0] if len(model.files) == 1 else None
+    if file is None or file.repo is None or file.path is None or file.url is not None:
+        return None
+    kind, revision = file.repo_type or "model", file.revision or "main"
+    return _hub_early(environ, written, file.repo, kind, revision, file.path)
 
 
 def _remembered(catalog: Path | None, environ: Mapping[str, str]) -> Catalog | None:
@@ -91,108 +85,90 @@ def _remembered(catalog: Path | None, environ: Mapping[str, str]) -> Catalog | N
 
 
 def _model(catalog: Catalog, name: str, dest: Path | None) -> ModelSpec | None:
-    """Model ``name``, when the catalog's settings leave the pull's first request to it alone
-    and its destination is a folder or not there yet."""
+    """Model ``name``, when the catalog's settings leave the pull's first request to it alone and
+    the pull takes its destination (else it refuses before it asks)."""
     settings = catalog.settings
     loud = [f.name for f in dataclasses.fields(cast("Any", settings)) if f.name not in QUIET]
-    if any(getattr(settings, name) not in (None, ()) for name in loud) or _refused(catalog, dest):
+    if any(getattr(settings, name) not in (None, ()) for name in loud) or _dest_refused(
+        catalog, dest
+    ):
         return None
     model = next((spec for spec in catalog.models if spec.name == name), None)
     return model if model is not None and model.oci is None and model.signature is None else None
 
 
-def _refused(catalog: Catalog, dest: Path | None) -> bool:
-    """Whether the destination (``--dest``, else the catalog's: from its folder, ~ expanded; else
-    the default) is not a folder where the pull would make one: it refuses it before it asks."""
+def _dest_refused(catalog: Catalog, dest: Path | None) -> bool:
+    """Whether no file can be made in the destination (``--dest``, else the catalog's: from its
+    folder, ~ expanded; else the default), by the rule a run's files are held to."""
     from mdl.catalog.settings import default_dest
+    from mdl.store.filesystem import creatable_problem
 
     where, written = dest, catalog.settings.dest
     if where is None and written is not None and catalog.path is not None:
-        where = catalog.path.parent / os.path.expanduser(written)  # noqa: PTH111 (never raises)
-    where = Path(os.path.abspath(where or default_dest()))  # noqa: PTH100
-    # its nearest part there is a folder (os.path's: one that cannot be searched is "not there")
-    there = next((p for p in (where, *where.parents) if os.path.lexists(p)), where)
-    return not os.path.isdir(there)  # noqa: PTH112
-
-
-def _first_url(
-    catalog: Catalog, model: ModelSpec, environ: Mapping[str, str]
-) -> tuple[str | None, bytes | None]:
-    """(URL, Range) of the pull's first request for ``model``; (None, None): not known."""
-    endpoint = _endpoint(environ, catalog.settings.endpoint)
-    if model.repo is not None:  # a snapshot: its commit, then its listing
-        return _hub_ask(endpoint, model.repo, model.repo_type, model.revision, None)
-    if len(model.files) == 1 and (file := model.files[0]).url is None and file.repo and file.path:
-        kind, revision = file.repo_type or "model", file.revision or "main"
-        return _hub_ask(endpoint, file.repo, kind, revision, file.path)
-    return None, None
-
-
-def send_early_get(
-    sources: Sequence[str],
-    output: Path | None,
-    directory: Path | None,
-    environ: Mapping[str, str] = os.environ,
-    *,
-    sha256: str | None = None,
-) -> None:
-    """Open the connection (and send the request) a plain get of one ``hf://`` source starts
-    with, when it is known (:func:`planned_get`)."""
-    early = None if output or sha256 else planned_get(sources, directory, environ)
-    if early is not None:
-        begin(early)
+        where = catalog.path.parent / os.path.expanduser(written)  # noqa: PTH111
+    folder = os.path.abspath(where or default_dest())  # noqa: PTH100 (os.path's: never raises)
+    return creatable_problem(Path(folder, "x")) is not None
 
 
 def planned_get(
-    sources: Sequence[str], directory: Path | None, environ: Mapping[str, str]
+    sources: Sequence[str],
+    output: Path | None,
+    directory: Path | None,
+    environ: Mapping[str, str],
+    *,
+    sha256: str | None = None,
 ) -> Early | None:
     """The first connection (and request) of a plain get of one ``hf://`` file or repo under
-    ``directory`` (no ``-o``, no ``--sha256``: a line whose checks the get makes first), or None
-    when it is not known for sure. The same whether the file is there or not (the get asks the
-    Hub which version it is)."""
+    ``directory`` (none with ``-o`` or ``--sha256``: their checks come first), or None when it is
+    not known for sure. The same whether the file is there or not (the get asks the Hub which
+    version it is)."""
     from mdl.paths import safe_file_name
     from mdl.store.filesystem import creatable_problem
 
     try:
-        if len(sources) != 1 or not sources[0].startswith("hf://") or routed(environ):
+        if len(sources) != 1 or output or sha256 or routed(environ):
+            return None
+        if not sources[0].startswith("hf://"):
             return None
         uri = parse_hf_uri(sources[0])
         # where its files go, by the get's own rules (a name it refuses, a folder it cannot
         # write in: refused before it asks)
         names = [safe_file_name(part, where=uri.given) for part in (uri.path or "x").split("/")]
-        if creatable_problem(Path(os.path.abspath(directory or "."), *names)) is not None:  # noqa: PTH100
+        folder = os.path.abspath(directory or ".")  # noqa: PTH100 (a deleted one: OSError)
+        if creatable_problem(Path(folder, *names)) is not None:
             return None
-        endpoint = _endpoint(environ, None)
-        url, asked = _hub_ask(endpoint, uri.repo, uri.repo_type, uri.revision or "main", uri.path)
-        send = not _token_somewhere(environ)
+        revision = uri.revision or "main"
+        return _hub_early(environ, None, uri.repo, uri.repo_type, revision, uri.path)
     except (MdlError, OSError, ValueError):  # (a source the get refuses: it says why)
         return None
-    at = split_url(url) if url is not None else None
-    return asking(at, asked, send=send) if at is not None else None
 
 
-def _endpoint(environ: Mapping[str, str], written: str | None) -> str:
-    """The Hub's endpoint as the run reads it: HF_ENDPOINT, else the catalog's, else the default
-    (UsageError: one the run refuses)."""
+def _hub_early(
+    environ: Mapping[str, str],
+    written: str | None,
+    repo: str,
+    kind: str,
+    revision: str,
+    path: str | None,
+) -> Early | None:
+    """The early connection (and request) of the first ask of a Hub repo (its revision's commit;
+    none for a commit already: its listing is asked first) or of one file of it (its first byte),
+    at the endpoint the run reads (HF_ENDPOINT, else ``written``, the catalog's, else the default;
+    UsageError: one the run refuses)."""
     from mdl.catalog.settings import parse_setting
+    from mdl.sources.huburls import hub_api_url, hub_file_url
 
     setting = SETTING["endpoint"]
     given = environ.get(setting.env) or written or setting.default
-    return str(parse_setting(setting, given, where=f"${setting.env}"))
-
-
-def _hub_ask(
-    endpoint: str, repo: str, kind: str, revision: str, path: str | None
-) -> tuple[str | None, bytes | None]:
-    """(URL, Range) of the first request for a Hub repo (its revision's commit; none for a commit
-    already: its listing is asked first) or for one file of it (its first byte)."""
-    from mdl.sources.huburls import hub_api_url, hub_file_url
-
+    endpoint = str(parse_setting(setting, given, where=f"${setting.env}"))
     if path is not None:
-        return hub_file_url(endpoint, repo, path, kind, revision), b"bytes=0-0"
-    if GIT_OID_HEX.fullmatch(revision):
-        return None, None
-    return hub_api_url(endpoint, repo, kind, "revision", revision), None
+        url, asked = hub_file_url(endpoint, repo, path, kind, revision), b"bytes=0-0"
+    elif GIT_OID_HEX.fullmatch(revision):
+        return None
+    else:
+        url, asked = hub_api_url(endpoint, repo, kind, "revision", revision), None
+    at = split_url(url)
+    return asking(at, asked, send=not _token_somewhere(environ)) if at is not None else None
 
 
 def _token_somewhere(environ: Mapping[str, str]) -> bool:

@@ -118,8 +118,9 @@ def recalled_catalog(path: Path) -> Catalog | None:
     from mdl.catalog.load import catalog_file_text
 
     text = catalog_file_text(path)
-    data = b"" if text is None else text.encode()
-    found = _recall(_entry("catalog", path), _key("catalog", path, data)) if text else None
+    if not text:
+        return None
+    found = _recall(_entry("catalog", path), _key("catalog", path, text.encode()))
     return found[0] if found is not None and type(found[0]) is Catalog else None
 
 

@@ -30,9 +30,9 @@ def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: 
 
 
 def hub_api_url(endpoint: str, repo: str, repo_type: str, *parts: str) -> str:
-    """``{endpoint}/api/{type}s/{repo}/{part}/…``, each part quoted whole: the Hub API's URL of one
-    repo's ``parts`` (a revision or a commit among them: one a URL path would fold away is refused,
-    exit 2)."""
+    """``{endpoint}/api/{type}s/{repo}/{part}/...``, each part quoted whole: the Hub API's URL of
+    one repo's ``parts`` (a revision or a commit among them: one a URL path would fold away is
+    refused, exit 2)."""
     for part in parts:
         check_revision(part, where=repo)
     return "/".join(

@@ -6,8 +6,8 @@ request to that origin takes the connection (:func:`take`) only when its bytes a
 byte for byte: the answer is then read by the one HTTP stack like any other. Standard library
 only: this module is imported before everything else.
 
-A plain pull's first request is planned in mdl.download.earlyhub and sent the same way
-(:func:`asking`, :func:`begin`).
+A plain pull's or ``get hf://``'s first request is planned in mdl.download.earlyhub and sent the
+same way (:func:`asking`, :func:`begin`).
 
 Sent only when that first request is known and the get will make it (:func:`planned`): a plain
 line of one URL (no headers, no proxy, no netrc, not offline, not the Hub), no file where it goes
@@ -114,14 +114,14 @@ def send_early(
     known (:func:`planned`) and the line's ``sha256`` is one the get takes."""
     if sha256 is not None and not SHA256_HEX.fullmatch(sha256.lower()):
         return  # (refused before any request)
-    early = planned(sources, output, directory, environ)
-    if early is not None:
-        begin(early)
+    begin(planned(sources, output, directory, environ))
 
 
-def begin(early: Early) -> None:
-    """Connect (and send) ``early`` on a thread of its own, for the first request to its origin to
-    take (:func:`take`)."""
+def begin(early: Early | None) -> None:
+    """Connect (and send) ``early`` (None: nothing) on a thread of its own, for the first request
+    to its origin to take (:func:`take`)."""
+    if early is None:
+        return
     with _pending_lock:
         _pending.append(early)
     # (never stopped: its connect and its one write are bounded by DEFAULT_TIMEOUT)
@@ -136,7 +136,7 @@ def planned(
     at = _origin(sources[0], environ) if len(sources) == 1 and not routed(environ) else None
     if at is None or not _first_into(at[3], output, directory):
         return None
-    return asking(at, b"bytes=0-", send=at[0] == "http")
+    return asking(at, b"bytes=0-", send=True)
 
 
 def asking(at: Origin, asked: bytes | None, *, send: bool) -> Early:

@@ -19,13 +19,7 @@ from runfixtures import wait_for
 from servers import HeadRecorder, HubServer
 
 from mdl import api
-from mdl.download.earlyhub import (
-    hub_token_path,
-    planned_get,
-    planned_pull,
-    send_early_get,
-    send_early_pull,
-)
+from mdl.download.earlyhub import hub_token_path, planned_get, planned_pull
 from mdl.errors import MdlError
 from mdl.lockfile.remembered import load_catalog
 from mdl.paths import is_http_url
@@ -88,7 +82,7 @@ def test_a_pull_answers_from_its_early_request_and_asks_nothing_again(
 ) -> None:
     hub.add_repo("org/tiny", {"config.json": b"{}", "w.bin": b"weights"})
     path = write_catalog(tmp_path, '[models.tiny]\nrepo = "org/tiny"\n')
-    send_early_pull(["tiny"], path, {"HF_ENDPOINT": hub.url, "HOME": str(tmp_path)})
+    early.begin(planned_pull(["tiny"], path, {"HF_ENDPOINT": hub.url, "HOME": str(tmp_path)}))
     asked = "/api/models/org/tiny/revision/main"
     # out before the pull began
     wait_for(lambda: len(hub.log.records(path_prefix=asked)) == 1, what="the early request")
@@ -165,7 +159,7 @@ def test_only_a_catalog_a_pull_checked_and_a_folder_to_pull_into_send_early(
     assert planned.sent.startswith(b"GET /api/models/org/tiny/revision/main HTTP/1.1\r\n")
     (tmp_path / "file").write_bytes(b"")
     assert planned_pull(["m"], path, environ, dest=tmp_path / "file") is None  # refused first
-    send_early_pull(["m"], path, environ, all_models=True)  # `pull m --all`: refused first
+    assert planned_pull(["m"], path, environ, all_models=True) is None  # `pull m --all`: refused
     assert planned_pull(["m"], path, environ, dest=tmp_path / "file" / "d") is None  # its parent
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "file").write_bytes(b"")  # [settings] dest: from the catalog's folder
@@ -293,7 +287,7 @@ def test_a_get_of_hf_sends_early_what_it_asks_first_byte_for_byte(
     with contextlib.suppress(MdlError):  # (the repo is missing: the first request is all there is)
         api.get(source, directory=tmp_path / "d", environ={"HF_ENDPOINT": missing.origin})
     environ = {"HF_ENDPOINT": missing.origin, "HOME": str(tmp_path)}
-    planned = planned_get([source], tmp_path / "d", environ)
+    planned = planned_get([source], None, tmp_path / "d", environ)
     assert planned is not None and planned.sent is not None
     assert missing.heads[0] == planned.sent
 
@@ -301,7 +295,7 @@ def test_a_get_of_hf_sends_early_what_it_asks_first_byte_for_byte(
 def test_a_get_of_a_hub_file_answers_from_its_early_request(tmp_path: Path, hub: HubServer) -> None:
     hub.add_repo("org/tiny", {"config.json": b"{}", "w.bin": b"weights"})
     environ = {"HF_ENDPOINT": hub.url, "HOME": str(tmp_path)}
-    send_early_get(["hf://org/tiny/w.bin"], None, tmp_path / "d", environ)
+    early.begin(planned_get(["hf://org/tiny/w.bin"], None, tmp_path / "d", environ))
     asked = "/org/tiny/resolve/main/w.bin"
     wait_for(lambda: len(hub.log.records(path_prefix=asked)) == 1, what="the early request")
     api.get("hf://org/tiny/w.bin", directory=tmp_path / "d", environ={"HF_ENDPOINT": hub.url})
@@ -333,7 +327,7 @@ def test_a_get_of_hf_sends_nothing_early_unless_its_first_request_is_known(
     tmp_path: Path, source: str, why: str
 ) -> None:
     environ = {"HF_ENDPOINT": HUB, "HOME": str(tmp_path)}
-    planned = planned_get(source.split(), tmp_path / "d", environ)
+    planned = planned_get(source.split(), None, tmp_path / "d", environ)
     assert (planned is None) == bool(why)
 
 
@@ -344,21 +338,20 @@ def test_a_get_of_hf_asks_early_wherever_the_get_would_ask_first(
     d = tmp_path / "d"
     (d / "sub").mkdir(parents=True)
     (d / "sub" / "w.bin").write_bytes(b"mine")  # there: the get asks which version it is first
-    assert planned_get(["hf://org/tiny/sub/w.bin"], d, environ) is not None
+    assert planned_get(["hf://org/tiny/sub/w.bin"], None, d, environ) is not None
     (d / "a").write_bytes(b"")  # a file where its folder goes: refused before anything is asked
-    assert planned_get(["hf://org/tiny/a/w.bin"], d, environ) is None
-    assert planned_get(["hf://org/tiny"], d / "a", environ) is None
-    assert planned_get(["hf://org/tiny/w.bin"], d / "a" / "sub", environ) is None
-    send_early_get(["hf://org/tiny/w.bin"], d / "x.bin", None, environ)  # -o: its checks first
-    send_early_get(["hf://org/tiny/w.bin"], None, d, environ, sha256="zz")  # --sha256: the same
-    assert not early.pending()
-    tls = planned_get(["hf://org/tiny"], d, {**environ, "HF_ENDPOINT": "https://h.example"})
+    assert planned_get(["hf://org/tiny/a/w.bin"], None, d, environ) is None
+    assert planned_get(["hf://org/tiny"], None, d / "a", environ) is None
+    assert planned_get(["hf://org/tiny/w.bin"], None, d / "a" / "sub", environ) is None
+    assert planned_get(["hf://org/tiny/w.bin"], d / "x.bin", None, environ) is None  # -o: first
+    assert planned_get(["hf://org/tiny/w.bin"], None, d, environ, sha256="zz") is None  # the same
+    tls = planned_get(["hf://org/tiny"], None, d, {**environ, "HF_ENDPOINT": "https://h.example"})
     assert tls is not None and tls.sent is None
-    token = planned_get(["hf://org/tiny"], d, {**environ, "HF_TOKEN": "hf_x"})
+    token = planned_get(["hf://org/tiny"], None, d, {**environ, "HF_TOKEN": "hf_x"})
     assert token is not None and token.sent is None
-    public = planned_get(["hf://org/tiny"], d, {**environ, "HF_ENDPOINT": "http://h.example"})
+    public = planned_get(["hf://org/tiny"], None, d, {**environ, "HF_ENDPOINT": "http://h.example"})
     assert public is not None and public.sent is None  # plain http off this network: nothing sent
     (d / "gone").mkdir()
     monkeypatch.chdir(d / "gone")
     (d / "gone").rmdir()  # a folder deleted under the run: the get says so
-    assert planned_get(["hf://org/tiny/w.bin"], None, environ) is None
+    assert planned_get(["hf://org/tiny/w.bin"], None, None, environ) is None
