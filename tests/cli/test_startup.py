@@ -417,17 +417,18 @@ def test_a_hub_pull_with_no_token_anywhere_never_loads_the_token_s_module(
     (tmp_path / "catalog.toml").write_text(
         '[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n'
     )
-    # (its first request sent while the rest loaded, and taken: asked once)
+    # (its first request planned while the rest loads: a catalog no pull checked yet sends
+    # nothing early, the pull asks once)
     watched = ("huggingface_hub.utils", "mdl.download.earlyhub")
     assert loaded(tmp_path, watched, "pull", "tiny", "-q") == ["mdl.download.earlyhub"]
     assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
     assert len(hub.log.records(path_prefix="/api/models/org/tiny/revision/main")) == 1
-    # a get of a Hub file: the same (its first byte asked once, early)
+    # a get of a Hub file plans its first request the same way (that the get takes it, asked
+    # once, is tests/download/test_earlyhub.py's: a process here may start slower than an early
+    # connection stays fresh)
     got = loaded(tmp_path, watched[1:], "get", "hf://org/tiny/w.bin", "-d", "got", "-q")
     assert got == ["mdl.download.earlyhub"]
     assert (tmp_path / "got" / "w.bin").read_bytes() == b"weights"
-    asked = hub.log.records(path_prefix="/org/tiny/resolve/main/w.bin")
-    assert [r.headers.get("range") for r in asked].count("bytes=0-0") == 1
     # the catalog checked once (its rules are pydantic's), a pull reads the Hub's replies without
     # pydantic (mdl.sources._hubreplies: ~80 ms a start)
     watched = ("huggingface_hub.utils", "pydantic")
