@@ -75,7 +75,9 @@ def main() -> None:
 
 def _first_request_early(plain: dict[str, Any]) -> None:
     """A plain get's or pull's first request sent while the download's modules load (a Hub's
-    planned in mdl.download.earlyhub)."""
+    planned in mdl.download.earlyhub); a verify (a readiness probe) loads none of it."""
+    if plain["command"] not in ("get", "pull"):
+        return
     if plain["command"] == "get" and not plain["sources"][0].startswith("hf://"):
         from mdl.transfer.early import send_early
 
@@ -88,7 +90,7 @@ def _first_request_early(plain: dict[str, Any]) -> None:
     if plain["command"] == "get":
         where = plain.get("output"), plain.get("directory")
         begin(planned_get(plain["sources"], *where, os.environ, sha256=plain.get("sha256")))
-    elif plain["command"] == "pull":
+    else:
         all_models, dest = bool(plain.get("all_models")), plain.get("dest")
         names, catalog = plain["names"], plain.get("catalog")
         begin(planned_pull(names, catalog, os.environ, all_models=all_models, dest=dest))
