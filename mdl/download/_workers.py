@@ -236,9 +236,7 @@ class WorkQueue:
             self._waits.append(waited / worked if worked > 0 else float(self.most))
             if not self._bulk and not self._small:
                 return 0  # no file left to take (_grow adds none): a run of one file ends here
-            import statistics  # (fractions, decimal: ~5 ms, only while files are left)
-
-            ratio = statistics.median(self._waits)
+            ratio = _median(self._waits)
             return self._grow(int(ratio) + 1) if ratio > GROW_AFTER * FIRST_WORKERS else 0
 
     def unstick(self, now: float) -> int:
@@ -262,6 +260,13 @@ class WorkQueue:
             max(self.small_workers, target),
         )
         return added
+
+
+def _median(values: deque[float]) -> float:
+    """The median of a few numbers (``statistics`` loads fractions and decimal: ~9 ms on a worker,
+    holding the import lock the other workers' first files may need)."""
+    ordered, mid = sorted(values), len(values) // 2
+    return ordered[mid] if len(values) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _size(plan: PlannedFile) -> int:

@@ -130,6 +130,14 @@ def test_the_small_lane_grows_only_while_its_files_wait_on_more_than_the_cpu(
     assert work.more_workers(waited=0.5, worked=0.002) == 0
 
 
+def test_the_small_lane_grows_by_the_median_wait_not_the_slowest(tmp_path: Path) -> None:
+    work = queue(tmp_path, [100] * 100, small_workers=64, grow=True)
+    assert work.more_workers(waited=0.002, worked=0.002) == 0  # its work's time again: 1
+    # waits of 1 and 41 times the work: the median, 21, says 22 workers (the slower alone: 42)
+    assert work.more_workers(waited=0.082, worked=0.002) == 22 - FIRST_WORKERS
+    assert work.more_workers(waited=0.002, worked=0.002) == 0  # 1, 1, 41: 1
+
+
 def test_the_small_lane_never_grows_past_the_files_left_nor_with_jobs_set(tmp_path: Path) -> None:
     work = queue(tmp_path, [100] * 6, small_workers=16, grow=True)
     assert [take(work, SMALL) for _ in range(4)] == [0, 1, 2, 3]
