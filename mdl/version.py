@@ -2,5 +2,5 @@
 (and the API).
 """
 
-__version__ = "0.28.3"
+__version__ = "0.28.4"
 USER_AGENT = f"mdl/{__version__}"

@@ -737,10 +737,11 @@ def _from_staged(
     # other name
     try:
         opened = open_file(root, remote.staged, os.O_RDONLY | os.O_NONBLOCK)
+        written = os.fstat(opened)  # (the file hashed: the one moved into place)
         size, sha256, git_oid = hash_descriptor(opened, remote.staged, git=bool(remote.git_oid))
         if sha256 != remote.sha256:  # changed while it waited: not the bytes that verified
             return None
-        rename(root, remote.staged, job.final_path)
+        rename(root, remote.staged, job.final_path, written=written)
     except (OSError, MdlError):
         return None
     session.owned.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched

@@ -461,10 +461,11 @@ def write_inline(
             written = _decoded(item, handle, progress=progress, key=label)
             handle.flush()
             os.fsync(handle.fileno())
+            made = os.fstat(handle.fileno())
         # the data is immutable: a bug if so
         if written != (check.size, check.sha256):
             raise IntegrityError(f"{item.where}: decoded differently on the second pass")
-        rename(root, tmp, target)
+        rename(root, tmp, target, written=made)
         fsync_dir(target.parent)
     except BaseException as exc:  # Ctrl-C included: never leave a half-written temp file behind
         with contextlib.suppress(OSError, MdlError):

@@ -342,21 +342,42 @@ def _unlink_entry(dir_fd: int, path: Path) -> None:
         raise not_a_file_error(path, "a folder") from None
 
 
-def rename(root: Path, source: Path, target: Path, *, own: bool = True) -> None:
-    """Rename ``source`` to ``target`` inside ``root``, creating the target's folders; no link
-    followed. ``own``: a file at ``source`` must be one mdl made (``not_own``; a partial swapped for
-    a hard link is never installed), else UnsafePathError (exit 2) naming it; a folder or link is
-    moved as the entry it is."""
+def rename(root: Path, source: Path, target: Path, *, written: os.stat_result) -> None:
+    """Move the file mdl wrote and checked (``written``: its ``fstat``, on the descriptor its bytes
+    went through) from ``source`` to ``target`` inside ``root``, creating the target's folders; no
+    link followed. Only that file is moved (engine rule 14): a file at ``source`` mdl did not make
+    (``not_own``: a hard link's other name) or another file than ``written`` is refused,
+    UnsafePathError (exit 2) naming it; and ``target`` is looked at again after the rename, as
+    whoever may write the source's folder can swap the name between the two: a file swapped in is
+    moved back out, never left at the final name."""
     with folder(root, source.parent, create=False) as src_fd, folder(root, target.parent) as dst_fd:
         moved = os.stat(source.name, dir_fd=src_fd, follow_symlinks=False)
-        if own and st.S_ISREG(moved.st_mode) and (why := not_own(moved)) is not None:
+        if (why := not_own(moved)) is not None:
             raise ForeignEntryError(source, why).refusal()
+        if not _same_file(moved, written):
+            raise _swapped(source)
         found = None
         with contextlib.suppress(FileNotFoundError):
             found = os.stat(target.name, dir_fd=dst_fd, follow_symlinks=False)
         if found is not None and st.S_ISDIR(found.st_mode):
             raise not_a_file_error(target, "a folder")
         os.rename(source.name, target.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        if not _same_file(os.stat(target.name, dir_fd=dst_fd, follow_symlinks=False), written):
+            with contextlib.suppress(OSError):
+                os.rename(target.name, source.name, src_dir_fd=dst_fd, dst_dir_fd=src_fd)
+            raise _swapped(source)
+
+
+def _same_file(found: os.stat_result, written: os.stat_result) -> bool:
+    return (found.st_dev, found.st_ino) == (written.st_dev, written.st_ino)
+
+
+def _swapped(source: Path) -> UnsafePathError:
+    return UnsafePathError(
+        f"{source} is no longer the file mdl wrote and checked (another was put in its place):"
+        " it is not moved into place",
+        hint=f"someone else may write {source.parent}: choose a destination only you can write",
+    )
 
 
 def rmdir_empty(root: Path, path: Path) -> None:

@@ -110,6 +110,7 @@ class PartFetch:
                 if not self.paused:
                     self._prepare(state)
                 size = self._download(state, self.check)
+                written = os.fstat(self.fd)
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):
@@ -126,7 +127,7 @@ class PartFetch:
         finally:
             state.hasher.close()
             os.close(self.fd)
-        self._finish(state)
+        self._finish(state, written)
         return self._result(state, size)
 
     def ahead(self, end: int) -> bool:
@@ -348,10 +349,10 @@ class PartFetch:
             else:
                 discard_partial(self.job)  # nothing worth resuming: leave no debris
 
-    def _finish(self, state: DownloadState) -> None:
-        job = self.job
+    def _finish(self, state: DownloadState, written: os.stat_result) -> None:
+        job, saved = self.job, self.loaded is not None or state.record.saved_once
         try:
-            finish_part(job, self.dirs, record=self.loaded is not None or state.record.saved_once)
+            finish_part(job, self.dirs, record=saved, written=written)
         except OSError as exc:
             raise LocalFSError(
                 f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror or exc}"

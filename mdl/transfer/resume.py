@@ -452,12 +452,15 @@ def part_error(job: TransferJob, exc: OSError) -> LocalFSError:
     )
 
 
-def finish_part(job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True) -> None:
-    """Rename into place; the folder's entry made durable now or, with ``dirs``, before a record
-    names it; the resume record removed (``record``: there may be one; a small file's single stream
-    often saved none)."""
+def finish_part(
+    job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True, written: os.stat_result
+) -> None:
+    """Rename into place (``written``: the partial's ``fstat``, taken on the descriptor its bytes
+    went through: only that file is moved, ``confined.rename``); the folder's entry made durable
+    now or, with ``dirs``, before a record names it; the resume record removed (``record``: there
+    may be one; a small file's single stream often saved none)."""
     try:
-        rename(job_root(job), job.part_path, job.final_path)
+        rename(job_root(job), job.part_path, job.final_path, written=written)
     except LocalFSError as exc:
         raise LocalFSError(f"{job.label}: {exc.message}") from None
     if dirs is None:

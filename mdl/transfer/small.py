@@ -139,6 +139,7 @@ def _place(job: TransferJob, body: bytes, dirs: DirSyncs | None) -> None:
         try:
             write_all(fd, body)
             os.fdatasync(fd)
+            written = os.fstat(fd)
         finally:
             os.close(fd)
     except OSError as exc:
@@ -150,4 +151,4 @@ def _place(job: TransferJob, body: bytes, dirs: DirSyncs | None) -> None:
         ) from exc
     except LocalFSError as exc:  # (a folder on the way that is not mdl's own)
         raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.message}") from exc
-    finish_part(job, dirs, record=False)
+    finish_part(job, dirs, record=False, written=written)

@@ -148,7 +148,8 @@ class XetSource(Cas):
                     streams = max(1, min(want, len(plan.tasks)))
                     Streams(self.wire, partial, plan).run(plan.tasks, streams)
                 partial.finish(release.refute if release is not None else None)
-        self._install(job, ref, partial)
+                written = os.fstat(partial.fd)
+        self._install(job, ref, partial, written)
         return TransferResult(
             size=rec.size,
             sha256=partial.hasher.sha256.hexdigest(),
@@ -191,10 +192,13 @@ class XetSource(Cas):
             releases=beside.releases,
         )
 
-    def _install(self, job: TransferJob, ref: XetRef, partial: Partial) -> None:
-        """The file moved into place, its terms recorded beside it (a later pull copies them)."""
+    def _install(
+        self, job: TransferJob, ref: XetRef, partial: Partial, written: os.stat_result
+    ) -> None:
+        """The file moved into place (``written``: the partial checked, ``finish_part``), its terms
+        recorded beside it (a later pull copies them)."""
         try:
-            finish_part(job, self.dirs, record=True)
+            finish_part(job, self.dirs, record=True, written=written)
         except OSError as exc:
             raise LocalFSError(
                 f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror}"
