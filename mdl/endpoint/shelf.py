@@ -25,7 +25,7 @@ from mdl.outsidejson import read_json
 from mdl.store.confined import open_file, read_bytes, write_atomic
 from mdl.store.inventory import LocalFile, model_status
 from mdl.store.layout import Layout
-from mdl.store.states import INSTALLED, as_judged
+from mdl.store.states import INSTALLED
 from mdl.transfer import ranges
 from mdl.wait import Wait
 
@@ -296,7 +296,7 @@ class Shelf:
         except (OSError, MdlError):
             return None
         found = os.fstat(fd)
-        if as_judged(found) != (obj.size, obj.mtime_ns):
+        if (found.st_size, found.st_mtime_ns) != (obj.size, obj.mtime_ns):
             os.close(fd)
             return None
         return fd

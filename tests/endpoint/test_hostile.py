@@ -492,6 +492,27 @@ def test_a_file_rewritten_with_its_size_and_mtime_kept_is_not_served(site: Site,
     assert b"PPPP" not in whole.body, f"{whole.status}: unverified bytes {whole.body!r} served"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user: needs root")
+def test_another_users_file_in_a_verified_files_place_is_not_served(site: Site) -> None:
+    """The limit above does not reach a file another user owns (a co-tenant who may write the
+    model's folder put it there): the endpoint opens no file of another user's (``confined``), as
+    a pull and the probe trust none by its size and mtime (``states.as_judged``)."""
+    final = site.folder / "models" / "m" / "config.json"
+    stamp, original = final.stat(), final.read_bytes()
+    aside = final.with_name("config.json.aside")
+    os.rename(final, aside)
+    try:
+        final.write_bytes(b"P" * len(original))
+        os.chown(final, 12345, 12345)
+        os.utime(final, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        whole = site.get("/mdl/m/config.json")
+    finally:
+        final.unlink()
+        os.rename(aside, final)
+    assert b"PPPP" not in whole.body, f"{whole.status}: another user's bytes {whole.body!r} served"
+    assert _verified(site, "config.json")
+
+
 # ------------------------------------------------------------------------------------------------
 # nothing outside by any key spelling
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """A file another user owns is never vouched for by its size and mtime (``states.as_judged``): that
 user may rewrite it keeping both (its own blob in a shared Hugging Face cache, mdl adopted after
 hashing it) or put one of its own in mdl's file's place (a model folder it may write). The probe
-does not call it ready, a pull hashes it again and repairs it, and ``serve`` does not hand it out;
-the running user's and root's files are trusted as ever."""
+does not call it ready and a pull hashes it again and repairs it; the running user's and root's
+files are trusted as ever."""
 
 from __future__ import annotations
 
@@ -29,9 +29,7 @@ AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another 
 def _record_of(path: Path) -> FileRecord:
     found = path.stat()
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    return FileRecord(
-        path=path.name, size=found.st_size, sha256=sha256, mtime_ns=found.st_mtime_ns
-    )
+    return FileRecord(path=path.name, size=found.st_size, sha256=sha256, mtime_ns=found.st_mtime_ns)
 
 
 def test_a_file_of_the_running_users_is_judged_by_its_size_and_mtime(tmp_path: Path) -> None:

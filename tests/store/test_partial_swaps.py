@@ -93,10 +93,7 @@ def test_the_partial_mdl_wrote_is_moved_into_place(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", [4096, 3 << 20], ids=["held-in-memory", "streamed"])
 def test_a_get_whose_partial_is_swapped_never_says_it_verified(
-    cdn: CdnServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    size: int,
+    cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
     data = os.urandom(size)
     url = cdn.add_file("/w.bin", data)
