@@ -107,7 +107,7 @@ def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
     pull write one beside each file; unpack and pack none: 0)."""
     if not name:
         return "it is empty"
-    if (why := _character_problem(name)) is not None:
+    if (why := character_problem(name)) is not None:
         return why
     parts = name.split("/")
     limit, why_limit = NAME_MAX - room, f"(NAME_MAX {NAME_MAX}{_ROOM if room else ''})"
@@ -136,7 +136,7 @@ _CATEGORY_WHY = {
 }
 
 
-def _character_problem(name: str) -> str | None:
+def character_problem(name: str) -> str | None:
     """Why a character of ``name`` makes it unsafe (its category, or a direction change), or
     None."""
     for ch in name:

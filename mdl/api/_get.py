@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from mdl.api._context import command_settings, environ_now
 from mdl.api._inputs import checked
+from mdl.catalog.settings import shown_folder
 from mdl.errors import UsageError
 from mdl.lazy import loading
 from mdl.progress import NullProgress, Progress
@@ -82,7 +83,7 @@ def get(
     given = (headers or {}).items()
     request = GetRequest(
         sources,
-        output=None if output is None else Path(output).absolute(),
+        output=None if output is None else _output(Path(output).absolute()),
         sha256=sha256,
         include=include,
         exclude=exclude,
@@ -95,6 +96,12 @@ def get(
     report = get(request, settings, progress=progress or NullProgress())
     _remember(settings, request.output, report.files)
     return replace(report, files=hidden(report.files, settings.secrets))
+
+
+def _output(path: Path) -> Path:
+    """-o's path, its folder one stdout can name (its name is the get's own check)."""
+    shown_folder(path.parent, where="-o's folder")
+    return path
 
 
 def _refuse_places(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import PASTE_AGAIN, catalog_secrets, header_value_problem
 from mdl.errors import UsageError
-from mdl.paths import is_http_url, parse_oci_ref
+from mdl.paths import character_problem, is_http_url, parse_oci_ref, shown
 from mdl.redact import Secrets, unshown
 from mdl.setting import (
     OFF,
@@ -224,15 +224,28 @@ def resolve_dest(
     catalog_dir: Path | None,
 ) -> Path:
     """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to
-    the catalog).
+    the catalog); one a line of stdout can name (``shown_folder``).
     """
     if flag is not None:
-        return _home(flag).absolute()
+        return shown_folder(_home(flag).absolute(), where="the destination")
     if env := environ.get(SETTING["dest"].env):
-        return _home(Path(env)).absolute()
+        return shown_folder(_home(Path(env)).absolute(), where=SETTING["dest"].env)
     if catalog_dest:  # relative to the catalog's folder (an absolute one stays as it is)
-        return ((catalog_dir or Path()) / _home(Path(catalog_dest))).absolute()
-    return default_dest()
+        dest = (catalog_dir or Path()) / _home(Path(catalog_dest))
+        return shown_folder(dest.absolute(), where="[settings] dest")
+    return shown_folder(default_dest(), where="the default destination")
+
+
+def shown_folder(folder: Path, *, where: str) -> Path:
+    """``folder`` if a line of stdout can name it (a pull prints each model's folder, a get each
+    file's path, one a line: ``DIR=$(mdl pull m)``), else UsageError (exit 2) naming ``where``: a
+    control character, a line separator or a direction change in it would print another path."""
+    if (why := character_problem(str(folder))) is not None:
+        raise UsageError(
+            f"{where} {shown(str(folder))} cannot be used: {why}",
+            hint="mdl names its folders on stdout, one a line: choose a folder whose path has none",
+        )
+    return folder
 
 
 def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, as a shell leaves it

@@ -109,8 +109,7 @@ class PartFetch:
             with self.running:
                 if not self.paused:
                     self._prepare(state)
-                size = self._download(state, self.check)
-                written = os.fstat(self.fd)
+                size, written = self._download(state, self.check), os.fstat(self.fd)
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):

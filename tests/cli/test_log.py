@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,42 @@ def test_the_log_is_this_users_alone_under_any_umask(tmp_path: Path) -> None:
     files = sorted(log_file.parent.iterdir())
     assert len(files) == 4  # the log and 3 rotated ones
     assert {oct(path.stat().st_mode & 0o777) for path in files} == {oct(0o600)}
+
+
+def test_a_log_file_that_is_a_fifo_nobody_reads_never_hangs_the_run(tmp_path: Path) -> None:
+    """Found by a hostile user (round 33): ``--log-file`` (or MDL_LOG_FILE, or the default path)
+    naming a FIFO with no reader blocked every command in ``open`` for ever, saying nothing. It now
+    goes on without a log and says so, as for any log it cannot write."""
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "catalog.toml").write_text('[models.a]\nfiles = [{url = "http://127.0.0.1:9/a"}]\n')
+    results: list[object] = []
+    run = threading.Thread(
+        target=lambda: results.append(
+            mdl("list", "--catalog", str(tmp_path / "catalog.toml"), "--log-file", str(fifo))
+        ),
+        daemon=True,
+    )
+    run.start()
+    run.join(30)
+    if run.is_alive():  # hung in open(): a reader lets it go, the test fails
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        run.join(10)
+        pytest.fail("the run waited for a reader of its log file")
+    [result] = results
+    assert result.exit_code == 0, result.stderr  # type: ignore[attr-defined]
+    assert f"cannot write the log file {fifo}" in result.stderr  # type: ignore[attr-defined]
+
+
+def test_a_log_file_that_is_a_fifo_being_read_gets_the_lines(tmp_path: Path) -> None:
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "catalog.toml").write_text('[models.a]\nfiles = [{url = "http://127.0.0.1:9/a"}]\n')
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        result = mdl("list", "--catalog", str(tmp_path / "catalog.toml"), "--log-file", str(fifo))
+        got = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    assert result.exit_code == 0, result.stderr
+    assert b"mdl.cli: mdl " in got and b"mdl.cli: done in" in got

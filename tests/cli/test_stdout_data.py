@@ -95,6 +95,31 @@ def test_path_of_a_get_is_captured_by_a_shell(world: dict[str, Any]) -> None:
     assert done.stdout == "alpha"
 
 
+@pytest.mark.parametrize("char", ["\n", "\t", "\u2028", "\u202e"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("pull", "tiny", "--dest", "{}"),
+        ("get", "{url}", "-d", "{}"),
+        ("get", "{url}", "-o", "{}/f"),
+    ],
+)
+def test_a_folder_no_line_of_stdout_can_name_is_refused_before_anything_is_made(
+    world: dict[str, Any], char: str, command: tuple[str, ...]
+) -> None:
+    """Found by a hostile user (round 33): ``--dest $'a\\nb'`` made the folder ``a<LF>b`` and
+    printed ``…/a b/tiny``, a path that does not exist, as the data ``DIR=$(mdl pull …)`` reads."""
+    folder = f"a{char}b"
+    args = [arg.format(folder, url=world["url"]) for arg in command]
+    result = mdl(*args, "--json")
+    assert result.exit_code == 2, result.stderr
+    assert "cannot be used" in result.stderr and repr(char)[1:-1] in result.stderr
+    assert not (world["tmp"] / folder).exists()
+    assert json.loads(result.stdout)["error"]["code"] == 2
+    # from the environment and the catalog too
+    assert mdl("pull", "tiny", env={"MDL_DEST": folder}).exit_code == 2
+
+
 def test_get_prints_each_file_in_the_order_given(world: dict[str, Any]) -> None:
     result = mdl("get", world["url2"], world["url"], "-d", "out")
     assert result.exit_code == 0, result.stderr

@@ -54,10 +54,13 @@ class SharedRotatingFileHandler(logging.FileHandler):
     def _open(self) -> Any:
         """The file at the path for appending, this user's alone (0600, whatever the umask): a
         log holds what a run was asked for, request targets under ``serve -v`` included. One an
-        older mdl left readable by others is made so too."""
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                     0o600)  # fmt: skip
+        older mdl left readable by others is made so too. Opened without blocking: a FIFO nobody
+        reads would hang the run in ``open`` (ENXIO instead: the run goes on without a log, as for
+        any unwritable one); one that is read is then written as a file is."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags | os.O_NONBLOCK, 0o600)
         try:
+            os.set_blocking(fd, True)
             _own_only(fd)
             return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
         except BaseException:
