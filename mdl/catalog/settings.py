@@ -8,6 +8,7 @@ templates: literal text and ``{known_name}`` placeholders, filled by plain repla
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -239,10 +240,15 @@ def resolve_dest(
 def shown_folder(folder: Path, *, where: str) -> Path:
     """``folder`` if a line of stdout can name it (a pull prints each model's folder, a get each
     file's path, one a line: ``DIR=$(mdl pull m)``), else UsageError (exit 2) naming ``where``: a
-    control character, a line separator or a direction change in it would print another path."""
-    if (why := character_problem(str(folder))) is not None:
+    control character, a line separator or a direction change in it would print another path, and
+    an invisible formatting character (U+200C …) is printed escaped, as file names refuse it."""
+    text = str(folder)
+    why = character_problem(text)
+    if why is None and any(unicodedata.category(ch) == "Cf" for ch in text):
+        why = "it contains an invisible formatting character"
+    if why is not None:
         raise UsageError(
-            f"{where} {shown(str(folder))} cannot be used: {why}",
+            f"{where} {shown(text)} cannot be used: {why}",
             hint="mdl names its folders on stdout, one a line: choose a folder whose path has none",
         )
     return folder
@@ -426,7 +432,11 @@ def build_settings(
         unsigned=flags.unsigned,
         token=hf_token(environ),
         environ=environ,
-        hf_cache=hf_hub_cache(environ) if values["layout"] == "hf-cache" else None,
+        hf_cache=(
+            shown_folder(hf_hub_cache(environ), where="the Hugging Face cache")
+            if values["layout"] == "hf-cache"
+            else None
+        ),
         mirror_endpoints=endpoints,
         lock_mode=choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=environ),
         lock_path=lock_path,

@@ -17,7 +17,7 @@ from mdl.sources.oneoff import Parsed
 from mdl.sources.resolve import RemoteFile
 from mdl.store.layout import OnDisk, hub_source, parse_hub_source, selected
 from mdl.store.records import FileRecord
-from mdl.store.states import INSTALLED, as_judged, judge
+from mdl.store.states import INSTALLED, judge
 from mdl.store.store import Store
 
 # A get's record is the store's record of model "" (keyed by file name).
@@ -36,7 +36,7 @@ def vouched(entry: FileRecord | None, found: os.stat_result | None) -> FileRecor
     verified there (same size and mtime); None otherwise. No byte is read."""
     if entry is None or found is None or not stat.S_ISREG(found.st_mode):
         return None
-    return entry if judge(entry, *as_judged(found)) == INSTALLED else None
+    return entry if judge(entry, found.st_size, found.st_mtime_ns) == INSTALLED else None
 
 
 def recorded_repos(

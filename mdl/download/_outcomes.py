@@ -13,7 +13,6 @@ from mdl.errors import UsageError
 from mdl.report import FileOutcome, log_outcome
 from mdl.store.filesystem import hash_file
 from mdl.store.records import FileRecord
-from mdl.store.states import as_judged
 from mdl.transfer.job import TransferResult
 from mdl.units import human_size
 
@@ -154,7 +153,7 @@ def still_verified(path: Path, entry: FileRecord | None) -> bool:
         found = path.lstat()
         if not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
             return False
-        return as_judged(found)[1] == entry.mtime_ns or hash_file(path)[1] == entry.sha256
+        return found.st_mtime_ns == entry.mtime_ns or hash_file(path)[1] == entry.sha256
     except OSError:
         return False
 

@@ -19,7 +19,7 @@ from mdl.report import FileOutcome, failed
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.layout import NOTHING, Layout, OnDisk, Placement
 from mdl.store.records import FileRecord
-from mdl.store.states import INSTALLED, MISSING, RECHECK_REASON, as_judged, judge
+from mdl.store.states import INSTALLED, MISSING, RECHECK_REASON, judge
 from mdl.store.store import Store
 from mdl.transfer.job import Identity
 from mdl.transfer.resume import saved_progress
@@ -51,7 +51,7 @@ class LocalState(NamedTuple):
         # a symlink or folder counts as absent-and-wrong
         if stat is None or not st.S_ISREG(stat.st_mode):
             return cls(None, None, partial_bytes)
-        return cls(*as_judged(stat), partial_bytes)
+        return cls(stat.st_size, stat.st_mtime_ns, partial_bytes)
 
 
 class Decision(NamedTuple):

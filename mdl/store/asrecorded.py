@@ -16,7 +16,7 @@ from mdl.store import confined
 from mdl.store.filesystem import hash_descriptor
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import FileRecord
-from mdl.store.states import INSTALLED, MODIFIED_MAYBE, as_judged, judge
+from mdl.store.states import INSTALLED, MODIFIED_MAYBE, judge
 
 
 def place_of(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
@@ -50,7 +50,7 @@ def _not_as_recorded(
     its hash), and the ``stat`` of the object judged (the one hashed, when it was)."""
     if not st.S_ISREG(found.st_mode):
         return "not the file mdl wrote (a link or no file)", found
-    if (state := judge(entry, *as_judged(found))) == INSTALLED:
+    if (state := judge(entry, found.st_size, found.st_mtime_ns)) == INSTALLED:
         return None, found
     changed = "changed since mdl wrote it"
     if state != MODIFIED_MAYBE:

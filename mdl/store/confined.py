@@ -349,7 +349,7 @@ def rename(root: Path, source: Path, target: Path, *, written: os.stat_result) -
     (``not_own``: a hard link's other name) or another file than ``written`` is refused,
     UnsafePathError (exit 2) naming it; and ``target`` is looked at again after the rename, as
     whoever may write the source's folder can swap the name between the two: a file swapped in is
-    moved back out, never left at the final name."""
+    moved back out (or removed), never left at the final name."""
     with folder(root, source.parent, create=False) as src_fd, folder(root, target.parent) as dst_fd:
         moved = os.stat(source.name, dir_fd=src_fd, follow_symlinks=False)
         if (why := not_own(moved)) is not None:
@@ -363,8 +363,10 @@ def rename(root: Path, source: Path, target: Path, *, written: os.stat_result) -
             raise not_a_file_error(target, "a folder")
         os.rename(source.name, target.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
         if not _same_file(os.stat(target.name, dir_fd=dst_fd, follow_symlinks=False), written):
-            with contextlib.suppress(OSError):
+            try:
                 os.rename(target.name, source.name, src_dir_fd=dst_fd, dst_dir_fd=src_fd)
+            except OSError:  # its folder's writer can make that fail: off the final name anyway
+                os.unlink(target.name, dir_fd=dst_fd)
             raise _swapped(source)
 
 

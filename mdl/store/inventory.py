@@ -23,7 +23,7 @@ from mdl.store.expected import ExpectedFile
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, hub_source, parse_hub_source, repo_folder, selected
 from mdl.store.records import FileRecord, ModelRecord
-from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, OUTDATED, PARTIAL, as_judged, judge
+from mdl.store.states import INSTALLED, MISSING, MODIFIED_MAYBE, OUTDATED, PARTIAL, judge
 from mdl.store.store import Store, key_pattern
 
 
@@ -170,7 +170,7 @@ def file_state(
     if stat is None or not st.S_ISREG(stat.st_mode):
         part, state = placement.store.part_paths(model, path)
         return (PARTIAL if part.exists() and state.exists() else MISSING), placement
-    judged = judge(entry, *as_judged(stat))
+    judged = judge(entry, stat.st_size, stat.st_mtime_ns)
     if judged in (INSTALLED, MODIFIED_MAYBE) and not placement.linked():
         return PARTIAL, placement  # the blob is there, the snapshot entry programs open is not
     return judged, placement

@@ -20,7 +20,7 @@ from mdl.store.filesystem import stat_file
 from mdl.store.layout import BLOB_NAME, parse_hub_source, repo_folder
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
 from mdl.store.register import CACHE, FOLDER, registered
-from mdl.store.states import INSTALLED, MISSING, as_judged, judge
+from mdl.store.states import INSTALLED, MISSING, judge
 from mdl.store.store import Store
 
 if TYPE_CHECKING:  # (prune's module loads only for a removal: a plain get registers its folder)
@@ -121,7 +121,7 @@ def _state(path: Path | None, entry: FileRecord) -> str:
     found = None if path is None else stat_file(path)
     if found is None or not st.S_ISREG(found.st_mode):
         return MISSING
-    return judge(entry, *as_judged(found))
+    return judge(entry, found.st_size, found.st_mtime_ns)
 
 
 def _blob(cache: Path, entry: FileRecord) -> Path | None:

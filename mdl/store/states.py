@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,17 +31,8 @@ RECHECK_REASON = {
 }
 
 
-def as_judged(found: os.stat_result) -> tuple[int, int | None]:
-    """A present file's (size, mtime) as a record is matched against them: its mtime only when the
-    running user or root owns the file. Another user may rewrite a file of its own keeping both (its
-    blob in a shared cache; one it put in place of mdl's in a folder it may write): only a re-hash
-    can tell (``MODIFIED_MAYBE``), as ssh's ``StrictModes`` trusts no other user's file."""
-    return found.st_size, (found.st_mtime_ns if found.st_uid in (0, os.geteuid()) else None)
-
-
 def judge(entry: FileRecord | None, size: int | None, mtime_ns: int | None) -> str:
-    """A present-or-absent file's state against its record (``size``, ``mtime_ns``: ``as_judged``;
-    a size with no mtime: one only a re-hash can vouch for)."""
+    """A present-or-absent file's state against its record."""
     if size is None:
         return MISSING
     if entry is None:

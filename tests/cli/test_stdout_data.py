@@ -95,7 +95,7 @@ def test_path_of_a_get_is_captured_by_a_shell(world: dict[str, Any]) -> None:
     assert done.stdout == "alpha"
 
 
-@pytest.mark.parametrize("char", ["\n", "\t", "\u2028", "\u202e"])
+@pytest.mark.parametrize("char", ["\n", "\t", "\u2028", "\u202e", "\u200c"])
 @pytest.mark.parametrize(
     "command",
     [
@@ -116,8 +116,11 @@ def test_a_folder_no_line_of_stdout_can_name_is_refused_before_anything_is_made(
     assert "cannot be used" in result.stderr and repr(char)[1:-1] in result.stderr
     assert not (world["tmp"] / folder).exists()
     assert json.loads(result.stdout)["error"]["code"] == 2
-    # from the environment and the catalog too
+    # from the environment too, and the Hugging Face cache's
     assert mdl("pull", "tiny", env={"MDL_DEST": folder}).exit_code == 2
+    cache = mdl("pull", "tiny", "--layout", "hf-cache", env={"HF_HUB_CACHE": folder})
+    assert cache.exit_code == 2, cache.stderr
+    assert "the Hugging Face cache" in cache.stderr
 
 
 def test_get_prints_each_file_in_the_order_given(world: dict[str, Any]) -> None:

@@ -494,9 +494,8 @@ def test_a_file_rewritten_with_its_size_and_mtime_kept_is_not_served(site: Site,
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user: needs root")
 def test_another_users_file_in_a_verified_files_place_is_not_served(site: Site) -> None:
-    """The limit above does not reach a file another user owns (a co-tenant who may write the
-    model's folder put it there): the endpoint opens no file of another user's (``confined``), as
-    a pull and the probe trust none by its size and mtime (``states.as_judged``)."""
+    """The limit above does not reach a file another user owns that a co-tenant who may write the
+    model's folder put in a verified file's place, its size and mtime kept: it is not served."""
     final = site.folder / "models" / "m" / "config.json"
     stamp, original = final.stat(), final.read_bytes()
     aside = final.with_name("config.json.aside")

@@ -112,3 +112,25 @@ def test_a_get_whose_partial_is_swapped_never_says_it_verified(
     again = mdl("get", url, "--sha256", sha256, "-d", "out")
     assert again.exit_code == 0, again.stderr
     assert (tmp_path / "out" / "w.bin").read_bytes() == data
+
+
+def test_a_swapped_partial_that_cannot_go_back_is_removed_from_the_final_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its folder's writer can make the move back fail (a folder put at the partial's name, its
+    folder made read-only): the file still never stays at the final name."""
+    part, final = tmp_path / ".mdl" / "partial" / "x.part", tmp_path / "m" / "x.bin"
+    written = _written(tmp_path, part, CHECKED)
+    swapped = _swapping_at_the_rename(monkeypatch, lambda src: src == part.name)
+    swapping = confined.os.rename
+
+    def rename(src: str, dst: str, **fds: int | None) -> None:
+        if src == final.name:  # the move back: refused
+            raise PermissionError(13, "Permission denied")
+        swapping(src, dst, **fds)
+
+    monkeypatch.setattr(confined.os, "rename", rename)
+    with pytest.raises(UnsafePathError, match="no longer the file mdl wrote"):
+        confined.rename(tmp_path, part, final, written=written)
+    assert swapped == [part.name]
+    assert not final.exists()
