@@ -504,7 +504,7 @@ def collect_files(
         candidates += added
     _refuse_unmatched_excludes(candidates, options.excludes)
     files, folders = _first_of_each_name(candidates, options.excludes, notes)
-    _refuse_run_without_model(run, files)
+    _refuse_run_without_model(run, files, candidates)
     # before the notes name them
     _refuse_bad_names(files, folders, signing=options.sign is not None)
     for note in notes:
@@ -621,14 +621,26 @@ def _first_of_each_name(
     return sorted(files, key=lambda f: f.arcname), sorted(folders)
 
 
-def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
+def _refuse_run_without_model(run: _Run, files: list[SourceFile], candidates: list[Found]) -> None:
     """A whole-run pack with no weights of its own, only checkpoints: packing it would leave the
-    model out."""
+    model out (the user's ``--exclude`` named when it is what left them out)."""
     if run.selection.checkpoint is not None or run.options.includes:
         return
     # training_args.bin and optimizer state are no model
     if any(_is_model(f) for f in files):
         return
+    excludes = run.options.excludes
+    if left := [
+        src.shown
+        for arcname, path, src in candidates
+        if isinstance(src, SourceFile) and _is_model(src) and _any_glob((arcname, path), excludes)
+    ]:
+        raise UsageError(
+            f"--exclude {' '.join(map(quoted, excludes))} leaves out the weights of"
+            f" {shown_name(run.run_dir.name)} ({', '.join(map(quoted, left[:3]))}): it would pack"
+            " no model",
+            hint="narrow the --exclude patterns",
+        )
     if not (found := find_candidates(run.run_dir)[0]):
         return
     names = [c.name for c in found]

@@ -35,6 +35,21 @@ def test_pack_of_a_run_with_only_checkpoints_says_so_and_hints_latest(tmp_path: 
     assert json.loads(packed.stdout)["checkpoint"] == "checkpoint-1500"
 
 
+def test_an_exclude_that_leaves_out_the_weights_is_named_not_the_run(tmp_path: Path) -> None:
+    """Found by a hostile user (round 33): ``--exclude model.safetensors`` on a run that has its
+    final model was told "the run has no final model"; the culprit is the exclude."""
+    run = make_hf_run(tmp_path / "run", steps=(500, 1000)).root
+    for pattern in ("model.safetensors", "*.safetensors"):
+        result = mdl("pack", str(run), "--exclude", pattern, "-o", str(tmp_path / "out.zip"))
+        assert result.exit_code == 2
+        assert f"--exclude '{pattern}' leaves out the weights of run" in result.stderr
+        assert "'model.safetensors'" in result.stderr and "no final model" not in result.stderr
+        assert not (tmp_path / "out.zip").exists()
+    # an exclude of something else still packs the run
+    kept = mdl("pack", str(run), "--exclude", "config.json", "-o", str(tmp_path / "out.zip"))
+    assert kept.exit_code == 0, kept.stderr
+
+
 def test_misspelt_checkpoint_and_missing_step_on_the_command_line(tmp_path: Path) -> None:
     run = checkpoint_only_run(tmp_path)
     typo = mdl("pack", str(run), "--checkpoint", "lastest", "--dry-run")
