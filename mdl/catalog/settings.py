@@ -242,16 +242,21 @@ def shown_folder(folder: Path, *, where: str) -> Path:
     file's path, one a line: ``DIR=$(mdl pull m)``), else UsageError (exit 2) naming ``where``: a
     control character, a line separator or a direction change in it would print another path, and
     an invisible formatting character (U+200C …) is printed escaped, as file names refuse it."""
-    text = str(folder)
-    why = character_problem(text)
-    if why is None and any(unicodedata.category(ch) == "Cf" for ch in text):
-        why = "it contains an invisible formatting character"
-    if why is not None:
+    if (why := unshowable(str(folder))) is not None:
         raise UsageError(
-            f"{where} {shown(text)} cannot be used: {why}",
+            f"{where} {shown(str(folder))} cannot be used: {why}",
             hint="mdl names its folders on stdout, one a line: choose a folder whose path has none",
         )
     return folder
+
+
+def unshowable(folder: str) -> str | None:
+    """Why no line of stdout can name ``folder`` (``shown_folder``'s rule), or None."""
+    if (why := character_problem(folder)) is not None:
+        return why
+    if any(unicodedata.category(ch) == "Cf" for ch in folder):
+        return "it contains an invisible formatting character"
+    return None
 
 
 def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, as a shell leaves it

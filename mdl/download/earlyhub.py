@@ -100,16 +100,15 @@ def _model(catalog: Catalog, name: str, dest: Path | None) -> ModelSpec | None:
 def _dest_refused(catalog: Catalog, dest: Path | None) -> bool:
     """Whether no file can be made in the destination (``--dest``, else the catalog's: from its
     folder, ~ expanded; else the default), by the rule a run's files are held to, or the run
-    refuses it (``paths.shown_folder``)."""
-    from mdl.catalog.settings import default_dest
-    from mdl.paths import character_problem
+    refuses it (``settings.shown_folder``)."""
+    from mdl.catalog.settings import default_dest, unshowable
     from mdl.store.filesystem import creatable_problem
 
     where, written = dest, catalog.settings.dest
     if where is None and written is not None and catalog.path is not None:
         where = catalog.path.parent / os.path.expanduser(written)  # noqa: PTH111
     folder = os.path.abspath(where or default_dest())  # noqa: PTH100 (os.path's: never raises)
-    return character_problem(folder) is not None or creatable_problem(Path(folder, "x")) is not None
+    return unshowable(folder) is not None or creatable_problem(Path(folder, "x")) is not None
 
 
 def planned_get(

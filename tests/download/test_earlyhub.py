@@ -169,6 +169,9 @@ def test_only_a_catalog_a_pull_checked_and_a_folder_to_pull_into_send_early(
     monkeypatch.chdir(tmp_path / "sub")  # --dest: from the folder the pull is run in
     assert planned_pull(["m"], inside, environ, dest=Path("file")) is None
     assert planned_pull(["m"], inside, environ, dest=Path("new")) is not None
+    # a folder the pull refuses (settings.shown_folder): nothing sent for it either
+    for odd in ("a\nb", "fa\u200cx"):
+        assert planned_pull(["m"], inside, environ, dest=Path(odd)) is None
     odd = tmp_path / os.fsdecode(b"caf\xe9")  # a catalog whose path is not text: nothing sent
     odd.mkdir()
     assert planned_pull(["m"], write_catalog(odd, ENTRY), environ) is None
