@@ -1,4 +1,4 @@
-"""The one descriptor walk (``mdl.paths.open_dir``), held once for both its callers: the confined
+"""The one descriptor walk (``mdl.folderwalk.open_dir``), held once for both its callers: the confined
 store (no link below the root followed) and the shared folder (``shared``: a link root or this user
 made followed, folders made as shared as their parent). Real folders in ``tmp_path``; a race is
 played by another "run" acting from inside the walk's own ``mkdir`` or ``open``, never by timing."""
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from mdl.errors import LocalFSError, UnsafePathError
-from mdl.paths import FRESH_TRIES, open_dir
+from mdl.folderwalk import open_dir
+from mdl.paths import FRESH_TRIES
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="plants another user's link: needs root")
 ANOTHER = 1000  # the user who planted a link
@@ -225,3 +226,58 @@ def test_a_folder_removed_as_made_is_made_again_then_given_up(tmp_path: Path, sh
     ):
         open_dir(tmp_path, tmp_path / "b", shared=shared)
     assert calls == ["b"] * (FRESH_TRIES - 1) and not (tmp_path / "b").exists()
+
+
+def _in_a_shared_folder(tmp_path: Path, mode: int, folder_owner: int = 0) -> tuple[Path, Path]:
+    """``tmp_path/top`` of ``mode`` (owned by ``folder_owner``) holding ``m``, which ANOTHER made."""
+    top = tmp_path / "top"
+    (top / "m").mkdir(parents=True)
+    top.chmod(mode)
+    os.chown(top, folder_owner, folder_owner)
+    os.chown(top / "m", ANOTHER, ANOTHER)
+    return top, top / "m"
+
+
+@AS_ROOT
+@pytest.mark.parametrize("mode", [0o1777, 0o777], ids=["sticky, as /tmp", "not sticky"])
+def test_a_folder_another_user_made_where_anyone_may_write_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    """The co-tenant who made a model's folder first may replace what mdl installs in it, keeping
+    size and time: refused (exit 2, naming the folder and its maker), to write or to read."""
+    _, theirs = _in_a_shared_folder(tmp_path, mode)
+    for create in (True, False):
+        with pytest.raises(UnsafePathError) as refused:
+            open_dir(tmp_path, theirs / "sub", create=create)
+        assert str(refused.value).startswith(f"{theirs} is a folder uid {ANOTHER} made where")
+    assert list(theirs.iterdir()) == []  # nothing made in it
+    # the destination itself is the user's choice, as it is
+    with opened(theirs, theirs / "sub") as where:
+        assert where == theirs / "sub"
+
+
+@AS_ROOT
+@pytest.mark.parametrize(
+    ("mode", "folder_owner", "shared"),
+    [
+        (0o755, 0, False),  # only its owner writes the folder above: it made what is in it
+        (0o2775, 0, False),  # a group's share: the group is trusted, as its modes say
+        (0o1777, ANOTHER, False),  # the folder's owner made it (protected_regular's exception)
+        (0o1777, 0, True),  # a fleet's shared folder: its users' folders are the fleet's
+    ],
+    ids=["private", "group share", "the share's owner's", "fleet share"],
+)
+def test_another_users_folder_is_used_where_it_could_not_be_planted(
+    tmp_path: Path, mode: int, folder_owner: int, shared: bool
+) -> None:
+    _, theirs = _in_a_shared_folder(tmp_path, mode, folder_owner)
+    with opened(tmp_path, theirs / "sub", shared=shared) as where:
+        assert where == theirs / "sub"
+
+
+@AS_ROOT
+def test_roots_and_this_users_folders_are_used_where_anyone_may_write(tmp_path: Path) -> None:
+    _, mine = _in_a_shared_folder(tmp_path, 0o1777, ANOTHER)
+    os.chown(mine, 0, 0)  # root's, also this user's (tests run as root): only root made it
+    with opened(tmp_path, mine / "sub") as where:
+        assert where == mine / "sub"

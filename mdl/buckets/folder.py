@@ -24,7 +24,8 @@ from urllib.parse import quote, unquote
 from mdl.buckets import names
 from mdl.buckets.protocol import LEGACY_MARK, Listed, Seen, StoredObject, authorship, mark_text
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
-from mdl.paths import kind_of, nearest_folder, open_dir, opened
+from mdl.folderwalk import open_dir
+from mdl.paths import kind_of, nearest_folder, opened
 from mdl.redact import Secrets, printable, safe_text
 from mdl.writes import write_all
 
@@ -83,9 +84,9 @@ def local_error(exc: OSError, path: Path | str, *, what: str) -> MdlError:
 
 # --- writes: exclusive creates ------------------------------------------------------------------
 
-# Every write walks to its folder from ``/`` one name at a time (``mdl.paths.open_dir``, shared: a
-# link root or this user made is followed, a folder made is as shared as its parent) and then works
-# relative to that folder's descriptor.
+# Every write walks to its folder from ``/`` one name at a time (``mdl.folderwalk.open_dir``,
+# shared: a link root or this user made is followed, a folder made is as shared as its parent) and
+# then works relative to that folder's descriptor.
 _NEW = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

@@ -1,10 +1,11 @@
 """Files under a root mdl owns, never through a link: the root (the user's choice) may be a link;
 below it every folder is opened relative to the one above with ``O_NOFOLLOW``
-(``mdl.paths.open_dir``) and every open, rename and unlink is relative to its folder's descriptor,
-so a link planted below the root, even while mdl runs, is refused (exit 2). An existing file of
-mdl's state is trusted only if mdl made it (engine rule 14, checked in ``not_own``, the one place):
-a regular file with one link, the running user's (to read: or root's, as ssh's ``StrictModes``),
-the same inode when opened as when looked at."""
+(``mdl.folderwalk.open_dir``, which also refuses a folder another user made where anyone may write)
+and every open, rename and unlink is relative to its folder's descriptor, so a link planted below
+the root, even while mdl runs, is refused (exit 2). An existing file of mdl's state is trusted only
+if mdl made it (engine rule 14, checked in ``not_own``, the one place): a regular file with one
+link, the running user's (to read: or root's, as ssh's ``StrictModes``), the same inode when opened
+as when looked at."""
 
 # (annotations here are evaluated, not postponed: typing compiles each string annotation of a
 # NamedTuple's fields at every start)
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
-from mdl.paths import ASIDE_SUFFIX, FRESH_TRIES, open_dir
+from mdl.folderwalk import open_dir
+from mdl.paths import ASIDE_SUFFIX, FRESH_TRIES
 from mdl.store.filesystem import kind_of, not_a_file_error
 from mdl.units import human_size
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mdl.catalog.settings import Settings
 from mdl.errors import HubReplyError, LocalFSError, MdlError, UnsafePathError, UsageError
+from mdl.folderwalk import planted
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import (
@@ -362,13 +363,15 @@ def refuse_links(root: Path, folder: Path, unlinked: set[Path]) -> None:
     """UnsafePathError (exit 2) naming the first symbolic link among the folders from below
     ``root`` down to ``folder``: nothing below a root mdl manages is followed, whichever command
     looks (a folder not there yet, or a name the filesystem refuses, is for what follows to say).
-    ``unlinked``: the folders found none already (a plan's files share them), added to."""
+    ``unlinked``: the folders found none already (a plan's files share them), added to. A folder
+    another user made where anyone may write is refused too (``planted``: the writes' walk refuses
+    it, and what is in it is vouched for by no command)."""
     for end in range(len(root.parts) + 1, len(folder.parts) + 1):
         step = Path(*folder.parts[:end])
         if step in unlinked:
             continue
         try:
-            found = os.lstat(step)
+            found, above = os.lstat(step), step.parent.stat()
         except OSError:
             return
         if st.S_ISLNK(found.st_mode):
@@ -376,6 +379,8 @@ def refuse_links(root: Path, folder: Path, unlinked: set[Path]) -> None:
                 f"{step} is a symbolic link; mdl never follows links inside {root}",
                 hint="move the folder back in place of the link",
             )
+        if st.S_ISDIR(found.st_mode) and (why := planted(above, found)) is not None:
+            raise UnsafePathError(f"{step} is {why}")
         unlinked.add(step)
 
 

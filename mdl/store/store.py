@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
+from mdl.folderwalk import open_dir
 from mdl.outsidejson import read_json
-from mdl.paths import open_dir
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
 from mdl.store.records import (

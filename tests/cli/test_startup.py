@@ -155,7 +155,9 @@ NOT_FOR_PLAIN_GET = (
 # 88, issue 90: the one whole write of a buffer (mdl.writes, below the parts: buckets and the
 # swarm write with it too), which transfer._copy's write_at moved to
 # 89, issue 90: which hosts plain http may go to (mdl.transfer.hosts: the early request asks it too)
-PLAIN_GET_MODULES = 89
+# 90: the walk to a folder by descriptor out of mdl.paths (at its size limit) into mdl.folderwalk,
+# with the owner rule for folders it now holds (a co-tenant's folder where anyone may write)
+PLAIN_GET_MODULES = 90
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")

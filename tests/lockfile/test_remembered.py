@@ -205,6 +205,7 @@ NO_RULES = {
     "version.py",
     "lockfile/remembered.py",
     "store/confined.py",
+    "folderwalk.py",  # the walk to a state folder (and its owner rule): no rule of a catalog either
     "store/filelocks.py",
     "wait.py",  # how long the catalog's file lock is waited for: no rule of a catalog or a lock
     "writes.py",  # a buffer written whole (the catalog's file lock's note): no rule either

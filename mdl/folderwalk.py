@@ -1,0 +1,115 @@
+"""The one walk to a folder by descriptor (``open_dir``): each folder opened relative to the one
+above it, under one link policy and one owner rule, for the store (nothing below the destination
+followed) and the fleet's shared folder."""
+
+import contextlib
+import errno
+import os
+import stat as st
+from pathlib import Path
+
+from mdl.errors import LocalFSError, UnsafePathError
+from mdl.paths import FRESH_TRIES
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = False) -> int:
+    """A descriptor of ``folder`` inside ``root`` (the user's choice: it may be a link), walked to
+    one name at a time, each folder opened relative to the one above: a folder is made (``create``)
+    and opened where it was looked at, never through a link swapped in meanwhile; one that exists
+    costs one open. The link policy: no link below ``root`` is followed (UnsafePathError, exit 2,
+    names it); ``shared`` (a folder the fleet shares): one root or this user made is (the kernel's
+    ``protected_symlinks`` rule), and a folder made takes its parent's permission bits, not the
+    umask, never sticky (one machine's user renames over another's leases). Below ``root``, not
+    ``shared``, a folder another user made where anyone may write is refused (``planted``). A file
+    on the way is
+    LocalFSError (exit 7); a folder outside ``root`` or through ``..`` UnsafePathError; a missing
+    one (not ``create``) FileNotFoundError."""
+    try:
+        fd = os.open(root, _DIR)
+    except OSError:
+        if not create:
+            raise
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
+        fd = os.open(root, _DIR)
+    try:
+        # (``parts`` of a path are kept once made: cheaper than relative_to, on every file's walks)
+        above, parts = root.parts, folder.parts
+        below = parts[len(above) :]
+        # (a root of no parts, ".", is the prefix of any path: an absolute folder is never in it)
+        outside = parts[: len(above)] != above or folder.is_absolute() != root.is_absolute()
+        if outside or ".." in below:
+            raise UnsafePathError(f"{folder} is not inside {root}")
+        for depth in range(1, len(below) + 1):
+            child = _open_child(fd, below[:depth], root, create, shared=shared)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_child(fd: int, names: tuple[str, ...], root: Path, create: bool, *, shared: bool) -> int:
+    """The folder ``names[-1]`` in the folder ``fd`` (``root`` / ``names[:-1]``; made when missing
+    and ``create``), under ``open_dir``'s link policy."""
+    name, made = names[-1], False
+    for attempt in range(FRESH_TRIES):
+        try:
+            child = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+        except FileNotFoundError:
+            if not create or attempt == FRESH_TRIES - 1:
+                raise  # (removed again each time since made: give up)
+            with contextlib.suppress(FileExistsError):  # made by another run since: opened next
+                os.mkdir(name, 0o700 if shared else 0o777, dir_fd=fd)
+                made = True
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):  # a link (ENOTDIR: O_DIRECTORY's)
+                raise
+            return _through_link(fd, names, root, shared=shared)
+        if made and shared:
+            with contextlib.suppress(OSError):  # a mount with fixed modes (CIFS, some FUSE)
+                os.fchmod(child, st.S_IMODE(os.fstat(fd).st_mode) & ~st.S_ISVTX)
+        elif not shared and (why := planted(os.fstat(fd), os.fstat(child))) is not None:
+            os.close(child)
+            raise UnsafePathError(f"{root.joinpath(*names)} is {why}")
+        return child
+    raise AssertionError("unreachable")
+
+
+def _through_link(fd: int, names: tuple[str, ...], root: Path, *, shared: bool) -> int:
+    """The folder a link at ``names[-1]`` leads to, if the link policy follows it; else refused."""
+    found, path = None, root.joinpath(*names)
+    with contextlib.suppress(OSError):
+        found = os.stat(names[-1], dir_fd=fd, follow_symlinks=False)
+    if found is None or not st.S_ISLNK(found.st_mode):
+        raise LocalFSError(f"{path} is not a folder") from None
+    if not shared:
+        why = f"a symbolic link; mdl never follows links inside {root}"
+    elif found.st_uid not in (0, os.geteuid()):
+        why = (
+            f"a link uid {found.st_uid} made: mdl follows only root's or its own links in a"
+            " shared folder"
+        )
+    else:
+        return os.open(names[-1], _DIR, dir_fd=fd)
+    raise UnsafePathError(f"{path} is {why}") from None
+
+
+def planted(above: os.stat_result, found: os.stat_result) -> str | None:
+    """Why the folder ``found`` in the folder ``above`` may hold what another user likes, None if
+    it may not: in a folder anyone may write (``/tmp``, a 1777 share), one that neither this user,
+    root nor that folder's owner made was made by whoever came first, who may replace any file mdl
+    installs or vouches for in it, keeping its size and time (the kernel's ``protected_regular``
+    rule, for folders). A group's shared folder trusts its group, as its modes say."""
+    if not above.st_mode & st.S_IWOTH or found.st_uid in (0, os.geteuid(), above.st_uid):
+        return None
+    return (
+        f"a folder uid {found.st_uid} made where anyone may write: mdl keeps and trusts nothing in"
+        " another user's folder there (remove it, or use a destination of your own)"
+    )
