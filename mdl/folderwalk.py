@@ -21,9 +21,9 @@ def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = Fa
     costs one open. The link policy: no link below ``root`` is followed (UnsafePathError, exit 2,
     names it); ``shared`` (a folder the fleet shares): one root or this user made is (the kernel's
     ``protected_symlinks`` rule), and a folder made takes its parent's permission bits, not the
-    umask, never sticky (one machine's user renames over another's leases). Below ``root``, not
-    ``shared``, a folder another user made where anyone may write is refused (``planted``). A file
-    on the way is
+    umask, never sticky (one machine's user renames over another's leases). Not ``shared``, the
+    root or a folder below it that another user made where anyone may write is refused
+    (``refuse_planted``). A file on the way is
     LocalFSError (exit 7); a folder outside ``root`` or through ``..`` UnsafePathError; a missing
     one (not ``create``) FileNotFoundError."""
     try:
@@ -37,6 +37,11 @@ def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = Fa
             raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
         fd = os.open(root, _DIR)
     try:
+        # each folder held to the one above it, the root too (a name the user chose, a folder
+        # whoever came first made); a shared folder's are the fleet's
+        here = None if shared else os.fstat(fd)
+        if here is not None:
+            refuse_planted(root, os.stat("..", dir_fd=fd), here)
         # (``parts`` of a path are kept once made: cheaper than relative_to, on every file's walks)
         above, parts = root.parts, folder.parts
         below = parts[len(above) :]
@@ -48,6 +53,10 @@ def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = Fa
             child = _open_child(fd, below[:depth], root, create, shared=shared)
             os.close(fd)
             fd = child
+            if here is not None:
+                found = os.fstat(fd)
+                refuse_planted(root.joinpath(*below[:depth]), here, found)
+                here = found
     except BaseException:
         os.close(fd)
         raise
@@ -75,9 +84,6 @@ def _open_child(fd: int, names: tuple[str, ...], root: Path, create: bool, *, sh
         if made and shared:
             with contextlib.suppress(OSError):  # a mount with fixed modes (CIFS, some FUSE)
                 os.fchmod(child, st.S_IMODE(os.fstat(fd).st_mode) & ~st.S_ISVTX)
-        elif not shared and (why := planted(os.fstat(fd), os.fstat(child))) is not None:
-            os.close(child)
-            raise UnsafePathError(f"{root.joinpath(*names)} is {why}")
         return child
     raise AssertionError("unreachable")
 
@@ -101,15 +107,27 @@ def _through_link(fd: int, names: tuple[str, ...], root: Path, *, shared: bool) 
     raise UnsafePathError(f"{path} is {why}") from None
 
 
-def planted(above: os.stat_result, found: os.stat_result) -> str | None:
-    """Why the folder ``found`` in the folder ``above`` may hold what another user likes, None if
-    it may not: in a folder anyone may write (``/tmp``, a 1777 share), one that neither this user,
-    root nor that folder's owner made was made by whoever came first, who may replace any file mdl
-    installs or vouches for in it, keeping its size and time (the kernel's ``protected_regular``
-    rule, for folders). A group's shared folder trusts its group, as its modes say."""
+def refuse_planted(path: Path, above: os.stat_result, found: os.stat_result) -> None:
+    """UnsafePathError (exit 2) when the folder ``path`` (``found``, in the folder ``above``) may
+    hold what another user likes: in a folder anyone may write (``/tmp``, a 1777 share), one that
+    neither this user, root nor that folder's owner made was made by whoever came first, who may
+    replace any file mdl installs or vouches for in it, keeping its size and time (the kernel's
+    ``protected_regular`` rule, for folders). A group's shared folder trusts its group, as its
+    modes say."""
     if not above.st_mode & st.S_IWOTH or found.st_uid in (0, os.geteuid(), above.st_uid):
-        return None
-    return (
-        f"a folder uid {found.st_uid} made where anyone may write: mdl keeps and trusts nothing in"
-        " another user's folder there (remove it, or use a destination of your own)"
+        return
+    raise UnsafePathError(
+        f"{path} is a folder {named_user(found.st_uid)} made where anyone may write: mdl keeps and"
+        " trusts nothing in another user's folder there",
+        hint="ask its owner (or root) to remove it, or use a destination of your own",
     )
+
+
+def named_user(uid: int) -> str:
+    """``nobody (uid 65534)``, or ``uid 12345`` for a user this system does not name."""
+    import pwd  # (only to say whose something is)
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"

@@ -94,11 +94,17 @@ def reserved_by_mdl(part: str) -> bool:
     """Whether one path component is, once case-folded and normalised as any filesystem might, a
     name mdl keeps for its own state beside a destination: ``.mdl``, unpack's staging
     ``.mdl-unpack-*``, or a name cleanup removes (``*.mdl-tmp``, ``*.mdl-prune``)."""
-    folded = part
-    for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
-        folded = unicodedata.normalize("NFKC", folded).casefold()
+    folded = _folded(part)
     cleaned = folded.endswith((TEMP_SUFFIX, ASIDE_SUFFIX))  # what cleanup removes by its name
     return cleaned or folded == STATE_FOLDER or folded.startswith(STAGING_PREFIX)
+
+
+def _folded(part: str) -> str:
+    """One path component as any filesystem might compare it: NFKC then case-folded, twice (each
+    can undo what the other made stable)."""
+    for _ in range(2):
+        part = unicodedata.normalize("NFKC", part).casefold()
+    return part
 
 
 def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
@@ -120,6 +126,9 @@ def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
         (".." in parts, "it climbs out with '..'"),
         (any(part in ("", ".") for part in parts), "it has an empty or '.' component"),
         (size > 0, f"a component is {size} bytes, longer than {limit} bytes {why_limit}"),
+        # a repository's own folder: a command its config names runs at the next `git status`
+        # there (git refuses such a name in a tree, as fsck's hasDotgit)
+        (any(_folded(part) == ".git" for part in parts), "it has a '.git' component"),
     )
     return next((why for bad, why in refused if bad), None)
 

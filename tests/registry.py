@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -239,6 +239,8 @@ class RegistryGate:
     patches_before_cut: int = 0  # PATCHes relayed whole before the one cut
     max_body: int | None = None  # a PATCH or PUT body past this: 413, as a registry's size limit
     fail_pushes: int = 0  # the next pushes answered 503 (their bodies read, not relayed)
+    # a push whose body this accepts: answered 503 (read, not relayed), as a proxy's policy
+    refuse_body: Callable[[bytes], bool] | None = None
     lying_heads: bool = False  # a blob HEAD: 200 stating another size and digest, held or not
 
     def requests(self, method: str | None = None) -> list[Seen]:
@@ -324,7 +326,10 @@ class _Handler(BaseHTTPRequestHandler):
             limit = f"blob upload exceeds the size limit of {gate.max_body} bytes"
             body = json.dumps({"errors": [{"code": "SIZE_INVALID", "message": limit}]})
             return self._answer(413, body.encode())
-        return self._relay(self.path, keep_range=True, body=self.rfile.read(length))
+        body = self.rfile.read(length)
+        if gate.refuse_body is not None and gate.refuse_body(body):
+            return self._answer(503, b'{"errors":[{"code":"UNAVAILABLE","message":"refused"}]}')
+        return self._relay(self.path, keep_range=True, body=body)
 
     def _serve(self) -> None:
         gate, port = self.server.gate, self.server.server_address[1]

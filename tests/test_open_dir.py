@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from mdl.errors import LocalFSError, UnsafePathError
-from mdl.folderwalk import open_dir
+from mdl.folderwalk import named_user, open_dir
 from mdl.paths import FRESH_TRIES
 
-AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="plants another user's link: needs root")
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="another user's link or folder: needs root")
 ANOTHER = 1000  # the user who planted a link
 
 
@@ -249,11 +249,11 @@ def test_a_folder_another_user_made_where_anyone_may_write_is_refused(
     for create in (True, False):
         with pytest.raises(UnsafePathError) as refused:
             open_dir(tmp_path, theirs / "sub", create=create)
-        assert str(refused.value).startswith(f"{theirs} is a folder uid {ANOTHER} made where")
+        assert str(refused.value).startswith(f"{theirs} is a folder {named_user(ANOTHER)} made")
+        # the destination itself: a name the user chose, a folder whoever came first made
+        with pytest.raises(UnsafePathError, match=f"{theirs} is a folder .*uid {ANOTHER}"):
+            open_dir(theirs, theirs / "sub", create=create)
     assert list(theirs.iterdir()) == []  # nothing made in it
-    # the destination itself is the user's choice, as it is
-    with opened(theirs, theirs / "sub") as where:
-        assert where == theirs / "sub"
 
 
 @AS_ROOT

@@ -55,6 +55,9 @@ def test_safe_relative_path_accepts(value: str, expected: str) -> None:
         ("a//b", "empty or '.'"),
         ("a/", "empty or '.'"),
         ("a/b/.", "empty or '.'"),
+        (".git/config", "'.git' component"),  # git status there runs what its config names
+        ("sub/.GIT/hooks/post-checkout", "'.git' component"),
+        ("\uff0egit/config", "'.git' component"),  # a fullwidth dot: NFKC's '.git'
         ("a\x00b", "control character"),
         ("a\nb", "control character"),
         ("a\tb", "control character"),

@@ -31,7 +31,7 @@ from mdl.signing.statement import SignedManifest, Trust
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
-from mdl.store.verify import read_signature
+from mdl.store.verify import read_signature, too_big_for_a_signature
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.units import first_few, plural
 
@@ -238,7 +238,10 @@ def signature_bytes(
 ) -> tuple[RemoteFile, bytes] | None:
     """The signature file fetched once (from the mirrors, then, unless ``mirrors_only``, its
     source), verified by its sha256 when known: the file with its size and sha256, and its bytes
-    (bounded); None: no mirror had it (``mirrors_only``)."""
+    (bounded: one a source states is bigger than any signature is not fetched); None: no mirror
+    had it (``mirrors_only``)."""
+    if remote.size is not None and remote.size > MAX_SIGNATURE_BYTES:
+        raise too_big_for_a_signature(f"{remote.model}/{remote.path}")
     with _once(session, remote) as job:
         if mirrors_only:
             result = _fetched(session, job, FileSources(session, job, remote).mirrors)

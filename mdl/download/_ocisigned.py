@@ -31,26 +31,29 @@ log = logging.getLogger("mdl.pull")
 
 def referred_signatures(
     session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]
-) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+) -> tuple[list[ResolvedModel], list[FileOutcome], dict[str, str]]:
     """The stage after resolve (and a lock's pins): each signed registry model with its signature
     file (``with_referred_signature``; a lock that pins it is asked nothing); those refused, their
-    failures (nothing of them fetched)."""
+    failures (nothing of them fetched); by model, the referrers passed over, as its warning."""
+    passed: dict[str, list[str]] = {}
 
     def referred(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
         if spec.oci is None or spec.signature is None:
             return model
-        return with_referred_signature(session, spec, model)
+        return with_referred_signature(session, spec, model, passed.setdefault(spec.name, []))
 
-    return each_model(session, specs, resolved, referred)
+    models, failures = each_model(session, specs, resolved, referred)
+    return models, failures, {name: "; ".join(said) for name, said in passed.items() if said}
 
 
 def with_referred_signature(
-    session: PullSession, spec: ModelSpec, model: ResolvedModel
+    session: PullSession, spec: ModelSpec, model: ResolvedModel, passed_over: list[str]
 ) -> ResolvedModel:
     """``model`` (resolved from its registry) with its signature file: a layer of that name (a
-    signature pushed with the files), else the first signature referrer that holds; the model
-    unchanged when the catalog names no signer, or on a dry run (the signature is checked when the
-    files are)."""
+    signature pushed with the files), else the first signature referrer that holds, each passed
+    over said in ``passed_over`` (anyone who may push can plant one: its operator hears of it); the
+    model unchanged when the catalog names no signer, or on a dry run (the signature is checked
+    when the files are)."""
     trust = spec.signature
     if trust is None or any(f.path == trust.installed_as for f in model.files):
         return marked_signature(spec, model)
@@ -78,7 +81,8 @@ def with_referred_signature(
             )
             _exactly(spec, statement, model, ref)
         except (IntegrityError, NotFoundError) as exc:
-            log.warning("%s (the referrer %s); passed over", exc.message, layer.digest)
+            passed_over.append(f"{exc.message} (the referrer bundle {layer.digest}); passed over")
+            log.warning("%s", passed_over[-1])
             refused = refused or IntegrityError(exc.message, hint=exc.hint)
             continue
         log.info("%s: signed by %s (referrer bundle %s)", spec.name, trust.by(), layer.digest)

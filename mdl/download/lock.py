@@ -280,7 +280,7 @@ def _lock_models(
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         # what it renews: never from the lock
         resolved, failures = resolve(session, specs, lock=None)
-        resolved, refused = referred_signatures(session, specs, resolved)
+        resolved, refused, passed_over = referred_signatures(session, specs, resolved)
         failures.extend(refused)
         blobs = {
             f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid
@@ -289,7 +289,7 @@ def _lock_models(
         unsigned, signatures = _signatures_apart(resolved, by_name)
         complete, unhashed = _complete(session, unsigned, blobs=blobs)
         failures.extend(unhashed)
-        said: list[str] = []
+        said: list[str] = list(passed_over.values())
         complete = _with_signatures(
             session, complete, signatures, by_name, blobs, failures, warn=said.append
         )

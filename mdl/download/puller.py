@@ -62,7 +62,7 @@ def _pull(
         resolved, outcomes = resolve(session, models, lock=lockfile, keep_installed=True)
         resolved, refused = sign_locked(session, models, resolved, lockfile)
         outcomes.extend(refused)
-        resolved, refused = referred_signatures(session, models, resolved)
+        resolved, refused, passed_over = referred_signatures(session, models, resolved)
         outcomes.extend(refused)
         signatures = check_signatures(session, models, resolved)
         resolved = signatures.models
@@ -111,7 +111,8 @@ def _pull(
             waited=session.owned.fill_waits.seconds,
             extra=extra,
         )
-        return _warned(warned(report, signatures.warnings), lockfile)
+        said = {**passed_over, **signatures.warnings}  # (one model has one or the other)
+        return _warned(warned(report, said), lockfile)
 
 
 def _warned(report: RunReport, lockfile: LockUse) -> RunReport:

@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 
 from mdl.buckets.s3 import b64_of_hex
 from mdl.endpoint.shelf import Early, NotServed, Shelf, ShelfObject
+from mdl.errors import UnsafePathError
 from mdl.wait import Wait
 
 MAX_KEYS = 1000  # the most one listing page holds, as S3's
@@ -187,6 +188,8 @@ def answer(
                      cancel=cancel)  # fmt: skip
     except NotServed as exc:
         return s3_error(exc.status, exc.code, exc.message, resource)
+    except UnsafePathError as exc:  # a link or a co-tenant's folder on the way: said, not served
+        return s3_error(403, "AccessDenied", exc.message, resource)
 
 
 def _refused_query(operation: str, params: Mapping[str, str], resource: str) -> Answer | None:

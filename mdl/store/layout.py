@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mdl.catalog.settings import Settings
 from mdl.errors import HubReplyError, LocalFSError, MdlError, UnsafePathError, UsageError
-from mdl.folderwalk import planted
+from mdl.folderwalk import refuse_planted
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import (
@@ -364,14 +364,18 @@ def refuse_links(root: Path, folder: Path, unlinked: set[Path]) -> None:
     ``root`` down to ``folder``: nothing below a root mdl manages is followed, whichever command
     looks (a folder not there yet, or a name the filesystem refuses, is for what follows to say).
     ``unlinked``: the folders found none already (a plan's files share them), added to. A folder
-    another user made where anyone may write is refused too (``planted``: the writes' walk refuses
-    it, and what is in it is vouched for by no command)."""
-    for end in range(len(root.parts) + 1, len(folder.parts) + 1):
+    another user made where anyone may write, the root too, is refused (``refuse_planted``: the
+    writes' walk refuses it, and what is in it is vouched for by no command)."""
+    above: os.stat_result | None = None  # the step before's, when this call looked at it
+    for end in range(len(root.parts), len(folder.parts) + 1):
         step = Path(*folder.parts[:end])
         if step in unlinked:
+            above = None
             continue
-        try:
-            found, above = os.lstat(step), step.parent.stat()
+        try:  # (the root as the user named it: through a link, to where it leads)
+            found = step.stat() if step == root else os.lstat(step)
+            if above is None:
+                above = (step / "..").stat() if step == root else step.parent.stat()
         except OSError:
             return
         if st.S_ISLNK(found.st_mode):
@@ -379,9 +383,10 @@ def refuse_links(root: Path, folder: Path, unlinked: set[Path]) -> None:
                 f"{step} is a symbolic link; mdl never follows links inside {root}",
                 hint="move the folder back in place of the link",
             )
-        if st.S_ISDIR(found.st_mode) and (why := planted(above, found)) is not None:
-            raise UnsafePathError(f"{step} is {why}")
+        if st.S_ISDIR(found.st_mode):
+            refuse_planted(step, above, found)
         unlinked.add(step)
+        above = found
 
 
 def check_folder(path: Path, *, what: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import pwd
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -23,6 +22,7 @@ from mdl.errors import (
     NotReadyError,
     UsageError,
 )
+from mdl.folderwalk import named_user
 from mdl.outsidejson import read_json
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
@@ -152,7 +152,7 @@ def check_recorded(model: str, file: LocalFile, want: Wanted) -> FileOutcome:
         # pulled by another user (root, in an init container): ready only if this one may read it
         if not os.access(file.dest, os.R_OK, effective_ids=True):
             unreadable = LocalFSError(
-                f"{label}: this user ({_user(os.geteuid())}) may not read it",
+                f"{label}: this user ({named_user(os.geteuid())}) may not read it",
                 hint="pull with a umask that lets this user read (022), or run this as the puller",
             )
             return failed(model, file.path, unreadable, dest=file.dest)
@@ -241,7 +241,7 @@ def _unread_record(store: Store, model: str, path: Path) -> MdlError:
     except ForeignEntryError as exc:
         if not exc.why.startswith("another user"):
             return IntegrityError(f"{model}: its record {path} is {exc.why}, not mdl's", hint=fix)
-        owner, me = _user(os.lstat(path).st_uid), _user(os.geteuid())
+        owner, me = named_user(os.lstat(path).st_uid), named_user(os.geteuid())
         return NotReadyError(
             f"{model}: its record {path} belongs to {owner}, not to this user ({me}): mdl trusts"
             " only its own user's files and root's",
@@ -254,14 +254,6 @@ def _unread_record(store: Store, model: str, path: Path) -> MdlError:
             f"{model}: its record {path} is damaged ({exc}): no file of it is trusted", hint=fix
         )
     return NotReadyError(f"{model}: its record {path} was being written: ask again", hint=fix)
-
-
-def _user(uid: int) -> str:
-    """``nobody (uid 65534)``, or ``uid 12345`` for a user this system does not name."""
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _verify_files(
@@ -370,11 +362,17 @@ def read_signature(root: Path, path: Path, *, what: str) -> bytes:
     except FileNotFoundError:
         raise IntegrityError(f"{what}: the model's signature is missing") from None
     except UsageError:
-        raise IntegrityError(
-            f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature"
-        ) from None
+        raise too_big_for_a_signature(what) from None
     except OSError as exc:
         raise IntegrityError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def too_big_for_a_signature(what: str) -> IntegrityError:
+    """A model.sig bigger than any signature: said of one read, and of one a source states the
+    size of, before a byte of it is fetched."""
+    from mdl.signing.library import MAX_SIGNATURE_BYTES
+
+    return IntegrityError(f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature")
 
 
 def _as_signed(

@@ -238,8 +238,8 @@ class _Run:
         return plan
 
     def publish(self, plan: _Plan) -> tuple[list[FileOutcome], list[Published]]:
-        """The model's missing blobs, then its manifest by tag; a failure of any keeps the
-        manifest back (the tag stays where it was)."""
+        """The model's missing blobs, then its manifest by tag (signed: by digest, the signature,
+        then the tag); a failure of any keeps the tag where it was."""
         name = plan.model.spec.name
         contents = plan.contents
         done = dict(
@@ -255,25 +255,39 @@ class _Run:
         ]
         if any(o.action == "failed" for o in outcomes):
             return outcomes, []
+        what = f"{name}: its manifest ({plan.shown})"
         try:
-            action = self._manifest(plan, what=f"{name}: its manifest ({plan.shown})")
+            # signed: by its digest first (the signature's subject), the tag moved once it is signed
+            action = self._manifest(plan, what=what, tag=None if self.signer else plan.ref.tag)
+            if self.signer is not None:
+                outcomes.append(self._signed(plan, action, what=what))
         except MdlError as exc:
             return [*outcomes, replace(failed(name, None, exc), dest=plan.shown)], []
+        if outcomes[-1].action == "failed":  # its signature: the tag stays where it was
+            return outcomes, []
         manifest = f"{plan.shown}@{manifest_digest(plan.body)}"
-        if self.signer is not None:
-            try:
-                outcomes.append(
-                    sign_artifact(
-                        plan.writer, self.signer, name, plan.files, plan.body, dry_run=self.dry_run
-                    )
-                )
-            except MdlError as exc:
-                outcomes.append(replace(failed(name, SIGNATURE_FILE, exc), dest=plan.shown))
         return outcomes, [Published(name, plan.version, manifest, action)]
 
-    def _manifest(self, plan: _Plan, *, what: str) -> str:
-        """The manifest by tag, unless the tag names this version's already: the same config and
-        layers, whatever time it states (its bytes, and so its time, are kept: ``plan.body``)."""
+    def _signed(self, plan: _Plan, action: str, *, what: str) -> FileOutcome:
+        """The signature's row, once it is attached to the manifest (pushed by its digest) and the
+        tag moved to it: a tag never names a version its signature is not attached to yet, so a
+        signature that fails leaves the tag where it was (its row says why)."""
+        assert self.signer is not None
+        name = plan.model.spec.name
+        try:
+            row = sign_artifact(
+                plan.writer, self.signer, name, plan.files, plan.body, dry_run=self.dry_run
+            )
+        except MdlError as exc:
+            return replace(failed(name, SIGNATURE_FILE, exc), dest=plan.shown)
+        if action == "uploaded":  # (skipped: the tag names this version already)
+            plan.writer.push_manifest(plan.body, media_type=MANIFEST, what=what, tag=plan.ref.tag)
+        return row
+
+    def _manifest(self, plan: _Plan, *, what: str, tag: str | None) -> str:
+        """The manifest by ``tag`` (None: by its digest only), unless the tag names this version's
+        already: the same config and layers, whatever time it states (its bytes, and so its time,
+        are kept: ``plan.body``)."""
         try:
             digest, there = self.registry.manifest(plan.ref, what=what)
         except (NotFoundError, RegistryReplyError, IntegrityError):  # none, or none mdl reads
@@ -285,7 +299,7 @@ class _Run:
                 return "skip" if self.dry_run else "skipped"
         if self.dry_run:
             return "upload"
-        plan.writer.push_manifest(plan.body, media_type=MANIFEST, what=what, tag=plan.ref.tag)
+        plan.writer.push_manifest(plan.body, media_type=MANIFEST, what=what, tag=tag)
         log.info("%s: written", what)
         return "uploaded"
 

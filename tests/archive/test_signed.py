@@ -223,18 +223,13 @@ def test_git_files_are_packed_but_left_out_of_the_signature(world: Path) -> None
     assert plain.exit_code == 0 and (world / "plain" / TOP / ".gitattributes").is_file()
 
 
-def test_signed_by_never_extracts_what_the_signer_left_out(world: Path) -> None:
-    """Entries the signature leaves out (git's files) with a manifest rewritten to list them (the
-    manifest is not signed): ``.git/config`` with ``core.fsmonitor`` runs its command at the next
-    ``git status`` in the folder. Under --signed-by only signed bytes are extracted."""
+def _planted(world: Path, planted: dict[str, bytes]) -> None:
+    """The signed archive with ``planted`` entries and its manifest rewritten to list them (the
+    manifest is not signed): planted.zip."""
     archive = pack_signed(world)
     with zipfile.ZipFile(archive) as z:
         doc = json.loads(z.read(f"{TOP}/{MANIFEST}"))
         kept = {name: z.read(name) for name in z.namelist() if name != f"{TOP}/{MANIFEST}"}
-    planted = {
-        ".git/config": b"[core]\n\tfsmonitor = touch pwned\n",
-        ".gitattributes": b"* filter=x\n",
-    }
     doc["files"] += [
         {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
         for p, d in planted.items()
@@ -243,14 +238,33 @@ def test_signed_by_never_extracts_what_the_signer_left_out(world: Path) -> None:
         for name, data in {**kept, **{f"{TOP}/{p}": d for p, d in planted.items()}}.items():
             z.writestr(name, data)
         z.writestr(f"{TOP}/{MANIFEST}", json.dumps(doc))
+
+
+def test_signed_by_never_extracts_what_the_signer_left_out(world: Path) -> None:
+    """An entry the signature leaves out (git's files: ``.gitattributes``) is never extracted under
+    --signed-by: only signed bytes are."""
+    _planted(world, {".gitattributes": b"* filter=x\n"})
     result = mdl("unpack", "planted.zip", "-d", "out", "--signed-by", "key.pub", "--json")
     no_traceback(result)
     assert result.exit_code == 0, result.stderr
     folder = world / "out" / TOP
-    assert not (folder / ".git").exists() and not (folder / ".gitattributes").exists()
+    assert not (folder / ".gitattributes").exists()
     assert (folder / "model.safetensors").is_file() and (folder / "model.sig").is_file()
     extracted = {f["path"] for f in json.loads(result.stdout)["files"]}
-    assert f"{TOP}/.git/config" not in extracted and f"{TOP}/model.sig" in extracted
+    assert f"{TOP}/.gitattributes" not in extracted and f"{TOP}/model.sig" in extracted
+
+
+@pytest.mark.parametrize("signed_by", [True, False], ids=["signed-by", "plain"])
+def test_a_git_folder_in_an_archive_is_refused(world: Path, signed_by: bool) -> None:
+    """``.git/config`` with ``core.fsmonitor`` runs its command at the next ``git status`` in the
+    folder: an entry with a ``.git`` component is refused (the names rule), nothing extracted."""
+    _planted(world, {".git/config": b"[core]\n\tfsmonitor = touch pwned\n"})
+    extra = ("--signed-by", "key.pub") if signed_by else ()
+    result = mdl("unpack", "planted.zip", "-d", "out", *extra)
+    no_traceback(result)
+    assert result.exit_code == 2, result.stderr
+    assert f"'{TOP}/.git/config': it has a '.git' component" in result.stderr
+    assert not (world / "out").exists() or list((world / "out").iterdir()) == []
 
 
 def test_without_model_signing_sign_and_signed_by_are_exit_2_naming_the_extra(

@@ -16,7 +16,7 @@ from profiles import examples
 from runfixtures import HANG
 
 from mdl.catalog.settings import build_settings
-from mdl.catalog.specs import ModelSpec
+from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.endpoint import s3api
 from mdl.endpoint.shelf import Shelf, ShelfObject, _Looks
 from mdl.store.layout import Layout
@@ -164,3 +164,25 @@ def test_a_get_whose_file_became_another_verified_version_is_a_503_saying_so(
     )  # fmt: skip
     assert (answer.status, answer.code) == (503, "ServiceUnavailable")
     assert answer.message == "m/w changed: try again" and answer.fd is None
+
+
+def test_a_model_folder_planted_on_the_way_is_an_access_denied_naming_it(tmp_path: Path) -> None:
+    """A link (or a co-tenant's folder) where a served model's folder is: every command refuses it
+    (exit 2); the endpoint answers an S3 error naming it, which the run says, never a connection
+    closed with nothing said, and never a byte through it."""
+    dest, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    (elsewhere / "m").mkdir(parents=True)
+    (elsewhere / "m" / "w.bin").write_bytes(b"outside")
+    dest.mkdir()
+    (dest / "m").symlink_to(elsewhere / "m")
+    settings_ = build_settings(environ={}, dest=dest)
+    url = FileSpec(key_path="models.m.files[0]", url="http://127.0.0.1:9/w.bin", size=7)
+    shelf = Shelf([ModelSpec(name="m", files=(url,))], Layout(settings_), stop=threading.Event())
+    for key, params in (("", {"list-type": "2"}), ("m/w.bin", {})):
+        answer = s3api.answer(
+            s3api.BucketFacts("mdl", wait=HANG), shelf, method="GET", bucket="mdl", key=key,
+            params=params, headers={}, cancel=threading.Event(),
+        )  # fmt: skip
+        assert (answer.status, answer.code) == (403, "AccessDenied"), answer.body
+        assert f"{dest / 'm'} is a symbolic link" in (answer.message or "")
+        assert answer.fd is None

@@ -20,6 +20,7 @@ from signkeys import key_pair, official_sign
 
 pytestmark = NEEDS_REGISTRY
 FILES = {"config.json": b'{"model_type": "tiny"}\n', "model.safetensors": make_data(70_000)}
+NEW_CONFIG = b'{"model_type": "tiny", "v": 2}\n'
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,46 @@ def test_publish_sign_attaches_a_referrer_once_and_a_signed_catalog_pulls_it(
     assert (node / "models" / "tiny" / "model.safetensors").read_bytes() == FILES[
         "model.safetensors"
     ]
+
+
+def test_a_signature_that_cannot_be_attached_leaves_the_tag_where_it_was(
+    registry: DistributionRegistry,
+    gate: RegistryGate,
+    hub: HubServer,
+    pulled: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """registries.md: a publish that fails leaves the tag where it was. The registry refusing the
+    signature's referrer (a 503, a proxy's policy): the publish fails (exit 5) and the tag still
+    names the signed version, so every node naming the key pulls it as before."""
+    private, public = key_pair(tmp_path / "keys", "team")
+    to = f"oci://{gate.url.removeprefix('http://')}/team/tiny:v1"
+    (first,) = publish(pulled, to, "--sign", str(private))["versions"]
+    hub.add_repo("org/tiny", {**FILES, "config.json": NEW_CONFIG})  # the next version
+    assert mdl("pull", "tiny", "--dest", str(pulled)).exit_code == 0
+    gate.refuse_body = lambda body: b'"subject"' in body  # the referrer manifest only
+    done = mdl("publish", "tiny", "--to", to, "--dest", str(pulled), "--sign", str(private))
+    assert done.exit_code == 5, done.stderr
+    assert "published 0 models" in done.stderr
+    tagged = manifest_bytes(registry, "team/tiny", "v1")
+    assert f"sha256:{hashlib.sha256(tagged).hexdigest()}" == first["manifest"].rpartition("@")[2]
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "catalog.toml").write_text(
+        f'[models.tiny]\noci = "{to}"\n\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
+    monkeypatch.chdir(node)
+    pulled_again = mdl("pull", "tiny", "--dest", str(node / "models"))
+    assert pulled_again.exit_code == 0, pulled_again.stderr
+    assert (node / "models" / "tiny" / "config.json").read_bytes() == FILES["config.json"]
+    # the registry taking it again: the next publish moves the tag, signed
+    gate.refuse_body = None
+    (second,) = publish(pulled, to, "--sign", str(private))["versions"]
+    tagged = manifest_bytes(registry, "team/tiny", "v1")
+    assert f"sha256:{hashlib.sha256(tagged).hexdigest()}" == second["manifest"].rpartition("@")[2]
+    assert mdl("pull", "tiny", "--dest", str(node / "models")).exit_code == 0
+    assert (node / "models" / "tiny" / "config.json").read_bytes() == NEW_CONFIG
 
 
 def test_a_registry_with_the_referrers_api_gets_no_fallback_tag(

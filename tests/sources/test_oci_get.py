@@ -163,7 +163,9 @@ def test_a_digest_that_is_not_sha256_is_refused(
     assert not (tmp_path / "w.bin").exists()
 
 
-@pytest.mark.parametrize("path", ["../escape.bin", "/etc/evil", "a/../../b", ".mdl/x"])
+@pytest.mark.parametrize(
+    "path", ["../escape.bin", "/etc/evil", "a/../../b", ".mdl/x", ".git/config"]
+)
 def test_a_layer_path_out_of_the_folder_is_refused(
     registry: DistributionRegistry, tmp_path: Path, path: str
 ) -> None:
@@ -171,7 +173,7 @@ def test_a_layer_path_out_of_the_folder_is_refused(
     done = mdl("get", f"oci://{registry.host}/team/escape:v1", "-d", str(tmp_path / "d"))
     assert done.exit_code in (2, 5), done.stderr
     assert "mdl cannot save" in done.stderr or "reserves for its own state" in done.stderr
-    assert not (tmp_path / "escape.bin").exists()
+    assert not (tmp_path / "escape.bin").exists() and not (tmp_path / "d" / ".git").exists()
     assert not (tmp_path / "d" / "fine.bin").exists()  # refused before anything was fetched
 
 

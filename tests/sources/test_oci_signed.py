@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from referrers import BUNDLE, attach, index_of, manifest_bytes, tag_index
-from registry import MANIFEST, DistributionRegistry, RegistryGate, registry_gate
+from referrers import BUNDLE, attach, index_of, manifest_bytes, referrer, tag_index
+from registry import MANIFEST, DistributionRegistry, RegistryGate, registry_gate, sha256_digest
 from runfixtures import mdl, use_catalog
 from servers import make_data
 from signkeys import key_pair, official_sign
@@ -163,10 +163,48 @@ def test_a_planted_referrer_is_passed_over_and_alone_is_refused(
         digest,
         planted + attach(plain_registry, "sig/planted", digest, [ours]),
     )
-    pulled = mdl("pull", "tiny")
+    pulled = mdl("pull", "tiny", "--json")
     assert pulled.exit_code == 0, pulled.stderr
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == ours
-    assert "passed over" in (tmp_path / "mdl.log").read_text()
+    # said where its operator sees it: on stderr, in --json (anyone who may push can plant one)
+    said = f"(the referrer bundle {sha256_digest(theirs)}); passed over"
+    assert "mdl: warning: tiny/model.sig: the signature does not verify" in pulled.stderr
+    assert said in pulled.stderr
+    assert all(said in f["warning"] for f in json.loads(pulled.stdout)["files"])
+    assert said in (tmp_path / "mdl.log").read_text()
+
+
+def test_a_referrer_stating_more_than_a_signature_is_passed_over_unfetched(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A referrer is a pointer anyone who may push can plant: one whose bundle it states is bigger
+    than any signature (the model's own weights, say) costs no byte, only a warning."""
+    from mdl.signing.library import MAX_SIGNATURE_BYTES
+
+    digest = plain_registry.push_model("sig/big", "v1", FILES)
+    ours = signed_by(FILES, keys["team"][0])
+    host = gate.url.removeprefix("http://")
+    use_catalog(tmp_path, monkeypatch, signed_catalog(host, "sig/big", keys["team"][1]))
+    huge = b"x" * 64  # stated as MAX_SIGNATURE_BYTES + 1 bytes: never asked for
+    body = json.loads(
+        referrer(digest, len(manifest_bytes(plain_registry, "sig/big", digest)), huge)
+    )
+    body["layers"][0]["size"] = MAX_SIGNATURE_BYTES + 1
+    raw = json.dumps(body).encode()
+    plain_registry.push_blob("sig/big", huge)
+    big = (plain_registry.push_manifest("sig/big", sha256_digest(raw), raw), len(raw))
+    tag_index(
+        plain_registry, "sig/big", digest, [big, *attach(plain_registry, "sig/big", digest, [ours])]
+    )
+    pulled = mdl("pull", "tiny")
+    assert pulled.exit_code == 0, pulled.stderr
+    assert f"more than {MAX_SIGNATURE_BYTES} bytes is not a model signature" in pulled.stderr
+    assert not [s for s in gate.requests() if s.path.endswith(sha256_digest(huge))]
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == ours
 
 
 def weights_blob(files: dict[str, bytes]) -> str:
