@@ -2,5 +2,5 @@
 (and the API).
 """
 
-__version__ = "0.28.4"
+__version__ = "0.28.5"
 USER_AGENT = f"mdl/{__version__}"
