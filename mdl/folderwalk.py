@@ -12,6 +12,10 @@ from mdl.errors import LocalFSError, UnsafePathError
 from mdl.paths import FRESH_TRIES
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# A folder mdl makes (the umask takes from it): never one anyone may write, whatever the umask
+# (umask 000 made a model's folder 0777, where anyone may swap the files it vouches for); a
+# group's, as the umask says (a team's shared destination, umask 002)
+PRIVATE = 0o775
 
 
 def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = False) -> int:
@@ -32,7 +36,7 @@ def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = Fa
         if not create:
             raise
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(PRIVATE, parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
         fd = os.open(root, _DIR)
@@ -74,7 +78,7 @@ def _open_child(fd: int, names: tuple[str, ...], root: Path, create: bool, *, sh
             if not create or attempt == FRESH_TRIES - 1:
                 raise  # (removed again each time since made: give up)
             with contextlib.suppress(FileExistsError):  # made by another run since: opened next
-                os.mkdir(name, 0o700 if shared else 0o777, dir_fd=fd)
+                os.mkdir(name, 0o700 if shared else PRIVATE, dir_fd=fd)
                 made = True
             continue
         except OSError as exc:

@@ -281,3 +281,16 @@ def test_roots_and_this_users_folders_are_used_where_anyone_may_write(tmp_path: 
     os.chown(mine, 0, 0)  # root's, also this user's (tests run as root): only root made it
     with opened(tmp_path, mine / "sub") as where:
         assert where == mine / "sub"
+
+
+def test_a_folder_mdl_makes_is_never_one_anyone_may_write(tmp_path: Path) -> None:
+    """umask 000: a model's folder 0777 (no sticky bit) would let anyone swap the files mdl
+    vouches for by their record; the group keeps what the umask gives it (a team's share)."""
+    old = os.umask(0)
+    try:
+        with opened(tmp_path / "dest", tmp_path / "dest" / "m" / "sub"):
+            pass
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "dest", tmp_path / "dest" / "m", tmp_path / "dest" / "m" / "sub"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o775, made
