@@ -67,7 +67,10 @@ def list_models(
     places = Layout(settings)
     listed = list_local(chosen, places, status=status, pinned=pins)
     earlier = {m.spec.name: earlier_bytes(m.record, places.cache_root) for m in listed}
-    return ModelList(tuple(listed), settings.dest, tuple(one_offs()), earlier)
+    # the filters hold the one-offs too: a one-off has no tag; one whose files are gone is missing
+    wanted = {None: None, "missing": "gone"}.get(status, status)
+    offs = [o for o in one_offs() if wanted in (None, o.status)] if tag is None else []
+    return ModelList(tuple(listed), settings.dest, tuple(offs), earlier)
 
 
 @checked

@@ -375,8 +375,10 @@ def said_as_warnings(run: Run) -> Iterator[None]:
     """What the parts say through the :mod:`warnings` module (a catalog read but not whole: a
     ``[settings]`` key this build does not know) said as every warning is, each once a run: a
     ``mdl: warning:`` line (an event with ``--progress json``), a log line and one of the ``--json``
-    document's ``warnings``."""
-    others = warnings.showwarning
+    document's ``warnings``. A library's own (huggingface_hub's FutureWarning when the user's
+    environment has ``HF_HUB_ENABLE_HF_TRANSFER``, which mdl does not read) goes to the log only:
+    raw on stderr it would break ``--progress json``'s one document a line, and it speaks of
+    settings that are not mdl's."""
 
     def show(
         message: Warning | str,
@@ -387,7 +389,7 @@ def said_as_warnings(run: Run) -> Iterator[None]:
         line: str | None = None,
     ) -> None:
         if not issubclass(category, CatalogWarning):
-            others(message, category, filename, lineno, file, line)
+            log.info("%s (%s, %s:%d)", message, category.__name__, filename, lineno)
             return
         if str(message) in run.warnings:  # said already (the catalog read twice, two ways)
             return

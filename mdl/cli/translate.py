@@ -59,6 +59,47 @@ HF_SPELLINGS = {
     "--cache-dir": "the Hugging Face cache is HF_HUB_CACHE, filled by --layout hf-cache",
     "--max-workers": "--connections N (parallel ranges per big file), --jobs N (files at once)",
 }
+# ... a catalog's model holds them (pull, add, lock, verify): said as the catalog spells them
+_RESUME = "resuming is automatic: run the same command again (what had arrived is kept)"
+_CONNECTIONS = "--connections N: parallel ranges per big file (as aria2c -x)"
+_CATALOG_SPELLINGS = {
+    "--revision": 'the model\'s: mdl add NAME hf://owner/name@REV, or revision = "REV" in'
+    " [models.NAME]",
+    "--repo-type": 'the model\'s: mdl add NAME hf://datasets/owner/name, or repo_type = "dataset"'
+    " in [models.NAME]",
+    "--local-dir": "the models' folder is --dest DIR (or [settings] dest in the catalog)",
+    "-d": "the models' folder is --dest DIR (or [settings] dest in the catalog)",
+    "--include": "the model's: mdl add NAME hf://owner/name --include GLOB, or include = [...] in"
+    " [models.NAME]",
+}
+# ... and curl's, wget's and aria2c's habits, as get spells them
+_CURL_SPELLINGS = {
+    "-O": "saving under the URL's own name is the default (-o FILE names it)",
+    "-C": _RESUME,
+    "-c": _RESUME,
+    "--continue": _RESUME,
+    "-L": "redirects are always followed",
+    "-x": _CONNECTIONS,
+    "-s": _CONNECTIONS,
+    "--split": _CONNECTIONS,
+    "-P": "-d DIR: the folder files are saved in",
+    "--retry": "failures are retried on their own; --retry-max-time SECONDS bounds them",
+}
+_CATALOG_COMMANDS = frozenset({"pull", "add", "lock", "verify", "show"})
+
+
+def spelling_of(option: str | None, command: str | None) -> str | None:
+    """How mdl spells a habit another tool spells ``option``, for ``command`` (its name), or
+    None."""
+    if not option:
+        return None
+    if command in _CATALOG_COMMANDS and option in _CATALOG_SPELLINGS:
+        return _CATALOG_SPELLINGS[option]
+    if command == "get" and option in _CURL_SPELLINGS:
+        return _CURL_SPELLINGS[option]
+    return HF_SPELLINGS.get(option)
+
+
 # a local path refused to this user: no permission, or a read-only filesystem
 DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 _MEMORY_HINT = "free memory or raise the process's limit, or ask for less at once (fewer models)"
@@ -115,8 +156,10 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
     # a parse error (Typer's public base of Click's): its usage, exit 2
     if isinstance(exc, _typer("TyperException")):
         # a usage error's command
-        context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
-        spelt = HF_SPELLINGS.get(getattr(exc, "option_name", None) or "")
+        ctx = getattr(exc, "ctx", None)
+        context = getattr(ctx, "command_path", None) or "mdl"
+        command = getattr(getattr(ctx, "command", None), "name", None)
+        spelt = spelling_of(getattr(exc, "option_name", None), command)
         return UsageError(exc.format_message(), hint=spelt or f"see {context} --help")
     return _internal_error(exc, run)
 
@@ -199,7 +242,7 @@ def _tell_without_run(exc: BaseException, error: MdlError) -> int:
     show = getattr(exc, "show", None)
     if isinstance(exc, _typer("TyperException")) and callable(show):
         show(file=stderr_sink(sys.stderr))
-        if error.hint in HF_SPELLINGS.values():  # Typer's words are not the last: mdl's spelling
+        if error.hint is not None and not error.hint.startswith("see "):  # mdl's spelling last
             stderr_sink(sys.stderr).write(f"  hint: {error.hint}\n")
         return code
     # the one redaction, as at every sink

@@ -148,10 +148,26 @@ _HF = r"hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[^/@]+/[^/@]+)(?P<re
 
 def is_repo_id(source: str) -> bool:
     """Whether a source is an ``hf download`` repo id (``owner/name[/path]``) and no local file
-    (a file that exists stays a job output; a folder is none: ``--local-dir owner/name``)."""
-    return REPO_ID.fullmatch(source) is not None and not (
-        os.path.lexists(source) and not Path(source).is_dir()
-    )
+    (a file that exists stays a job output; a folder is none: ``--local-dir owner/name``; nor is
+    the very file a get saved there from that repo, the same line run again)."""
+    if REPO_ID.fullmatch(source) is None:
+        return False
+    return not os.path.lexists(source) or Path(source).is_dir() or _saved_from_the_hub(source)
+
+
+def _saved_from_the_hub(source: str) -> bool:
+    """Whether ``owner/name/path`` is the file a get saved into the folder ``owner/name`` from that
+    repo's ``path`` (its record, ``owner/name/.mdl/get.json``, says so)."""
+    from mdl.store.layout import parse_hub_source
+    from mdl.store.store import Store
+
+    owner, name, path = source.split("/", 2) if source.count("/") > 1 else (source, "", "")
+    if not path:
+        return False
+    record = Store(Path(owner, name)).read_record("")  # (a get's record: model "")
+    entry = None if record is None else record.files.get(path)
+    hub = None if entry is None else parse_hub_source(entry.source)
+    return hub is not None and (hub.repo, hub.path) == (f"{owner}/{name}", path)
 
 
 def _is_file_name(source: str) -> bool:
@@ -197,7 +213,9 @@ def hub_words(
         bare = is_repo_id(source)
         uri = _with(f"hf://{source}" if bare else source, revision=revision, repo_type=repo_type)
         if bare:
-            note(f"{source}: no such local file; fetching {uri} from the Hub")
+            local = Path(source).is_file()  # (one a get saved from that repo: is_repo_id)
+            said = "the file a get saved from the Hub" if local else "no such local file"
+            note(f"{source}: {said}; fetching {uri} from the Hub")
         read.append(uri)
         repo = _whole_repo(source, bare=bare)
         whole = len(read) - 1 if repo is not None else None

@@ -192,8 +192,11 @@ def _job_output(source: str, *, read_text: Callable[[str], str]) -> list[Source]
     try:
         return parse_job_output(read_text(source), where="stdin" if source == "-" else source)
     except UsageError as exc:
-        if REPO_ID.fullmatch(source) and source.count("/") > 1:
-            exc.hint = f"a local file; to fetch the Hub file, give hf://{printable(source)}"
+        if REPO_ID.fullmatch(source):  # (a repo id, or a Hub file's path)
+            exc.hint = (
+                "read as a job output: a local file has that name; to fetch it from the Hub, give"
+                f" hf://{printable(source)}"
+            )
         raise
 
 

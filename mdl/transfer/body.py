@@ -109,12 +109,13 @@ def _asked_all(response: httpx2.Response) -> bool:
 
 
 def read_body(
-    response: httpx2.Response, span: Span, *, encoded: bool, what: str
+    response: httpx2.Response, span: Span, *, encoded: bool, what: str, most: int | None = None
 ) -> Iterator[bytes | memoryview]:
     """The body's bytes, never more than ``span`` names, however the body is framed
     (``BodyOverrunError`` before a byte past it is given): a big sized range straight from its
-    socket into this thread's buffer (each view valid until the next one), anything else through the
-    parser, decoded when content-coded."""
+    socket into this thread's buffer (each view valid until the next one, at most ``most`` bytes:
+    a rate cap's share, paid after each), anything else through the parser, decoded when
+    content-coded."""
     chunks = _parsed(response, encoded=encoded, what=what)
     body: Iterator[bytes | memoryview] = chunks
     limit = None if encoded else span.length
@@ -125,7 +126,8 @@ def read_body(
         left, pace, keep = limit - len(first), pace_of(response), _keeps(response)
         rest: Iterator[bytes | memoryview] = chunks  # all of it came: the parser sees its end
         if left > 0:
-            rest = _received(sock, read_buffer(), left, response.request, pace=pace, keep=keep)
+            view = read_buffer()[: most or FILL]
+            rest = _received(sock, view, left, response.request, pace=pace, keep=keep)
         body = itertools.chain([first], rest)
     if limit is None:
         yield from body
@@ -188,8 +190,8 @@ def _received(
         began = time.monotonic()
         # the body's last two fills read a read at a time: its end is heard as it comes (the next
         # piece's request goes about two round trips before it: BodyCopy.near)
-        wait = FILL_WAIT if left > 2 * FILL else 0.0
-        got, failed = _fill(stream, view[: min(FILL, left)], timeout, request, began, wait)
+        wait = FILL_WAIT if left > 2 * len(view) else 0.0
+        got, failed = _fill(stream, view[:left], timeout, request, began, wait)
         if pace is not None and failed is None:
             pace.count(began, got)
         # the connection ended (or was closed) short of the bytes named: an error, as the parser's

@@ -5,6 +5,7 @@ the line that gets it; against the Hub stand-in."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,7 +55,10 @@ def test_a_local_file_of_that_name_stays_a_job_output(hub: HubServer, tmp_path: 
     (tmp_path / "org" / "tiny").write_text("not json")
     result = mdl("get", "org/tiny", "-d", "out")
     assert result.exit_code == 2, result.stderr
-    assert "from the Hub" not in result.stderr and not (tmp_path / "out").exists()
+    assert "fetching" not in result.stderr and not (tmp_path / "out").exists()
+    # the error says how it was read, and how to ask for the Hub's repo instead
+    assert "read as a job output: a local file has that name" in result.stderr
+    assert "give hf://org/tiny" in result.stderr
 
 
 def test_revision_and_repo_type_work_as_hf_means_them(hub: HubServer, tmp_path: Path) -> None:
@@ -150,7 +154,42 @@ def test_an_hf_flag_a_command_lacks_names_mdls_spelling_below_typers_words(tmp_p
     )
     assert done.returncode == 2
     assert "No such option: --revision" in done.stderr
-    assert "hint: a Hub repo at a revision: mdl get hf://owner/name@REV" in done.stderr
+    assert "hint: the model's: mdl add NAME hf://owner/name@REV" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "spelling"),
+    [
+        ("get", "-O", "saving under the URL's own name is the default"),
+        ("get", "-C", "resuming is automatic"),
+        ("get", "-c", "resuming is automatic"),
+        ("get", "--continue", "resuming is automatic"),
+        ("get", "-L", "redirects are always followed"),
+        ("get", "-x", "--connections N"),
+        ("get", "--retry", "--retry-max-time SECONDS"),
+        ("get", "--revision", "hf://owner/name@REV (or get's --revision)"),
+        ("get", "--max-workers", "--connections N"),
+        ("pull", "--local-dir", "the models' folder is --dest DIR"),
+        ("pull", "-d", "the models' folder is --dest DIR"),
+        ("pull", "--include", "include = [...] in [models.NAME]"),
+        ("pull", "--revision", 'revision = "REV" in [models.NAME]'),
+        ("pull", "--token", "HF_TOKEN"),
+        ("add", "--revision", "mdl add NAME hf://owner/name@REV"),
+        ("add", "--repo-type", "mdl add NAME hf://datasets/owner/name"),
+        ("pull", "-O", None),  # curl's habits are get's
+        ("get", "--bogus", None),
+    ],
+)
+def test_another_tools_flag_names_mdls_spelling_for_that_command(
+    command: str, option: str, spelling: str | None
+) -> None:
+    """A habit from hf, curl, wget or aria2c: the hint says how this command spells it (a catalog
+    command: as the catalog does; get: as get does); the real process prints it below Typer's
+    words (the test above)."""
+    from mdl.cli.translate import spelling_of
+
+    said = spelling_of(option, command)
+    assert said == spelling if spelling is None else spelling in (said or ""), said
 
 
 def test_file_names_after_a_repo_id_are_its_files_as_hf_download_reads_them(
@@ -225,13 +264,22 @@ def test_file_names_after_an_hf_uri_of_a_repo_are_its_files(hub: HubServer, tmp_
     assert not (tmp_path / "v1" / "model.safetensors").exists()
 
 
-def test_a_saved_hub_files_path_as_a_source_says_the_hf_uri(hub: HubServer, tmp_path: Path) -> None:
-    # `--local-dir org/tiny` left org/tiny/config.json: a local file, so a job output; the error says
-    # how to ask for the Hub file instead
-    assert mdl("get", "org/tiny", "--local-dir", "org/tiny").exit_code == 0
-    result = mdl("get", "org/tiny/config.json", "--local-dir", "org/tiny")
+def test_the_same_hub_file_line_run_again_is_the_hubs_file(hub: HubServer, tmp_path: Path) -> None:
+    """``mdl get org/tiny/config.json --local-dir org/tiny`` left org/tiny/config.json: run again,
+    that local file is the one a get saved from that Hub file (its folder's record says so), so the
+    line is the Hub's again, a no-op, as ``hf download`` repeats; a local file no get saved there
+    stays a job output, and the error says how to ask for the Hub's file."""
+    line = ("get", "org/tiny/config.json", "--local-dir", "org/tiny")
+    assert mdl(*line).exit_code == 0
+    again = mdl(*line, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert "org/tiny/config.json: the file a get saved from the Hub; fetching" in again.stderr
+    assert [f["action"] for f in json.loads(again.stdout)["files"]] == ["skipped"]
+    (tmp_path / "org" / "other").mkdir()
+    (tmp_path / "org" / "other" / "config.json").write_text('{"not": "a job output"}')
+    result = mdl("get", "org/other/config.json", "-d", "x")
     assert result.exit_code == 2, result.stderr
-    assert "give hf://org/tiny/config.json" in result.stderr
+    assert "give hf://org/other/config.json" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])

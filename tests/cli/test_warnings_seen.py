@@ -226,3 +226,29 @@ def test_a_big_file_with_no_validator_is_a_warning_in_json(cdn: Any, tmp_path: P
     )
     # a hash checks the result: ranges are safe
     assert with_sha.exit_code == 0 and warnings(with_sha.stderr) == []
+
+
+# -- a library's own warning
+# ----------------------------------------------------------------------------
+
+
+def test_a_librarys_own_warning_goes_to_the_log_not_stderr(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub warns as it loads when the environment has ``HF_HUB_ENABLE_HF_TRANSFER``
+    (a setting mdl does not read: "set HF_XET_HIGH_PERFORMANCE"): raw on stderr it broke
+    ``--progress json``'s one document a line. It is logged, never said."""
+    import warnings as python_warnings
+
+    from mdl.sources import hub
+
+    def warned_as_it_loads() -> None:
+        python_warnings.warn("The `HF_HUB_ENABLE_HF_TRANSFER` setting is deprecated", FutureWarning)
+
+    monkeypatch.setattr(hub, "stored_token", lambda: warned_as_it_loads())
+    result = mdl("pull", "tiny", "--progress", "json")
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # every line one document
+    assert events[0]["event"] == "begin" and events[-1]["ok"] is True
+    assert not [e for e in events if e["event"] == "warning"]
+    assert "HF_HUB_ENABLE_HF_TRANSFER" in world["log"].read_text()

@@ -55,6 +55,11 @@ def test_list_names_each_get_folder_with_a_total(env: HubServer, tmp_path: Path)
     assert "total: " in plain.stderr and "2 one-offs" in plain.stderr, plain.stderr
     (tmp_path / "a" / "config.json").unlink()
     assert {Path(o["path"]).name: o["status"] for o in listed()["one_offs"]}["a"] == "partial"
+    # --status holds them too (their files gone: missing); --tag leaves them out (they have none)
+    for status, names in (("partial", ["a"]), ("installed", ["b"]), ("missing", [])):
+        assert [Path(o["path"]).name for o in listed("--status", status)["one_offs"]] == names
+    assert listed("--tag", "anything")["one_offs"] == []
+    assert "fetched by mdl get:" not in mdl("list", "--status", "missing").stdout
 
 
 def test_clean_forgets_a_folder_removed_since(env: HubServer, tmp_path: Path) -> None:

@@ -317,3 +317,21 @@ def test_what_came_before_a_stall_is_given_before_the_stall_s_error(
             for chunk in read_body(resp, promised(resp, what="f"), encoded=False, what="f"):
                 got += chunk
     assert bytes(got) == data[:30_000]
+
+
+def test_a_capped_runs_reads_are_at_most_its_share(cdn: CdnServer, client: httpx2.Client) -> None:
+    """Under ``--limit-rate`` each read is paid after it lands: a stream reads at most the cap's
+    share at once (``RateLimiter.chunk``), not a MiB (8 streams' first MiB each were 17 times a
+    500K cap's first second)."""
+    from mdl.transfer.scheduling import RateLimiter
+
+    share = RateLimiter(500 * 1024).chunk
+    assert share == 500 * 1024 // 8  # an eighth of a second's
+    assert RateLimiter(50 << 20).chunk == 1 << 20 and RateLimiter(1024).chunk == 16 * 1024
+    data = make_data(3_000_000, seed=95)
+    url = cdn.add_file("/f.bin", data)
+    with follow(client, url, credentials=Credentials(), headers={}, what="f") as resp:
+        body = read_body(resp, promised(resp, what="f"), encoded=False, what="f", most=share)
+        chunks = [bytes(v) for v in body]
+    assert b"".join(chunks) == data
+    assert max(len(c) for c in chunks[1:]) <= share  # (the first: what came with the headers)
