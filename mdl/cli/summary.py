@@ -225,10 +225,13 @@ def _done_part(grouped: Sequence[Sequence[FileOutcome]], *, verb: str, one_off: 
 
 
 def _problem_word(unit: Sequence[FileOutcome]) -> str:
-    """What went wrong with ``unit``: ``failed``, or another action's word (``missing``)."""
+    """What went wrong with ``unit``: ``failed``, or another action's word (``missing``; a model
+    some of whose files are there and verified: ``partial``, as ``list`` calls it)."""
     if any(f.action == "failed" for f in unit):
         return "failed"
-    return next(f.shown_action for f in unit if f.exit_code)
+    word = next(f.shown_action for f in unit if f.exit_code)
+    some_there = any(not f.exit_code and f.path is not None for f in unit)
+    return "partial" if word == "missing" and some_there else word
 
 
 def _problems_part(grouped: Sequence[Sequence[FileOutcome]], *, noun: str) -> str:

@@ -417,8 +417,15 @@ def _status_error(
     if code == "RevisionNotFound":
         error = NotFoundError(f"{what}: revision {printable(revision)!r} not found in {repo}")
     elif code == "EntryNotFound":
+        # a name with no suffix may be one of the repo's folders, which the Hub serves no file of
+        folder = path is not None and "." not in path.rstrip("/").rpartition("/")[2]
+        wanted = f"{path}".rstrip("/") + "/*"
         error = NotFoundError(
-            f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}"
+            f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}",
+            hint=f"a folder of the repo? its files are the repo's with --include"
+            f" '{printable(wanted)}' (get), or include = ['{printable(wanted)}'] (a catalog's)"
+            if folder
+            else None,
         )
     elif code == "GatedRepo":
         error = AuthError(

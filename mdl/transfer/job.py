@@ -298,5 +298,8 @@ class HashMismatch(Exception):
         """The user's error (exit 6): the file's bytes were removed (the ledger counted them)."""
         return IntegrityError(
             f"{label}: {self.kind} mismatch: expected {self.expected}, got {self.actual}",
-            hint="the source changed or is corrupt; the partial file was removed",
+            hint=(
+                "the source changed or is corrupt, or the hash it was held to is wrong (--sha256,"
+                " the catalog's or the lock's); the partial file was removed"
+            ),
         )

@@ -325,3 +325,18 @@ def test_a_stored_token_file_mdl_cannot_use_is_named_even_for_a_public_repo(
         assert result.exit_code == 2, result.stderr
         assert f"{token_path}: {said}" in result.stderr
         assert "REDACTED" not in result.stderr and "pasted" not in result.stderr
+
+
+def test_a_folder_of_the_repo_named_as_a_file_says_how_to_ask_for_its_files(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """``hf download org/corpus data``: the Hub serves no file of a folder (404 EntryNotFound); the
+    error says the folder's files are --include 'data/*' (a file's name with a suffix is just not
+    found)."""
+    folder = mdl("get", "org/corpus", "data", "--repo-type", "dataset", "-d", "out")
+    assert folder.exit_code == 4, folder.stderr
+    assert "data not found in org/corpus" in folder.stderr
+    assert "a folder of the repo? its files are the repo's with --include 'data/*'" in folder.stderr
+    named = mdl("get", "org/tiny", "nothing.json", "-d", "out")
+    assert named.exit_code == 4 and "a folder of the repo" not in named.stderr
+    assert mdl("get", "org/corpus", "--repo-type", "dataset", "--include", "data/*").exit_code == 0

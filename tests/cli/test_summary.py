@@ -382,6 +382,19 @@ def test_a_missing_model_is_counted_like_any_other_action() -> None:
     )
 
 
+def test_a_model_with_some_files_verified_and_some_missing_is_partial_as_list_says() -> None:
+    files = [
+        outcome("m", "a.bin", "verified"),
+        outcome("m", "b.bin", "missing", code=4),
+        outcome("n", "c.bin", "missing", code=4),
+    ]
+    line = summary_line(files, verb="verified", seconds=1.0)
+    assert line == (
+        "verified 0 models; 1 model partial: m (2 files: 1 missing, 1 verified); 1 model missing:"
+        " n (1 file: 1 missing)"
+    )
+
+
 def test_a_get_counts_files_and_names_the_failed_one() -> None:
     files = [
         outcome("", "a.bin", "downloaded"),

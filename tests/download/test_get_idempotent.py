@@ -216,6 +216,7 @@ def test_a_wrong_sha256_fails_after_one_download(env: HubServer, tmp_path: Path)
     result = mdl("get", url, "--sha256", "ab" * 32, "-d", "D")
     assert result.exit_code == ExitCode.INTEGRITY == 6, result.stderr
     assert "sha256 mismatch" in result.stderr
+    assert "or the hash it was held to is wrong (--sha256" in result.stderr  # the likelier culprit
     assert env.cdn.log.body_bytes() <= 1.1 * len(DATA)
     assert not (tmp_path / "D" / "data.bin").exists()
     assert not [p for p in (tmp_path / "D").rglob("*") if p.is_file()], (
