@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mdl.resolution import Resolution
     from mdl.store.expected import ExpectedFile
     from mdl.store.inventory import ModelInfo, ModelList
+    from mdl.store.oneoffs import OneOff
 
 STATUSES = ("installed", "partial", "missing")
 
@@ -49,7 +50,7 @@ def list_models(
     from mdl.store.inventory import ModelList
     from mdl.store.inventory import list_models as list_local
     from mdl.store.layout import Layout
-    from mdl.store.oneoffs import earlier_bytes, one_offs
+    from mdl.store.oneoffs import earlier_bytes
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
@@ -67,10 +68,18 @@ def list_models(
     places = Layout(settings)
     listed = list_local(chosen, places, status=status, pinned=pins)
     earlier = {m.spec.name: earlier_bytes(m.record, places.cache_root) for m in listed}
-    # the filters hold the one-offs too: a one-off has no tag; one whose files are gone is missing
-    wanted = {None: None, "missing": "gone"}.get(status, status)
-    offs = [o for o in one_offs() if wanted in (None, o.status)] if tag is None else []
-    return ModelList(tuple(listed), settings.dest, tuple(offs), earlier)
+    return ModelList(tuple(listed), settings.dest, _one_offs_as(status, tag), earlier)
+
+
+def _one_offs_as(status: str | None, tag: str | None) -> tuple[OneOff, ...]:
+    """The one-offs the filters hold: none with a tag (a one-off has none); by their state (one
+    whose files are gone is ``missing``)."""
+    from mdl.store.oneoffs import one_offs
+
+    if tag is not None:
+        return ()
+    wanted = {"missing": "gone"}.get(status or "", status)
+    return tuple(o for o in one_offs() if wanted in (None, o.status))
 
 
 @checked
