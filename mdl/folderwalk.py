@@ -36,16 +36,16 @@ def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = Fa
         if not create:
             raise
         try:
-            root.mkdir(PRIVATE, parents=True, exist_ok=True)
+            make_folders(root)
         except OSError as exc:
             raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
         fd = os.open(root, _DIR)
     try:
-        # each folder held to the one above it, the root too (a name the user chose, a folder
-        # whoever came first made); a shared folder's are the fleet's
+        # each folder held to the one above it, the root and the folders above it too (names the
+        # user chose, folders whoever came first made); a shared folder's are the fleet's
         here = None if shared else os.fstat(fd)
         if here is not None:
-            refuse_planted(root, os.stat("..", dir_fd=fd), here)
+            refuse_planted_above(root, here, dir_fd=fd)
         # (``parts`` of a path are kept once made: cheaper than relative_to, on every file's walks)
         above, parts = root.parts, folder.parts
         below = parts[len(above) :]
@@ -116,15 +116,58 @@ def refuse_planted(path: Path, above: os.stat_result, found: os.stat_result) -> 
     hold what another user likes: in a folder anyone may write (``/tmp``, a 1777 share), one that
     neither this user, root nor that folder's owner made was made by whoever came first, who may
     replace any file mdl installs or vouches for in it, keeping its size and time (the kernel's
-    ``protected_regular`` rule, for folders). A group's shared folder trusts its group, as its
-    modes say."""
+    ``protected_regular`` rule, for folders). A group's shared folder (one of this user's groups
+    may write it, nobody else) trusts its group, as its modes say: only a member could make it
+    that group's."""
     if not above.st_mode & st.S_IWOTH or found.st_uid in (0, os.geteuid(), above.st_uid):
+        return
+    shared_by_group = found.st_mode & (st.S_IWGRP | st.S_IWOTH) == st.S_IWGRP
+    if shared_by_group and found.st_gid in _groups():
         return
     raise UnsafePathError(
         f"{path} is a folder {named_user(found.st_uid)} made where anyone may write: mdl keeps and"
         " trusts nothing in another user's folder there",
-        hint="ask its owner (or root) to remove it, or use a destination of your own",
+        hint="ask its owner (or root) to remove it, or use a destination of your own (a folder"
+        " you make, or your group's)",
     )
+
+
+# the roots found no planted folder above, by path and identity: walked up once a process
+_judged: set[tuple[str, int, int]] = set()
+
+
+def refuse_planted_above(root: Path, here: os.stat_result, *, dir_fd: int | None = None) -> None:
+    """``refuse_planted`` for the root (``here``, open as ``dir_fd`` or named by its path) and
+    every folder above it up to ``/``: a destination below a folder a co-tenant made in ``/tmp``
+    is that co-tenant's to swap, however deep (ssh's ``StrictModes`` walks the whole path too): a
+    ``stat`` a level, once a process for a root (by its path and identity)."""
+    key = (str(root), here.st_dev, here.st_ino)
+    if key in _judged:
+        return
+    shown, up = root.absolute(), ".."
+    while True:
+        above = os.stat(up, dir_fd=dir_fd) if dir_fd is not None else (root / up).stat()
+        if (above.st_dev, above.st_ino) == (here.st_dev, here.st_ino):  # "/" is its own parent
+            break
+        refuse_planted(shown, above, here)
+        here, shown, up = above, shown.parent, f"{up}/.."
+    _judged.add(key)
+
+
+def _groups() -> set[int]:
+    return {os.getegid(), *os.getgroups()}
+
+
+def make_folders(path: Path) -> None:
+    """``path`` and the folders above it that are missing, each made ``PRIVATE`` (``mkdir -p``
+    gives the ones above the umask's mode alone: 0777 under umask 000)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # (another run made it meanwhile)
+            folder.mkdir(PRIVATE)
 
 
 def named_user(uid: int) -> str:

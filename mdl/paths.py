@@ -99,6 +99,17 @@ def reserved_by_mdl(part: str) -> bool:
     return cleaned or folded == STATE_FOLDER or folded.startswith(STAGING_PREFIX)
 
 
+def names_git(name: str) -> bool:
+    """Whether a ``/`` path has a ``.git`` component as a filesystem may read it: any case or
+    Unicode form, with characters HFS+ ignores (format characters), or NTFS's trailing dots and
+    spaces and its short name ``GIT~1`` (git's ``is_hfs_dotgit``/``is_ntfs_dotgit``)."""
+    for part in name.split("/"):
+        kept = "".join(c for c in _folded(part) if unicodedata.category(c) != "Cf")
+        if kept.rstrip(". ") == ".git" or kept == "git~1":
+            return True
+    return False
+
+
 def _folded(part: str) -> str:
     """One path component as any filesystem might compare it: NFKC then case-folded, twice (each
     can undo what the other made stable)."""
@@ -128,7 +139,7 @@ def path_problem(name: str, *, room: int = TEMP_NAME_OVERHEAD) -> str | None:
         (size > 0, f"a component is {size} bytes, longer than {limit} bytes {why_limit}"),
         # a repository's own folder: a command its config names runs at the next `git status`
         # there (git refuses such a name in a tree, as fsck's hasDotgit)
-        (any(_folded(part) == ".git" for part in parts), "it has a '.git' component"),
+        (names_git(name), "it has a '.git' component"),
     )
     return next((why for bad, why in refused if bad), None)
 

@@ -294,3 +294,51 @@ def test_a_folder_mdl_makes_is_never_one_anyone_may_write(tmp_path: Path) -> Non
         os.umask(old)
     for made in (tmp_path / "dest", tmp_path / "dest" / "m", tmp_path / "dest" / "m" / "sub"):
         assert stat.S_IMODE(made.stat().st_mode) == 0o775, made
+
+
+@AS_ROOT
+def test_a_destination_below_a_folder_a_cotenant_made_is_refused_however_deep(
+    tmp_path: Path,
+) -> None:
+    """``/tmp/share/models``, both made by the co-tenant: ``models`` is its owner's as ``share``
+    is, and ``share`` is the co-tenant's in a folder anyone may write; the walk up judges it."""
+    top = tmp_path / "top"
+    (top / "share" / "models").mkdir(parents=True)
+    top.chmod(0o1777)
+    for folder in (top / "share", top / "share" / "models"):
+        folder.chmod(0o777)
+        os.chown(folder, ANOTHER, ANOTHER)
+    models = top / "share" / "models"
+    with pytest.raises(UnsafePathError, match=f"{top / 'share'} is a folder .*uid {ANOTHER}"):
+        open_dir(models, models / "m")
+    assert list(models.iterdir()) == []
+
+
+@AS_ROOT
+def test_a_groups_share_made_where_anyone_may_write_trusts_the_group(tmp_path: Path) -> None:
+    """``/tmp/team`` (2775) a teammate made: its group is one of this user's, and only a member
+    could make it that group's; the same folder of a group this user is not in is refused."""
+    top = tmp_path / "top"
+    top.mkdir()
+    top.chmod(0o1777)
+    for name, group in (("team", os.getegid()), ("theirs", ANOTHER)):
+        (top / name).mkdir()
+        os.chown(top / name, ANOTHER, group)
+        (top / name).chmod(0o2775)
+    with opened(top / "team", top / "team" / "models") as where:
+        assert where == top / "team" / "models"
+    with pytest.raises(UnsafePathError, match="theirs is a folder"):
+        open_dir(top / "theirs", top / "theirs" / "models")
+
+
+def test_the_folders_above_a_destination_mdl_makes_are_never_anyone_may_write(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0)
+    try:
+        with opened(tmp_path / "a" / "b" / "c", tmp_path / "a" / "b" / "c"):
+            pass
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o775, made

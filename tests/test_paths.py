@@ -58,6 +58,9 @@ def test_safe_relative_path_accepts(value: str, expected: str) -> None:
         (".git/config", "'.git' component"),  # git status there runs what its config names
         ("sub/.GIT/hooks/post-checkout", "'.git' component"),
         ("\uff0egit/config", "'.git' component"),  # a fullwidth dot: NFKC's '.git'
+        (".g\u200cit/config", "'.git' component"),  # HFS+ ignores the joiner
+        (".git./config", "'.git' component"),  # NTFS drops trailing dots and spaces
+        ("GIT~1/config", "'.git' component"),  # NTFS's short name
         ("a\x00b", "control character"),
         ("a\nb", "control character"),
         ("a\tb", "control character"),

@@ -30,6 +30,7 @@ from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, UsageError, disk_error
+from mdl.folderwalk import make_folders
 from mdl.paths import opened, quoted, shown_name
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
@@ -347,7 +348,7 @@ def write_file_archive(
     sha256.
     """
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(target.parent)  # (never one anyone may write, whatever the umask)
     except OSError as exc:
         raise local_fs_error(exc, shown_name(target.parent)) from exc
     files = contents.files

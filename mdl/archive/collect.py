@@ -59,6 +59,9 @@ CACHE_REASON = "a cache, made again when used: not needed to deploy (--include '
 # of the weights), left out as huggingface_hub's upload_folder and pip's sdists leave .git out.
 VCS_NAMES = frozenset({".git", ".hg", ".svn"})
 VCS_REASON = "version control's own data, not the model (--include 'FOLDER/' packs it)"
+# ... but never git's: a name with a .git component is refused by the names rule, and unpack
+# leaves such entries out (git status there would run what its config names)
+GIT_REASON = "version control's own data, not the model (git's is never packed)"
 # an --include took some files of a folder left out: the rest of it, file by file
 PARTLY_REASON = "the rest of {folder}, of which --include packs only some files"
 # --with-logs: these at the top of the run, everything under logs/, TensorBoard's event files under
@@ -302,7 +305,7 @@ class _Collector:
         elif self.caches and folder and is_cache(entry):
             checkpoint, reason = None, CACHE_REASON
         elif self.caches and folder and entry.name in VCS_NAMES:
-            checkpoint, reason = None, VCS_REASON
+            checkpoint, reason = None, GIT_REASON if entry.name == ".git" else VCS_REASON
         else:
             return False
         slash = "/" if folder else ""

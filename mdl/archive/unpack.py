@@ -27,8 +27,9 @@ from mdl.errors import (
     UsageError,
     disk_error,
 )
+from mdl.folderwalk import PRIVATE
 from mdl.outsidejson import read_json
-from mdl.paths import SHA256_HEX, nearest_folder, quoted, shown, shown_name, temp_name
+from mdl.paths import SHA256_HEX, names_git, nearest_folder, quoted, shown, shown_name, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.report import Done
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
@@ -65,10 +66,12 @@ class UnpackResult(Done):
     replaced: tuple[str, ...] = ()
     # with --signed-by: {"verified": true, "by": who, "file": its entry}
     signature: dict[str, Any] | None = None
+    left_out: tuple[str, ...] = ()  # entries not extracted: those under a .git folder
 
     def to_json(self) -> dict[str, Any]:  # the fields in order, the tuples as lists
         doc = {"ok": True} | asdict(self)
-        return doc | {key: list(doc[key]) for key in ("files", "folders", "top_level", "replaced")}
+        tuples = ("files", "folders", "top_level", "replaced", "left_out")
+        return doc | {key: list(doc[key]) for key in tuples}
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,8 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     if (entry := _manifest_entry(entries)) is None:
         return None
     doc = _manifest_doc(fh, entry)
-    listed = _listed_files(doc["files"], entry.name)
+    # (what it lists under a .git folder is left out, as those entries are: _checked_entries)
+    listed = {n: v for n, v in _listed_files(doc["files"], entry.name).items() if not names_git(n)}
     _refuse_unlisted_entries(listed, entries, entry)
     checkpoint = doc.get("checkpoint")
     hashes = {name: sha for name, (_, sha) in listed.items()}
@@ -341,7 +345,12 @@ def _unpack(
     """Check the destination and the archive (``name``: what messages call it), then extract and
     swap into place."""
     _recover_dest(dest_dir, progress)
-    entries, total = _checked_entries(fh, dest_dir, max_ratio, name)
+    entries, total, left_out = _checked_entries(fh, dest_dir, max_ratio, name)
+    if left_out:
+        progress.note(
+            f"left out {len(left_out)} {'entry' if len(left_out) == 1 else 'entries'} under .git/"
+            " (version control's own data, not the model)"
+        )
     manifest = _read_manifest(fh, entries)
     signed: dict[str, SignedFile] = {}
     signature = None
@@ -369,6 +378,7 @@ def _unpack(
         signature=(
             None if signer is None else {"verified": True, "by": signer[1], "file": signature}
         ),
+        left_out=tuple(left_out),
     )
 
 
@@ -383,7 +393,7 @@ def _make_folders(dest_dir: Path) -> list[Path]:
     try:
         for folder in reversed(missing):
             with contextlib.suppress(FileExistsError):  # (``a/..``, or someone else's)
-                folder.mkdir()
+                folder.mkdir(PRIVATE)
                 made.insert(0, folder)
     except OSError as exc:  # (a file where a folder must go: _recover_dest named DIR's own kind)
         _remove_folders(made)
@@ -410,19 +420,24 @@ def _recover_dest(dest_dir: Path, progress: Progress) -> None:
 
 def _checked_entries(
     fh: BinaryIO, dest_dir: Path, max_ratio: float, name: str
-) -> tuple[list[Entry], int]:
+) -> tuple[list[Entry], int, list[str]]:
     """The archive's entries (none is refused, naming the archive ``name``), each checked (names,
-    layout, limits, lengths at ``dest_dir``), and the bytes they unpack to."""
+    layout, limits, lengths at ``dest_dir``), and the bytes they unpack to; the entries under a
+    ``.git`` folder, left out (a zip of a cloned repo holds one: git's own data, whose config runs
+    commands at the next ``git status`` there; pack leaves it out too)."""
     entries, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
+    left_out = [entry.name for entry in entries if names_git(entry.name)]
+    entries = [entry for entry in entries if not names_git(entry.name)]
     if not entries:  # (unzip: "zipfile is empty", exit 1)
-        raise ArchiveError(f"{name} holds no files: an empty zip archive, nothing to unpack")
+        but = " but git's own data" if left_out else ""
+        raise ArchiveError(f"{name} holds no files{but}: nothing to unpack")
     for entry in entries:
         zipread.check_entry(entry)
     zipread.check_names(entries)
     entries = zipread.check_layout(fh, entries, central_start)
     total = zipread.check_limits(entries, max_ratio)
     zipread.check_lengths(entries, dest_dir)
-    return entries, total
+    return entries, total, left_out
 
 
 def _occupied(dest_dir: Path, tops: list[str], *, force: bool) -> list[str]:

@@ -385,17 +385,24 @@ class _Paged:
     items: str
     named: tuple[str, ...]
     tokens: tuple[tuple[str, str], ...]
+    most: str  # the request's field that bounds a page (S3's own bound, PAGE_ITEMS, asked)
 
 
 _OBJECTS = _Paged(
-    "list_objects_v2", "Contents", ("Key",), (("NextContinuationToken", "ContinuationToken"),)
+    "list_objects_v2",
+    "Contents",
+    ("Key",),
+    (("NextContinuationToken", "ContinuationToken"),),
+    "MaxKeys",
 )
 _UPLOADS = _Paged(
     "list_multipart_uploads",
     "Uploads",
     ("Key", "UploadId"),
     (("NextKeyMarker", "KeyMarker"), ("NextUploadIdMarker", "UploadIdMarker")),
+    "MaxUploads",
 )
+PAGE_ITEMS = 1000  # the most names a page of S3 holds: one with more is no store's
 
 
 def _pages(
@@ -408,13 +415,18 @@ def _pages(
     that says more follow goes on with its tokens, given (``_Paged``) and never given before (none:
     the listing is incomplete, never taken as everything), within ``LISTED_PAGES`` and
     ``EMPTY_PAGES``. What is held is a page's names and the tokens, not every name listed."""
-    asked = {"Bucket": bucket, "Prefix": key_prefix}
+    asked: dict[str, Any] = {"Bucket": bucket, "Prefix": key_prefix, paged.most: PAGE_ITEMS}
     before: set[tuple[str, ...]] = set()
-    tokens: set[tuple[str, ...]] = set()
+    tokens: set[bytes] = set()  # (their digests: a token may be kilobytes, pages thousands)
     empty = 0
     for _ in range(LISTED_PAGES):
         page = getattr(client, paged.call)(**asked)
         items = page.get(paged.items, [])
+        if len(items) > PAGE_ITEMS:
+            raise NetworkError(
+                f"{where}: a hostile listing: a page of {len(items)} names, more than the"
+                f" {PAGE_ITEMS} asked; nothing is done on it"
+            )
         named = _named(items, paged, key_prefix, before, where=where)
         yield items
         if not page.get("IsTruncated"):
@@ -427,7 +439,7 @@ def _pages(
                 f"{where}: an incomplete listing: a page says more follow, with {why};"
                 " nothing is done on it"
             )
-        tokens.add(token)
+        tokens.add(_digest(token))
         asked.update({ask: got for (_, ask), got in zip(paged.tokens, token, strict=True) if got})
     raise NetworkError(
         f"{where}: a listing of more than {LISTED_PAGES} pages; nothing is done on it"
@@ -454,14 +466,18 @@ def _named(
     return named
 
 
-def _unfollowed(token: tuple[str, ...], tokens: set[tuple[str, ...]], empty: int) -> str | None:
-    """Why a page that says more follow is not followed (its ``token``, those given before, the
-    pages in a row naming nothing): None when it is."""
+def _unfollowed(token: tuple[str, ...], tokens: set[bytes], empty: int) -> str | None:
+    """Why a page that says more follow is not followed (its ``token``, the digests of those given
+    before, the pages in a row naming nothing): None when it is."""
     if not token[0]:
         return "no continuation token"
-    if token in tokens:
+    if _digest(token) in tokens:
         return "a token it gave before"
     return f"{empty} pages naming nothing" if empty > EMPTY_PAGES else None
+
+
+def _digest(token: tuple[str, ...]) -> bytes:
+    return hashlib.sha256("\0".join(token).encode("utf-8", "surrogatepass")).digest()
 
 
 def _hostile(where: str, key: str, said: str) -> NetworkError:

@@ -136,4 +136,6 @@ def parse_manifest(data: bytes) -> Manifest | None:
         return None
     sig = found.signature.path if found.signature is not None else None
     rows = [(f.path, f.size, f.sha256) for f in found.files]
+    if len({path for path, _, _ in rows}) < len(rows):  # mdl names a file once: a copy's rows
+        return None
     return found if version_id(rows, signature=sig) == found.id else None

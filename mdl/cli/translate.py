@@ -79,13 +79,14 @@ _CURL_SPELLINGS = {
     "-c": _RESUME,
     "--continue": _RESUME,
     "-L": "redirects are always followed",
-    "-x": _CONNECTIONS,
-    "-s": _CONNECTIONS,
+    "-x": "aria2c's -x is --connections N; curl's -x (a proxy) is HTTPS_PROXY or HTTP_PROXY",
+    "-s": "curl's -s (silent) is -q; aria2c's -s is --connections N",
     "--split": _CONNECTIONS,
     "-P": "-d DIR: the folder files are saved in",
     "--retry": "failures are retried on their own; --retry-max-time SECONDS bounds them",
 }
 _CATALOG_COMMANDS = frozenset({"pull", "add", "lock", "verify", "show"})
+_NO_DEST = frozenset({"add"})  # (a catalog command that takes no --dest)
 
 
 def spelling_of(option: str | None, command: str | None) -> str | None:
@@ -94,7 +95,8 @@ def spelling_of(option: str | None, command: str | None) -> str | None:
     if not option:
         return None
     if command in _CATALOG_COMMANDS and option in _CATALOG_SPELLINGS:
-        return _CATALOG_SPELLINGS[option]
+        dest = _CATALOG_SPELLINGS[option].startswith("the models' folder")
+        return None if dest and command in _NO_DEST else _CATALOG_SPELLINGS[option]
     if command == "get" and option in _CURL_SPELLINGS:
         return _CURL_SPELLINGS[option]
     return HF_SPELLINGS.get(option)

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from mdl.catalog.specs import ModelSpec
-from mdl.errors import MdlError
+from mdl.errors import MdlError, UnsafePathError
 from mdl.outsidejson import read_json
 from mdl.store.confined import open_file, read_bytes, write_atomic
 from mdl.store.inventory import LocalFile, model_status
@@ -153,8 +153,16 @@ class Shelf:
         return sorted(self._specs)
 
     def objects(self) -> list[ShelfObject]:
-        """Every object, sorted by key as S3 lists them (by UTF-8 bytes)."""
-        found = [obj for name in self._specs for obj in self._looks.of(name)]
+        """Every object, sorted by key as S3 lists them (by UTF-8 bytes); a model whose folder
+        every command refuses (a planted link or folder: UnsafePathError) is left out, said in the
+        log, so that one ``mkdir`` beside a model stops no loader of the others (its keys are
+        refused by name: ``lookup``)."""
+        found: list[ShelfObject] = []
+        for name in self._specs:
+            try:
+                found.extend(self._looks.of(name))
+            except UnsafePathError as exc:
+                log.warning("%s: left out of the listing: %s", name, exc.message)
         return sorted(found, key=lambda obj: obj.key.encode())
 
     def lookup(self, key: str) -> ShelfObject | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from mdl.errors import UsageError
+from mdl.errors import MdlError, UsageError
 from mdl.paths import HF_URI_TYPES, check_revision, is_http_url, parse_hf_uri
 from mdl.progress import Progress
 from mdl.redact import printable, redact_url
@@ -164,7 +164,10 @@ def _saved_from_the_hub(source: str) -> bool:
     owner, name, path = source.split("/", 2) if source.count("/") > 1 else (source, "", "")
     if not path:
         return False
-    record = Store(Path(owner, name)).read_record("")  # (a get's record: model "")
+    try:  # (a get's record: model ""; a folder on the way no command uses is no get's)
+        record = Store(Path(owner, name)).read_record("")
+    except MdlError:
+        return False
     entry = None if record is None else record.files.get(path)
     hub = None if entry is None else parse_hub_source(entry.source)
     return hub is not None and (hub.repo, hub.path) == (f"{owner}/{name}", path)

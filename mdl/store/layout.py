@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mdl.catalog.settings import Settings
 from mdl.errors import HubReplyError, LocalFSError, MdlError, UnsafePathError, UsageError
-from mdl.folderwalk import refuse_planted
+from mdl.folderwalk import refuse_planted, refuse_planted_above
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import (
@@ -374,8 +374,8 @@ def refuse_links(root: Path, folder: Path, unlinked: set[Path]) -> None:
             continue
         try:  # (the root as the user named it: through a link, to where it leads)
             found = step.stat() if step == root else os.lstat(step)
-            if above is None:
-                above = (step / "..").stat() if step == root else step.parent.stat()
+            if above is None and step != root:
+                above = step.parent.stat()
         except OSError:
             return
         if st.S_ISLNK(found.st_mode):
@@ -383,7 +383,9 @@ def refuse_links(root: Path, folder: Path, unlinked: set[Path]) -> None:
                 f"{step} is a symbolic link; mdl never follows links inside {root}",
                 hint="move the folder back in place of the link",
             )
-        if st.S_ISDIR(found.st_mode):
+        if step == root:
+            refuse_planted_above(root, found)
+        elif st.S_ISDIR(found.st_mode) and above is not None:
             refuse_planted(step, above, found)
         unlinked.add(step)
         above = found

@@ -23,9 +23,9 @@ from mdl.archive.collect import (
     CACHE_REASON,
     CACHEDIR_SIGNATURE,
     DENY_REASON,
+    GIT_REASON,
     PARTLY_REASON,
     RUN_LEVEL_REASON,
-    VCS_REASON,
 )
 from mdl.cli.archive import SHOWN_LEFT_OUT
 from mdl.errors import ExitCode
@@ -183,7 +183,7 @@ def test_a_runs_git_folder_is_left_out_and_said(run_dir: Path) -> None:
     write(run_dir / ".gitattributes", b"*.safetensors filter=lfs\n")
     names, manifest, said = packed(str(run_dir))
     skipped = {item["path"]: item for item in manifest["skipped"]}  # type: ignore[attr-defined]
-    assert skipped[".git/"]["reason"] == VCS_REASON and said[".git/"] == VCS_REASON
+    assert skipped[".git/"]["reason"] == GIT_REASON and said[".git/"] == GIT_REASON
     assert not in_archive(".git/", names)
     assert ".gitattributes" in names, "git's files beside the model are packed, as before"
 

@@ -241,8 +241,8 @@ def _planted(world: Path, planted: dict[str, bytes]) -> None:
 
 
 def test_signed_by_never_extracts_what_the_signer_left_out(world: Path) -> None:
-    """An entry the signature leaves out (git's files: ``.gitattributes``) is never extracted under
-    --signed-by: only signed bytes are."""
+    """Entries the signature leaves out (git's files) with a manifest rewritten to list them (the
+    manifest is not signed): under --signed-by only signed bytes are extracted."""
     _planted(world, {".gitattributes": b"* filter=x\n"})
     result = mdl("unpack", "planted.zip", "-d", "out", "--signed-by", "key.pub", "--json")
     no_traceback(result)
@@ -255,16 +255,19 @@ def test_signed_by_never_extracts_what_the_signer_left_out(world: Path) -> None:
 
 
 @pytest.mark.parametrize("signed_by", [True, False], ids=["signed-by", "plain"])
-def test_a_git_folder_in_an_archive_is_refused(world: Path, signed_by: bool) -> None:
+def test_a_git_folder_in_an_archive_is_left_out_said(world: Path, signed_by: bool) -> None:
     """``.git/config`` with ``core.fsmonitor`` runs its command at the next ``git status`` in the
-    folder: an entry with a ``.git`` component is refused (the names rule), nothing extracted."""
+    folder: entries under a ``.git`` folder are never extracted (a zip of a cloned repo holds one:
+    the rest of it is), said on stderr and in --json's ``left_out``."""
     _planted(world, {".git/config": b"[core]\n\tfsmonitor = touch pwned\n"})
     extra = ("--signed-by", "key.pub") if signed_by else ()
-    result = mdl("unpack", "planted.zip", "-d", "out", *extra)
+    result = mdl("unpack", "planted.zip", "-d", "out", "--json", *extra)
     no_traceback(result)
-    assert result.exit_code == 2, result.stderr
-    assert f"'{TOP}/.git/config': it has a '.git' component" in result.stderr
-    assert not (world / "out").exists() or list((world / "out").iterdir()) == []
+    assert result.exit_code == 0, result.stderr
+    assert "left out 1 entry under .git/ (version control's own data" in result.stderr
+    assert json.loads(result.stdout)["left_out"] == [f"{TOP}/.git/config"]
+    assert not (world / "out" / TOP / ".git").exists()
+    assert (world / "out" / TOP / "model.safetensors").is_file()
 
 
 def test_without_model_signing_sign_and_signed_by_are_exit_2_naming_the_extra(

@@ -118,6 +118,19 @@ def _umask() -> int:
     return mask
 
 
+def test_folders_pack_and_unpack_make_are_never_anyone_may_write(tmp_path: Path) -> None:
+    """Under umask 000, ``pack -o p/q/model.zip`` and ``unpack -d u/v`` made 0777 folders (mkdir
+    -p's parents): at most 0775, as every folder mdl makes."""
+    old = os.umask(0)
+    try:
+        archive = pack_to(tmp_path, output="p/q/model.zip")
+        unpack(archive, tmp_path / "u" / "v")
+    finally:
+        os.umask(old)
+    made = [tmp_path / "p", tmp_path / "p" / "q", tmp_path / "u", tmp_path / "u" / "v"]
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in made} == dict.fromkeys("pquv", 0o775)
+
+
 def test_dest_defaults_to_cwd_like_unzip(tmp_path: Path) -> None:
     pack_to(tmp_path)
     unpack_archive(Path("model.zip"), dest=None, force=False, progress=NullProgress(), cwd=tmp_path)

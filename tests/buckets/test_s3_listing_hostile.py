@@ -153,3 +153,11 @@ def test_uploads_past_the_page_bound_are_refused(
     s3.cutter.listings = endless
     with pytest.raises(NetworkError, match=r"s3://mirror/none/: a listing of more than 3 pages"):
         writer.abandoned("s3://mirror/none/", before=float("inf"), remove=True)
+
+
+def test_a_page_of_more_names_than_s3_gives_is_refused(s3: S3, writer: S3Writer) -> None:  # noqa: F811
+    """S3 gives at most a thousand names a page (asked for as ``MaxKeys``): a page of more is no
+    store's (a proxy's hundreds of MiB, held whole), refused before any of it is believed."""
+    s3.cutter.listings = naming("hub/", *(f"hub/x/{n:05d}" for n in range(1001)))
+    with pytest.raises(NetworkError, match=r"s3://mirror/hub/: a hostile listing: a page of 1003"):
+        list(writer.listing("s3://mirror/hub/"))

@@ -75,6 +75,20 @@ def test_a_manifest_whose_id_or_files_were_changed_is_none(
     assert versions.parse_manifest(json.dumps(doc).encode()) is None
 
 
+@settings(max_examples=examples(100), deadline=None)
+@given(rows, st.booleans(), st.integers(0, 5))
+def test_a_manifest_naming_a_file_twice_is_none(
+    files: list[versions.ManifestFile], signed: bool, at: int
+) -> None:
+    """mdl names each file once: a copy of a signed manifest with one row twice (its id recomputed
+    over them all, the signature still covering every file) is no manifest of mdl's."""
+    doc = json.loads(made(files, signed).to_bytes())
+    doc["files"].append(doc["files"][at % len(doc["files"])])
+    rows = [(f["path"], f["size"], f["sha256"]) for f in doc["files"]]
+    doc["id"] = versions.version_id(rows, signature="model.sig" if signed else None)
+    assert versions.parse_manifest(json.dumps(doc).encode()) is None
+
+
 def test_a_manifest_over_the_bound_is_none_unread() -> None:
     assert versions.parse_manifest(b" " * (versions.MAX_MANIFEST_BYTES + 1)) is None
 

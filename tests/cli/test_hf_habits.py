@@ -165,7 +165,9 @@ def test_an_hf_flag_a_command_lacks_names_mdls_spelling_below_typers_words(tmp_p
         ("get", "-c", "resuming is automatic"),
         ("get", "--continue", "resuming is automatic"),
         ("get", "-L", "redirects are always followed"),
-        ("get", "-x", "--connections N"),
+        ("get", "-x", "aria2c's -x is --connections N; curl's -x (a proxy) is HTTPS_PROXY"),
+        ("get", "-s", "curl's -s (silent) is -q"),
+        ("add", "--local-dir", None),  # add takes no --dest
         ("get", "--retry", "--retry-max-time SECONDS"),
         ("get", "--revision", "hf://owner/name@REV (or get's --revision)"),
         ("get", "--max-workers", "--connections N"),

@@ -177,12 +177,21 @@ def test_a_model_folder_planted_on_the_way_is_an_access_denied_naming_it(tmp_pat
     (dest / "m").symlink_to(elsewhere / "m")
     settings_ = build_settings(environ={}, dest=dest)
     url = FileSpec(key_path="models.m.files[0]", url="http://127.0.0.1:9/w.bin", size=7)
-    shelf = Shelf([ModelSpec(name="m", files=(url,))], Layout(settings_), stop=threading.Event())
-    for key, params in (("", {"list-type": "2"}), ("m/w.bin", {})):
-        answer = s3api.answer(
-            s3api.BucketFacts("mdl", wait=HANG), shelf, method="GET", bucket="mdl", key=key,
-            params=params, headers={}, cancel=threading.Event(),
-        )  # fmt: skip
-        assert (answer.status, answer.code) == (403, "AccessDenied"), answer.body
-        assert f"{dest / 'm'} is a symbolic link" in (answer.message or "")
-        assert answer.fd is None
+    other = FileSpec(key_path="models.n.files[0]", url="http://127.0.0.1:9/x.bin", size=7)
+    specs = [ModelSpec(name="m", files=(url,)), ModelSpec(name="n", files=(other,))]
+    shelf = Shelf(specs, Layout(settings_), stop=threading.Event())
+    answer = s3api.answer(
+        s3api.BucketFacts("mdl", wait=HANG), shelf, method="GET", bucket="mdl", key="m/w.bin",
+        params={}, headers={}, cancel=threading.Event(),
+    )  # fmt: skip
+    assert (answer.status, answer.code) == (403, "AccessDenied"), answer.body
+    assert f"{dest / 'm'} is a symbolic link" in (answer.message or "")
+    assert answer.fd is None
+    # the other model's loaders list on: the planted one is left out of every listing
+    listed = s3api.answer(
+        s3api.BucketFacts("mdl", wait=HANG), shelf, method="GET", bucket="mdl", key="",
+        params={"list-type": "2"}, headers={}, cancel=threading.Event(),
+    )  # fmt: skip
+    assert listed.status == 200, listed.body
+    keys = [e.text for e in ElementTree.fromstring(listed.body).findall("s3:Contents/s3:Key", _NS)]
+    assert keys == ["n/x.bin"]

@@ -60,6 +60,8 @@ def test_list_names_each_get_folder_with_a_total(env: HubServer, tmp_path: Path)
         assert [Path(o["path"]).name for o in listed("--status", status)["one_offs"]] == names
     assert listed("--tag", "anything")["one_offs"] == []
     assert "fetched by mdl get:" not in mdl("list", "--status", "missing").stdout
+    shutil.rmtree(tmp_path / "b")  # gone: missing
+    assert [Path(o["path"]).name for o in listed("--status", "missing")["one_offs"]] == ["b"]
 
 
 def test_clean_forgets_a_folder_removed_since(env: HubServer, tmp_path: Path) -> None:
