@@ -85,8 +85,10 @@ def _one_offs(run: Run, listing: "ModelList") -> None:
     freed = (
         f"; older revisions hold {human_size(older)} more (mdl prune --layout hf-cache frees them)"
     )
+    # (the models with something on disk: a catalog's starter models never pulled hold nothing)
+    held = sum(1 for m in listing.models if m.status != "missing")
     run.console.info(
-        f"total: {human_size(total['size'])} on disk in {plural(len(listing.models), 'model')}"
+        f"total: {human_size(total['size'])} on disk in {plural(held, 'model')}"
         f" and {plural(len(listing.one_offs), 'one-off')}" + (freed if older else "")
     )
 

@@ -106,9 +106,11 @@ def load_catalog(path: Path) -> Catalog:
 
         return parse_catalog(text, source=str(path), path=path, said=said)
 
-    catalog, said = _recalled_or(Catalog, "catalog", path, data, check, said)
-    for message in said:
-        warnings.warn(message, CatalogWarning, stacklevel=2)
+    try:
+        catalog, said = _recalled_or(Catalog, "catalog", path, data, check, said)
+    finally:  # (a catalog with errors too: its warnings said beside them, not on the next run)
+        for message in said:
+            warnings.warn(message, CatalogWarning, stacklevel=2)
     return catalog
 
 

@@ -158,3 +158,19 @@ def test_every_json_document_of_a_run_that_read_the_catalog_has_its_warnings(
     assert [line for line in unstamped(result.stderr) if "warning" in line] == [
         f"mdl: warning: {line}" for line in said
     ]
+
+
+def test_a_catalog_with_an_error_too_says_its_settings_warning_beside_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """output.md: the warning is in a failure's document too; it was said only on the next run,
+    once the error was fixed (one more try to learn of the typo)."""
+    text = '[settings]\nconections = 4\n\n[models.x]\nrepo = "org/x"\nrevison = "main"\n'
+    catalog = use_catalog(tmp_path, monkeypatch, text)
+    result = mdl("list", "--json")
+    assert result.exit_code == 2, result.stderr
+    doc = json.loads(result.stdout)
+    warned = f"{catalog}:2: settings.conections: unknown key, ignored by mdl {__version__}"
+    assert [w.split(" (did you")[0] for w in doc["warnings"]] == [warned]
+    assert "models.x.revison: unknown key" in doc["error"]["message"]
+    assert f"mdl: warning: {warned}" in result.stderr

@@ -155,3 +155,16 @@ def test_remove_a_get_folder_takes_what_get_saved_and_keeps_what_changed(
     assert listed()["one_offs"] == []
     none = mdl("remove", str(tmp_path))
     assert none.exit_code == 2 and "no record of mdl get" in none.stderr, none.stderr
+
+
+def test_lists_total_counts_the_models_with_something_on_disk(
+    env: HubServer, tmp_path: Path
+) -> None:
+    """A catalog's models never pulled hold nothing: "in 10 models" for one on disk misled."""
+    (tmp_path / "catalog.toml").write_text(
+        '[models.tiny]\nrepo = "org/tiny"\n\n[models.never]\nrepo = "org/never"\n'
+    )
+    assert mdl("pull", "tiny").exit_code == 0
+    listed_plain = mdl("list")
+    assert listed_plain.exit_code == 0, listed_plain.stderr
+    assert "on disk in 1 model and 0 one-offs" in listed_plain.stderr, listed_plain.stderr
