@@ -26,10 +26,9 @@ def open_dir(root: Path, folder: Path, *, create: bool = True, shared: bool = Fa
     names it); ``shared`` (a folder the fleet shares): one root or this user made is (the kernel's
     ``protected_symlinks`` rule), and a folder made takes its parent's permission bits, not the
     umask, never sticky (one machine's user renames over another's leases). Not ``shared``, the
-    root or a folder below it that another user made where anyone may write is refused
-    (``refuse_planted``). A file on the way is
-    LocalFSError (exit 7); a folder outside ``root`` or through ``..`` UnsafePathError; a missing
-    one (not ``create``) FileNotFoundError."""
+    root, a folder above it or one below it that another user made where anyone may write is
+    refused (``refuse_planted``). A file on the way is LocalFSError (exit 7); a folder outside
+    ``root`` or through ``..`` UnsafePathError; a missing one (not ``create``) FileNotFoundError."""
     try:
         fd = os.open(root, _DIR)
     except OSError:
@@ -134,6 +133,7 @@ def refuse_planted(path: Path, above: os.stat_result, found: os.stat_result) -> 
 
 # the roots found no planted folder above, by path and identity: walked up once a process
 _judged: set[tuple[str, int, int]] = set()
+_MOST_LEVELS = 2048  # folders above a root judged at most (PATH_MAX 4096: "../" each, fewer)
 
 
 def refuse_planted_above(root: Path, here: os.stat_result, *, dir_fd: int | None = None) -> None:
@@ -145,8 +145,11 @@ def refuse_planted_above(root: Path, here: os.stat_result, *, dir_fd: int | None
     if key in _judged:
         return
     shown, up = root.absolute(), ".."
-    while True:
-        above = os.stat(up, dir_fd=dir_fd) if dir_fd is not None else (root / up).stat()
+    for _ in range(_MOST_LEVELS):
+        try:
+            above = os.stat(up, dir_fd=dir_fd) if dir_fd is not None else (root / up).stat()
+        except OSError:  # (a folder above this user may not search: nothing more to judge)
+            break
         if (above.st_dev, above.st_ino) == (here.st_dev, here.st_ino):  # "/" is its own parent
             break
         refuse_planted(shown, above, here)

@@ -426,8 +426,9 @@ def _checked_entries(
     ``.git`` folder, left out (a zip of a cloned repo holds one: git's own data, whose config runs
     commands at the next ``git status`` there; pack leaves it out too)."""
     entries, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
-    left_out = [entry.name for entry in entries if names_git(entry.name)]
-    entries = [entry for entry in entries if not names_git(entry.name)]
+    git = [names_git(entry.name) for entry in entries]
+    left_out = [entry.name for entry, its in zip(entries, git, strict=True) if its]
+    entries = [entry for entry, its in zip(entries, git, strict=True) if not its]
     if not entries:  # (unzip: "zipfile is empty", exit 1)
         but = " but git's own data" if left_out else ""
         raise ArchiveError(f"{name} holds no files{but}: nothing to unpack")

@@ -67,8 +67,6 @@ _CATALOG_SPELLINGS = {
     " [models.NAME]",
     "--repo-type": 'the model\'s: mdl add NAME hf://datasets/owner/name, or repo_type = "dataset"'
     " in [models.NAME]",
-    "--local-dir": "the models' folder is --dest DIR (or [settings] dest in the catalog)",
-    "-d": "the models' folder is --dest DIR (or [settings] dest in the catalog)",
     "--include": "the model's: mdl add NAME hf://owner/name --include GLOB, or include = [...] in"
     " [models.NAME]",
 }
@@ -85,8 +83,9 @@ _CURL_SPELLINGS = {
     "-P": "-d DIR: the folder files are saved in",
     "--retry": "failures are retried on their own; --retry-max-time SECONDS bounds them",
 }
+_DEST_SPELLING = "the models' folder is --dest DIR (or [settings] dest in the catalog)"
 _CATALOG_COMMANDS = frozenset({"pull", "add", "lock", "verify", "show"})
-_NO_DEST = frozenset({"add"})  # (a catalog command that takes no --dest)
+_DEST_COMMANDS = _CATALOG_COMMANDS - {"add"}  # (add takes no --dest)
 
 
 def spelling_of(option: str | None, command: str | None) -> str | None:
@@ -94,9 +93,10 @@ def spelling_of(option: str | None, command: str | None) -> str | None:
     None."""
     if not option:
         return None
+    if option in ("-d", "--local-dir") and command in _CATALOG_COMMANDS:
+        return _DEST_SPELLING if command in _DEST_COMMANDS else None
     if command in _CATALOG_COMMANDS and option in _CATALOG_SPELLINGS:
-        dest = _CATALOG_SPELLINGS[option].startswith("the models' folder")
-        return None if dest and command in _NO_DEST else _CATALOG_SPELLINGS[option]
+        return _CATALOG_SPELLINGS[option]
     if command == "get" and option in _CURL_SPELLINGS:
         return _CURL_SPELLINGS[option]
     return HF_SPELLINGS.get(option)

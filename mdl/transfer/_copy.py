@@ -66,11 +66,9 @@ class BodyCopy:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
         first ``back`` bytes are compared with those on disk before the frontier, never written."""
         state = self.state
-        limiter, label = self.shared.limiter, state.job.label
-        most = {} if limiter is None else {"most": limiter.chunk}
-        chunks = state.beside.ledger.counting(
-            state.job, read_body(resp, self.span, encoded=encoded, what=label, **most)
-        )
+        most = None if self.shared.limiter is None else self.shared.limiter.chunk
+        body = read_body(resp, self.span, encoded=encoded, what=state.job.label, most=most)
+        chunks = state.beside.ledger.counting(state.job, body)
         try:
             # compared before the loop: the chunks after the overlap go straight to ``take``
             if back:
