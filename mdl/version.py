@@ -2,5 +2,5 @@
 (and the API).
 """
 
-__version__ = "0.28.6"
+__version__ = "0.28.7"
 USER_AGENT = f"mdl/{__version__}"

@@ -78,10 +78,17 @@ def signatures(private: Path) -> dict[str, bytes]:
     }
 
 
-def keyed_signature(digests: Mapping[str, str], private: Path) -> bytes:
-    """A model.sig over ``digests`` (path → sha256) signed with the EC key at ``private``: the
-    bundle model_signing's ``sign key`` writes (a DSSE envelope of the in-toto statement), made
-    with `cryptography` alone (no model_signing needed to make or check it)."""
+def keyed_signature(
+    digests: Mapping[str, str],
+    private: Path,
+    *,
+    hash_type: str = "sha256",
+    ignore: tuple[str, ...] = (),
+) -> bytes:
+    """A model.sig over ``digests`` (path → hex digest, ``hash_type``'s: sha256 or blake2)
+    signed with the EC key at ``private``, leaving ``ignore`` out too: the bundle model_signing's
+    ``sign key`` writes (a DSSE envelope of the in-toto statement), made with `cryptography` alone
+    (no model_signing needed to make or check it)."""
     key = serialization.load_pem_private_key(private.read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     pem = key.public_key().public_bytes(
@@ -96,11 +103,18 @@ def keyed_signature(digests: Mapping[str, str], private: Path) -> bytes:
         "predicate": {
             "serialization": {
                 "method": "files",
-                "hash_type": "sha256",
+                "hash_type": hash_type,
                 "allow_symlinks": False,
-                "ignore_paths": [SIGNATURE],
+                "ignore_paths": [SIGNATURE, *ignore],
             },
-            "resources": [{"name": p, "algorithm": "sha256", "digest": h} for p, h in items],
+            "resources": [
+                {
+                    "name": p,
+                    "algorithm": {"blake2": "blake2b"}.get(hash_type, hash_type),
+                    "digest": h,
+                }
+                for p, h in items
+            ],
         },
     }
     payload = json.dumps(statement).encode()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.buckets import names, versions
-from mdl.buckets.protocol import Listed, Writer, side_of
+from mdl.buckets.protocol import Listed, Writer
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import NAME_RE, ModelSpec
 from mdl.download.resolve import from_lock
@@ -31,7 +31,7 @@ from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import LockedModel
 from mdl.lockfile.policy import LockUse
 from mdl.signing.library import MAX_SIGNATURE_BYTES, verify_signature
-from mdl.signing.statement import SIGNATURE_FILE, Trust
+from mdl.signing.statement import SIGNATURE_FILE, SignedManifest, Trust
 from mdl.sources.resolve import ResolvedModel, mirror_targets
 
 log = logging.getLogger("mdl.prune")
@@ -43,6 +43,9 @@ UNKEPT = "a version no longer kept"
 UNPROVEN = "not proven this catalog's: kept, never counted"
 AHEAD = "newer than the version catalog.lock pins: kept, never counted"
 MISSING = "a version whose objects are not all in the mirror: kept, never counted"
+# a manifest naming a signature an earlier one (or one a lock pins) names: the same signed files
+# under another id (rows the signer leaves out, git's, added or dropped); never the version's time
+COPY = "a copy of the signed version's first or locked manifest: kept, never counted"
 JUNK = "not a manifest mdl writes: ignored (it keeps nothing), left in place"
 
 
@@ -164,14 +167,16 @@ class KeptLocks:
 class Published:
     """The published versions of a mirror's models as prune judges them: those kept, the manifests
     that stay (by URI, with why), those of versions no longer kept (judged by mdl's mark and age),
-    whose each model's proven versions' files are (``side_of`` their origins: the objects they
-    wrote are this catalog's model's, whichever URL folder each week came from), and what was
-    said."""
+    the bytes each model's signer signed (``owned``), and what was said."""
 
     kept: list[KeptVersion] = field(default_factory=list)
     staying: dict[str, tuple[int, str]] = field(default_factory=dict)
     unkept: list[Listed] = field(default_factory=list)
-    sides: dict[str, set[str]] = field(default_factory=dict)
+    # per model, the sha256 of each file a signature by its signer in the mirror signs, and of each
+    # such signature: objects of those bytes are the model's, whatever origin their marks say (a
+    # URL model's earlier week); a manifest's ``source`` fields, which no signature covers, say
+    # nothing of whose an object is
+    owned: dict[str, set[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     errors: list[MdlError] = field(default_factory=list)
     # None: every manifest was listed; else why the mirror's objects all stay
@@ -215,9 +220,13 @@ def published_versions(
     for model, newest in _by_model(listed, models).items():
         trust = (trusts or {}).get(model)
         judge = _Judge(writer, found, where.removesuffix("/"), model, trust)
+        pins = locked.get(model, {})
+        judge.look_first(newest, pins)
         now = set((current or {}).get(model, ()))
-        anchor = max((item.modified for item, vid in newest if vid in now), default=None)
-        judge.judge(newest, keep, locked.get(model, {}), anchor)
+        # the earliest of its manifests: one written later (its other id) only keeps more
+        anchor = min((item.modified for item, vid in newest if vid in now), default=None)
+        judge.judge(newest, keep, pins, anchor)
+        found.owned[model] = judge.signed_bytes()
     return found
 
 
@@ -251,6 +260,13 @@ class _Judge:
     where: str
     model: str
     trust: Trust | None
+    # each signature's sha256 → the first proven manifest naming it, and the bytes (sha256) that
+    # manifest names, a pinned one's if any (``look_first``); the signatures a pinned one names
+    first: dict[str, str] = field(default_factory=dict)
+    bytes_of: dict[str, set[str]] = field(default_factory=dict)
+    pinned: set[str] = field(default_factory=set)
+    # each signature read by its sha256: what it signs (None: not the signer's, or not there)
+    statements: dict[str, SignedManifest | None] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -266,46 +282,74 @@ class _Judge:
         """The model's manifests, newest first by the store's clock: the newest ``keep`` proven
         versions (and any as new as the last of them: the clock cannot order those) count and are
         kept; every manifest newer than the last of them stays too, with what it names, proven or
-        not (junk is ignored and said), but counts for nothing, and so does one newer than
-        ``anchor`` (the time of catalog.lock's version's manifest); a manifest a kept lock pins
-        stays whatever its age; the rest are versions no longer kept (their objects are this
-        model's when proven: ``learn``)."""
+        not (junk is ignored and said), but counts for nothing, and so do one newer than
+        ``anchor`` (the time of catalog.lock's version's manifest) and a later copy of a signed
+        version (``look_first``); a version counts once (by the lock that pins it, or its
+        signature), however many ids its manifests have, and a pinned one's manifests stay
+        whatever their age; the rest are versions no longer kept."""
         found = self.found
         count, last = 0, None  # the proven versions kept so far; the time of the last one
+        counted: set[str] = set()  # the versions counted (one version, several ids)
         for item, vid in newest:
-            ahead = anchor is not None and item.modified > anchor
-            by_age = count < keep or item.modified == last
             pins = locked.get(vid)
             if pins is not None:
                 found.staying[item.uri] = (item.size, f"the manifest of a version {pins} pins")
-            elif not by_age:
-                found.unkept.append(item)
-            if not by_age:
-                self.learn(item, vid, pins)
+            if not (count < keep or item.modified == last):
+                if pins is None:
+                    found.unkept.append(item)
                 continue
-            if (version := self.read(item, vid, pins)) is None:
-                continue  # junk: never counted
-            why = UNPROVEN if version.proof is None else AHEAD if ahead else f"{keep} newest"
-            if ahead:  # newer than the version deployed: kept whole, never counted
-                version = replace(version, proof=None)
-            if pins is None:
-                found.kept.append(version)
-                found.staying[item.uri] = (item.size, f"the manifest of a kept version ({why})")
-            if version.proof is not None:
+            ahead = anchor is not None and item.modified > anchor
+            key = self.counts(item, vid, pins, AHEAD if ahead else f"{keep} newest")
+            if key is not None and key not in counted:
                 count, last = count + 1, item.modified
+                counted.add(key)
 
-    def learn(self, item: Listed, vid: str, pins: str | None) -> None:
-        """A version no longer among the newest: when proven this catalog's (a kept lock pins it,
-        or the catalog's signer signed it), whose its files are (an earlier week's URL folder):
-        its objects, once no kept version names them, are this model's to remove."""
-        if pins is None and self.trust is None:
-            return  # an unsigned version no lock pins: proven by nothing (its objects stay)
-        try:
-            manifest = self.manifest_at(item, vid)
-            if manifest is not None and (pins is not None or self.signed(manifest)):
-                self.side(manifest)
-        except MdlError as exc:  # its objects stay (their side is not known): said in the log
-            log.info("%s: could not judge it: %s", item.uri, exc.message)
+    def counts(self, item: Listed, vid: str, pins: str | None, why: str) -> str | None:
+        """A manifest among the newest, kept with what it names (``why``: how it counts; one newer
+        than the version deployed, or a later copy, is kept whole and never counted): whether it
+        counts (it is proven this catalog's), as which version: the lock that pins it, or its
+        signature; None: it does not."""
+        if (read := self.read(item, vid, pins)) is None:
+            return None  # junk: never counted
+        version, copy, signature = read
+        why = COPY if copy and pins is None else why  # (a lock's pin counts: the user's)
+        counted = version.proof is not None and why not in (COPY, AHEAD)
+        if pins is None:
+            self.found.kept.append(version if counted else replace(version, proof=None))
+            shown = why if version.proof is not None else UNPROVEN
+            self.found.staying[item.uri] = (item.size, f"the manifest of a kept version ({shown})")
+        return (pins or signature or vid) if counted else None
+
+    def look_first(self, newest: list[tuple[Listed, str]], locked: Mapping[str, str]) -> None:
+        """Each signature's first proven manifest, the bytes it names and the signatures a pinned
+        manifest names. A later one naming a signature, or an unpinned one naming a pinned one's,
+        is the same signed version under another id (the signer leaves git's files out, so a
+        writer may add such a row, or drop one), written since: the store's clock says only when a
+        manifest was written, so the version's time is its first manifest's, and a copy
+        (re-dated by being written) must not push another version out."""
+        if self.trust is None:
+            return  # no signature proves a version: only a lock's pin (by its id) counts
+        for item, vid in reversed(newest):  # oldest first
+            try:
+                manifest = self.manifest_at(item, vid)
+            except MdlError:
+                continue  # judged where it is read again (unreadable: every object is kept)
+            if manifest is None or manifest.signature is None or not self.signed(manifest):
+                continue
+            sig = manifest.signature.sha256
+            named = {sig, *(f.sha256 for f in manifest.files)}
+            if vid in locked:
+                self.pinned.add(sig)
+                self.bytes_of[sig] = named  # the user's pin says which bytes
+            self.bytes_of.setdefault(sig, named)
+            self.first.setdefault(sig, item.uri)
+
+    def signed_bytes(self) -> set[str]:
+        """The bytes (sha256) of each signed version's first (or pinned) manifest in the mirror:
+        its files (those the signer leaves out, and those a BLAKE or sharded signature names by
+        other digests, as that manifest states them) and its signature are this model's,
+        whichever origin their objects' marks say."""
+        return set().union(*self.bytes_of.values())
 
     def manifest_at(self, item: Listed, vid: str) -> versions.Manifest | None:
         """The manifest at ``item`` (read bounded, parsed strictly); None when gone, or not one mdl
@@ -318,10 +362,14 @@ class _Judge:
             return None
         return manifest
 
-    def read(self, item: Listed, vid: str, pins: str | None) -> KeptVersion | None:
-        """A manifest among the newest, read and judged (``proof``); None, said and left in place,
-        when it is not one mdl writes for this model and this id (a version that cannot be read:
-        every object is kept)."""
+    def read(
+        self, item: Listed, vid: str, pins: str | None
+    ) -> tuple[KeptVersion, bool, str | None] | None:
+        """A manifest among the newest, read and judged (``proof``), whether it is a copy of a
+        signed version (``look_first``: read as it is now, whatever it was before), and its
+        signature's sha256; None, said and
+        left in place, when it is not one mdl writes for this model and this id (a version that
+        cannot be read: every object is kept)."""
         found = self.found
         try:
             manifest = self.manifest_at(item, vid)
@@ -336,7 +384,11 @@ class _Judge:
             found.whole = f"{item.uri} could not be read: every object is kept"
             return None
         objects = {uri: size for uri, size, _ in self.objects(manifest)}
-        return KeptVersion(
+        sig = manifest.signature
+        copy = sig is not None and (
+            self.first.get(sig.sha256, item.uri) != item.uri or sig.sha256 in self.pinned
+        )
+        kept = KeptVersion(
             self.model,
             f"version {vid[:8]}…",
             manifest.commit,
@@ -346,6 +398,7 @@ class _Judge:
             published=item.modified,
             proof=proof,
         )
+        return kept, copy, None if sig is None else sig.sha256
 
     def proof(self, manifest: versions.Manifest, uri: str, pins: str | None) -> str | None:
         """How this version is proven this catalog's, None when it is not: a kept lock pins it
@@ -357,7 +410,6 @@ class _Judge:
         if not self.there(manifest):
             self.found.warnings.append(f"{uri}: {MISSING}")
             return None
-        self.side(manifest)
         return by
 
     def objects(self, manifest: versions.Manifest) -> list[tuple[str, int, str]]:
@@ -384,24 +436,27 @@ class _Judge:
         row = manifest.signature
         if self.trust is None or row is None:
             return False
-        uri = f"{self.prefix}/{self.model}/{row.sha256}"
-        read = self.writer.read(uri, limit=MAX_SIGNATURE_BYTES)
-        if read is None or hashlib.sha256(read[0]).hexdigest() != row.sha256:
-            return False
-        try:
-            statement = verify_signature(read[0], self.trust, what=uri)
-        except MdlError as exc:  # not the signer's: proves nothing (it still keeps)
-            log.info("%s: %s", uri, exc.message)
+        if row.sha256 not in self.statements:  # each signature read and verified once
+            self.statements[row.sha256] = self._verified(row.sha256, self.trust)
+        if (statement := self.statements[row.sha256]) is None:
             return False
         paths = {f.path for f in manifest.files}
         return set(statement.files) <= paths and all(
             statement.covers(f.path, f.size, f.sha256) for f in manifest.files
         )
 
-    def side(self, manifest: versions.Manifest) -> None:
-        """The version is this catalog's: whose its files are (their origins) is this model's."""
-        said = {side_of(f.source) for f in manifest.files if f.source}
-        self.found.sides.setdefault(self.model, set()).update(said)
+    def _verified(self, sha256: str, trust: Trust) -> SignedManifest | None:
+        """What the signature stored as ``sha256`` signs, when it is there as those bytes and
+        verifies with ``trust``; None otherwise."""
+        uri = f"{self.prefix}/{self.model}/{sha256}"
+        read = self.writer.read(uri, limit=MAX_SIGNATURE_BYTES)
+        if read is None or hashlib.sha256(read[0]).hexdigest() != sha256:
+            return None
+        try:
+            return verify_signature(read[0], trust, what=uri)
+        except MdlError as exc:  # not the signer's: proves nothing (it still keeps)
+            log.info("%s: %s", uri, exc.message)
+            return None
 
 
 def costs(kept: Sequence[KeptVersion]) -> list[dict[str, Any]]:

@@ -150,6 +150,8 @@ class Named:
     outside: str = NOT_OURS  # why what lies elsewhere stays
     # whose each pinned model's objects are (``side_of`` its files' origins), by its prefix
     sides: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # bytes (sha256) the model's signer signed, by its prefix: its own, whatever origin is said
+    owned: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def why(self, uri: str) -> str | None:
         """Why ``uri`` is named (None: it is not)."""
@@ -165,7 +167,10 @@ class Named:
         """Whether an object mdl wrote (its ``mark``) lies under a model of this catalog whose
         origins are others: another catalog's model of the same name wrote it."""
         return any(
-            uri.startswith(prefix) and mark.foreign(sides) for prefix, sides in self.sides.items()
+            uri.startswith(prefix)
+            and mark.foreign(sides)
+            and mark.sha256 not in self.owned.get(prefix, ())
+            for prefix, sides in self.sides.items()
         )
 
 
@@ -200,14 +205,16 @@ def named_in(
     *,
     kept: Sequence[KeptVersion] = (),
     all_models: bool = False,
-    proven: Mapping[str, Iterable[str]] | None = None,
+    locked: Sequence[ResolvedModel] = (),
+    owned: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[Named, list[str]]:
     """What the catalog names in the mirror ``template``: each object a ``kept`` version names
     (the first to name it says why; ``pinned``: the models this catalog's lock pins), each model's
     manifest, and everything under an unpinned model's prefix; where its models' objects lie
-    (anywhere: ``all_models``); whose each pinned model's objects are (its lock's origins, and
-    ``proven``: per model, those of its versions proven this catalog's, each week's URL folder);
-    and the warnings (objects that cannot be told from other models')."""
+    (anywhere: ``all_models``); whose each pinned model's objects are (the origins its kept locks
+    pin, ``locked``: every model of every kept lock, and ``owned``: per model, the bytes its signer
+    signed, a URL model's earlier week); and the warnings (objects that cannot be told from other
+    models')."""
     objects: dict[str, str] = {}
     for version in kept:
         for uri, _ in version.objects:
@@ -226,16 +233,9 @@ def named_in(
                 " every object is kept (run mdl lock)"
             )
     models = tuple(model_prefix(template, name) for name in every)
-    more = proven or {}
-    sides = {
-        model_prefix(template, m.name): frozenset(
-            {*(side_of(f.source) for f in m.files), *more.get(m.name, ())}
-        )
-        for m in pinned
-    }
-    sides.pop(fixed, None)  # not by model: whose cannot be told by where
+    sides, signed = _whose(template, pinned, locked, owned or {})
     if all_models:
-        return Named(objects, prefixes, None, sides=sides), warnings
+        return Named(objects, prefixes, None, sides=sides, owned=signed), warnings
     if fixed in models:
         warnings.append(
             f"{template}: {{model}} does not come first or is not followed by '/', so the objects"
@@ -244,7 +244,24 @@ def named_in(
             " object is kept (--all-models prunes them)"
         )
         return Named(objects, prefixes, (), outside=NOT_BY_MODEL), warnings
-    return Named(objects, prefixes, models, sides=sides), warnings
+    return Named(objects, prefixes, models, sides=sides, owned=signed), warnings
+
+
+def _whose(
+    template: str,
+    pinned: Sequence[ResolvedModel],
+    locked: Sequence[ResolvedModel],
+    owned: Mapping[str, Iterable[str]],
+) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """By each pinned model's prefix: the origins its kept locks pin (``side_of``), and the bytes
+    its signer signed (``owned``); none where the template's objects are not by model."""
+    origins: dict[str, set[str]] = {}
+    for m in (*pinned, *locked):
+        origins.setdefault(m.name, set()).update(side_of(f.source) for f in m.files)
+    sides = {model_prefix(template, m.name): frozenset(origins[m.name]) for m in pinned}
+    sides.pop(fixed_part(template), None)  # not by model: whose cannot be told by where
+    signed = {model_prefix(template, name): frozenset(shas) for name, shas in owned.items()}
+    return sides, signed
 
 
 def prune_mirror(
@@ -663,9 +680,14 @@ def prune_mirror_models(
             current=kept.current,
         )
     every = [*kept.versions, *(published.kept if published else ())]
-    proven = published.sides if published is not None else {}
     named, unsure = named_in(
-        template, pinned, unpinned, kept=every, all_models=all_models, proven=proven
+        template,
+        pinned,
+        unpinned,
+        kept=every,
+        all_models=all_models,
+        locked=[resolved for _, resolved in kept.pins],
+        owned=published.owned if published is not None else None,
     )
     if published is not None and published.whole is not None:
         named = replace(named, prefixes={fixed_part(template): published.whole})
