@@ -172,10 +172,10 @@ class Published:
     kept: list[KeptVersion] = field(default_factory=list)
     staying: dict[str, tuple[int, str]] = field(default_factory=dict)
     unkept: list[Listed] = field(default_factory=list)
-    # per model, the sha256 of each file a signature by its signer in the mirror signs, and of each
-    # such signature: objects of those bytes are the model's, whatever origin their marks say (a
-    # URL model's earlier week); a manifest's ``source`` fields, which no signature covers, say
-    # nothing of whose an object is
+    # per model, the bytes (sha256) each signed version's first (or locked) manifest names, its
+    # signature's too (``_Judge.signed_bytes``): objects of those bytes are the model's, whatever
+    # origin their marks say (a URL model's earlier week); a manifest's ``source`` fields, which no
+    # signature covers, say nothing of whose an object is
     owned: dict[str, set[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     errors: list[MdlError] = field(default_factory=list)
@@ -283,8 +283,8 @@ class _Judge:
         versions (and any as new as the last of them: the clock cannot order those) count and are
         kept; every manifest newer than the last of them stays too, with what it names, proven or
         not (junk is ignored and said), but counts for nothing, and so do one newer than
-        ``anchor`` (the time of catalog.lock's version's manifest) and a later copy of a signed
-        version (``look_first``); a version counts once (by the lock that pins it, or its
+        ``anchor`` (the time of catalog.lock's version's manifest) and a copy of a signed version
+        (``look_first``); a version counts once (by the lock that pins it, or its
         signature), however many ids its manifests have, and a pinned one's manifests stay
         whatever their age; the rest are versions no longer kept."""
         found = self.found
@@ -306,7 +306,7 @@ class _Judge:
 
     def counts(self, item: Listed, vid: str, pins: str | None, why: str) -> str | None:
         """A manifest among the newest, kept with what it names (``why``: how it counts; one newer
-        than the version deployed, or a later copy, is kept whole and never counted): whether it
+        than the version deployed, or a copy, is kept whole and never counted): whether it
         counts (it is proven this catalog's), as which version: the lock that pins it, or its
         signature; None: it does not."""
         if (read := self.read(item, vid, pins)) is None:
@@ -366,10 +366,9 @@ class _Judge:
         self, item: Listed, vid: str, pins: str | None
     ) -> tuple[KeptVersion, bool, str | None] | None:
         """A manifest among the newest, read and judged (``proof``), whether it is a copy of a
-        signed version (``look_first``: read as it is now, whatever it was before), and its
-        signature's sha256; None, said and
-        left in place, when it is not one mdl writes for this model and this id (a version that
-        cannot be read: every object is kept)."""
+        signed version (``look_first``: judged as it reads now, whatever it read before), and its
+        signature's sha256; None, said and left in place, when it is not one mdl writes for this
+        model and this id (a version that cannot be read: every object is kept)."""
         found = self.found
         try:
             manifest = self.manifest_at(item, vid)
