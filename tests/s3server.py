@@ -108,6 +108,14 @@ CONFLICT = (
 )
 
 
+Answer = tuple[str, list[tuple[str, str]], Iterable[bytes]]  # a WSGI reply: Cutter.answer's
+
+
+def on_get(reply: Callable[[], Answer]) -> Callable[[dict[str, Any]], Answer | None]:
+    """A ``Cutter.answer`` replying ``reply()`` to every GET (a listing's, an object's)."""
+    return lambda environ: reply() if environ["REQUEST_METHOD"] == "GET" else None
+
+
 # what a lying store or proxy makes of a ListObjectsV2 or ListMultipartUploads page (its query, its
 # body): ``Cutter.listings``
 Shape = Callable[[str, bytes], bytes]
@@ -187,6 +195,9 @@ class Cutter:
         self._keys: dict[str, threading.Lock] = {}
         self._keys_lock = threading.Lock()
         self.listings: Shape | None = None
+        # while set: asked first of every request (its WSGI environ): a reply (status, headers,
+        # body: a hostile store's, as the test makes it) in place of the store's, or None
+        self.answer: Callable[[dict[str, Any]], Answer | None] | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
@@ -232,6 +243,10 @@ class Cutter:
                 return self.app(environ, start_response)
             finally:
                 alone.release()
+        if (answer := self.answer) is not None and (said := answer(environ)) is not None:
+            status, headers, body = said
+            start_response(status, headers)
+            return body
         shape, query = self.listings, environ.get("QUERY_STRING", "")
         listing = "list-type=2" in query or query.split("&")[0] in ("uploads", "uploads=")
         if shape is not None and method == "GET" and listing:
@@ -315,9 +330,9 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
     s3_server.cutter.writes.clear()
     s3_server.cutter.fail_writes_after = None
     s3_server.cutter.hold_parts = None
-    s3_server.cutter.listings = None
+    s3_server.cutter.listings = s3_server.cutter.answer = None
     yield s3_server
-    s3_server.cutter.listings = None
+    s3_server.cutter.listings = s3_server.cutter.answer = None
     s3_server.cutter.after = None
     s3_server.cutter.slowdown = 0
     s3_server.cutter.fail_writes_after = None

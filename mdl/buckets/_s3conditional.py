@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from mdl.buckets._parts import MiB
@@ -19,6 +20,7 @@ from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
     S3Object,
     b64_of_hex,
+    given,
     is_bucket_name,
     mark_of,
     mdl_metadata,
@@ -205,18 +207,19 @@ class S3Conditional:
         return time.time()
 
     def _seen(self, uri: str, reply: dict[str, Any]) -> Seen:
+        size = given(reply, "ContentLength", int, where=uri)
         return Seen(
-            etag=str(reply["ETag"]),
-            size=int(reply["ContentLength"]),
-            modified=reply["LastModified"].timestamp(),
+            etag=given(reply, "ETag", str, where=uri),
+            size=size,
+            modified=given(reply, "LastModified", datetime, where=uri).timestamp(),
             now=self._date(reply),
-            mark=mark_of(uri, reply.get("Metadata"), size=int(reply["ContentLength"])),
+            mark=mark_of(uri, reply.get("Metadata"), size=size),
         )
 
-    def _written(self, reply: dict[str, Any], *, size: int) -> Seen:
+    def _written(self, uri: str, reply: dict[str, Any], *, size: int) -> Seen:
         """A write's reply as the object it made: written when the store answered."""
         now = self._date(reply)
-        return Seen(etag=str(reply["ETag"]), size=size, modified=now, now=now)
+        return Seen(etag=given(reply, "ETag", str, where=uri), size=size, modified=now, now=now)
 
     def head(self, uri: str) -> Seen | None:
         """The object as the store describes it (HEAD), or None."""
@@ -237,7 +240,7 @@ class S3Conditional:
                 reply = self._s3_small().get_object(Bucket=obj.bucket, Key=obj.key)
                 body = reply["Body"]
                 try:
-                    small = int(reply["ContentLength"]) <= limit
+                    small = given(reply, "ContentLength", int, where=uri) <= limit
                     data = bytes(body.read(limit + 1)) if small else b""
                 finally:
                     body.close()
@@ -260,7 +263,7 @@ class S3Conditional:
             )  # fmt: skip
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None
-        return self._written(reply, size=len(data))
+        return self._written(uri, reply, size=len(data))
 
     def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
         """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone.
@@ -273,7 +276,7 @@ class S3Conditional:
             )  # fmt: skip
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None
-        return self._written(reply, size=len(data))
+        return self._written(uri, reply, size=len(data))
 
     def _ours(self, uri: str, data: bytes) -> Seen | None:
         """After a refusal on a retried request: whether the first try wrote ``data`` (its reply
@@ -335,7 +338,7 @@ class S3Conditional:
                 for item in page:
                     yield Listed(
                         uri=f"s3://{bucket}/{item['Key']}",
-                        size=int(item["Size"]),
+                        size=item["Size"],
                         modified=item["LastModified"].timestamp(),
                     )
 
@@ -386,6 +389,7 @@ class _Paged:
     named: tuple[str, ...]
     tokens: tuple[tuple[str, str], ...]
     most: str  # the request's field that bounds a page (S3's own bound, PAGE_ITEMS, asked)
+    fields: tuple[tuple[str, type], ...]  # what each item carries, as botocore parses S3's XML
 
 
 _OBJECTS = _Paged(
@@ -394,6 +398,7 @@ _OBJECTS = _Paged(
     ("Key",),
     (("NextContinuationToken", "ContinuationToken"),),
     "MaxKeys",
+    (("Key", str), ("Size", int), ("LastModified", datetime)),
 )
 _UPLOADS = _Paged(
     "list_multipart_uploads",
@@ -401,6 +406,7 @@ _UPLOADS = _Paged(
     ("Key", "UploadId"),
     (("NextKeyMarker", "KeyMarker"), ("NextUploadIdMarker", "UploadIdMarker")),
     "MaxUploads",
+    (("Key", str), ("UploadId", str), ("Initiated", datetime)),
 )
 PAGE_ITEMS = 1000  # the most names a page of S3 holds: one with more is no store's
 
@@ -422,6 +428,8 @@ def _pages(
     for _ in range(LISTED_PAGES):
         page = getattr(client, paged.call)(**asked)
         items = page.get(paged.items, [])
+        if not isinstance(page.get("IsTruncated"), bool):  # S3 says it on every page
+            raise NetworkError(f"{where}: a reply that is no listing (it says no IsTruncated)")
         if len(items) > PAGE_ITEMS:
             raise NetworkError(
                 f"{where}: a hostile listing: a page of {len(items)} names, more than the"
@@ -454,11 +462,15 @@ def _named(
     *,
     where: str,
 ) -> set[tuple[str, ...]]:
-    """A page's names (``_pages``), each under the prefix asked and named once on it and the page
-    ``before``."""
+    """A page's names (``_pages``), each under the prefix asked, named once on it and the page
+    ``before``, with the fields S3 gives every item (``_Paged.fields``)."""
     named: set[tuple[str, ...]] = set()
     for item in items:
-        key, name = str(item["Key"]), tuple(str(item[field]) for field in paged.named)
+        key = str(item.get("Key", ""))
+        for field, kind in paged.fields:
+            if not isinstance(item.get(field), kind):
+                raise _hostile(where, key, f"without its {field}")
+        name = tuple(str(item[field]) for field in paged.named)
         again = name in named or name in before
         if again or not key.startswith(key_prefix):
             raise _hostile(where, key, "again" if again else "not under it")

@@ -27,7 +27,7 @@ from mdl.buckets._s3conditional import (
     was_retried,
 )
 from mdl.buckets.protocol import Seen
-from mdl.buckets.s3 import S3Object, mdl_metadata, reply_code, s3_errors, sha256_of_head
+from mdl.buckets.s3 import S3Object, given, mdl_metadata, reply_code, s3_errors, sha256_of_head
 from mdl.errors import IntegrityError, LocalFSError, NetworkError, NotFoundError
 from mdl.redact import printable
 
@@ -100,7 +100,7 @@ def _etag_holds(client: Any, obj: S3Object, path: Path, head: dict[str, Any], sh
     etag = str(head.get("ETag") or "").strip('"').lower()
     if not (found := _MD5_ETAG.fullmatch(etag)):
         return False
-    size = int(head["ContentLength"])
+    size = given(head, "ContentLength", int, where=obj.uri)
     if found["parts"] is None:
         sizes: list[int] | None = [size]
     else:
@@ -252,12 +252,13 @@ class S3Upload:
         ``overwrite``); aborted on any failure, so nothing half-written stays behind."""
         obj, client = self.obj, self.writer.client()
         with s3_errors(obj.uri):
-            upload_id = client.create_multipart_upload(
+            begun = client.create_multipart_upload(
                 Bucket=obj.bucket,
                 Key=obj.key,
                 ChecksumAlgorithm="SHA256",
                 Metadata=self._metadata(),
-            )["UploadId"]
+            )
+        upload_id = given(begun, "UploadId", str, where=obj.uri)
         try:
             parts = fill(upload_id)
             if parts is not None and self.sent is not None:
@@ -352,7 +353,8 @@ class S3Upload:
                     )
                 if self.sent is not None:
                     self.sent(len(data))
-                return {"PartNumber": number, "ETag": reply["ETag"], "ChecksumSHA256": digest}
+                etag = given(reply, "ETag", str, where=obj.uri)
+                return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": digest}
             except BaseException:
                 failed.set()
                 raise
@@ -423,13 +425,16 @@ class _Copies:
         def copy(number: int, source: S3Object, digest: str) -> dict[str, Any] | None:
             with s3_errors(obj.uri):
                 try:
-                    said = client.upload_part_copy(
-                        Bucket=obj.bucket,
-                        Key=obj.key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": source.bucket, "Key": source.key},
-                    )["CopyPartResult"]
+                    said = (
+                        client.upload_part_copy(
+                            Bucket=obj.bucket,
+                            Key=obj.key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            CopySource={"Bucket": source.bucket, "Key": source.key},
+                        ).get("CopyPartResult")
+                        or {}
+                    )
                 except botocore.exceptions.ClientError as exc:
                     if reply_code(exc)[1] not in _NO_COPY:
                         raise
@@ -445,7 +450,8 @@ class _Copies:
                     "%s: %s is not part %d of the verified file", obj.uri, source.uri, number
                 )
                 return None
-            return {"PartNumber": number, "ETag": said["ETag"], "ChecksumSHA256": digest}
+            etag = given(said, "ETag", str, where=obj.uri)
+            return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": digest}
 
         whole, read = hashlib.sha256(), 0
         futures: list[Future[dict[str, Any] | None]] = []

@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from mdl.buckets.protocol import Mark, authorship, mark_text
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import Secrets, printable, safe_text
 
 log = logging.getLogger("mdl.s3")
+_T = TypeVar("_T")
 
 EXTRA_HINT = "pip install 'mdl[s3]'"
 # A presigned link must outlive the slowest download of one file (the engine cannot sign again);
@@ -200,10 +201,16 @@ def s3_client(
             secrets.add(frozen.token)
         options["signature_version"] = "s3v4"
     try:
-        return session.create_client("s3", endpoint_url=endpoint, config=Config(**options))
+        client = session.create_client("s3", endpoint_url=endpoint, config=Config(**options))
     except ValueError as exc:  # botocore's "Invalid endpoint: …"
         where = "the endpoint" if endpoint else "AWS_ENDPOINT_URL[_S3] / ~/.aws/config"
         raise UsageError(f"S3: {where} is not a usable URL: {exc}") from None
+    from mdl.buckets._s3replies import bound_replies
+
+    # the CA bundle botocore would take: ca_bundle (AWS_CA_BUNDLE, ~/.aws/config), then requests'
+    verify = session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE", True)
+    bound_replies(client, verify=verify)
+    return client
 
 
 # AWS_DATA_PATH -> botocore's Loader, shared by every session of the process: each new session
@@ -252,6 +259,17 @@ def reply_code(exc: BaseException) -> tuple[str, int | None]:
     code = str((response.get("Error") or {}).get("Code") or "")
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     return code, status if isinstance(status, int) else None
+
+
+def given(reply: dict[str, Any], name: str, kind: type[_T], *, where: str) -> _T:
+    """A field of a store's reply (botocore's parse of it), or NetworkError (exit 5) naming
+    ``where``: a store that leaves out what S3 always sends, or sends something else, is not
+    believed."""
+    value = reply.get(name)
+    if not isinstance(value, kind):
+        said = "no" if value is None else f"a {type(value).__name__} for its"
+        raise NetworkError(f"{where}: the store's reply has {said} {name}; nothing is done on it")
+    return value
 
 
 def reply_headers(reply: dict[str, Any]) -> dict[str, str]:

@@ -1,0 +1,151 @@
+"""Every S3 reply mdl's botocore clients read, bounded in bytes and in time (hostile34c): botocore
+reads a reply's body whole before mdl sees it (a 200 MiB error or listing page held 1.7 GB), and
+its read timeout bounds each wait, not the whole (a page trickling a byte every 20 s held prune
+for ever). So each client sends through a botocore HTTP session of its own, on botocore's
+``before-send`` event (a handler's reply is the one botocore uses), and the body is read here:
+at most ``ERROR_BYTES`` of a refusal (the rest never read: botocore then says its status), at most
+``REPLY_BYTES`` of any other reply read whole (more is no S3 answer: exit 5), and every body within
+the client's read timeout from its first byte to its last, a streamed one (an object's) too (those
+S3 keeps alive with spaces while it works, ``KEPT_ALIVE``, within an hour).
+
+(botocore is imported by whoever imports this: ``s3.s3_client``, on use.)"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import BotoCoreError, ConnectionClosedError, ReadTimeoutError
+from botocore.httpsession import URLLib3Session
+from botocore.parsers import ResponseParserError
+from botocore.utils import get_environ_proxies
+from urllib3.exceptions import HTTPError as URLLib3Error
+
+ERROR_BYTES = 8 * 1024  # as much of an error body as mdl reads of any (docs/output.md)
+# A ListObjectsV2 page of S3's 1,000 names, each up to 1,024 bytes of XML-escaped key (``&`` is
+# five bytes written) with its size, date, ETag and owner: under 6 MiB however hostile the names.
+REPLY_BYTES = 8 << 20
+_STEP = 64 * 1024  # bytes asked of the socket at once (one receive: the time is checked between)
+# S3 keeps these answers' connections alive with a space every few seconds while it assembles or
+# copies up to 5 TB ("several minutes"): their bodies get an hour, not the read timeout
+KEPT_ALIVE = frozenset({"CompleteMultipartUpload", "CopyObject", "UploadPartCopy"})
+KEPT_ALIVE_SECONDS = 3600.0
+
+
+def bound_replies(client: Any, *, verify: str | bool) -> None:
+    """Send every request of ``client`` through a session whose replies are read here
+    (``verify``: the CA bundle or switch botocore itself would use)."""
+    config = client.meta.config
+    http = URLLib3Session(
+        verify=verify,
+        proxies=get_environ_proxies(client.meta.endpoint_url),
+        timeout=(config.connect_timeout, config.read_timeout),
+        max_pool_connections=config.max_pool_connections,
+        # botocore's own socket options (its requests are small and many)
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    )
+    seconds = float(config.read_timeout)
+
+    def send(request: Any, event_name: str, **_: Any) -> AWSResponse:
+        streamed = request.stream_output
+        request.stream_output = True  # botocore's session would read a body whole: we read it
+        reply = http.send(request)
+        kept_alive = event_name.rpartition(".")[2] in KEPT_ALIVE
+        deadline = time.monotonic() + (KEPT_ALIVE_SECONDS if kept_alive else seconds)
+        timed = _Timed(reply.raw, request.url, deadline)
+        if streamed and reply.status_code < 300:
+            body: Any = timed
+        else:
+            most = ERROR_BYTES if reply.status_code >= 300 else REPLY_BYTES
+            body = _Read(timed.upto(most, refuse=reply.status_code < 300))
+        return AWSResponse(reply.url, reply.status_code, reply.headers, body)
+
+    client.meta.events.register("before-send.s3", send)
+    client.meta.events.register("after-call-error.s3", _unreadable)
+
+
+class TooBig(BotoCoreError):  # type: ignore[misc]  # (botocore has no types)
+    """A reply read whole past ``REPLY_BYTES`` (botocore tries no store again for it; the caller
+    names what was asked, ``s3.s3_errors``)."""
+
+    fmt = "a reply of more than {most:,} bytes is no S3 answer; nothing is done on it"
+
+
+class Unreadable(BotoCoreError):  # type: ignore[misc]  # (botocore has no types)
+    """A reply botocore could not parse: not XML, or a field not of its type (a size that is no
+    number, a date that is none): the store's fault, never a bug of mdl's (exit 5, not 1)."""
+
+    fmt = "the store's reply could not be read ({error})"
+
+
+# what botocore's parsers raise on a reply they cannot read
+_PARSE_FAILURES = (ResponseParserError, ValueError, TypeError, KeyError, OverflowError)
+
+
+def _unreadable(exception: BaseException, **_: Any) -> None:
+    """botocore's ``after-call-error``: a parser's failure said as the store's (a handler's
+    exception is the one the call raises)."""
+    if isinstance(exception, _PARSE_FAILURES) and not isinstance(exception, BotoCoreError):
+        raise Unreadable(error=f"{type(exception).__name__}: {exception}") from exception
+
+
+class _Timed:
+    """An answer's body (urllib3's), read by receives whose sum must end by ``deadline``."""
+
+    def __init__(self, raw: Any, url: str, deadline: float) -> None:
+        self.raw, self.url, self.deadline = raw, url, deadline
+        # a receive at a time where urllib3 has one (2.x); else a small read
+        self._one = getattr(raw, "read1", None) or (lambda most: raw.read(min(most, 8192)))
+
+    def read(self, amt: int | None = None) -> bytes:
+        """Up to ``amt`` bytes (all: None), fewer only at the body's end (as a file's read)."""
+        chunks, got = [], 0
+        while amt is None or got < amt:
+            if time.monotonic() > self.deadline:
+                self.close()
+                raise ReadTimeoutError(endpoint_url=self.url)
+            try:
+                chunk = self._one(_STEP if amt is None else min(_STEP, amt - got))
+            except URLLib3Error as exc:  # as botocore's session says a failed read
+                self.close()
+                raise ConnectionClosedError(endpoint_url=self.url, error=exc) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def upto(self, most: int, *, refuse: bool) -> bytes:
+        """The body, whole if it is at most ``most`` bytes; past them: NetworkError when
+        ``refuse``, else its first ``most`` bytes (the connection closed, the rest unread)."""
+        data = self.read(most + 1)
+        if len(data) <= most:
+            self.raw.release_conn()
+            return data
+        self.close()
+        if refuse:
+            raise TooBig(most=most)
+        return data[:most]
+
+    def close(self) -> None:
+        self.raw.close()  # its connection too: a body left half read is never reused
+
+
+class _Read:
+    """A body read already, as botocore reads one (``AWSResponse.content``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, *_: Any, **__: Any) -> Iterator[bytes]:
+        yield self.data
+
+    def read(self, amt: int | None = None) -> bytes:
+        data, self.data = (self.data, b"") if amt is None else (self.data[:amt], self.data[amt:])
+        return data
+
+    def close(self) -> None:
+        self.data = b""
