@@ -2,21 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from mdl.lazy import export_lazily, loading
-
-with loading():  # mdl's base (errors, redaction, paths) without the collector's passes
-    from mdl.errors import (
-        ArchiveError,
-        AuthError,
-        CatalogError,
-        IntegrityError,
-        InterruptedByUserError,
-        LocalFSError,
-        MdlError,
-        NetworkError,
-        NotFoundError,
-        UsageError,
-    )
+from mdl.lazy import export_lazily
 from mdl.version import __version__
 
 if TYPE_CHECKING:
@@ -42,6 +28,18 @@ if TYPE_CHECKING:
         show,
         unpack,
         verify,
+    )
+    from mdl.errors import (
+        ArchiveError,
+        AuthError,
+        CatalogError,
+        IntegrityError,
+        InterruptedByUserError,
+        LocalFSError,
+        MdlError,
+        NetworkError,
+        NotFoundError,
+        UsageError,
     )
 
 __all__ = [
@@ -79,6 +77,14 @@ __all__ = [
     "verify",
 ]
 
-# the API loads when a name of it is asked for: `python -m mdl` runs the CLI, which loads its own.
-# Its names are those of __all__ not bound above (the errors and the version are).
-export_lazily(__name__, dict.fromkeys([name for name in __all__ if name not in globals()], "api"))
+# The API loads when a name of it is asked for, the errors too: `import mdl` is the console
+# script's first step (mdl/_start.py), before its Ctrl-C is heard as mdl's. The API's names are
+# those of __all__ that are no error and not the version.
+export_lazily(
+    __name__,
+    {
+        name: "errors" if name.endswith("Error") else "api"
+        for name in __all__
+        if name != "__version__"
+    },
+)

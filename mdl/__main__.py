@@ -28,8 +28,9 @@ def main() -> None:
     try:
         reserve = mmap.mmap(-1, 2 << 20)
         # SIGTERM and SIGHUP behave like Ctrl-C (KeyboardInterrupt): stop streams, keep partial
-        # data, exit 130. One the parent ignored stays ignored (`nohup mdl pull &`).
-        for stop in STOPS[1:]:
+        # data, exit 130. One the parent ignored stays ignored (`nohup mdl pull &`). Ctrl-C too,
+        # from the console script's handler while this module loaded (mdl/_start.py).
+        for stop in STOPS:
             if signal.getsignal(stop) is not signal.SIG_IGN:
                 signal.signal(stop, signal.default_int_handler)
         freeze_loaded()  # (the process is the CLI's: what its imports make is frozen)

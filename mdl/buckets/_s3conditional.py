@@ -242,6 +242,8 @@ class S3Conditional:
                 try:
                     small = given(reply, "ContentLength", int, where=uri) <= limit
                     data = bytes(body.read(limit + 1)) if small else b""
+                    if small:  # the read that finds the end: botocore checks the length and the
+                        body.read(1)  # x-amz-checksum-* on it (the body ended: nothing more)
                 finally:
                     body.close()
         except NotFoundError:
@@ -468,7 +470,9 @@ def _named(
     for item in items:
         key = str(item.get("Key", ""))
         for field, kind in paged.fields:
-            if not isinstance(item.get(field), kind):
+            if not isinstance(value := item.get(field), kind) or (
+                isinstance(value, int) and value < 0
+            ):
                 raise _hostile(where, key, f"without its {field}")
         name = tuple(str(item[field]) for field in paged.named)
         again = name in named or name in before

@@ -1,8 +1,8 @@
 """Every S3 reply mdl's botocore clients read, bounded in bytes and in time (hostile34c): botocore
 reads a reply's body whole before mdl sees it (a 200 MiB error or listing page held 1.7 GB), and
 its read timeout bounds each wait, not the whole (a page trickling a byte every 20 s held prune
-for ever). So each client sends through a botocore HTTP session of its own, on botocore's
-``before-send`` event (a handler's reply is the one botocore uses), and the body is read here:
+for ever). So each client's requests are sent on botocore's ``before-send`` event (a handler's
+reply is the one botocore uses), by the client's own HTTP session, and the body is read here:
 at most ``ERROR_BYTES`` of a refusal (the rest never read: botocore then says its status), at most
 ``REPLY_BYTES`` of any other reply read whole (more is no S3 answer: exit 5), and every body within
 the client's read timeout from its first byte to its last, a streamed one (an object's) too (those
@@ -12,17 +12,18 @@ S3 keeps alive with spaces while it works, ``KEPT_ALIVE``, within an hour).
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import BotoCoreError, ConnectionClosedError, ReadTimeoutError
-from botocore.httpsession import URLLib3Session
-from botocore.parsers import ResponseParserError
-from botocore.utils import get_environ_proxies
 from urllib3.exceptions import HTTPError as URLLib3Error
+
+from mdl.background import Background
 
 ERROR_BYTES = 8 * 1024  # as much of an error body as mdl reads of any (docs/output.md)
 # A ListObjectsV2 page of S3's 1,000 names, each up to 1,024 bytes of XML-escaped key (``&`` is
@@ -35,19 +36,13 @@ KEPT_ALIVE = frozenset({"CompleteMultipartUpload", "CopyObject", "UploadPartCopy
 KEPT_ALIVE_SECONDS = 3600.0
 
 
-def bound_replies(client: Any, *, verify: str | bool) -> None:
-    """Send every request of ``client`` through a session whose replies are read here
-    (``verify``: the CA bundle or switch botocore itself would use)."""
-    config = client.meta.config
-    http = URLLib3Session(
-        verify=verify,
-        proxies=get_environ_proxies(client.meta.endpoint_url),
-        timeout=(config.connect_timeout, config.read_timeout),
-        max_pool_connections=config.max_pool_connections,
-        # botocore's own socket options (its requests are small and many)
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-    )
-    seconds = float(config.read_timeout)
+def bound_replies(client: Any) -> None:
+    """Read every reply of ``client`` here: sent by botocore's own session for it (its CA bundle,
+    proxies, socket options, pool: all botocore computed), the body left to this module."""
+    # (the endpoint's session is botocore's attribute, not its documented surface: a copy of what
+    # it computes from the config, the profile and the environment would drift from it)
+    http = client._endpoint.http_session
+    seconds = float(client.meta.config.read_timeout)
 
     def send(request: Any, event_name: str, **_: Any) -> AWSResponse:
         streamed = request.stream_output
@@ -55,7 +50,8 @@ def bound_replies(client: Any, *, verify: str | bool) -> None:
         reply = http.send(request)
         kept_alive = event_name.rpartition(".")[2] in KEPT_ALIVE
         deadline = time.monotonic() + (KEPT_ALIVE_SECONDS if kept_alive else seconds)
-        timed = _Timed(reply.raw, request.url, deadline)
+        chunked = "chunked" in reply.headers.get("transfer-encoding", "").lower()
+        timed = _Timed(reply.raw, request.url, deadline, chunked=chunked)
         if streamed and reply.status_code < 300:
             body: Any = timed
         else:
@@ -75,54 +71,74 @@ class TooBig(BotoCoreError):  # type: ignore[misc]  # (botocore has no types)
 
 
 class Unreadable(BotoCoreError):  # type: ignore[misc]  # (botocore has no types)
-    """A reply botocore could not parse: not XML, or a field not of its type (a size that is no
-    number, a date that is none): the store's fault, never a bug of mdl's (exit 5, not 1)."""
+    """A reply botocore's parser failed on: not XML, or a field not of its type (a size that is no
+    number, a date that is none or overflows): the store's fault, never a bug of mdl's (exit 5, not
+    1)."""
 
     fmt = "the store's reply could not be read ({error})"
 
 
-# what botocore's parsers raise on a reply they cannot read
-_PARSE_FAILURES = (ResponseParserError, ValueError, TypeError, KeyError, OverflowError)
-
-
 def _unreadable(exception: BaseException, **_: Any) -> None:
-    """botocore's ``after-call-error``: a parser's failure said as the store's (a handler's
-    exception is the one the call raises)."""
-    if isinstance(exception, _PARSE_FAILURES) and not isinstance(exception, BotoCoreError):
-        raise Unreadable(error=f"{type(exception).__name__}: {exception}") from exception
+    """botocore's ``after-call-error``: a failure raised inside its parser said as the store's (a
+    handler's exception is the one the call raises). Any other (a credential's refresh, signing,
+    a bug) is left as it is: the store was perhaps never asked."""
+    if isinstance(exception, BotoCoreError) or not _in_parser(exception):
+        return
+    raise Unreadable(error=f"{type(exception).__name__}: {exception}") from exception
+
+
+def _in_parser(exception: BaseException) -> bool:
+    """Whether ``exception`` was raised while botocore's parsers ran (a frame of theirs is on its
+    way up: ``parse_timestamp``'s RuntimeError, a ValueError, a ResponseParserError alike)."""
+    where = exception.__traceback__
+    while where is not None:
+        if where.tb_frame.f_globals.get("__name__") == "botocore.parsers":
+            return True
+        where = where.tb_next
+    return False
 
 
 class _Timed:
-    """An answer's body (urllib3's), read by receives whose sum must end by ``deadline``."""
+    """An answer's body (urllib3's), read by receives whose sum must end by ``deadline``: checked
+    between receives, and for a chunked body, whose last chunk's trailer http.client reads line
+    after line within one receive of ours, by shutting its socket at the deadline
+    (``_guard``)."""
 
-    def __init__(self, raw: Any, url: str, deadline: float) -> None:
+    def __init__(self, raw: Any, url: str, deadline: float, *, chunked: bool) -> None:
         self.raw, self.url, self.deadline = raw, url, deadline
         # a receive at a time where urllib3 has one (2.x); else a small read
         self._one = getattr(raw, "read1", None) or (lambda most: raw.read(min(most, 8192)))
+        self._guard = Background("an S3 reply's deadline", self._shut).start() if chunked else None
 
     def read(self, amt: int | None = None) -> bytes:
         """Up to ``amt`` bytes (all: None), fewer only at the body's end (as a file's read)."""
         chunks, got = [], 0
         while amt is None or got < amt:
-            if time.monotonic() > self.deadline:
-                self.close()
-                raise ReadTimeoutError(endpoint_url=self.url)
             try:
+                if time.monotonic() > self.deadline:
+                    raise ReadTimeoutError(endpoint_url=self.url)
                 chunk = self._one(_STEP if amt is None else min(_STEP, amt - got))
             except URLLib3Error as exc:  # as botocore's session says a failed read
                 self.close()
+                if time.monotonic() > self.deadline:  # (the guard shut it)
+                    raise ReadTimeoutError(endpoint_url=self.url) from None
                 raise ConnectionClosedError(endpoint_url=self.url, error=exc) from None
+            except ReadTimeoutError:
+                self.close()
+                raise
             if not chunk:
+                self._ended()
                 break
             chunks.append(chunk)
             got += len(chunk)
         return b"".join(chunks)
 
     def upto(self, most: int, *, refuse: bool) -> bytes:
-        """The body, whole if it is at most ``most`` bytes; past them: NetworkError when
-        ``refuse``, else its first ``most`` bytes (the connection closed, the rest unread)."""
+        """The body, whole if it is at most ``most`` bytes; past them: ``TooBig`` when ``refuse``,
+        else its first ``most`` bytes (the connection closed, the rest unread)."""
         data = self.read(most + 1)
         if len(data) <= most:
+            self._ended()
             self.raw.release_conn()
             return data
         self.close()
@@ -131,7 +147,24 @@ class _Timed:
         return data[:most]
 
     def close(self) -> None:
-        self.raw.close()  # its connection too: a body left half read is never reused
+        # its connection closed too (a body left half read is never reused), and handed back:
+        # the pool makes it anew when next asked
+        self._ended()
+        self.raw.close()
+        self.raw.release_conn()
+
+    def _ended(self) -> None:
+        if self._guard is not None:
+            self._guard.stop()  # (before the connection goes back to the pool: it is another's)
+
+    def _shut(self, ended: threading.Event) -> None:
+        """The body's socket shut at the deadline, unless it ``ended`` first."""
+        if ended.wait(max(0.0, self.deadline - time.monotonic())):
+            return
+        sock = getattr(getattr(self.raw, "connection", None), "sock", None)
+        if sock is not None:  # (else gone already: nothing to stop)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Read:

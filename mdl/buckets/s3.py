@@ -207,9 +207,7 @@ def s3_client(
         raise UsageError(f"S3: {where} is not a usable URL: {exc}") from None
     from mdl.buckets._s3replies import bound_replies
 
-    # the CA bundle botocore would take: ca_bundle (AWS_CA_BUNDLE, ~/.aws/config), then requests'
-    verify = session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE", True)
-    bound_replies(client, verify=verify)
+    bound_replies(client)
     return client
 
 
@@ -266,8 +264,8 @@ def given(reply: dict[str, Any], name: str, kind: type[_T], *, where: str) -> _T
     ``where``: a store that leaves out what S3 always sends, or sends something else, is not
     believed."""
     value = reply.get(name)
-    if not isinstance(value, kind):
-        said = "no" if value is None else f"a {type(value).__name__} for its"
+    if not isinstance(value, kind) or (isinstance(value, int) and value < 0):
+        said = "no" if value is None else f"{printable(repr(value), limit=60)} for its"
         raise NetworkError(f"{where}: the store's reply has {said} {name}; nothing is done on it")
     return value
 

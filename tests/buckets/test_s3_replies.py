@@ -6,12 +6,18 @@ object's. Against moto's server with a hostile store's answer in front (``Cutter
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from runfixtures import HANG
 from s3server import S3, Answer, on_get, s3, s3_server  # noqa: F401
 
 from mdl.buckets import _s3replies
@@ -183,6 +189,8 @@ ITEM = b"<Key>hub/a</Key><Size>1</Size><LastModified>2026-01-01T00:00:00.000Z</L
         (ITEM.replace(b">1<", b">one<"), r"could not be read \(ValueError: invalid literal"),
         (ITEM.replace(b"2026-01-01T00:00:00.000Z", b"yesterday"), r"could not be read"),
         (ITEM.replace(b"<Size>1</Size>", b""), r"names 'hub/a' \(without its Size\)"),
+        (ITEM.replace(b">1<", b">-5<"), r"names 'hub/a' \(without its Size\)"),
+        (ITEM.replace(b"2026-01-01T00:00:00.000Z", b"1e300"), r"could not be read \(RuntimeError"),
         (ITEM.replace(b"<Key>hub/a</Key>", b""), r"names '' \(without its Key\)"),
     ],
 )
@@ -253,3 +261,120 @@ def test_a_completion_s3_keeps_alive_with_spaces_outlasts_the_read_timeout(s3: S
     )
     s3.cutter.answer = None
     assert s3.client().get_object(Bucket="mirror", Key="hub/big")["Body"].read() == b"payload"
+
+
+class Trailing:
+    """A store on a raw socket (WSGI cannot write a chunked body's trailer) answering every
+    request with a chunked listing page whose last chunk's trailer never ends: lines as fast as
+    the client takes them, counted, until it hangs up."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.settimeout(HANG)
+                while b"\r\n\r\n" not in conn.recv(65536):
+                    pass
+                page = (
+                    b"<?xml version='1.0'?><ListBucketResult><Name>mirror</Name><IsTruncated>false"
+                    b"</IsTruncated></ListBucketResult>"
+                )
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n" % (len(page), page)
+                )
+                line = b"X-Trailer: " + b"t" * 1000 + b"\r\n"
+                for _ in range(
+                    int(HANG) * 100_000
+                ):  # (more than any read in time: mdl hangs up first)
+                    conn.sendall(line)
+                    self.sent += len(line)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_chunked_bodys_endless_trailer_ends_at_the_read_timeout(s3: S3) -> None:  # noqa: F811
+    """http.client reads a last chunk's trailer line after line in one receive of mdl's, with no
+    bound: the body's socket is shut at the deadline (1 s here) however fast the lines come."""
+    store = Trailing()
+    try:
+        client = s3_client(endpoint=store.endpoint, timeout=1.0, retries=0)
+        with (
+            pytest.raises(NetworkError, match=r"^s3://mirror/hub/: .*[Rr]ead timeout"),
+            s3_errors("s3://mirror/hub/"),
+        ):
+            client.list_objects_v2(Bucket="mirror", Prefix="hub/")
+        assert store.sent > 0  # the trailer was being read when the deadline came
+    finally:
+        store.close()
+
+
+def test_only_what_the_parser_raised_is_the_stores_fault() -> None:
+    """A failure raised inside botocore's parsers (a date overflowing every way it tries is a
+    RuntimeError there) is the store's: ``Unreadable``, exit 5; the same type raised anywhere
+    else (a credential helper's bad JSON, a bug) is left as it is: the store was never asked."""
+    from botocore.parsers import RestXMLParser
+
+    page = b"<ListBucketResult><Contents><Key>a</Key><LastModified>1e300</LastModified>"
+    reply = {"status_code": 200, "headers": {}, "body": page + b"</Contents></ListBucketResult>"}
+    model = s3_client(endpoint="http://127.0.0.1:9").meta.service_model
+    with pytest.raises(RuntimeError) as parsed:
+        RestXMLParser().parse(reply, model.operation_model("ListObjectsV2").output_shape)
+    with pytest.raises(_s3replies.Unreadable, match=r"could not be read \(RuntimeError: "):
+        _s3replies._unreadable(parsed.value)
+    with pytest.raises(ValueError) as elsewhere:
+        json.loads("<html>")
+    assert _s3replies._unreadable(elsewhere.value) is None  # botocore raises it on, as it was
+
+
+def test_the_profiles_tcp_keepalive_is_on_mdls_connections(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+    """Replies are read by mdl, requests still sent by botocore's own session for the client:
+    ``tcp_keepalive = true`` in the profile (for NAT gateways that drop idle connections) is on
+    the socket, as botocore makes it. (The store runs in this process: it looks at the client's
+    socket while it answers.)"""
+    config = tmp_path / "config"
+    config.write_text("[default]\ntcp_keepalive = true\n")
+    os.environ["AWS_CONFIG_FILE"] = str(config)  # (the s3 fixture's environment is restored)
+    found = []
+
+    def look(environ: dict[str, Any]) -> None:
+        client_end = ("127.0.0.1", int(environ["REMOTE_PORT"]))
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            with (
+                contextlib.suppress(OSError),
+                socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as seen,
+            ):
+                if seen.getsockname() == client_end:
+                    found.append(seen.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+
+    s3.cutter.answer = look
+    s3_client(endpoint=s3.endpoint).list_buckets()
+    assert found and all(found), found
+
+
+def test_a_lease_shorter_than_it_says_is_the_stores_fault(s3: S3, served: Served) -> None:  # noqa: F811
+    """A lease's body ending before its Content-Length (a connection cut, a lying store) is no
+    lease: the read that finds the end is made, and botocore's check of the length on it fails
+    (it was taken as the lease)."""
+    s3.cutter.answer = on_get(
+        lambda: (
+            "200 OK",
+            [
+                ("Content-Length", "18"),
+                ("ETag", '"x"'),
+                ("Last-Modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+            ],
+            [b"12345678"],
+        )
+    )
+    with pytest.raises(
+        NetworkError, match=r"^s3://mirror/hub/m/lease: 8 read, but total bytes expected is 18"
+    ):
+        S3Conditional(s3.endpoint).read("s3://mirror/hub/m/lease", limit=100)

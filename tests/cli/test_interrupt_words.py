@@ -507,3 +507,42 @@ def test_a_module_that_does_not_compile_is_an_internal_error(
     result = mdl("list")
     assert result.exit_code == 1, result.output
     assert "internal error: SyntaxError" in result.stderr and "out of memory" not in result.stderr
+
+
+# A Ctrl-C while the CLI's modules load: the finder below is asked for mdl.__main__ first and
+# sends this process SIGINT right then, as a Ctrl-C in the console script's first milliseconds does.
+_CTRL_C_AS_MAIN_LOADS = """
+import os, signal, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mdl.__main__":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+from mdl.{entry} import main
+main()
+"""
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_ctrl_c_while_the_cli_loads_is_a_line_and_130_never_a_traceback(ignored: bool) -> None:
+    """The console script's entry (mdl/_start.py) hears Ctrl-C from its first line: one line and
+    exit 130 (mdl/__main__.py's own handling is not in place while it loads: a KeyboardInterrupt
+    traceback out of an import, as the second run shows). A Ctrl-C the parent ignores stays
+    ignored: the command runs (its help)."""
+    script = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" * ignored) + (
+        _CTRL_C_AS_MAIN_LOADS
+    )
+    env = {**os.environ, "NO_COLOR": "1"}
+    started = [sys.executable, "-c", script.format(entry="_start"), "--help"]
+    done = subprocess.run(started, capture_output=True, text=True, env=env, timeout=SAFETY_NET)
+    if ignored:
+        assert (done.returncode, done.stderr) == (0, "")
+        assert "Usage" in done.stdout
+        return
+    assert (done.returncode, done.stdout) == (130, "")
+    assert done.stderr == "mdl: error: interrupted while starting\n"
+    unguarded = [sys.executable, "-c", _CTRL_C_AS_MAIN_LOADS.format(entry="__main__"), "--help"]
+    before = subprocess.run(unguarded, capture_output=True, text=True, env=env, timeout=SAFETY_NET)
+    assert "Traceback" in before.stderr
+    assert "KeyboardInterrupt" in before.stderr
