@@ -78,24 +78,32 @@ class Unreadable(BotoCoreError):  # type: ignore[misc]  # (botocore has no types
     fmt = "the store's reply could not be read ({error})"
 
 
+class Uncredentialed(BotoCoreError):  # type: ignore[misc]  # (botocore has no types)
+    """Credentials botocore failed to refresh as it signed (a ``credential_process`` printing a
+    web page, a cache file gone bad): the user's to fix, exit 3 (``s3.s3_error``)."""
+
+    fmt = "cannot read the AWS credentials ({error})"
+
+
+# the modules whose failures are not mdl's: what botocore raised in them, said as whose it is
+_WHOSE: dict[str, Any] = {  # (classes of botocore's untyped BotoCoreError)
+    "botocore.parsers": Unreadable,
+    "botocore.credentials": Uncredentialed,
+}
+
+
 def _unreadable(exception: BaseException, **_: Any) -> None:
-    """botocore's ``after-call-error``: a failure raised inside its parser said as the store's (a
-    handler's exception is the one the call raises). Any other (a credential's refresh, signing,
-    a bug) is left as it is: the store was perhaps never asked."""
-    if isinstance(exception, BotoCoreError) or not _in_parser(exception):
+    """botocore's ``after-call-error``: a failure raised inside its parser said as the store's, one
+    raised refreshing the credentials as the user's (a handler's exception is the one the call
+    raises). Any other (a bug) is left as it is."""
+    if isinstance(exception, BotoCoreError):
         return
-    raise Unreadable(error=f"{type(exception).__name__}: {exception}") from exception
-
-
-def _in_parser(exception: BaseException) -> bool:
-    """Whether ``exception`` was raised while botocore's parsers ran (a frame of theirs is on its
-    way up: ``parse_timestamp``'s RuntimeError, a ValueError, a ResponseParserError alike)."""
     where = exception.__traceback__
-    while where is not None:
-        if where.tb_frame.f_globals.get("__name__") == "botocore.parsers":
-            return True
+    while where is not None:  # (the module of each frame on its way up)
+        said = _WHOSE.get(where.tb_frame.f_globals.get("__name__", ""))
+        if said is not None:
+            raise said(error=f"{type(exception).__name__}: {exception}") from exception
         where = where.tb_next
-    return False
 
 
 class _Timed:

@@ -241,6 +241,11 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
             return AuthError(
                 f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID"
             )
+        if type(exc).__name__ == "Uncredentialed":  # (mdl.buckets._s3replies)
+            return AuthError(
+                f"{what}: {safe_text(str(exc), limit=300)}",
+                hint="check the profile's credential_process, or log in again (aws sso login)",
+            )
         return NetworkError(f"{what}: {safe_text(str(exc), limit=300)}")
     code, status = reply_code(exc)
     message = (response.get("Error") or {}).get("Message")

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from mdl.buckets import _s3replies
 from mdl.buckets._s3conditional import S3Conditional
 from mdl.buckets._s3write import S3Writer
 from mdl.buckets.s3 import s3_client, s3_errors
-from mdl.errors import NetworkError
+from mdl.errors import AuthError, NetworkError
 
 MiB = 1 << 20
 
@@ -319,7 +320,7 @@ def test_a_chunked_bodys_endless_trailer_ends_at_the_read_timeout(s3: S3) -> Non
 def test_only_what_the_parser_raised_is_the_stores_fault() -> None:
     """A failure raised inside botocore's parsers (a date overflowing every way it tries is a
     RuntimeError there) is the store's: ``Unreadable``, exit 5; the same type raised anywhere
-    else (a credential helper's bad JSON, a bug) is left as it is: the store was never asked."""
+    else (a bug) is left as it is."""
     from botocore.parsers import RestXMLParser
 
     page = b"<ListBucketResult><Contents><Key>a</Key><LastModified>1e300</LastModified>"
@@ -332,6 +333,33 @@ def test_only_what_the_parser_raised_is_the_stores_fault() -> None:
     with pytest.raises(ValueError) as elsewhere:
         json.loads("<html>")
     assert _s3replies._unreadable(elsewhere.value) is None  # botocore raises it on, as it was
+
+
+def test_credentials_that_fail_to_refresh_are_the_users_to_fix(s3: S3, tmp_path: Path) -> None:  # noqa: F811
+    """A ``credential_process`` whose first answers expire within botocore's refresh window, then
+    print a web page (an SSO helper logged out): the call that refreshes them is exit 3 "cannot
+    read the AWS credentials", never the store's fault (it saw no request) nor an internal
+    error."""
+    count, helper = tmp_path / "count", tmp_path / "creds.py"
+    helper.write_text(
+        "import datetime, json, pathlib\n"
+        f"n = pathlib.Path({str(count)!r})\n"
+        "i = int(n.read_text()) if n.exists() else 0\n"
+        "n.write_text(str(i + 1))\n"
+        "soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)\n"
+        "print('<html>log in again</html>' if i >= 2 else json.dumps({'Version': 1,"
+        " 'AccessKeyId': 'test', 'SecretAccessKey': 'test', 'Expiration': soon.isoformat()}))\n"
+    )
+    config = tmp_path / "config"
+    config.write_text(f"[default]\ncredential_process = {sys.executable} {helper}\n")
+    os.environ["AWS_CONFIG_FILE"] = str(config)  # (the s3 fixture's environment is restored)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+    asked: list[str] = []
+    s3.cutter.answer = lambda environ: asked.append(environ["PATH_INFO"])  # (then moto answers)
+    with pytest.raises(AuthError, match=r"^s3://mirror/m: cannot read the AWS credentials \(JSON"):
+        S3Conditional(s3.endpoint).head("s3://mirror/m")
+    assert asked == []
 
 
 def test_the_profiles_tcp_keepalive_is_on_mdls_connections(s3: S3, tmp_path: Path) -> None:  # noqa: F811
