@@ -50,6 +50,14 @@ def quoted(path: str | os.PathLike[str]) -> str:
     return repr(shown_path(path))
 
 
+def home_expanded(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` made that home, as a shell does: left as written
+    where there is none (no HOME and no passwd entry, as a container's random uid; an unknown
+    user), where ``Path.expanduser`` raises RuntimeError. The one expansion of a path a user
+    wrote (a flag, a setting, a catalog's field)."""
+    return Path(os.path.expanduser(path))  # noqa: PTH111 (never raises)
+
+
 def shown_name(name: str | os.PathLike[str]) -> str:
     """A name or path as a line says it: as it is when printable, else :func:`quoted`."""
     text = os.fspath(name)

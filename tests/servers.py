@@ -1839,3 +1839,17 @@ def hold_after(server: LoopbackServer, nbytes: int) -> threading.Event:
     sent = threading.Event()
     server.faults.add(Fault.stall(nbytes, until=sent, resume=True, times=None))
     return sent
+
+
+# the ports closed_port handed out, each held bound (never listening) for the process's life
+_CLOSED: list[socket.socket] = []
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on, for as long as the tests run: held bound and never
+    listening, so a connection is refused (a port bound then closed is free for the next server
+    another test starts, on this worker or another: it answered a test that wanted no answer)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _CLOSED.append(sock)
+    return int(sock.getsockname()[1])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mdl.errors import ExitCode, UnsafePathError, UsageError
-from mdl.paths import parse_hf_uri, safe_file_name, safe_relative_path, url_basename
+from mdl.paths import home_expanded, parse_hf_uri, safe_file_name, safe_relative_path, url_basename
 
 WHERE = "models.x.files[1].as"
 
@@ -229,3 +231,17 @@ def test_an_hf_uri_that_is_refused_is_named_on_one_line() -> None:
         and "\x1b" not in info.value.message
     )
     assert info.value.message.startswith("hf://org/tiny@main/a")
+
+
+def test_a_home_that_cannot_be_found_leaves_the_path_as_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``home_expanded``, every path a user writes (a flag, a setting, a catalog's key file): an
+    unknown ``~user`` stays as written, as a shell leaves it (``Path.expanduser`` raised
+    RuntimeError: `mdl add --signed-by '~0'` was an internal error); ``~`` is HOME."""
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert home_expanded("~/k.pub") == Path("/home/someone/k.pub")
+    assert home_expanded("~0/k.pub") == Path("~0/k.pub")
+    assert home_expanded(Path("~no-such-user-here/k")) == Path("~no-such-user-here/k")
+    with pytest.raises(RuntimeError):
+        Path("~0/k.pub").expanduser()  # what it replaces

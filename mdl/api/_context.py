@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.errors import UsageError
+from mdl.paths import home_expanded
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def lock_file_given(flags: Overrides, environ: Mapping[str, str]) -> Path | None
         given, where = environ.get(setting.env) or None, f"${setting.env}"
     if given is None:
         return None
-    path = Path(given).expanduser()
+    path = home_expanded(given)
     if not path.is_file():
         why = "no such file" if not path.exists() else "not a file"
         raise UsageError(

@@ -22,6 +22,7 @@ from typing import Any
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import BotoCoreError, ConnectionClosedError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as URLLib3Error
+from urllib3.exceptions import ReadTimeoutError as ReceiveTimeout
 
 from mdl.background import Background
 
@@ -123,17 +124,16 @@ class _Timed:
         chunks, got = [], 0
         while amt is None or got < amt:
             try:
-                if time.monotonic() > self.deadline:
-                    raise ReadTimeoutError(endpoint_url=self.url)
                 chunk = self._one(_STEP if amt is None else min(_STEP, amt - got))
             except URLLib3Error as exc:  # as botocore's session says a failed read
                 self.close()
-                if time.monotonic() > self.deadline:  # (the guard shut it)
-                    raise ReadTimeoutError(endpoint_url=self.url) from None
-                raise ConnectionClosedError(endpoint_url=self.url, error=exc) from None
-            except ReadTimeoutError:
+                late = isinstance(exc, ReceiveTimeout) or time.monotonic() > self.deadline
+                if not late:  # (late: a receive's wait ran out, or the guard shut the socket)
+                    raise ConnectionClosedError(endpoint_url=self.url, error=exc) from None
+                chunk = None
+            if chunk is None or time.monotonic() > self.deadline:  # (a body ending late too)
                 self.close()
-                raise
+                raise ReadTimeoutError(endpoint_url=self.url)
             if not chunk:
                 self._ended()
                 break

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from mdl.catalog._lines import format_path
 from mdl.catalog.specs import FileSpec
 from mdl.errors import UsageError
-from mdl.paths import SHA256_HEX, HfUri, safe_relative_path
+from mdl.paths import SHA256_HEX, HfUri, home_expanded, safe_relative_path
 
 Toml = dict[str, Any]  # a TOML table as tomllib reads it (an entry, a file, a signature)
 Action = Literal["added", "extended", "replaced", "updated", "unchanged"]
@@ -269,12 +269,12 @@ def key_as_written(key: Path, folder: Path) -> str:
 
 
 def _absolute(path: Path) -> Path:
-    return Path(os.path.normpath(path.expanduser().absolute()))
+    return Path(os.path.normpath(home_expanded(path).absolute()))
 
 
 def _same_path(folder: Path, written: str, key: Path) -> bool:
     """Whether a key path the catalog has (relative to ``folder``) names the file ``key`` is."""
-    there = _absolute(folder / Path(written).expanduser())
+    there = _absolute(folder / home_expanded(written))
     try:
         return there == key or there.samefile(key)
     except OSError:  # not there (any more): only the same path is the same key

@@ -34,6 +34,7 @@ from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, Catalog, CatalogSettings,
 from mdl.errors import CatalogError, CatalogWarning, UnsafePathError, UsageError
 from mdl.paths import (
     SHA256_HEX,
+    home_expanded,
     is_http_url,
     parse_oci_ref,
     revision_problem,
@@ -336,8 +337,8 @@ class SignatureTable(Table):
     def to_trust(self, folder: Path) -> Trust:
         """The trust, its files resolved against ``folder`` (the catalog's)."""
         return Trust(
-            key=folder / Path(self.key).expanduser() if self.key is not None else None,
-            certificates=tuple(folder / Path(c).expanduser() for c in self.certificates or ()),
+            key=folder / home_expanded(self.key) if self.key is not None else None,
+            certificates=tuple(folder / home_expanded(c) for c in self.certificates or ()),
             identity=self.identity,
             issuer=self.issuer,
             file=self.file,

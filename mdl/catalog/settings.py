@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import PASTE_AGAIN, catalog_secrets, header_value_problem
 from mdl.errors import UsageError
-from mdl.paths import character_problem, is_http_url, parse_oci_ref, shown
+from mdl.paths import character_problem, home_expanded, is_http_url, parse_oci_ref, shown
 from mdl.redact import Secrets, unshown
 from mdl.setting import (
     OFF,
@@ -160,17 +160,12 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     home = environ.get("HF_HOME") or str(
         Path(environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
     )
-    return (
-        Path(
-            os.path.expandvars(
-                environ.get("HF_HUB_CACHE")
-                or environ.get("HUGGINGFACE_HUB_CACHE")
-                or str(Path(home, "hub"))
-            )
-        )
-        .expanduser()
-        .absolute()
+    hub = (
+        environ.get("HF_HUB_CACHE")
+        or environ.get("HUGGINGFACE_HUB_CACHE")
+        or str(Path(home, "hub"))
     )
+    return home_expanded(os.path.expandvars(hub)).absolute()
 
 
 def hf_token(environ: Mapping[str, str]) -> str | None:
@@ -228,11 +223,11 @@ def resolve_dest(
     the catalog); one a line of stdout can name (``shown_folder``).
     """
     if flag is not None:
-        return shown_folder(_home(flag).absolute(), where="the destination")
+        return shown_folder(home_expanded(flag).absolute(), where="the destination")
     if env := environ.get(SETTING["dest"].env):
-        return shown_folder(_home(Path(env)).absolute(), where=SETTING["dest"].env)
+        return shown_folder(home_expanded(env).absolute(), where=SETTING["dest"].env)
     if catalog_dest:  # relative to the catalog's folder (an absolute one stays as it is)
-        dest = (catalog_dir or Path()) / _home(Path(catalog_dest))
+        dest = (catalog_dir or Path()) / home_expanded(catalog_dest)
         return shown_folder(dest.absolute(), where="[settings] dest")
     return shown_folder(default_dest(), where="the default destination")
 
@@ -257,13 +252,6 @@ def unshowable(folder: str) -> str | None:
     if any(unicodedata.category(ch) == "Cf" for ch in folder):
         return "it contains an invisible formatting character"
     return None
-
-
-def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, as a shell leaves it
-    try:
-        return path.expanduser()
-    except RuntimeError:
-        return path
 
 
 NO_OVERRIDES = Overrides()

@@ -19,7 +19,7 @@ from mdl.errors import LocalFSError, MdlError, NotFoundError
 from mdl.lockfile.io import exclusive, read_lock
 from mdl.lockfile.io import write_lock as write_lock_file
 from mdl.lockfile.model import fingerprint
-from mdl.paths import is_http_url
+from mdl.paths import home_expanded, is_http_url
 from mdl.progress import Progress
 from mdl.redact import Secrets, redact_url
 from mdl.setting import Overrides, StrPath
@@ -123,7 +123,7 @@ def _signer_read(entry: catalog_edit.EntryFields) -> catalog_edit.EntryFields:
     fields = entry.copy()
     signer = fields.get("signed_by")
     if signer is not None:
-        fields["signed_by"] = signer = signer.expanduser()
+        fields["signed_by"] = signer = home_expanded(signer)
         key_id(signer)
     return fields
 

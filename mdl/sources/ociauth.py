@@ -21,7 +21,7 @@ import httpx2
 
 from mdl.errors import AuthError, NetworkError, OutsideJSONError, RegistryReplyError
 from mdl.outsidejson import read_json
-from mdl.paths import is_loopback, read_small_file
+from mdl.paths import home_expanded, is_loopback, read_small_file
 from mdl.redact import Secrets, printable, redact_url
 from mdl.sources.ocimanifest import read_registry_json
 from mdl.transfer.connection import origin
@@ -66,7 +66,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 def auth_files(environ: Mapping[str, str]) -> list[Path]:
     """Where logins are kept, in the order podman and skopeo read them, then Docker's."""
-    home = Path(environ.get("HOME") or "~").expanduser()
+    home = home_expanded(environ.get("HOME") or "~")
     config = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
     files: list[Path] = []
     if given := environ.get("REGISTRY_AUTH_FILE"):

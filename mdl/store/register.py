@@ -18,6 +18,7 @@ from typing import Any
 
 from mdl.errors import OutsideJSONError
 from mdl.outsidejson import read_json
+from mdl.paths import home_expanded
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
 
@@ -33,7 +34,7 @@ def register_dir() -> Path:
     tests/store/test_one_offs.py holds the two equal), elsewhere by platformdirs."""
     if sys.platform.startswith("linux"):
         base = os.environ.get("XDG_DATA_HOME", "")
-        data = Path(base) if base.strip() else Path("~/.local/share").expanduser()
+        data = Path(base) if base.strip() else home_expanded("~/.local/share")
         return data / "mdl" / REGISTER
     import platformdirs
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import HANG, mdl, wait_for
-from servers import TOKEN, CdnServer, HubServer, hold_after, make_data
+from servers import TOKEN, CdnServer, HubServer, closed_port, hold_after, make_data
 from zygote import Forked, forked_mdl, shared
 
 BIG = make_data(3_000_000, seed=7)
@@ -241,10 +240,7 @@ def test_a_token_with_a_line_break_works_as_huggingface_hub_reads_it(
 def test_unreachable_hub_is_exit_5_quickly(
     world: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     started = time.monotonic()
     result = mdl("pull", "tiny")
     assert result.exit_code == 5

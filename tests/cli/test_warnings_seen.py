@@ -10,7 +10,6 @@ Against the loopback Hub and a loopback mirror that serves what it holds and not
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from urllib.parse import unquote
 
 import pytest
 from runfixtures import mdl
-from servers import Content, Exchange, Fault, HubServer, LoopbackServer, make_data
+from servers import Content, Exchange, Fault, HubServer, LoopbackServer, closed_port, make_data
 from terminal import unstamped
 from typer.testing import Result
 
@@ -61,11 +60,8 @@ def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, Path]:
 
 
 def dead_url() -> str:
-    """A loopback URL nothing listens on (bound to get a free port, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """A loopback URL nothing listens on (``servers.closed_port``)."""
+    return f"http://127.0.0.1:{closed_port()}"
 
 
 def warnings(stderr: str) -> list[str]:

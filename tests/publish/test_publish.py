@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from runfixtures import HANG, mdl, wait_for
 from s3server import ACCESS_KEY, S3, SECRET_KEY, endless
-from servers import HubServer, make_data
+from servers import HubServer, closed_port, make_data
 from typer.testing import Result
 
 from mdl.buckets import versions
@@ -572,11 +572,7 @@ def test_an_upload_s_own_error_ends_the_send_and_the_others_are_made_whole(tmp_p
 def test_a_mirror_endpoint_nothing_listens_on_is_warned_about_once(
     hub_repo: HubServer, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     catalog = tmp_path / "dead.toml"
     catalog.write_text(
         f'[settings]\nmirrors = [{{ url = "{MIRROR}", endpoint = "{dead}"'

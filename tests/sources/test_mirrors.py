@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from runfixtures import HANG, mdl
-from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, LoopbackServer, make_data
+from servers import (
+    TOKEN,
+    CdnServer,
+    Content,
+    Exchange,
+    Fault,
+    HubServer,
+    LoopbackServer,
+    closed_port,
+    make_data,
+)
 from typer.testing import Result
 
 from mdl.catalog.load import parse_catalog
@@ -124,11 +133,8 @@ def fill_folder(root: Path, files: dict[str, bytes], *, model: str = "tiny") -> 
 
 
 def dead_url() -> str:
-    """A loopback URL nothing listens on (bound to get a free port, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """A loopback URL nothing listens on (``servers.closed_port``)."""
+    return f"http://127.0.0.1:{closed_port()}"
 
 
 # -- the Hub side

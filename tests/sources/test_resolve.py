@@ -5,13 +5,12 @@ requests).
 from __future__ import annotations
 
 import hashlib
-import socket
 import time
 from urllib.parse import quote
 
 import pytest
 from runfixtures import HANG
-from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
+from servers import TOKEN, Fault, HubServer, closed_port, git_blob_sha1, make_data
 
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.specs import FileSpec, ModelSpec
@@ -83,12 +82,6 @@ def no_downloads(hub: HubServer) -> None:
     assert hub.cdn.log.records() == []
     gets = hub.log.records(method="GET")
     assert [r for r in gets if "/resolve/" in r.url_path and not r.asks_metadata] == []
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- snapshots

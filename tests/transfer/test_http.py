@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import email.utils
 import random
-import socket
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import httpx2
 import pytest
 from pytest_httpx2 import HTTPXMock
-from servers import TOKEN, CdnServer, Fault, HubServer, make_data
+from servers import TOKEN, CdnServer, Fault, HubServer, closed_port, make_data
 
 from mdl import __version__
 from mdl.errors import (
@@ -60,12 +59,6 @@ def fetch(
 ) -> tuple[int, bytes, str]:
     with follow(client, url, credentials=credentials, what="m/f", **kwargs) as resp:  # type: ignore[arg-type]
         return resp.status_code, resp.read(), str(resp.url)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- origins and credentials

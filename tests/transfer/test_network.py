@@ -7,7 +7,6 @@ the timeout its start.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -15,19 +14,13 @@ import httpx2
 import pytest
 from hostile import ForwardProxy, SilentServer
 from runfixtures import HANG, bypasses, mdl, proxy_for, use_catalog
-from servers import CdnServer, HubServer, make_data
+from servers import CdnServer, HubServer, closed_port, make_data
 
 from mdl.errors import NetworkError
 from mdl.transfer.connection import Proxy
 from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 
 DATA = make_data(100_000, seed=21)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fetch(url: str, environ: dict[str, str], *, timeout: float = 5.0) -> bytes:
