@@ -18,7 +18,7 @@ from typing import Any
 
 from mdl.errors import OutsideJSONError
 from mdl.outsidejson import read_json
-from mdl.paths import home_expanded
+from mdl.paths import home_expanded, user_folder
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
 
@@ -34,11 +34,13 @@ def register_dir() -> Path:
     tests/store/test_one_offs.py holds the two equal), elsewhere by platformdirs."""
     if sys.platform.startswith("linux"):
         base = os.environ.get("XDG_DATA_HOME", "")
-        data = Path(base) if base.strip() else home_expanded("~/.local/share")
+        if base.strip():
+            return Path(base) / "mdl" / REGISTER
+        data = user_folder(lambda: str(home_expanded("~/.local/share")), variable="XDG_DATA_HOME")
         return data / "mdl" / REGISTER
     import platformdirs
 
-    return Path(platformdirs.user_data_dir()) / "mdl" / REGISTER
+    return user_folder(platformdirs.user_data_dir, variable="XDG_DATA_HOME") / "mdl" / REGISTER
 
 
 def remember(place: Path, *, kind: str) -> None:
