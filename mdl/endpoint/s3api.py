@@ -355,7 +355,7 @@ def _page(
     """The page of ``objects`` (sorted by key) after ``after``: at most ``most`` entries, keys
     under a delimiter rolled up into their common prefix (one entry each)."""
     page = _Page()
-    for obj in objects:
+    for obj in objects if most else ():  # (max-keys=0: an empty page, nothing more to ask)
         if obj.size is None or not obj.key.startswith(prefix) or obj.key.encode() <= after.encode():
             continue
         rolled = _rolled_up(obj.key, prefix, delimiter)
@@ -407,7 +407,7 @@ def _token(last: str) -> str:
 
 
 def _untoken(token: str) -> str:
-    if len(token) > _TOKEN_MAX:
+    if not token or len(token) > _TOKEN_MAX:  # (every token this endpoint gives names a key)
         raise ValueError(token)
     try:
         return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
@@ -659,13 +659,16 @@ def _number(text: str) -> int | None:
 
 def _range(header: str | None, size: int) -> tuple[int, int, bool] | None:
     """(first, last, partial) of the bytes asked for (RFC 9110 14.1.2), None: not satisfiable. A
-    header that is not one byte range is ignored (the whole object), as S3 does."""
+    header that is not one valid byte range (one ending before it starts, too: RFC 9110 14.1.1) is
+    ignored (the whole object), as S3 does."""
     found = _RANGE.fullmatch(header.strip()) if header is not None else None
     if found is None or found.groups() == ("", ""):
         return 0, size - 1, False
     first, last = (_number(text) for text in found.groups())
     if first is None:  # the last N bytes
         return (max(0, size - last), size - 1, True) if last and size else None
-    if first >= size or (last is not None and last < first):
+    if last is not None and last < first:
+        return 0, size - 1, False
+    if first >= size:
         return None
     return first, size - 1 if last is None else min(last, size - 1), True

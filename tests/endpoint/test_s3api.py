@@ -37,7 +37,9 @@ def test_a_range_is_within_the_object_or_refused(header: str | None, size: int) 
 @given(start=st.integers(0, 10**6), end=st.integers(0, 10**6), size=st.integers(1, 10**6))
 def test_a_well_formed_range_is_what_http_says(start: int, end: int, size: int) -> None:
     span = s3api._range(f"bytes={start}-{end}", size)
-    if start >= size or end < start:
+    if end < start:  # not a valid range: ignored (RFC 9110 14.1.1), the whole object, as S3
+        assert span == (0, size - 1, False)
+    elif start >= size:
         assert span is None
     else:
         assert span == (start, min(end, size - 1), True)
@@ -128,14 +130,22 @@ def _page(endpoint: s3api.BucketFacts, shelf: _Shelf, params: dict[str, str]) ->
 
 
 def test_a_bad_continuation_token_or_max_keys_is_an_s3_error() -> None:
+    """An empty token too: none this endpoint gives is empty (one answered the first page again,
+    for ever, to a client that sent it back)."""
     endpoint = s3api.BucketFacts("mdl", wait=0)
-    for params in ({"continuation-token": "%%%"}, {"max-keys": "many"}):
+    for params in ({"continuation-token": "%%%"}, {"max-keys": "many"}, {"continuation-token": ""}):
         answer = s3api.answer(
             endpoint, _Shelf(["m/a"]), method="GET", bucket="mdl", key="",  # type: ignore[arg-type]
             params={"list-type": "2", **params}, headers={}, cancel=threading.Event(),
         )  # fmt: skip
         assert answer.status == 400
         assert re.search(rb"<Code>InvalidArgument</Code>", answer.body)
+
+
+def test_max_keys_0_is_an_empty_page_with_nothing_more_to_ask() -> None:
+    """As S3 and MinIO answer it (it said more follow, with an empty token)."""
+    page = _page(s3api.BucketFacts("mdl", wait=0), _Shelf(["m/a", "m/b"]), {"max-keys": "0"})
+    assert page == {"entries": [], "token": None, "truncated": False}
 
 
 def test_a_get_whose_file_became_another_verified_version_is_a_503_saying_so(
