@@ -52,6 +52,12 @@ class Served:
             self.sent[index] += step
             yield b" " * step
 
+    def answer(self, status: str, head: bytes, size: int, **pace: Any) -> Any:
+        """A ``Cutter.answer`` replying ``status`` and a body of ``head`` then ``size`` bytes
+        (``body``) to every GET."""
+        headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(head) + size))]
+        return on_get(lambda: (status, headers, self.body(head, size, **pace)))
+
 
 @pytest.fixture
 def served(s3: S3) -> Served:  # noqa: F811
@@ -64,13 +70,7 @@ def test_a_refusal_is_read_no_further_than_8_kib_whatever_its_size(s3: S3, serve
     """A 500 whose XML goes on for 256 MiB: each try reads its first 8 KiB, the connection is
     dropped with the rest unread, and the error is the status's (exit 5, naming the prefix)."""
     error = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>"
-    s3.cutter.answer = on_get(
-        lambda: (
-            "500 Internal Server Error",
-            [("Content-Type", "application/xml"), ("Content-Length", str(len(error) + 256 * MiB))],
-            served.body(error, 256 * MiB),
-        )
-    )
+    s3.cutter.answer = served.answer("500 Internal Server Error", error, 256 * MiB)
     with pytest.raises(
         NetworkError, match=r"^s3://mirror/hub/: the store refused \(Internal Server"
     ):
@@ -84,13 +84,7 @@ def test_a_listing_page_past_8_mib_is_no_s3_answer(s3: S3, served: Served) -> No
     """A 200 page padded to 24 MiB (its names few: the page's count of names is no bound on its
     bytes) is refused after 8 MiB are read, once, naming the listing."""
     page = b"<?xml version='1.0'?><ListBucketResult><Name>mirror</Name>"
-    s3.cutter.answer = on_get(
-        lambda: (
-            "200 OK",
-            [("Content-Type", "application/xml"), ("Content-Length", str(len(page) + 24 * MiB))],
-            served.body(page, 24 * MiB),
-        )
-    )
+    s3.cutter.answer = served.answer("200 OK", page, 24 * MiB)
     with pytest.raises(
         NetworkError, match=r"^s3://mirror/hub/: a reply of more than 8,388,608 bytes"
     ):
@@ -138,13 +132,7 @@ def test_a_body_that_trickles_ends_at_the_read_timeout(
     whole) and an object's streamed body (a lease's read) alike; the answer would go on for a
     minute."""
     head = b"<?xml version='1.0'?><ListBucketResult>"
-    s3.cutter.answer = on_get(
-        lambda: (
-            "200 OK",
-            [("Content-Type", "application/xml"), ("Content-Length", str(len(head) + 600))],
-            served.body(head, 600, step=1, pause=0.1),
-        )
-    )
+    s3.cutter.answer = served.answer("200 OK", head, 600, step=1, pause=0.1)
     client = s3_client(endpoint=s3.endpoint, timeout=1.0, retries=0)
     with (
         pytest.raises(NetworkError, match=r"^s3://mirror/hub/.*[Rr]ead timeout"),
