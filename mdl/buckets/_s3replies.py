@@ -61,7 +61,7 @@ def bound_replies(client: Any) -> None:
         return AWSResponse(reply.url, reply.status_code, reply.headers, body)
 
     client.meta.events.register("before-send.s3", send)
-    client.meta.events.register("after-call-error.s3", _unreadable)
+    client.meta.events.register("after-call-error.s3", _whose_failure)
 
 
 class TooBig(BotoCoreError):  # type: ignore[misc]  # (botocore has no types)
@@ -93,7 +93,7 @@ _WHOSE: dict[str, Any] = {  # (classes of botocore's untyped BotoCoreError)
 }
 
 
-def _unreadable(exception: BaseException, **_: Any) -> None:
+def _whose_failure(exception: BaseException, **_: Any) -> None:
     """botocore's ``after-call-error``: a failure raised inside its parser said as the store's, one
     raised refreshing the credentials as the user's (a handler's exception is the one the call
     raises). Any other (a bug) is left as it is."""

@@ -317,10 +317,10 @@ def test_only_what_the_parser_raised_is_the_stores_fault() -> None:
     with pytest.raises(RuntimeError) as parsed:
         RestXMLParser().parse(reply, model.operation_model("ListObjectsV2").output_shape)
     with pytest.raises(_s3replies.Unreadable, match=r"could not be read \(RuntimeError: "):
-        _s3replies._unreadable(parsed.value)
+        _s3replies._whose_failure(parsed.value)
     with pytest.raises(ValueError) as elsewhere:
         json.loads("<html>")
-    assert _s3replies._unreadable(elsewhere.value) is None  # botocore raises it on, as it was
+    assert _s3replies._whose_failure(elsewhere.value) is None  # botocore raises it on, as it was
 
 
 def test_credentials_that_fail_to_refresh_are_the_users_to_fix(s3: S3, tmp_path: Path) -> None:  # noqa: F811
