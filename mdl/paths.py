@@ -13,7 +13,7 @@ import os
 import re
 import stat as st
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -56,24 +56,6 @@ def home_expanded(path: str | os.PathLike[str]) -> Path:
     user), where ``Path.expanduser`` raises RuntimeError. The one expansion of a path a user
     wrote (a flag, a setting, a catalog's field)."""
     return Path(os.path.expanduser(path))  # noqa: PTH111 (never raises)
-
-
-def user_folder(find: Callable[[], str], *, variable: str) -> Path:
-    """One of this user's folders (``find``: a platformdirs lookup, or a path under ``~``), or
-    UsageError (exit 2) when the user has no home to keep it under (HOME unset or relative and no
-    passwd entry: a container's random uid), naming the variable that sets it instead (a folder
-    relative to wherever mdl runs is never one)."""
-    try:
-        found = Path(find())
-    except RuntimeError:  # (platformdirs': "could not determine the home directory")
-        found = Path()
-    if found.is_absolute():
-        return found
-    raise UsageError(
-        f"this user has no home folder (HOME is unset or not absolute, and uid {os.getuid()} has"
-        " none in the system's user list)",
-        hint=f"set HOME, or {variable}",
-    )
 
 
 def shown_name(name: str | os.PathLike[str]) -> str:

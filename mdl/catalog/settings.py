@@ -16,14 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import PASTE_AGAIN, catalog_secrets, header_value_problem
 from mdl.errors import UsageError
-from mdl.paths import (
-    character_problem,
-    home_expanded,
-    is_http_url,
-    parse_oci_ref,
-    shown,
-    user_folder,
-)
+from mdl.paths import character_problem, home_expanded, is_http_url, parse_oci_ref, shown
 from mdl.redact import Secrets, unshown
 from mdl.setting import (
     OFF,
@@ -35,6 +28,7 @@ from mdl.setting import (
     Setting,
     parse_bool,
 )
+from mdl.userfolders import user_folder
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog, CatalogSettings
@@ -202,21 +196,15 @@ def hub_token_problem(token: str, where: str) -> UsageError | None:
 
 def default_dest() -> Path:
     """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
-    import platformdirs  # (not for a run given its folder and log file)
-
-    return user_folder(platformdirs.user_data_dir, variable="XDG_DATA_HOME") / "mdl" / "models"
+    return user_folder("data") / "mdl" / "models"
 
 
 def default_log_file() -> Path:
-    import platformdirs
-
-    return user_folder(platformdirs.user_log_dir, variable="XDG_STATE_HOME") / "mdl" / "mdl.log"
+    return user_folder("log") / "mdl" / "mdl.log"
 
 
 def user_config_dir() -> Path:  # the catalog fallback is <this>/mdl/catalog.toml
-    import platformdirs
-
-    return user_folder(platformdirs.user_config_dir, variable="XDG_CONFIG_HOME")
+    return user_folder("config")
 
 
 def resolve_dest(

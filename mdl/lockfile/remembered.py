@@ -30,8 +30,8 @@ from mdl.catalog.specs import Catalog, CatalogSettings, FileSpec, ModelSpec
 from mdl.errors import CatalogError, CatalogWarning, MdlError
 from mdl.lockfile.model import Lock, LockedFile, LockedModel
 from mdl.outsidejson import read_json
-from mdl.paths import user_folder
 from mdl.store import confined
+from mdl.userfolders import user_folder
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.lock")
@@ -151,9 +151,7 @@ def _recalled_or(
 
 
 def _root() -> Path:
-    import platformdirs
-
-    return user_folder(platformdirs.user_cache_dir, variable="XDG_CACHE_HOME") / "mdl"
+    return user_folder("cache") / "mdl"
 
 
 def _entry(name: str, path: Path) -> Path:

@@ -9,18 +9,16 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import stat as st
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mdl.errors import OutsideJSONError
 from mdl.outsidejson import read_json
-from mdl.paths import home_expanded, user_folder
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
+from mdl.userfolders import user_folder
 
 log = logging.getLogger("mdl.store")
 
@@ -29,18 +27,8 @@ REGISTER = "one-offs"
 
 
 def register_dir() -> Path:
-    """``<user data dir>/mdl/one-offs`` (read at call time so tests can isolate it). On Linux by
-    platformdirs' rule written out (importing it costs ~10 ms of every small get;
-    tests/store/test_one_offs.py holds the two equal), elsewhere by platformdirs."""
-    if sys.platform.startswith("linux"):
-        base = os.environ.get("XDG_DATA_HOME", "")
-        if base.strip():
-            return Path(base) / "mdl" / REGISTER
-        data = user_folder(lambda: str(home_expanded("~/.local/share")), variable="XDG_DATA_HOME")
-        return data / "mdl" / REGISTER
-    import platformdirs
-
-    return user_folder(platformdirs.user_data_dir, variable="XDG_DATA_HOME") / "mdl" / REGISTER
+    """``<user data dir>/mdl/one-offs`` (read at call time so tests can isolate it)."""
+    return user_folder("data") / "mdl" / REGISTER
 
 
 def remember(place: Path, *, kind: str) -> None:

@@ -97,18 +97,6 @@ def test_an_older_revision_in_the_cache_is_shown_and_pruned(env: HubServer, tmp_
     assert Path(found).read_bytes() == NEW, "the current revision stays"
 
 
-def test_the_register_is_in_the_user_data_dir_as_platformdirs_says(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    import platformdirs
-
-    from mdl.store.register import register_dir
-
-    for value in (str(tmp_path / "data"), "", "  "):
-        monkeypatch.setenv("XDG_DATA_HOME", value)
-        assert register_dir() == Path(platformdirs.user_data_dir(), "mdl", "one-offs")
-
-
 def test_a_catalog_models_older_revision_is_shown_by_list(
     env: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
