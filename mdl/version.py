@@ -2,5 +2,5 @@
 (and the API).
 """
 
-__version__ = "0.28.8"
+__version__ = "0.28.9"
 USER_AGENT = f"mdl/{__version__}"
