@@ -61,6 +61,7 @@ _RULES = (
     "setting.py",
     "signing/statement.py",
     "store/layout.py",
+    "userfolders.py",
 )
 _PACKAGE = Path(__file__).resolve().parent.parent
 # A file bigger than this is checked each time, not remembered: remembering costs memory of a
