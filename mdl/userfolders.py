@@ -6,12 +6,14 @@ import os
 import pwd
 import sys
 from pathlib import Path
+from typing import Literal
 
 from mdl.errors import UsageError
 
 # a kind of user folder: platformdirs' function, the variable that sets it, and (on Linux) the
 # folder under the home without it and what platformdirs adds to either
-_USER_FOLDERS = {
+UserFolder = Literal["data", "log", "config", "cache"]
+_USER_FOLDERS: dict[UserFolder, tuple[str, str, str, str]] = {
     "data": ("user_data_dir", "XDG_DATA_HOME", ".local/share", ""),
     "log": ("user_log_dir", "XDG_STATE_HOME", ".local/state", "log"),
     "config": ("user_config_dir", "XDG_CONFIG_HOME", ".config", ""),
@@ -19,7 +21,7 @@ _USER_FOLDERS = {
 }
 
 
-def user_folder(kind: str) -> Path:
+def user_folder(kind: UserFolder) -> Path:
     """This user's folder of a kind (``data``, ``log``, ``config``, ``cache``: platformdirs'), or
     UsageError (exit 2) when the user has no home to keep it under (HOME unset or relative and no
     passwd entry: a container's random uid), naming the variable that sets it instead (a folder

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from mdl.errors import UsageError
+from mdl.userfolders import UserFolder
 
 
 @pytest.mark.parametrize(
@@ -47,9 +49,9 @@ def test_a_user_with_no_home_is_told_what_to_set(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the rule written out is Linux's")
-@pytest.mark.parametrize("kind", ["data", "log", "config", "cache"])
+@pytest.mark.parametrize("kind", get_args(UserFolder))
 def test_a_user_folder_is_where_platformdirs_puts_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: UserFolder
 ) -> None:
     """On Linux mdl writes platformdirs' XDG rule out (importing it was 1.4 % of a small get's
     instructions): the two agree with the variable set, empty or unset, and HOME set, relative or
