@@ -10,9 +10,9 @@ from typing import Literal
 
 from mdl.errors import UsageError
 
+UserFolder = Literal["data", "log", "config", "cache"]
 # a kind of user folder: platformdirs' function, the variable that sets it, and (on Linux) the
 # folder under the home without it and what platformdirs adds to either
-UserFolder = Literal["data", "log", "config", "cache"]
 _USER_FOLDERS: dict[UserFolder, tuple[str, str, str, str]] = {
     "data": ("user_data_dir", "XDG_DATA_HOME", ".local/share", ""),
     "log": ("user_log_dir", "XDG_STATE_HOME", ".local/state", "log"),
@@ -29,16 +29,16 @@ def user_folder(kind: UserFolder) -> Path:
     variable when absolute, else under the home): importing platformdirs' seven modules was 1.4 %
     of a small get's instructions; tests/test_userfolders.py holds the two equal."""
     function, variable, under_home, added = _USER_FOLDERS[kind]
-    try:
-        if sys.platform.startswith("linux"):
-            found = Path(os.environ.get(variable, ""))  # (a relative one is no XDG folder)
-            found = (found if found.is_absolute() else Path(_home(), under_home)) / added
-        else:
-            import platformdirs
+    if sys.platform.startswith("linux"):
+        found = Path(os.environ.get(variable, ""))  # (a relative one is no XDG folder)
+        found = (found if found.is_absolute() else Path(_home(), under_home)) / added
+    else:
+        import platformdirs
 
+        try:
             found = Path(getattr(platformdirs, function)())
-    except RuntimeError:  # (platformdirs': "could not determine the home directory")
-        found = Path()
+        except RuntimeError:  # (platformdirs': "could not determine the home directory")
+            found = Path()
     if found.is_absolute():
         return found
     raise UsageError(
