@@ -7,7 +7,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mdl.cli.render.console import run_summary
@@ -93,7 +92,7 @@ def _tell_failures(run: Run, report: RunReport) -> None:
     for f, more in failures:
         if more:
             error = f.error or f.label + ": failed"
-            f = replace(f, error=f"{error} (and {plural(more, 'more file')} of {f.hub_repo})")
+            f = f._replace(error=f"{error} (and {plural(more, 'more file')} of {f.hub_repo})")
         run.file_error(f)
 
 

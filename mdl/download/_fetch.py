@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -344,7 +343,7 @@ def _fetch_one(
         else:  # the reporter names the file itself: the message without its own "label: " in front
             session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
         outcome = _failed(plan, exc)
-    outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
+    outcome = outcome._replace(seconds=time.monotonic() - started, retries=retries.causes)
     log_outcome(outcome)
     if error is not None:
         raise error

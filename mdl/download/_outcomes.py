@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import stat as st
-from dataclasses import replace
 from pathlib import Path
 
 from mdl.download._plan import FORCED, Action, PlannedFile, policy_of
@@ -91,12 +90,9 @@ def _words(plan: PlannedFile, action: Action, reason: str) -> tuple[str | None, 
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
-    return replace(
-        done_outcome(plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256),
-        action=plan.decision.action.value,
-        word=None,
-        source=None,
-    )
+    return done_outcome(
+        plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256
+    )._replace(action=plan.decision.action.value, word=None, source=None)
 
 
 def kept_in_place(

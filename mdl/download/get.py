@@ -235,9 +235,9 @@ def _said(outcome: FileOutcome, item: Source, within: str, warning: str | None) 
     unused -H.
     """
     if isinstance(item, UrlFile) and item.listed is not None:
-        outcome = replace(outcome, within=within)
+        outcome = outcome._replace(within=within)
     if warning is not None:
-        outcome = replace(outcome, warning="; ".join(filter(None, (outcome.warning, warning))))
+        outcome = outcome._replace(warning="; ".join(filter(None, (outcome.warning, warning))))
     return outcome
 
 
@@ -375,7 +375,7 @@ def _planned(
         warning = session.netrc_warning(typed=item.typed)
         # a 401 may be why: said here too (fetch says it with the others)
         if warning is not None:
-            outcome = replace(outcome, warning=warning)
+            outcome = outcome._replace(warning=warning)
         log_outcome(outcome)
         return outcome
 

@@ -76,4 +76,4 @@ def _specs(request: OneOffs) -> list[ModelSpec]:
 def _said(outcome: FileOutcome, within: str | None) -> FileOutcome:
     """A one-off file, as every get's (no model), a whole repo's in its snapshot folder (stdout's
     line, as ``hf download`` prints it)."""
-    return replace(outcome, model="", within=within)
+    return outcome._replace(model="", within=within)

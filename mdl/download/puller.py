@@ -123,7 +123,7 @@ def _warned(report: RunReport, lockfile: LockUse) -> RunReport:
         return report
     cause = WARNING_CAUSE + lockfile.parts_warning
     files = tuple(
-        o if o.model in lockfile.warnings else replace(o, retries=(*o.retries, cause))
+        o if o.model in lockfile.warnings else o._replace(retries=(*o.retries, cause))
         for o in report.files
     )
     return replace(report, files=files)

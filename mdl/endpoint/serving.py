@@ -272,8 +272,7 @@ def _released_wrong(outcome: FileOutcome, shelf: Shelf) -> FileOutcome:
     if not wrong:
         return outcome
     shown = ", ".join(f"{start}-{end - 1}" for start, end in wrong)
-    return replace(
-        outcome,
+    return outcome._replace(
         action="failed",
         word=None,
         exit_code=int(ExitCode.INTEGRITY),
@@ -310,8 +309,7 @@ def _fetched_again(before: FileOutcome, after: FileOutcome) -> FileOutcome:
     """The outcome of a file fetched again after ``before`` failed: ``after``'s, with the bytes of
     both tries, and why it was fetched again as a warning (said once, as any warning of a pull)."""
     why = f"{before.error or before.label + ': failed'}; fetched it again"
-    return replace(
-        after,
+    return after._replace(
         fetched=before.fetched + after.fetched,
         retries=(*before.retries, WARNING_CAUSE + why, *after.retries),
         word=after.word or (None if after.failing else "fetched again"),

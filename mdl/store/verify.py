@@ -8,7 +8,6 @@ import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -227,7 +226,7 @@ def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileO
             hint=f"run `mdl pull {spec.name}`",
         )
     outcome = failed(spec.name, None, error, dest=status.folder)
-    return replace(outcome, action="missing") if type(error) is NotFoundError else outcome
+    return outcome._replace(action="missing") if type(error) is NotFoundError else outcome
 
 
 def _unread_record(store: Store, model: str, path: Path) -> MdlError:
@@ -458,7 +457,7 @@ def _absent(model: str, file: LocalFile) -> FileOutcome:
     elif file.state == PARTIAL:
         what = "not finished"
     absent = NotFoundError(f"{label}: {what} ({file.dest})", hint=f"run `mdl pull {model}`")
-    return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
+    return failed(model, file.path, absent, dest=file.dest)._replace(action="missing")
 
 
 def _rehash(

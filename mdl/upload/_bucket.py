@@ -11,7 +11,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.buckets.protocol import side_of
@@ -135,7 +135,7 @@ class Bucket:
             if ask.stop.is_set():
                 raise
             progress.finish(label, ok=False, message=exc.message.removeprefix(f"{uri}: "))
-            return replace(failed(f.model, f.path, exc), dest=uri)
+            return failed(f.model, f.path, exc)._replace(dest=uri)
         if f.size == 0:  # no bytes, no progress callback: its row starts here
             progress.start(label, label=label, total=0, model=f.model, path=f.path)
         progress.finish(label, ok=True)

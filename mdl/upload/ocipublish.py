@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,7 @@ class _Run:
             )
             plan.there = {f.sha256 for f, held in zip(contents, list(found), strict=True) if held}
         except MdlError as exc:
-            return replace(failed(name, None, exc), dest=plan.shown)
+            return failed(name, None, exc)._replace(dest=plan.shown)
         self.known.update((sha256, ref.repository) for sha256 in plan.there)
         return plan
 
@@ -262,7 +262,7 @@ class _Run:
             if self.signer is not None:
                 outcomes.append(self._signed(plan, action, what=what))
         except MdlError as exc:
-            return [*outcomes, replace(failed(name, None, exc), dest=plan.shown)], []
+            return [*outcomes, failed(name, None, exc)._replace(dest=plan.shown)], []
         if outcomes[-1].action == "failed":  # its signature: the tag stays where it was
             return outcomes, []
         manifest = f"{plan.shown}@{manifest_digest(plan.body)}"
@@ -279,7 +279,7 @@ class _Run:
                 plan.writer, self.signer, name, plan.files, plan.body, dry_run=self.dry_run
             )
         except MdlError as exc:
-            return replace(failed(name, SIGNATURE_FILE, exc), dest=plan.shown)
+            return failed(name, SIGNATURE_FILE, exc)._replace(dest=plan.shown)
         if action == "uploaded":  # (skipped: the tag names this version already)
             plan.writer.push_manifest(plan.body, media_type=MANIFEST, what=what, tag=plan.ref.tag)
         return row
@@ -326,7 +326,7 @@ class _Run:
             if self.stop.is_set():
                 raise
             self.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-            return replace(failed(f.model, f.path, exc), dest=url)
+            return failed(f.model, f.path, exc)._replace(dest=url)
         self.known[f.sha256] = plan.ref.repository
         if f.size == 0 or action == MOUNTED:  # no bytes went: its row starts here
             self.progress.start(label, label=label, total=f.size, model=f.model, path=f.path)
@@ -349,9 +349,9 @@ class _Run:
 def _twin(first: FileOutcome, f: ReadyFile, contents: Mapping[str, ReadyFile]) -> FileOutcome:
     """A second file of the same bytes: the same blob, sent once."""
     if first.action == "failed":
-        return replace(first, path=f.path)
+        return first._replace(path=f.path)
     why = f"the same blob as {contents[f.sha256].path}"
-    return replace(first, path=f.path, action=first.action.replace("uploaded", "skipped"),
+    return first._replace(path=f.path, action=first.action.replace("uploaded", "skipped"),
                    reason=why, fetched=0)  # fmt: skip
 
 

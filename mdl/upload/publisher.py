@@ -324,8 +324,8 @@ def _planned(
     bucket: Bucket, outcomes: Sequence[FileOutcome], uploads: Sequence[ReadyFile]
 ) -> list[FileOutcome]:
     """A dry run's rows for the files: ``skip`` what is there, ``upload`` the rest."""
-    planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
-    planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
+    planned = [o._replace(action="skip") if o.action == "skipped" else o for o in outcomes]
+    planned += [bucket.outcome(f, "uploaded")._replace(action="upload", fetched=0) for f in uploads]
     return planned
 
 
@@ -385,7 +385,7 @@ def _version(
             action = "uploaded"
             log.info("%s: version %s, manifest written to %s", name, made.id, uri)
     except MdlError as exc:  # the files are up; the version is not published until its manifest is
-        return [*rows, replace(failed(name, None, exc), dest=uri)], []
+        return [*rows, failed(name, None, exc)._replace(dest=uri)], []
     return rows, [Published(name, made.id, uri, action, warning)]
 
 
@@ -506,7 +506,7 @@ def local_model(
     if record is None or status.status != INSTALLED:
         error = _not_ready(status, layout)
         outcome = failed(spec.name, None, error, dest=status.folder)
-        missing = replace(outcome, action="missing")
+        missing = outcome._replace(action="missing")
         return LocalModel(
             spec, record, (), (outcome if isinstance(error, IntegrityError) else missing,)
         )
