@@ -18,6 +18,7 @@ from mdl.paths import GIT_OID_HEX, OciRef, parse_oci_ref, path_clash, path_probl
 from mdl.redact import printable, redact_url, unshown
 from mdl.store.layout import hub_source, ref_revision, selected
 from mdl.store.records import FileRecord, ModelRecord
+from mdl.transfer.job import Opening, RangeTrust
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import FileSpec, ModelSpec
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
     from mdl.store.expected import ExpectedFile
-    from mdl.transfer.job import Opening, RangeTrust
 
 log = logging.getLogger("mdl.mirrors")
 # fields quoted in http(s) mirror URLs
@@ -70,7 +70,7 @@ class RemoteFile(NamedTuple):
     # where a probe found it answering ranges (the download need not ask again)
     located: str | None = None
     # that probe's answer, its first bytes unread
-    opening: "Opening | None" = None
+    opening: Opening | None = None
     # The model's model.sig: its bytes are proved by their own signature, so a mirror may serve it
     # with no hash.
     signature: bool = False
@@ -84,7 +84,7 @@ class RemoteFile(NamedTuple):
     xet: XetRef | None = None
     # a trusted hash for each range of exactly these bytes (``sha256``): the part hashes beside
     # the lock that pins it, or its signature's shards; None: only the whole file is checked
-    trust: "RangeTrust | None" = None
+    trust: RangeTrust | None = None
 
     def __repr__(self) -> str:  # (as a dataclass with repr=False: no secret in a traceback)
         return unshown(self)
@@ -465,7 +465,7 @@ def with_probe(
     size: int | None,
     etag: str | None,
     located: str | None = None,
-    opening: "Opening | None" = None,
+    opening: Opening | None = None,
     sha256: str | None = None,
 ) -> RemoteFile:
     """The file with what a probe learned (size, validator, where it answered a range, its unread

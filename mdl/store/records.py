@@ -1,7 +1,7 @@
 """The per-model record of verified files: its data, its JSON form on disk, and reading it back."""
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import functools
 import json
 import logging
@@ -88,10 +88,10 @@ class ModelRecord:
     commit: str | None = None
     files: dict[str, FileRecord] = field(default_factory=dict)
     updated_at: str = ""
-    expected: dict[str, ExpectedFile] | None = None
+    expected: "dict[str, ExpectedFile] | None" = None
     catalog: str | None = None
     # the model.sig its files were held to, when the catalog asks for one
-    signature: SignatureRecord | None = None
+    signature: "SignatureRecord | None" = None
     # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry
     # and blob stay on disk when a pull moves to another): by ``<commit>/<path>`` (their ``path``
     # too), so a pull back to that commit reuses them and prune frees those no model needs.
@@ -171,7 +171,7 @@ class SignatureRecord(NamedTuple):
 
 
 def _files_json(
-    entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = ""
+    entries: "Mapping[str, FileRecord | ExpectedFile]", *, drop: str = ""
 ) -> dict[str, Any]:
     """The entries by path; their source URL, ETag and commit came from servers or the catalog.
     (Their fields are text, numbers and flags: read as they are, not deep-copied by ``asdict``; a
@@ -212,7 +212,7 @@ def unchanged(record: ModelRecord, before: ModelRecord) -> ModelRecord:
     )
 
 
-def _as_written(one: FileRecord | ExpectedFile) -> bool:
+def _as_written(one: "FileRecord | ExpectedFile") -> bool:
     return all(
         _record_text(text) == text
         for key in _SERVER_TEXT
@@ -235,7 +235,7 @@ def record_json(record: ModelRecord, doc: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}" if lines else "{}"
 
 
-def _section_json(entries: list[tuple[str, FileRecord | ExpectedFile]], *, drop: str) -> str:
+def _section_json(entries: "list[tuple[str, FileRecord | ExpectedFile]]", *, drop: str) -> str:
     if not entries:
         return "{}"
     body = ",\n".join(f"  {json.dumps(path)}: {_entry_json(one, drop)}" for path, one in entries)
@@ -244,7 +244,7 @@ def _section_json(entries: list[tuple[str, FileRecord | ExpectedFile]], *, drop:
 
 # (typed: NamedTuples of equal fields compare equal whatever their class)
 @functools.lru_cache(maxsize=1 << 14, typed=True)
-def _entry_json(one: FileRecord | ExpectedFile, drop: str) -> str:
+def _entry_json(one: "FileRecord | ExpectedFile", drop: str) -> str:
     """One entry as ``json.dumps(..., indent=1)`` writes it two levels down (equal entries, equal
     text)."""
     return json.dumps(_files_json({"": one}, drop=drop)[""], indent=1).replace("\n", "\n  ")
@@ -306,7 +306,7 @@ def record_of(model: str, raw: object, *, known: ModelRecord | None = None) -> M
     )
 
 
-def _expected(raw: dict[str, Any], kept: ModelRecord) -> dict[str, ExpectedFile] | None:
+def _expected(raw: dict[str, Any], kept: ModelRecord) -> "dict[str, ExpectedFile] | None":
     """The ``expected`` section (None when the record has none, as a get's)."""
     if raw.get("expected") is None:
         return None

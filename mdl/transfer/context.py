@@ -3,15 +3,16 @@ trust its ranges are checked against, the order its pieces go in, this run's pro
 where its range check is found while it runs, and the ledger its bytes are counted in. The one
 place a new listener of a fetch plugs in (docs/maintaining.md)."""
 
-from __future__ import annotations
-
+# (annotations here are evaluated, not postponed: typing compiles each string annotation of a
+# NamedTuple's fields at every start)
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-if TYPE_CHECKING:
-    from mdl.transfer.job import Landing, Opening, PartSource, RangeTrust, TransferJob
+from mdl.transfer.job import Landing, Opening, PartSource, RangeTrust, TransferJob
+
+if TYPE_CHECKING:  # (a plain get loads no range check: this one annotation stays a string)
     from mdl.transfer.ranges import Releases
 
 
@@ -70,7 +71,7 @@ class JobContext(NamedTuple):
     opening: Opening | None = None
     # where the fetch's range check is found while it runs (``mdl.transfer.ranges.Releases``:
     # the pull that serves loaders owns it); None: nobody reads the file before it verified
-    releases: Releases | None = None
+    releases: "Releases | None" = None
     # the fleet's swarm (``PartSource``): the parts this machine fetches are the ones it says,
     # one piece each; the rest it writes from the others' (checked); None: every part fetched here
     swarm: PartSource | None = None
