@@ -18,8 +18,8 @@ MAX_DEPTH = 64
 # Past this an integer a JSON reader takes as a double is not exact (2**53): no count reaches it
 EXACT_INTS = 2**53
 
-_STRING = re.compile(rb'"[^"]*"')
-_PAIR = re.compile(rb"[\[{][\]}]")
+_STRING = rb'"[^"]*"'  # (patterns: compiled the first time a document needs them)
+_PAIR = rb"[\[{][\]}]"
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 
 Pairs = Callable[[list[tuple[str, object]]], object]
@@ -63,13 +63,13 @@ def _too_deep(raw: bytes) -> bool:
     at C speed: escapes and strings dropped, innermost pairs removed once per level, then what no
     pass could close (``[`` x 100,000 is never given to the parser)."""
     shape = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    shape = _STRING.sub(b"", shape.replace(b'""', b"")).replace(b'"', b"")
+    shape = re.sub(_STRING, b"", shape.replace(b'""', b"")).replace(b'"', b"")
     for _ in range(MAX_DEPTH):
-        shape, removed = _PAIR.subn(b"", shape)
+        shape, removed = re.subn(_PAIR, b"", shape)
         if not removed:
             break
     else:
-        if _PAIR.search(shape):
+        if re.search(_PAIR, shape):
             return True
     return len(shape.translate(None, b"]}")) > MAX_DEPTH
 

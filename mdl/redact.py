@@ -24,7 +24,7 @@ REDACTED = "REDACTED"
 # A query parameter whose name holds one of these (any case) makes the URL a bearer credential:
 # presigned URLs of every cloud, JWTs, API keys. Matching parts of names catches a new cloud's
 # ``X-Foo-Signature`` too.
-_SECRET_PARAM_PART = re.compile(
+_BEARER_PARAM_WORDS = (
     "sig|token|credential|auth|key|jwt|secret|policy|session|sessid|pass|hdnts|hmac"
 )
 # whole names only: as parts they are in ordinary words
@@ -253,7 +253,7 @@ def is_secret_param(name: str) -> bool:
     return (
         lowered.startswith(_SECRET_PARAM_PREFIXES)
         or lowered in _SECRET_PARAM_NAMES
-        or bool(_SECRET_PARAM_PART.search(lowered))
+        or bool(re.search(_BEARER_PARAM_WORDS, lowered))
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -189,7 +190,7 @@ def _no_problem(find: Callable[[str], str | None]) -> AfterValidator:
 
 
 def _header_value_problem(value: str) -> str | None:
-    if (why := header_value_problem(value)) is None and "${" in VAR_RE.sub("", value):
+    if (why := header_value_problem(value)) is None and "${" in re.sub(VAR_RE, "", value):
         return "has a malformed '${…}'; write ${NAME} with letters, digits and '_'"
     return why
 

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
 
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
-VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# (a pattern: compiled the first time a header needs it, not by every start that loads this module)
+VAR_RE = r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}"
 # RFC 9110 §5.6.2: a field name is a token.
 HEADER_NAME_RE = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # What mdl sets itself to fetch ranges and check what it got: another value would break resume and
@@ -129,7 +130,7 @@ def catalog_secrets(catalog: Catalog, environ: Mapping[str, str], secrets: Secre
     for file in (file for model in catalog.models for file in model.files):
         secrets.add_url(file.url or "")
         for name, raw in file.headers:
-            found = [environ.get(variable, "") for variable in VAR_RE.findall(raw)]
+            found = [environ.get(variable, "") for variable in re.findall(VAR_RE, raw)]
             if found or is_secret_header(name):
-                for value in (*found, VAR_RE.sub(lambda m: environ.get(m.group(1), ""), raw)):
+                for value in (*found, re.sub(VAR_RE, lambda m: environ.get(m.group(1), ""), raw)):
                     secrets.add(value)

@@ -167,7 +167,7 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
     """
     expanded: list[tuple[str, str]] = []
     for name, raw in spec.headers:
-        for variable in VAR_RE.findall(raw):
+        for variable in re.findall(VAR_RE, raw):
             value = environ.get(variable, "")
             where = f"{spec.key_path}.headers.{format_key(name)}: environment variable {variable}"
             # An empty token would only earn a puzzling 401 later; say what is missing now.
@@ -182,10 +182,11 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
                 raise CatalogError(
                     f"{where} has non-ASCII characters (HTTP header values are ASCII)"
                 )
-        value = VAR_RE.sub(lambda match: environ[match.group(1)], raw)  # secret: catalog_secrets
+        # secret: catalog_secrets
+        value = re.sub(VAR_RE, lambda match: environ[match.group(1)], raw)
         # the whole value, as it will be sent
         if (problem := header_value_problem(value)) is not None:
-            used = ", ".join(dict.fromkeys(VAR_RE.findall(raw)))
+            used = ", ".join(dict.fromkeys(re.findall(VAR_RE, raw)))
             raise CatalogError(
                 f"{spec.key_path}.headers.{format_key(name)}: its value {problem}"
                 + (f" (as {used} sets it)" if used else "")
