@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
+
+if __name__ == "__main__":  # the CLI (`python -m mdl`; the console script: mdl/_start.py)
+    # the cyclic collector off from the first import on (mdl.lazy.loading turns it back on)
+    gc.disable()
+
+import contextlib
 import logging
 import mmap
 import os

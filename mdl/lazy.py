@@ -21,7 +21,8 @@ def load(where: str) -> object:
     """``"package.module:name"``'s object, its module imported now if it was not yet: the one way
     mdl defers an import (the faces' names, the stores by scheme)."""
     module, _, name = where.partition(":")
-    __import__(module)  # (not importlib.import_module: `python -X importtime` shows this one)
+    with loading():
+        __import__(module)  # (not importlib.import_module: `python -X importtime` shows this one)
     return getattr(sys.modules[module], name)
 
 
@@ -59,12 +60,13 @@ def freeze_loaded() -> None:
 def loading() -> Iterator[None]:
     """Modules imported in the block with the cyclic collector off: its passes over a start's
     ~50k new objects, none of them garbage, are ~5 % of a small `mdl get`. Blocks nest, on any
-    thread: the collector is back on when the last ends; in the CLI (``freeze_loaded``) what they
-    made is frozen first, else one pass walks it then.
+    thread: the collector is back on when the last ends (in the CLI, ``freeze_loaded``, always:
+    the CLI turns it off before its first import), what they made frozen first, else one pass
+    walks it then.
     """
     with _loading:
         if _depth[0] == 0:
-            _depth[1] = gc.isenabled()
+            _depth[1] = gc.isenabled() or _depth[2]
             gc.disable()
         _depth[0] += 1
     try:
