@@ -9,18 +9,28 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Final
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class Wait:
-    """Till ``deadline`` (by ``clock``; ``math.inf``: till cancelled), or till ``cancel`` is set;
-    ``seconds``: how long it was given (said when it ran out)."""
+    """Till ``deadline`` (by ``clock``; ``math.inf``: till cancelled), or till ``cancel`` is set (a
+    new event when none is given); ``seconds``: how long it was given (said when it ran out). Its
+    fields are final (mypy holds them); a plain class: a frozen dataclass's generated methods were
+    compiled at every start (~3 M instructions)."""
 
-    deadline: float = math.inf
-    cancel: threading.Event = field(default_factory=threading.Event)
-    clock: Callable[[], float] = time.monotonic
-    seconds: float = math.inf
+    __slots__ = ("cancel", "clock", "deadline", "seconds")
+
+    def __init__(
+        self,
+        deadline: float = math.inf,
+        cancel: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        seconds: float = math.inf,
+    ) -> None:
+        self.deadline: Final = deadline
+        self.cancel: Final = threading.Event() if cancel is None else cancel
+        self.clock: Final = clock
+        self.seconds: Final = seconds
 
     @classmethod
     def within(

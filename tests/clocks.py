@@ -7,12 +7,12 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType, ModuleType
 from typing import Any
 
 from mdl.transfer.scheduling import RateLimiter
+from mdl.wait import Wait
 
 
 class FakeClock:
@@ -58,7 +58,8 @@ class VirtualWaits:
 
     def wrap(self, wait_for: Callable[..., Any]) -> Callable[..., Any]:
         def waiting(*args: Any, began: float | None = None, **kwargs: Any) -> Any:
-            wait = replace(kwargs.pop("wait"), clock=self.clock)
+            given = kwargs.pop("wait")
+            wait = Wait(given.deadline, given.cancel, self.clock, given.seconds)
             return wait_for(*args, wait=wait, poll=self.poll, **kwargs)
 
         return waiting
