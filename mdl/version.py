@@ -2,5 +2,5 @@
 (and the API).
 """
 
-__version__ = "0.28.9"
+__version__ = "0.28.10"
 USER_AGENT = f"mdl/{__version__}"
