@@ -231,7 +231,7 @@ def out_of_memory(exc: BaseException) -> bool:
         if isinstance(error, MemoryError) or getattr(error, "errno", None) == errno.ENOMEM:
             return True
         lost = isinstance(error, ImportError | SystemError | ValueError)
-        if lost and re.search(_OUT_OF_MEMORY_WORDS, str(error)):
+        if lost and _OUT_OF_MEMORY_WORDS.search(str(error)):
             return True
         if isinstance(error, SyntaxError) and _compiles(error.filename):
             return True
@@ -265,10 +265,11 @@ def _compiles(filename: str | None) -> bool:
     return True
 
 
-# (a pattern, not compiled as the module loads: re compiles it the first time an error needs it)
-_OUT_OF_MEMORY_WORDS = (
-    r"(?i)failed to map segment|cannot allocate memory|without setting an exception"
-    r"|error return without exception set|^field '\w+' is required for \w+$"
+# (compiled as the module loads: when it is needed, memory may have run out)
+_OUT_OF_MEMORY_WORDS = re.compile(
+    r"failed to map segment|cannot allocate memory|without setting an exception"
+    r"|error return without exception set|^field '\w+' is required for \w+$",
+    re.IGNORECASE,
 )
 
 

@@ -599,6 +599,8 @@ def safe_doc(doc: Any, *, secrets: Secrets | None = None, text: bool = False) ->
             for key, value in doc.items()
         }
     if isinstance(doc, list | tuple):
+        if hasattr(doc, "to_json"):  # a record (a file's outcome): its to_json() is the document
+            raise TypeError(f"{type(doc).__name__} is not a JSON document: write its to_json()")
         return [safe_doc(value, secrets=secrets, text=text) for value in doc]
     return doc
 

@@ -282,6 +282,21 @@ def test_safe_doc_cleans_the_text_of_a_json_document_and_keeps_its_data() -> Non
     }
 
 
+def test_safe_doc_refuses_a_record_whose_document_is_its_to_json() -> None:
+    """A file's outcome is a tuple: handed to a sink whole, its words would lose the keys that say
+    which are text (its ``error`` only made printable, not cut at a secret). It is refused, as
+    ``json.dumps`` refused it when it was a dataclass; its ``to_json()`` is the document."""
+    from mdl.report import FileOutcome
+
+    outcome = FileOutcome("m", "a.bin", None, None, None, "failed", error="401: tok-abcdef123456")
+    secrets = Secrets()
+    secrets.add("tok-abcdef123456")
+    with pytest.raises(TypeError, match="FileOutcome is not a JSON document"):
+        safe_doc({"files": [outcome]}, secrets=secrets)
+    shown = safe_doc({"files": [outcome.to_json()]}, secrets=secrets)
+    assert shown["files"][0]["error"] == f"401: {REDACTED}"
+
+
 _CONTROL = set(map(chr, [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])) | set(
     "\u202e\u2028\u2029"
 )

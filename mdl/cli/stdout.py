@@ -52,7 +52,7 @@ def emit_document(
     """The one JSON document on ``stream`` and a newline, indented on a terminal; an absent value is
     ``null``, never ``""``; its text made safe (errors echo servers), its data only made printable
     (``safe_doc``)."""
-    clean = safe_doc(_nulled(doc), secrets=secrets)
+    clean = _nulled(safe_doc(doc, secrets=secrets))  # (redacted first: it knows records)
     stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
     stream.flush()
 
