@@ -10,7 +10,6 @@ import os
 import re
 import stat as st
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
@@ -508,10 +507,10 @@ def adopt_cached(
     known, expected = _known_here(spec, base, _cached_files(spec, cache_root))
     if not known:
         return base if record is not None else None
-    adopted = replace(base or ModelRecord(spec.name), files=known, expected=expected)
+    adopted = (base or ModelRecord(spec.name))._replace(files=known, expected=expected)
     if spec.is_snapshot and adopted.commit is None:  # the commit the ref names, its files' own
-        adopted = replace(
-            adopted, commit=next((e.commit for e in known.values() if e.commit), None)
+        adopted = adopted._replace(
+            commit=next((e.commit for e in known.values() if e.commit), None)
         )
     return adopted
 
@@ -526,7 +525,7 @@ def _of_revision(spec: "ModelSpec", record: ModelRecord | None) -> ModelRecord |
         earlier = _every_entry(record) if record is not None else {}
         return ModelRecord(spec.name, revision=spec.revision, earlier=earlier)
     files = {p: e for p, e in record.files.items() if e.commit in (None, record.commit)}
-    return replace(record, files=files, earlier=_every_entry(record))
+    return record._replace(files=files, earlier=_every_entry(record))
 
 
 def _known_here(

@@ -16,7 +16,7 @@ import re
 import stat as st
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -183,7 +183,7 @@ def _used_paths(
         if record is None or (name not in catalog and name not in others):
             continue
         if others.get(name) == ONE_OFF_CATALOG:  # a get's repo: its files, not its older ones
-            record = replace(record, earlier={})
+            record = record._replace(earlier={})
         used.update(_paths_in_use(layout, None if name in others else catalog[name], record))
     return used
 

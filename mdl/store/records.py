@@ -6,9 +6,10 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args, get_type_hints
 
 from mdl.errors import OutsideJSONError, UnsafePathError
@@ -30,6 +31,7 @@ ONE_OFF_CATALOG = "mdl get"
 _SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256", "revision"})
 _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 _MAX_INT = 2**63 - 1
+_NONE: Mapping[str, Any] = MappingProxyType({})  # a record's empty section (read-only: shared)
 
 
 class FileRecord(NamedTuple):
@@ -77,25 +79,35 @@ def adopted_when_found(entry: FileRecord | None) -> bool:
     return entry is None or entry.adopted
 
 
-@dataclass(frozen=True, repr=False)
-class ModelRecord:
+class SignatureRecord(NamedTuple):
+    """A model's verified signature: its file in the model, that file's sha256, and who signed it
+    (as shown).
+    """
+
+    file: str
+    sha256: str
+    by: str
+
+
+class ModelRecord(NamedTuple):
     """What the model should be (``expected``; None in older records) and what mdl fetched and
     verified; ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older
-    mdl's record, or no catalog)."""
+    mdl's record, or no catalog). (A NamedTuple: a frozen dataclass's generated methods were
+    compiled at every start.)"""
 
     name: str
     revision: str | None = None
     commit: str | None = None
-    files: dict[str, FileRecord] = field(default_factory=dict)
+    files: Mapping[str, FileRecord] = _NONE
     updated_at: str = ""
-    expected: "dict[str, ExpectedFile] | None" = None
+    expected: "Mapping[str, ExpectedFile] | None" = None
     catalog: str | None = None
     # the model.sig its files were held to, when the catalog asks for one
-    signature: "SignatureRecord | None" = None
+    signature: SignatureRecord | None = None
     # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry
     # and blob stay on disk when a pull moves to another): by ``<commit>/<path>`` (their ``path``
     # too), so a pull back to that commit reuses them and prune frees those no model needs.
-    earlier: dict[str, FileRecord] = field(default_factory=dict)
+    earlier: Mapping[str, FileRecord] = _NONE
     # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed
     # version on disk, still ``installed`` when a later pull aims at a newer one upstream and does
     # not finish (None: not known).
@@ -158,16 +170,6 @@ def earlier_key(entry: FileRecord) -> str | None:
     if entry.commit and GIT_OID_HEX.fullmatch(entry.commit):
         return f"{entry.commit}/{entry.path}"
     return None
-
-
-class SignatureRecord(NamedTuple):
-    """A model's verified signature: its file in the model, that file's sha256, and who signed it
-    (as shown).
-    """
-
-    file: str
-    sha256: str
-    by: str
 
 
 def _files_json(
