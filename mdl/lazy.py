@@ -60,9 +60,9 @@ def freeze_loaded() -> None:
 def loading() -> Iterator[None]:
     """Modules imported in the block with the cyclic collector off: its passes over a start's
     ~50k new objects, none of them garbage, are ~5 % of a small `mdl get`. Blocks nest, on any
-    thread: the collector is back on when the last ends (in the CLI, ``freeze_loaded``, always:
-    the CLI turns it off before its first import), what they made frozen first, else one pass
-    walks it then.
+    thread: the collector is back on when the last ends (in the CLI, which turns it off before its
+    first import, always); in the CLI (``freeze_loaded``) what they made is frozen first, else one
+    pass walks it then.
     """
     with _loading:
         if _depth[0] == 0:

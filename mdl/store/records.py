@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args, get_type_h
 from mdl.errors import OutsideJSONError, UnsafePathError
 from mdl.outsidejson import read_json
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path
-from mdl.redact import printable, record_text
+from mdl.redact import printable, record_text, unshown
 
 if TYPE_CHECKING:
     # (its own module: a get, which writes no expected files, does not make its class)
@@ -112,6 +112,9 @@ class ModelRecord(NamedTuple):
     # version on disk, still ``installed`` when a later pull aims at a newer one upstream and does
     # not finish (None: not known).
     signed_files: dict[str, str] | None = None
+
+    def __repr__(self) -> str:  # (as a dataclass with repr=False: no server's text in a traceback)
+        return unshown(self)
 
     def holds(self, revision: str) -> bool:
         """Whether the record proves it is of ``revision`` (offline, nothing else does): the one
