@@ -31,7 +31,8 @@ ONE_OFF_CATALOG = "mdl get"
 _SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256", "revision"})
 _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 _MAX_INT = 2**63 - 1
-_NONE: Mapping[str, Any] = MappingProxyType({})  # a record's empty section (read-only: shared)
+# a record's empty section: one for all, read-only (so shared safely)
+_EMPTY_SECTION: Mapping[str, Any] = MappingProxyType({})
 
 
 class FileRecord(NamedTuple):
@@ -98,7 +99,7 @@ class ModelRecord(NamedTuple):
     name: str
     revision: str | None = None
     commit: str | None = None
-    files: Mapping[str, FileRecord] = _NONE
+    files: Mapping[str, FileRecord] = _EMPTY_SECTION
     updated_at: str = ""
     expected: "Mapping[str, ExpectedFile] | None" = None
     catalog: str | None = None
@@ -107,7 +108,7 @@ class ModelRecord(NamedTuple):
     # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry
     # and blob stay on disk when a pull moves to another): by ``<commit>/<path>`` (their ``path``
     # too), so a pull back to that commit reuses them and prune frees those no model needs.
-    earlier: Mapping[str, FileRecord] = _NONE
+    earlier: Mapping[str, FileRecord] = _EMPTY_SECTION
     # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed
     # version on disk, still ``installed`` when a later pull aims at a newer one upstream and does
     # not finish (None: not known).
